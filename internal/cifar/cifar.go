@@ -1,0 +1,166 @@
+// Package cifar reads CIFAR-10 (the binary and the python-pickle versions),
+// downloads it with a checksum check, augments images the way the seed's
+// PyTorch script and the usual CIFAR recipes do, and feeds batches to the
+// trainer through a prefetching, deterministic loader.
+//
+// Images are kept as the files store them: 3×32×32 uint8, channel-major
+// (1,024 red, 1,024 green, 1,024 blue bytes, each plane row-major).
+package cifar
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+)
+
+const (
+	// Side is the height and width of a CIFAR image.
+	Side = 32
+	// ImageBytes is the size of one image: 3 planes of 32×32 bytes.
+	ImageBytes = 3 * Side * Side
+	// RecordBytes is the size of one record of the binary version: a label
+	// byte followed by the image.
+	RecordBytes = 1 + ImageBytes
+	// NumClasses is the number of CIFAR-10 classes.
+	NumClasses = 10
+)
+
+// ClassNames are the CIFAR-10 class names in label order, as in
+// batches.meta.txt and batches.meta.
+var ClassNames = []string{
+	"airplane", "automobile", "bird", "cat", "deer",
+	"dog", "frog", "horse", "ship", "truck",
+}
+
+// Dataset is a set of CIFAR images with their labels.
+type Dataset struct {
+	// Images holds N images of 3×32×32 bytes each, CHW per image, as in
+	// the binary file.
+	Images []byte
+	// Labels holds N class indices 0..9.
+	Labels []uint8
+	// Classes names the classes in label order.
+	Classes []string
+}
+
+// Len is the number of images.
+func (d *Dataset) Len() int { return len(d.Labels) }
+
+// Image returns the 3,072 bytes of image i. The slice aliases d.Images; its
+// capacity ends with the image so that an append cannot overwrite the next.
+func (d *Dataset) Image(i int) []byte {
+	o := i * ImageBytes
+	return d.Images[o : o+ImageBytes : o+ImageBytes]
+}
+
+// Subset returns a new dataset holding copies of the images idx, in that
+// order. It panics on an index out of range, as slicing does.
+func (d *Dataset) Subset(idx []int) *Dataset {
+	s := &Dataset{
+		Images:  make([]byte, len(idx)*ImageBytes),
+		Labels:  make([]uint8, len(idx)),
+		Classes: d.Classes,
+	}
+	for k, i := range idx {
+		copy(s.Images[k*ImageBytes:], d.Image(i))
+		s.Labels[k] = d.Labels[i]
+	}
+	return s
+}
+
+// Split holds out round(valFraction·Len) images, chosen at random from
+// seed, as a validation set, and returns the rest as the training set. Both
+// keep the original order of their images. The same seed always gives the
+// same split. valFraction is clamped to [0, 1].
+func (d *Dataset) Split(valFraction float64, seed uint64) (train, val *Dataset) {
+	n := d.Len()
+	if !(valFraction > 0) { // also catches NaN
+		valFraction = 0
+	}
+	nVal := int(math.Round(math.Min(valFraction, 1) * float64(n)))
+	perm := make([]int, n)
+	for i := range perm {
+		perm[i] = i
+	}
+	rng := rand.New(rand.NewPCG(mix(seed, 0x53504c4954), mix(seed, 1))) // "SPLIT"
+	rng.Shuffle(n, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+	vi, ti := perm[:nVal], perm[nVal:]
+	slices.Sort(vi)
+	slices.Sort(ti)
+	return d.Subset(ti), d.Subset(vi)
+}
+
+// ReadBinFile reads one file of the binary version (cifar-10-batches-bin):
+// records of a label byte and 3,072 image bytes. Its classes are ClassNames.
+func ReadBinFile(path string) (*Dataset, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cifar: %w", err)
+	}
+	ds, err := parseBin(b)
+	if err != nil {
+		return nil, fmt.Errorf("cifar: %s: %w", path, err)
+	}
+	return ds, nil
+}
+
+// parseBin decodes records of the binary version. The images are copied out
+// so that the dataset does not keep the file's buffer alive.
+func parseBin(b []byte) (*Dataset, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("empty file, want records of %d bytes", RecordBytes)
+	}
+	if len(b)%RecordBytes != 0 {
+		n := len(b) / RecordBytes
+		return nil, fmt.Errorf("size %d bytes is not a multiple of the %d-byte record: record %d is truncated (%d of %d bytes)",
+			len(b), RecordBytes, n, len(b)-n*RecordBytes, RecordBytes)
+	}
+	n := len(b) / RecordBytes
+	ds := &Dataset{Images: make([]byte, n*ImageBytes), Labels: make([]uint8, n), Classes: ClassNames}
+	for i := range n {
+		r := b[i*RecordBytes : (i+1)*RecordBytes]
+		if r[0] >= NumClasses {
+			return nil, fmt.Errorf("record %d (byte offset %d): label %d out of range 0..%d", i, i*RecordBytes, r[0], NumClasses-1)
+		}
+		ds.Labels[i] = r[0]
+		copy(ds.Images[i*ImageBytes:], r[1:])
+	}
+	return ds, nil
+}
+
+// readMetaTxt reads batches.meta.txt: the class names, one a line, in label
+// order (the official file ends with blank lines, which are skipped).
+func readMetaTxt(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cifar: %w", err)
+	}
+	var names []string
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if s := strings.TrimSpace(string(l)); s != "" {
+			names = append(names, s)
+		}
+	}
+	if len(names) != NumClasses {
+		return nil, fmt.Errorf("cifar: %s: %d class names, want %d", path, len(names), NumClasses)
+	}
+	return names, nil
+}
+
+// mix hashes its inputs into one well-spread 64-bit value (splitmix64
+// steps), so that nearby seeds, epochs and indices give unrelated streams.
+func mix(vs ...uint64) uint64 {
+	h := uint64(0x9e3779b97f4a7c15)
+	for _, v := range vs {
+		h ^= v
+		h += 0x9e3779b97f4a7c15
+		h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9
+		h = (h ^ (h >> 27)) * 0x94d049bb133111eb
+		h ^= h >> 31
+	}
+	return h
+}

@@ -1,0 +1,321 @@
+package cifar
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+)
+
+// Transform turns one CIFAR image into the float32 CHW input of a model.
+// Implementations must be safe for concurrent use: the loader calls Apply
+// from several goroutines, each with its own rng.
+type Transform interface {
+	// Apply writes the 3×S×S tensor for img (3×32×32 bytes) into dst,
+	// drawing any randomness from rng.
+	Apply(dst []float32, img []byte, rng *rand.Rand)
+}
+
+// Sizer is implemented by transforms that know their output side S; the
+// loader uses it to size batches (and assumes 32 for a Transform without).
+type Sizer interface {
+	OutputSize() int
+}
+
+// Norm is a per-channel normalisation of x/255: (x/255 - Mean) / Std.
+// The zero Norm means plain x/255.
+type Norm struct {
+	Mean, Std [3]float32
+}
+
+var (
+	// ImageNetNorm is torchvision's ImageNet normalisation, the seed's.
+	ImageNetNorm = Norm{Mean: [3]float32{0.485, 0.456, 0.406}, Std: [3]float32{0.229, 0.224, 0.225}}
+	// CIFARNorm is the usual CIFAR-10 normalisation.
+	CIFARNorm = Norm{Mean: [3]float32{0.4914, 0.4822, 0.4465}, Std: [3]float32{0.2470, 0.2435, 0.2616}}
+)
+
+// lut maps each byte value of each channel to its normalised float, computed
+// as torchvision does in float32: ToTensor's x/255, then Normalize's
+// (x - mean) / std. A table makes it one load per output.
+type lut [3][256]float32
+
+func (n Norm) table() lut {
+	var t lut
+	for c := range 3 {
+		for v := range 256 {
+			x := float32(v) / 255
+			if n.Std[c] != 0 {
+				x = (x - n.Mean[c]) / n.Std[c]
+			}
+			t[c][v] = x
+		}
+	}
+	return t
+}
+
+// Tables of the common norms are built once; any other Norm gets its table
+// built on the stack per image.
+var (
+	imagenetLUT = ImageNetNorm.table()
+	cifarLUT    = CIFARNorm.table()
+	plainLUT    = Norm{}.table()
+)
+
+func (n Norm) lookup(t *lut) *lut {
+	switch n {
+	case ImageNetNorm:
+		return &imagenetLUT
+	case CIFARNorm:
+		return &cifarLUT
+	case Norm{}:
+		return &plainLUT
+	}
+	*t = n.table()
+	return t
+}
+
+// SeedTransform is the seed script's training augmentation:
+// RandomResizedCrop(Size, scale=(0.08, 1), ratio=(3/4, 4/3)), bilinear,
+// then RandomHorizontalFlip(0.5), ToTensor and ImageNet normalisation.
+type SeedTransform struct {
+	Size int // output side; 0 means 224
+}
+
+func (t SeedTransform) OutputSize() int { return sizeOr(t.Size, 224) }
+
+// Eval is the matching evaluation transform.
+func (t SeedTransform) Eval() EvalTransform {
+	return EvalTransform{Size: t.OutputSize(), Norm: ImageNetNorm}
+}
+
+func (t SeedTransform) Apply(dst []float32, img []byte, rng *rand.Rand) {
+	s := t.OutputSize()
+	checkShapes(dst, img, s)
+	i, j, h, w := resizedCropParams(rng, Side, Side, 0.08, 1, 3.0/4, 4.0/3)
+	flip := rng.Float64() < 0.5
+	resizeNorm(dst, img, i, j, h, w, s, flip, &imagenetLUT)
+}
+
+// resizedCropParams samples a crop as torchvision's
+// RandomResizedCrop.get_params does: up to 10 tries of a uniform area
+// fraction and a log-uniform aspect ratio, rounded half to even like
+// Python's round; then the centre crop clamped to the ratio range. It
+// returns the top row, left column, height and width.
+func resizedCropParams(rng *rand.Rand, height, width int, smin, smax, rmin, rmax float64) (i, j, h, w int) {
+	area := float64(height * width)
+	lmin, lmax := math.Log(rmin), math.Log(rmax)
+	for range 10 {
+		target := area * (smin + (smax-smin)*rng.Float64())
+		ar := math.Exp(lmin + (lmax-lmin)*rng.Float64())
+		w = int(math.RoundToEven(math.Sqrt(target * ar)))
+		h = int(math.RoundToEven(math.Sqrt(target / ar)))
+		if 0 < w && w <= width && 0 < h && h <= height {
+			i = rng.IntN(height - h + 1)
+			j = rng.IntN(width - w + 1)
+			return i, j, h, w
+		}
+	}
+	inRatio := float64(width) / float64(height)
+	switch {
+	case inRatio < rmin:
+		w = width
+		h = int(math.RoundToEven(float64(w) / rmin))
+	case inRatio > rmax:
+		h = height
+		w = int(math.RoundToEven(float64(h) * rmax))
+	default:
+		w, h = width, height
+	}
+	return (height - h) / 2, (width - w) / 2, h, w
+}
+
+// CIFARTransform is the usual CIFAR-10 training augmentation: pad 4 pixels
+// of zeros, take a random 32×32 crop, flip horizontally with p=0.5, and
+// normalise with CIFARNorm. A Size other than 32 resizes the crop
+// bilinearly.
+type CIFARTransform struct {
+	Size int // output side; 0 means 32
+}
+
+func (t CIFARTransform) OutputSize() int { return sizeOr(t.Size, Side) }
+
+// Eval is the matching evaluation transform.
+func (t CIFARTransform) Eval() EvalTransform {
+	return EvalTransform{Size: t.OutputSize(), Norm: CIFARNorm}
+}
+
+const cifarPad = 4
+
+// cifarParams draws the crop offsets in the padded 40×40 image and the flip,
+// in torchvision's order (RandomCrop's top, then left, then the flip).
+func cifarParams(rng *rand.Rand) (i, j int, flip bool) {
+	i = rng.IntN(2*cifarPad + 1)
+	j = rng.IntN(2*cifarPad + 1)
+	return i, j, rng.Float64() < 0.5
+}
+
+func (t CIFARTransform) Apply(dst []float32, img []byte, rng *rand.Rand) {
+	s := t.OutputSize()
+	checkShapes(dst, img, s)
+	i, j, flip := cifarParams(rng)
+	// Shift the image by (i-4, j-4) into a zeroed 32×32 buffer: the crop of
+	// the padded image without building the padded image.
+	var crop [ImageBytes]byte
+	dy, dx := i-cifarPad, j-cifarPad
+	for c := range 3 {
+		for y := range Side {
+			sy := y + dy
+			if sy < 0 || sy >= Side {
+				continue
+			}
+			x0, x1 := max(0, -dx), min(Side, Side-dx)
+			o := c*Side*Side + y*Side
+			copy(crop[o+x0:o+x1], img[c*Side*Side+sy*Side+x0+dx:])
+		}
+	}
+	resizeNorm(dst, crop[:], 0, 0, Side, Side, s, flip, &cifarLUT)
+}
+
+// EvalTransform is the deterministic evaluation transform: a bilinear resize
+// from 32 to Size (the identity at 32), then Norm.
+type EvalTransform struct {
+	Size int // output side; 0 means 32
+	Norm Norm
+}
+
+func (t EvalTransform) OutputSize() int { return sizeOr(t.Size, Side) }
+
+func (t EvalTransform) Apply(dst []float32, img []byte, _ *rand.Rand) {
+	s := t.OutputSize()
+	checkShapes(dst, img, s)
+	var tab lut
+	resizeNorm(dst, img, 0, 0, Side, Side, s, false, t.Norm.lookup(&tab))
+}
+
+func sizeOr(s, def int) int {
+	if s <= 0 {
+		return def
+	}
+	return s
+}
+
+func checkShapes(dst []float32, img []byte, s int) {
+	if len(img) != ImageBytes || len(dst) != 3*s*s {
+		panic(fmt.Sprintf("cifar: transform to %d×%d needs a %d-byte image and %d floats, got %d and %d",
+			s, s, ImageBytes, 3*s*s, len(img), len(dst)))
+	}
+}
+
+// tap is one output coordinate's two source samples and their weights.
+type tap struct {
+	i0, i1 int
+	w0, w1 float32
+}
+
+// linearTaps computes PyTorch's upsample_bilinear2d source indices and
+// weights (align_corners=False) for resizing n inputs to m outputs:
+// src = (dst + 0.5)·n/m - 0.5, clamped at 0, the upper neighbour clamped
+// to the last input.
+func linearTaps(taps []tap, n, m int) {
+	scale := float32(n) / float32(m)
+	for d := range m {
+		src := scale*(float32(d)+0.5) - 0.5
+		if src < 0 {
+			src = 0
+		}
+		i0 := int(src)
+		l1 := src - float32(i0)
+		i1 := i0
+		if i0 < n-1 {
+			i1 = i0 + 1
+		}
+		taps[d] = tap{i0: i0, i1: i1, w0: 1 - l1, w1: l1}
+	}
+}
+
+// scratch is a per-goroutine work area for resizeNorm, pooled so that
+// steady-state transforms allocate nothing.
+type scratch struct {
+	xt, yt []tap
+	rows   []float32
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// resizeNorm resizes the h×w crop at (i, j) of each 32×32 plane of img to
+// s×s bilinearly, rounds to the nearest integer (half to even) as
+// torchvision does when it resizes a uint8 image, optionally mirrors it
+// horizontally, and writes the normalised values from t into dst.
+func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *lut) {
+	if h == s && w == s {
+		// No resampling: a straight copy through the table.
+		for c := range 3 {
+			tc := &t[c]
+			for y := range s {
+				src := img[c*Side*Side+(i+y)*Side+j:]
+				out := dst[(c*s+y)*s : (c*s+y+1)*s]
+				if flip {
+					for x := range out {
+						out[x] = tc[src[s-1-x]]
+					}
+				} else {
+					for x := range out {
+						out[x] = tc[src[x]]
+					}
+				}
+			}
+		}
+		return
+	}
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	if cap(sc.xt) < s {
+		sc.xt, sc.yt = make([]tap, s), make([]tap, s)
+	}
+	xt, yt := sc.xt[:s], sc.yt[:s]
+	linearTaps(xt, w, s)
+	linearTaps(yt, h, s)
+	if flip {
+		// Mirroring the output is mirroring the x taps.
+		for a, b := 0, s-1; a < b; a, b = a+1, b-1 {
+			xt[a], xt[b] = xt[b], xt[a]
+		}
+	}
+	if cap(sc.rows) < h*s {
+		sc.rows = make([]float32, Side*s)
+	}
+	rows := sc.rows[:h*s]
+	for c := range 3 {
+		// Horizontal pass over the h source rows of the crop, then the
+		// vertical pass: the same products PyTorch forms, in the same order.
+		for y := range h {
+			src := img[c*Side*Side+(i+y)*Side+j : c*Side*Side+(i+y)*Side+j+w]
+			r := rows[y*s : (y+1)*s]
+			for x, tp := range xt {
+				r[x] = tp.w0*float32(src[tp.i0]) + tp.w1*float32(src[tp.i1])
+			}
+		}
+		tc := &t[c]
+		for y, tp := range yt {
+			r0, r1 := rows[tp.i0*s:(tp.i0+1)*s], rows[tp.i1*s:(tp.i1+1)*s]
+			out := dst[(c*s+y)*s : (c*s+y+1)*s]
+			for x := range out {
+				v := tp.w0*r0[x] + tp.w1*r1[x]
+				out[x] = tc[roundByte(v)]
+			}
+		}
+	}
+}
+
+// roundByte rounds half to even (torch.round) and clamps to 0..255.
+func roundByte(v float32) uint8 {
+	r := math.RoundToEven(float64(v))
+	if r <= 0 {
+		return 0
+	}
+	if r >= 255 {
+		return 255
+	}
+	return uint8(r)
+}

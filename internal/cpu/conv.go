@@ -1,0 +1,202 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Convolution as im2col + SGEMM. A chunk of images at a time is unrolled
+// into col [Ci·K·K, images·Ho·Wo] (so that one large GEMM covers several
+// images even where the feature maps are small), multiplied by the weights
+// w [Co, Ci·K·K], and the result [Co, images·Ho·Wo] scattered back to NCHW.
+
+// colLimit bounds the im2col buffer (in float32s) so that 224x224 inputs do
+// not need gigabytes: at least one image is always unrolled.
+const colLimit = 8 << 20
+
+// convGeom is the geometry of one stride-1 convolution.
+type convGeom struct {
+	n, ci, h, w   int // input
+	co, k, pad    int // filter
+	oh, ow        int // output
+	hw, ohw, kdim int // h·w, oh·ow, ci·k·k
+}
+
+func geometry(x, w *tensor.Tensor, pad int) convGeom {
+	if len(x.Shape) != 4 || len(w.Shape) != 4 || w.Shape[1] != x.Shape[1] || w.Shape[2] != w.Shape[3] {
+		panic(fmt.Sprintf("cpu: convolution of %v with weights %v", x.Shape, w.Shape))
+	}
+	g := convGeom{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad}
+	g.oh, g.ow = g.h+2*pad-g.k+1, g.w+2*pad-g.k+1
+	g.hw, g.ohw, g.kdim = g.h*g.w, g.oh*g.ow, g.ci*g.k*g.k
+	return g
+}
+
+// chunk is the number of images unrolled at once.
+func (g convGeom) chunk() int {
+	return max(1, min(g.n, colLimit/max(1, g.kdim*g.ohw)))
+}
+
+// im2col unrolls images [0,m) of x (starting at image 0 of the slice) into
+// col [kdim, m·ohw].
+func im2col(col, x []float32, m int, g convGeom) {
+	ld := m * g.ohw
+	kk := g.k * g.k
+	parallelFor(g.kdim, 1, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			c, ki, kj := r/kk, r/g.k%g.k, r%g.k
+			off := kj - g.pad
+			x0, x1 := max(0, -off), min(g.ow, g.w-off) // output columns whose input is inside
+			for i := 0; i < m; i++ {
+				src := x[(i*g.ci+c)*g.hw:][:g.hw]
+				dst := col[r*ld+i*g.ohw:][:g.ohw]
+				for oy := 0; oy < g.oh; oy++ {
+					row := dst[oy*g.ow : (oy+1)*g.ow]
+					iy := oy + ki - g.pad
+					if iy < 0 || iy >= g.h || x1 <= x0 {
+						clear(row)
+						continue
+					}
+					clear(row[:x0])
+					copy(row[x0:x1], src[iy*g.w+x0+off:iy*g.w+x1+off])
+					clear(row[x1:])
+				}
+			}
+		}
+	})
+}
+
+// col2im sums col [kdim, m·ohw] back into images [0,m) of dx, which it
+// overwrites.
+func col2im(dx, col []float32, m int, g convGeom) {
+	ld := m * g.ohw
+	parallelFor(m*g.ci, 1, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			i, c := j/g.ci, j%g.ci
+			dst := dx[(i*g.ci+c)*g.hw:][:g.hw]
+			clear(dst)
+			for ki := 0; ki < g.k; ki++ {
+				for kj := 0; kj < g.k; kj++ {
+					r := (c*g.k+ki)*g.k + kj
+					src := col[r*ld+i*g.ohw:][:g.ohw]
+					off := kj - g.pad
+					x0, x1 := max(0, -off), min(g.ow, g.w-off)
+					if x1 <= x0 {
+						continue
+					}
+					for oy := 0; oy < g.oh; oy++ {
+						iy := oy + ki - g.pad
+						if iy < 0 || iy >= g.h {
+							continue
+						}
+						d := dst[iy*g.w+x0+off : iy*g.w+x1+off]
+						s := src[oy*g.ow+x0 : oy*g.ow+x1]
+						for t, v := range s {
+							d[t] += v
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// gatherNCHW copies images [0,m) of t [m,Co,ohw] into out [Co, m·ohw].
+func gatherNCHW(out, t []float32, m, co, ohw int) {
+	parallelFor(m*co, 4, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			i, c := j/co, j%co
+			copy(out[c*m*ohw+i*ohw:][:ohw], t[(i*co+c)*ohw:][:ohw])
+		}
+	})
+}
+
+func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
+	g := geometry(x, w, pad)
+	X, Y, W, B := Data(x), Data(y), Data(w), Data(bias)
+	if len(Y) != g.n*g.co*g.ohw || len(B) != g.co {
+		panic(fmt.Sprintf("cpu: convolution output %v / bias %v for input %v, weights %v", y.Shape, bias.Shape, x.Shape, w.Shape))
+	}
+	nb := g.chunk()
+	for b0 := 0; b0 < g.n; b0 += nb {
+		m := min(nb, g.n-b0)
+		col := b.scratch(&b.colBuf, g.kdim*m*g.ohw)
+		im2col(col, X[b0*g.ci*g.hw:], m, g)
+		out := b.scratch(&b.gemmBuf, g.co*m*g.ohw) // [Co, m·ohw]
+		b.sgemm(false, false, g.co, m*g.ohw, g.kdim, 1, W, g.kdim, col, m*g.ohw, 0, out, m*g.ohw)
+		parallelFor(m*g.co, 4, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				i, c := j/g.co, j%g.co
+				dst := Y[((b0+i)*g.co+c)*g.ohw:][:g.ohw]
+				src := out[c*m*g.ohw+i*g.ohw:][:g.ohw]
+				bv := B[c]
+				for p, v := range src {
+					dst[p] = v + bv
+				}
+			}
+		})
+	}
+}
+
+func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
+	g := geometry(dx, w, pad)
+	DX, DY, W := Data(dx), Data(dy), Data(w)
+	if len(DY) != g.n*g.co*g.ohw {
+		panic(fmt.Sprintf("cpu: convolution gradient %v for input %v, weights %v", dy.Shape, dx.Shape, w.Shape))
+	}
+	nb := g.chunk()
+	for b0 := 0; b0 < g.n; b0 += nb {
+		m := min(nb, g.n-b0)
+		dyc := b.scratch(&b.gemmBuf, g.co*m*g.ohw) // [Co, m·ohw]
+		gatherNCHW(dyc, DY[b0*g.co*g.ohw:], m, g.co, g.ohw)
+		col := b.scratch(&b.colBuf, g.kdim*m*g.ohw) // [kdim, m·ohw] = wᵀ·dyc
+		b.sgemm(true, false, g.kdim, m*g.ohw, g.co, 1, W, g.kdim, dyc, m*g.ohw, 0, col, m*g.ohw)
+		col2im(DX[b0*g.ci*g.hw:], col, m, g)
+	}
+}
+
+func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
+	g := geometry(x, dw, pad)
+	X, DY, DW, DB := Data(x), Data(dy), Data(dw), Data(db)
+	if len(DY) != g.n*g.co*g.ohw || len(DB) != g.co {
+		panic(fmt.Sprintf("cpu: convolution gradient %v / bias gradient %v for input %v, weights %v", dy.Shape, db.Shape, x.Shape, dw.Shape))
+	}
+	sums := b.stats(g.co)
+	nb := g.chunk()
+	for b0 := 0; b0 < g.n; b0 += nb {
+		m := min(nb, g.n-b0)
+		col := b.scratch(&b.colBuf, g.kdim*m*g.ohw)
+		im2col(col, X[b0*g.ci*g.hw:], m, g)
+		dyc := b.scratch(&b.gemmBuf, g.co*m*g.ohw)
+		gatherNCHW(dyc, DY[b0*g.co*g.ohw:], m, g.co, g.ohw)
+		var beta float32
+		if b0 > 0 {
+			beta = 1
+		}
+		// dw [Co, kdim] (+)= dyc [Co, m·ohw] · colᵀ
+		b.sgemm(false, true, g.co, g.kdim, m*g.ohw, 1, dyc, m*g.ohw, col, m*g.ohw, beta, DW, g.kdim)
+		parallelFor(g.co, 1, func(lo, hi int) {
+			for c := lo; c < hi; c++ {
+				var s float64
+				for _, v := range dyc[c*m*g.ohw:][:m*g.ohw] {
+					s += float64(v)
+				}
+				sums[c] += s
+			}
+		})
+	}
+	for c := range DB {
+		DB[c] = float32(sums[c])
+	}
+}
+
+// stats returns a zeroed float64 scratch slice of n elements.
+func (b *Backend) stats(n int) []float64 {
+	if cap(b.statBuf) < n {
+		b.statBuf = make([]float64, n)
+	}
+	s := b.statBuf[:n]
+	clear(s)
+	return s
+}

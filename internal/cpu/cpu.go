@@ -1,0 +1,147 @@
+// Package cpu is the Backend on the CPU: float32, NCHW, convolution and
+// Linear as im2col + SGEMM (a CBLAS found at run time, gonum otherwise),
+// goroutine-parallel loops for everything else. It is the reference that
+// the GPU backend is checked against.
+package cpu
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// mem is the Storage of the CPU backend.
+type mem struct{ data []float32 }
+
+func (m *mem) Len() int { return len(m.data) }
+
+// Backend implements tensor.Backend on the CPU. It is not safe for
+// concurrent use: one training loop drives one backend.
+type Backend struct {
+	forceGonum bool
+
+	// Scratch buffers, grown on first use and reused by later calls so that
+	// a training step allocates nothing after the first.
+	colBuf   []float32 // im2col matrix [Ci·K·K, images·H·W]
+	gemmBuf  []float32 // GEMM output / gathered gradient [Co, images·H·W]
+	transBuf []float32 // transposed operand for gonum
+	wtBuf    []float32 // transposed conv weights [Ci·K·K, Co]
+	statBuf  []float64 // per-channel partial sums
+}
+
+// New returns a CPU backend. It loads the CBLAS library on first use.
+func New() *Backend {
+	loadBLAS()
+	return &Backend{}
+}
+
+// NewGonum returns a CPU backend that uses gonum's SGEMM even when a CBLAS
+// is installed (for tests and benchmarks of the fallback).
+func NewGonum() *Backend { return &Backend{forceGonum: true} }
+
+// Name says which SGEMM the backend uses and on how many threads.
+func (b *Backend) Name() string {
+	if b.forceGonum {
+		return fmt.Sprintf("cpu, %d threads, SGEMM: gonum (forced)", runtime.GOMAXPROCS(0))
+	}
+	return fmt.Sprintf("cpu, %d threads, %s", runtime.GOMAXPROCS(0), BLAS())
+}
+
+func (b *Backend) New(shape ...int) *tensor.Tensor {
+	n := tensor.Volume(shape)
+	if n < 0 {
+		panic(fmt.Sprintf("cpu: negative shape %v", shape))
+	}
+	return &tensor.Tensor{Shape: append([]int(nil), shape...), Mem: &mem{data: make([]float32, n)}}
+}
+
+func (b *Backend) Free(t *tensor.Tensor) {
+	if m, ok := t.Mem.(*mem); ok {
+		m.data = nil
+	}
+}
+
+func (b *Backend) Close() error {
+	b.colBuf, b.gemmBuf, b.transBuf, b.wtBuf, b.statBuf = nil, nil, nil, nil, nil
+	return nil
+}
+
+// Data returns the host slice behind a CPU tensor (tests and tools only:
+// layers never look inside a tensor).
+func Data(t *tensor.Tensor) []float32 {
+	m, ok := t.Mem.(*mem)
+	if !ok {
+		panic(fmt.Sprintf("cpu: %v does not live on the CPU backend", t))
+	}
+	return m.data[t.Off : t.Off+t.Size()]
+}
+
+func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
+	d := Data(dst)
+	if len(src) != len(d) {
+		panic(fmt.Sprintf("cpu: upload of %d values into %v", len(src), dst))
+	}
+	copy(d, src)
+}
+
+func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
+	s := Data(src)
+	if len(s) != len(dst) {
+		panic(fmt.Sprintf("cpu: download of %v into %d values", src, len(dst)))
+	}
+	copy(dst, s)
+}
+
+func (b *Backend) Fill(t *tensor.Tensor, v float32) {
+	d := Data(t)
+	for i := range d {
+		d[i] = v
+	}
+}
+
+func (b *Backend) Copy(dst, src *tensor.Tensor) {
+	d, s := Data(dst), Data(src)
+	if len(d) != len(s) {
+		panic(fmt.Sprintf("cpu: copy of %v into %v", src, dst))
+	}
+	copy(d, s)
+}
+
+// scratch returns buf grown to at least n elements, first n of it.
+func (b *Backend) scratch(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
+}
+
+// parallelFor splits [0,n) into contiguous ranges of at least grain
+// elements, one per core, and runs body on each concurrently.
+func parallelFor(n, grain int, body func(lo, hi int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if grain < 1 {
+		grain = 1
+	}
+	if w := (n + grain - 1) / grain; w < workers {
+		workers = w
+	}
+	if workers <= 1 {
+		if n > 0 {
+			body(0, n)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body(lo, hi)
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,366 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// nchw returns the batch, channel and plane size of an image tensor.
+func nchw(t *tensor.Tensor) (n, c, hw int) {
+	if len(t.Shape) == 2 { // [N,C]: BatchNorm1d-like use, plane of one
+		return t.Shape[0], t.Shape[1], 1
+	}
+	if len(t.Shape) != 4 {
+		panic(fmt.Sprintf("cpu: want an NCHW tensor, got %v", t.Shape))
+	}
+	return t.Shape[0], t.Shape[1], t.Shape[2] * t.Shape[3]
+}
+
+func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
+	n, c, hw := nchw(x)
+	X, Y, G, B := Data(x), Data(y), Data(gamma), Data(beta)
+	RM, RV, SM, SI := Data(runMean), Data(runVar), Data(saveMean), Data(saveInvStd)
+	cnt := float64(n * hw)
+	parallelFor(c, 1, func(lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			// Two passes in float64: the mean first, then the centred sum
+			// of squares, which does not cancel as E[x²]-E[x]² would.
+			var s float64
+			for i := 0; i < n; i++ {
+				for _, v := range X[(i*c+ch)*hw:][:hw] {
+					s += float64(v)
+				}
+			}
+			mean := s / cnt
+			var ss float64
+			for i := 0; i < n; i++ {
+				for _, v := range X[(i*c+ch)*hw:][:hw] {
+					d := float64(v) - mean
+					ss += d * d
+				}
+			}
+			variance := ss / cnt
+			inv := 1 / math.Sqrt(variance+eps)
+			scale := float64(G[ch]) * inv
+			shift := float64(B[ch]) - mean*scale
+			for i := 0; i < n; i++ {
+				src := X[(i*c+ch)*hw:][:hw]
+				dst := Y[(i*c+ch)*hw:][:hw]
+				for p, v := range src {
+					dst[p] = float32(float64(v)*scale + shift)
+				}
+			}
+			SM[ch], SI[ch] = float32(mean), float32(inv)
+			unbiased := variance
+			if cnt > 1 {
+				unbiased = ss / (cnt - 1)
+			}
+			RM[ch] = float32((1-momentum)*float64(RM[ch]) + momentum*mean)
+			RV[ch] = float32((1-momentum)*float64(RV[ch]) + momentum*unbiased)
+		}
+	})
+}
+
+func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
+	n, c, hw := nchw(x)
+	X, Y, G, B, RM, RV := Data(x), Data(y), Data(gamma), Data(beta), Data(runMean), Data(runVar)
+	parallelFor(n*c, 1, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			ch := j % c
+			scale := float64(G[ch]) / math.Sqrt(float64(RV[ch])+eps)
+			shift := float64(B[ch]) - float64(RM[ch])*scale
+			s32, h32 := float32(scale), float32(shift)
+			dst := Y[j*hw:][:hw]
+			for p, v := range X[j*hw:][:hw] {
+				dst[p] = v*s32 + h32
+			}
+		}
+	})
+}
+
+func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+	n, c, hw := nchw(x)
+	X, DY, DX, G := Data(x), Data(dy), Data(dx), Data(gamma)
+	DG, DB, SM, SI := Data(dgamma), Data(dbeta), Data(saveMean), Data(saveInvStd)
+	cnt := float64(n * hw)
+	parallelFor(c, 1, func(lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			mean, inv := float64(SM[ch]), float64(SI[ch])
+			var sdy, sdyx float64 // Σdy, Σdy·xhat
+			for i := 0; i < n; i++ {
+				xs := X[(i*c+ch)*hw:][:hw]
+				for p, g := range DY[(i*c+ch)*hw:][:hw] {
+					sdy += float64(g)
+					sdyx += float64(g) * (float64(xs[p]) - mean) * inv
+				}
+			}
+			DG[ch], DB[ch] = float32(sdyx), float32(sdy)
+			// dx = γ·inv·(dy − Σdy/M − xhat·Σ(dy·xhat)/M)
+			k := float64(G[ch]) * inv
+			mdy, mdyx := sdy/cnt, sdyx/cnt
+			for i := 0; i < n; i++ {
+				xs := X[(i*c+ch)*hw:][:hw]
+				dst := DX[(i*c+ch)*hw:][:hw]
+				for p, g := range DY[(i*c+ch)*hw:][:hw] {
+					xhat := (float64(xs[p]) - mean) * inv
+					dst[p] = float32(k * (float64(g) - mdy - xhat*mdyx))
+				}
+			}
+		}
+	})
+}
+
+func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	oh, ow := (h-k)/s+1, (w-k)/s+1
+	X, Y := Data(x), Data(y)
+	if len(Y) != n*c*oh*ow {
+		panic(fmt.Sprintf("cpu: max-pool output %v for input %v", y.Shape, x.Shape))
+	}
+	parallelFor(n*c, 4, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			src, dst := X[j*h*w:][:h*w], Y[j*oh*ow:][:oh*ow]
+			for oy := 0; oy < oh; oy++ {
+				for ox := 0; ox < ow; ox++ {
+					m := float32(math.Inf(-1))
+					for ki := 0; ki < k; ki++ {
+						for _, v := range src[(oy*s+ki)*w+ox*s:][:k] {
+							if v > m || v != v { // NaN propagates, as in PyTorch
+								m = v
+							}
+						}
+					}
+					dst[oy*ow+ox] = m
+				}
+			}
+		}
+	})
+}
+
+func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	oh, ow := (h-k)/s+1, (w-k)/s+1
+	X, DX, DY := Data(x), Data(dx), Data(dy)
+	parallelFor(n*c, 4, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			src, dsrc, g := X[j*h*w:][:h*w], DX[j*h*w:][:h*w], DY[j*oh*ow:][:oh*ow]
+			clear(dsrc)
+			for oy := 0; oy < oh; oy++ {
+				for ox := 0; ox < ow; ox++ {
+					best, m := -1, float32(math.Inf(-1))
+					for ki := 0; ki < k; ki++ {
+						for kj := 0; kj < k; kj++ {
+							idx := (oy*s+ki)*w + ox*s + kj
+							if v := src[idx]; best < 0 || v > m {
+								best, m = idx, v
+							}
+						}
+					}
+					dsrc[best] += g[oy*ow+ox]
+				}
+			}
+		}
+	})
+}
+
+// lrnWindow is the channel window [lo,hi) of channel ch: size/2 before,
+// (size-1)/2 after, as PyTorch pads it.
+func lrnWindow(ch, c, size int) (int, int) {
+	return max(0, ch-size/2), min(c, ch+(size-1)/2+1)
+}
+
+// lrnScale writes scale[ch] = k + alpha/size·Σ x² over the window, for one
+// pixel whose channel values are x[ch·hw].
+func lrnScale(scale, x []float32, c, hw int, p tensor.LRN) {
+	for ch := 0; ch < c; ch++ {
+		lo, hi := lrnWindow(ch, c, p.Size)
+		var s float64
+		for j := lo; j < hi; j++ {
+			v := float64(x[j*hw])
+			s += v * v
+		}
+		scale[ch] = float32(p.K + p.Alpha/float64(p.Size)*s)
+	}
+}
+
+func (b *Backend) LRNForward(y, x *tensor.Tensor, p tensor.LRN) {
+	n, c, hw := nchw(x)
+	X, Y := Data(x), Data(y)
+	parallelFor(n*hw, 64, func(lo, hi int) {
+		scale := make([]float32, c)
+		for j := lo; j < hi; j++ {
+			i, px := j/hw, j%hw
+			base := i*c*hw + px
+			lrnScale(scale, X[base:], c, hw, p)
+			for ch := 0; ch < c; ch++ {
+				Y[base+ch*hw] = float32(float64(X[base+ch*hw]) * math.Pow(float64(scale[ch]), -p.Beta))
+			}
+		}
+	})
+}
+
+func (b *Backend) LRNBackward(dx, dy, x, y *tensor.Tensor, p tensor.LRN) {
+	n, c, hw := nchw(x)
+	X, Y, DX, DY := Data(x), Data(y), Data(dx), Data(dy)
+	parallelFor(n*hw, 64, func(lo, hi int) {
+		scale := make([]float32, c)
+		t := make([]float64, c) // dy·y/scale per channel
+		for j := lo; j < hi; j++ {
+			i, px := j/hw, j%hw
+			base := i*c*hw + px
+			lrnScale(scale, X[base:], c, hw, p)
+			for ch := 0; ch < c; ch++ {
+				t[ch] = float64(DY[base+ch*hw]) * float64(Y[base+ch*hw]) / float64(scale[ch])
+			}
+			// dx_c = dy_c·scale_c^-β − 2αβ/size · x_c · Σ_{j: c ∈ window(j)} t_j
+			for ch := 0; ch < c; ch++ {
+				lo, hi := max(0, ch-(p.Size-1)/2), min(c, ch+p.Size/2+1)
+				var s float64
+				for j := lo; j < hi; j++ {
+					s += t[j]
+				}
+				xv := float64(X[base+ch*hw])
+				DX[base+ch*hw] = float32(float64(DY[base+ch*hw])*math.Pow(float64(scale[ch]), -p.Beta) - 2*p.Alpha*p.Beta/float64(p.Size)*xv*s)
+			}
+		}
+	})
+}
+
+func (b *Backend) LinearForward(y, x, w, bias *tensor.Tensor) {
+	n, in, out := x.Shape[0], w.Shape[1], w.Shape[0]
+	X, Y, W, B := Data(x), Data(y), Data(w), Data(bias)
+	if len(X) != n*in || len(Y) != n*out || len(B) != out {
+		panic(fmt.Sprintf("cpu: linear %v·%vᵀ into %v", x.Shape, w.Shape, y.Shape))
+	}
+	for i := 0; i < n; i++ {
+		copy(Y[i*out:][:out], B)
+	}
+	b.sgemm(false, true, n, out, in, 1, X, in, W, in, 1, Y, out)
+}
+
+func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
+	n, in, out := x.Shape[0], w.Shape[1], w.Shape[0]
+	X, W, DW, DB, DY := Data(x), Data(w), Data(dw), Data(db), Data(dy)
+	if dx != nil {
+		b.sgemm(false, false, n, in, out, 1, DY, out, W, in, 0, Data(dx), in)
+	}
+	b.sgemm(true, false, out, in, n, 1, DY, out, X, in, 0, DW, in)
+	for o := 0; o < out; o++ {
+		var s float64
+		for i := 0; i < n; i++ {
+			s += float64(DY[i*out+o])
+		}
+		DB[o] = float32(s)
+	}
+}
+
+func (b *Backend) ReLUForward(y, x *tensor.Tensor) {
+	X, Y := Data(x), Data(y)
+	parallelFor(len(X), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			Y[i] = max(X[i], 0)
+		}
+	})
+}
+
+func (b *Backend) ReLUBackward(dx, dy, y *tensor.Tensor) {
+	DX, DY, Y := Data(dx), Data(dy), Data(y)
+	parallelFor(len(Y), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if Y[i] > 0 {
+				DX[i] = DY[i]
+			} else {
+				DX[i] = 0
+			}
+		}
+	})
+}
+
+// dropout applies the mask of key and the 1/(1-p) scale to src.
+func dropout(dst, src []float32, p float64, key uint64) {
+	thr := tensor.DropoutThreshold(p)
+	scale := float32(1 / (1 - p))
+	parallelFor(len(src), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if tensor.DropoutHash(key, uint64(i)) >= thr {
+				dst[i] = src[i] * scale
+			} else {
+				dst[i] = 0
+			}
+		}
+	})
+}
+
+func (b *Backend) DropoutForward(y, x *tensor.Tensor, p float64, key uint64) {
+	dropout(Data(y), Data(x), p, key)
+}
+
+func (b *Backend) DropoutBackward(dx, dy *tensor.Tensor, p float64, key uint64) {
+	dropout(Data(dx), Data(dy), p, key)
+}
+
+func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tensor, smoothing float64) {
+	n, c := logits.Shape[0], logits.Shape[1]
+	L, Y := Data(logits), Data(labels)
+	var D []float32
+	if dlogits != nil {
+		D = Data(dlogits)
+	}
+	var total float64
+	for i := 0; i < n; i++ {
+		row := L[i*c:][:c]
+		label := int(Y[i])
+		if label < 0 || label >= c {
+			panic(fmt.Sprintf("cpu: label %v of sample %d outside [0,%d)", Y[i], i, c))
+		}
+		m := math.Inf(-1)
+		for _, v := range row {
+			m = max(m, float64(v))
+		}
+		var z float64
+		for _, v := range row {
+			z += math.Exp(float64(v) - m)
+		}
+		logZ := m + math.Log(z)
+		// target = (1-ε)·onehot + ε/C
+		for j, v := range row {
+			t := smoothing / float64(c)
+			if j == label {
+				t += 1 - smoothing
+			}
+			lp := float64(v) - logZ
+			total -= t * lp
+			if D != nil {
+				D[i*c+j] = float32((math.Exp(lp) - t) / float64(n))
+			}
+		}
+	}
+	Data(loss)[0] = float32(total / float64(n))
+}
+
+func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
+	P, G, M := Data(p), Data(g), Data(m)
+	lr, mom, wd, damp := float32(h.LR), float32(h.Momentum), float32(h.WeightDecay), float32(1-h.Dampening)
+	parallelFor(len(P), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			d := G[i] + wd*P[i]
+			if mom != 0 {
+				if first {
+					M[i] = d
+				} else {
+					M[i] = mom*M[i] + damp*d
+				}
+				if h.Nesterov {
+					d += mom * M[i]
+				} else {
+					d = M[i]
+				}
+			}
+			P[i] -= lr * d
+		}
+	})
+}
+
+var _ tensor.Backend = (*Backend)(nil)

@@ -1,0 +1,206 @@
+// Package layers builds the VGG family from a torchvision-style layer list
+// and runs it forward and backward on any tensor.Backend. It knows nothing
+// of devices: every computation is a Backend call.
+package layers
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Kind is the kind of one entry of a layer list.
+type Kind int
+
+const (
+	Conv Kind = iota // convolution (+ batch norm) + ReLU
+	Pool             // 2x2 max-pool, stride 2
+	LRN              // local response normalisation (VGG11-LRN)
+)
+
+// Item is one entry of a layer list: a convolution with Out channels and a
+// K×K kernel, a max-pool, or an LRN.
+type Item struct {
+	Kind Kind
+	Out  int
+	K    int
+}
+
+func (it Item) String() string {
+	switch it.Kind {
+	case Pool:
+		return "M"
+	case LRN:
+		return "LRN"
+	}
+	if it.K == 1 {
+		return "1x1:" + strconv.Itoa(it.Out)
+	}
+	return strconv.Itoa(it.Out)
+}
+
+// Cfg is a layer list in torchvision's notation: a number is a 3x3
+// convolution with that many output channels, "M" a max-pool; this project
+// adds "1x1:N" (a 1x1 convolution, VGG16-1) and "LRN".
+type Cfg []Item
+
+func (c Cfg) String() string {
+	s := make([]string, len(c))
+	for i, it := range c {
+		s[i] = it.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// MarshalJSON writes the list as torchvision writes it: numbers and "M".
+func (c Cfg) MarshalJSON() ([]byte, error) {
+	out := make([]any, len(c))
+	for i, it := range c {
+		if it.Kind == Conv && it.K == 3 {
+			out[i] = it.Out
+		} else {
+			out[i] = it.String()
+		}
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads a list of numbers and strings, as in meta.json.
+func (c *Cfg) UnmarshalJSON(b []byte) error {
+	var raw []any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("layer list: %w", err)
+	}
+	toks := make([]string, len(raw))
+	for i, v := range raw {
+		switch v := v.(type) {
+		case float64:
+			toks[i] = strconv.FormatFloat(v, 'f', -1, 64)
+		case string:
+			toks[i] = v
+		default:
+			return fmt.Errorf("layer list entry %d: want a number or a string, got %v", i, v)
+		}
+	}
+	parsed, err := parseTokens(toks)
+	if err != nil {
+		return err
+	}
+	*c = parsed
+	return nil
+}
+
+// ParseCfg reads a comma-separated layer list such as "64,64,M,128,M".
+func ParseCfg(s string) (Cfg, error) {
+	s = strings.Trim(strings.TrimSpace(s), "[]")
+	if s == "" {
+		return nil, fmt.Errorf("layer list is empty")
+	}
+	toks := strings.Split(s, ",")
+	for i := range toks {
+		toks[i] = strings.Trim(strings.TrimSpace(toks[i]), `"'`)
+	}
+	return parseTokens(toks)
+}
+
+func parseTokens(toks []string) (Cfg, error) {
+	var c Cfg
+	for i, t := range toks {
+		switch {
+		case strings.EqualFold(t, "M"):
+			c = append(c, Item{Kind: Pool})
+		case strings.EqualFold(t, "LRN"):
+			c = append(c, Item{Kind: LRN})
+		default:
+			k := 3
+			if rest, ok := strings.CutPrefix(t, "1x1:"); ok {
+				k, t = 1, rest
+			}
+			n, err := strconv.Atoi(t)
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("layer list entry %d %q: want a positive channel count, \"M\", \"1x1:N\" or \"LRN\"", i, toks[i])
+			}
+			c = append(c, Item{Kind: Conv, Out: n, K: k})
+		}
+	}
+	if len(c) == 0 || c[0].Kind != Conv {
+		return nil, fmt.Errorf("layer list %q: must start with a convolution", strings.Join(toks, ","))
+	}
+	return c, nil
+}
+
+// archs are the seed's variants (Simonyan & Zisserman, table 1: A, A-LRN,
+// B, C, D, E), in torchvision's notation.
+var archs = map[string]string{
+	"vgg11":     "64,M,128,M,256,256,M,512,512,M,512,512,M",
+	"vgg11-lrn": "64,LRN,M,128,M,256,256,M,512,512,M,512,512,M",
+	"vgg13":     "64,64,M,128,128,M,256,256,M,512,512,M,512,512,M",
+	"vgg16-1":   "64,64,M,128,128,M,256,256,1x1:256,M,512,512,1x1:512,M,512,512,1x1:512,M",
+	"vgg16":     "64,64,M,128,128,M,256,256,256,M,512,512,512,M,512,512,512,M",
+	"vgg19":     "64,64,M,128,128,M,256,256,256,256,M,512,512,512,512,M,512,512,512,512,M",
+}
+
+// Archs lists the named variants.
+func Archs() []string {
+	names := make([]string, 0, len(archs))
+	for n := range archs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Arch returns the layer list of a named variant, or parses s as a layer
+// list when it is not a name.
+func Arch(s string) (Cfg, error) {
+	if l, ok := archs[strings.ToLower(strings.TrimSpace(s))]; ok {
+		return ParseCfg(l)
+	}
+	if strings.ContainsAny(s, ",M") {
+		return ParseCfg(s)
+	}
+	return nil, fmt.Errorf("unknown architecture %q: want one of %s, or a layer list such as \"64,M,128,M\"", s, strings.Join(Archs(), ", "))
+}
+
+// Config describes one network.
+type Config struct {
+	Arch      string  `json:"arch"`       // the name it was built from, informational
+	Cfg       Cfg     `json:"cfg"`        // layer list
+	BatchNorm bool    `json:"batch_norm"` // conv → BN → ReLU (else conv → ReLU)
+	ImageSize int     `json:"image_size"` // input is 3×ImageSize×ImageSize
+	Hidden    int     `json:"hidden"`     // width of the two hidden Linear layers
+	Classes   int     `json:"classes"`
+	Dropout   float64 `json:"dropout"` // probability, both dropout layers
+}
+
+// DefaultConfig is the seed's VGG16-BN at 224x224 for CIFAR-10.
+func DefaultConfig() Config {
+	cfg, _ := Arch("vgg16")
+	return Config{Arch: "vgg16", Cfg: cfg, BatchNorm: true, ImageSize: 224, Hidden: 4096, Classes: 10, Dropout: 0.5}
+}
+
+// Validate checks that the configuration describes a network that can be
+// built, naming the field that is wrong.
+func (c Config) Validate() error {
+	pools := 0
+	for _, it := range c.Cfg {
+		if it.Kind == Pool {
+			pools++
+		}
+	}
+	switch {
+	case len(c.Cfg) == 0:
+		return fmt.Errorf("model: empty layer list")
+	case c.ImageSize <= 0 || c.ImageSize%(1<<pools) != 0:
+		return fmt.Errorf("model: image size %d must be a positive multiple of %d (the layer list has %d max-pools)", c.ImageSize, 1<<pools, pools)
+	case c.Hidden <= 0:
+		return fmt.Errorf("model: hidden width %d must be positive", c.Hidden)
+	case c.Classes < 2:
+		return fmt.Errorf("model: %d classes: need at least 2", c.Classes)
+	case c.Dropout < 0 || c.Dropout >= 1:
+		return fmt.Errorf("model: dropout %g must be in [0, 1)", c.Dropout)
+	}
+	return nil
+}

@@ -1,0 +1,27 @@
+package layers
+
+import "github.com/vgg16/vgg16/internal/tensor"
+
+// Describe returns the summary table and parameter count of cfg without
+// allocating its weights (VGG16 at 224x224 is half a gigabyte).
+func Describe(cfg Config) ([]Row, int, error) {
+	m, err := New(shapes{}, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return m.Summary(), m.NumParams(), nil
+}
+
+// shapes is a Backend that only tracks shapes: New hands out tensors
+// without memory, and the few calls New makes on a backend do nothing.
+type shapes struct{ tensor.Backend }
+
+type noMem int
+
+func (n noMem) Len() int { return int(n) }
+
+func (shapes) New(shape ...int) *tensor.Tensor {
+	return &tensor.Tensor{Shape: append([]int(nil), shape...), Mem: noMem(tensor.Volume(shape))}
+}
+func (shapes) Fill(*tensor.Tensor, float32) {}
+func (shapes) Free(*tensor.Tensor)          {}

@@ -1,0 +1,281 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Param is one named parameter: a view into the model's parameter buffer
+// and the matching view into its gradient buffer.
+type Param struct {
+	Name string // torchvision's state-dict key, e.g. "features.0.weight"
+	W    *tensor.Tensor
+	Grad *tensor.Tensor
+}
+
+// Buffer is one named BN running statistic.
+type Buffer struct {
+	Name string // "features.1.running_mean"
+	T    *tensor.Tensor
+}
+
+// Model is a VGG network on one backend. All parameters live in one
+// contiguous buffer and all gradients in another (as in llm.c), so the
+// optimizer is one call and a checkpoint one pass.
+type Model struct {
+	Config Config
+	// Seed and the step counter key the dropout masks.
+	Seed uint64
+	step uint64
+
+	be      tensor.Backend
+	weights *tensor.Tensor // [NumParams], every parameter
+	grads   *tensor.Tensor // [NumParams], their gradients
+	params  []Param
+	buffers []Buffer
+	bns     []*batchNorm
+	mods    []module
+	names   []string // "features.0", … per module
+}
+
+// New builds the network described by cfg on be, with zeroed parameters
+// and BN statistics at their initial values (mean 0, variance 1).
+// Call Init or load a state dict before use.
+func New(be tensor.Backend, cfg Config) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Model{Config: cfg, be: be}
+
+	// First pass: the shapes of every parameter, in state-dict order.
+	type spec struct {
+		name  string
+		shape []int
+	}
+	var specs []spec
+	in, size, idx := 3, cfg.ImageSize, 0
+	for _, it := range cfg.Cfg {
+		switch it.Kind {
+		case Conv:
+			p := "features." + strconv.Itoa(idx)
+			specs = append(specs, spec{p + ".weight", []int{it.Out, in, it.K, it.K}}, spec{p + ".bias", []int{it.Out}})
+			idx++
+			if cfg.BatchNorm {
+				p = "features." + strconv.Itoa(idx)
+				specs = append(specs, spec{p + ".weight", []int{it.Out}}, spec{p + ".bias", []int{it.Out}})
+				idx++
+			}
+			idx++ // ReLU
+			in = it.Out
+		case Pool:
+			size /= 2
+			idx++
+		case LRN:
+			idx++
+		}
+	}
+	flat := in * size * size
+	widths := []int{flat, cfg.Hidden, cfg.Hidden, cfg.Classes}
+	for i, j := range []int{0, 3, 6} {
+		p := "classifier." + strconv.Itoa(j)
+		specs = append(specs, spec{p + ".weight", []int{widths[i+1], widths[i]}}, spec{p + ".bias", []int{widths[i+1]}})
+	}
+	total := 0
+	for _, s := range specs {
+		total += tensor.Volume(s.shape)
+	}
+	m.weights, m.grads = be.New(total), be.New(total)
+	off := 0
+	for _, s := range specs {
+		m.params = append(m.params, Param{Name: s.name, W: m.weights.View(off, s.shape...), Grad: m.grads.View(off, s.shape...)})
+		off += tensor.Volume(s.shape)
+	}
+
+	// Second pass: the modules, taking their parameters in the same order.
+	next := 0
+	take := func() (*tensor.Tensor, *tensor.Tensor) {
+		p := m.params[next]
+		next++
+		return p.W, p.Grad
+	}
+	add := func(prefix string, idx int, mod module) {
+		m.mods = append(m.mods, mod)
+		m.names = append(m.names, prefix+"."+strconv.Itoa(idx))
+	}
+	idx = 0
+	first := true
+	for _, it := range cfg.Cfg {
+		switch it.Kind {
+		case Conv:
+			c := &conv{be: be, k: it.K, pad: (it.K - 1) / 2, needDx: !first}
+			c.w, c.dw = take()
+			c.b, c.db = take()
+			add("features", idx, c)
+			idx++
+			if cfg.BatchNorm {
+				n := &batchNorm{be: be, momentum: 0.1, eps: 1e-5}
+				n.gamma, n.dgamma = take()
+				n.beta, n.dbeta = take()
+				n.runMean, n.runVar = be.New(it.Out), be.New(it.Out)
+				be.Fill(n.runVar, 1)
+				n.saveMean, n.saveInv = be.New(it.Out), be.New(it.Out)
+				p := "features." + strconv.Itoa(idx)
+				m.buffers = append(m.buffers, Buffer{p + ".running_mean", n.runMean}, Buffer{p + ".running_var", n.runVar})
+				m.bns = append(m.bns, n)
+				add("features", idx, n)
+				idx++
+			}
+			add("features", idx, &relu{be: be})
+			idx++
+			first = false
+		case Pool:
+			add("features", idx, &maxPool{be: be})
+			idx++
+		case LRN:
+			add("features", idx, &lrn{be: be, p: tensor.DefaultLRN})
+			idx++
+		}
+	}
+	m.mods = append(m.mods, &flatten{})
+	m.names = append(m.names, "flatten")
+	for i := 0; i < 3; i++ {
+		l := &linear{be: be}
+		l.w, l.dw = take()
+		l.b, l.db = take()
+		add("classifier", 3*i, l)
+		if i < 2 {
+			add("classifier", 3*i+1, &relu{be: be})
+			add("classifier", 3*i+2, &dropout{be: be, p: cfg.Dropout, layer: uint64(i), model: m})
+		}
+	}
+	return m, nil
+}
+
+// Backend is the backend the model lives on.
+func (m *Model) Backend() tensor.Backend { return m.be }
+
+// Params lists the parameters in torchvision's state-dict order.
+func (m *Model) Params() []Param { return m.params }
+
+// Buffers lists the BN running statistics.
+func (m *Model) Buffers() []Buffer { return m.buffers }
+
+// Weights is the buffer holding every parameter, [NumParams].
+func (m *Model) Weights() *tensor.Tensor { return m.weights }
+
+// Grads is the buffer holding every gradient, [NumParams].
+func (m *Model) Grads() *tensor.Tensor { return m.grads }
+
+// NumParams is the number of trainable parameters.
+func (m *Model) NumParams() int { return m.weights.Size() }
+
+// Step is the number of training forward passes so far (it keys dropout).
+func (m *Model) Step() uint64 { return m.step }
+
+// SetStep restores the step counter (on resume).
+func (m *Model) SetStep(s uint64) { m.step = s }
+
+// Init draws the parameters as torchvision's VGG does: convolutions
+// kaiming-normal (fan_out, ReLU gain) with zero bias, BN weight 1 and bias 0,
+// Linear normal(0, 0.01) with zero bias; BN statistics reset.
+func (m *Model) Init(seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x766767313621)) // "vgg16!"
+	for _, p := range m.params {
+		host := make([]float32, p.W.Size())
+		switch {
+		case len(p.W.Shape) == 4: // conv weight
+			std := math.Sqrt(2 / float64(p.W.Shape[0]*p.W.Shape[2]*p.W.Shape[3]))
+			for i := range host {
+				host[i] = float32(rng.NormFloat64() * std)
+			}
+		case len(p.W.Shape) == 2: // linear weight
+			for i := range host {
+				host[i] = float32(rng.NormFloat64() * 0.01)
+			}
+		case m.isBNWeight(p.Name):
+			for i := range host {
+				host[i] = 1
+			}
+		}
+		m.be.Upload(p.W, host)
+	}
+	for _, n := range m.bns {
+		m.be.Fill(n.runMean, 0)
+		m.be.Fill(n.runVar, 1)
+		n.numBatches = 0
+	}
+	m.step = 0
+}
+
+func (m *Model) isBNWeight(name string) bool {
+	for i, n := range m.names {
+		if _, ok := m.mods[i].(*batchNorm); ok && name == n+".weight" {
+			return true
+		}
+	}
+	return false
+}
+
+// Forward runs the network on x [N,3,S,S] and returns the logits
+// [N,Classes], owned by the model until the next Forward. In training mode
+// BN uses and updates batch statistics, dropout is on, and the step counter
+// advances.
+func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	want := []int{3, m.Config.ImageSize, m.Config.ImageSize}
+	if len(x.Shape) != 4 || !tensor.SameShape(x.Shape[1:], want) {
+		panic(fmt.Sprintf("layers: input %v, want [N 3 %d %d]", x.Shape, want[1], want[2]))
+	}
+	if train {
+		m.step++
+	}
+	for _, mod := range m.mods {
+		x = mod.forward(x, train)
+	}
+	return x
+}
+
+// Backward propagates dlogits [N,Classes] from the last training Forward
+// and overwrites every gradient.
+func (m *Model) Backward(dlogits *tensor.Tensor) {
+	dy := dlogits
+	for i := len(m.mods) - 1; i >= 0 && dy != nil; i-- {
+		dy = m.mods[i].backward(dy)
+	}
+}
+
+// Free releases every tensor the model holds.
+func (m *Model) Free() {
+	m.be.Free(m.weights)
+	m.be.Free(m.grads)
+	for _, n := range m.bns {
+		for _, t := range []*tensor.Tensor{n.runMean, n.runVar, n.saveMean, n.saveInv} {
+			m.be.Free(t)
+		}
+	}
+	for _, mod := range m.mods {
+		switch v := mod.(type) {
+		case *conv:
+			v.y.free(m.be)
+			v.dx.free(m.be)
+		case *batchNorm:
+			v.y.free(m.be)
+			v.dx.free(m.be)
+		case *maxPool:
+			v.yb.free(m.be)
+			v.dx.free(m.be)
+		case *lrn:
+			v.yb.free(m.be)
+			v.dx.free(m.be)
+		case *linear:
+			v.y.free(m.be)
+			v.dx.free(m.be)
+		case *dropout:
+			v.y.free(m.be)
+			v.dx.free(m.be)
+		}
+	}
+}

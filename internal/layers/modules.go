@@ -1,0 +1,271 @@
+package layers
+
+import (
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// module is one torchvision module of the network (Conv2d, BatchNorm2d,
+// ReLU, MaxPool2d, LocalResponseNorm, Linear, Dropout, or the flatten
+// between features and classifier): a forward/backward pair. forward keeps
+// what backward needs; backward returns the gradient of forward's input
+// (nil where nobody needs it) and writes the parameters' gradients.
+type module interface {
+	forward(x *tensor.Tensor, train bool) *tensor.Tensor
+	backward(dy *tensor.Tensor) *tensor.Tensor
+	// out is the per-sample output shape for a per-sample input shape.
+	out(in []int) []int
+	// kind and kernel describe the module in the summary table.
+	kind() string
+	kernel() string
+}
+
+// buf is an activation buffer owned by a module, reallocated only when a
+// batch needs more room than it has, so steady-state steps allocate no
+// backend memory.
+type buf struct {
+	t    *tensor.Tensor
+	view *tensor.Tensor
+}
+
+func (b *buf) get(be tensor.Backend, shape ...int) *tensor.Tensor {
+	if b.view != nil && tensor.SameShape(b.view.Shape, shape) {
+		return b.view
+	}
+	n := tensor.Volume(shape)
+	if b.t == nil || b.t.Size() < n {
+		if b.t != nil {
+			be.Free(b.t)
+		}
+		b.t = be.New(n)
+	}
+	b.view = b.t.View(0, shape...)
+	return b.view
+}
+
+func (b *buf) free(be tensor.Backend) {
+	if b.t != nil {
+		be.Free(b.t)
+	}
+	b.t, b.view = nil, nil
+}
+
+func withBatch(n int, s []int) []int { return append([]int{n}, s...) }
+
+// conv is a stride-1 convolution with "same" padding.
+type conv struct {
+	be     tensor.Backend
+	w, b   *tensor.Tensor // [Co,Ci,K,K], [Co]
+	dw, db *tensor.Tensor
+	k, pad int
+	needDx bool // false for the first layer, whose input is the data
+	x      *tensor.Tensor
+	y, dx  buf
+}
+
+func (m *conv) out(in []int) []int { return []int{m.w.Shape[0], in[1], in[2]} }
+func (m *conv) kind() string       { return "Conv2d" }
+func (m *conv) kernel() string {
+	if m.k == 1 {
+		return "1x1"
+	}
+	return "3x3"
+}
+
+func (m *conv) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	m.x = x
+	y := m.y.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
+	m.be.ConvForward(y, x, m.w, m.b, m.pad)
+	return y
+}
+
+func (m *conv) backward(dy *tensor.Tensor) *tensor.Tensor {
+	m.be.ConvBackwardFilter(m.dw, m.db, m.x, dy, m.pad)
+	if !m.needDx {
+		return nil
+	}
+	dx := m.dx.get(m.be, m.x.Shape...)
+	m.be.ConvBackwardData(dx, dy, m.w, m.pad)
+	return dx
+}
+
+// batchNorm is BatchNorm2d with PyTorch's defaults.
+type batchNorm struct {
+	be                tensor.Backend
+	gamma, beta       *tensor.Tensor // [C]
+	dgamma, dbeta     *tensor.Tensor
+	runMean, runVar   *tensor.Tensor // [C]
+	saveMean, saveInv *tensor.Tensor // [C]
+	numBatches        int64
+	momentum, eps     float64
+	x                 *tensor.Tensor
+	y, dx             buf
+}
+
+func (m *batchNorm) out(in []int) []int { return in }
+func (m *batchNorm) kind() string       { return "BatchNorm2d" }
+func (m *batchNorm) kernel() string     { return "" }
+
+func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	m.x = x
+	y := m.y.get(m.be, x.Shape...)
+	if train {
+		m.be.BatchNormTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.momentum, m.eps)
+		m.numBatches++
+	} else {
+		m.be.BatchNormInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
+	}
+	return y
+}
+
+func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
+	dx := m.dx.get(m.be, m.x.Shape...)
+	m.be.BatchNormBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.saveMean, m.saveInv)
+	return dx
+}
+
+// relu works in place: its input is never needed again (BN's backward
+// uses BN's input, and a convolution's input is a pool's or ReLU's output),
+// and its backward overwrites the incoming gradient.
+type relu struct {
+	be tensor.Backend
+	y  *tensor.Tensor
+}
+
+func (m *relu) out(in []int) []int { return in }
+func (m *relu) kind() string       { return "ReLU" }
+func (m *relu) kernel() string     { return "" }
+
+func (m *relu) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	m.be.ReLUForward(x, x)
+	m.y = x
+	return x
+}
+
+func (m *relu) backward(dy *tensor.Tensor) *tensor.Tensor {
+	m.be.ReLUBackward(dy, dy, m.y)
+	return dy
+}
+
+// maxPool is MaxPool2d(2, 2).
+type maxPool struct {
+	be     tensor.Backend
+	x, y   *tensor.Tensor
+	yb, dx buf
+}
+
+func (m *maxPool) out(in []int) []int { return []int{in[0], in[1] / 2, in[2] / 2} }
+func (m *maxPool) kind() string       { return "MaxPool2d" }
+func (m *maxPool) kernel() string     { return "2x2/2" }
+
+func (m *maxPool) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	m.x = x
+	m.y = m.yb.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
+	m.be.MaxPoolForward(m.y, x, 2, 2)
+	return m.y
+}
+
+func (m *maxPool) backward(dy *tensor.Tensor) *tensor.Tensor {
+	dx := m.dx.get(m.be, m.x.Shape...)
+	m.be.MaxPoolBackward(dx, dy, m.x, m.y, 2, 2)
+	return dx
+}
+
+// lrn is LocalResponseNorm(5, 1e-4, 0.75, 2).
+type lrn struct {
+	be     tensor.Backend
+	p      tensor.LRN
+	x, y   *tensor.Tensor
+	yb, dx buf
+}
+
+func (m *lrn) out(in []int) []int { return in }
+func (m *lrn) kind() string       { return "LocalResponseNorm" }
+func (m *lrn) kernel() string     { return "5" }
+
+func (m *lrn) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	m.x = x
+	m.y = m.yb.get(m.be, x.Shape...)
+	m.be.LRNForward(m.y, x, m.p)
+	return m.y
+}
+
+func (m *lrn) backward(dy *tensor.Tensor) *tensor.Tensor {
+	dx := m.dx.get(m.be, m.x.Shape...)
+	m.be.LRNBackward(dx, dy, m.x, m.y, m.p)
+	return dx
+}
+
+// flatten is torch.flatten(x, 1): NCHW memory is already in (C,H,W) order,
+// so it is a view both ways.
+type flatten struct{ in []int }
+
+func (m *flatten) out(in []int) []int { return []int{tensor.Volume(in)} }
+func (m *flatten) kind() string       { return "Flatten" }
+func (m *flatten) kernel() string     { return "" }
+
+func (m *flatten) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	m.in = x.Shape
+	return x.Reshape(x.Shape[0], tensor.Volume(x.Shape[1:]))
+}
+
+func (m *flatten) backward(dy *tensor.Tensor) *tensor.Tensor { return dy.Reshape(m.in...) }
+
+// linear is y = x·wᵀ + b.
+type linear struct {
+	be     tensor.Backend
+	w, b   *tensor.Tensor // [Out,In], [Out]
+	dw, db *tensor.Tensor
+	x      *tensor.Tensor
+	y, dx  buf
+}
+
+func (m *linear) out(in []int) []int { return []int{m.w.Shape[0]} }
+func (m *linear) kind() string       { return "Linear" }
+func (m *linear) kernel() string     { return "" }
+
+func (m *linear) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	m.x = x
+	y := m.y.get(m.be, x.Shape[0], m.w.Shape[0])
+	m.be.LinearForward(y, x, m.w, m.b)
+	return y
+}
+
+func (m *linear) backward(dy *tensor.Tensor) *tensor.Tensor {
+	dx := m.dx.get(m.be, m.x.Shape...)
+	m.be.LinearBackward(dx, m.dw, m.db, dy, m.x, m.w)
+	return dx
+}
+
+// dropout draws its mask from (seed, step, layer), see tensor.DropoutKey.
+type dropout struct {
+	be    tensor.Backend
+	p     float64
+	layer uint64
+	model *Model // for the seed and the step number
+	key   uint64
+	y, dx buf
+}
+
+func (m *dropout) out(in []int) []int { return in }
+func (m *dropout) kind() string       { return "Dropout" }
+func (m *dropout) kernel() string     { return "" }
+
+func (m *dropout) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	if !train || m.p == 0 {
+		m.key = 0
+		return x
+	}
+	m.key = tensor.DropoutKey(m.model.Seed, m.model.step, m.layer)
+	y := m.y.get(m.be, x.Shape...)
+	m.be.DropoutForward(y, x, m.p, m.key)
+	return y
+}
+
+func (m *dropout) backward(dy *tensor.Tensor) *tensor.Tensor {
+	if m.p == 0 {
+		return dy
+	}
+	dx := m.dx.get(m.be, dy.Shape...)
+	m.be.DropoutBackward(dx, dy, m.p, m.key)
+	return dx
+}

@@ -1,0 +1,135 @@
+package layers
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// HostTensor is a float32 tensor copied to the host.
+type HostTensor struct {
+	Shape []int
+	Data  []float32
+}
+
+// State is a model's state dict on the host under torchvision's key names:
+// parameters and BN running statistics as float32, num_batches_tracked as
+// int64 counts.
+type State struct {
+	Floats map[string]HostTensor
+	Counts map[string]int64
+}
+
+// State copies every parameter, running statistic and batch count to the
+// host.
+func (m *Model) State() State {
+	s := State{Floats: map[string]HostTensor{}, Counts: map[string]int64{}}
+	put := func(name string, t *tensor.Tensor) {
+		h := HostTensor{Shape: append([]int(nil), t.Shape...), Data: make([]float32, t.Size())}
+		m.be.Download(h.Data, t)
+		s.Floats[name] = h
+	}
+	for _, p := range m.params {
+		put(p.Name, p.W)
+	}
+	for _, b := range m.buffers {
+		put(b.Name, b.T)
+	}
+	for i, mod := range m.mods {
+		if n, ok := mod.(*batchNorm); ok {
+			s.Counts[m.names[i]+".num_batches_tracked"] = n.numBatches
+		}
+	}
+	return s
+}
+
+// LoadState copies a state dict into the model. Every key the model has
+// must be present with its shape; keys the model does not have are an
+// error too (a checkpoint of another architecture), all of them listed.
+func (m *Model) LoadState(s State) error {
+	var missing, shapes []string
+	seen := map[string]bool{}
+	load := func(name string, t *tensor.Tensor) {
+		seen[name] = true
+		h, ok := s.Floats[name]
+		switch {
+		case !ok:
+			missing = append(missing, name)
+		case !tensor.SameShape(h.Shape, t.Shape) || len(h.Data) != t.Size():
+			shapes = append(shapes, fmt.Sprintf("%s: have %v, model wants %v", name, h.Shape, t.Shape))
+		default:
+			m.be.Upload(t, h.Data)
+		}
+	}
+	for _, p := range m.params {
+		load(p.Name, p.W)
+	}
+	for _, b := range m.buffers {
+		load(b.Name, b.T)
+	}
+	for i, mod := range m.mods {
+		if n, ok := mod.(*batchNorm); ok {
+			key := m.names[i] + ".num_batches_tracked"
+			seen[key] = true
+			if c, ok := s.Counts[key]; ok {
+				n.numBatches = c
+			} else {
+				missing = append(missing, key)
+			}
+		}
+	}
+	var unexpected []string
+	for k := range s.Floats {
+		if !seen[k] {
+			unexpected = append(unexpected, k)
+		}
+	}
+	for k := range s.Counts {
+		if !seen[k] {
+			unexpected = append(unexpected, k)
+		}
+	}
+	sort.Strings(unexpected)
+	var errs []string
+	if len(shapes) > 0 {
+		errs = append(errs, "shape mismatch: "+strings.Join(shapes, "; "))
+	}
+	if len(missing) > 0 {
+		errs = append(errs, "missing: "+strings.Join(missing, ", "))
+	}
+	if len(unexpected) > 0 {
+		errs = append(errs, "unexpected: "+strings.Join(unexpected, ", "))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("state dict does not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Row is one line of the summary table.
+type Row struct {
+	Name   string // "features.0"
+	Kind   string // "Conv2d"
+	In     []int  // per-sample input shape
+	Kernel string
+	Out    []int
+	Params int
+}
+
+// Summary lists every module with its shapes and parameter count.
+func (m *Model) Summary() []Row {
+	counts := map[string]int{}
+	for _, p := range m.params {
+		counts[p.Name[:strings.LastIndexByte(p.Name, '.')]] += p.W.Size()
+	}
+	shape := []int{3, m.Config.ImageSize, m.Config.ImageSize}
+	rows := make([]Row, len(m.mods))
+	for i, mod := range m.mods {
+		out := mod.out(shape)
+		rows[i] = Row{Name: m.names[i], Kind: mod.kind(), In: shape, Kernel: mod.kernel(), Out: out, Params: counts[m.names[i]]}
+		shape = out
+	}
+	return rows
+}

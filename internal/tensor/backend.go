@@ -1,0 +1,114 @@
+package tensor
+
+// Backend runs the operations of a VGG network on one device.
+//
+// Conventions for every method:
+//   - Images are NCHW, matrices row-major, all float32.
+//   - Outputs come first in the argument list and are overwritten, never
+//     accumulated into. Gradients of parameters are overwritten too: each
+//     parameter is used by exactly one op per step.
+//   - Shapes are checked by the caller (internal/layers); a backend may panic
+//     on a mismatch.
+//   - Nothing here allocates on the hot path except what a backend caches
+//     for itself the first time it sees a shape (im2col buffers, cuDNN
+//     workspaces, algorithm choices), so a training step allocates nothing
+//     after the first.
+//   - Work may run asynchronously; Download waits for it.
+type Backend interface {
+	// Name says which device and libraries the backend uses, in one line.
+	Name() string
+	// New allocates a zero-filled tensor. Not for use inside a step.
+	New(shape ...int) *Tensor
+	// Free releases a tensor's memory now rather than at exit. Views of the
+	// same Storage become invalid.
+	Free(t *Tensor)
+	// Close releases everything the backend holds.
+	Close() error
+
+	// Upload copies host data into t; len(src) must be t.Size().
+	Upload(dst *Tensor, src []float32)
+	// Download copies t to the host after all queued work is done.
+	Download(dst []float32, src *Tensor)
+	// Fill sets every element of t to v.
+	Fill(t *Tensor, v float32)
+	// Copy copies src into dst, which has the same size.
+	Copy(dst, src *Tensor)
+
+	// ConvForward: y[N,Co,H,W] = conv(x[N,Ci,H,W], w[Co,Ci,K,K]) + b[Co],
+	// stride 1, zero padding pad on each side ("same" when pad = (K-1)/2).
+	ConvForward(y, x, w, b *Tensor, pad int)
+	// ConvBackwardData: dx[N,Ci,H,W] from dy[N,Co,H,W] and w[Co,Ci,K,K].
+	ConvBackwardData(dx, dy, w *Tensor, pad int)
+	// ConvBackwardFilter: dw[Co,Ci,K,K] and db[Co] from x and dy.
+	ConvBackwardFilter(dw, db, x, dy *Tensor, pad int)
+
+	// BatchNormTrain normalises x[N,C,H,W] with the batch statistics
+	// (biased variance), writes y = gamma*xhat + beta, saves mean[C] and
+	// invStd[C] = 1/sqrt(var+eps) for the backward pass, and updates the
+	// running statistics: r = (1-momentum)*r + momentum*batch, using the
+	// unbiased variance n/(n-1) for runVar (PyTorch's BatchNorm2d).
+	BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *Tensor, momentum, eps float64)
+	// BatchNormInfer normalises x with the running statistics.
+	BatchNormInfer(y, x, gamma, beta, runMean, runVar *Tensor, eps float64)
+	// BatchNormBackward: dx, dgamma[C], dbeta[C] from dy, x and the saved
+	// statistics of the matching BatchNormTrain.
+	BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd *Tensor)
+
+	// MaxPoolForward: y[N,C,H/s,W/s] is the max over each k×k window with
+	// stride s (VGG: k = s = 2).
+	MaxPoolForward(y, x *Tensor, k, s int)
+	// MaxPoolBackward routes dy to the first maximum of each window of x
+	// (row-major order, as PyTorch does).
+	MaxPoolBackward(dx, dy, x, y *Tensor, k, s int)
+
+	// LRNForward is PyTorch's LocalResponseNorm across channels:
+	// y = x / (k + alpha/size * Σ x²)^beta over a window of size channels.
+	LRNForward(y, x *Tensor, p LRN)
+	// LRNBackward: dx from dy, x and the forward output y.
+	LRNBackward(dx, dy, x, y *Tensor, p LRN)
+
+	// LinearForward: y[N,Out] = x[N,In] · w[Out,In]ᵀ + b[Out].
+	LinearForward(y, x, w, b *Tensor)
+	// LinearBackward: dx[N,In] (skipped when nil), dw[Out,In], db[Out].
+	LinearBackward(dx, dw, db, dy, x, w *Tensor)
+
+	// ReLUForward: y = max(x, 0); y may be x.
+	ReLUForward(y, x *Tensor)
+	// ReLUBackward: dx = dy where y > 0, else 0; dx may be dy.
+	ReLUBackward(dx, dy, y *Tensor)
+
+	// DropoutForward zeroes each element i of x whose DropoutHash(key, i)
+	// falls below DropoutThreshold(p) and scales the rest by 1/(1-p).
+	// The mask depends only on (key, i), so every backend draws the same one.
+	DropoutForward(y, x *Tensor, p float64, key uint64)
+	// DropoutBackward applies the same mask and scale to dy.
+	DropoutBackward(dx, dy *Tensor, p float64, key uint64)
+
+	// SoftmaxCrossEntropy computes the mean over the batch of the
+	// cross-entropy of softmax(logits[N,C]) against labels[N] (class
+	// indices stored as float32) with label smoothing eps, into loss[1], and
+	// its gradient dlogits[N,C] unless dlogits is nil.
+	SoftmaxCrossEntropy(loss, dlogits, logits, labels *Tensor, smoothing float64)
+
+	// SGDStep updates p in place from its gradient g and momentum buffer m
+	// (all the same size), as torch.optim.SGD does:
+	//   g += wd*p; m = momentum*m + (1-dampening)*g (m = g when first);
+	//   g = g + momentum*m when nesterov else m; p -= lr*g.
+	SGDStep(p, g, m *Tensor, h SGD, first bool)
+}
+
+// LRN holds the parameters of a local response normalisation.
+type LRN struct {
+	Size           int
+	Alpha, Beta, K float64
+}
+
+// DefaultLRN is the setting of VGG11-LRN: PyTorch's
+// LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2).
+var DefaultLRN = LRN{Size: 5, Alpha: 1e-4, Beta: 0.75, K: 2}
+
+// SGD holds the hyper-parameters of one optimizer step.
+type SGD struct {
+	LR, Momentum, WeightDecay, Dampening float64
+	Nesterov                             bool
+}
