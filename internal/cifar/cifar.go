@@ -116,7 +116,7 @@ func parseBin(b []byte) (*Dataset, error) {
 	}
 	if len(b)%RecordBytes != 0 {
 		n := len(b) / RecordBytes
-		return nil, fmt.Errorf("size %d bytes is not a multiple of the %d-byte record: record %d is truncated (%d of %d bytes)",
+		return nil, fmt.Errorf("size %d bytes is not a multiple of %d, the record size: record %d is truncated (%d of %d bytes)",
 			len(b), RecordBytes, n, len(b)-n*RecordBytes, RecordBytes)
 	}
 	n := len(b) / RecordBytes

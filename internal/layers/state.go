@@ -94,18 +94,26 @@ func (m *Model) LoadState(s State) error {
 	sort.Strings(unexpected)
 	var errs []string
 	if len(shapes) > 0 {
-		errs = append(errs, "shape mismatch: "+strings.Join(shapes, "; "))
+		errs = append(errs, "shape mismatch: "+few(shapes, "; "))
 	}
 	if len(missing) > 0 {
-		errs = append(errs, "missing: "+strings.Join(missing, ", "))
+		errs = append(errs, "missing: "+few(missing, ", "))
 	}
 	if len(unexpected) > 0 {
-		errs = append(errs, "unexpected: "+strings.Join(unexpected, ", "))
+		errs = append(errs, "unexpected: "+few(unexpected, ", "))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("state dict does not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// few joins the first four items and counts the rest.
+func few(items []string, sep string) string {
+	if len(items) <= 4 {
+		return strings.Join(items, sep)
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(items[:4], sep), len(items)-4)
 }
 
 // Row is one line of the summary table.

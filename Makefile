@@ -1,0 +1,45 @@
+# vgg16: one Go binary that trains VGG networks on CIFAR-10.
+GO      ?= go
+BIN     ?= ./vgg16
+FUZZTIME ?= 10s
+
+.PHONY: build test run bench fuzz vet kernels-check gpu-build clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/vgg16
+
+# The main job: train on CIFAR-10 (downloaded if missing; the embedded demo
+# sample when offline), with settings that suit the machine.
+run: build
+	$(BIN) train --auto-settings
+
+vet:
+	$(GO) vet ./...
+
+# Unit tests, gradient checks, PyTorch parity (../shared/fixtures), GPU tests
+# (skipped without a GPU), then a short run of every fuzz target.
+test: vet
+	$(GO) test -count=1 ./...
+	$(MAKE) --no-print-directory fuzz
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/safetensors
+	$(GO) test -run='^$$' -fuzz='^FuzzReadBin$$' -fuzztime=$(FUZZTIME) ./internal/cifar
+	$(GO) test -run='^$$' -fuzz='^FuzzReadPickle$$' -fuzztime=$(FUZZTIME) ./internal/cifar
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchtime=3x ./internal/cpu ./internal/cifar
+
+# Compile kernels.cu with nvcc where the CUDA toolkit is installed.
+kernels-check:
+	@command -v nvcc >/dev/null || { echo "nvcc not found: kernels-check needs the CUDA toolkit"; exit 1; }
+	nvcc -arch=sm_90 -cubin -o /dev/null kernels.cu
+
+# Binaries for a GPU machine without Go (see scripts/gpu-check.sh).
+gpu-build:
+	mkdir -p .gpu
+	$(GO) build -o .gpu/vgg16 ./cmd/vgg16
+	$(GO) test -c -o .gpu/gpu.test ./internal/gpu
+
+clean:
+	rm -rf $(BIN) .gpu

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vgg16/vgg16/internal/layers"
+)
+
+// modelFlags are the flags that describe a network.
+type modelFlags struct {
+	arch      string
+	size      int
+	classes   int
+	hidden    int
+	dropout   float64
+	batchNorm bool
+}
+
+func (f *modelFlags) register(cmd *cobra.Command, size int) {
+	cmd.Flags().StringVar(&f.arch, "arch", "vgg16", "architecture: "+strings.Join(layers.Archs(), ", ")+", or a layer list such as \"64,M,128,M,256,256,M\"")
+	cmd.Flags().IntVar(&f.size, "size", size, "input image size (a multiple of 32)")
+	cmd.Flags().IntVar(&f.classes, "classes", 10, "number of classes")
+	cmd.Flags().IntVar(&f.hidden, "hidden", 4096, "width of the two hidden fully connected layers")
+	cmd.Flags().Float64Var(&f.dropout, "dropout", 0.5, "dropout probability in the classifier")
+	cmd.Flags().BoolVar(&f.batchNorm, "batch-norm", true, "batch norm after every convolution")
+}
+
+func (f *modelFlags) config() (layers.Config, error) {
+	c, err := layers.Arch(f.arch)
+	if err != nil {
+		return layers.Config{}, fmt.Errorf("--arch: %w", err)
+	}
+	cfg := layers.Config{Arch: f.arch, Cfg: c, BatchNorm: f.batchNorm, ImageSize: f.size, Hidden: f.hidden, Classes: f.classes, Dropout: f.dropout}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%w (flags --size, --hidden, --classes, --dropout)", err)
+	}
+	return cfg, nil
+}
+
+func summaryCmd() *cobra.Command {
+	var mf modelFlags
+	cmd := &cobra.Command{
+		Use:   "summary",
+		Short: "Print the layer table of a network: shapes and parameter counts",
+		Example: `  vgg16 summary                       # VGG16-BN at 224x224, 10 classes
+  vgg16 summary --arch vgg19 --size 32
+  vgg16 summary --arch "64,M,128,M,256,256,M,512,512,M,512,512,M" --hidden 512`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := mf.config()
+			if err != nil {
+				return err
+			}
+			rows, total, err := layers.Describe(cfg)
+			if err != nil {
+				return err
+			}
+			printSummary(cmd.OutOrStdout(), cfg, rows, total)
+			return nil
+		},
+	}
+	mf.register(cmd, 224)
+	return cmd
+}
+
+func printSummary(w io.Writer, cfg layers.Config, rows []layers.Row, total int) {
+	bn := "BN"
+	if !cfg.BatchNorm {
+		bn = "no BN"
+	}
+	fmt.Fprintf(w, "%s (%s), input 3x%dx%d, %d classes\n\n", cfg.Arch, bn, cfg.ImageSize, cfg.ImageSize, cfg.Classes)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "layer\ttype\tinput\tkernel\toutput\tparameters\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Kind, shape(r.In), r.Kernel, shape(r.Out), group(r.Params))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\ntotal parameters: %s (%.1f MB as float32)\n", group(total), float64(total)*4/1e6)
+}
+
+func shape(s []int) string {
+	p := make([]string, len(s))
+	for i, d := range s {
+		p[i] = fmt.Sprint(d)
+	}
+	return strings.Join(p, "x")
+}
+
+// group writes n with thousands separators: 134,309,962.
+func group(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

@@ -1,0 +1,107 @@
+package cifar
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestOpenLayouts(t *testing.T) {
+	for _, tc := range []struct{ format, folder string }{{"bin", BinFolder}, {"py", PyFolder}} {
+		t.Run(tc.format, func(t *testing.T) {
+			dir := t.TempDir()
+			folder := filepath.Join(dir, tc.folder)
+			train, test := writeDataset(t, folder, tc.format, 7)
+			if !Exists(dir) || !Exists(folder) {
+				t.Fatal("Exists = false for a complete dataset")
+			}
+			for _, d := range []string{dir, folder} { // parent or the folder itself
+				got, err := Open(d, "train")
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameDataset(t, got, train) // five batches in order, classes from the meta file
+				got, err = Open(d, "test")
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameDataset(t, got, test)
+			}
+
+			// Without the meta file the classes are the standard ones.
+			meta := map[string]string{"bin": "batches.meta.txt", "py": "batches.meta"}[tc.format]
+			if err := os.Remove(filepath.Join(folder, meta)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Open(dir, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got.Classes, ",") != strings.Join(ClassNames, ",") {
+				t.Fatalf("classes = %v", got.Classes)
+			}
+
+			// A missing batch: Exists says no, Open names the file and the fix.
+			third := "data_batch_3"
+			if tc.format == "bin" {
+				third += ".bin"
+			}
+			if err := os.Remove(filepath.Join(folder, third)); err != nil {
+				t.Fatal(err)
+			}
+			if Exists(dir) {
+				t.Fatal("Exists = true with a batch missing")
+			}
+			_, err = Open(dir, "train")
+			if err == nil || !strings.Contains(err.Error(), third) || !strings.Contains(err.Error(), "vgg16 data download") ||
+				!errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("err = %v", err)
+			}
+			if _, err := Open(dir, "test"); err != nil {
+				t.Fatalf("test split with a training batch missing: %v", err)
+			}
+		})
+	}
+}
+
+func TestOpenPrefersCompleteFormat(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, BinFolder, "data_batch_1.bin"), binBytes(synth(2, 0, 1))) // a stray partial bin
+	train, _ := writeDataset(t, filepath.Join(dir, PyFolder), "py", 3)
+	got, err := Open(dir, "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameDataset(t, got, train)
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Open(dir, "train")
+	if err == nil || !strings.Contains(err.Error(), "vgg16 data download") || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("empty dir: %v", err)
+	}
+	if Exists(dir) {
+		t.Fatal("Exists on an empty dir")
+	}
+	if _, err := Open(dir, "validation"); err == nil {
+		t.Fatal("unknown split accepted")
+	}
+	// A corrupt batch is reported with its name.
+	folder := filepath.Join(dir, BinFolder)
+	writeDataset(t, folder, "bin", 2)
+	writeFile(t, filepath.Join(folder, "data_batch_2.bin"), []byte("short"))
+	if _, err := Open(dir, "train"); err == nil || !strings.Contains(err.Error(), "data_batch_2.bin") {
+		t.Fatalf("corrupt batch: %v", err)
+	}
+	if Exists(dir) {
+		t.Fatal("Exists accepts a batch that is not whole records")
+	}
+	writeFile(t, filepath.Join(folder, "batches.meta.txt"), []byte("a\nb\n"))
+	if _, err := Open(dir, "test"); err == nil || !strings.Contains(err.Error(), "batches.meta.txt") {
+		t.Fatalf("bad meta: %v", err)
+	}
+}

@@ -1,0 +1,257 @@
+package cpu_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Finite-difference checks of every backward pass. Each op's output y is
+// reduced to the scalar L = Σ y·r for a fixed random r, so dL/dy = r; the
+// backward pass's gradients are compared with central differences of L
+// at a random sample of elements. The CPU backend is float32, so the step
+// is large (1e-2) and the tolerance a few 1e-3 relative to the gradient's
+// scale.
+
+type gradCase struct {
+	name     string
+	input    []float32 // live data of the tensor being perturbed
+	analytic []float32 // gradient from the backward pass
+}
+
+func randn(rng *rand.Rand, t *tensor.Tensor, scale float64) {
+	d := cpu.Data(t)
+	for i := range d {
+		d[i] = float32(rng.NormFloat64() * scale)
+	}
+}
+
+// checkGrads compares analytic gradients with central differences of loss.
+func checkGrads(t *testing.T, loss func() float64, cases []gradCase) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(7, 7))
+	const h = 1e-2
+	for _, c := range cases {
+		var scale float64
+		for _, g := range c.analytic {
+			scale = max(scale, math.Abs(float64(g)))
+		}
+		want := append([]float32(nil), c.analytic...)
+		n := min(len(c.input), 24)
+		for k := 0; k < n; k++ {
+			i := k
+			if len(c.input) > n {
+				i = rng.IntN(len(c.input))
+			}
+			orig := c.input[i]
+			c.input[i] = orig + h
+			lp := loss()
+			c.input[i] = orig - h
+			lm := loss()
+			c.input[i] = orig
+			num := (lp - lm) / (2 * h)
+			if d := math.Abs(num - float64(want[i])); d > 5e-3*scale+1e-4 {
+				t.Errorf("%s[%d]: backward %.6g, finite difference %.6g (scale %.3g)", c.name, i, want[i], num, scale)
+			}
+		}
+	}
+}
+
+func dot(y *tensor.Tensor, r []float32) float64 {
+	var s float64
+	for i, v := range cpu.Data(y) {
+		s += float64(v) * float64(r[i])
+	}
+	return s
+}
+
+func weights(be tensor.Backend, rng *rand.Rand, shape ...int) *tensor.Tensor {
+	t := be.New(shape...)
+	randn(rng, t, 1)
+	return t
+}
+
+func TestGradConv(t *testing.T) {
+	for _, k := range []int{3, 1} {
+		be := cpu.New()
+		rng := rand.New(rand.NewPCG(1, uint64(k)))
+		x, w, b := weights(be, rng, 2, 3, 5, 6), weights(be, rng, 4, 3, k, k), weights(be, rng, 4)
+		y := be.New(2, 4, 5, 6)
+		r := cpu.Data(weights(be, rng, 2, 4, 5, 6))
+		dy := be.New(2, 4, 5, 6)
+		be.Upload(dy, r)
+		dx, dw, db := be.New(x.Shape...), be.New(w.Shape...), be.New(4)
+		pad := (k - 1) / 2
+		be.ConvBackwardData(dx, dy, w, pad)
+		be.ConvBackwardFilter(dw, db, x, dy, pad)
+		loss := func() float64 { be.ConvForward(y, x, w, b, pad); return dot(y, r) }
+		checkGrads(t, loss, []gradCase{
+			{"conv.x", cpu.Data(x), cpu.Data(dx)},
+			{"conv.w", cpu.Data(w), cpu.Data(dw)},
+			{"conv.b", cpu.Data(b), cpu.Data(db)},
+		})
+	}
+}
+
+func TestGradBatchNorm(t *testing.T) {
+	be := cpu.New()
+	rng := rand.New(rand.NewPCG(2, 2))
+	x, g, b := weights(be, rng, 4, 3, 3, 3), weights(be, rng, 3), weights(be, rng, 3)
+	rm, rv, sm, si := be.New(3), be.New(3), be.New(3), be.New(3)
+	y := be.New(x.Shape...)
+	r := cpu.Data(weights(be, rng, x.Shape...))
+	loss := func() float64 {
+		be.BatchNormTrain(y, x, g, b, rm, rv, sm, si, 0.1, 1e-5)
+		return dot(y, r)
+	}
+	loss()
+	dy := be.New(x.Shape...)
+	be.Upload(dy, r)
+	dx, dg, db := be.New(x.Shape...), be.New(3), be.New(3)
+	be.BatchNormBackward(dx, dg, db, dy, x, g, sm, si)
+	checkGrads(t, loss, []gradCase{
+		{"bn.x", cpu.Data(x), cpu.Data(dx)},
+		{"bn.gamma", cpu.Data(g), cpu.Data(dg)},
+		{"bn.beta", cpu.Data(b), cpu.Data(db)},
+	})
+}
+
+func TestGradMaxPool(t *testing.T) {
+	be := cpu.New()
+	rng := rand.New(rand.NewPCG(3, 3))
+	x := be.New(2, 3, 4, 6)
+	// Distinct values 0.1 apart: no window is within the step of a tie.
+	for i, p := range rng.Perm(x.Size()) {
+		cpu.Data(x)[i] = float32(p) * 0.1
+	}
+	y := be.New(2, 3, 2, 3)
+	r := cpu.Data(weights(be, rng, y.Shape...))
+	loss := func() float64 { be.MaxPoolForward(y, x, 2, 2); return dot(y, r) }
+	loss()
+	dy, dx := be.New(y.Shape...), be.New(x.Shape...)
+	be.Upload(dy, r)
+	be.MaxPoolBackward(dx, dy, x, y, 2, 2)
+	checkGrads(t, loss, []gradCase{{"maxpool.x", cpu.Data(x), cpu.Data(dx)}})
+}
+
+func TestGradLRN(t *testing.T) {
+	be := cpu.New()
+	rng := rand.New(rand.NewPCG(4, 4))
+	// Large activations and alpha so that the normalisation matters.
+	p := tensor.LRN{Size: 5, Alpha: 0.5, Beta: 0.75, K: 2}
+	x := be.New(2, 7, 3, 3)
+	randn(rng, x, 2)
+	y := be.New(x.Shape...)
+	r := cpu.Data(weights(be, rng, x.Shape...))
+	loss := func() float64 { be.LRNForward(y, x, p); return dot(y, r) }
+	loss()
+	dy, dx := be.New(x.Shape...), be.New(x.Shape...)
+	be.Upload(dy, r)
+	be.LRNBackward(dx, dy, x, y, p)
+	checkGrads(t, loss, []gradCase{{"lrn.x", cpu.Data(x), cpu.Data(dx)}})
+}
+
+func TestGradLinear(t *testing.T) {
+	be := cpu.New()
+	rng := rand.New(rand.NewPCG(5, 5))
+	x, w, b := weights(be, rng, 3, 7), weights(be, rng, 5, 7), weights(be, rng, 5)
+	y := be.New(3, 5)
+	r := cpu.Data(weights(be, rng, 3, 5))
+	dy := be.New(3, 5)
+	be.Upload(dy, r)
+	dx, dw, db := be.New(3, 7), be.New(5, 7), be.New(5)
+	be.LinearBackward(dx, dw, db, dy, x, w)
+	loss := func() float64 { be.LinearForward(y, x, w, b); return dot(y, r) }
+	checkGrads(t, loss, []gradCase{
+		{"linear.x", cpu.Data(x), cpu.Data(dx)},
+		{"linear.w", cpu.Data(w), cpu.Data(dw)},
+		{"linear.b", cpu.Data(b), cpu.Data(db)},
+	})
+}
+
+func TestGradReLUAndDropout(t *testing.T) {
+	be := cpu.New()
+	rng := rand.New(rand.NewPCG(6, 6))
+	x := be.New(4, 50)
+	// Keep every input at least 0.1 from the kink at zero.
+	for i := range cpu.Data(x) {
+		v := 0.1 + rng.Float64()
+		if rng.IntN(2) == 0 {
+			v = -v
+		}
+		cpu.Data(x)[i] = float32(v)
+	}
+	y, z := be.New(4, 50), be.New(4, 50)
+	r := cpu.Data(weights(be, rng, 4, 50))
+	const p, key = 0.3, 12345
+	loss := func() float64 {
+		be.ReLUForward(y, x)
+		be.DropoutForward(z, y, p, key)
+		return dot(z, r)
+	}
+	loss()
+	dz, dy, dx := be.New(4, 50), be.New(4, 50), be.New(4, 50)
+	be.Upload(dz, r)
+	be.DropoutBackward(dy, dz, p, key)
+	be.ReLUBackward(dx, dy, y)
+	checkGrads(t, loss, []gradCase{{"relu+dropout.x", cpu.Data(x), cpu.Data(dx)}})
+
+	// The mask keeps about 1-p of the elements, scaled by 1/(1-p).
+	kept := 0
+	for i, v := range cpu.Data(z) {
+		if v != 0 {
+			kept++
+			if want := cpu.Data(y)[i] / (1 - p); math.Abs(float64(v-want)) > 1e-6 {
+				t.Fatalf("dropout kept element %d as %g, want %g", i, v, want)
+			}
+		}
+	}
+	if pos := countPositive(cpu.Data(y)); kept < pos*55/100 || kept > pos*85/100 {
+		t.Errorf("dropout kept %d of %d positive elements at p=%g", kept, pos, p)
+	}
+}
+
+func countPositive(v []float32) int {
+	n := 0
+	for _, x := range v {
+		if x > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func TestGradSoftmaxCrossEntropy(t *testing.T) {
+	for _, smoothing := range []float64{0, 0.1} {
+		be := cpu.New()
+		rng := rand.New(rand.NewPCG(8, 8))
+		logits := weights(be, rng, 4, 6)
+		labels := be.New(4)
+		be.Upload(labels, []float32{0, 5, 2, 2})
+		loss, dl := be.New(1), be.New(4, 6)
+		f := func() float64 {
+			be.SoftmaxCrossEntropy(loss, nil, logits, labels, smoothing)
+			return float64(cpu.Data(loss)[0])
+		}
+		be.SoftmaxCrossEntropy(loss, dl, logits, labels, smoothing)
+		checkGrads(t, f, []gradCase{{"softmax-xent.logits", cpu.Data(logits), cpu.Data(dl)}})
+	}
+}
+
+// TestSoftmaxCrossEntropyValue pins the loss of a hand-computed case.
+func TestSoftmaxCrossEntropyValue(t *testing.T) {
+	be := cpu.New()
+	logits, labels, loss := be.New(2, 3), be.New(2), be.New(1)
+	be.Upload(logits, []float32{1, 2, 3, 1000, 0, -1000})
+	be.Upload(labels, []float32{2, 0})
+	be.SoftmaxCrossEntropy(loss, nil, logits, labels, 0)
+	// -log softmax([1,2,3])[2] = log(e⁻² + e⁻¹ + 1); the second row is
+	// certain (and must not overflow).
+	want := math.Log(math.Exp(-2)+math.Exp(-1)+1) / 2
+	if got := float64(cpu.Data(loss)[0]); math.Abs(got-want) > 1e-6 {
+		t.Fatalf("loss %g, want %g", got, want)
+	}
+}

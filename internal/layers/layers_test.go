@@ -1,0 +1,206 @@
+package layers_test
+
+import (
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/layers"
+)
+
+func config(t *testing.T, arch string, size int) layers.Config {
+	t.Helper()
+	cfg := layers.DefaultConfig()
+	c, err := layers.Arch(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Arch, cfg.Cfg, cfg.ImageSize = arch, c, size
+	return cfg
+}
+
+// TestParamCounts pins the parameter totals of the seed's table (batch
+// norm, 10 classes).
+func TestParamCounts(t *testing.T) {
+	for _, c := range []struct {
+		arch string
+		size int
+		want int
+	}{
+		{"vgg11", 224, 128_812_810},
+		{"vgg13", 224, 128_997_706},
+		{"vgg16-1", 224, 129_591_370},
+		{"vgg16", 224, 134_309_962},
+		{"vgg19", 224, 139_622_218},
+		{"vgg16", 32, 33_646_666},
+	} {
+		_, n, err := layers.Describe(config(t, c.arch, c.size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != c.want {
+			t.Errorf("%s at %dx%d: %d parameters, want %d", c.arch, c.size, c.size, n, c.want)
+		}
+	}
+}
+
+// TestStateNames checks the state-dict keys against torchvision's vgg16_bn.
+func TestStateNames(t *testing.T) {
+	rows, _, err := layers.Describe(config(t, "vgg16", 224))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs, bns, pools []string
+	for _, r := range rows {
+		switch r.Kind {
+		case "Conv2d":
+			convs = append(convs, r.Name)
+		case "BatchNorm2d":
+			bns = append(bns, r.Name)
+		case "MaxPool2d":
+			pools = append(pools, r.Name)
+		}
+	}
+	// torchvision's vgg16_bn: conv at 0,3,7,10,14,17,20,24,27,30,34,37,40.
+	want := "features.0 features.3 features.7 features.10 features.14 features.17 features.20 features.24 features.27 features.30 features.34 features.37 features.40"
+	if got := strings.Join(convs, " "); got != want {
+		t.Errorf("convolutions at %s\nwant %s", got, want)
+	}
+	if len(bns) != 13 || bns[12] != "features.41" || pools[4] != "features.43" {
+		t.Errorf("batch norms %v, pools %v", bns, pools)
+	}
+	last := rows[len(rows)-1]
+	if last.Name != "classifier.6" || last.Out[0] != 10 || rows[len(rows)-7].In[0] != 512*7*7 {
+		t.Errorf("classifier: %+v", rows[len(rows)-7:])
+	}
+}
+
+func TestParseCfg(t *testing.T) {
+	c, err := layers.ParseCfg("64, M, 1x1:32, LRN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.String() != "64,M,1x1:32,LRN" {
+		t.Errorf("round trip: %s", c)
+	}
+	var j layers.Cfg
+	if err := json.Unmarshal([]byte(`[8, "M", 16]`), &j); err != nil || j.String() != "8,M,16" {
+		t.Errorf("json: %v %v", j, err)
+	}
+	for _, bad := range []string{"", "M,64", "64,x", "64,-3", "1x1:0"} {
+		if _, err := layers.ParseCfg(bad); err == nil {
+			t.Errorf("ParseCfg(%q) accepted", bad)
+		}
+	}
+	if _, err := layers.Arch("vgg17"); err == nil || !strings.Contains(err.Error(), "vgg16") {
+		t.Errorf("unknown arch error should list the names: %v", err)
+	}
+	cfg := config(t, "vgg16", 48)
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "multiple of 32") {
+		t.Errorf("size 48 accepted: %v", err)
+	}
+}
+
+// TestInit checks torchvision's initialisation statistics.
+func TestInit(t *testing.T) {
+	cfg := config(t, "vgg11", 32)
+	cfg.Hidden = 256
+	m, err := layers.New(cpu.New(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(1)
+	for _, p := range m.Params() {
+		v := cpu.Data(p.W)
+		var s, ss float64
+		for _, x := range v {
+			s += float64(x)
+			ss += float64(x) * float64(x)
+		}
+		mean, std := s/float64(len(v)), math.Sqrt(ss/float64(len(v)))
+		var want float64
+		switch {
+		case len(p.W.Shape) == 4:
+			want = math.Sqrt(2 / float64(p.W.Shape[0]*9))
+		case len(p.W.Shape) == 2:
+			want = 0.01
+		case strings.HasSuffix(p.Name, ".weight"): // BN
+			if mean != 1 || std != 1 {
+				t.Errorf("%s: BN weight not all ones", p.Name)
+			}
+			continue
+		default: // biases
+			if ss != 0 {
+				t.Errorf("%s: bias not zero", p.Name)
+			}
+			continue
+		}
+		if len(v) > 1000 && (math.Abs(std/want-1) > 0.05 || math.Abs(mean) > 0.1*want) {
+			t.Errorf("%s: mean %.3g std %.4g, want 0 and %.4g", p.Name, mean, std, want)
+		}
+	}
+}
+
+// TestStateRoundTrip saves a model's state into another and checks that
+// mismatches are named.
+func TestStateRoundTrip(t *testing.T) {
+	be := cpu.New()
+	cfg := config(t, "vgg11-lrn", 32)
+	cfg.Hidden = 32
+	a, _ := layers.New(be, cfg)
+	a.Init(3)
+	b, _ := layers.New(be, cfg)
+	if err := b.LoadState(a.State()); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range a.Params() {
+		q := b.Params()[i]
+		for j, v := range cpu.Data(p.W) {
+			if cpu.Data(q.W)[j] != v {
+				t.Fatalf("%s differs after load", p.Name)
+			}
+		}
+	}
+	cfg2 := config(t, "vgg11", 32)
+	cfg2.Hidden = 32
+	c, _ := layers.New(be, cfg2)
+	err := c.LoadState(a.State())
+	if err == nil || !strings.Contains(err.Error(), "features.5.weight: have [128 64 3 3], model wants [128]") {
+		t.Fatalf("loading vgg11-lrn into vgg11: %v", err)
+	}
+}
+
+// TestForwardBackwardShapes runs every named variant at 32x32 once.
+func TestForwardBackwardShapes(t *testing.T) {
+	be := cpu.New()
+	for _, arch := range layers.Archs() {
+		cfg := config(t, arch, 32)
+		cfg.Hidden = 16
+		m, err := layers.New(be, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(1)
+		x := be.New(2, 3, 32, 32)
+		for i := range cpu.Data(x) {
+			cpu.Data(x)[i] = float32(i%17) / 17
+		}
+		logits := m.Forward(x, true)
+		if logits.Shape[0] != 2 || logits.Shape[1] != 10 {
+			t.Fatalf("%s: logits %v", arch, logits.Shape)
+		}
+		dl := be.New(2, 10)
+		be.Fill(dl, 0.1)
+		m.Backward(dl)
+		var norm float64
+		for _, g := range cpu.Data(m.Grads()) {
+			norm += float64(g) * float64(g)
+		}
+		if norm == 0 || math.IsNaN(norm) {
+			t.Errorf("%s: gradient norm %g", arch, norm)
+		}
+		m.Free()
+	}
+}
