@@ -86,7 +86,7 @@ func corruptPickles() map[string][]byte {
 		"only proto":     {0x80, 0x02},
 		"no stop":        good[:len(good)-1],
 		"unknown opcode": {0x80, 0x02, 'I', '1', '\n', '.'}, // protocol 0 INT
-		"os.system": []byte("\x80\x02cos\nsystem\nq\x00U\x02lsq\x01\x85R."),
+		"os.system":      []byte("\x80\x02cos\nsystem\nq\x00U\x02lsq\x01\x85R."),
 		"builtins.eval":  []byte("\x80\x02c__builtin__\neval\nU\x011\x85R."),
 		"ndarray call":   []byte("\x80\x02cnumpy\nndarray\nK\x00\x85R."),
 		"not a dict":     []byte("\x80\x02]q\x00."),

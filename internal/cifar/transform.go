@@ -308,14 +308,19 @@ func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *lut)
 	}
 }
 
-// roundByte rounds half to even (torch.round) and clamps to 0..255.
+// roundMagic is 1.5·2²³: adding it to a float32 in [0, 2²²) leaves the value
+// rounded to an integer, half to even, in the low mantissa bits.
+const roundMagic = 12582912
+
+// roundByte rounds half to even (torch.round) and clamps to 0..255. The
+// input is a convex combination of bytes, so it lies in [0, 255] up to
+// float error; the explicit conversion keeps the sum from being fused.
 func roundByte(v float32) uint8 {
-	r := math.RoundToEven(float64(v))
-	if r <= 0 {
+	if !(v > 0) { // also NaN
 		return 0
 	}
-	if r >= 255 {
+	if v >= 255 {
 		return 255
 	}
-	return uint8(r)
+	return uint8(math.Float32bits(float32(v+roundMagic)) & 0x1ff)
 }

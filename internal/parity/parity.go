@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/safetensors"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -127,7 +128,7 @@ func Run(be tensor.Backend, dir string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	state, err := StateFromFile(init)
+	state, err := checkpoint.StateFromFile(init)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
@@ -275,31 +276,4 @@ func weightOf(name string) string {
 		return name[:i] + ".weight"
 	}
 	return name
-}
-
-// StateFromFile turns a safetensors state dict into a layers.State:
-// floating tensors as float32, integer ones (num_batches_tracked) as counts.
-func StateFromFile(f *safetensors.File) (layers.State, error) {
-	s := layers.State{Floats: map[string]layers.HostTensor{}, Counts: map[string]int64{}}
-	for _, name := range f.Names() {
-		t := f.Tensors[name]
-		switch t.DType {
-		case "I64", "I32":
-			v, _, err := f.Int64(name)
-			if err != nil {
-				return s, err
-			}
-			if len(v) != 1 {
-				return s, fmt.Errorf("tensor %s: integer tensor of shape %v, want a scalar count", name, t.Shape)
-			}
-			s.Counts[name] = v[0]
-		default:
-			v, shape, err := f.Float32(name)
-			if err != nil {
-				return s, err
-			}
-			s.Floats[name] = layers.HostTensor{Shape: shape, Data: v}
-		}
-	}
-	return s, nil
 }

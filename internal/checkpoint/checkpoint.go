@@ -1,0 +1,223 @@
+// Package checkpoint reads and writes models as safetensors files under
+// torchvision's vgg16_bn key names, so that a checkpoint loads into
+// torchvision with load_state_dict and torchvision weights load here. The
+// model configuration and training state ride in the header's metadata; the
+// optimizer's momentum lives in a second file beside the weights.
+package checkpoint
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/safetensors"
+)
+
+// Metadata keys.
+const (
+	keyFormat  = "format" // "pt", as the safetensors convention for PyTorch weights
+	keyConfig  = "vgg16.config"
+	keyClasses = "vgg16.classes"
+	keyEpoch   = "vgg16.epoch"
+	keyBatch   = "vgg16.batch"
+	keyStep    = "vgg16.step"
+	keyBestAcc = "vgg16.best_val_acc"
+	keyValAcc  = "vgg16.val_acc"
+	keyFlags   = "vgg16.flags"
+	keyID      = "vgg16.id"
+)
+
+// Info is what a checkpoint says about itself besides the weights.
+type Info struct {
+	Config  layers.Config
+	Classes []string
+	// Epoch is the number of completed epochs; Batch the number of batches
+	// done in the next one (non-zero when a run was interrupted mid-epoch).
+	Epoch, Batch int
+	// Step is the model's training-step counter (it keys dropout).
+	Step    uint64
+	BestAcc float64 // best validation accuracy of the run so far
+	ValAcc  float64 // validation accuracy of these weights (NaN if unknown)
+	Flags   string  // the training options as JSON
+	ID      string  // ties the weights to their optimizer file
+}
+
+// Checkpoint is a loaded checkpoint: weights on the host and their Info.
+type Checkpoint struct {
+	Info  Info
+	State layers.State
+}
+
+// Save writes the model's weights and info to path atomically.
+func Save(path string, m *layers.Model, info Info) error {
+	return SaveState(path, m.State(), info)
+}
+
+// SaveState writes a state dict and info to path atomically.
+func SaveState(path string, s layers.State, info Info) error {
+	f := &safetensors.File{Tensors: map[string]safetensors.Tensor{}, Metadata: map[string]string{keyFormat: "pt"}}
+	for name, t := range s.Floats {
+		f.Tensors[name] = safetensors.F32(t.Shape, t.Data)
+	}
+	for name, c := range s.Counts {
+		f.Tensors[name] = safetensors.I64(nil, []int64{c})
+	}
+	cfg, err := json.Marshal(info.Config)
+	if err != nil {
+		return err
+	}
+	classes, _ := json.Marshal(info.Classes)
+	md := f.Metadata
+	md[keyConfig] = string(cfg)
+	md[keyClasses] = string(classes)
+	md[keyEpoch] = strconv.Itoa(info.Epoch)
+	md[keyBatch] = strconv.Itoa(info.Batch)
+	md[keyStep] = strconv.FormatUint(info.Step, 10)
+	md[keyBestAcc] = strconv.FormatFloat(info.BestAcc, 'g', -1, 64)
+	md[keyValAcc] = strconv.FormatFloat(info.ValAcc, 'g', -1, 64)
+	md[keyFlags] = info.Flags
+	md[keyID] = info.ID
+	return safetensors.Write(path, f)
+}
+
+// Load reads a checkpoint written by Save, or a bare state dict (such as
+// torchvision's vgg16_bn weights converted to safetensors), whose
+// configuration is then inferred from the tensor shapes.
+func Load(path string) (*Checkpoint, error) {
+	f, err := safetensors.Read(path)
+	if err != nil {
+		return nil, err
+	}
+	state, err := StateFromFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ck := &Checkpoint{State: state}
+	md := f.Metadata
+	if raw, ok := md[keyConfig]; ok {
+		if err := json.Unmarshal([]byte(raw), &ck.Info.Config); err != nil {
+			return nil, fmt.Errorf("%s: metadata %s: %w", path, keyConfig, err)
+		}
+	} else if ck.Info.Config, err = InferConfig(state); err != nil {
+		return nil, fmt.Errorf("%s: no vgg16 metadata, and %w", path, err)
+	}
+	if raw, ok := md[keyClasses]; ok {
+		if err := json.Unmarshal([]byte(raw), &ck.Info.Classes); err != nil {
+			return nil, fmt.Errorf("%s: metadata %s: %w", path, keyClasses, err)
+		}
+	}
+	ck.Info.Epoch, _ = strconv.Atoi(md[keyEpoch])
+	ck.Info.Batch, _ = strconv.Atoi(md[keyBatch])
+	ck.Info.Step, _ = strconv.ParseUint(md[keyStep], 10, 64)
+	ck.Info.BestAcc, _ = strconv.ParseFloat(md[keyBestAcc], 64)
+	ck.Info.ValAcc, _ = strconv.ParseFloat(md[keyValAcc], 64)
+	ck.Info.Flags = md[keyFlags]
+	ck.Info.ID = md[keyID]
+	if err := ck.Info.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ck, nil
+}
+
+// StateFromFile turns a safetensors state dict into a layers.State:
+// floating tensors as float32, integer ones (num_batches_tracked) as counts.
+func StateFromFile(f *safetensors.File) (layers.State, error) {
+	s := layers.State{Floats: map[string]layers.HostTensor{}, Counts: map[string]int64{}}
+	for _, name := range f.Names() {
+		t := f.Tensors[name]
+		switch t.DType {
+		case "I64", "I32":
+			v, _, err := f.Int64(name)
+			if err != nil {
+				return s, err
+			}
+			if len(v) != 1 {
+				return s, fmt.Errorf("tensor %s: integer tensor of shape %v, want a scalar count", name, t.Shape)
+			}
+			s.Counts[name] = v[0]
+		default:
+			v, shape, err := f.Float32(name)
+			if err != nil {
+				return s, err
+			}
+			s.Floats[name] = layers.HostTensor{Shape: shape, Data: v}
+		}
+	}
+	return s, nil
+}
+
+// InferConfig reconstructs the configuration of a bare vgg*_bn state dict
+// from its shapes: convolutions and their kernel sizes from
+// features.N.weight, pools from the gaps in the indices, batch norm from
+// running_mean, the image size from classifier.0's input width.
+func InferConfig(s layers.State) (layers.Config, error) {
+	type conv struct{ idx, out, k int }
+	var convs []conv
+	bn := false
+	maxIdx := -1
+	for name, t := range s.Floats {
+		if strings.HasSuffix(name, ".running_mean") {
+			bn = true
+		}
+		rest, ok := strings.CutPrefix(name, "features.")
+		if !ok {
+			continue
+		}
+		idxStr, field, _ := strings.Cut(rest, ".")
+		idx, err := strconv.Atoi(idxStr)
+		if err != nil {
+			continue
+		}
+		maxIdx = max(maxIdx, idx)
+		if field == "weight" && len(t.Shape) == 4 {
+			convs = append(convs, conv{idx, t.Shape[0], t.Shape[2]})
+		}
+	}
+	if len(convs) == 0 {
+		return layers.Config{}, fmt.Errorf("no features.N.weight convolution tensors: not a VGG state dict")
+	}
+	// Sort by index.
+	for i := 1; i < len(convs); i++ {
+		for j := i; j > 0 && convs[j].idx < convs[j-1].idx; j-- {
+			convs[j], convs[j-1] = convs[j-1], convs[j]
+		}
+	}
+	per := 2 // conv, ReLU
+	if bn {
+		per = 3
+	}
+	var cfg layers.Cfg
+	next := 0
+	for _, c := range convs {
+		for ; next < c.idx; next++ { // every module between blocks is a max-pool
+			cfg = append(cfg, layers.Item{Kind: layers.Pool})
+		}
+		cfg = append(cfg, layers.Item{Kind: layers.Conv, Out: c.out, K: c.k})
+		next = c.idx + per
+	}
+	cfg = append(cfg, layers.Item{Kind: layers.Pool}) // the last block's pool
+	fc0, ok0 := s.Floats["classifier.0.weight"]
+	fc3, ok3 := s.Floats["classifier.6.weight"]
+	if !ok0 || !ok3 || len(fc0.Shape) != 2 || len(fc3.Shape) != 2 {
+		return layers.Config{}, fmt.Errorf("classifier.0.weight / classifier.6.weight missing: not a VGG state dict")
+	}
+	last := convs[len(convs)-1].out
+	cells := fc0.Shape[1] / last
+	side := 1
+	for side*side < cells {
+		side++
+	}
+	if side*side*last != fc0.Shape[1] {
+		return layers.Config{}, fmt.Errorf("classifier.0.weight has %d inputs, not a square number of %d-channel cells", fc0.Shape[1], last)
+	}
+	return layers.Config{Arch: "checkpoint", Cfg: cfg, BatchNorm: bn, ImageSize: side * 32, Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
+}
+
+// Exists reports whether path names a regular file.
+func Exists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}

@@ -1,0 +1,369 @@
+package cifar
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func newRNG(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 12345)) }
+
+// patterned is an image whose pixel (c, y, x) is a known function.
+func patterned() []byte {
+	img := make([]byte, ImageBytes)
+	for c := range 3 {
+		for y := range Side {
+			for x := range Side {
+				img[(c*Side+y)*Side+x] = byte(c*80 + y*5 + x*3)
+			}
+		}
+	}
+	return img
+}
+
+// refResize is PyTorch's upsample_bilinear2d (align_corners=False) written
+// directly in float64, one output at a time, then rounded half to even.
+func refResize(img []byte, c, i, j, h, w, s int) []float64 {
+	out := make([]float64, s*s)
+	src := func(d, n int) (int, int, float64) {
+		r := (float64(d)+0.5)*float64(n)/float64(s) - 0.5
+		if r < 0 {
+			r = 0
+		}
+		i0 := int(r)
+		i1 := min(i0+1, n-1)
+		return i0, i1, r - float64(i0)
+	}
+	px := func(y, x int) float64 { return float64(img[(c*Side+i+y)*Side+j+x]) }
+	for y := range s {
+		y0, y1, ly := src(y, h)
+		for x := range s {
+			x0, x1, lx := src(x, w)
+			v := (1-ly)*((1-lx)*px(y0, x0)+lx*px(y0, x1)) + ly*((1-lx)*px(y1, x0)+lx*px(y1, x1))
+			out[y*s+x] = math.RoundToEven(v)
+		}
+	}
+	return out
+}
+
+// asBytes recovers the resized byte values from a plain-normalised output.
+func asBytes(dst []float32) []float64 {
+	out := make([]float64, len(dst))
+	for i, v := range dst {
+		out[i] = math.Round(float64(v) * 255)
+	}
+	return out
+}
+
+func TestResizeKnownValues(t *testing.T) {
+	img := make([]byte, ImageBytes)
+	for c := range 3 {
+		for y := range Side {
+			row := img[(c*Side+y)*Side:]
+			row[0], row[1] = 0, 100
+			row[2], row[3], row[4], row[5] = 2, 3, 5, 6
+		}
+	}
+	// 2 → 4 upsampling of [0, 100]: F.interpolate gives [0, 25, 75, 100].
+	dst := make([]float32, 3*4*4)
+	resizeNorm(dst, img, 0, 0, 2, 2, 4, false, &plainLUT)
+	got := asBytes(dst)
+	for k, want := range []float64{0, 25, 75, 100} {
+		for c := range 3 {
+			for y := range 4 {
+				if v := got[(c*4+y)*4+k]; v != want {
+					t.Fatalf("c%d y%d x%d = %v, want %v", c, y, k, v, want)
+				}
+			}
+		}
+	}
+	// Flipped: [100, 75, 25, 0].
+	resizeNorm(dst, img, 0, 0, 2, 2, 4, true, &plainLUT)
+	if g := asBytes(dst)[:4]; g[0] != 100 || g[1] != 75 || g[2] != 25 || g[3] != 0 {
+		t.Fatalf("flipped row = %v", g)
+	}
+	// 4 → 2 of [2, 3, 5, 6]: the means 2.5 and 5.5 round half to even, as torch.round does.
+	dst = make([]float32, 3*2*2)
+	resizeNorm(dst, img, 0, 2, 4, 4, 2, false, &plainLUT)
+	if g := asBytes(dst)[:2]; g[0] != 2 || g[1] != 6 {
+		t.Fatalf("downsampled row = %v, want [2 6]", g)
+	}
+}
+
+func TestResizeMatchesReference(t *testing.T) {
+	img := make([]byte, ImageBytes)
+	rng := newRNG(1)
+	for i := range img {
+		img[i] = byte(rng.Uint32())
+	}
+	for _, tc := range []struct{ i, j, h, w, s int }{
+		{0, 0, 32, 32, 224}, {3, 5, 17, 23, 224}, {10, 0, 9, 12, 64}, {0, 0, 32, 32, 16}, {1, 2, 30, 29, 32}, {31, 31, 1, 1, 5},
+	} {
+		dst := make([]float32, 3*tc.s*tc.s)
+		resizeNorm(dst, img, tc.i, tc.j, tc.h, tc.w, tc.s, false, &plainLUT)
+		got := asBytes(dst)
+		off := 0
+		for c := range 3 {
+			want := refResize(img, c, tc.i, tc.j, tc.h, tc.w, tc.s)
+			for k, v := range want {
+				if d := math.Abs(got[c*tc.s*tc.s+k] - v); d > 1 {
+					t.Fatalf("%+v c%d at %d: %v, reference %v", tc, c, k, got[c*tc.s*tc.s+k], v)
+				} else if d != 0 {
+					off++ // float32 vs float64 at a .5 boundary
+				}
+			}
+		}
+		if off > 3*tc.s*tc.s/1000+1 {
+			t.Errorf("%+v: %d values off by one", tc, off)
+		}
+	}
+}
+
+func TestResizeConstantStaysConstant(t *testing.T) {
+	img := make([]byte, ImageBytes)
+	for i := range img {
+		img[i] = 137
+	}
+	for _, s := range []int{7, 32, 64, 224} {
+		for _, tr := range []Transform{EvalTransform{Size: s, Norm: ImageNetNorm}, SeedTransform{Size: s}} {
+			dst := make([]float32, 3*s*s)
+			tr.Apply(dst, img, newRNG(uint64(s)))
+			for c := range 3 {
+				want := (float32(137)/255 - ImageNetNorm.Mean[c]) / ImageNetNorm.Std[c]
+				for _, v := range dst[c*s*s : (c+1)*s*s] {
+					if v != want {
+						t.Fatalf("%T size %d channel %d: %v, want %v", tr, s, c, v, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestEvalTransformIdentityAt32(t *testing.T) {
+	img := patterned()
+	dst := make([]float32, ImageBytes)
+	for _, n := range []Norm{{}, CIFARNorm, ImageNetNorm, {Mean: [3]float32{0.5, 0.5, 0.5}, Std: [3]float32{0.5, 0.5, 0.5}}} {
+		EvalTransform{Size: 32, Norm: n}.Apply(dst, img, nil)
+		for k, v := range dst {
+			c := k / (Side * Side)
+			want := float32(img[k]) / 255
+			if n.Std[c] != 0 {
+				want = (want - n.Mean[c]) / n.Std[c]
+			}
+			if v != want {
+				t.Fatalf("norm %v: element %d = %v, want %v", n, k, v, want)
+			}
+		}
+	}
+	// Deterministic: the same output twice, whatever the rng.
+	a, b := make([]float32, 3*224*224), make([]float32, 3*224*224)
+	EvalTransform{Size: 224, Norm: ImageNetNorm}.Apply(a, img, newRNG(1))
+	EvalTransform{Size: 224, Norm: ImageNetNorm}.Apply(b, img, newRNG(2))
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatal("EvalTransform differs between two calls")
+		}
+	}
+}
+
+func TestResizedCropParams(t *testing.T) {
+	rng := newRNG(7)
+	sizes := map[int]bool{}
+	for range 20000 {
+		i, j, h, w := resizedCropParams(rng, 32, 32, 0.08, 1, 3.0/4, 4.0/3)
+		if h < 1 || w < 1 || i < 0 || j < 0 || i+h > 32 || j+w > 32 {
+			t.Fatalf("crop (%d,%d,%d,%d) outside the image", i, j, h, w)
+		}
+		if r := float64(w) / float64(h); r < 0.6 || r > 1.7 {
+			t.Fatalf("crop %dx%d: ratio %v", w, h, r)
+		}
+		if a := float64(w*h) / 1024; a < 0.06 {
+			t.Fatalf("crop %dx%d: area fraction %v below the scale range", w, h, a)
+		}
+		sizes[w*h] = true
+	}
+	if len(sizes) < 100 {
+		t.Fatalf("only %d different crop areas", len(sizes))
+	}
+	// The fallback after ten failed tries: the centre crop, clamped to the ratio range.
+	for _, tc := range []struct{ H, W, i, j, h, w int }{
+		{32, 32, 0, 0, 32, 32},
+		{10, 40, 0, 13, 10, 13}, // too wide: h=10, w=round(10·4/3)=13
+		{40, 10, 13, 0, 13, 10}, // too tall: w=10, h=round(10/(3/4))=13
+	} {
+		i, j, h, w := resizedCropParams(rng, tc.H, tc.W, 2, 3, 3.0/4, 4.0/3) // scale > 1 never fits
+		if i != tc.i || j != tc.j || h != tc.h || w != tc.w {
+			t.Fatalf("fallback for %dx%d = (%d,%d,%d,%d), want (%d,%d,%d,%d)", tc.H, tc.W, i, j, h, w, tc.i, tc.j, tc.h, tc.w)
+		}
+	}
+}
+
+func TestSeedTransform(t *testing.T) {
+	img := patterned()
+	const s = 224
+	tr := SeedTransform{Size: s}
+	if tr.OutputSize() != s || (SeedTransform{}).OutputSize() != 224 {
+		t.Fatal("OutputSize")
+	}
+	a, b := make([]float32, 3*s*s), make([]float32, 3*s*s)
+	flips := map[bool]int{}
+	for seed := range uint64(40) {
+		tr.Apply(a, img, newRNG(seed))
+		tr.Apply(b, img, newRNG(seed))
+		for k := range a {
+			if a[k] != b[k] {
+				t.Fatalf("seed %d: two runs differ", seed)
+			}
+		}
+		// The same draws, replayed: crop, flip, then the reference resize.
+		rng := newRNG(seed)
+		i, j, h, w := resizedCropParams(rng, 32, 32, 0.08, 1, 3.0/4, 4.0/3)
+		flip := rng.Float64() < 0.5
+		flips[flip]++
+		for c := range 3 {
+			ref := refResize(img, c, i, j, h, w, s)
+			lo := (0 - ImageNetNorm.Mean[c]) / ImageNetNorm.Std[c]
+			hi := (1 - ImageNetNorm.Mean[c]) / ImageNetNorm.Std[c]
+			for y := range s {
+				for x := range s {
+					v := a[(c*s+y)*s+x]
+					if v < lo || v > hi {
+						t.Fatalf("value %v outside [%v, %v]", v, lo, hi)
+					}
+					sx := x
+					if flip {
+						sx = s - 1 - x
+					}
+					want := float32(ref[y*s+sx])/255 - ImageNetNorm.Mean[c]
+					want /= ImageNetNorm.Std[c]
+					if math.Abs(float64(v-want)) > 1.01/255/float64(ImageNetNorm.Std[c]) {
+						t.Fatalf("seed %d c%d (%d,%d): %v, want %v", seed, c, y, x, v, want)
+					}
+				}
+			}
+		}
+	}
+	if flips[true] == 0 || flips[false] == 0 {
+		t.Fatalf("flips over 40 seeds: %v", flips)
+	}
+	tr.Apply(a, img, newRNG(1))
+	tr.Apply(b, img, newRNG(2))
+	same := true
+	for k := range a {
+		same = same && a[k] == b[k]
+	}
+	if same {
+		t.Fatal("different seeds give the same augmentation")
+	}
+}
+
+func TestCIFARTransformCropAndFlip(t *testing.T) {
+	img := patterned()
+	dst := make([]float32, ImageBytes)
+	seen := map[string]bool{}
+	for seed := range uint64(300) {
+		CIFARTransform{Size: 32}.Apply(dst, img, newRNG(seed))
+		i, j, flip := cifarParams(newRNG(seed)) // the draws Apply made
+		if flip {
+			seen["flip"] = true
+		} else {
+			seen["noflip"] = true
+		}
+		if i == 0 {
+			seen["pad top"] = true
+		}
+		if j == 8 {
+			seen["pad right"] = true
+		}
+		// out(y, x) = padded(y+i, x'+j), x' mirrored when flipped, where
+		// padded(r, q) = img(r-4, q-4) inside the image and 0 outside.
+		for c := range 3 {
+			for y := range Side {
+				for x := range Side {
+					xx := x
+					if flip {
+						xx = Side - 1 - x
+					}
+					r, q := y+i-4, xx+j-4
+					var p byte
+					if r >= 0 && r < Side && q >= 0 && q < Side {
+						p = img[(c*Side+r)*Side+q]
+					}
+					want := (float32(p)/255 - CIFARNorm.Mean[c]) / CIFARNorm.Std[c]
+					if got := dst[(c*Side+y)*Side+x]; got != want {
+						t.Fatalf("seed %d (i=%d j=%d flip=%v) c%d (%d,%d) = %v, want %v", seed, i, j, flip, c, y, x, got, want)
+					}
+				}
+			}
+		}
+	}
+	for _, k := range []string{"flip", "noflip", "pad top", "pad right"} {
+		if !seen[k] {
+			t.Errorf("300 seeds never gave %q", k)
+		}
+	}
+	// The centre crop without a flip is the image itself: pick such a seed.
+	for seed := range uint64(1000) {
+		if i, j, flip := cifarParams(newRNG(seed)); i == 4 && j == 4 {
+			CIFARTransform{}.Apply(dst, img, newRNG(seed))
+			var want [ImageBytes]float32
+			EvalTransform{Norm: CIFARNorm}.Apply(want[:], img, nil)
+			for k := range dst {
+				x := k % Side
+				wk := k
+				if flip {
+					wk = k - x + Side - 1 - x
+				}
+				if dst[k] != want[wk] {
+					t.Fatalf("centre crop (flip=%v) differs at %d", flip, k)
+				}
+			}
+			return
+		}
+	}
+	t.Fatal("no seed gave the centre crop")
+}
+
+func TestCIFARTransformResized(t *testing.T) {
+	dst := make([]float32, 3*64*64)
+	CIFARTransform{Size: 64}.Apply(dst, patterned(), newRNG(3))
+	lo := (0 - CIFARNorm.Mean[0]) / CIFARNorm.Std[0]
+	for _, v := range dst[:64*64] {
+		if v < lo-1e-6 || math.IsNaN(float64(v)) {
+			t.Fatalf("value %v", v)
+		}
+	}
+	if (CIFARTransform{}).OutputSize() != 32 || (CIFARTransform{Size: 64}).Eval().Size != 64 || (SeedTransform{}).Eval().Norm != ImageNetNorm {
+		t.Fatal("sizes or eval norms")
+	}
+}
+
+func TestTransformShapeMismatchPanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic for a wrong dst size")
+		}
+	}()
+	SeedTransform{Size: 224}.Apply(make([]float32, 3*32*32), patterned(), newRNG(1))
+}
+
+func TestRoundByte(t *testing.T) {
+	for i := 0; i <= 256*1024; i++ { // every 1/1024 step, halves included
+		v := float32(i) / 1024
+		want := min(math.RoundToEven(float64(v)), 255)
+		if got := roundByte(v); float64(got) != want {
+			t.Fatalf("roundByte(%v) = %d, want %v", v, got, want)
+		}
+	}
+	for _, v := range []float32{-1e-6, -3, float32(math.NaN())} {
+		if roundByte(v) != 0 {
+			t.Fatalf("roundByte(%v) = %d", v, roundByte(v))
+		}
+	}
+	for _, v := range []float32{255.49, 300, 1e9, float32(math.Inf(1))} {
+		if roundByte(v) != 255 {
+			t.Fatalf("roundByte(%v) = %d", v, roundByte(v))
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// EvalResult is the outcome of evaluating a model on a dataset.
+type EvalResult struct {
+	Images    int       `json:"images"`
+	Loss      float64   `json:"loss"`
+	Acc       float64   `json:"accuracy"`
+	PerClass  []float64 `json:"per_class_accuracy"`
+	Confusion [][]int   `json:"confusion"` // [true class][predicted class]
+}
+
+// Evaluate runs the model in inference mode over ds with the deterministic
+// transform tf.
+func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch, workers int) (*EvalResult, error) {
+	be := m.Backend()
+	classes := m.Config.Classes
+	size := m.Config.ImageSize
+	if tf.OutputSize() != size {
+		return nil, fmt.Errorf("evaluation transform makes %dx%d images, the model takes %dx%d", tf.OutputSize(), tf.OutputSize(), size, size)
+	}
+	res := &EvalResult{Confusion: make([][]int, classes), PerClass: make([]float64, classes)}
+	for i := range res.Confusion {
+		res.Confusion[i] = make([]int, classes)
+	}
+	x, y, loss := be.New(batch, 3, size, size), be.New(batch), be.New(1)
+	defer func() {
+		for _, t := range []*tensor.Tensor{x, y, loss} {
+			be.Free(t)
+		}
+	}()
+	ld := cifar.NewLoader(ds, cifar.LoaderOptions{Batch: batch, Transform: tf, Workers: workers})
+	defer ld.Close()
+	logits := make([]float32, batch*classes)
+	lossHost := make([]float32, 1)
+	var sum float64
+	for {
+		b, ok := ld.Next()
+		if !ok {
+			break
+		}
+		n := b.N
+		for _, l := range b.Y {
+			if int(l) >= classes {
+				ld.Release(b)
+				return nil, fmt.Errorf("label %d in the data, but the model has %d classes", int(l), classes)
+			}
+		}
+		xb, yb := x.View(0, n, 3, size, size), y.View(0, n)
+		be.Upload(xb, b.X)
+		be.Upload(yb, b.Y)
+		labels := append([]float32(nil), b.Y...)
+		ld.Release(b)
+		out := m.Forward(xb, false)
+		be.SoftmaxCrossEntropy(loss, nil, out, yb, 0)
+		be.Download(lossHost, loss)
+		be.Download(logits[:n*classes], out)
+		sum += float64(lossHost[0]) * float64(n)
+		for i, l := range labels {
+			res.Confusion[int(l)][argmax(logits[i*classes:(i+1)*classes])]++
+		}
+		res.Images += n
+	}
+	if res.Images == 0 {
+		return nil, fmt.Errorf("no images to evaluate")
+	}
+	correct := 0
+	for c, row := range res.Confusion {
+		total := 0
+		for _, v := range row {
+			total += v
+		}
+		correct += row[c]
+		res.PerClass[c] = math.NaN()
+		if total > 0 {
+			res.PerClass[c] = float64(row[c]) / float64(total)
+		}
+	}
+	res.Loss = sum / float64(res.Images)
+	res.Acc = float64(correct) / float64(res.Images)
+	return res, nil
+}

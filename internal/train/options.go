@@ -1,0 +1,112 @@
+// Package train runs the training loop: SGD with momentum and weight decay,
+// learning-rate schedules, validation every epoch, checkpoints (best by
+// validation accuracy, last every epoch), resume, and the metrics log and
+// plot. It drives a layers.Model on whatever backend the model lives on.
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/vgg16/vgg16/internal/layers"
+)
+
+// Options are the hyper-parameters of a run. Every field is a CLI flag.
+type Options struct {
+	Model          layers.Config `json:"model"`
+	Epochs         int           `json:"epochs"`
+	Batch          int           `json:"batch"`
+	LR             float64       `json:"lr"`       // base (step, cosine) or peak (onecycle) learning rate
+	Momentum       float64       `json:"momentum"` // SGD momentum
+	WeightDecay    float64       `json:"weight_decay"`
+	Nesterov       bool          `json:"nesterov"`
+	Schedule       string        `json:"schedule"`  // step, cosine, onecycle, constant
+	StepSize       int           `json:"step_size"` // StepLR: epochs between decays
+	Gamma          float64       `json:"gamma"`     // StepLR: decay factor
+	Warmup         float64       `json:"warmup"`    // epochs of linear warm-up (cosine, onecycle)
+	LabelSmoothing float64       `json:"label_smoothing"`
+	Augment        string        `json:"augment"` // seed, cifar, none
+	Seed           uint64        `json:"seed"`
+	Workers        int           `json:"workers"` // data-loading goroutines, 0 = all cores
+}
+
+// SeedRecipe is the PyTorch tutorial's run: VGG16-BN at 224x224,
+// RandomResizedCrop + flip, SGD lr 1e-3 momentum 0.9, StepLR 10/0.1,
+// batch 64, 100 epochs.
+func SeedRecipe() Options {
+	return Options{
+		Model: layers.DefaultConfig(), Epochs: 100, Batch: 64, LR: 1e-3, Momentum: 0.9,
+		Schedule: "step", StepSize: 10, Gamma: 0.1, Augment: "seed", Seed: 1,
+	}
+}
+
+// CIFARRecipe trains at CIFAR's native 32x32: pad-crop + flip, batch 256,
+// nesterov SGD with weight decay 5e-4, linear warm-up to lr 0.05 then
+// linear decay to zero.
+func CIFARRecipe() Options {
+	o := SeedRecipe()
+	o.Model.ImageSize = 32
+	o.Epochs, o.Batch, o.LR, o.WeightDecay, o.Nesterov = 30, 256, 0.05, 5e-4, true
+	o.Schedule, o.Warmup, o.Augment = "onecycle", 2, "cifar"
+	return o
+}
+
+// Validate names the option that is out of range.
+func (o Options) Validate() error {
+	if err := o.Model.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case o.Epochs < 1:
+		return fmt.Errorf("--epochs %d: need at least 1", o.Epochs)
+	case o.Batch < 1:
+		return fmt.Errorf("--batch %d: need at least 1", o.Batch)
+	case !(o.LR > 0):
+		return fmt.Errorf("--lr %g: must be positive", o.LR)
+	case o.Momentum < 0 || o.Momentum >= 1:
+		return fmt.Errorf("--momentum %g: must be in [0, 1)", o.Momentum)
+	case o.WeightDecay < 0:
+		return fmt.Errorf("--weight-decay %g: must not be negative", o.WeightDecay)
+	case o.Nesterov && o.Momentum == 0:
+		return fmt.Errorf("--nesterov needs --momentum > 0")
+	case o.LabelSmoothing < 0 || o.LabelSmoothing >= 1:
+		return fmt.Errorf("--label-smoothing %g: must be in [0, 1)", o.LabelSmoothing)
+	case o.Schedule == "step" && (o.StepSize < 1 || !(o.Gamma > 0)):
+		return fmt.Errorf("--step-size %d / --gamma %g: StepLR needs a positive step and factor", o.StepSize, o.Gamma)
+	case o.Warmup < 0:
+		return fmt.Errorf("--warmup %g: must not be negative", o.Warmup)
+	}
+	switch o.Schedule {
+	case "step", "cosine", "onecycle", "constant":
+	default:
+		return fmt.Errorf("--schedule %q: want step, cosine, onecycle or constant", o.Schedule)
+	}
+	switch o.Augment {
+	case "seed", "cifar", "none":
+	default:
+		return fmt.Errorf("--augment %q: want seed, cifar or none", o.Augment)
+	}
+	return nil
+}
+
+// LearningRate is the rate for the step-th batch (from 0) of a run with
+// perEpoch batches per epoch.
+func (o Options) LearningRate(step, perEpoch int) float64 {
+	epoch := float64(step) / float64(perEpoch) // fractional epochs done
+	total := float64(o.Epochs)
+	switch o.Schedule {
+	case "step": // torch.optim.lr_scheduler.StepLR, stepped once per epoch
+		return o.LR * math.Pow(o.Gamma, float64(step/perEpoch/o.StepSize))
+	case "constant":
+		return o.LR
+	}
+	if o.Warmup > 0 && epoch < o.Warmup {
+		return o.LR * (float64(step) + 1) / (o.Warmup * float64(perEpoch))
+	}
+	t := (epoch - o.Warmup) / math.Max(total-o.Warmup, 1e-9) // 0 → 1 after warm-up
+	t = math.Min(math.Max(t, 0), 1)
+	if o.Schedule == "cosine" {
+		return o.LR * 0.5 * (1 + math.Cos(math.Pi*t))
+	}
+	return o.LR * (1 - t) // onecycle: linear decay to zero
+}

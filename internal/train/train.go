@@ -1,0 +1,381 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/vgg16/vgg16/internal/checkpoint"
+	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/safetensors"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Files in a run directory.
+const (
+	BestFile    = "best.safetensors"       // best validation accuracy so far
+	LastFile    = "last.safetensors"       // the latest epoch (or interruption)
+	// The optimizer state of LastFile is in optim.<id>.safetensors, named
+	// by the ID that LastFile's metadata carries: the new one is written
+	// before LastFile and the old one removed after, so a crash at any
+	// point leaves a matching pair.
+	optimPrefix = "optim."
+	MetricsFile = "metrics.jsonl"          // one JSON line per epoch
+	PlotFile    = "curves.png"             // loss and accuracy curves
+)
+
+// ErrInterrupted is returned when the context was cancelled: the run saved
+// a resumable checkpoint first.
+var ErrInterrupted = errors.New("interrupted")
+
+// Reporter receives progress; the CLI draws it.
+type Reporter interface {
+	EpochStart(epoch, epochs, batches int)
+	Step(s StepStats)
+	EpochEnd(m EpochMetrics)
+	Note(msg string)
+}
+
+// StepStats is the running state of the current epoch after a batch.
+type StepStats struct {
+	Batch, Batches int
+	Loss, Acc      float64 // means over the epoch so far
+	LR             float64
+	ImagesPerSec   float64
+}
+
+// EpochMetrics is one line of metrics.jsonl.
+type EpochMetrics struct {
+	Epoch        int     `json:"epoch"` // 1-based
+	LR           float64 `json:"lr"`
+	TrainLoss    float64 `json:"train_loss"`
+	TrainAcc     float64 `json:"train_acc"`
+	ValLoss      float64 `json:"val_loss"`
+	ValAcc       float64 `json:"val_acc"`
+	Best         bool    `json:"best"`
+	Seconds      float64 `json:"seconds"`
+	ImagesPerSec float64 `json:"images_per_sec"`
+}
+
+// Run is one training run.
+type Run struct {
+	Dir     string // run directory: checkpoints, metrics, plot
+	Opt     Options
+	Classes []string
+	Train   *cifar.Dataset
+	Val     *cifar.Dataset // may be nil: no validation, best = last
+	Backend tensor.Backend
+	Report  Reporter
+	Resume  bool // continue from Dir/last.safetensors
+
+	model   *layers.Model
+	mom     *tensor.Tensor // [NumParams] momentum
+	step    int            // optimizer steps done
+	epoch   int            // epochs done
+	best    float64        // best validation accuracy
+	id      string
+	history []EpochMetrics
+}
+
+// PrepareDir makes dir a fresh run directory, refusing one that already
+// holds a run unless resume is set (and then requiring one).
+func PrepareDir(dir string, resume bool) error {
+	has := checkpoint.Exists(filepath.Join(dir, LastFile))
+	switch {
+	case resume && !has:
+		return fmt.Errorf("--resume: %s has no %s to resume from", dir, LastFile)
+	case !resume && has:
+		return fmt.Errorf("run directory %s already holds a run: pass --resume to continue it or choose another --run-dir", dir)
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 && !resume {
+		return fmt.Errorf("run directory %s exists and is not empty: choose another --run-dir", dir)
+	}
+	return os.MkdirAll(dir, 0o755)
+}
+
+// Model is the model being trained (after Execute started).
+func (r *Run) Model() *layers.Model { return r.model }
+
+// Execute trains until the last epoch, an error, a non-finite loss, or
+// cancellation of ctx (which saves a resumable checkpoint and returns
+// ErrInterrupted).
+func (r *Run) Execute(ctx context.Context) ([]EpochMetrics, error) {
+	if err := r.Opt.Validate(); err != nil {
+		return nil, err
+	}
+	be := r.Backend
+	m, err := layers.New(be, r.Opt.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	r.model = m
+	m.Seed = r.Opt.Seed
+	r.mom = be.New(m.NumParams())
+	defer be.Free(r.mom)
+	skip := 0
+	if r.Resume {
+		if skip, err = r.restore(); err != nil {
+			return nil, err
+		}
+		r.Report.Note(fmt.Sprintf("resuming %s after epoch %d, batch %d (step %d, best val acc %.2f%%)", r.Dir, r.epoch, skip, r.step, 100*r.best))
+	} else {
+		m.Init(r.Opt.Seed)
+		r.id = strconv.FormatInt(time.Now().UnixNano(), 36)
+		r.best = -1
+	}
+
+	size, bs := r.Opt.Model.ImageSize, r.Opt.Batch
+	x := be.New(bs, 3, size, size)
+	y := be.New(bs)
+	loss := be.New(1)
+	dlogits := be.New(bs, r.Opt.Model.Classes)
+	defer func() {
+		for _, t := range []*tensor.Tensor{x, y, loss, dlogits} {
+			be.Free(t)
+		}
+	}()
+	logitsHost := make([]float32, bs*r.Opt.Model.Classes)
+	lossHost := make([]float32, 1)
+
+	for ; r.epoch < r.Opt.Epochs; r.epoch++ {
+		ld := cifar.NewLoader(r.Train, cifar.LoaderOptions{
+			Batch: bs, Shuffle: true, DropLast: r.Train.Len() >= bs, Transform: r.transform(),
+			Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
+		})
+		perEpoch := ld.Batches()
+		r.Report.EpochStart(r.epoch+1, r.Opt.Epochs, perEpoch)
+		start := time.Now()
+		var sumLoss float64
+		var seen, correct, done int
+		lr := 0.0
+		for b := 0; ; b++ {
+			batch, ok := ld.Next()
+			if !ok {
+				break
+			}
+			if b < skip { // resuming mid-epoch: these batches were trained on
+				ld.Release(batch)
+				continue
+			}
+			if ctx.Err() != nil {
+				ld.Release(batch)
+				ld.Close()
+				return r.history, r.interrupt(b)
+			}
+			n := batch.N
+			xb, yb, db := x.View(0, n, 3, size, size), y.View(0, n), dlogits.View(0, n, r.Opt.Model.Classes)
+			be.Upload(xb, batch.X)
+			be.Upload(yb, batch.Y)
+			labels := append([]float32(nil), batch.Y...)
+			ld.Release(batch)
+
+			logits := m.Forward(xb, true)
+			be.SoftmaxCrossEntropy(loss, db, logits, yb, r.Opt.LabelSmoothing)
+			m.Backward(db)
+			lr = r.Opt.LearningRate(r.step, perEpoch)
+			be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, r.step == 0)
+			r.step++
+
+			be.Download(lossHost, loss)
+			be.Download(logitsHost[:n*r.Opt.Model.Classes], logits)
+			l := float64(lossHost[0])
+			if math.IsNaN(l) || math.IsInf(l, 0) {
+				ld.Close()
+				return r.history, fmt.Errorf("epoch %d, batch %d: the loss is %v; stopping (lower --lr?). %s is untouched", r.epoch+1, b+1, l, filepath.Join(r.Dir, BestFile))
+			}
+			sumLoss += l * float64(n)
+			correct += countCorrect(logitsHost, labels, r.Opt.Model.Classes)
+			seen += n
+			done = b + 1
+			r.Report.Step(StepStats{Batch: done, Batches: perEpoch, Loss: sumLoss / float64(seen), Acc: float64(correct) / float64(seen), LR: lr, ImagesPerSec: float64(seen) / time.Since(start).Seconds()})
+		}
+		ld.Close()
+		skip = 0
+		em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: time.Since(start).Seconds()}
+		if seen > 0 {
+			em.TrainLoss, em.TrainAcc, em.ImagesPerSec = sumLoss/float64(seen), float64(correct)/float64(seen), float64(seen)/em.Seconds
+		}
+		em.ValLoss, em.ValAcc = math.NaN(), math.NaN()
+		if r.Val != nil && r.Val.Len() > 0 {
+			ev, err := Evaluate(m, r.Val, r.evalTransform(), bs, r.Opt.Workers)
+			if err != nil {
+				return r.history, err
+			}
+			em.ValLoss, em.ValAcc = ev.Loss, ev.Acc
+		}
+		score := em.ValAcc
+		if math.IsNaN(score) {
+			score = em.TrainAcc
+		}
+		if score > r.best {
+			r.best, em.Best = score, true
+			if err := r.save(BestFile, r.epoch+1, 0, em.ValAcc); err != nil {
+				return r.history, err
+			}
+		}
+		if err := r.saveLast(r.epoch+1, 0, em.ValAcc); err != nil {
+			return r.history, err
+		}
+		r.history = append(r.history, em)
+		if err := r.writeMetrics(em); err != nil {
+			return r.history, err
+		}
+		r.Report.EpochEnd(em)
+	}
+	return r.history, nil
+}
+
+func countCorrect(logits, labels []float32, classes int) int {
+	c := 0
+	for i, l := range labels {
+		if argmax(logits[i*classes:(i+1)*classes]) == int(l) {
+			c++
+		}
+	}
+	return c
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func (r *Run) transform() cifar.Transform {
+	size := r.Opt.Model.ImageSize
+	switch r.Opt.Augment {
+	case "seed":
+		return cifar.SeedTransform{Size: size}
+	case "cifar":
+		return cifar.CIFARTransform{Size: size}
+	}
+	return r.evalTransform()
+}
+
+// evalTransform is deterministic: resize to the model's size and the
+// normalisation that training used.
+func (r *Run) evalTransform() cifar.EvalTransform {
+	return EvalTransformFor(r.Opt.Augment, r.Opt.Model.ImageSize)
+}
+
+// EvalTransformFor is the evaluation transform matching an augmentation.
+func EvalTransformFor(augment string, size int) cifar.EvalTransform {
+	norm := cifar.CIFARNorm
+	if augment == "seed" {
+		norm = cifar.ImageNetNorm
+	}
+	return cifar.EvalTransform{Size: size, Norm: norm}
+}
+
+func (r *Run) info(epoch, batch int, valAcc float64) checkpoint.Info {
+	flags, _ := json.Marshal(r.Opt)
+	return checkpoint.Info{Config: r.Opt.Model, Classes: r.Classes, Epoch: epoch, Batch: batch, Step: r.model.Step(),
+		BestAcc: r.best, ValAcc: valAcc, Flags: string(flags), ID: r.id + "-" + strconv.Itoa(r.step)}
+}
+
+func (r *Run) save(name string, epoch, batch int, valAcc float64) error {
+	path := filepath.Join(r.Dir, name)
+	if err := checkpoint.Save(path, r.model, r.info(epoch, batch, valAcc)); err != nil {
+		return fmt.Errorf("saving %s: %w", path, err)
+	}
+	return nil
+}
+
+// OptimPath is the optimizer state that belongs to the checkpoint with id.
+func OptimPath(dir, id string) string {
+	return filepath.Join(dir, optimPrefix+id+".safetensors")
+}
+
+// saveLast writes the optimizer state, then the weights, each atomically,
+// then removes the optimizer states of older checkpoints.
+func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
+	host := make([]float32, r.mom.Size())
+	r.Backend.Download(host, r.mom)
+	info := r.info(epoch, batch, valAcc)
+	f := &safetensors.File{
+		Tensors:  map[string]safetensors.Tensor{"momentum": safetensors.F32([]int{len(host)}, host)},
+		Metadata: map[string]string{"vgg16.id": info.ID, "vgg16.step": strconv.Itoa(r.step)},
+	}
+	optPath := OptimPath(r.Dir, info.ID)
+	if err := safetensors.Write(optPath, f); err != nil {
+		return fmt.Errorf("saving optimizer state: %w", err)
+	}
+	if err := checkpoint.Save(filepath.Join(r.Dir, LastFile), r.model, info); err != nil {
+		return fmt.Errorf("saving %s: %w", filepath.Join(r.Dir, LastFile), err)
+	}
+	old, _ := filepath.Glob(filepath.Join(r.Dir, optimPrefix+"*.safetensors"))
+	for _, p := range old {
+		if p != optPath {
+			os.Remove(p)
+		}
+	}
+	return nil
+}
+
+// interrupt saves a checkpoint that resumes at batch b of the current epoch.
+func (r *Run) interrupt(b int) error {
+	if err := r.saveLast(r.epoch, b, math.NaN()); err != nil {
+		return err
+	}
+	r.Report.Note(fmt.Sprintf("interrupted at epoch %d, batch %d: saved %s; continue with --resume --run-dir %s", r.epoch+1, b, filepath.Join(r.Dir, LastFile), r.Dir))
+	return ErrInterrupted
+}
+
+// restore loads the last checkpoint and its optimizer state, returning the
+// number of batches of the current epoch already done.
+func (r *Run) restore() (int, error) {
+	lastPath := filepath.Join(r.Dir, LastFile)
+	ck, err := checkpoint.Load(lastPath)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.model.LoadState(ck.State); err != nil {
+		return 0, fmt.Errorf("%s: %w", lastPath, err)
+	}
+	optPath := OptimPath(r.Dir, ck.Info.ID)
+	of, err := safetensors.Read(optPath)
+	if err != nil {
+		return 0, fmt.Errorf("resume needs the optimizer state: %w", err)
+	}
+	if of.Metadata["vgg16.id"] != ck.Info.ID {
+		return 0, fmt.Errorf("%s belongs to another checkpoint than %s (ids %q and %q)", optPath, lastPath, of.Metadata["vgg16.id"], ck.Info.ID)
+	}
+	mom, shape, err := of.Float32("momentum")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", optPath, err)
+	}
+	if len(mom) != r.mom.Size() {
+		return 0, fmt.Errorf("%s: momentum has shape %v, the model has %d parameters", optPath, shape, r.mom.Size())
+	}
+	r.Backend.Upload(r.mom, mom)
+	r.step, _ = strconv.Atoi(of.Metadata["vgg16.step"])
+	r.model.SetStep(ck.Info.Step)
+	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
+	r.id, _, _ = cutLast(ck.Info.ID, "-")
+	r.history, _ = ReadMetrics(filepath.Join(r.Dir, MetricsFile))
+	if len(r.history) > r.epoch {
+		r.history = r.history[:r.epoch]
+	}
+	return ck.Info.Batch, nil
+}
+
+func cutLast(s, sep string) (string, string, bool) {
+	for i := len(s) - len(sep); i >= 0; i-- {
+		if s[i:i+len(sep)] == sep {
+			return s[:i], s[i+len(sep):], true
+		}
+	}
+	return s, "", false
+}

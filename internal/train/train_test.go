@@ -1,0 +1,285 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vgg16/vgg16/internal/checkpoint"
+	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/safetensors"
+)
+
+// synthetic makes n 32x32 images of 4 classes that a small network can
+// tell apart: each class brightens one colour channel (or all three), with
+// noise and a random bright square.
+func synthetic(n int, seed uint64) *cifar.Dataset {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	ds := &cifar.Dataset{Images: make([]byte, n*3072), Labels: make([]uint8, n), Classes: []string{"red", "green", "blue", "white"}}
+	for i := 0; i < n; i++ {
+		c := i % 4
+		ds.Labels[i] = uint8(c)
+		img := ds.Images[i*3072 : (i+1)*3072]
+		sx, sy := rng.IntN(24), rng.IntN(24)
+		for ch := 0; ch < 3; ch++ {
+			for p := 0; p < 1024; p++ {
+				v := 60 + rng.IntN(60)
+				if ch == c || c == 3 {
+					v += 70
+				}
+				if x, y := p%32, p/32; x >= sx && x < sx+8 && y >= sy && y < sy+8 {
+					v += 40
+				}
+				img[ch*1024+p] = byte(min(v, 255))
+			}
+		}
+	}
+	return ds
+}
+
+func smallOptions() Options {
+	cfg, _ := layers.ParseCfg("8,M,16,M,16,M,16,M,16,M")
+	o := CIFARRecipe()
+	o.Model = layers.Config{Arch: "test", Cfg: cfg, BatchNorm: true, ImageSize: 32, Hidden: 64, Classes: 4, Dropout: 0.5}
+	o.Epochs, o.Batch, o.LR, o.Warmup, o.Workers = 3, 16, 0.1, 0.5, 2
+	return o
+}
+
+type quiet struct{ step func(StepStats) }
+
+func (q *quiet) EpochStart(epoch, epochs, batches int) {}
+func (q *quiet) Step(s StepStats) {
+	if q.step != nil {
+		q.step(s)
+	}
+}
+func (q *quiet) EpochEnd(m EpochMetrics) {}
+func (q *quiet) Note(string)             {}
+
+func newRun(t *testing.T, dir string, o Options, rep Reporter) *Run {
+	t.Helper()
+	return &Run{Dir: dir, Opt: o, Classes: []string{"red", "green", "blue", "white"}, Train: synthetic(256, 1), Val: synthetic(64, 2), Backend: cpu.New(), Report: rep}
+}
+
+func TestLearningRate(t *testing.T) {
+	o := SeedRecipe()
+	for _, c := range []struct {
+		step int
+		want float64
+	}{{0, 1e-3}, {10*100 - 1, 1e-3}, {10 * 100, 1e-4}, {25 * 100, 1e-5}} {
+		if got := o.LearningRate(c.step, 100); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("StepLR at step %d: %g, want %g", c.step, got, c.want)
+		}
+	}
+	o = CIFARRecipe() // 30 epochs, 2 of warm-up, peak 0.05
+	if got := o.LearningRate(0, 100); math.Abs(got-0.05/200) > 1e-12 {
+		t.Errorf("first warm-up step: %g", got)
+	}
+	if got := o.LearningRate(199, 100); math.Abs(got-0.05) > 1e-12 {
+		t.Errorf("end of warm-up: %g", got)
+	}
+	if got := o.LearningRate(1600, 100); math.Abs(got-0.025) > 1e-12 {
+		t.Errorf("half-way through the decay: %g, want 0.025", got)
+	}
+	o.Schedule = "cosine"
+	if got := o.LearningRate(1600, 100); math.Abs(got-0.025) > 1e-12 {
+		t.Errorf("cosine half-way: %g, want 0.025", got)
+	}
+}
+
+func TestTrainLearnsAndSaves(t *testing.T) {
+	dir := t.TempDir()
+	o := smallOptions()
+	o.Epochs, o.Model.Dropout = 10, 0
+	r := newRun(t, dir, o, &quiet{})
+	hist, err := r.Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 10 {
+		t.Fatalf("%d epochs of metrics", len(hist))
+	}
+	last := hist[len(hist)-1]
+	if last.ValAcc < 0.8 || last.TrainLoss >= hist[0].TrainLoss {
+		t.Errorf("did not learn: %+v", hist)
+	}
+	for _, f := range []string{BestFile, LastFile, MetricsFile, PlotFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	got, err := ReadMetrics(filepath.Join(dir, MetricsFile))
+	if err != nil || len(got) != 10 || got[9].ValAcc != last.ValAcc {
+		t.Errorf("metrics.jsonl: %v %+v", err, got)
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, BestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.Info.Config.Cfg.String() != r.Opt.Model.Cfg.String() || len(ck.Info.Classes) != 4 {
+		t.Errorf("best checkpoint info: %+v", ck.Info)
+	}
+	// The best checkpoint evaluates to the accuracy recorded for it.
+	m, _ := layers.New(cpu.New(), ck.Info.Config)
+	if err := m.LoadState(ck.State); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := Evaluate(m, r.Val, EvalTransformFor("cifar", 32), 16, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Acc != ck.Info.ValAcc || ev.Images != 64 {
+		t.Errorf("best checkpoint evaluates to %g on %d images, recorded %g", ev.Acc, ev.Images, ck.Info.ValAcc)
+	}
+	if err := PrepareDir(dir, false); err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Errorf("an existing run directory was accepted: %v", err)
+	}
+}
+
+// TestResumeReproduces interrupts a run in the middle of its second epoch,
+// resumes it, and expects the same weights and validation losses as an
+// uninterrupted run.
+func TestResumeReproduces(t *testing.T) {
+	o := smallOptions()
+	full := newRun(t, t.TempDir(), o, &quiet{})
+	want, err := full.Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	epoch := 0
+	rep := &quiet{step: func(s StepStats) {
+		if s.Batch == 1 {
+			epoch++
+		}
+		if epoch == 2 && s.Batch == 3 {
+			cancel()
+		}
+	}}
+	_, err = newRun(t, dir, o, rep).Execute(ctx)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run returned %v", err)
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, LastFile))
+	if err != nil || ck.Info.Epoch != 1 || ck.Info.Batch != 3 {
+		t.Fatalf("interruption checkpoint: %v %+v", err, ck.Info)
+	}
+	resumed := newRun(t, dir, o, &quiet{})
+	resumed.Resume = true
+	got, err := resumed.Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("resumed history has %d epochs", len(got))
+	}
+	for i := range want {
+		if got[i].ValLoss != want[i].ValLoss || got[i].ValAcc != want[i].ValAcc {
+			t.Errorf("epoch %d: resumed val loss %v acc %v, uninterrupted %v %v", i+1, got[i].ValLoss, got[i].ValAcc, want[i].ValLoss, want[i].ValAcc)
+		}
+	}
+	a, _ := checkpoint.Load(filepath.Join(dir, LastFile))
+	b, _ := checkpoint.Load(filepath.Join(full.Dir, LastFile))
+	for name, tb := range b.State.Floats {
+		ta := a.State.Floats[name]
+		for i := range tb.Data {
+			if ta.Data[i] != tb.Data[i] {
+				t.Fatalf("%s[%d]: resumed %g, uninterrupted %g", name, i, ta.Data[i], tb.Data[i])
+			}
+		}
+	}
+}
+
+// TestNaNStopsAndKeepsBest poisons the weights in the second epoch: the
+// run must stop with a clear error and leave epoch 1's best checkpoint.
+func TestNaNStopsAndKeepsBest(t *testing.T) {
+	dir := t.TempDir()
+	var r *Run
+	epoch := 0
+	r = newRun(t, dir, smallOptions(), &quiet{step: func(s StepStats) {
+		if s.Batch == 1 {
+			epoch++
+		}
+		if epoch == 2 && s.Batch == 2 {
+			r.Backend.Fill(r.Model().Weights(), float32(math.NaN()))
+		}
+	}})
+	_, err := r.Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "loss is NaN") || !strings.Contains(err.Error(), "epoch 2") {
+		t.Fatalf("want a NaN error in epoch 2, got %v", err)
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, BestFile))
+	if err != nil || ck.Info.Epoch != 1 {
+		t.Fatalf("best checkpoint after the NaN: %v %+v", err, ck)
+	}
+	for name, v := range ck.State.Floats {
+		for _, x := range v.Data {
+			if math.IsNaN(float64(x)) {
+				t.Fatalf("best checkpoint holds NaN in %s", name)
+			}
+		}
+	}
+}
+
+// TestCrashDuringCheckpoint kills a training process (SIGKILL) at random
+// moments, mostly while it writes checkpoints, and checks that the run
+// directory always holds a loadable, resumable checkpoint.
+func TestCrashDuringCheckpoint(t *testing.T) {
+	if os.Getenv("VGG16_CRASH_CHILD") != "" {
+		crashChild()
+		return
+	}
+	if testing.Short() {
+		t.Skip("short mode")
+	}
+	dir := t.TempDir()
+	for round := 0; round < 4; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDuringCheckpoint$")
+		cmd.Env = append(os.Environ(), "VGG16_CRASH_CHILD="+dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait until a first checkpoint exists, then a little more.
+		deadline := time.Now().Add(60 * time.Second)
+		for !checkpoint.Exists(filepath.Join(dir, LastFile)) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(50+round*137) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+
+		ck, err := checkpoint.Load(filepath.Join(dir, LastFile))
+		if err != nil {
+			t.Fatalf("round %d: last checkpoint unreadable after a kill: %v", round, err)
+		}
+		of, err := safetensors.Read(OptimPath(dir, ck.Info.ID))
+		if err != nil {
+			t.Fatalf("round %d: no optimizer state for checkpoint %s: %v", round, ck.Info.ID, err)
+		}
+		if of.Metadata["vgg16.id"] != ck.Info.ID {
+			t.Fatalf("round %d: optimizer state of %s holds id %s", round, ck.Info.ID, of.Metadata["vgg16.id"])
+		}
+	}
+}
+
+// crashChild trains forever, resuming when the directory has a run.
+func crashChild() {
+	dir := os.Getenv("VGG16_CRASH_CHILD")
+	o := smallOptions()
+	o.Epochs = 1000
+	o.Batch = 64
+	r := &Run{Dir: dir, Opt: o, Train: synthetic(128, 1), Val: synthetic(32, 2), Backend: cpu.New(), Report: &quiet{},
+		Resume: checkpoint.Exists(filepath.Join(dir, LastFile))}
+	r.Execute(context.Background())
+}
