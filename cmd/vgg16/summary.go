@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/vgg16/vgg16/internal/layers"
 )
@@ -98,4 +99,35 @@ func group(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// configOver applies the model flags that were given to base.
+func (f *modelFlags) configOver(base layers.Config, fs *pflag.FlagSet) (layers.Config, error) {
+	cfg := base
+	if fs.Changed("arch") {
+		c, err := layers.Arch(f.arch)
+		if err != nil {
+			return cfg, fmt.Errorf("--arch: %w", err)
+		}
+		cfg.Arch, cfg.Cfg = f.arch, c
+	}
+	if fs.Changed("size") {
+		cfg.ImageSize = f.size
+	}
+	if fs.Changed("hidden") {
+		cfg.Hidden = f.hidden
+	}
+	if fs.Changed("dropout") {
+		cfg.Dropout = f.dropout
+	}
+	if fs.Changed("batch-norm") {
+		cfg.BatchNorm = f.batchNorm
+	}
+	if fs.Changed("classes") {
+		cfg.Classes = f.classes
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%w (flags --arch, --size, --hidden, --dropout)", err)
+	}
+	return cfg, nil
 }

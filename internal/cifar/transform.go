@@ -298,8 +298,8 @@ func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *lut)
 		}
 		tc := &t[c]
 		for y, tp := range yt {
-			r0, r1 := rows[tp.i0*s:(tp.i0+1)*s], rows[tp.i1*s:(tp.i1+1)*s]
 			out := dst[(c*s+y)*s : (c*s+y+1)*s]
+			r0, r1 := rows[tp.i0*s:][:len(out)], rows[tp.i1*s:][:len(out)] // lengths let the compiler drop bounds checks
 			for x := range out {
 				v := tp.w0*r0[x] + tp.w1*r1[x]
 				out[x] = tc[roundByte(v)]
@@ -308,19 +308,14 @@ func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *lut)
 	}
 }
 
-// roundMagic is 1.5·2²³: adding it to a float32 in [0, 2²²) leaves the value
-// rounded to an integer, half to even, in the low mantissa bits.
+// roundMagic is 1.5·2²³: adding it to a float32 in (-0.5, 2²²) leaves the
+// value rounded to an integer, half to even, in the low mantissa bits.
 const roundMagic = 12582912
 
-// roundByte rounds half to even (torch.round) and clamps to 0..255. The
-// input is a convex combination of bytes, so it lies in [0, 255] up to
-// float error; the explicit conversion keeps the sum from being fused.
+// roundByte rounds v, which must lie in (-0.5, 255.5), half to even as
+// torch.round does. Bilinear outputs are convex combinations of bytes, so
+// they lie in [0, 255] up to float error, and no clamp is needed. The
+// explicit conversion keeps the compiler from fusing the addition.
 func roundByte(v float32) uint8 {
-	if !(v > 0) { // also NaN
-		return 0
-	}
-	if v >= 255 {
-		return 255
-	}
-	return uint8(math.Float32bits(float32(v+roundMagic)) & 0x1ff)
+	return uint8(math.Float32bits(float32(v + roundMagic)))
 }

@@ -5,9 +5,11 @@
 package train
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 
+	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/layers"
 )
 
@@ -109,4 +111,18 @@ func (o Options) LearningRate(step, perEpoch int) float64 {
 		return o.LR * 0.5 * (1 + math.Cos(math.Pi*t))
 	}
 	return o.LR * (1 - t) // onecycle: linear decay to zero
+}
+
+// OptionsOf reads the options a run was started with from a checkpoint's
+// metadata.
+func OptionsOf(path string) (Options, error) {
+	ck, err := checkpoint.Load(path)
+	if err != nil {
+		return Options{}, err
+	}
+	var o Options
+	if err := json.Unmarshal([]byte(ck.Info.Flags), &o); err != nil {
+		return o, fmt.Errorf("%s: the training options in its metadata: %w", path, err)
+	}
+	return o, nil
 }

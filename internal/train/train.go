@@ -20,15 +20,15 @@ import (
 
 // Files in a run directory.
 const (
-	BestFile    = "best.safetensors"       // best validation accuracy so far
-	LastFile    = "last.safetensors"       // the latest epoch (or interruption)
+	BestFile = "best.safetensors" // best validation accuracy so far
+	LastFile = "last.safetensors" // the latest epoch (or interruption)
 	// The optimizer state of LastFile is in optim.<id>.safetensors, named
 	// by the ID that LastFile's metadata carries: the new one is written
 	// before LastFile and the old one removed after, so a crash at any
 	// point leaves a matching pair.
 	optimPrefix = "optim."
-	MetricsFile = "metrics.jsonl"          // one JSON line per epoch
-	PlotFile    = "curves.png"             // loss and accuracy curves
+	MetricsFile = "metrics.jsonl" // one JSON line per epoch
+	PlotFile    = "curves.png"    // loss and accuracy curves
 )
 
 // ErrInterrupted is returned when the context was cancelled: the run saved

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vgg16/vgg16/internal/device"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// BenchResult is what vgg16 bench measures.
+type BenchResult struct {
+	Device       string  `json:"device"`
+	Arch         string  `json:"arch"`
+	Size         int     `json:"size"`
+	Batch        int     `json:"batch"`
+	Precision    string  `json:"precision"`
+	StepMs       float64 `json:"step_ms"` // median training step
+	TrainImgSec  float64 `json:"train_images_per_sec"`
+	EvalImgSec   float64 `json:"eval_images_per_sec"`
+	FirstStepSec float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
+	PeakMiB      float64 `json:"peak_mib"`
+}
+
+// peakReporter is implemented by backends that track their memory.
+type peakReporter interface{ PeakBytes() int64 }
+
+func benchCmd() *cobra.Command {
+	var (
+		mf           modelFlags
+		dev          deviceFlags
+		batch, steps int
+		asJSON       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure training-step and evaluation throughput on synthetic data",
+		Example: `  vgg16 bench --device cuda --size 32 --batch 128
+  vgg16 bench --device cpu --size 32 --batch 64 --steps 5 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := mf.config()
+			if err != nil {
+				return err
+			}
+			if batch < 1 || steps < 1 {
+				return fmt.Errorf("--batch and --steps must be positive")
+			}
+			be, line, err := device.Open(dev.opt)
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			res, err := bench(be, cfg, batch, steps)
+			if err != nil {
+				return err
+			}
+			res.Device, res.Precision = be.Name(), dev.opt.Precision
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(w).Encode(res)
+			}
+			fmt.Fprintln(w, line)
+			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
+				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
+			return nil
+		},
+	}
+	mf.register(cmd, 32)
+	dev.register(cmd.Flags())
+	cmd.Flags().IntVar(&batch, "batch", 128, "batch size")
+	cmd.Flags().IntVar(&steps, "steps", 20, "timed steps (after 3 warm-up steps)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult, error) {
+	m, err := layers.New(be, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	m.Init(1)
+	rng := rand.New(rand.NewPCG(1, 2))
+	s := cfg.ImageSize
+	xh := make([]float32, batch*3*s*s)
+	for i := range xh {
+		xh[i] = float32(rng.NormFloat64())
+	}
+	yh := make([]float32, batch)
+	for i := range yh {
+		yh[i] = float32(rng.IntN(cfg.Classes))
+	}
+	x, y, loss, dl, mom := be.New(batch, 3, s, s), be.New(batch), be.New(1), be.New(batch, cfg.Classes), be.New(m.NumParams())
+	defer func() {
+		for _, t := range []*tensor.Tensor{x, y, loss, dl, mom} {
+			be.Free(t)
+		}
+	}()
+	be.Upload(x, xh)
+	be.Upload(y, yh)
+	host := make([]float32, 1)
+	h := tensor.SGD{LR: 1e-3, Momentum: 0.9, WeightDecay: 5e-4}
+	step := func(first bool) {
+		logits := m.Forward(x, true)
+		be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
+		m.Backward(dl)
+		be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
+		be.Download(host, loss) // waits for the step
+	}
+	t0 := time.Now()
+	step(true)
+	first := time.Since(t0).Seconds()
+	for i := 0; i < 2; i++ {
+		step(false)
+	}
+	times := make([]float64, steps)
+	for i := range times {
+		t := time.Now()
+		step(false)
+		times[i] = time.Since(t).Seconds()
+	}
+	sort.Float64s(times)
+	med := times[len(times)/2]
+	out := make([]float32, batch*cfg.Classes)
+	evalSteps := max(steps, 3)
+	t := time.Now()
+	for i := 0; i < evalSteps; i++ {
+		be.Download(out, m.Forward(x, false))
+	}
+	evalSec := time.Since(t).Seconds()
+	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, StepMs: 1e3 * med, TrainImgSec: float64(batch) / med,
+		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first}
+	if p, ok := be.(peakReporter); ok {
+		res.PeakMiB = float64(p.PeakBytes()) / (1 << 20)
+	} else {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		res.PeakMiB = float64(ms.Sys) / (1 << 20)
+	}
+	return res, nil
+}

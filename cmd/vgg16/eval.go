@@ -1,0 +1,320 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image"
+	_ "image/jpeg" // predict reads JPEG
+	_ "image/png"  // and PNG
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vgg16/vgg16/internal/checkpoint"
+	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/device"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/tensor"
+	"github.com/vgg16/vgg16/internal/train"
+)
+
+// loaded is a checkpoint's model on a backend, with what evaluation needs.
+type loaded struct {
+	model   *layers.Model
+	classes []string
+	eval    cifar.EvalTransform
+}
+
+func loadModel(be tensor.Backend, path string) (*loaded, error) {
+	ck, err := checkpoint.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := layers.New(be, ck.Info.Config)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := m.LoadState(ck.State); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// The normalisation follows the training augmentation; weights from
+	// elsewhere (torchvision's) expect ImageNet's.
+	augment := "seed"
+	var o train.Options
+	if ck.Info.Flags != "" && json.Unmarshal([]byte(ck.Info.Flags), &o) == nil && o.Augment != "" {
+		augment = o.Augment
+	}
+	classes := ck.Info.Classes
+	if len(classes) != ck.Info.Config.Classes {
+		classes = make([]string, ck.Info.Config.Classes)
+		for i := range classes {
+			classes[i] = fmt.Sprint(i)
+			if ck.Info.Config.Classes == len(cifar.ClassNames) {
+				classes[i] = cifar.ClassNames[i]
+			}
+		}
+	}
+	return &loaded{model: m, classes: classes, eval: train.EvalTransformFor(augment, ck.Info.Config.ImageSize)}, nil
+}
+
+func evalCmd() *cobra.Command {
+	var (
+		dataDir, split string
+		limitN, batch  int
+		asJSON         bool
+		dev            deviceFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "eval CHECKPOINT",
+		Short: "Evaluate a checkpoint: accuracy, loss, per-class accuracy, confusion matrix",
+		Example: `  vgg16 eval runs/20261126-181800-vgg16-224/best.safetensors
+  vgg16 eval best.safetensors --data ./data --json > result.json
+  vgg16 eval best.safetensors --data demo     # the embedded sample (seen in training!)`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
+			be, line, err := device.Open(dev.opt)
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			l, err := loadModel(be, args[0])
+			if err != nil {
+				return err
+			}
+			var ds *cifar.Dataset
+			if dataDir == "demo" {
+				ds, err = cifar.Demo()
+			} else {
+				if split != "test" && split != "train" {
+					return fmt.Errorf("--split %q: want test or train", split)
+				}
+				ds, err = cifar.Open(dataDir, split)
+			}
+			if err != nil {
+				return err
+			}
+			if limitN > 0 && limitN < ds.Len() {
+				ds = ds.Subset(seq(limitN))
+			}
+			res, err := train.Evaluate(l.model, ds, l.eval, batch, 0)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := struct {
+					Checkpoint string   `json:"checkpoint"`
+					Classes    []string `json:"classes"`
+					*train.EvalResult
+				}{args[0], l.classes, res}
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), line)
+			printEval(w, args[0], l.classes, res)
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&dataDir, "data", "./data", "CIFAR-10 directory, or \"demo\"")
+	fs.StringVar(&split, "split", "test", "test or train")
+	fs.IntVar(&limitN, "limit", 0, "evaluate only the first N images")
+	fs.IntVar(&batch, "batch", 100, "batch size")
+	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	dev.register(fs)
+	return cmd
+}
+
+func printEval(w io.Writer, path string, classes []string, r *train.EvalResult) {
+	fmt.Fprintf(w, "%s on %d images: accuracy %.2f%%, loss %.4f\n\n", path, r.Images, 100*r.Acc, r.Loss)
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "true \\ predicted\t")
+	for _, c := range classes {
+		fmt.Fprintf(tw, "%s\t", abbrev(c))
+	}
+	fmt.Fprintln(tw, "accuracy\t")
+	for i, row := range r.Confusion {
+		fmt.Fprintf(tw, "%s\t", classes[i])
+		for _, v := range row {
+			fmt.Fprintf(tw, "%d\t", v)
+		}
+		if math.IsNaN(r.PerClass[i]) {
+			fmt.Fprintln(tw, "-\t")
+		} else {
+			fmt.Fprintf(tw, "%.1f%%\t\n", 100*r.PerClass[i])
+		}
+	}
+	tw.Flush()
+}
+
+func abbrev(s string) string {
+	if len(s) > 5 {
+		return s[:5]
+	}
+	return s
+}
+
+func predictCmd() *cobra.Command {
+	var (
+		ckpt   string
+		top    int
+		asJSON bool
+		dev    deviceFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "predict --checkpoint C IMAGE...",
+		Short: "Classify PNG or JPEG images of any size",
+		Long: `Classify images with a checkpoint. Each image is scaled to 32x32 first (the
+size of CIFAR-10's images, which the model learnt from), then prepared exactly as
+evaluation prepares CIFAR-10 images.`,
+		Example: `  vgg16 predict --checkpoint runs/x/best.safetensors cat.png dog.jpg
+  vgg16 predict --checkpoint best.safetensors --top 3 --json photo.jpg`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if ckpt == "" {
+				return fmt.Errorf("--checkpoint is required: the .safetensors file to predict with")
+			}
+			if top < 1 {
+				return fmt.Errorf("--top %d: need at least 1", top)
+			}
+			be, _, err := device.Open(dev.opt)
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			l, err := loadModel(be, ckpt)
+			if err != nil {
+				return err
+			}
+			preds, err := predict(l, args, top)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(preds)
+			}
+			for _, p := range preds {
+				var parts []string
+				for _, c := range p.Top {
+					parts = append(parts, fmt.Sprintf("%s %.1f%%", c.Class, 100*c.Prob))
+				}
+				fmt.Fprintf(w, "%s: %s\n", p.Image, strings.Join(parts, ", "))
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&ckpt, "checkpoint", "", "checkpoint (.safetensors) to predict with")
+	fs.IntVar(&top, "top", 3, "how many classes to show per image")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	dev.register(fs)
+	return cmd
+}
+
+// Prediction is the top classes of one image.
+type Prediction struct {
+	Image string  `json:"image"`
+	Top   []Score `json:"top"`
+}
+
+// Score is one class's probability.
+type Score struct {
+	Class string  `json:"class"`
+	Prob  float64 `json:"probability"`
+}
+
+func predict(l *loaded, paths []string, top int) ([]Prediction, error) {
+	be := l.model.Backend()
+	size := l.model.Config.ImageSize
+	classes := l.model.Config.Classes
+	x := be.New(1, 3, size, size)
+	defer be.Free(x)
+	host := make([]float32, 3*size*size)
+	logits := make([]float32, classes)
+	var out []Prediction
+	for _, p := range paths {
+		img, err := readImage(p)
+		if err != nil {
+			return nil, err
+		}
+		l.eval.Apply(host, img, nil)
+		be.Upload(x, host)
+		be.Download(logits, l.model.Forward(x, false))
+		probs := softmax(logits)
+		idx := make([]int, classes)
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return probs[idx[a]] > probs[idx[b]] })
+		pr := Prediction{Image: p}
+		for _, i := range idx[:min(top, classes)] {
+			pr.Top = append(pr.Top, Score{Class: l.classes[i], Prob: probs[i]})
+		}
+		out = append(out, pr)
+	}
+	return out, nil
+}
+
+func softmax(v []float32) []float64 {
+	m := math.Inf(-1)
+	for _, x := range v {
+		m = math.Max(m, float64(x))
+	}
+	p := make([]float64, len(v))
+	var s float64
+	for i, x := range v {
+		p[i] = math.Exp(float64(x) - m)
+		s += p[i]
+	}
+	for i := range p {
+		p[i] /= s
+	}
+	return p
+}
+
+// readImage decodes a PNG or JPEG and scales it to CIFAR's 32x32, as
+// 3×32×32 bytes: each output pixel averages the source pixels it covers.
+func readImage(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	img, format, err := image.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a PNG or JPEG image: %w", path, err)
+	}
+	b := img.Bounds()
+	if b.Dx() == 0 || b.Dy() == 0 {
+		return nil, fmt.Errorf("%s: empty %s image", path, format)
+	}
+	const side = cifar.Side
+	out := make([]byte, 3*side*side)
+	for oy := 0; oy < side; oy++ {
+		y0, y1 := b.Min.Y+oy*b.Dy()/side, b.Min.Y+max((oy+1)*b.Dy()/side, oy*b.Dy()/side+1)
+		for ox := 0; ox < side; ox++ {
+			x0, x1 := b.Min.X+ox*b.Dx()/side, b.Min.X+max((ox+1)*b.Dx()/side, ox*b.Dx()/side+1)
+			var r, g, bl, n uint64
+			for y := y0; y < y1; y++ {
+				for x := x0; x < x1; x++ {
+					cr, cg, cb, _ := img.At(x, y).RGBA()
+					r, g, bl, n = r+uint64(cr), g+uint64(cg), bl+uint64(cb), n+1
+				}
+			}
+			p := oy*side + ox
+			out[p] = byte(r / n >> 8)
+			out[side*side+p] = byte(g / n >> 8)
+			out[2*side*side+p] = byte(bl / n >> 8)
+		}
+	}
+	return out, nil
+}

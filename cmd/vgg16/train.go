@@ -1,0 +1,315 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/device"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/train"
+)
+
+// deviceFlags choose the backend.
+type deviceFlags struct{ opt device.Options }
+
+func (d *deviceFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&d.opt.Kind, "device", "auto", "auto (the GPU when usable, else the CPU), cpu or cuda")
+	fs.IntVar(&d.opt.GPU, "gpu", 0, "GPU index with --device cuda/auto")
+	fs.StringVar(&d.opt.Precision, "precision", "tf32", "GPU math: tf32 (TF32 convolutions, like PyTorch) or fp32")
+}
+
+// dataFlags choose the dataset.
+type dataFlags struct {
+	dir      string
+	download bool
+	limit    int
+	valSplit float64
+}
+
+func (d *dataFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&d.dir, "data", "./data", "CIFAR-10 directory (binary or python version), or \"demo\" for the sample embedded in the binary")
+	fs.BoolVar(&d.download, "download", true, "download CIFAR-10 into --data when it is missing")
+	fs.IntVar(&d.limit, "limit", 0, "use only the first N training images (and N/5 validation images); 0 = all")
+	fs.Float64Var(&d.valSplit, "val-split", 0.1, "hold out this fraction of the training set for validation; 0 validates on the test set, as the seed's script does")
+}
+
+func trainCmd() *cobra.Command {
+	var (
+		recipe, runDir      string
+		resume, auto        bool
+		mf                  modelFlags
+		df                  dataFlags
+		dev                 deviceFlags
+		epochs, batch, step int
+		lr, mom, wd, gamma  float64
+		warmup, smoothing   float64
+		nesterov            bool
+		schedule, augment   string
+		seed                uint64
+		workers             int
+	)
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Train a VGG network on CIFAR-10",
+		Long: `Train a VGG network on CIFAR-10, validating every epoch and keeping the best
+checkpoint by validation accuracy (best.safetensors) and the latest (last.safetensors)
+in the run directory, with metrics.jsonl and curves.png.
+
+The defaults are the PyTorch tutorial's recipe (--recipe seed): VGG16-BN at 224x224,
+RandomResizedCrop + flip, SGD lr 1e-3 momentum 0.9, StepLR 10/0.1, batch 64, 100 epochs.
+--recipe cifar trains at CIFAR's native 32x32 (pad-crop + flip, batch 256, nesterov,
+weight decay 5e-4, warm-up to lr 0.05 then linear decay, 30 epochs). Any flag given
+overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
+		Example: `  vgg16 train --device cuda                          # the seed's 100-epoch run
+  vgg16 train --recipe cifar --device cuda           # 32x32, ~92% in 30 epochs
+  vgg16 train --device cpu --recipe cifar --epochs 1 --limit 2000
+  vgg16 train --resume --run-dir runs/20261126-181800-vgg16-224`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
+			be, line, err := device.Open(dev.opt)
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			fmt.Fprintln(w, line)
+			_, onCPU := be.(*cpu.Backend)
+
+			var o train.Options
+			switch recipe {
+			case "seed":
+				o = train.SeedRecipe()
+			case "cifar":
+				o = train.CIFARRecipe()
+			default:
+				return fmt.Errorf("--recipe %q: want seed or cifar", recipe)
+			}
+			if auto && onCPU && !cmd.Flags().Changed("recipe") {
+				o = cpuQuickRecipe(w, &df, cmd.Flags())
+			}
+			fs := cmd.Flags()
+			set := func(name string, apply func()) {
+				if fs.Changed(name) {
+					apply()
+				}
+			}
+			set("epochs", func() { o.Epochs = epochs })
+			set("batch", func() { o.Batch = batch })
+			set("lr", func() { o.LR = lr })
+			set("momentum", func() { o.Momentum = mom })
+			set("weight-decay", func() { o.WeightDecay = wd })
+			set("nesterov", func() { o.Nesterov = nesterov })
+			set("schedule", func() { o.Schedule = schedule })
+			set("step-size", func() { o.StepSize = step })
+			set("gamma", func() { o.Gamma = gamma })
+			set("warmup", func() { o.Warmup = warmup })
+			set("label-smoothing", func() { o.LabelSmoothing = smoothing })
+			set("augment", func() { o.Augment = augment })
+			set("seed", func() { o.Seed = seed })
+			o.Workers = workers
+			for _, name := range []string{"arch", "size", "hidden", "dropout", "batch-norm", "classes"} {
+				if fs.Changed(name) {
+					cfg, err := mf.configOver(o.Model, fs)
+					if err != nil {
+						return err
+					}
+					o.Model = cfg
+					break
+				}
+			}
+
+			if runDir == "" {
+				if resume {
+					return fmt.Errorf("--resume needs --run-dir: the run directory to continue")
+				}
+				runDir = filepath.Join("runs", fmt.Sprintf("%s-%s-%d", time.Now().Format("20060102-150405"), sanitize(o.Model.Arch), o.Model.ImageSize))
+			}
+			if resume {
+				// The run's own options win over the recipe; explicit flags
+				// (say, more --epochs) still apply.
+				prev, err := resumeOptions(runDir)
+				if err != nil {
+					return err
+				}
+				prev.Workers = o.Workers
+				set("epochs", func() { prev.Epochs = epochs })
+				o = prev
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			trainSet, valSet, classes, err := loadData(ctx, w, df, o.Seed)
+			if err != nil {
+				return err
+			}
+			o.Model.Classes = len(classes)
+			if err := train.PrepareDir(runDir, resume); err != nil {
+				return err
+			}
+			val := fmt.Sprintf("%d validation images", valSet.Len())
+			fmt.Fprintf(w, "training %s (%s) at %dx%d on %d images, %s; batch %d, %d epochs, lr %g (%s), augment %s\n",
+				o.Model.Arch, o.Model.Cfg, o.Model.ImageSize, o.Model.ImageSize, trainSet.Len(), val, o.Batch, o.Epochs, o.LR, o.Schedule, o.Augment)
+			fmt.Fprintf(w, "run directory: %s\n", runDir)
+
+			run := &train.Run{Dir: runDir, Opt: o, Classes: classes, Train: trainSet, Val: valSet, Backend: be, Report: newReporter(w), Resume: resume}
+			hist, err := run.Execute(ctx)
+			if errors.Is(err, train.ErrInterrupted) {
+				return fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", runDir)
+			}
+			if err != nil {
+				return err
+			}
+			best := 0.0
+			for _, h := range hist {
+				if h.Best {
+					best = h.ValAcc
+				}
+			}
+			fmt.Fprintf(w, "done: best validation accuracy %.2f%%, saved as %s\n", 100*best, filepath.Join(runDir, train.BestFile))
+			fmt.Fprintf(w, "evaluate it on the test set with: vgg16 eval %s --data %s\n", filepath.Join(runDir, train.BestFile), df.dir)
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&recipe, "recipe", "seed", "seed (224x224, the PyTorch tutorial's) or cifar (native 32x32)")
+	fs.BoolVar(&auto, "auto-settings", false, "on a CPU, pick a short run that finishes an epoch in minutes (make run)")
+	fs.StringVar(&runDir, "run-dir", "", "run directory (default runs/<time>-<arch>-<size>); an existing run is never overwritten")
+	fs.BoolVar(&resume, "resume", false, "continue the run in --run-dir from its last checkpoint")
+	mf.register(cmd, 224)
+	df.register(fs)
+	dev.register(fs)
+	fs.IntVar(&epochs, "epochs", 100, "epochs to train")
+	fs.IntVar(&batch, "batch", 64, "batch size")
+	fs.Float64Var(&lr, "lr", 1e-3, "learning rate (peak rate for onecycle)")
+	fs.Float64Var(&mom, "momentum", 0.9, "SGD momentum")
+	fs.Float64Var(&wd, "weight-decay", 0, "weight decay (L2), applied to every parameter as torch.optim.SGD does")
+	fs.BoolVar(&nesterov, "nesterov", false, "Nesterov momentum")
+	fs.StringVar(&schedule, "schedule", "step", "learning-rate schedule: step (StepLR), cosine, onecycle (warm-up then linear decay) or constant")
+	fs.IntVar(&step, "step-size", 10, "StepLR: epochs between decays")
+	fs.Float64Var(&gamma, "gamma", 0.1, "StepLR: decay factor")
+	fs.Float64Var(&warmup, "warmup", 0, "epochs of linear warm-up (cosine, onecycle)")
+	fs.Float64Var(&smoothing, "label-smoothing", 0, "label smoothing of the cross-entropy")
+	fs.StringVar(&augment, "augment", "seed", "seed (RandomResizedCrop + flip, ImageNet normalisation), cifar (pad-crop + flip) or none")
+	fs.Uint64Var(&seed, "seed", 1, "seed of initialisation, shuffling, augmentation and dropout")
+	fs.IntVar(&workers, "workers", 0, "data-loading goroutines (0 = one per core)")
+	return cmd
+}
+
+// cpuQuickRecipe is make run's choice on a CPU: the native 32x32 recipe on
+// a slice of the data, sized so that an epoch takes minutes.
+func cpuQuickRecipe(w io.Writer, df *dataFlags, fs *pflag.FlagSet) train.Options {
+	o := train.CIFARRecipe()
+	o.Epochs, o.Batch, o.Warmup = 5, 64, 1
+	limit := 5000
+	if strings.Contains(cpu.BLAS(), "gonum") {
+		o.Epochs, limit = 2, 1000
+	}
+	if !fs.Changed("limit") {
+		df.limit = limit
+	}
+	fmt.Fprintf(w, "no GPU: a short CPU run (VGG16-BN at 32x32, %d epochs on %d images, batch %d).\n", o.Epochs, df.limit, o.Batch)
+	fmt.Fprintln(w, "the seed's full recipe (224x224, 100 epochs) needs a GPU: vgg16 train --device cuda")
+	return o
+}
+
+// resumeOptions reads the options a run was started with.
+func resumeOptions(dir string) (train.Options, error) {
+	return train.OptionsOf(filepath.Join(dir, train.LastFile))
+}
+
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '_'
+	}, s)
+	if len(s) > 24 {
+		s = "custom"
+	}
+	return s
+}
+
+// loadData opens the training and validation sets: CIFAR-10 from
+// df.dir (downloading it when missing), or the embedded demo sample when
+// asked for or when the download is impossible.
+func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trainSet, valSet *cifar.Dataset, classes []string, err error) {
+	demo := df.dir == "demo"
+	if !demo && !cifar.Exists(df.dir) {
+		if !df.download {
+			return nil, nil, nil, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.dir, df.dir)
+		}
+		fmt.Fprintf(w, "CIFAR-10 is not in %s: downloading it\n", df.dir)
+		if err := download(ctx, w, df.dir, "bin", ""); err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, nil, err
+			}
+			fmt.Fprintf(w, "\n!!! the download failed: %v\n", err)
+			demo = true
+		}
+	}
+	if demo {
+		ds, err := cifar.Demo()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		fmt.Fprintf(w, "!!! training on the DEMO SAMPLE embedded in the binary: %d real CIFAR-10 images, not the full set.\n", ds.Len())
+		fmt.Fprintln(w, "!!! for real training get the data with: vgg16 data download --dir ./data  (or copy cifar-10-batches-bin/ there)")
+		trainSet, valSet = ds.Split(0.2, seed)
+		return limit(trainSet, valSet, df.limit, seed, ds.Classes)
+	}
+	trainSet, err = cifar.Open(df.dir, "train")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if df.valSplit < 0 || df.valSplit >= 1 {
+		return nil, nil, nil, fmt.Errorf("--val-split %g: must be in [0, 1)", df.valSplit)
+	}
+	if df.valSplit > 0 {
+		trainSet, valSet = trainSet.Split(df.valSplit, seed)
+	} else if valSet, err = cifar.Open(df.dir, "test"); err != nil {
+		return nil, nil, nil, err
+	}
+	return limit(trainSet, valSet, df.limit, seed, trainSet.Classes)
+}
+
+func limit(tr, val *cifar.Dataset, n int, seed uint64, classes []string) (*cifar.Dataset, *cifar.Dataset, []string, error) {
+	if n < 0 {
+		return nil, nil, nil, fmt.Errorf("--limit %d: must not be negative", n)
+	}
+	if len(classes) == 0 {
+		classes = cifar.ClassNames
+	}
+	if n > 0 && n < tr.Len() {
+		tr = tr.Subset(seq(n))
+	}
+	if m := max(n/5, 100); n > 0 && m < val.Len() {
+		val = val.Subset(seq(m))
+	}
+	return tr, val, classes, nil
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+var _ = layers.Archs

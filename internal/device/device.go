@@ -1,0 +1,41 @@
+// Package device picks the backend a command runs on: the GPU when one is
+// usable, else the CPU, and says why in one line.
+package device
+
+import (
+	"fmt"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Options select a backend.
+type Options struct {
+	Kind      string // "auto", "cpu" or "cuda"
+	GPU       int    // device index for cuda
+	Precision string // "tf32" (default) or "fp32" on the GPU
+}
+
+// Open returns the backend, a line that says what was chosen (and, for
+// auto, why not the GPU), or an error naming what is missing.
+func Open(o Options) (tensor.Backend, string, error) {
+	switch o.Kind {
+	case "", "auto":
+		be, err := openGPU(o)
+		if err == nil {
+			return be, "device: " + be.Name(), nil
+		}
+		c := cpu.New()
+		return c, fmt.Sprintf("device: %s (no usable GPU: %v)", c.Name(), err), nil
+	case "cpu":
+		c := cpu.New()
+		return c, "device: " + c.Name(), nil
+	case "cuda", "gpu":
+		be, err := openGPU(o)
+		if err != nil {
+			return nil, "", fmt.Errorf("--device cuda: %w", err)
+		}
+		return be, "device: " + be.Name(), nil
+	}
+	return nil, "", fmt.Errorf("--device %q: want auto, cpu or cuda", o.Kind)
+}
