@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // The official archives and their MD5 sums (as torchvision checks them).
@@ -77,8 +78,9 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
 		return fmt.Errorf("cifar: %w", err)
 	}
+	removeStale(opt.Dir)
 
-	tmp, err := os.CreateTemp(opt.Dir, ".cifar-10-download-*.tar.gz.part")
+	tmp, err := os.CreateTemp(opt.Dir, tempPrefix+"download-*.tar.gz.part")
 	if err != nil {
 		return fmt.Errorf("cifar: %w", err)
 	}
@@ -88,7 +90,7 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 		return err
 	}
 
-	work, err := os.MkdirTemp(opt.Dir, ".cifar-10-extract-*")
+	work, err := os.MkdirTemp(opt.Dir, tempPrefix+"extract-*")
 	if err != nil {
 		return fmt.Errorf("cifar: %w", err)
 	}
@@ -104,6 +106,31 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 		return fmt.Errorf("cifar: archive from %s: %w", opt.URL, err)
 	}
 	return install(src, filepath.Join(opt.Dir, f.folder))
+}
+
+// tempPrefix starts the names of Download's temporary files and folders:
+// hidden, and never a name that Exists or Open looks at.
+const tempPrefix = ".cifar-10-"
+
+// staleAfter is how long a temporary entry goes unmodified before a later
+// Download takes it for the leftover of a killed one (a running download
+// writes its file continuously).
+const staleAfter = 10 * time.Minute
+
+// removeStale deletes what killed downloads left in dir.
+func removeStale(dir string) {
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range es {
+		if !strings.HasPrefix(e.Name(), tempPrefix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAfter {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func cmpOr(a, b string) string {
@@ -130,6 +157,9 @@ func fetch(ctx context.Context, opt DownloadOptions, w io.Writer) error {
 	total := resp.ContentLength
 	h := md5.New()
 	pw := &progressWriter{total: total, fn: opt.Progress}
+	if opt.Progress != nil {
+		opt.Progress(0, total) // show the bar before the first byte
+	}
 	n, err := io.Copy(io.MultiWriter(w, h, pw), resp.Body)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -262,7 +292,7 @@ func validateFolder(folder string, f format) error {
 // already at target (left by hand or by an older tool) is moved aside first.
 func install(src, target string) error {
 	if _, err := os.Lstat(target); err == nil {
-		old, err := os.MkdirTemp(filepath.Dir(target), ".cifar-10-old-*")
+		old, err := os.MkdirTemp(filepath.Dir(target), tempPrefix+"old-*")
 		if err != nil {
 			return fmt.Errorf("cifar: %w", err)
 		}

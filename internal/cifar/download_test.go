@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 type entry struct {
@@ -138,7 +139,7 @@ func TestDownload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if calls == 0 || last != int64(len(arc)) || total != int64(len(arc)) {
+			if calls < 2 || last != int64(len(arc)) || total != int64(len(arc)) {
 				t.Fatalf("progress ended at %d/%d after %d calls, want %d", last, total, calls, len(arc))
 			}
 			if !Exists(dir) {
@@ -263,6 +264,26 @@ func TestDownloadReplacesIncompleteFolder(t *testing.T) {
 	}
 	if !Exists(dir) || strings.Join(listDir(t, dir), ",") != BinFolder {
 		t.Fatalf("after download: Exists=%v, dir holds %v", Exists(dir), listDir(t, dir))
+	}
+}
+
+func TestDownloadRemovesStaleTemporaries(t *testing.T) {
+	arc := archiveOf(t, "bin", 1)
+	url, _ := serve(t, arc)
+	dir := t.TempDir()
+	stale := filepath.Join(dir, tempPrefix+"download-1.tar.gz.part")
+	fresh := filepath.Join(dir, tempPrefix+"download-2.tar.gz.part")
+	writeFile(t, stale, []byte("old"))
+	writeFile(t, fresh, []byte("new"))
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := Download(context.Background(), DownloadOptions{Dir: dir, URL: url, MD5: md5hex(arc)}); err != nil {
+		t.Fatal(err)
+	}
+	if fileExists(stale) || !fileExists(fresh) {
+		t.Fatalf("after download: stale kept %v, fresh kept %v", fileExists(stale), fileExists(fresh))
 	}
 }
 

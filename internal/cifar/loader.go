@@ -15,7 +15,7 @@ type LoaderOptions struct {
 	Seed      uint64
 	Epoch     int
 	Workers   int // goroutines that transform images; 0 means runtime.NumCPU()
-	Prefetch  int // batches prepared ahead of the caller; 0 means 2
+	Prefetch  int // finished batches queued ahead of the caller (one more is in preparation); 0 means 2
 }
 
 // Batch is a batch of transformed images.

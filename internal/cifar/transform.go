@@ -82,6 +82,7 @@ type SeedTransform struct {
 	Size int // output side; 0 means 224
 }
 
+// OutputSize implements Sizer.
 func (t SeedTransform) OutputSize() int { return sizeOr(t.Size, 224) }
 
 // Eval is the matching evaluation transform.
@@ -89,6 +90,8 @@ func (t SeedTransform) Eval() EvalTransform {
 	return EvalTransform{Size: t.OutputSize(), Norm: ImageNetNorm}
 }
 
+// Apply implements Transform. Its draws, in order: the crop (as
+// resizedCropParams), then the flip.
 func (t SeedTransform) Apply(dst []float32, img []byte, rng *rand.Rand) {
 	s := t.OutputSize()
 	checkShapes(dst, img, s)
@@ -138,6 +141,7 @@ type CIFARTransform struct {
 	Size int // output side; 0 means 32
 }
 
+// OutputSize implements Sizer.
 func (t CIFARTransform) OutputSize() int { return sizeOr(t.Size, Side) }
 
 // Eval is the matching evaluation transform.
@@ -155,6 +159,8 @@ func cifarParams(rng *rand.Rand) (i, j int, flip bool) {
 	return i, j, rng.Float64() < 0.5
 }
 
+// Apply implements Transform. Its draws, in order: the crop's top, its
+// left, then the flip.
 func (t CIFARTransform) Apply(dst []float32, img []byte, rng *rand.Rand) {
 	s := t.OutputSize()
 	checkShapes(dst, img, s)
@@ -184,8 +190,10 @@ type EvalTransform struct {
 	Norm Norm
 }
 
+// OutputSize implements Sizer.
 func (t EvalTransform) OutputSize() int { return sizeOr(t.Size, Side) }
 
+// Apply implements Transform; it draws nothing, so rng may be nil.
 func (t EvalTransform) Apply(dst []float32, img []byte, _ *rand.Rand) {
 	s := t.OutputSize()
 	checkShapes(dst, img, s)

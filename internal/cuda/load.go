@@ -1,0 +1,142 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// The libraries, as Load looks for them.
+var (
+	specDriver = libSpec{
+		names: []string{"libcuda.so.1"},
+		what:  LibDriver,
+		hint:  "install the NVIDIA driver (in Docker, run with --gpus all)",
+	}
+	specBLAS = libSpec{
+		names:      []string{"libcublas.so.13", "libcublas.so.12"},
+		what:       LibBLAS,
+		hint:       "install cuBLAS from CUDA 13 or 12 (libcublas)",
+		companions: []string{"libcublasLt.so.1[23]"},
+	}
+	specDNN = libSpec{
+		names: []string{"libcudnn.so.9"},
+		what:  LibDNN,
+		hint:  "install cuDNN 9",
+	}
+	specDNNSub = []libSpec{
+		{names: []string{"libcudnn_ops.so.9"}, what: LibDNN, hint: "install cuDNN 9"},
+		{names: []string{"libcudnn_cnn.so.9"}, what: LibDNN, hint: "install cuDNN 9"},
+	}
+	specRTC = libSpec{
+		names:      []string{"libnvrtc.so.13", "libnvrtc.so.12"},
+		what:       LibRTC,
+		hint:       "install NVRTC from CUDA 13 or 12 (libnvrtc)",
+		companions: []string{"libnvrtc-builtins.so.1[23]*"},
+	}
+)
+
+// Libs is every library the GPU backend needs, loaded and with cuInit done.
+type Libs struct {
+	Driver *Driver
+	BLAS   *BLAS
+	DNN    *DNN
+	RTC    *RTC
+}
+
+var loaded struct {
+	once sync.Once
+	libs *Libs
+	err  error
+}
+
+// Load opens the driver, cuBLAS, cuDNN and NVRTC, resolves every function
+// the project uses and initialises the driver. It does the work once; later
+// calls return the first call's result. The error says which library or
+// symbol is missing and how to get it.
+func Load() (*Libs, error) {
+	loaded.once.Do(func() {
+		loaded.libs, loaded.err = loadAll(searchDirs(), true)
+	})
+	return loaded.libs, loaded.err
+}
+
+// loadAll loads everything from dirs (and the system path when system is
+// set), reporting every missing library at once.
+func loadAll(dirs []string, system bool) (*Libs, error) {
+	var l Libs
+	var errs []error
+	var err error
+	if l.Driver, err = loadDriver(dirs, system); err == nil {
+		err = l.Driver.Init()
+	}
+	errs = append(errs, err)
+	l.BLAS, err = loadBLAS(dirs, system)
+	errs = append(errs, err)
+	l.DNN, err = loadDNN(dirs, system)
+	errs = append(errs, err)
+	l.RTC, err = loadRTC(dirs, system)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+func loadDriver(dirs []string, system bool) (*Driver, error) {
+	l, err := openLib(specDriver, dirs, system)
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{lib: l}
+	return d, l.resolve(d.table())
+}
+
+func loadBLAS(dirs []string, system bool) (*BLAS, error) {
+	l, err := openLib(specBLAS, dirs, system)
+	if err != nil {
+		return nil, err
+	}
+	b := &BLAS{lib: l}
+	return b, l.resolve(b.table())
+}
+
+// loadDNN opens cuDNN 9's shim and, if it lacks any legacy function (a
+// packaging that ships the sub-libraries alone), cudnn_ops and cudnn_cnn.
+func loadDNN(dirs []string, system bool) (*DNN, error) {
+	l, err := openLib(specDNN, dirs, system)
+	if err != nil {
+		return nil, err
+	}
+	d := &DNN{lib: l}
+	if err := l.resolve(d.table()); err == nil {
+		return d, checkDNNVersion(d)
+	}
+	for _, spec := range specDNNSub {
+		if sub, err := openLib(spec, dirs, system); err == nil {
+			l.fallbacks = append(l.fallbacks, sub)
+		}
+	}
+	if err := l.resolve(d.table()); err != nil {
+		return nil, err
+	}
+	return d, checkDNNVersion(d)
+}
+
+// checkDNNVersion refuses a cuDNN other than 9: the status codes and the
+// legacy API this package declares are cuDNN 9's.
+func checkDNNVersion(d *DNN) error {
+	if v := d.Version(); v < 90000 || v >= 100000 {
+		return &LoadError{Lib: LibDNN, Msg: fmt.Sprintf("%s reports cuDNN version %d, want 9.x: install cuDNN 9, or run with --device cpu", d.lib.path, v)}
+	}
+	return nil
+}
+
+func loadRTC(dirs []string, system bool) (*RTC, error) {
+	l, err := openLib(specRTC, dirs, system)
+	if err != nil {
+		return nil, err
+	}
+	r := &RTC{lib: l}
+	return r, l.resolve(r.table())
+}
