@@ -11,6 +11,14 @@ import (
 )
 
 func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "vgg16:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "vgg16",
 		Short: "Train and evaluate VGG networks on CIFAR-10",
@@ -20,10 +28,6 @@ are safetensors files under torchvision's vgg16_bn key names.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(summaryCmd())
-	addCommands(root)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "vgg16:", err)
-		os.Exit(1)
-	}
+	root.AddCommand(summaryCmd(), trainCmd(), evalCmd(), predictCmd(), dataCmd(), benchCmd())
+	return root
 }

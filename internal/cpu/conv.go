@@ -13,7 +13,7 @@ import (
 
 // colLimit bounds the im2col buffer (in float32s) so that 224x224 inputs do
 // not need gigabytes: at least one image is always unrolled.
-const colLimit = 8 << 20
+const colLimit = 2 << 20
 
 // convGeom is the geometry of one stride-1 convolution.
 type convGeom struct {

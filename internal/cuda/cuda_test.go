@@ -240,4 +240,6 @@ func TestRealLibraries(t *testing.T) {
 	}
 }
 
-func isNotFound(err error) bool { return err != nil && strings.Contains(err.Error(), " not found (looked in ") }
+func isNotFound(err error) bool {
+	return err != nil && strings.Contains(err.Error(), " not found (looked in ")
+}

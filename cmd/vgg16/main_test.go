@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cifar"
+)
+
+// run executes the CLI with args and returns what it printed.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+// writeCIFAR writes a tiny CIFAR-10 binary version into dir: per records
+// images in each of the six files, coloured by class so that a small
+// network can learn them.
+func writeCIFAR(t *testing.T, dir string, per int) {
+	t.Helper()
+	bin := filepath.Join(dir, cifar.BinFolder)
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"}
+	for f, name := range names {
+		var b bytes.Buffer
+		for i := 0; i < per; i++ {
+			label := (i + f) % 10
+			b.WriteByte(byte(label))
+			for ch := 0; ch < 3; ch++ {
+				for p := 0; p < 1024; p++ {
+					v := 40 + (p*7+i*13)%50
+					if (label>>ch)&1 == 1 {
+						v += 120
+					}
+					if label >= 8 && p%32 < 16 {
+						v += 60
+					}
+					b.WriteByte(byte(min(v, 255)))
+				}
+			}
+		}
+		if err := os.WriteFile(filepath.Join(bin, name), b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(bin, "batches.meta.txt"), []byte(strings.Join(cifar.ClassNames, "\n")+"\n"), 0o644)
+}
+
+var tiny = []string{"--device", "cpu", "--download=false", "--recipe", "cifar", "--arch", "8,M,16,M,16,M,16,M,16,M", "--hidden", "32", "--batch", "20", "--workers", "2"}
+
+// TestTrainEvalPredict runs the whole user path on a tiny dataset.
+func TestTrainEvalPredict(t *testing.T) {
+	data, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeCIFAR(t, data, 40)
+	out, err := run(t, append([]string{"train", "--data", data, "--epochs", "2", "--run-dir", runDir}, tiny...)...)
+	if err != nil {
+		t.Fatalf("train: %v\n%s", err, out)
+	}
+	for _, want := range []string{"device: cpu", "training 8,M,16,M,16,M,16,M,16,M", "epoch 2/2", "best validation accuracy"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("train output lacks %q:\n%s", want, out)
+		}
+	}
+	best := filepath.Join(runDir, "best.safetensors")
+
+	out, err = run(t, "eval", best, "--data", data, "--device", "cpu", "--json")
+	if err != nil {
+		t.Fatalf("eval: %v\n%s", err, out)
+	}
+	var res struct {
+		Images    int       `json:"images"`
+		Accuracy  float64   `json:"accuracy"`
+		Confusion [][]int   `json:"confusion"`
+		PerClass  []float64 `json:"per_class_accuracy"`
+		Classes   []string  `json:"classes"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("eval --json: %v\n%s", err, out)
+	}
+	total, diag := 0, 0
+	for i, row := range res.Confusion {
+		for j, v := range row {
+			total += v
+			if i == j {
+				diag += v
+			}
+		}
+	}
+	if res.Images != 40 || total != 40 || float64(diag)/40 != res.Accuracy || len(res.Classes) != 10 || res.Classes[3] != "cat" {
+		t.Errorf("eval result inconsistent: %+v", res)
+	}
+	out, err = run(t, "eval", best, "--data", data, "--device", "cpu")
+	if err != nil || !strings.Contains(out, "true \\ predicted") || !strings.Contains(out, "airplane") {
+		t.Errorf("eval table: %v\n%s", err, out)
+	}
+
+	img := filepath.Join(t.TempDir(), "red.png")
+	writePNG(t, img, 64, 48, color.RGBA{220, 30, 30, 255})
+	out, err = run(t, "predict", "--checkpoint", best, "--device", "cpu", "--top", "2", img)
+	if err != nil || !strings.HasPrefix(out, img+": ") || strings.Count(out, "%") != 2 {
+		t.Errorf("predict: %v\n%s", err, out)
+	}
+
+	// The run directory is never overwritten; --resume continues it.
+	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "2", "--run-dir", runDir}, tiny...)...); err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Errorf("training into an existing run: %v", err)
+	}
+	out, err = run(t, append([]string{"train", "--data", data, "--epochs", "3", "--run-dir", runDir, "--resume"}, tiny...)...)
+	if err != nil || !strings.Contains(out, "resuming") || !strings.Contains(out, "epoch 3/3") || strings.Contains(out, "epoch 1/3") {
+		t.Errorf("resume: %v\n%s", err, out)
+	}
+}
+
+func writePNG(t *testing.T, path string, w, h int, c color.Color) {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, c)
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSummaryTotals(t *testing.T) {
+	for args, want := range map[string]string{
+		"--arch vgg16":            "total parameters: 134,309,962",
+		"--arch vgg16 --size 32":  "total parameters: 33,646,666",
+		"--arch vgg19":            "total parameters: 139,622,218",
+		"--arch vgg16-1":          "total parameters: 129,591,370",
+		"--arch vgg11 --size 224": "total parameters: 128,812,810",
+	} {
+		out, err := run(t, append([]string{"summary"}, strings.Fields(args)...)...)
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("summary %s: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// TestErrorsNameTheInput checks that bad input fails with a message that
+// names the flag or file.
+func TestErrorsNameTheInput(t *testing.T) {
+	data := t.TempDir()
+	writeCIFAR(t, data, 10)
+	missing := filepath.Join(t.TempDir(), "nope.safetensors")
+	notData := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"train", "--data", data, "--epochs", "0", "--device", "cpu"}, "--epochs"},
+		{[]string{"train", "--data", data, "--lr", "-1", "--device", "cpu"}, "--lr"},
+		{[]string{"train", "--data", data, "--size", "48", "--device", "cpu"}, "multiple of 32"},
+		{[]string{"train", "--data", data, "--arch", "vgg17", "--device", "cpu"}, "--arch"},
+		{[]string{"train", "--data", data, "--device", "tpu"}, "--device"},
+		{[]string{"train", "--data", notData, "--download=false", "--device", "cpu"}, notData},
+		{[]string{"train", "--resume", "--device", "cpu"}, "--run-dir"},
+		{[]string{"eval", missing, "--device", "cpu"}, missing},
+		{[]string{"predict", "--checkpoint", missing, "--device", "cpu", "x.png"}, missing},
+		{[]string{"predict", "x.png"}, "--checkpoint"},
+		{[]string{"data", "download", "--format", "zip"}, "--format"},
+		{[]string{"summary", "--arch", "64,Q"}, "--arch"},
+	} {
+		_, err := run(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: want an error naming %q, got %v", c.args, c.want, err)
+		}
+	}
+}

@@ -1,0 +1,102 @@
+package checkpoint
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/safetensors"
+)
+
+func model(t *testing.T, cfg string, size int, bn bool) *layers.Model {
+	t.Helper()
+	c, err := layers.ParseCfg(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := layers.New(cpu.New(), layers.Config{Arch: "t", Cfg: c, BatchNorm: bn, ImageSize: size, Hidden: 24, Classes: 7, Dropout: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(5)
+	return m
+}
+
+func TestSaveLoad(t *testing.T) {
+	m := model(t, "8,8,M,16,M,1x1:16,M,16,M,16,M", 64, true)
+	path := filepath.Join(t.TempDir(), "c.safetensors")
+	info := Info{Config: m.Config, Classes: []string{"a", "b", "c", "d", "e", "f", "g"}, Epoch: 3, Batch: 2, Step: 99, BestAcc: 0.5, ValAcc: 0.25, Flags: `{"x":1}`, ID: "abc-7"}
+	if err := Save(path, m, info); err != nil {
+		t.Fatal(err)
+	}
+	ck, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ck.Info
+	if got.Config.Cfg.String() != m.Config.Cfg.String() || got.Epoch != 3 || got.Batch != 2 || got.Step != 99 || got.BestAcc != 0.5 || got.ValAcc != 0.25 || got.ID != "abc-7" || got.Classes[6] != "g" || got.Flags != `{"x":1}` {
+		t.Errorf("info round trip: %+v", got)
+	}
+	m2 := model(t, "8,8,M,16,M,1x1:16,M,16,M,16,M", 64, true)
+	if err := m2.LoadState(ck.State); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range m.Params() {
+		a, b := cpu.Data(p.W), cpu.Data(m2.Params()[i].W)
+		for j := range a {
+			if a[j] != b[j] {
+				t.Fatalf("%s differs after save and load", p.Name)
+			}
+		}
+	}
+	// Integer buffers are written as torchvision writes them.
+	f, _ := safetensors.Read(path)
+	if tt := f.Tensors["features.1.num_batches_tracked"]; tt.DType != "I64" || len(tt.Shape) != 0 {
+		t.Errorf("num_batches_tracked stored as %s %v", tt.DType, tt.Shape)
+	}
+	if f.Metadata["format"] != "pt" {
+		t.Errorf("metadata format %q", f.Metadata["format"])
+	}
+}
+
+// TestInferConfig reads bare state dicts (as converted from torchvision)
+// back into the configuration that wrote them.
+func TestInferConfig(t *testing.T) {
+	for _, c := range []struct {
+		cfg  string
+		size int
+		bn   bool
+	}{
+		{"8,8,M,16,M,16,16,M,16,M,16,M", 64, true},
+		{"8,M,16,M,16,M,16,M,16,M", 32, false},
+		{"8,8,M,16,M,16,1x1:16,M,16,M,16,M", 96, true},
+	} {
+		m := model(t, c.cfg, c.size, c.bn)
+		path := filepath.Join(t.TempDir(), "bare.safetensors")
+		// A bare state dict: weights only, no vgg16 metadata.
+		f := &safetensors.File{Tensors: map[string]safetensors.Tensor{}}
+		s := m.State()
+		for name, h := range s.Floats {
+			f.Tensors[name] = safetensors.F32(h.Shape, h.Data)
+		}
+		for name, n := range s.Counts {
+			f.Tensors[name] = safetensors.I64(nil, []int64{n})
+		}
+		if err := safetensors.Write(path, f); err != nil {
+			t.Fatal(err)
+		}
+		ck, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ck.Info.Config
+		if got.Cfg.String() != c.cfg || got.ImageSize != c.size || got.BatchNorm != c.bn || got.Hidden != 24 || got.Classes != 7 {
+			t.Errorf("%s at %d (bn %v): inferred %s at %d (bn %v), hidden %d, classes %d", c.cfg, c.size, c.bn, got.Cfg, got.ImageSize, got.BatchNorm, got.Hidden, got.Classes)
+		}
+	}
+	if _, err := InferConfig(layers.State{Floats: map[string]layers.HostTensor{"fc.weight": {Shape: []int{2, 2}}}}); err == nil || !strings.Contains(err.Error(), "not a VGG") {
+		t.Errorf("a non-VGG state dict: %v", err)
+	}
+}

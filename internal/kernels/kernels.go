@@ -1,0 +1,238 @@
+package kernels
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	vgg16 "github.com/vgg16/vgg16"
+	"github.com/vgg16/vgg16/internal/cuda"
+)
+
+// Block sizes of the launches. redThreads must equal RED_THREADS in
+// kernels.cu: the reduction kernels index shared memory by thread.
+const (
+	threads    = 256
+	redThreads = 128
+)
+
+// compileOptions are passed to NVRTC besides the architecture.
+var compileOptions = []string{"--fmad=false"}
+
+// Options configure Load.
+type Options struct {
+	// CacheDir holds compiled kernels; "" is os.UserCacheDir()/vgg16/kernels
+	// and "off" disables the cache.
+	CacheDir string
+	// Source replaces kernels.cu (tests).
+	Source string
+}
+
+// Module is kernels.cu loaded into the current context.
+type Module struct {
+	drv       *cuda.Driver
+	mod       cuda.Module
+	maxBlocks uint32
+	f         struct {
+		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows cuda.Function
+	}
+	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
+	Target string
+	// CachePath is the cache file used or written, "" when caching is off.
+	CachePath string
+	// FromCache says the image came from the cache rather than NVRTC.
+	FromCache bool
+}
+
+// Load compiles (or reads from the cache) and loads the kernels for device
+// dev, whose context must be current on the calling thread.
+func Load(libs *cuda.Libs, dev cuda.Device, opt Options) (*Module, error) {
+	src := opt.Source
+	if src == "" {
+		src = vgg16.KernelsSource
+	}
+	d := libs.Driver
+	major, err := d.DeviceAttribute(dev, cuda.AttrComputeCapabilityMajor)
+	if err != nil {
+		return nil, err
+	}
+	minor, err := d.DeviceAttribute(dev, cuda.AttrComputeCapabilityMinor)
+	if err != nil {
+		return nil, err
+	}
+	sms, err := d.DeviceAttribute(dev, cuda.AttrMultiprocessorCount)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := chooseTargets(libs.RTC, major*10+minor)
+	if err != nil {
+		return nil, err
+	}
+	m := &Module{drv: d, maxBlocks: uint32(max(1, sms) * 16)}
+	if err := m.loadImage(libs, src, targets, opt.CacheDir); err != nil {
+		return nil, err
+	}
+	if err := m.lookup(); err != nil {
+		d.ModuleUnload(m.mod)
+		return nil, err
+	}
+	return m, nil
+}
+
+// target is one way of building the kernels for the device.
+type target struct {
+	arch string // value of --gpu-architecture
+	out  cuda.Output
+}
+
+// chooseTargets lists what to try, best first: a CUBIN for the device's
+// own architecture, then PTX for it, then PTX for the newest architecture
+// NVRTC supports below it (the driver JIT-compiles PTX for newer GPUs).
+func chooseTargets(rtc *cuda.RTC, cc int) ([]target, error) {
+	archs, err := rtc.SupportedArchs()
+	if err != nil {
+		return nil, err
+	}
+	var ts []target
+	if slices.Contains(archs, cc) {
+		ts = append(ts, target{fmt.Sprintf("sm_%d", cc), cuda.CUBIN}, target{fmt.Sprintf("compute_%d", cc), cuda.PTX})
+	}
+	best := 0
+	for _, a := range archs {
+		if a < cc && a > best {
+			best = a
+		}
+	}
+	if best > 0 {
+		ts = append(ts, target{fmt.Sprintf("compute_%d", best), cuda.PTX})
+	}
+	if len(ts) == 0 {
+		return nil, fmt.Errorf("NVRTC supports architectures %v, none at or below the GPU's sm_%d: install a CUDA toolkit (NVRTC) that knows this GPU", archs, cc)
+	}
+	return ts, nil
+}
+
+// loadImage tries each target in turn: the cache, else NVRTC, then
+// cuModuleLoadData. It keeps every failure for the error.
+func (m *Module) loadImage(libs *cuda.Libs, src string, targets []target, cacheDir string) error {
+	var errs []error
+	for _, t := range targets {
+		path, err := cachePath(libs, src, t, cacheDir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if path != "" {
+			if img, err := os.ReadFile(path); err == nil {
+				if mod, err := m.drv.ModuleLoadData(img); err == nil {
+					m.mod, m.Target, m.CachePath, m.FromCache = mod, t.arch, path, true
+					return nil
+				}
+				os.Remove(path) // stale: rebuild it below
+			}
+		}
+		img, _, err := libs.RTC.Compile(src, "kernels.cu", append([]string{"--gpu-architecture=" + t.arch}, compileOptions...), t.out)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		mod, err := m.drv.ModuleLoadData(img)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("loading kernels built for %s: %w", t.arch, err))
+			continue
+		}
+		m.mod, m.Target, m.CachePath = mod, t.arch, path
+		if path != "" {
+			writeCache(path, img)
+		}
+		return nil
+	}
+	return fmt.Errorf("kernels.cu: %w", errors.Join(errs...))
+}
+
+// cachePath is the cache file of src built for t, "" when caching is off.
+func cachePath(libs *cuda.Libs, src string, t target, dir string) (string, error) {
+	if dir == "off" {
+		return "", nil
+	}
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return "", nil // no home: run without a cache
+		}
+		dir = filepath.Join(base, "vgg16", "kernels")
+	}
+	ma, mi, err := libs.RTC.Version()
+	if err != nil {
+		return "", err
+	}
+	drv, err := libs.Driver.Version()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, CacheName(src, t.arch, ma*1000+mi*10, drv)), nil
+}
+
+// CacheName is the file name of a compiled image: a hash of the source
+// and compile options, then the target, NVRTC and driver versions, so that
+// any change to one of them misses the cache.
+func CacheName(src, arch string, nvrtcVersion, driverVersion int) string {
+	h := sha256.New()
+	h.Write([]byte(src))
+	h.Write([]byte{0})
+	h.Write([]byte(strings.Join(compileOptions, " ")))
+	ext := "cubin"
+	if strings.HasPrefix(arch, "compute_") {
+		ext = "ptx"
+	}
+	return fmt.Sprintf("%s-%s-nvrtc%d-driver%d.%s", hex.EncodeToString(h.Sum(nil))[:24], arch, nvrtcVersion, driverVersion, ext)
+}
+
+// writeCache stores img at path through a temporary file and a rename, so
+// that a concurrent reader never sees half a file. Failure only costs a
+// recompilation next time.
+func writeCache(path string, img []byte) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.Write(img)
+	cerr := tmp.Close()
+	if werr != nil || cerr != nil || os.Rename(tmp.Name(), path) != nil {
+		os.Remove(tmp.Name())
+	}
+}
+
+func (m *Module) lookup() error {
+	for _, k := range []struct {
+		name string
+		f    *cuda.Function
+	}{
+		{"relu_forward", &m.f.reluForward},
+		{"relu_backward", &m.f.reluBackward},
+		{"dropout_apply", &m.f.dropout},
+		{"sgd_step", &m.f.sgd},
+		{"bias_add_rows", &m.f.biasAddRows},
+		{"col_sum", &m.f.colSum},
+		{"softmax_xent_rows", &m.f.xentRows},
+		{"mean_rows", &m.f.meanRows},
+	} {
+		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
+		if err != nil {
+			return err
+		}
+		*k.f = f
+	}
+	return nil
+}
+
+// Close unloads the module.
+func (m *Module) Close() error { return m.drv.ModuleUnload(m.mod) }

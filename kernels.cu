@@ -1,0 +1,202 @@
+// kernels.cu: the project's own CUDA kernels, for the operations cuDNN and
+// cuBLAS do not cover. internal/kernels compiles this file at run time with
+// NVRTC for the GPU present, so it is plain CUDA C++ with no #include:
+// NVRTC compiles it without the CUDA headers. Every kernel is extern "C" so
+// its name is the symbol internal/kernels looks up.
+//
+// Conventions: element counts are 64-bit; element-wise kernels use
+// grid-stride loops so any grid size is correct; nothing uses float atomics,
+// so every result is the same from run to run. The tests also compile this
+// file for the host with a small emulation header (internal/kernels), so it
+// keeps to what that header provides: blockIdx/blockDim/threadIdx/gridDim
+// .x, __syncthreads, __shared__ arrays, exp/log/sqrt and
+// __longlong_as_double.
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+#define GRID_STRIDE(i, n) \
+	for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)
+
+// Block size of the reduction kernels (softmax_xent_rows, mean_rows): a
+// power of two, and the launchers in internal/kernels use exactly this.
+#define RED_THREADS 128
+
+// mix64 is the splitmix64 finaliser, tensor.mix64 in Go: unsigned 64-bit
+// arithmetic wraps the same way in both languages.
+__device__ __forceinline__ u64 mix64(u64 z) {
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+// dropout_hash is tensor.DropoutHash: the high 32 bits of the mixed
+// counter.
+__device__ __forceinline__ u32 dropout_hash(u64 key, u64 i) {
+	return (u32)(mix64(key + i * 0x9e3779b97f4a7c15ULL) >> 32);
+}
+
+// relu_forward: y = max(x, 0), NaN kept (Go's max propagates NaN); y may
+// be x.
+extern "C" __global__ void relu_forward(float* y, const float* x, u64 n) {
+	GRID_STRIDE(i, n) {
+		float v = x[i];
+		y[i] = (v > 0.0f || v != v) ? v : 0.0f;
+	}
+}
+
+// relu_backward: dx = dy where y > 0, else 0; dx may be dy.
+extern "C" __global__ void relu_backward(float* dx, const float* dy, const float* y, u64 n) {
+	GRID_STRIDE(i, n) {
+		dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+	}
+}
+
+// dropout_apply: y = x·scale where DropoutHash(key, i) >= threshold, else
+// 0. The same kernel serves forward (x) and backward (dy); scale is
+// float32(1/(1-p)) computed on the host as the CPU backend computes it.
+extern "C" __global__ void dropout_apply(float* y, const float* x, u64 n, u64 key, u32 threshold, float scale) {
+	GRID_STRIDE(i, n) {
+		y[i] = dropout_hash(key, i) >= threshold ? x[i] * scale : 0.0f;
+	}
+}
+
+// sgd_step is torch.optim.SGD's update, in the CPU backend's float32
+// operation order (compile with --fmad=false so that no multiply-add is
+// fused and the results match the CPU bit for bit):
+//   d = g + wd·p; m = first ? d : mom·m + damp·d (when mom != 0);
+//   d = nesterov ? d + mom·m : m; p -= lr·d.
+// damp is 1 - dampening.
+extern "C" __global__ void sgd_step(float* p, const float* g, float* m, u64 n, float lr, float mom, float wd,
+		float damp, int nesterov, int first) {
+	GRID_STRIDE(i, n) {
+		float pi = p[i];
+		float d = g[i] + wd * pi;
+		if (mom != 0.0f) {
+			float mi = first ? d : mom * m[i] + damp * d;
+			m[i] = mi;
+			d = nesterov ? d + mom * mi : mi;
+		}
+		p[i] = pi - lr * d;
+	}
+}
+
+// bias_add_rows: y[r, c] += b[c] for a row-major [rows, cols] y (Linear's
+// bias after the GEMM).
+extern "C" __global__ void bias_add_rows(float* y, const float* b, u64 rows, u64 cols) {
+	GRID_STRIDE(i, rows * cols) {
+		y[i] += b[i % cols];
+	}
+}
+
+// col_sum: out[c] = Σ_r x[r, c] for a row-major [rows, cols] x (Linear's
+// bias gradient), summed in double in row order.
+extern "C" __global__ void col_sum(float* out, const float* x, u64 rows, u64 cols) {
+	GRID_STRIDE(c, cols) {
+		double s = 0.0;
+		for (u64 r = 0; r < rows; r++) {
+			s += (double)x[r * cols + c];
+		}
+		out[c] = (float)s;
+	}
+}
+
+// block_max and block_sum reduce one value per thread of a RED_THREADS
+// block into every thread's return value, through shared memory and in a
+// fixed order. NaN wins in block_max, as in the CPU backend's max.
+__device__ __forceinline__ double nan_max(double a, double b) {
+	if (a != a) return a;
+	if (b != b) return b;
+	return b > a ? b : a;
+}
+
+__device__ double block_max(double v, double* red) {
+	red[threadIdx.x] = v;
+	__syncthreads();
+	for (u32 s = RED_THREADS / 2; s > 0; s >>= 1) {
+		if (threadIdx.x < s) {
+			red[threadIdx.x] = nan_max(red[threadIdx.x], red[threadIdx.x + s]);
+		}
+		__syncthreads();
+	}
+	double r = red[0];
+	__syncthreads();
+	return r;
+}
+
+__device__ double block_sum(double v, double* red) {
+	red[threadIdx.x] = v;
+	__syncthreads();
+	for (u32 s = RED_THREADS / 2; s > 0; s >>= 1) {
+		if (threadIdx.x < s) {
+			red[threadIdx.x] += red[threadIdx.x + s];
+		}
+		__syncthreads();
+	}
+	double r = red[0];
+	__syncthreads();
+	return r;
+}
+
+// softmax_xent_rows: one block of RED_THREADS per row of logits [n, c]
+// (grid-stride over rows). For row i with label y = labels[i] (a class
+// index stored as float) and smoothing eps, the target is
+// t_j = eps/c + (1-eps)·[j == y]; it writes
+//   row_loss[i] = -Σ_j t_j·log softmax_j      (double, summed by mean_rows)
+//   dlogits[i, j] = (softmax_j - t_j) / n     (unless dlogits is null)
+// in double, as the CPU backend computes them. A label outside [0, c)
+// makes the row's loss and gradient NaN (the CPU backend panics instead).
+extern "C" __global__ void softmax_xent_rows(double* row_loss, float* dlogits, const float* logits,
+		const float* labels, u64 n, u64 c, double smoothing) {
+	__shared__ double red[RED_THREADS];
+	const double nan = __longlong_as_double(0x7ff8000000000000ULL);
+	const double neg_inf = __longlong_as_double(0xfff0000000000000ULL);
+	for (u64 i = blockIdx.x; i < n; i += gridDim.x) {
+		const float* row = logits + i * c;
+		float lf = labels[i];
+		bool bad = !(lf >= 0.0f && lf < (float)c);
+		long long label = bad ? -1 : (long long)lf;
+
+		double m = neg_inf;
+		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
+			m = nan_max(m, (double)row[j]);
+		}
+		m = block_max(m, red);
+
+		double z = 0.0;
+		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
+			z += exp((double)row[j] - m);
+		}
+		z = block_sum(z, red);
+		double logz = m + log(z);
+
+		double part = 0.0;
+		double base = smoothing / (double)c;
+		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
+			double t = base + ((long long)j == label ? 1.0 - smoothing : 0.0);
+			double lp = (double)row[j] - logz;
+			part -= t * lp;
+			if (dlogits) {
+				double g = (exp(lp) - t) / (double)n;
+				dlogits[i * c + j] = bad ? (float)nan : (float)g;
+			}
+		}
+		part = block_sum(part, red);
+		if (threadIdx.x == 0) {
+			row_loss[i] = bad ? nan : part;
+		}
+	}
+}
+
+// mean_rows: out[0] = (float)(Σ_i rows[i] / n), one block of RED_THREADS.
+extern "C" __global__ void mean_rows(float* out, const double* rows, u64 n) {
+	__shared__ double red[RED_THREADS];
+	double s = 0.0;
+	for (u64 i = threadIdx.x; i < n; i += RED_THREADS) {
+		s += rows[i];
+	}
+	s = block_sum(s, red);
+	if (threadIdx.x == 0) {
+		out[0] = (float)(s / (double)n);
+	}
+}
