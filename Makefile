@@ -35,11 +35,16 @@ kernels-check:
 	@command -v nvcc >/dev/null || { echo "nvcc not found: kernels-check needs the CUDA toolkit"; exit 1; }
 	nvcc -arch=sm_90 -cubin -o /dev/null kernels.cu
 
-# Binaries for a GPU machine without Go (see scripts/gpu-check.sh).
+# Binaries and data for a GPU machine without Go: run scripts/gpu-check.sh
+# there. Fixtures and 5,000 images of the CIFAR-10 sample travel along.
+SHARED ?= ../shared
 gpu-build:
-	mkdir -p .gpu
-	$(GO) build -o .gpu/vgg16 ./cmd/vgg16
-	$(GO) test -c -o .gpu/gpu.test ./internal/gpu
+	mkdir -p .gpu/cifar-sample
+	$(GO) build -ldflags="-s -w" -o .gpu/vgg16 ./cmd/vgg16
+	$(GO) test -c -ldflags="-s -w" -o .gpu/gpu.test ./internal/gpu
+	rm -rf .gpu/fixtures && cp -r $(SHARED)/fixtures .gpu/fixtures && chmod -R u+w .gpu/fixtures
+	head -c $$((5000*3073)) $(SHARED)/cifar-10-sample/data_batch_1.bin > .gpu/cifar-sample/data_batch_1.bin
+	du -sh .gpu
 
 clean:
 	rm -rf $(BIN) .gpu

@@ -88,7 +88,9 @@ func evalCmd() *cobra.Command {
 				return err
 			}
 			var ds *cifar.Dataset
-			if dataDir == "demo" {
+			if st, serr := os.Stat(dataDir); serr == nil && st.Mode().IsRegular() {
+				ds, err = readBatchFile(dataDir)
+			} else if dataDir == "demo" {
 				ds, err = cifar.Demo()
 			} else {
 				if split != "test" && split != "train" {
@@ -122,7 +124,7 @@ func evalCmd() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&dataDir, "data", "./data", "CIFAR-10 directory, or \"demo\"")
+	fs.StringVar(&dataDir, "data", "./data", "CIFAR-10 directory, one batch file (e.g. test_batch.bin), or \"demo\"")
 	fs.StringVar(&split, "split", "test", "test or train")
 	fs.IntVar(&limitN, "limit", 0, "evaluate only the first N images")
 	fs.IntVar(&batch, "batch", 100, "batch size")

@@ -40,7 +40,7 @@ type dataFlags struct {
 }
 
 func (d *dataFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&d.dir, "data", "./data", "CIFAR-10 directory (binary or python version), or \"demo\" for the sample embedded in the binary")
+	fs.StringVar(&d.dir, "data", "./data", "CIFAR-10 directory (binary or python version), one batch file (e.g. data_batch_1.bin), or \"demo\" for the sample embedded in the binary")
 	fs.BoolVar(&d.download, "download", true, "download CIFAR-10 into --data when it is missing")
 	fs.IntVar(&d.limit, "limit", 0, "use only the first N training images (and N/5 validation images); 0 = all")
 	fs.Float64Var(&d.valSplit, "val-split", 0.1, "hold out this fraction of the training set for validation; 0 validates on the test set, as the seed's script does")
@@ -181,7 +181,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 			}
 			fmt.Fprintf(w, "done: best validation accuracy %.2f%%, saved as %s\n", 100*best, filepath.Join(runDir, train.BestFile))
-			fmt.Fprintf(w, "evaluate it on the test set with: vgg16 eval %s --data %s\n", filepath.Join(runDir, train.BestFile), df.dir)
+			if st, err := os.Stat(df.dir); err == nil && st.IsDir() {
+				fmt.Fprintf(w, "evaluate it on the test set with: vgg16 eval %s --data %s\n", filepath.Join(runDir, train.BestFile), df.dir)
+			}
 			return nil
 		},
 	}
@@ -250,6 +252,9 @@ func sanitize(s string) string {
 // asked for or when the download is impossible.
 func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trainSet, valSet *cifar.Dataset, classes []string, err error) {
 	demo := df.dir == "demo"
+	if st, err := os.Stat(df.dir); err == nil && st.Mode().IsRegular() {
+		return loadFile(w, df, seed)
+	}
 	if !demo && !cifar.Exists(df.dir) {
 		if !df.download {
 			return nil, nil, nil, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.dir, df.dir)
@@ -286,6 +291,31 @@ func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trai
 		return nil, nil, nil, err
 	}
 	return limit(trainSet, valSet, df.limit, seed, trainSet.Classes)
+}
+
+// readBatchFile reads one CIFAR-10 batch file: the binary version's
+// (*.bin) or the python version's (a pickle).
+func readBatchFile(path string) (*cifar.Dataset, error) {
+	if strings.HasSuffix(path, ".bin") {
+		return cifar.ReadBinFile(path)
+	}
+	return cifar.ReadPickleFile(path)
+}
+
+// loadFile trains on one batch file (binary or python version), holding
+// out --val-split of it (0.2 when unset) for validation.
+func loadFile(w io.Writer, df dataFlags, seed uint64) (*cifar.Dataset, *cifar.Dataset, []string, error) {
+	ds, err := readBatchFile(df.dir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--data: %w", err)
+	}
+	split := df.valSplit
+	if split <= 0 || split >= 1 {
+		split = 0.2
+	}
+	fmt.Fprintf(w, "training on the single file %s (%d images), %.0f%% held out for validation\n", df.dir, ds.Len(), 100*split)
+	tr, val := ds.Split(split, seed)
+	return limit(tr, val, df.limit, seed, ds.Classes)
 }
 
 func limit(tr, val *cifar.Dataset, n int, seed uint64, classes []string) (*cifar.Dataset, *cifar.Dataset, []string, error) {

@@ -84,14 +84,21 @@ func loadBLAS() {
 			C.free(unsafe.Pointer(cname))
 			if e == nil {
 				blasCgo = true
-				cfg := strings.TrimSpace(C.GoString(C.vgg_blas_config()))
-				if core := strings.TrimSpace(C.GoString(C.vgg_blas_core())); core != "" {
-					cfg += ", core " + core
+				// "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH …": name and version.
+				version := strings.Fields(C.GoString(C.vgg_blas_config()))
+				if len(version) > 2 {
+					version = version[:2]
 				}
-				if cfg != "" {
-					cfg = " (" + cfg + ")"
+				desc := strings.Join(version, " ")
+				if desc == "" {
+					desc = name
+				} else {
+					desc += " (" + name + ")"
 				}
-				blasDesc = "SGEMM: " + name + cfg + core
+				if kernel := strings.TrimSpace(C.GoString(C.vgg_blas_core())); kernel != "" {
+					desc += ", kernel " + kernel + core
+				}
+				blasDesc = "SGEMM: " + desc
 				return
 			}
 			errs = append(errs, C.GoString(e))
@@ -114,7 +121,7 @@ func chooseCore() string {
 		os.Setenv("OPENBLAS_THREAD_TIMEOUT", "4")
 	}
 	if v := os.Getenv("OPENBLAS_CORETYPE"); v != "" {
-		return ", OPENBLAS_CORETYPE=" + v + " from the environment"
+		return " (OPENBLAS_CORETYPE)"
 	}
 	var core string
 	switch {
@@ -126,7 +133,7 @@ func chooseCore() string {
 		return ""
 	}
 	os.Setenv("OPENBLAS_CORETYPE", core)
-	return ", OPENBLAS_CORETYPE=" + core + " chosen from the CPU's flags"
+	return " (chosen from the CPU's flags)"
 }
 
 // BLAS describes the SGEMM implementation in use, in one line.

@@ -68,7 +68,12 @@ func loadAll(dirs []string, system bool) (*Libs, error) {
 	var errs []error
 	var err error
 	if l.Driver, err = loadDriver(dirs, system); err == nil {
-		err = l.Driver.Init()
+		if err = l.Driver.Init(); err != nil {
+			var ce *Error
+			if errors.As(err, &ce) {
+				ce.Hint = "the NVIDIA driver is installed but cannot use a GPU (in Docker, run with --gpus all), or run with --device cpu"
+			}
+		}
 	}
 	errs = append(errs, err)
 	l.BLAS, err = loadBLAS(dirs, system)
@@ -140,3 +145,12 @@ func loadRTC(dirs []string, system bool) (*RTC, error) {
 	r := &RTC{lib: l}
 	return r, l.resolve(r.table())
 }
+
+// LoadRTC loads NVRTC alone, which needs no GPU: enough to check that the
+// kernels compile (tests, `vgg16 doctor`).
+func LoadRTC() (*RTC, error) { return loadRTC(searchDirs(), true) }
+
+// LoadDirs loads every library from dirs only, never the system path, and
+// without Load's caching: for tests that run the backends on stand-in
+// libraries.
+func LoadDirs(dirs []string) (*Libs, error) { return loadAll(dirs, false) }

@@ -4,6 +4,7 @@ package device
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -26,7 +27,7 @@ func Open(o Options) (tensor.Backend, string, error) {
 			return be, "device: " + be.Name(), nil
 		}
 		c := cpu.New()
-		return c, fmt.Sprintf("device: %s (no usable GPU: %v)", c.Name(), err), nil
+		return c, fmt.Sprintf("device: %s (no usable GPU: %s; vgg16 doctor tells more)", c.Name(), short(err)), nil
 	case "cpu":
 		c := cpu.New()
 		return c, "device: " + c.Name(), nil
@@ -38,4 +39,13 @@ func Open(o Options) (tensor.Backend, string, error) {
 		return be, "device: " + be.Name(), nil
 	}
 	return nil, "", fmt.Errorf("--device %q: want auto, cpu or cuda", o.Kind)
+}
+
+// short is the first line of err without the places searched.
+func short(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if i := strings.Index(s, " (looked in"); i > 0 {
+		s = s[:i]
+	}
+	return s
 }

@@ -1,11 +1,10 @@
 package device
 
 import (
-	"errors"
-
+	"github.com/vgg16/vgg16/internal/gpu"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 func openGPU(o Options) (tensor.Backend, error) {
-	return nil, errors.New("this build has no GPU backend yet; run with --device cpu")
+	return gpu.New(gpu.Options{Device: o.GPU, Precision: o.Precision})
 }

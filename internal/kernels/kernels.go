@@ -69,7 +69,11 @@ func Load(libs *cuda.Libs, dev cuda.Device, opt Options) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	targets, err := chooseTargets(libs.RTC, major*10+minor)
+	archs, err := libs.RTC.SupportedArchs()
+	if err != nil {
+		return nil, err
+	}
+	targets, err := chooseTargets(archs, major*10+minor)
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +97,7 @@ type target struct {
 // chooseTargets lists what to try, best first: a CUBIN for the device's
 // own architecture, then PTX for it, then PTX for the newest architecture
 // NVRTC supports below it (the driver JIT-compiles PTX for newer GPUs).
-func chooseTargets(rtc *cuda.RTC, cc int) ([]target, error) {
-	archs, err := rtc.SupportedArchs()
-	if err != nil {
-		return nil, err
-	}
+func chooseTargets(archs []int, cc int) ([]target, error) {
 	var ts []target
 	if slices.Contains(archs, cc) {
 		ts = append(ts, target{fmt.Sprintf("sm_%d", cc), cuda.CUBIN}, target{fmt.Sprintf("compute_%d", cc), cuda.PTX})

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -106,7 +107,19 @@ func (r *Run) Model() *layers.Model { return r.model }
 // Execute trains until the last epoch, an error, a non-finite loss, or
 // cancellation of ctx (which saves a resumable checkpoint and returns
 // ErrInterrupted).
-func (r *Run) Execute(ctx context.Context) ([]EpochMetrics, error) {
+func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
+	// A backend reports device failures (out of memory, a failed CUDA
+	// call) by panicking with an error value; the run ends with it as an
+	// error, its checkpoints as they were. Programming errors still crash.
+	defer func() {
+		if p := recover(); p != nil {
+			e, ok := p.(error)
+			if _, bug := p.(runtime.Error); !ok || bug {
+				panic(p)
+			}
+			hist, err = r.history, fmt.Errorf("epoch %d: %w", r.epoch+1, e)
+		}
+	}()
 	if err := r.Opt.Validate(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,190 @@
+package gpu
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// maxWorkspace caps the workspace an algorithm may ask for.
+const maxWorkspace = 4 << 30
+
+// convKey is the geometry of one stride-1 convolution.
+type convKey struct{ n, ci, h, w, co, k, pad int }
+
+func (k convKey) String() string {
+	return fmt.Sprintf("conv x[%d %d %d %d] w[%d %d %d %d] pad %d", k.n, k.ci, k.h, k.w, k.co, k.ci, k.k, k.k, k.pad)
+}
+
+// convPlan is everything cuDNN needs for one geometry: descriptors, and
+// per direction (forward, backward data, backward filter) a convolution
+// descriptor carrying the math type of the algorithm chosen for it, the
+// algorithm and its workspace size.
+type convPlan struct {
+	key     convKey
+	x, y, b cuda.TensorDesc // input, output, bias [1, Co, 1, 1]
+	w       cuda.FilterDesc
+	conv    [3]cuda.ConvDesc
+	algo    [3]int
+	ws      [3]int64
+	found   [3]bool
+}
+
+// convMath is the math type the algorithm search starts from.
+func (b *Backend) convMath() int {
+	if b.strict {
+		return cuda.DNNFMAMath
+	}
+	return cuda.DNNDefaultMath
+}
+
+// plan returns the plan of convolving x [N,Ci,H,W] with w [Co,Ci,K,K].
+func (b *Backend) plan(x, w *tensor.Tensor, pad int) *convPlan {
+	if len(x.Shape) != 4 || len(w.Shape) != 4 || w.Shape[1] != x.Shape[1] || w.Shape[2] != w.Shape[3] || pad < 0 {
+		panic(fmt.Sprintf("gpu: convolution of %v with weights %v, pad %d", x.Shape, w.Shape, pad))
+	}
+	key := convKey{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad}
+	if p, ok := b.desc.convs[key]; ok {
+		return p
+	}
+	oh, ow := key.h+2*pad-key.k+1, key.w+2*pad-key.k+1
+	p := &convPlan{key: key,
+		x: b.tensor4(key.n, key.ci, key.h, key.w),
+		y: b.tensor4(key.n, key.co, oh, ow),
+		b: b.channelDesc(key.co),
+		w: b.filter4(key.co, key.ci, key.k, key.k),
+	}
+	for i := range p.conv {
+		c, err := b.dnn.NewConv2d(pad, b.convMath())
+		b.must(err, key.String())
+		p.conv[i] = c
+	}
+	b.desc.convs[key] = p
+	return p
+}
+
+// outShape is the shape the output of p must have.
+func (p *convPlan) outShape() []int {
+	k := p.key
+	return []int{k.n, k.co, k.h + 2*k.pad - k.k + 1, k.w + 2*k.pad - k.k + 1}
+}
+
+// descs are the descriptors of a direction, in cuDNN's argument order.
+func (p *convPlan) descs(dir cuda.ConvDir) (a, bb, o uintptr) {
+	x, y, w := uintptr(p.x), uintptr(p.y), uintptr(p.w)
+	switch dir {
+	case cuda.ConvForward:
+		return x, w, y
+	case cuda.ConvBackwardData:
+		return w, y, x
+	}
+	return x, y, w
+}
+
+// algorithm picks, the first time a direction of p runs, the fastest
+// algorithm cuDNN measures that fits the workspace limit (and is
+// deterministic when asked), sets its math type on the direction's
+// descriptor, and grows the shared workspace to fit it.
+func (b *Backend) algorithm(p *convPlan, dir cuda.ConvDir) {
+	if p.found[dir] {
+		return
+	}
+	a, bb, o := p.descs(dir)
+	perfs, err := b.dnn.FindConv(dir, b.dnnH, a, bb, p.conv[dir], o)
+	b.must(err, p.key.String())
+	limit := b.workspaceLimit()
+	for _, pf := range perfs {
+		if pf.Status != 0 || pf.Memory > limit || (b.opt.Deterministic && pf.Determinism != cuda.DNNDeterministic) {
+			continue
+		}
+		// ALLOW_CONVERSION may round float data to half precision: more
+		// than TF32 gives away, so never taken.
+		if pf.MathType == cuda.DNNTensorOpAllow {
+			continue
+		}
+		// Strict fp32 keeps CUDNN_FMA_MATH whatever the search reports;
+		// tf32 takes the algorithm's own math type, as PyTorch does.
+		math := pf.MathType
+		if b.strict {
+			math = cuda.DNNFMAMath
+		}
+		if b.dnn.SetConvMathType(p.conv[dir], math) != nil {
+			continue
+		}
+		ws, err := b.dnn.ConvWorkspace(dir, b.dnnH, a, bb, p.conv[dir], o, pf.Algo)
+		if err != nil || ws > limit {
+			continue
+		}
+		p.algo[dir], p.ws[dir], p.found[dir] = pf.Algo, ws, true
+		b.grow(&b.mem.ws, ws, "the cuDNN workspace")
+		return
+	}
+	panic(&cuda.Error{Call: "cudnnFindConvolution" + dir.String() + "Algorithm", Lib: cuda.LibDNN, Name: "no usable algorithm",
+		Detail: fmt.Sprintf("%s: %s", p.key, describePerfs(perfs, limit)), Hint: b.oomHint(0)})
+}
+
+// workspaceLimit is the most workspace one algorithm may take: half of
+// the free memory plus what the workspace holds already, at most
+// maxWorkspace.
+func (b *Backend) workspaceLimit() int64 {
+	free, _, err := b.drv.MemGetInfo()
+	b.must(err, "")
+	return min(maxWorkspace, free/2+b.mem.ws.bytes)
+}
+
+func describePerfs(perfs []cuda.ConvPerf, limit int64) string {
+	var s []string
+	for _, p := range perfs {
+		s = append(s, fmt.Sprintf("algo %d: %s, %s, math %d", p.Algo, cuda.StatusName(cuda.LibDNN, p.Status), formatBytes(p.Memory), p.MathType))
+	}
+	return fmt.Sprintf("workspace limit %s; %s", formatBytes(limit), strings.Join(s, "; "))
+}
+
+func (b *Backend) run(p *convPlan, dir cuda.ConvDir, a, bb, o cuda.DevicePtr) {
+	ad, bd, od := p.descs(dir)
+	err := b.dnn.ConvRun(dir, b.dnnH, 1, ad, a, bd, bb, p.conv[dir], p.algo[dir], b.mem.ws.ptr, p.ws[dir], 0, od, o)
+	b.must(err, p.key.String())
+}
+
+// ConvForward: y = conv(x, w) + bias.
+func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
+	defer b.op()()
+	p := b.plan(x, w, pad)
+	if !tensor.SameShape(y.Shape, p.outShape()) || bias.Size() != p.key.co {
+		panic(fmt.Sprintf("gpu: convolution output %v / bias %v for %s", y.Shape, bias.Shape, p.key))
+	}
+	b.algorithm(p, cuda.ConvForward)
+	ptr := b.stage(in(x), in(w), in(bias), out(y))
+	b.run(p, cuda.ConvForward, ptr[0], ptr[1], ptr[3])
+	b.must(b.dnn.AddTensor(b.dnnH, 1, p.b, ptr[2], 1, p.y, ptr[3]), p.key.String())
+	b.unstage()
+}
+
+// ConvBackwardData: dx from dy and w.
+func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
+	defer b.op()()
+	p := b.plan(dx, w, pad)
+	if !tensor.SameShape(dy.Shape, p.outShape()) {
+		panic(fmt.Sprintf("gpu: convolution gradient %v for %s", dy.Shape, p.key))
+	}
+	b.algorithm(p, cuda.ConvBackwardData)
+	ptr := b.stage(in(w), in(dy), out(dx))
+	b.run(p, cuda.ConvBackwardData, ptr[0], ptr[1], ptr[2])
+	b.unstage()
+}
+
+// ConvBackwardFilter: dw from x and dy, db = Σ dy over batch and space.
+func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
+	defer b.op()()
+	p := b.plan(x, dw, pad)
+	if !tensor.SameShape(dy.Shape, p.outShape()) || db.Size() != p.key.co {
+		panic(fmt.Sprintf("gpu: convolution gradient %v / bias gradient %v for %s", dy.Shape, db.Shape, p.key))
+	}
+	b.algorithm(p, cuda.ConvBackwardFilter)
+	ptr := b.stage(in(x), in(dy), out(dw), out(db))
+	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], ptr[2])
+	b.must(b.dnn.ConvBackwardBias(b.dnnH, 1, p.y, ptr[1], 0, p.b, ptr[3]), p.key.String())
+	b.unstage()
+}

@@ -1,0 +1,356 @@
+// Package gpu is the tensor.Backend on an NVIDIA GPU: cuDNN for
+// convolution, batch norm, max-pool and LRN, cuBLAS for Linear, and the
+// project's own kernels (kernels.cu, through internal/kernels) for ReLU,
+// dropout, softmax cross-entropy, SGD and Linear's bias. Everything runs in
+// order on one CUDA stream; only Download (and Synchronize) waits for it.
+//
+// Errors. The Backend interface returns no errors, so a failing CUDA,
+// cuBLAS, cuDNN or kernel call panics with the *cuda.Error it returned
+// (with a hint where one helps, e.g. a smaller --batch when memory runs
+// out). The training loop recovers at the step boundary:
+//
+//	defer func() {
+//		if r := recover(); r != nil {
+//			if e, ok := r.(*cuda.Error); ok { err = e; return }
+//			panic(r)
+//		}
+//	}()
+//
+// Because work is asynchronous, an error inside a kernel (an illegal
+// address, say) surfaces at the next call that waits: Download,
+// Synchronize, or any call when Options.Sync is set.
+//
+// A Backend is not safe for concurrent use, like the CPU one. Each method
+// locks its goroutine to its OS thread and makes the device's primary
+// context current there, so callers need not care which thread they run
+// on.
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/kernels"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Options configure New.
+type Options struct {
+	// Device is the CUDA device ordinal.
+	Device int
+	// Precision is "tf32" (the default) or "fp32". tf32 is PyTorch's
+	// default: convolutions may use TF32 tensor cores (cuDNN's
+	// CUDNN_DEFAULT_MATH on Ampere and later) while Linear stays strict
+	// float32 (CUBLAS_DEFAULT_MATH). fp32 also keeps convolutions strict
+	// (CUDNN_FMA_MATH).
+	Precision string
+	// Sync waits for the GPU after every operation so that an error is
+	// reported by the operation that caused it (slow; tests and
+	// debugging). VGG16_CUDA_SYNC=1 sets it too.
+	Sync bool
+	// Deterministic restricts cuDNN to algorithms that give the same
+	// result every run.
+	Deterministic bool
+	// KernelCache is where compiled kernels are kept: "" for the user's
+	// cache directory, "off" for none (see internal/kernels).
+	KernelCache string
+}
+
+// DeviceInfo describes the GPU a Backend runs on.
+type DeviceInfo struct {
+	Index        int
+	Name         string
+	Major, Minor int // compute capability
+	SMs          int
+	TotalMem     int64
+	CUDA         string // the driver's CUDA version, e.g. "13.0"
+	CuDNN        string // "9.14.0"
+	CuBLAS       string // "13.1.0"
+	Kernels      string // what kernels.cu was built as, e.g. "sm_90"
+}
+
+// Backend implements tensor.Backend on one GPU.
+type Backend struct {
+	opt    Options
+	strict bool // fp32: no TF32 anywhere
+	info   DeviceInfo
+	name   string
+
+	drv    *cuda.Driver
+	blas   *cuda.BLAS
+	dnn    *cuda.DNN
+	dev    cuda.Device
+	ctx    cuda.Context
+	stream cuda.Stream
+	blasH  cuda.BlasHandle
+	dnnH   cuda.DNNHandle
+	k      *kernels.Module
+	closed bool
+
+	mem  memory
+	desc descriptors
+	// bnEps is the epsilon of the BatchNormTrain that filled each saved
+	// inverse-std buffer, for the matching BatchNormBackward (cuDNN wants
+	// the same value in both; the interface passes it only forward).
+	bnEps map[cuda.DevicePtr]float64
+}
+
+var _ tensor.Backend = (*Backend)(nil)
+
+func parsePrecision(p string) (strict bool, err error) {
+	switch strings.ToLower(p) {
+	case "", "tf32":
+		return false, nil
+	case "fp32":
+		return true, nil
+	}
+	return false, fmt.Errorf("precision %q: want tf32 or fp32", p)
+}
+
+// New opens device opt.Device: it loads the CUDA libraries, retains the
+// device's primary context, creates the stream and the cuBLAS and cuDNN
+// handles, and compiles (or loads from the cache) the kernels. The error
+// says what is missing when the machine cannot run it.
+func New(opt Options) (*Backend, error) {
+	strict, err := parsePrecision(opt.Precision)
+	if err != nil {
+		return nil, err
+	}
+	if os.Getenv("VGG16_CUDA_SYNC") == "1" {
+		opt.Sync = true
+	}
+	libs, err := cuda.Load()
+	if err != nil {
+		return nil, err
+	}
+	return newWithLibs(libs, opt, strict)
+}
+
+// newWithLibs is New on libraries already loaded.
+func newWithLibs(libs *cuda.Libs, opt Options, strict bool) (*Backend, error) {
+	b := &Backend{opt: opt, strict: strict, drv: libs.Driver, blas: libs.BLAS, dnn: libs.DNN, dev: -1,
+		bnEps: map[cuda.DevicePtr]float64{}}
+	b.mem.init()
+	b.desc.init()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := b.open(libs); err != nil {
+		b.closeAll()
+		return nil, err
+	}
+	b.name = b.describe()
+	return b, nil
+}
+
+// open does the steps of New that need cleaning up when a later one fails.
+func (b *Backend) open(libs *cuda.Libs) error {
+	n, err := b.drv.DeviceCount()
+	if err != nil {
+		return err
+	}
+	if b.opt.Device < 0 || b.opt.Device >= n {
+		return fmt.Errorf("GPU %d requested, but this machine has %d (numbered from 0)", b.opt.Device, n)
+	}
+	dev, err := b.drv.DeviceGet(b.opt.Device)
+	if err != nil {
+		return err
+	}
+	if b.ctx, err = b.drv.PrimaryCtxRetain(dev); err != nil {
+		return err
+	}
+	b.dev = dev
+	if err := b.drv.CtxSetCurrent(b.ctx); err != nil {
+		return err
+	}
+	if err := b.readInfo(libs); err != nil {
+		return err
+	}
+	if b.stream, err = b.drv.StreamCreate(cuda.StreamDefault); err != nil {
+		return err
+	}
+	if b.blasH, err = b.blas.Create(); err != nil {
+		return err
+	}
+	if err := b.blas.SetStream(b.blasH, b.stream); err != nil {
+		return err
+	}
+	// Linear is strict float32 in both precisions, as in PyTorch.
+	if err := b.blas.SetMathMode(b.blasH, cuda.BlasDefaultMath); err != nil {
+		return err
+	}
+	if v, err := b.blas.Version(b.blasH); err == nil {
+		b.info.CuBLAS = fmt.Sprintf("%d.%d.%d", v/10000, v%10000/100, v%100)
+	}
+	if b.dnnH, err = b.dnn.Create(); err != nil {
+		return err
+	}
+	if err := b.dnn.SetStream(b.dnnH, b.stream); err != nil {
+		return err
+	}
+	if b.k, err = kernels.Load(libs, dev, kernels.Options{CacheDir: b.opt.KernelCache}); err != nil {
+		return err
+	}
+	b.info.Kernels = b.k.Target
+	return b.mem.open(b)
+}
+
+func (b *Backend) readInfo(libs *cuda.Libs) (err error) {
+	i := &b.info
+	i.Index = b.opt.Device
+	if i.Name, err = b.drv.DeviceName(b.dev); err != nil {
+		return err
+	}
+	if i.Major, err = b.drv.DeviceAttribute(b.dev, cuda.AttrComputeCapabilityMajor); err != nil {
+		return err
+	}
+	if i.Minor, err = b.drv.DeviceAttribute(b.dev, cuda.AttrComputeCapabilityMinor); err != nil {
+		return err
+	}
+	if i.SMs, err = b.drv.DeviceAttribute(b.dev, cuda.AttrMultiprocessorCount); err != nil {
+		return err
+	}
+	if i.TotalMem, err = b.drv.DeviceTotalMem(b.dev); err != nil {
+		return err
+	}
+	v, err := b.drv.Version()
+	if err != nil {
+		return err
+	}
+	i.CUDA = cuda.CUDAVersionString(v)
+	i.CuDNN = cuda.DNNVersionString(libs.DNN.Version())
+	return nil
+}
+
+func (b *Backend) describe() string {
+	i := b.info
+	prec := "tf32 (TF32 convolutions, fp32 GEMM)"
+	if b.strict {
+		prec = "fp32 (no TF32)"
+	}
+	return fmt.Sprintf("cuda:%d %s (sm_%d%d, %d SMs, %.0f GiB), CUDA %s, cuDNN %s, cuBLAS %s, precision %s",
+		i.Index, i.Name, i.Major, i.Minor, i.SMs, float64(i.TotalMem)/(1<<30), i.CUDA, i.CuDNN, i.CuBLAS, prec)
+}
+
+// Name says which device, libraries and precision the backend uses.
+func (b *Backend) Name() string { return b.name }
+
+// Info describes the device.
+func (b *Backend) Info() DeviceInfo { return b.info }
+
+// Close releases every tensor, buffer, descriptor and handle, and the
+// device's primary context. The Backend is unusable afterwards; a second
+// Close does nothing.
+func (b *Backend) Close() error {
+	if b.closed {
+		return nil
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return b.closeAll()
+}
+
+// closeAll undoes whatever of open got done, keeping the first error.
+func (b *Backend) closeAll() error {
+	b.closed = true
+	var errs []error
+	keep := func(err error) { errs = append(errs, err) }
+	if b.ctx != 0 {
+		keep(b.drv.CtxSetCurrent(b.ctx))
+	}
+	if b.stream != 0 {
+		keep(b.drv.StreamSynchronize(b.stream))
+	}
+	keep(b.mem.close(b))
+	keep(b.desc.close(b.dnn))
+	if b.k != nil {
+		keep(b.k.Close())
+	}
+	if b.dnnH != 0 {
+		keep(b.dnn.Destroy(b.dnnH))
+	}
+	if b.blasH != 0 {
+		keep(b.blas.Destroy(b.blasH))
+	}
+	if b.stream != 0 {
+		keep(b.drv.StreamDestroy(b.stream))
+	}
+	if b.ctx != 0 {
+		keep(b.drv.PrimaryCtxRelease(b.dev))
+	}
+	b.k, b.dnnH, b.blasH, b.stream, b.ctx = nil, 0, 0, 0, 0
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// op prepares the calling goroutine for CUDA calls; its result, deferred,
+// undoes that:
+//
+//	defer b.op()()
+//
+// With Options.Sync it also waits for the operation to finish, so that an
+// asynchronous error is reported here.
+func (b *Backend) op() func() {
+	runtime.LockOSThread()
+	if b.closed {
+		runtime.UnlockOSThread()
+		panic("gpu: backend used after Close")
+	}
+	if err := b.drv.CtxSetCurrent(b.ctx); err != nil {
+		runtime.UnlockOSThread()
+		panic(err)
+	}
+	// recover must be called by the deferred function itself.
+	return func() { b.leave(recover()) }
+}
+
+// leave ends an op: r is what the op panicked with, if it did.
+func (b *Backend) leave(r any) {
+	if r != nil {
+		runtime.UnlockOSThread()
+		panic(r)
+	}
+	defer runtime.UnlockOSThread()
+	if b.opt.Sync {
+		b.must(b.drv.StreamSynchronize(b.stream), "")
+	}
+}
+
+// must panics with err, a *cuda.Error when the failure came from CUDA.
+// what, when given, names the operation and shapes in the error.
+func (b *Backend) must(err error, what string) {
+	if err == nil {
+		return
+	}
+	var ce *cuda.Error
+	if errors.As(err, &ce) {
+		if what != "" {
+			ce.Detail = strings.TrimSpace(ce.Detail + " [" + what + "]")
+		}
+		if cuda.IsOutOfMemory(ce) && ce.Hint == "" {
+			ce.Hint = b.oomHint(0)
+		}
+		panic(ce)
+	}
+	if what != "" {
+		err = fmt.Errorf("%s: %w", what, err)
+	}
+	panic(err)
+}
+
+// Synchronize waits for all queued work and returns its first error.
+func (b *Backend) Synchronize() (err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := b.drv.CtxSetCurrent(b.ctx); err != nil {
+		return err
+	}
+	return b.drv.StreamSynchronize(b.stream)
+}

@@ -1,0 +1,341 @@
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// stageChunk bounds the page-locked staging buffer that Upload and
+// Download copy through (bytes); larger transfers go in chunks.
+var stageChunk int64 = 64 << 20
+
+// alignment is what cuDNN gets: parameter views into the model's flat
+// buffer can start anywhere, and vectorised cuDNN kernels want 16-byte
+// aligned operands, so a misaligned operand is copied to scratch memory.
+const alignment = 16
+
+// mem is the Storage of the GPU backend: n float32s at ptr.
+type mem struct {
+	b   *Backend
+	ptr cuda.DevicePtr
+	n   int
+}
+
+func (m *mem) Len() int { return m.n }
+
+// devBuf is a device buffer that only grows: the cuDNN workspace and
+// other scratch. Growing happens the first time a shape needs more, so a
+// steady-state training step allocates nothing.
+type devBuf struct {
+	ptr   cuda.DevicePtr
+	bytes int64
+}
+
+// copyBack is an output staged in aligned scratch, copied to its tensor
+// after the op.
+type copyBack struct {
+	dst, src cuda.DevicePtr
+	bytes    int64
+}
+
+// memory is the backend's accounting of device memory and its scratch.
+type memory struct {
+	live      map[*mem]struct{}
+	cur, peak int64 // bytes of device memory held by this backend
+
+	ws      devBuf // cuDNN workspace, shared by all convolutions
+	arena   devBuf // aligned copies of misaligned cuDNN operands
+	rowLoss devBuf // softmax cross-entropy's per-row losses (double)
+
+	pin        unsafe.Pointer // page-locked staging buffer (C memory)
+	pinBytes   int64
+	pinEvent   cuda.Event // recorded after each upload from pin
+	pinPending bool
+
+	ptrs  [10]cuda.DevicePtr // stage's result, reused
+	backs []copyBack
+}
+
+func (m *memory) init() { m.live = map[*mem]struct{}{} }
+
+func (m *memory) open(b *Backend) (err error) {
+	m.pinEvent, err = b.drv.EventCreate(cuda.EventDisableTiming)
+	return err
+}
+
+func (m *memory) close(b *Backend) error {
+	var errs []error
+	for t := range m.live {
+		if t.ptr != 0 {
+			errs = append(errs, b.drv.MemFree(t.ptr))
+		}
+		t.ptr, t.n = 0, 0
+	}
+	clear(m.live)
+	for _, d := range []*devBuf{&m.ws, &m.arena, &m.rowLoss} {
+		if d.ptr != 0 {
+			errs = append(errs, b.drv.MemFree(d.ptr))
+		}
+		*d = devBuf{}
+	}
+	if m.pin != nil {
+		errs = append(errs, b.drv.MemFreeHost(m.pin))
+		m.pin, m.pinBytes = nil, 0
+	}
+	if m.pinEvent != 0 {
+		errs = append(errs, b.drv.EventDestroy(m.pinEvent))
+		m.pinEvent = 0
+	}
+	m.cur = 0
+	return errors.Join(errs...)
+}
+
+// PeakBytes is the most device memory this backend has held at once:
+// tensors, the cuDNN workspace and scratch (not what cuBLAS and cuDNN
+// allocate for themselves).
+func (b *Backend) PeakBytes() int64 { return b.mem.peak }
+
+// CurrentBytes is the device memory this backend holds now.
+func (b *Backend) CurrentBytes() int64 { return b.mem.cur }
+
+// ResetPeak restarts PeakBytes from the current amount.
+func (b *Backend) ResetPeak() { b.mem.peak = b.mem.cur }
+
+// alloc allocates device memory, counting it; what names the request in
+// an out-of-memory error.
+func (b *Backend) alloc(bytes int64, what string) cuda.DevicePtr {
+	p, err := b.drv.MemAlloc(bytes)
+	if err != nil {
+		var ce *cuda.Error
+		if errors.As(err, &ce) && ce.Code == cuda.ErrOutOfMemory {
+			ce.Hint = fmt.Sprintf("allocating %s for %s: %s", formatBytes(bytes), what, b.oomHint(bytes))
+		}
+		b.must(err, "")
+	}
+	b.mem.cur += bytes
+	b.mem.peak = max(b.mem.peak, b.mem.cur)
+	return p
+}
+
+// oomHint says how much memory there is and what to do.
+func (b *Backend) oomHint(bytes int64) string {
+	free, total, err := b.drv.MemGetInfo()
+	s := ""
+	if err == nil {
+		s = fmt.Sprintf("%s free of %s, %s held by this program; ", formatBytes(free), formatBytes(total), formatBytes(b.mem.cur))
+	}
+	return s + "try a smaller --batch (or a smaller --size)"
+}
+
+func (b *Backend) free(p cuda.DevicePtr, bytes int64) {
+	if p == 0 {
+		return
+	}
+	b.must(b.drv.MemFree(p), "")
+	b.mem.cur -= bytes
+}
+
+// grow makes d at least need bytes, waiting first for queued work that may
+// still use the old buffer.
+func (b *Backend) grow(d *devBuf, need int64, what string) {
+	if need <= d.bytes {
+		return
+	}
+	b.must(b.drv.StreamSynchronize(b.stream), "")
+	b.free(d.ptr, d.bytes)
+	*d = devBuf{}
+	need = (need + 1<<20 - 1) &^ (1<<20 - 1)
+	d.ptr = b.alloc(need, what)
+	d.bytes = need
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// New allocates a zero-filled tensor.
+func (b *Backend) New(shape ...int) *tensor.Tensor {
+	defer b.op()()
+	n := tensor.Volume(shape)
+	if n < 0 {
+		panic(fmt.Sprintf("gpu: negative shape %v", shape))
+	}
+	m := &mem{b: b, n: n}
+	if n > 0 {
+		m.ptr = b.alloc(4*int64(n), fmt.Sprintf("a tensor %v", shape))
+		b.must(b.drv.MemsetD32Async(m.ptr, 0, int64(n), b.stream), "")
+	}
+	b.mem.live[m] = struct{}{}
+	return &tensor.Tensor{Shape: append([]int(nil), shape...), Mem: m}
+}
+
+// Free releases a tensor's memory now, once queued work is done with it.
+func (b *Backend) Free(t *tensor.Tensor) {
+	m, ok := t.Mem.(*mem)
+	if !ok || m.b != b || m.ptr == 0 {
+		return
+	}
+	defer b.op()()
+	b.must(b.drv.StreamSynchronize(b.stream), "")
+	b.free(m.ptr, 4*int64(m.n))
+	m.ptr, m.n = 0, 0
+	delete(b.mem.live, m)
+}
+
+// ptr is the device address of t's first element.
+func (b *Backend) ptr(t *tensor.Tensor) cuda.DevicePtr {
+	m, ok := t.Mem.(*mem)
+	if !ok || m.b != b {
+		panic(fmt.Sprintf("gpu: %v does not live on this GPU backend", t))
+	}
+	if t.Off < 0 || t.Off+t.Size() > m.n {
+		if m.ptr == 0 && m.n == 0 {
+			panic(fmt.Sprintf("gpu: %v used after Free", t))
+		}
+		panic(fmt.Sprintf("gpu: %v at offset %d outside its storage of %d", t, t.Off, m.n))
+	}
+	return m.ptr + cuda.DevicePtr(4*t.Off)
+}
+
+// pinned returns the staging buffer with room for bytes, once the last
+// upload from it is done.
+func (b *Backend) pinned(bytes int64) unsafe.Pointer {
+	m := &b.mem
+	if m.pinPending {
+		b.must(b.drv.EventSynchronize(m.pinEvent), "")
+		m.pinPending = false
+	}
+	if bytes > m.pinBytes {
+		if m.pin != nil {
+			b.must(b.drv.MemFreeHost(m.pin), "")
+			m.pin, m.pinBytes = nil, 0
+		}
+		size := min(stageChunk, max(bytes, 1<<20))
+		p, err := b.drv.MemAllocHost(size)
+		b.must(err, "page-locked staging buffer")
+		m.pin, m.pinBytes = p, size
+	}
+	return m.pin
+}
+
+// Upload copies host data into t through the staging buffer; the copy runs
+// in order with the queued work and Upload returns before it is done.
+func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
+	if len(src) != dst.Size() {
+		panic(fmt.Sprintf("gpu: upload of %d values into %v", len(src), dst))
+	}
+	defer b.op()()
+	p := b.ptr(dst)
+	chunk := int(stageChunk / 4)
+	for off := 0; off < len(src); off += chunk {
+		k := min(chunk, len(src)-off)
+		pin := b.pinned(4 * int64(k))
+		copy(unsafe.Slice((*float32)(pin), k), src[off:off+k])
+		b.must(b.drv.MemcpyHtoDAsync(p+cuda.DevicePtr(4*off), pin, 4*int64(k), b.stream), "upload")
+		b.must(b.drv.EventRecord(b.mem.pinEvent, b.stream), "")
+		b.mem.pinPending = true
+	}
+}
+
+// Download copies t to the host once all queued work is done.
+func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
+	if len(dst) != src.Size() {
+		panic(fmt.Sprintf("gpu: download of %v into %d values", src, len(dst)))
+	}
+	defer b.op()()
+	p := b.ptr(src)
+	chunk := int(stageChunk / 4)
+	for off := 0; off < len(dst); off += chunk {
+		k := min(chunk, len(dst)-off)
+		pin := b.pinned(4 * int64(k))
+		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(4*off), 4*int64(k), b.stream), "download")
+		b.must(b.drv.StreamSynchronize(b.stream), "download")
+		copy(dst[off:off+k], unsafe.Slice((*float32)(pin), k))
+	}
+}
+
+// Fill sets every element of t to v.
+func (b *Backend) Fill(t *tensor.Tensor, v float32) {
+	defer b.op()()
+	if n := t.Size(); n > 0 {
+		b.must(b.drv.MemsetD32Async(b.ptr(t), math.Float32bits(v), int64(n), b.stream), "fill")
+	}
+}
+
+// Copy copies src into dst, which has the same size.
+func (b *Backend) Copy(dst, src *tensor.Tensor) {
+	if dst.Size() != src.Size() {
+		panic(fmt.Sprintf("gpu: copy of %v into %v", src, dst))
+	}
+	defer b.op()()
+	if n := src.Size(); n > 0 {
+		b.must(b.drv.MemcpyDtoDAsync(b.ptr(dst), b.ptr(src), 4*int64(n), b.stream), "copy")
+	}
+}
+
+// operand is one tensor argument of a cuDNN call, for stage.
+type operand struct {
+	t       *tensor.Tensor
+	in, out bool // read by the call / written by it
+}
+
+func in(t *tensor.Tensor) operand    { return operand{t: t, in: true} }
+func out(t *tensor.Tensor) operand   { return operand{t: t, out: true} }
+func inout(t *tensor.Tensor) operand { return operand{t: t, in: true, out: true} }
+
+// stage returns the device addresses of the operands, 16-byte aligned:
+// an operand that is not (a parameter view at an odd offset) is replaced
+// by a copy in the scratch arena, copied back by unstage if the call
+// writes it. The result is valid until the next stage.
+func (b *Backend) stage(ops ...operand) []cuda.DevicePtr {
+	ptrs := b.mem.ptrs[:len(ops)]
+	b.mem.backs = b.mem.backs[:0] // left over if the last op panicked
+	var need int64
+	for i, o := range ops {
+		ptrs[i] = b.ptr(o.t)
+		if ptrs[i]%alignment != 0 {
+			need += roundUp(4*int64(o.t.Size()), 256)
+		}
+	}
+	if need == 0 {
+		return ptrs
+	}
+	b.grow(&b.mem.arena, need, "aligned copies of parameters")
+	at := b.mem.arena.ptr
+	for i, o := range ops {
+		if ptrs[i]%alignment == 0 {
+			continue
+		}
+		bytes := 4 * int64(o.t.Size())
+		if o.in {
+			b.must(b.drv.MemcpyDtoDAsync(at, ptrs[i], bytes, b.stream), "")
+		}
+		if o.out {
+			b.mem.backs = append(b.mem.backs, copyBack{dst: ptrs[i], src: at, bytes: bytes})
+		}
+		ptrs[i] = at
+		at += cuda.DevicePtr(roundUp(bytes, 256))
+	}
+	return ptrs
+}
+
+// unstage copies staged outputs back to their tensors.
+func (b *Backend) unstage() {
+	for _, c := range b.mem.backs {
+		b.must(b.drv.MemcpyDtoDAsync(c.dst, c.src, c.bytes, b.stream), "")
+	}
+	b.mem.backs = b.mem.backs[:0]
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }

@@ -1,0 +1,131 @@
+package gpu
+
+import (
+	"fmt"
+
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// defaultBNEps is used by BatchNormBackward when it meets saved statistics
+// that no BatchNormTrain of this backend wrote.
+const defaultBNEps = 1e-5
+
+func sameSize(what string, ts ...*tensor.Tensor) {
+	for _, t := range ts[1:] {
+		if t.Size() != ts[0].Size() {
+			panic(fmt.Sprintf("gpu: %s of %v with %v", what, ts[0].Shape, t.Shape))
+		}
+	}
+}
+
+func channels(what string, c int, ts ...*tensor.Tensor) {
+	for _, t := range ts {
+		if t.Size() != c {
+			panic(fmt.Sprintf("gpu: %s over %d channels given %v", what, c, t.Shape))
+		}
+	}
+}
+
+// BatchNormTrain is cudnnBatchNormalizationForwardTraining, spatial mode,
+// with exponentialAverageFactor = momentum: r = (1-momentum)·r +
+// momentum·batch. Like PyTorch (whose CUDA batch norm is this call), cuDNN
+// moves the running variance towards the unbiased batch variance n/(n-1),
+// normalises with the biased one, and saves the batch mean and
+// 1/sqrt(var+eps).
+func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
+	defer b.op()()
+	_, c, _, _ := nchw(x)
+	sameSize("batch norm", x, y)
+	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
+	xd, bd := b.imageDesc(x), b.channelDesc(c)
+	p := b.stage(in(x), out(y), in(gamma), in(beta), inout(runMean), inout(runVar), out(saveMean), out(saveInvStd))
+	err := b.dnn.BNTrain(b.dnnH, xd, p[0], xd, p[1], bd, p[2], p[3], momentum, p[4], p[5], eps, p[6], p[7])
+	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
+	b.unstage()
+	b.bnEps[b.ptr(saveInvStd)] = eps
+}
+
+// BatchNormInfer normalises x with the running statistics.
+func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
+	defer b.op()()
+	_, c, _, _ := nchw(x)
+	sameSize("batch norm", x, y)
+	channels("batch norm", c, gamma, beta, runMean, runVar)
+	xd, bd := b.imageDesc(x), b.channelDesc(c)
+	p := b.stage(in(x), out(y), in(gamma), in(beta), in(runMean), in(runVar))
+	err := b.dnn.BNInfer(b.dnnH, xd, p[0], xd, p[1], bd, p[2], p[3], p[4], p[5], eps)
+	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
+	b.unstage()
+}
+
+// BatchNormBackward: dx, dgamma, dbeta from the saved statistics of the
+// matching BatchNormTrain (and its epsilon).
+func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+	defer b.op()()
+	_, c, _, _ := nchw(x)
+	sameSize("batch norm gradient", x, dy, dx)
+	channels("batch norm gradient", c, dgamma, dbeta, gamma, saveMean, saveInvStd)
+	eps, ok := b.bnEps[b.ptr(saveInvStd)]
+	if !ok {
+		eps = defaultBNEps
+	}
+	xd, bd := b.imageDesc(x), b.channelDesc(c)
+	p := b.stage(in(x), in(dy), out(dx), in(gamma), out(dgamma), out(dbeta), in(saveMean), in(saveInvStd))
+	err := b.dnn.BNBackward(b.dnnH, xd, p[0], xd, p[1], xd, p[2], bd, p[3], p[4], p[5], eps, p[6], p[7])
+	b.must(err, fmt.Sprintf("batch norm gradient %v", x.Shape))
+	b.unstage()
+}
+
+// poolShape checks y against x pooled k×k with stride s.
+func poolShape(y, x *tensor.Tensor, k, s int) {
+	n, c, h, w := nchw(x)
+	want := []int{n, c, (h-k)/s + 1, (w-k)/s + 1}
+	if len(x.Shape) != 4 || !tensor.SameShape(y.Shape, want) {
+		panic(fmt.Sprintf("gpu: max-pool %dx%d/%d of %v into %v", k, k, s, x.Shape, y.Shape))
+	}
+}
+
+// MaxPoolForward is cudnnPoolingForward with CUDNN_POOLING_MAX, NaN
+// propagated.
+func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
+	defer b.op()()
+	poolShape(y, x, k, s)
+	p := b.stage(in(x), out(y))
+	b.must(b.dnn.PoolForward(b.dnnH, b.maxPool(k, s), b.imageDesc(x), p[0], b.imageDesc(y), p[1]), fmt.Sprintf("max-pool %v", x.Shape))
+	b.unstage()
+}
+
+// MaxPoolBackward is cudnnPoolingBackward. Ties within a window are rare
+// after a convolution and do not matter after a ReLU (whose backward zeroes
+// every position that was 0), so cuDNN's choice among equal maxima is kept.
+func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
+	defer b.op()()
+	poolShape(y, x, k, s)
+	sameSize("max-pool gradient", y, dy)
+	sameSize("max-pool gradient", x, dx)
+	xd, yd := b.imageDesc(x), b.imageDesc(y)
+	p := b.stage(in(y), in(dy), in(x), out(dx))
+	b.must(b.dnn.PoolBackward(b.dnnH, b.maxPool(k, s), yd, p[0], yd, p[1], xd, p[2], xd, p[3]), fmt.Sprintf("max-pool gradient %v", x.Shape))
+	b.unstage()
+}
+
+// LRNForward is cudnnLRNCrossChannelForward: y = x / (k + alpha/n·Σx²)^beta,
+// cuDNN dividing alpha by the window itself, as PyTorch does.
+func (b *Backend) LRNForward(y, x *tensor.Tensor, p tensor.LRN) {
+	defer b.op()()
+	sameSize("LRN", x, y)
+	d := b.imageDesc(x)
+	ptr := b.stage(in(x), out(y))
+	b.must(b.dnn.LRNForward(b.dnnH, b.lrn(p), d, ptr[0], d, ptr[1]), fmt.Sprintf("LRN %v", x.Shape))
+	b.unstage()
+}
+
+// LRNBackward is cudnnLRNCrossChannelBackward.
+func (b *Backend) LRNBackward(dx, dy, x, y *tensor.Tensor, p tensor.LRN) {
+	defer b.op()()
+	sameSize("LRN gradient", x, y, dy, dx)
+	d := b.imageDesc(x)
+	ptr := b.stage(in(y), in(dy), in(x), out(dx))
+	b.must(b.dnn.LRNBackward(b.dnnH, b.lrn(p), d, ptr[0], d, ptr[1], d, ptr[2], d, ptr[3]), fmt.Sprintf("LRN gradient %v", x.Shape))
+	b.unstage()
+}

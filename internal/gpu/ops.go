@@ -1,0 +1,126 @@
+package gpu
+
+import (
+	"fmt"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// linearDims checks y [N,Out] = x [N,In] · w [Out,In]ᵀ and returns N, In,
+// Out.
+func linearDims(y, x, w, bias *tensor.Tensor) (n, in, out int) {
+	if len(w.Shape) != 2 || len(x.Shape) != 2 {
+		panic(fmt.Sprintf("gpu: linear %v·%vᵀ", x.Shape, w.Shape))
+	}
+	n, in, out = x.Shape[0], w.Shape[1], w.Shape[0]
+	if x.Shape[1] != in || y.Size() != n*out || bias.Size() != out {
+		panic(fmt.Sprintf("gpu: linear %v·%vᵀ + %v into %v", x.Shape, w.Shape, bias.Shape, y.Shape))
+	}
+	return n, in, out
+}
+
+// The Linear GEMMs on row-major data. cuBLAS is column-major, and a
+// row-major [r, c] matrix is the column-major [c, r] matrix, its
+// transpose, with leading dimension c. So each row-major product is
+// computed as its transpose:
+//
+//	forward   y[N,Out] = x[N,In]·w[Out,In]ᵀ  ⇔  yᵀ[Out,N] = w·xᵀ:
+//	          Sgemm(T, N, m=Out, n=N, k=In, A=w lda=In, B=x ldb=In, C=y ldc=Out)
+//	dx        dx[N,In] = dy[N,Out]·w[Out,In]  ⇔  dxᵀ[In,N] = wᵀ·dyᵀ:
+//	          Sgemm(N, N, m=In, n=N, k=Out, A=w lda=In, B=dy ldb=Out, C=dx ldc=In)
+//	dw        dw[Out,In] = dy[N,Out]ᵀ·x[N,In]  ⇔  dwᵀ[In,Out] = xᵀ·dy:
+//	          Sgemm(N, T, m=In, n=Out, k=N, A=x lda=In, B=dy ldb=Out, C=dw ldc=In)
+//
+// where "A=w lda=In" passes w's memory, which column-major reads as wᵀ.
+
+// LinearForward: y = x·wᵀ + b.
+func (b *Backend) LinearForward(y, x, w, bias *tensor.Tensor) {
+	defer b.op()()
+	n, in, out := linearDims(y, x, w, bias)
+	if n == 0 || out == 0 {
+		return
+	}
+	yp := b.ptr(y)
+	b.must(b.blas.Sgemm(b.blasH, cuda.OpT, cuda.OpN, out, n, in, 1, b.ptr(w), in, b.ptr(x), in, 0, yp, out),
+		fmt.Sprintf("linear %v·%vᵀ", x.Shape, w.Shape))
+	b.must(b.k.BiasAddRows(b.stream, yp, b.ptr(bias), n, out), "linear bias")
+}
+
+// LinearBackward: dx (unless nil), dw and db from dy.
+func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
+	defer b.op()()
+	n, in, out := linearDims(dy, x, w, db)
+	if dw.Size() != out*in {
+		panic(fmt.Sprintf("gpu: linear weight gradient %v for weights %v", dw.Shape, w.Shape))
+	}
+	what := fmt.Sprintf("linear gradient %v·%vᵀ", x.Shape, w.Shape)
+	if dx != nil && n > 0 {
+		if dx.Size() != n*in {
+			panic(fmt.Sprintf("gpu: linear input gradient %v for input %v", dx.Shape, x.Shape))
+		}
+		b.must(b.blas.Sgemm(b.blasH, cuda.OpN, cuda.OpN, in, n, out, 1, b.ptr(w), in, b.ptr(dy), out, 0, b.ptr(dx), in), what)
+	}
+	b.must(b.blas.Sgemm(b.blasH, cuda.OpN, cuda.OpT, in, out, n, 1, b.ptr(x), in, b.ptr(dy), out, 0, b.ptr(dw), in), what)
+	b.must(b.k.ColSum(b.stream, b.ptr(db), b.ptr(dy), n, out), what)
+}
+
+// ReLUForward: y = max(x, 0); y may be x.
+func (b *Backend) ReLUForward(y, x *tensor.Tensor) {
+	defer b.op()()
+	sameSize("ReLU", x, y)
+	b.must(b.k.ReLUForward(b.stream, b.ptr(y), b.ptr(x), x.Size()), "ReLU")
+}
+
+// ReLUBackward: dx = dy where y > 0; dx may be dy.
+func (b *Backend) ReLUBackward(dx, dy, y *tensor.Tensor) {
+	defer b.op()()
+	sameSize("ReLU gradient", y, dy, dx)
+	b.must(b.k.ReLUBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(y), y.Size()), "ReLU gradient")
+}
+
+// dropout applies key's mask (tensor.DropoutHash) and the 1/(1-p) scale.
+func (b *Backend) dropout(dst, src *tensor.Tensor, p float64, key uint64) {
+	defer b.op()()
+	sameSize("dropout", src, dst)
+	scale := float32(1 / (1 - p)) // as the CPU backend rounds it
+	b.must(b.k.Dropout(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, tensor.DropoutThreshold(p), scale), "dropout")
+}
+
+// DropoutForward zeroes the elements key's mask drops and scales the rest.
+func (b *Backend) DropoutForward(y, x *tensor.Tensor, p float64, key uint64) { b.dropout(y, x, p, key) }
+
+// DropoutBackward applies the same mask and scale to dy.
+func (b *Backend) DropoutBackward(dx, dy *tensor.Tensor, p float64, key uint64) {
+	b.dropout(dx, dy, p, key)
+}
+
+// SoftmaxCrossEntropy: loss[0] = mean cross-entropy with label smoothing,
+// and dlogits unless nil. Per-row losses go to a scratch buffer and are
+// summed by one block in a fixed order, so the loss is the same every run.
+// A label outside [0, C) gives a NaN loss (the CPU backend panics).
+func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tensor, smoothing float64) {
+	defer b.op()()
+	if len(logits.Shape) != 2 || labels.Size() != logits.Shape[0] || loss.Size() < 1 {
+		panic(fmt.Sprintf("gpu: cross-entropy of logits %v, labels %v into %v", logits.Shape, labels.Shape, loss.Shape))
+	}
+	n, c := logits.Shape[0], logits.Shape[1]
+	var dl cuda.DevicePtr
+	if dlogits != nil {
+		sameSize("cross-entropy gradient", logits, dlogits)
+		dl = b.ptr(dlogits)
+	}
+	b.grow(&b.mem.rowLoss, 8*int64(n), "per-sample losses")
+	err := b.k.SoftmaxXent(b.stream, b.ptr(loss), dl, b.mem.rowLoss.ptr, b.ptr(logits), b.ptr(labels), n, c, smoothing)
+	b.must(err, fmt.Sprintf("cross-entropy %v", logits.Shape))
+}
+
+// SGDStep is torch.optim.SGD's update over all of p, g and m in one
+// kernel, with the CPU backend's float32 arithmetic.
+func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
+	defer b.op()()
+	sameSize("SGD step", p, g, m)
+	err := b.k.SGD(b.stream, b.ptr(p), b.ptr(g), b.ptr(m), p.Size(), float32(h.LR), float32(h.Momentum),
+		float32(h.WeightDecay), float32(1-h.Dampening), h.Nesterov, first)
+	b.must(err, "SGD step")
+}

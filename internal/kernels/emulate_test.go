@@ -1,0 +1,355 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	vgg16 "github.com/vgg16/vgg16"
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// The emulation tests compile kernels.cu for the host: testdata/emu.h maps
+// the CUDA built-ins the file uses onto C++ threads (one std::thread per
+// CUDA thread, one block at a time, so a static array serves as __shared__
+// memory and a std::barrier as __syncthreads), and emuMain runs one kernel
+// on files of raw little-endian values. The results are compared with the
+// CPU backend, which the GPU backend must match.
+
+const emuMain = `
+#include <fstream>
+#include <iostream>
+#include <string>
+
+template <typename F> void launch(unsigned grid, unsigned block, F f) { launch_threads(grid, block, f); }
+
+template <typename T> std::vector<T> rd(const std::string& p) {
+	std::ifstream in(p, std::ios::binary);
+	std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+	std::vector<T> v(raw.size() / sizeof(T));
+	std::memcpy(v.data(), raw.data(), v.size() * sizeof(T));
+	return v;
+}
+template <typename T> void wr(const std::string& p, const std::vector<T>& v) {
+	std::ofstream out(p, std::ios::binary);
+	out.write((const char*)v.data(), v.size() * sizeof(T));
+}
+
+int main(int argc, char** argv) {
+	std::string op = argv[1], d = std::string(argv[2]) + "/";
+	auto arg = [&](int i) { return std::string(argv[3 + i]); };
+	unsigned grid = std::stoul(arg(0));
+	if (op == "relu") {
+		auto x = rd<float>(d + "x"), dy = rd<float>(d + "dy");
+		std::vector<float> y(x.size()), dx(x.size());
+		launch(grid, 64, [&] { relu_forward(y.data(), x.data(), x.size()); });
+		launch(grid, 64, [&] { relu_backward(dx.data(), dy.data(), y.data(), x.size()); });
+		wr(d + "y", y); wr(d + "dx", dx);
+	} else if (op == "dropout") {
+		auto x = rd<float>(d + "x");
+		std::vector<float> y(x.size());
+		u64 key = std::stoull(arg(1)); u32 thr = std::stoul(arg(2)); float scale = std::stof(arg(3));
+		launch(grid, 64, [&] { dropout_apply(y.data(), x.data(), x.size(), key, thr, scale); });
+		wr(d + "y", y);
+	} else if (op == "sgd") {
+		auto p = rd<float>(d + "p"), g = rd<float>(d + "g"), m = rd<float>(d + "m"), h = rd<float>(d + "h");
+		launch(grid, 64, [&] { sgd_step(p.data(), g.data(), m.data(), p.size(), h[0], h[1], h[2], h[3], (int)h[4], (int)h[5]); });
+		wr(d + "p", p); wr(d + "m", m);
+	} else if (op == "linear") {
+		auto y = rd<float>(d + "y"), b = rd<float>(d + "b"), dy = rd<float>(d + "dy");
+		u64 rows = std::stoull(arg(1)), cols = b.size();
+		std::vector<float> db(cols);
+		launch(grid, 64, [&] { bias_add_rows(y.data(), b.data(), rows, cols); });
+		launch(grid, 64, [&] { col_sum(db.data(), dy.data(), rows, cols); });
+		wr(d + "y", y); wr(d + "db", db);
+	} else if (op == "xent") {
+		auto logits = rd<float>(d + "logits"), labels = rd<float>(d + "labels");
+		u64 n = labels.size(), c = logits.size() / n;
+		double smoothing = std::stod(arg(1));
+		bool grad = arg(2) == "1";
+		std::vector<double> rows(n);
+		std::vector<float> dl(logits.size(), -7.0f), loss(1);
+		launch(grid, RED_THREADS, [&] { softmax_xent_rows(rows.data(), grad ? dl.data() : nullptr, logits.data(), labels.data(), n, c, smoothing); });
+		launch(1, RED_THREADS, [&] { mean_rows(loss.data(), rows.data(), n); });
+		wr(d + "dlogits", dl); wr(d + "loss", loss);
+	} else {
+		std::cerr << "unknown op " << op << "\n";
+		return 2;
+	}
+	return 0;
+}
+`
+
+var emu struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// emulator builds the host program once per test binary.
+func emulator(t *testing.T) string {
+	t.Helper()
+	emu.once.Do(func() {
+		cxx, err := exec.LookPath("g++")
+		if err != nil {
+			emu.err = fmt.Errorf("g++ not installed")
+			return
+		}
+		dir, err := os.MkdirTemp("", "kernels-emu")
+		if err != nil {
+			emu.err = err
+			return
+		}
+		src := filepath.Join(dir, "emu.cpp")
+		header, err := os.ReadFile(filepath.Join("testdata", "emu.h"))
+		if err != nil {
+			emu.err = fmt.Errorf("skip: %v (run the test from its package directory)", err)
+			return
+		}
+		text := string(header) + vgg16.KernelsSource + emuMain
+		if err := os.WriteFile(src, []byte(text), 0o644); err != nil {
+			emu.err = err
+			return
+		}
+		emu.bin = filepath.Join(dir, "emu")
+		// -ffp-contract=off: no fused multiply-add, like --fmad=false.
+		out, err := exec.Command(cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", "-Wall", "-Wno-unused-function", "-o", emu.bin, src).CombinedOutput()
+		if err != nil {
+			emu.err = fmt.Errorf("compiling kernels.cu for the host: %v\n%s", err, out)
+		} else if len(out) > 0 {
+			emu.err = fmt.Errorf("warnings compiling kernels.cu for the host:\n%s", out)
+		}
+	})
+	if emu.err != nil {
+		if strings.HasPrefix(emu.err.Error(), "g++ not installed") {
+			t.Skip("g++ not installed: cannot emulate the kernels")
+		}
+		if msg, ok := strings.CutPrefix(emu.err.Error(), "skip: "); ok {
+			t.Skip(msg)
+		}
+		t.Fatal(emu.err)
+	}
+	return emu.bin
+}
+
+// run runs one op of the emulator in dir.
+func run(t *testing.T, dir, op string, args ...any) {
+	t.Helper()
+	cmd := []string{op, dir}
+	for _, a := range args {
+		cmd = append(cmd, fmt.Sprint(a))
+	}
+	if out, err := exec.Command(emulator(t), cmd...).CombinedOutput(); err != nil {
+		t.Fatalf("emulator %v: %v\n%s", cmd, err, out)
+	}
+}
+
+func writeF32(t *testing.T, path string, v []float32) {
+	t.Helper()
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readF32(t *testing.T, path string) []float32 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := make([]float32, len(b)/4)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return v
+}
+
+func randn(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// onCPU runs f on CPU tensors holding the given host slices and returns
+// their contents afterwards.
+func onCPU(data [][]float32, f func(be *cpu.Backend, ts []*tensor.Tensor)) [][]float32 {
+	be := cpu.New()
+	ts := make([]*tensor.Tensor, len(data))
+	for i, d := range data {
+		ts[i] = be.New(len(d))
+		be.Upload(ts[i], d)
+	}
+	f(be, ts)
+	out := make([][]float32, len(ts))
+	for i, t := range ts {
+		out[i] = append([]float32(nil), cpu.Data(t)...)
+	}
+	return out
+}
+
+func sameBits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s[%d] = %v (%#x), want %v (%#x)", what, i, got[i], math.Float32bits(got[i]), want[i], math.Float32bits(want[i]))
+		}
+	}
+}
+
+func TestEmulatedReLU(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	x, dy := randn(r, 1000), randn(r, 1000)
+	x[3], x[4], x[5] = float32(math.NaN()), float32(math.Copysign(0, -1)), 0
+	dir := t.TempDir()
+	writeF32(t, filepath.Join(dir, "x"), x)
+	writeF32(t, filepath.Join(dir, "dy"), dy)
+	run(t, dir, "relu", 3)
+	want := onCPU([][]float32{x, dy, make([]float32, len(x)), make([]float32, len(x))}, func(be *cpu.Backend, ts []*tensor.Tensor) {
+		be.ReLUForward(ts[2], ts[0])
+		be.ReLUBackward(ts[3], ts[1], ts[2])
+	})
+	sameBits(t, "y", readF32(t, filepath.Join(dir, "y")), want[2])
+	sameBits(t, "dx", readF32(t, filepath.Join(dir, "dx")), want[3])
+}
+
+func TestEmulatedDropoutMatchesCPUMask(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, p := range []float64{0.5, 0.1, 0} {
+		x := randn(r, 5000)
+		key := tensor.DropoutKey(42, 7, 1)
+		dir := t.TempDir()
+		writeF32(t, filepath.Join(dir, "x"), x)
+		scale := float32(1 / (1 - p))
+		run(t, dir, "dropout", 5, key, tensor.DropoutThreshold(p), fmt.Sprintf("%.9g", scale))
+		want := onCPU([][]float32{x, make([]float32, len(x))}, func(be *cpu.Backend, ts []*tensor.Tensor) {
+			be.DropoutForward(ts[1], ts[0], p, key)
+		})
+		sameBits(t, fmt.Sprintf("dropout p=%g", p), readF32(t, filepath.Join(dir, "y")), want[1])
+	}
+}
+
+func TestEmulatedSGD(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, h := range []tensor.SGD{
+		{LR: 0.05, Momentum: 0.9, WeightDecay: 5e-4},
+		{LR: 0.1, Momentum: 0.9, WeightDecay: 1e-4, Nesterov: true},
+		{LR: 0.01, Momentum: 0.8, Dampening: 0.3},
+		{LR: 0.2},
+	} {
+		for _, first := range []bool{true, false} {
+			p, g, m := randn(r, 777), randn(r, 777), randn(r, 777)
+			dir := t.TempDir()
+			writeF32(t, filepath.Join(dir, "p"), p)
+			writeF32(t, filepath.Join(dir, "g"), g)
+			writeF32(t, filepath.Join(dir, "m"), m)
+			writeF32(t, filepath.Join(dir, "h"), []float32{float32(h.LR), float32(h.Momentum), float32(h.WeightDecay), float32(1 - h.Dampening), float32(b2i(h.Nesterov)), float32(b2i(first))})
+			run(t, dir, "sgd", 4)
+			want := onCPU([][]float32{p, g, m}, func(be *cpu.Backend, ts []*tensor.Tensor) {
+				be.SGDStep(ts[0], ts[1], ts[2], h, first)
+			})
+			what := fmt.Sprintf("%+v first=%v", h, first)
+			sameBits(t, what+" p", readF32(t, filepath.Join(dir, "p")), want[0])
+			sameBits(t, what+" m", readF32(t, filepath.Join(dir, "m")), want[2])
+		}
+	}
+}
+
+func TestEmulatedLinearBias(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	rows, cols := 9, 37
+	y, b, dy := randn(r, rows*cols), randn(r, cols), randn(r, rows*cols)
+	dir := t.TempDir()
+	writeF32(t, filepath.Join(dir, "y"), y)
+	writeF32(t, filepath.Join(dir, "b"), b)
+	writeF32(t, filepath.Join(dir, "dy"), dy)
+	run(t, dir, "linear", 2, rows)
+	gotY, gotDB := readF32(t, filepath.Join(dir, "y")), readF32(t, filepath.Join(dir, "db"))
+	for i := range y {
+		if want := y[i] + b[i%cols]; gotY[i] != want {
+			t.Fatalf("y[%d] = %v, want %v", i, gotY[i], want)
+		}
+	}
+	// The CPU backend's Linear bias gradient: a float64 sum in row order.
+	for c := 0; c < cols; c++ {
+		var s float64
+		for i := 0; i < rows; i++ {
+			s += float64(dy[i*cols+c])
+		}
+		if gotDB[c] != float32(s) {
+			t.Fatalf("db[%d] = %v, want %v", c, gotDB[c], float32(s))
+		}
+	}
+}
+
+func TestEmulatedSoftmaxCrossEntropy(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []struct {
+		n, classes int
+		smoothing  float64
+		grad       bool
+	}{
+		{7, 10, 0, true}, {5, 300, 0.1, true}, {4, 3, 0.2, false}, {130, 10, 0, true},
+	} {
+		logits := randn(r, c.n*c.classes)
+		for i := range logits {
+			logits[i] *= 4
+		}
+		labels := make([]float32, c.n)
+		for i := range labels {
+			labels[i] = float32(r.IntN(c.classes))
+		}
+		dir := t.TempDir()
+		writeF32(t, filepath.Join(dir, "logits"), logits)
+		writeF32(t, filepath.Join(dir, "labels"), labels)
+		run(t, dir, "xent", 3, c.smoothing, b2i(c.grad))
+		want := onCPU([][]float32{logits, labels, {0}, make([]float32, len(logits))}, func(be *cpu.Backend, ts []*tensor.Tensor) {
+			be.SoftmaxCrossEntropy(ts[2], ts[3].Reshape(c.n, c.classes), ts[0].Reshape(c.n, c.classes), ts[1], c.smoothing)
+		})
+		what := fmt.Sprintf("n=%d c=%d eps=%g", c.n, c.classes, c.smoothing)
+		loss := readF32(t, filepath.Join(dir, "loss"))[0]
+		if d := math.Abs(float64(loss-want[2][0])) / math.Abs(float64(want[2][0])); d > 1e-6 {
+			t.Errorf("%s: loss %v, CPU %v", what, loss, want[2][0])
+		}
+		dl := readF32(t, filepath.Join(dir, "dlogits"))
+		for i := range dl {
+			w := want[3][i]
+			if !c.grad {
+				w = -7 // untouched
+			}
+			if math.Abs(float64(dl[i]-w)) > 1e-7*max(1, math.Abs(float64(w))) {
+				t.Fatalf("%s: dlogits[%d] = %v, CPU %v", what, i, dl[i], w)
+			}
+		}
+	}
+}
+
+func TestEmulatedBadLabelGivesNaN(t *testing.T) {
+	dir := t.TempDir()
+	writeF32(t, filepath.Join(dir, "logits"), []float32{1, 2, 3, 4, 5, 6})
+	writeF32(t, filepath.Join(dir, "labels"), []float32{1, 3})
+	run(t, dir, "xent", 1, 0, 1)
+	if loss := readF32(t, filepath.Join(dir, "loss"))[0]; !math.IsNaN(float64(loss)) {
+		t.Errorf("loss %v with label 3 of 3 classes, want NaN", loss)
+	}
+	dl := readF32(t, filepath.Join(dir, "dlogits"))
+	if math.IsNaN(float64(dl[0])) || !math.IsNaN(float64(dl[3])) {
+		t.Errorf("dlogits %v: want NaN in the bad row only", dl)
+	}
+}

@@ -1,0 +1,112 @@
+package kernels
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	vgg16 "github.com/vgg16/vgg16"
+	"github.com/vgg16/vgg16/internal/cuda"
+)
+
+// kernelNames are the kernels Module.lookup needs.
+var kernelNames = []string{"relu_forward", "relu_backward", "dropout_apply", "sgd_step", "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows"}
+
+func TestSourceDefinesEveryKernel(t *testing.T) {
+	for _, k := range kernelNames {
+		if !regexp.MustCompile(`extern "C" __global__ void ` + k + `\(`).MatchString(vgg16.KernelsSource) {
+			t.Errorf("kernels.cu has no extern \"C\" kernel %s", k)
+		}
+	}
+	if regexp.MustCompile(`(?m)^\s*#\s*include`).MatchString(vgg16.KernelsSource) {
+		t.Error("kernels.cu must not #include anything: NVRTC compiles it without headers")
+	}
+	if !strings.Contains(vgg16.KernelsSource, fmt.Sprintf("#define RED_THREADS %d", redThreads)) {
+		t.Errorf("RED_THREADS in kernels.cu differs from redThreads = %d", redThreads)
+	}
+}
+
+func TestChooseTargets(t *testing.T) {
+	archs := []int{75, 80, 86, 89, 90, 100, 120}
+	for _, c := range []struct {
+		cc   int
+		want string
+	}{
+		{90, "[{sm_90 0} {compute_90 1} {compute_89 1}]"},
+		{75, "[{sm_75 0} {compute_75 1}]"},
+		{121, "[{compute_120 1}]"}, // newer than NVRTC: PTX for the newest it knows
+		{87, "[{compute_86 1}]"},
+	} {
+		ts, err := chooseTargets(archs, c.cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(ts); got != c.want {
+			t.Errorf("cc %d: %s, want %s", c.cc, got, c.want)
+		}
+	}
+	if _, err := chooseTargets(archs, 70); err == nil || !strings.Contains(err.Error(), "sm_70") {
+		t.Errorf("sm_70 with NVRTC from sm_75: error %v", err)
+	}
+}
+
+func TestCacheName(t *testing.T) {
+	a := CacheName("src", "sm_90", 13000, 13000)
+	if !regexp.MustCompile(`^[0-9a-f]{24}-sm_90-nvrtc13000-driver13000\.cubin$`).MatchString(a) {
+		t.Errorf("cache name %q", a)
+	}
+	for _, b := range []string{
+		CacheName("src2", "sm_90", 13000, 13000),
+		CacheName("src", "sm_80", 13000, 13000),
+		CacheName("src", "sm_90", 12080, 13000),
+		CacheName("src", "sm_90", 13000, 13010),
+	} {
+		if a == b {
+			t.Errorf("cache names collide: %s", a)
+		}
+	}
+	if !strings.HasSuffix(CacheName("src", "compute_90", 1, 1), ".ptx") {
+		t.Error("PTX cache file should end in .ptx")
+	}
+}
+
+// TestCompileWithNVRTC compiles kernels.cu with the NVRTC installed (or in
+// $VGG16_CUDA_PATH), as Load does at run time, for every target Load may
+// pick on the reference machine and on an Ampere card. It needs no GPU.
+func TestCompileWithNVRTC(t *testing.T) {
+	rtc, err := cuda.LoadRTC()
+	if err != nil {
+		t.Skipf("NVRTC not installed: %v", err)
+	}
+	archs, err := rtc.SupportedArchs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cc := range []int{80, 90} {
+		ts, err := chooseTargets(archs, cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range ts {
+			img, log, err := rtc.Compile(vgg16.KernelsSource, "kernels.cu", append([]string{"--gpu-architecture=" + tg.arch}, compileOptions...), tg.out)
+			if err != nil {
+				t.Fatalf("%s: %v", tg.arch, err)
+			}
+			if log != "" {
+				t.Errorf("%s: compiler messages:\n%s", tg.arch, log)
+			}
+			if len(img) == 0 {
+				t.Fatalf("%s: empty image", tg.arch)
+			}
+			if tg.out == cuda.PTX {
+				for _, k := range kernelNames {
+					if !strings.Contains(string(img), ".entry "+k+"(") {
+						t.Errorf("%s: PTX lacks kernel %s", tg.arch, k)
+					}
+				}
+			}
+			t.Logf("%s: %d bytes", tg.arch, len(img))
+		}
+	}
+}

@@ -1,0 +1,78 @@
+// emu.h: just enough of CUDA C++ to compile kernels.cu for the host, for
+// tests on machines without a GPU (internal/kernels, and the stand-in CUDA
+// libraries of internal/gpu). Each CUDA thread is a call of the kernel
+// function with its own thread_local threadIdx/blockIdx; blocks run one
+// after another, so a static array serves as a block's __shared__ memory.
+//
+// launch_seq runs a block's threads one after another on the calling
+// thread: right for kernels without __syncthreads. launch_threads gives
+// each CUDA thread a std::thread and __syncthreads a std::barrier.
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+struct dim3 {
+	unsigned x = 1, y = 1, z = 1;
+};
+thread_local dim3 threadIdx, blockIdx;
+static dim3 blockDim, gridDim;
+static std::barrier<>* emu_barrier;
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+
+inline void __syncthreads() {
+	if (!emu_barrier) {
+		std::fprintf(stderr, "emu.h: __syncthreads in a kernel launched with launch_seq\n");
+		std::abort();
+	}
+	emu_barrier->arrive_and_wait();
+}
+inline double __longlong_as_double(unsigned long long v) {
+	double d;
+	std::memcpy(&d, &v, 8);
+	return d;
+}
+using std::exp;
+using std::log;
+
+template <typename F>
+void launch_seq(unsigned grid, unsigned block, F f) {
+	gridDim.x = grid;
+	blockDim.x = block;
+	emu_barrier = nullptr;
+	for (unsigned b = 0; b < grid; b++) {
+		for (unsigned t = 0; t < block; t++) {
+			blockIdx.x = b;
+			threadIdx.x = t;
+			f();
+		}
+	}
+}
+
+template <typename F>
+void launch_threads(unsigned grid, unsigned block, F f) {
+	gridDim.x = grid;
+	blockDim.x = block;
+	for (unsigned b = 0; b < grid; b++) {
+		std::barrier<> bar(block);
+		emu_barrier = &bar;
+		std::vector<std::thread> ts;
+		for (unsigned t = 0; t < block; t++) {
+			ts.emplace_back([=] {
+				blockIdx.x = b;
+				threadIdx.x = t;
+				f();
+			});
+		}
+		for (auto& th : ts) th.join();
+		emu_barrier = nullptr;
+	}
+}
