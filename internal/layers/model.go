@@ -257,25 +257,8 @@ func (m *Model) Free() {
 		}
 	}
 	for _, mod := range m.mods {
-		switch v := mod.(type) {
-		case *conv:
-			v.y.free(m.be)
-			v.dx.free(m.be)
-		case *batchNorm:
-			v.y.free(m.be)
-			v.dx.free(m.be)
-		case *maxPool:
-			v.yb.free(m.be)
-			v.dx.free(m.be)
-		case *lrn:
-			v.yb.free(m.be)
-			v.dx.free(m.be)
-		case *linear:
-			v.y.free(m.be)
-			v.dx.free(m.be)
-		case *dropout:
-			v.y.free(m.be)
-			v.dx.free(m.be)
+		if b, ok := mod.(interface{ release(tensor.Backend) }); ok {
+			b.release(m.be)
 		}
 	}
 }

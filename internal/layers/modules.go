@@ -49,6 +49,14 @@ func (b *buf) free(be tensor.Backend) {
 	b.t, b.view = nil, nil
 }
 
+// bufs are a module's output and input-gradient buffers.
+type bufs struct{ yBuf, dxBuf buf }
+
+func (b *bufs) release(be tensor.Backend) {
+	b.yBuf.free(be)
+	b.dxBuf.free(be)
+}
+
 func withBatch(n int, s []int) []int { return append([]int{n}, s...) }
 
 // conv is a stride-1 convolution with "same" padding.
@@ -59,7 +67,7 @@ type conv struct {
 	k, pad int
 	needDx bool // false for the first layer, whose input is the data
 	x      *tensor.Tensor
-	y, dx  buf
+	bufs
 }
 
 func (m *conv) out(in []int) []int { return []int{m.w.Shape[0], in[1], in[2]} }
@@ -73,7 +81,7 @@ func (m *conv) kernel() string {
 
 func (m *conv) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	y := m.y.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
+	y := m.yBuf.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
 	m.be.ConvForward(y, x, m.w, m.b, m.pad)
 	return y
 }
@@ -83,7 +91,7 @@ func (m *conv) backward(dy *tensor.Tensor) *tensor.Tensor {
 	if !m.needDx {
 		return nil
 	}
-	dx := m.dx.get(m.be, m.x.Shape...)
+	dx := m.dxBuf.get(m.be, m.x.Shape...)
 	m.be.ConvBackwardData(dx, dy, m.w, m.pad)
 	return dx
 }
@@ -98,7 +106,7 @@ type batchNorm struct {
 	numBatches        int64
 	momentum, eps     float64
 	x                 *tensor.Tensor
-	y, dx             buf
+	bufs
 }
 
 func (m *batchNorm) out(in []int) []int { return in }
@@ -107,7 +115,7 @@ func (m *batchNorm) kernel() string     { return "" }
 
 func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	y := m.y.get(m.be, x.Shape...)
+	y := m.yBuf.get(m.be, x.Shape...)
 	if train {
 		m.be.BatchNormTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.momentum, m.eps)
 		m.numBatches++
@@ -118,7 +126,7 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dx.get(m.be, m.x.Shape...)
+	dx := m.dxBuf.get(m.be, m.x.Shape...)
 	m.be.BatchNormBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.saveMean, m.saveInv)
 	return dx
 }
@@ -148,9 +156,9 @@ func (m *relu) backward(dy *tensor.Tensor) *tensor.Tensor {
 
 // maxPool is MaxPool2d(2, 2).
 type maxPool struct {
-	be     tensor.Backend
-	x, y   *tensor.Tensor
-	yb, dx buf
+	be   tensor.Backend
+	x, y *tensor.Tensor
+	bufs
 }
 
 func (m *maxPool) out(in []int) []int { return []int{in[0], in[1] / 2, in[2] / 2} }
@@ -159,23 +167,23 @@ func (m *maxPool) kernel() string     { return "2x2/2" }
 
 func (m *maxPool) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	m.y = m.yb.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
+	m.y = m.yBuf.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
 	m.be.MaxPoolForward(m.y, x, 2, 2)
 	return m.y
 }
 
 func (m *maxPool) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dx.get(m.be, m.x.Shape...)
+	dx := m.dxBuf.get(m.be, m.x.Shape...)
 	m.be.MaxPoolBackward(dx, dy, m.x, m.y, 2, 2)
 	return dx
 }
 
 // lrn is LocalResponseNorm(5, 1e-4, 0.75, 2).
 type lrn struct {
-	be     tensor.Backend
-	p      tensor.LRN
-	x, y   *tensor.Tensor
-	yb, dx buf
+	be   tensor.Backend
+	p    tensor.LRN
+	x, y *tensor.Tensor
+	bufs
 }
 
 func (m *lrn) out(in []int) []int { return in }
@@ -184,13 +192,13 @@ func (m *lrn) kernel() string     { return "5" }
 
 func (m *lrn) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	m.y = m.yb.get(m.be, x.Shape...)
+	m.y = m.yBuf.get(m.be, x.Shape...)
 	m.be.LRNForward(m.y, x, m.p)
 	return m.y
 }
 
 func (m *lrn) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dx.get(m.be, m.x.Shape...)
+	dx := m.dxBuf.get(m.be, m.x.Shape...)
 	m.be.LRNBackward(dx, dy, m.x, m.y, m.p)
 	return dx
 }
@@ -216,7 +224,7 @@ type linear struct {
 	w, b   *tensor.Tensor // [Out,In], [Out]
 	dw, db *tensor.Tensor
 	x      *tensor.Tensor
-	y, dx  buf
+	bufs
 }
 
 func (m *linear) out(in []int) []int { return []int{m.w.Shape[0]} }
@@ -225,13 +233,13 @@ func (m *linear) kernel() string     { return "" }
 
 func (m *linear) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	y := m.y.get(m.be, x.Shape[0], m.w.Shape[0])
+	y := m.yBuf.get(m.be, x.Shape[0], m.w.Shape[0])
 	m.be.LinearForward(y, x, m.w, m.b)
 	return y
 }
 
 func (m *linear) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dx.get(m.be, m.x.Shape...)
+	dx := m.dxBuf.get(m.be, m.x.Shape...)
 	m.be.LinearBackward(dx, m.dw, m.db, dy, m.x, m.w)
 	return dx
 }
@@ -243,7 +251,7 @@ type dropout struct {
 	layer uint64
 	model *Model // for the seed and the step number
 	key   uint64
-	y, dx buf
+	bufs
 }
 
 func (m *dropout) out(in []int) []int { return in }
@@ -256,7 +264,7 @@ func (m *dropout) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		return x
 	}
 	m.key = tensor.DropoutKey(m.model.Seed, m.model.step, m.layer)
-	y := m.y.get(m.be, x.Shape...)
+	y := m.yBuf.get(m.be, x.Shape...)
 	m.be.DropoutForward(y, x, m.p, m.key)
 	return y
 }
@@ -265,7 +273,7 @@ func (m *dropout) backward(dy *tensor.Tensor) *tensor.Tensor {
 	if m.p == 0 {
 		return dy
 	}
-	dx := m.dx.get(m.be, dy.Shape...)
+	dx := m.dxBuf.get(m.be, dy.Shape...)
 	m.be.DropoutBackward(dx, dy, m.p, m.key)
 	return dx
 }
