@@ -75,19 +75,21 @@ func weights(be tensor.Backend, rng *rand.Rand, shape ...int) *tensor.Tensor {
 }
 
 func TestGradConv(t *testing.T) {
-	for _, k := range []int{3, 1} {
+	// 3x3 "same" and 1x1 through both backward-data paths (col2im below 16
+	// input channels, transposed convolution above), 3x3 without padding.
+	for _, c := range []struct{ k, pad, ci int }{{3, 1, 3}, {3, 1, 16}, {1, 0, 16}, {3, 0, 3}} {
 		be := cpu.New()
-		rng := rand.New(rand.NewPCG(1, uint64(k)))
-		x, w, b := weights(be, rng, 2, 3, 5, 6), weights(be, rng, 4, 3, k, k), weights(be, rng, 4)
-		y := be.New(2, 4, 5, 6)
-		r := cpu.Data(weights(be, rng, 2, 4, 5, 6))
-		dy := be.New(2, 4, 5, 6)
+		rng := rand.New(rand.NewPCG(1, uint64(c.k+c.pad+c.ci)))
+		oh, ow := 5+2*c.pad-c.k+1, 6+2*c.pad-c.k+1
+		x, w, b := weights(be, rng, 2, c.ci, 5, 6), weights(be, rng, 4, c.ci, c.k, c.k), weights(be, rng, 4)
+		y := be.New(2, 4, oh, ow)
+		r := cpu.Data(weights(be, rng, 2, 4, oh, ow))
+		dy := be.New(2, 4, oh, ow)
 		be.Upload(dy, r)
 		dx, dw, db := be.New(x.Shape...), be.New(w.Shape...), be.New(4)
-		pad := (k - 1) / 2
-		be.ConvBackwardData(dx, dy, w, pad)
-		be.ConvBackwardFilter(dw, db, x, dy, pad)
-		loss := func() float64 { be.ConvForward(y, x, w, b, pad); return dot(y, r) }
+		be.ConvBackwardData(dx, dy, w, c.pad)
+		be.ConvBackwardFilter(dw, db, x, dy, c.pad)
+		loss := func() float64 { be.ConvForward(y, x, w, b, c.pad); return dot(y, r) }
 		checkGrads(t, loss, []gradCase{
 			{"conv.x", cpu.Data(x), cpu.Data(dx)},
 			{"conv.w", cpu.Data(w), cpu.Data(dw)},
