@@ -124,6 +124,17 @@ func TestTrainEvalPredict(t *testing.T) {
 	if err != nil || !strings.Contains(out, "resuming") || !strings.Contains(out, "epoch 3/3") || strings.Contains(out, "epoch 1/3") {
 		t.Errorf("resume: %v\n%s", err, out)
 	}
+
+	// Transfer: the features load, a classifier of another width does not.
+	args := append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "ft"), "--init", best}, tiny...)
+	out, err = run(t, append(args, "--hidden", "48")...)
+	if err != nil || !strings.Contains(out, "initialised from "+best) || !strings.Contains(out, "classifier.0.weight ([32 16] in the file, model [48 16])") {
+		t.Errorf("--init: %v\n%s", err, out)
+	}
+	args = append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "ft2"), "--init", best}, tiny...)
+	if _, err = run(t, append(args, "--arch", "8,M,8,M,16,M,16,M,16,M")...); err == nil || !strings.Contains(err.Error(), "features.4.weight: have [16 8 3 3], model wants [8 8 3 3]") {
+		t.Errorf("--init into another architecture: %v", err)
+	}
 }
 
 func writePNG(t *testing.T, path string, w, h int, c color.Color) {

@@ -60,6 +60,7 @@ func trainCmd() *cobra.Command {
 		schedule, augment   string
 		seed                uint64
 		workers             int
+		initFrom            string
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -119,6 +120,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("label-smoothing", func() { o.LabelSmoothing = smoothing })
 			set("augment", func() { o.Augment = augment })
 			set("seed", func() { o.Seed = seed })
+			set("init", func() { o.Init = initFrom })
 			o.Workers = workers
 			for _, name := range []string{"arch", "size", "hidden", "dropout", "batch-norm", "classes"} {
 				if fs.Changed(name) {
@@ -209,6 +211,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.StringVar(&augment, "augment", "seed", "seed (RandomResizedCrop + flip, ImageNet normalisation), cifar (pad-crop + flip) or none")
 	fs.Uint64Var(&seed, "seed", 1, "seed of initialisation, shuffling, augmentation and dropout")
 	fs.IntVar(&workers, "workers", 0, "data-loading goroutines (0 = one per core)")
+	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): a .safetensors state dict, e.g. torchvision's vgg16_bn or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")
 	return cmd
 }
 

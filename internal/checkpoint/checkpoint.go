@@ -221,3 +221,18 @@ func Exists(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular()
 }
+
+// ReadWeights reads the state dict of a weights file for transfer
+// learning: a safetensors file (a vgg16 checkpoint, or any state dict saved
+// with safetensors).
+func ReadWeights(path string) (layers.State, error) {
+	f, err := safetensors.Read(path)
+	if err != nil {
+		return layers.State{}, err
+	}
+	s, err := StateFromFile(f)
+	if err != nil {
+		return s, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}

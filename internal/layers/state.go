@@ -141,3 +141,40 @@ func (m *Model) Summary() []Row {
 	}
 	return rows
 }
+
+// LoadMatching copies into the model every tensor of s whose name and
+// shape match, for transfer learning: the classifier layers whose shapes
+// differ (another number of classes, another input size) keep their
+// initial values and are listed in skipped. A feature-extractor tensor that
+// is missing or of another shape is an error: the file is another
+// architecture.
+func (m *Model) LoadMatching(s State) (skipped []string, err error) {
+	var wrong []string
+	load := func(name string, t *tensor.Tensor) {
+		h, ok := s.Floats[name]
+		switch {
+		case ok && tensor.SameShape(h.Shape, t.Shape):
+			m.be.Upload(t, h.Data)
+		case strings.HasPrefix(name, "classifier."):
+			why := "absent"
+			if ok {
+				why = fmt.Sprintf("%v in the file", h.Shape)
+			}
+			skipped = append(skipped, fmt.Sprintf("%s (%s, model %v)", name, why, t.Shape))
+		case ok:
+			wrong = append(wrong, fmt.Sprintf("%s: have %v, model wants %v", name, h.Shape, t.Shape))
+		default:
+			wrong = append(wrong, name+": missing")
+		}
+	}
+	for _, p := range m.params {
+		load(p.Name, p.W)
+	}
+	for _, b := range m.buffers {
+		load(b.Name, b.T)
+	}
+	if len(wrong) > 0 {
+		return skipped, fmt.Errorf("weights do not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, few(wrong, "; "))
+	}
+	return skipped, nil
+}

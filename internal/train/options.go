@@ -30,6 +30,10 @@ type Options struct {
 	Augment        string        `json:"augment"` // seed, cifar, none
 	Seed           uint64        `json:"seed"`
 	Workers        int           `json:"workers"` // data-loading goroutines, 0 = all cores
+	// Init names a weights file to start from (transfer learning): every
+	// tensor whose name and shape match is loaded, the rest of the
+	// classifier keeps its initialisation.
+	Init string `json:"init,omitempty"`
 }
 
 // SeedRecipe is the PyTorch tutorial's run: VGG16-BN at 224x224,

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vgg16/vgg16/internal/checkpoint"
@@ -141,6 +142,11 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		r.Report.Note(fmt.Sprintf("resuming %s after epoch %d, batch %d (step %d, best val acc %.2f%%)", r.Dir, r.epoch, skip, r.step, 100*r.best))
 	} else {
 		m.Init(r.Opt.Seed)
+		if r.Opt.Init != "" {
+			if err := r.initFrom(r.Opt.Init); err != nil {
+				return nil, err
+			}
+		}
 		r.id = strconv.FormatInt(time.Now().UnixNano(), 36)
 		r.best = -1
 	}
@@ -244,6 +250,24 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		r.Report.EpochEnd(em)
 	}
 	return r.history, nil
+}
+
+// initFrom loads the matching tensors of a weights file.
+func (r *Run) initFrom(path string) error {
+	s, err := checkpoint.ReadWeights(path)
+	if err != nil {
+		return fmt.Errorf("--init: %w", err)
+	}
+	skipped, err := r.model.LoadMatching(s)
+	if err != nil {
+		return fmt.Errorf("--init %s: %w", path, err)
+	}
+	msg := fmt.Sprintf("initialised from %s", path)
+	if len(skipped) > 0 {
+		msg += "; kept freshly initialised: " + strings.Join(skipped, ", ")
+	}
+	r.Report.Note(msg)
+	return nil
 }
 
 func countCorrect(logits, labels []float32, classes int) int {
