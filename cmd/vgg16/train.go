@@ -75,7 +75,7 @@ RandomResizedCrop + flip, SGD lr 1e-3 momentum 0.9, StepLR 10/0.1, batch 64, 100
 weight decay 5e-4, warm-up to lr 0.05 then linear decay, 30 epochs). Any flag given
 overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 		Example: `  vgg16 train --device cuda                          # the seed's 100-epoch run
-  vgg16 train --recipe cifar --device cuda           # 32x32, ~92% in 30 epochs
+  vgg16 train --recipe cifar --device cuda           # native 32x32 recipe
   vgg16 train --device cpu --recipe cifar --epochs 1 --limit 2000
   vgg16 train --resume --run-dir runs/20261126-181800-vgg16-224`,
 		Args: cobra.NoArgs,
@@ -152,6 +152,10 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			}
 			if err := o.Validate(); err != nil {
 				return err
+			}
+			if onCPU && o.Model.ImageSize >= 128 {
+				fmt.Fprintf(w, "note: %dx%d on a CPU is ~%dx the work of 32x32 (minutes per batch for VGG16); --recipe cifar trains at 32x32\n",
+					o.Model.ImageSize, o.Model.ImageSize, o.Model.ImageSize*o.Model.ImageSize/1024)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
