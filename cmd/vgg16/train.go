@@ -154,7 +154,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				return err
 			}
 			if onCPU && o.Model.ImageSize >= 128 {
-				fmt.Fprintf(w, "note: %dx%d on a CPU is ~%dx the work of 32x32 (minutes per batch for VGG16); --recipe cifar trains at 32x32\n",
+				fmt.Fprintf(w, "note: %dx%d on a CPU is ~%dx the work of 32x32; --recipe cifar trains at 32x32\n",
 					o.Model.ImageSize, o.Model.ImageSize, o.Model.ImageSize*o.Model.ImageSize/1024)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
