@@ -231,7 +231,7 @@ func cpuQuickRecipe(w io.Writer, df *dataFlags, fs *pflag.FlagSet) train.Options
 	if !fs.Changed("limit") {
 		df.limit = limit
 	}
-	fmt.Fprintf(w, "no GPU: a short CPU run (VGG16-BN at 32x32, %d epochs on %d images, batch %d).\n", o.Epochs, df.limit, o.Batch)
+	fmt.Fprintf(w, "no GPU: a short CPU run (VGG16-BN at 32x32, %d epochs on up to %d images, batch %d).\n", o.Epochs, df.limit, o.Batch)
 	fmt.Fprintln(w, "the seed's full recipe (224x224, 100 epochs) needs a GPU: vgg16 train --device cuda")
 	return o
 }
