@@ -6,15 +6,32 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
+	if err := execute(newRoot()); err != nil {
 		fmt.Fprintln(os.Stderr, "vgg16:", err)
 		os.Exit(1)
 	}
+}
+
+// execute runs the command tree. A backend reports a device failure (a
+// failed CUDA call, out of memory) by panicking with an error value: it
+// becomes the command's error. Programming errors still crash with a trace.
+func execute(root *cobra.Command) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			e, ok := p.(error)
+			if _, bug := p.(runtime.Error); !ok || bug {
+				panic(p)
+			}
+			err = e
+		}
+	}()
+	return root.Execute()
 }
 
 // newRoot builds the command tree.
