@@ -26,6 +26,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/safetensors
 	$(GO) test -run='^$$' -fuzz='^FuzzReadBin$$' -fuzztime=$(FUZZTIME) ./internal/cifar
 	$(GO) test -run='^$$' -fuzz='^FuzzReadPickle$$' -fuzztime=$(FUZZTIME) ./internal/cifar
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/pth
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./internal/cpu ./internal/cifar

@@ -77,7 +77,8 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 		Example: `  vgg16 train --device cuda                          # the seed's 100-epoch run
   vgg16 train --recipe cifar --device cuda           # native 32x32 recipe
   vgg16 train --device cpu --recipe cifar --epochs 1 --limit 2000
-  vgg16 train --resume --run-dir runs/20261126-181800-vgg16-224`,
+  vgg16 train --resume --run-dir runs/20261126-181800-vgg16-224
+  vgg16 train --init vgg16_bn-6c64b313.pth --epochs 10   # fine-tune torchvision's ImageNet weights`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
@@ -215,7 +216,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.StringVar(&augment, "augment", "seed", "seed (RandomResizedCrop + flip, ImageNet normalisation), cifar (pad-crop + flip) or none")
 	fs.Uint64Var(&seed, "seed", 1, "seed of initialisation, shuffling, augmentation and dropout")
 	fs.IntVar(&workers, "workers", 0, "data-loading goroutines (0 = one per core)")
-	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): a .safetensors state dict, e.g. torchvision's vgg16_bn or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")
+	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): torchvision's vgg16_bn-*.pth, any torch.save'd or safetensors state dict, or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")
 	return cmd
 }
 

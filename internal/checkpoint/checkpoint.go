@@ -8,11 +8,13 @@ package checkpoint
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/pth"
 	"github.com/vgg16/vgg16/internal/safetensors"
 )
 
@@ -224,15 +226,58 @@ func Exists(path string) bool {
 
 // ReadWeights reads the state dict of a weights file for transfer
 // learning: a safetensors file (a vgg16 checkpoint, or any state dict saved
-// with safetensors).
+// with safetensors) or a PyTorch file written by torch.save (torchvision's
+// vgg16_bn-*.pth, zip or legacy format), told apart by their content.
 func ReadWeights(path string) (layers.State, error) {
-	f, err := safetensors.Read(path)
+	if isSafetensors(path) {
+		f, err := safetensors.Read(path)
+		if err != nil {
+			return layers.State{}, err
+		}
+		s, err := StateFromFile(f)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", path, err)
+		}
+		return s, nil
+	}
+	ts, err := pth.Read(path)
 	if err != nil {
 		return layers.State{}, err
 	}
-	s, err := StateFromFile(f)
-	if err != nil {
-		return s, fmt.Errorf("%s: %w", path, err)
+	// nn.DataParallel saves every key under "module.".
+	prefix := "module."
+	for name := range ts {
+		if !strings.HasPrefix(name, prefix) {
+			prefix = ""
+			break
+		}
+	}
+	s := layers.State{Floats: map[string]layers.HostTensor{}, Counts: map[string]int64{}}
+	for name, t := range ts {
+		name = strings.TrimPrefix(name, prefix)
+		switch {
+		case t.F32 != nil:
+			s.Floats[name] = layers.HostTensor{Shape: t.Shape, Data: t.F32}
+		case len(t.I64) == 1:
+			s.Counts[name] = t.I64[0]
+		default:
+			return s, fmt.Errorf("%s: tensor %s: %s of shape %v, want floating point weights or a scalar count", path, name, t.DType, t.Shape)
+		}
 	}
 	return s, nil
+}
+
+// isSafetensors tells a safetensors file (an 8-byte little-endian header
+// length, then a JSON object) from a PyTorch one (a zip or a pickle).
+func isSafetensors(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true // let the safetensors reader report it
+	}
+	defer f.Close()
+	var head [9]byte
+	if n, _ := io.ReadFull(f, head[:]); n < 9 {
+		return true
+	}
+	return head[8] == '{'
 }

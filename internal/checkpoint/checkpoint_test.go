@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,5 +99,46 @@ func TestInferConfig(t *testing.T) {
 	}
 	if _, err := InferConfig(layers.State{Floats: map[string]layers.HostTensor{"fc.weight": {Shape: []int{2, 2}}}}); err == nil || !strings.Contains(err.Error(), "not a VGG") {
 		t.Errorf("a non-VGG state dict: %v", err)
+	}
+}
+
+// TestReadWeightsPTH reads the fixture's torch.save file and its
+// safetensors twin: the same state dict.
+func TestReadWeightsPTH(t *testing.T) {
+	dir := os.Getenv("VGG16_FIXTURES")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "fixtures")
+	}
+	dir = filepath.Join(dir, "vgg-small-32")
+	if _, err := os.Stat(filepath.Join(dir, "init.pth")); err != nil {
+		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+	}
+	a, err := ReadWeights(filepath.Join(dir, "init.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ReadWeights(filepath.Join(dir, "init.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Floats) != len(b.Floats) || len(a.Counts) != len(b.Counts) || len(a.Floats) == 0 {
+		t.Fatalf(".pth has %d+%d tensors, .safetensors %d+%d", len(a.Floats), len(a.Counts), len(b.Floats), len(b.Counts))
+	}
+	for name, tb := range b.Floats {
+		ta := a.Floats[name]
+		if len(ta.Data) != len(tb.Data) {
+			t.Fatalf("%s: %d values against %d", name, len(ta.Data), len(tb.Data))
+		}
+		for i := range tb.Data {
+			if ta.Data[i] != tb.Data[i] {
+				t.Fatalf("%s[%d]: %g against %g", name, i, ta.Data[i], tb.Data[i])
+			}
+		}
+	}
+	// The fixture's weights initialise a model built from its meta.json.
+	m := model(t, "8,8,M,16,16,M,32,32,32,M,64,64,64,M,64,64,64,M", 32, true)
+	if skipped, err := m.LoadMatching(a); err != nil || len(skipped) != 6 {
+		// hidden 24 and 7 classes here: the three Linear layers differ.
+		t.Fatalf("LoadMatching: %v, skipped %v", err, skipped)
 	}
 }
