@@ -5,12 +5,13 @@ import (
 	"testing"
 )
 
-// BenchmarkSGEMM measures the raw SGEMM rate for the im2col shapes of
-// VGG16 at 32x32, batch 64 (M×N×K = Co × N·H·W × Ci·9), forward.
+// BenchmarkSGEMM measures the raw SGEMM rate for the forward GEMM shape of
+// each distinct convolution of VGG16 at 32x32, batch 64 (M×N×K = Co ×
+// 64·H·W × Ci·9), named like BenchmarkConv's layers, to set beside them.
 func BenchmarkSGEMM(b *testing.B) {
-	shapes := [][3]int{{64, 65536, 576}, {128, 16384, 576}, {256, 4096, 1152}, {512, 1024, 2304}, {512, 256, 4608}}
-	for _, s := range shapes {
-		m, n, k := s[0], s[1], s[2]
+	layers := []struct{ ci, co, hw int }{{3, 64, 32}, {64, 64, 32}, {64, 128, 16}, {128, 128, 16}, {128, 256, 8}, {256, 256, 8}, {256, 512, 4}, {512, 512, 4}, {512, 512, 2}}
+	for _, l := range layers {
+		m, n, k := l.co, 64*l.hw*l.hw, l.ci*9
 		for _, impl := range []string{"cblas", "gonum"} {
 			be := New()
 			if impl == "gonum" {
@@ -18,7 +19,7 @@ func BenchmarkSGEMM(b *testing.B) {
 			} else if !blasCgo {
 				continue
 			}
-			b.Run(fmt.Sprintf("%s/%dx%dx%d", impl, m, n, k), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/%dx%d-%dto%d/%dx%dx%d", impl, l.hw, l.hw, l.ci, l.co, m, n, k), func(b *testing.B) {
 				a, bb, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
 				for i := range a {
 					a[i] = float32(i%7) * 0.1
