@@ -151,77 +151,23 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		r.best = -1
 	}
 
-	size, bs := r.Opt.Model.ImageSize, r.Opt.Batch
-	x := be.New(bs, 3, size, size)
-	y := be.New(bs)
-	loss := be.New(1)
-	dlogits := be.New(bs, r.Opt.Model.Classes)
+	size, bs, classes := r.Opt.Model.ImageSize, r.Opt.Batch, r.Opt.Model.Classes
+	st := &stepBuffers{
+		x: be.New(bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: be.New(bs, classes),
+		logits: make([]float32, bs*classes), lossHost: make([]float32, 1),
+	}
 	defer func() {
-		for _, t := range []*tensor.Tensor{x, y, loss, dlogits} {
+		for _, t := range []*tensor.Tensor{st.x, st.y, st.loss, st.dlogits} {
 			be.Free(t)
 		}
 	}()
-	logitsHost := make([]float32, bs*r.Opt.Model.Classes)
-	lossHost := make([]float32, 1)
 
 	for ; r.epoch < r.Opt.Epochs; r.epoch++ {
-		ld := cifar.NewLoader(r.Train, cifar.LoaderOptions{
-			Batch: bs, Shuffle: true, DropLast: r.Train.Len() >= bs, Transform: r.transform(),
-			Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
-		})
-		perEpoch := ld.Batches()
-		r.Report.EpochStart(r.epoch+1, r.Opt.Epochs, perEpoch)
-		start := time.Now()
-		var sumLoss float64
-		var seen, correct, done int
-		lr := 0.0
-		for b := 0; ; b++ {
-			batch, ok := ld.Next()
-			if !ok {
-				break
-			}
-			if b < skip { // resuming mid-epoch: these batches were trained on
-				ld.Release(batch)
-				continue
-			}
-			if ctx.Err() != nil {
-				ld.Release(batch)
-				ld.Close()
-				return r.history, r.interrupt(b)
-			}
-			n := batch.N
-			xb, yb, db := x.View(0, n, 3, size, size), y.View(0, n), dlogits.View(0, n, r.Opt.Model.Classes)
-			be.Upload(xb, batch.X)
-			be.Upload(yb, batch.Y)
-			labels := append([]float32(nil), batch.Y...)
-			ld.Release(batch)
-
-			logits := m.Forward(xb, true)
-			be.SoftmaxCrossEntropy(loss, db, logits, yb, r.Opt.LabelSmoothing)
-			m.Backward(db)
-			lr = r.Opt.LearningRate(r.step, perEpoch)
-			be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, r.step == 0)
-			r.step++
-
-			be.Download(lossHost, loss)
-			be.Download(logitsHost[:n*r.Opt.Model.Classes], logits)
-			l := float64(lossHost[0])
-			if math.IsNaN(l) || math.IsInf(l, 0) {
-				ld.Close()
-				return r.history, fmt.Errorf("epoch %d, batch %d: the loss is %v; stopping (lower --lr?). %s is untouched", r.epoch+1, b+1, l, filepath.Join(r.Dir, BestFile))
-			}
-			sumLoss += l * float64(n)
-			correct += countCorrect(logitsHost, labels, r.Opt.Model.Classes)
-			seen += n
-			done = b + 1
-			r.Report.Step(StepStats{Batch: done, Batches: perEpoch, Loss: sumLoss / float64(seen), Acc: float64(correct) / float64(seen), LR: lr, ImagesPerSec: float64(seen) / time.Since(start).Seconds()})
+		em, err := r.trainEpoch(ctx, skip, st)
+		if err != nil {
+			return r.history, err
 		}
-		ld.Close()
 		skip = 0
-		em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: time.Since(start).Seconds()}
-		if seen > 0 {
-			em.TrainLoss, em.TrainAcc, em.ImagesPerSec = sumLoss/float64(seen), float64(correct)/float64(seen), float64(seen)/em.Seconds
-		}
 		em.ValLoss, em.ValAcc = math.NaN(), math.NaN()
 		if r.Val != nil && r.Val.Len() > 0 {
 			ev, err := Evaluate(m, r.Val, r.evalTransform(), bs, r.Opt.Workers)
@@ -250,6 +196,74 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		r.Report.EpochEnd(em)
 	}
 	return r.history, nil
+}
+
+// stepBuffers are the tensors a training step needs besides the model's,
+// allocated once per run.
+type stepBuffers struct {
+	x, y, loss, dlogits *tensor.Tensor // [B,3,S,S], [B], [1], [B,C]
+	logits, lossHost    []float32      // host copies for the metrics
+}
+
+// trainEpoch trains one epoch, skipping its first skip batches (done before
+// an interruption), and returns its training metrics.
+func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochMetrics, error) {
+	be, m := r.Backend, r.model
+	size, classes := r.Opt.Model.ImageSize, r.Opt.Model.Classes
+	ld := cifar.NewLoader(r.Train, cifar.LoaderOptions{
+		Batch: r.Opt.Batch, Shuffle: true, DropLast: r.Train.Len() >= r.Opt.Batch, Transform: r.transform(),
+		Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
+	})
+	defer ld.Close()
+	perEpoch := ld.Batches()
+	r.Report.EpochStart(r.epoch+1, r.Opt.Epochs, perEpoch)
+	start := time.Now()
+	var sumLoss float64
+	var seen, correct int
+	lr := 0.0
+	for b := 0; ; b++ {
+		batch, ok := ld.Next()
+		if !ok {
+			break
+		}
+		if b < skip { // resuming mid-epoch: these batches were trained on
+			ld.Release(batch)
+			continue
+		}
+		if ctx.Err() != nil {
+			ld.Release(batch)
+			return EpochMetrics{}, r.interrupt(b)
+		}
+		n := batch.N
+		xb, yb, db := st.x.View(0, n, 3, size, size), st.y.View(0, n), st.dlogits.View(0, n, classes)
+		be.Upload(xb, batch.X)
+		be.Upload(yb, batch.Y)
+		labels := append([]float32(nil), batch.Y...)
+		ld.Release(batch)
+
+		logits := m.Forward(xb, true)
+		be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
+		m.Backward(db)
+		lr = r.Opt.LearningRate(r.step, perEpoch)
+		be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, r.step == 0)
+		r.step++
+
+		be.Download(st.lossHost, st.loss)
+		be.Download(st.logits[:n*classes], logits)
+		l := float64(st.lossHost[0])
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			return EpochMetrics{}, fmt.Errorf("epoch %d, batch %d: the loss is %v; stopping (lower --lr?). %s is untouched", r.epoch+1, b+1, l, filepath.Join(r.Dir, BestFile))
+		}
+		sumLoss += l * float64(n)
+		correct += countCorrect(st.logits, labels, classes)
+		seen += n
+		r.Report.Step(StepStats{Batch: b + 1, Batches: perEpoch, Loss: sumLoss / float64(seen), Acc: float64(correct) / float64(seen), LR: lr, ImagesPerSec: float64(seen) / time.Since(start).Seconds()})
+	}
+	em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: time.Since(start).Seconds()}
+	if seen > 0 {
+		em.TrainLoss, em.TrainAcc, em.ImagesPerSec = sumLoss/float64(seen), float64(correct)/float64(seen), float64(seen)/em.Seconds
+	}
+	return em, nil
 }
 
 // initFrom loads the matching tensors of a weights file.
