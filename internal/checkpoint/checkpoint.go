@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -86,9 +87,20 @@ func SaveState(path string, s layers.State, info Info) error {
 }
 
 // Load reads a checkpoint written by Save, or a bare state dict (such as
-// torchvision's vgg16_bn weights converted to safetensors), whose
-// configuration is then inferred from the tensor shapes.
+// torchvision's vgg16_bn weights, as a .pth file or converted to
+// safetensors), whose configuration is then inferred from the tensor shapes.
 func Load(path string) (*Checkpoint, error) {
+	if !isSafetensors(path) {
+		state, err := ReadWeights(path)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := InferConfig(state)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return &Checkpoint{Info: Info{Config: cfg, ValAcc: math.NaN()}, State: state}, nil
+	}
 	f, err := safetensors.Read(path)
 	if err != nil {
 		return nil, err

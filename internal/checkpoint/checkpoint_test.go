@@ -142,3 +142,31 @@ func TestReadWeightsPTH(t *testing.T) {
 		t.Fatalf("LoadMatching: %v, skipped %v", err, skipped)
 	}
 }
+
+// TestLoadPTH loads a torch.save state dict as a checkpoint: the
+// configuration comes from the shapes.
+func TestLoadPTH(t *testing.T) {
+	dir := os.Getenv("VGG16_FIXTURES")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "fixtures")
+	}
+	path := filepath.Join(dir, "vgg-small-32", "init.pth")
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+	}
+	ck, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ck.Info.Config
+	if c.Cfg.String() != "8,8,M,16,16,M,32,32,32,M,64,64,64,M,64,64,64,M" || c.ImageSize != 32 || c.Hidden != 128 || c.Classes != 10 || !c.BatchNorm {
+		t.Errorf("inferred %+v", c)
+	}
+	m, err := layers.New(cpu.New(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.LoadState(ck.State); err != nil {
+		t.Fatal(err)
+	}
+}
