@@ -173,6 +173,22 @@ type Config struct {
 	Hidden    int     `json:"hidden"`     // width of the two hidden Linear layers
 	Classes   int     `json:"classes"`
 	Dropout   float64 `json:"dropout"` // probability, both dropout layers
+	// BN's epsilon and running-statistics momentum; zero means PyTorch's
+	// defaults, 1e-5 and 0.1.
+	BNEps      float64 `json:"bn_eps,omitempty"`
+	BNMomentum float64 `json:"bn_momentum,omitempty"`
+}
+
+// bn returns the batch-norm epsilon and momentum, defaults filled in.
+func (c Config) bn() (eps, momentum float64) {
+	eps, momentum = c.BNEps, c.BNMomentum
+	if eps == 0 {
+		eps = 1e-5
+	}
+	if momentum == 0 {
+		momentum = 0.1
+	}
+	return eps, momentum
 }
 
 // DefaultConfig is the seed's VGG16-BN at 224x224 for CIFAR-10.
@@ -201,6 +217,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model: %d classes: need at least 2", c.Classes)
 	case c.Dropout < 0 || c.Dropout >= 1:
 		return fmt.Errorf("model: dropout %g must be in [0, 1)", c.Dropout)
+	case c.BNEps < 0 || c.BNMomentum < 0 || c.BNMomentum > 1:
+		return fmt.Errorf("model: batch-norm eps %g and momentum %g must be in range", c.BNEps, c.BNMomentum)
 	}
 	return nil
 }

@@ -117,7 +117,8 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			add("features", idx, c)
 			idx++
 			if cfg.BatchNorm {
-				n := &batchNorm{be: be, momentum: 0.1, eps: 1e-5}
+				eps, mom := cfg.bn()
+				n := &batchNorm{be: be, momentum: mom, eps: eps}
 				n.gamma, n.dgamma = take()
 				n.beta, n.dbeta = take()
 				n.runMean, n.runVar = be.New(it.Out), be.New(it.Out)

@@ -100,6 +100,9 @@ func ReadMeta(dir string) (*Meta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "meta.json"), err)
 	}
+	if m.Dropout != 0 {
+		return nil, fmt.Errorf("%s: dropout %g: a replay needs dropout 0, PyTorch's random mask cannot be reproduced", dir, m.Dropout)
+	}
 	if m.Optimizer.Name != "" && m.Optimizer.Name != "sgd" {
 		return nil, fmt.Errorf("%s: optimizer %q, only sgd is replayed", dir, m.Optimizer.Name)
 	}
@@ -109,7 +112,8 @@ func ReadMeta(dir string) (*Meta, error) {
 // Config is the model configuration the fixture describes.
 func (m *Meta) Config() layers.Config {
 	bn := m.BatchNorm == nil || *m.BatchNorm
-	return layers.Config{Arch: "fixture", Cfg: m.Cfg, BatchNorm: bn, ImageSize: m.ImageSize, Hidden: m.Hidden, Classes: m.Classes, Dropout: m.Dropout}
+	return layers.Config{Arch: "fixture", Cfg: m.Cfg, BatchNorm: bn, ImageSize: m.ImageSize, Hidden: m.Hidden, Classes: m.Classes,
+		Dropout: m.Dropout, BNEps: m.BNEps, BNMomentum: m.BNMom}
 }
 
 // Run replays the fixture in dir on be: two SGD steps on (x0,y0), (x1,y1)
