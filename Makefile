@@ -27,6 +27,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzReadBin$$' -fuzztime=$(FUZZTIME) ./internal/cifar
 	$(GO) test -run='^$$' -fuzz='^FuzzReadPickle$$' -fuzztime=$(FUZZTIME) ./internal/cifar
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/pth
+	$(GO) test -run='^$$' -fuzz='^FuzzVM$$' -fuzztime=$(FUZZTIME) ./internal/pickle
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./internal/cpu ./internal/cifar

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+
+	"github.com/vgg16/vgg16/internal/pickle"
 )
 
 // legacyMagic and legacyProtocol open every file torch < 1.6 wrote
@@ -20,29 +22,29 @@ const legacyProtocol = 1001
 // view_metadata); a pickle of the storage keys; then for each key in that
 // order an int64 element count and the raw little-endian elements.
 func decodeLegacy(r io.ReaderAt, size int64) (map[string]Tensor, error) {
-	br := newByteReader(io.NewSectionReader(r, 0, size), size)
-	magic, err := newUnpickler(br, "magic number", nil).load()
+	br := pickle.NewReader(io.NewSectionReader(r, 0, size), size)
+	magic, err := load(br, "magic number", nil)
 	if err != nil {
 		return nil, err
 	}
 	if z, ok := magic.(*big.Int); !ok || z.Cmp(legacyMagic) != 0 {
 		return nil, errors.New("invalid magic number: not a file written by torch.save")
 	}
-	proto, err := newUnpickler(br, "protocol version", nil).load()
+	proto, err := load(br, "protocol version", nil)
 	if err != nil {
 		return nil, err
 	}
 	if p, ok := proto.(int64); !ok || p != legacyProtocol {
 		return nil, fmt.Errorf("unsupported legacy protocol version (a %s, want %d)", typeName(proto), legacyProtocol)
 	}
-	info, err := newUnpickler(br, "sys_info", nil).load()
+	info, err := load(br, "sys_info", nil)
 	if err != nil {
 		return nil, err
 	}
-	if d, ok := info.(*pyDict); ok {
+	if d, ok := info.(*pickle.Dict); ok {
 		// The element counts were written in the saving machine's byte
 		// order; only little-endian writers are understood.
-		if le, ok := d.get("little_endian"); ok && le == false {
+		if le, ok := d.Get("little_endian"); ok && le == false {
 			return nil, errors.New("file was written on a big-endian machine, which is not supported")
 		}
 	}
@@ -62,11 +64,11 @@ func decodeLegacy(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := t[5].(pyNone); ok {
+		if _, ok := t[5].(pickle.None); ok {
 			return &storageRef{root: root, n: root.numel}, nil
 		}
 		// view_metadata = (view_key, offset, size): a window of the root.
-		vm, ok := t[5].(pyTuple)
+		vm, ok := t[5].(pickle.Tuple)
 		if !ok || len(vm) != 3 {
 			return nil, fmt.Errorf("storage %q: view metadata is a %s, not a 3-tuple", trunc(key), typeName(t[5]))
 		}
@@ -86,22 +88,22 @@ func decodeLegacy(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 		views[vkey] = v
 		return v, nil
 	}
-	obj, err := newUnpickler(br, "main pickle", persistentLoad).load()
+	obj, err := load(br, "main pickle", persistentLoad)
 	if err != nil {
 		return nil, err
 	}
-	keysObj, err := newUnpickler(br, "storage key list", nil).load()
+	keysObj, err := load(br, "storage key list", nil)
 	if err != nil {
 		return nil, err
 	}
-	keyList, ok := keysObj.(*pyList)
+	keyList, ok := keysObj.(*pickle.List)
 	if !ok {
 		return nil, fmt.Errorf("storage key list is a %s", typeName(keysObj))
 	}
 
 	// Find each storage's bytes; nothing is read yet.
-	off := br.pos
-	for _, k := range keyList.items {
+	off := br.Offset()
+	for _, k := range keyList.Items {
 		key, ok := asString(k)
 		if !ok {
 			return nil, fmt.Errorf("storage key list holds a %s", typeName(k))

@@ -8,6 +8,8 @@ import (
 	"math/big"
 	"sort"
 	"strings"
+
+	"github.com/vgg16/vgg16/internal/pickle"
 )
 
 // dtype describes one torch storage type.
@@ -42,17 +44,17 @@ var callables = map[string]bool{
 	"torch._utils._rebuild_parameter_with_state": true,
 }
 
-func resolveGlobal(module, name string) (pyGlobal, error) {
+func resolveGlobal(module, name string) (any, error) {
 	full := module + "." + name
 	if module == "torch" {
 		if _, ok := storageTypes[name]; ok {
-			return pyGlobal{module, name}, nil
+			return pickle.Global{Module: module, Name: name}, nil
 		}
 	}
 	if callables[full] {
-		return pyGlobal{module, name}, nil
+		return pickle.Global{Module: module, Name: name}, nil
 	}
-	return pyGlobal{}, fmt.Errorf("refusing GLOBAL %.200s: only tensors, storages and OrderedDicts are read", full)
+	return nil, fmt.Errorf("refusing GLOBAL %.200s: only tensors, storages and OrderedDicts are read", full)
 }
 
 // rootStorage is one storage record of the file: a flat array of numel
@@ -88,9 +90,9 @@ type tensorRef struct {
 type storageRegistry map[string]*rootStorage
 
 func (reg storageRegistry) root(key string, typ any, numel any) (*rootStorage, error) {
-	g, ok := typ.(pyGlobal)
-	dt, known := storageTypes[g.name]
-	if !ok || g.module != "torch" || !known {
+	g, ok := typ.(pickle.Global)
+	dt, known := storageTypes[g.Name]
+	if !ok || g.Module != "torch" || !known {
 		return nil, fmt.Errorf("storage %q: storage type is a %s", trunc(key), typeName(typ))
 	}
 	n, err := toInt(numel)
@@ -125,7 +127,7 @@ func asString(v any) (string, bool) {
 	switch x := v.(type) {
 	case string:
 		return x, true
-	case pyBytes:
+	case pickle.Bytes:
 		return string(x), true
 	}
 	return "", false
@@ -142,10 +144,10 @@ func toInt(v any) (int64, error) {
 }
 
 func toInts(v any) ([]int64, error) {
-	t, ok := v.(pyTuple)
+	t, ok := v.(pickle.Tuple)
 	if !ok {
-		if l, isList := v.(*pyList); isList {
-			t = l.items
+		if l, isList := v.(*pickle.List); isList {
+			t = l.Items
 		} else {
 			return nil, fmt.Errorf("expected a tuple of ints, got a %s", typeName(v))
 		}
@@ -162,10 +164,14 @@ func toInts(v any) ([]int64, error) {
 }
 
 // callGlobal performs the few calls a state dict pickle makes.
-func callGlobal(g pyGlobal, args []any) (any, error) {
-	switch g.module + "." + g.name {
+func callGlobal(fn any, args []any) (any, error) {
+	g, ok := fn.(pickle.Global)
+	if !ok {
+		return nil, fmt.Errorf("cannot call a %s", typeName(fn))
+	}
+	switch g.Module + "." + g.Name {
 	case "collections.OrderedDict":
-		d := newDict()
+		d := &pickle.Dict{}
 		if len(args) == 0 {
 			return d, nil
 		}
@@ -175,13 +181,14 @@ func callGlobal(g pyGlobal, args []any) (any, error) {
 		// Python 2 pickles an OrderedDict as OrderedDict([[k, v], ...]).
 		var items []any
 		switch x := args[0].(type) {
-		case *pyList:
-			items = x.items
-		case pyTuple:
+		case *pickle.List:
+			items = x.Items
+		case pickle.Tuple:
 			items = x
-		case *pyDict:
-			for i := range x.keys {
-				if err := d.set(x.keys[i], x.vals[i]); err != nil {
+		case *pickle.Dict:
+			keys, vals := x.Keys(), x.Values()
+			for i := range keys {
+				if err := d.Set(keys[i], vals[i]); err != nil {
 					return nil, err
 				}
 			}
@@ -192,15 +199,15 @@ func callGlobal(g pyGlobal, args []any) (any, error) {
 		for _, it := range items {
 			var pair []any
 			switch p := it.(type) {
-			case *pyList:
-				pair = p.items
-			case pyTuple:
+			case *pickle.List:
+				pair = p.Items
+			case pickle.Tuple:
 				pair = p
 			}
 			if len(pair) != 2 {
 				return nil, errors.New("OrderedDict item is not a pair")
 			}
-			if err := d.set(pair[0], pair[1]); err != nil {
+			if err := d.Set(pair[0], pair[1]); err != nil {
 				return nil, err
 			}
 		}
@@ -208,54 +215,54 @@ func callGlobal(g pyGlobal, args []any) (any, error) {
 	case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
 		// v2: (storage, storage_offset, size, stride, requires_grad,
 		// backward_hooks[, metadata]); v1 has only the first four.
-		want := map[bool][2]int{true: {6, 7}, false: {4, 4}}[g.name == "_rebuild_tensor_v2"]
+		want := map[bool][2]int{true: {6, 7}, false: {4, 4}}[g.Name == "_rebuild_tensor_v2"]
 		if len(args) < want[0] || len(args) > want[1] {
-			return nil, fmt.Errorf("%s called with %d arguments", g.name, len(args))
+			return nil, fmt.Errorf("%s called with %d arguments", g.Name, len(args))
 		}
 		st, ok := args[0].(*storageRef)
 		if !ok {
-			return nil, fmt.Errorf("%s: first argument is a %s, not a storage", g.name, typeName(args[0]))
+			return nil, fmt.Errorf("%s: first argument is a %s, not a storage", g.Name, typeName(args[0]))
 		}
 		off, err := toInt(args[1])
 		if err != nil {
-			return nil, fmt.Errorf("%s: storage offset: %w", g.name, err)
+			return nil, fmt.Errorf("%s: storage offset: %w", g.Name, err)
 		}
 		size, err := toInts(args[2])
 		if err != nil {
-			return nil, fmt.Errorf("%s: size: %w", g.name, err)
+			return nil, fmt.Errorf("%s: size: %w", g.Name, err)
 		}
 		stride, err := toInts(args[3])
 		if err != nil {
-			return nil, fmt.Errorf("%s: stride: %w", g.name, err)
+			return nil, fmt.Errorf("%s: stride: %w", g.Name, err)
 		}
 		return &tensorRef{st: st, offset: off, size: size, stride: stride}, nil
 	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
 		// (data, requires_grad, backward_hooks[, state]): a Parameter is
 		// just its tensor here.
 		if len(args) < 3 || len(args) > 4 {
-			return nil, fmt.Errorf("%s called with %d arguments", g.name, len(args))
+			return nil, fmt.Errorf("%s called with %d arguments", g.Name, len(args))
 		}
 		t, ok := args[0].(*tensorRef)
 		if !ok {
-			return nil, fmt.Errorf("%s: data is a %s, not a tensor", g.name, typeName(args[0]))
+			return nil, fmt.Errorf("%s: data is a %s, not a tensor", g.Name, typeName(args[0]))
 		}
 		return t, nil
 	}
-	return nil, fmt.Errorf("%s.%s is not callable", g.module, g.name)
+	return nil, fmt.Errorf("%s.%s is not callable", g.Module, g.Name)
 }
 
 // stateDict finds the dict of tensors in the unpickled object: the object
 // itself, or its "state_dict"/"model" entry for training checkpoints.
 func stateDict(obj any) (keys []string, vals []*tensorRef, err error) {
-	d, ok := obj.(*pyDict)
+	d, ok := obj.(*pickle.Dict)
 	if !ok {
 		return nil, nil, fmt.Errorf("top-level object is a %s, not a dict of tensors", typeName(obj))
 	}
 	bad := firstNonTensor(d)
 	if bad >= 0 {
 		for _, k := range []string{"state_dict", "model"} {
-			if v, ok := d.get(k); ok {
-				if inner, ok := v.(*pyDict); ok && firstNonTensor(inner) < 0 {
+			if v, ok := d.Get(k); ok {
+				if inner, ok := v.(*pickle.Dict); ok && firstNonTensor(inner) < 0 {
 					d, bad = inner, -1
 					break
 				}
@@ -263,22 +270,22 @@ func stateDict(obj any) (keys []string, vals []*tensorRef, err error) {
 		}
 	}
 	if bad >= 0 {
-		k, _ := asString(d.keys[bad])
-		return nil, nil, fmt.Errorf("not a state dict: entry %q is a %s, not a tensor (and no \"state_dict\" or \"model\" entry holds a dict of tensors)", trunc(k), typeName(d.vals[bad]))
+		k, _ := asString(d.Keys()[bad])
+		return nil, nil, fmt.Errorf("not a state dict: entry %q is a %s, not a tensor (and no \"state_dict\" or \"model\" entry holds a dict of tensors)", trunc(k), typeName(d.Values()[bad]))
 	}
-	for i, k := range d.keys {
+	for i, k := range d.Keys() {
 		s, ok := k.(string)
 		if !ok {
 			return nil, nil, fmt.Errorf("state dict key is a %s, not a str", typeName(k))
 		}
 		keys = append(keys, s)
-		vals = append(vals, d.vals[i].(*tensorRef))
+		vals = append(vals, d.Values()[i].(*tensorRef))
 	}
 	return keys, vals, nil
 }
 
-func firstNonTensor(d *pyDict) int {
-	for i, v := range d.vals {
+func firstNonTensor(d *pickle.Dict) int {
+	for i, v := range d.Values() {
 		if _, ok := v.(*tensorRef); !ok {
 			return i
 		}
@@ -510,8 +517,8 @@ func halfToFloat(h uint16) float32 {
 }
 
 // persistentID splits a ('storage', ...) persistent id.
-func persistentID(pid any, want int) (pyTuple, error) {
-	t, ok := pid.(pyTuple)
+func persistentID(pid any, want int) (pickle.Tuple, error) {
+	t, ok := pid.(pickle.Tuple)
 	if !ok {
 		return nil, fmt.Errorf("persistent id is a %s, not a tuple", typeName(pid))
 	}

@@ -2,12 +2,13 @@ package pth
 
 import (
 	"archive/zip"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
+
+	"github.com/vgg16/vgg16/internal/pickle"
 )
 
 // decodeZip reads the torch >= 1.6 format: a zip holding <prefix>/data.pkl,
@@ -69,8 +70,7 @@ func decodeZip(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 		}
 		return &storageRef{root: root, n: root.numel}, nil
 	}
-	br := newByteReader(bytes.NewReader(p), int64(len(p)))
-	obj, err := newUnpickler(br, pkl.Name, persistentLoad).load()
+	obj, err := load(pickle.NewBytesReader(p), pkl.Name, persistentLoad)
 	if err != nil {
 		return nil, err
 	}
