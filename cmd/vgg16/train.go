@@ -160,6 +160,15 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			go func() {
+				<-ctx.Done()
+				if cmd.Context().Err() == nil { // a signal, not the caller
+					// A second Ctrl-C kills at once: checkpoints are written
+					// atomically, so the last good one survives.
+					stop()
+					fmt.Fprintln(w, "\ninterrupted: saving a checkpoint after this batch (Ctrl-C again to quit at once)")
+				}
+			}()
 			trainSet, valSet, classes, err := loadData(ctx, w, df, o.Seed)
 			if err != nil {
 				return err
