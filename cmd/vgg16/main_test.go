@@ -6,6 +6,8 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,5 +200,26 @@ func TestErrorsNameTheInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: want an error naming %q, got %v", c.args, c.want, err)
 		}
+	}
+}
+
+// TestDataDownloadBadArchive serves something that is not the CIFAR-10
+// archive: the command fails naming the checksum and leaves no dataset.
+func TestDataDownloadBadArchive(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte("not a tarball "), 1000))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	out, err := run(t, "data", "download", "--dir", dir, "--url", srv.URL+"/cifar-10-binary.tar.gz")
+	if err == nil || !strings.Contains(err.Error(), "MD5 mismatch") || !strings.Contains(err.Error(), srv.URL) {
+		t.Fatalf("want an MD5 error naming the URL, got %v\n%s", err, out)
+	}
+	if cifar.Exists(dir) {
+		t.Fatal("a failed download left a dataset that looks complete")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		t.Errorf("left behind: %s", e.Name())
 	}
 }
