@@ -44,6 +44,17 @@ func TestParamCounts(t *testing.T) {
 			t.Errorf("%s at %dx%d: %d parameters, want %d", c.arch, c.size, c.size, n, c.want)
 		}
 	}
+	// Without batch norm: torchvision's vgg16 (138,357,544 parameters with
+	// 1000 classes) with a 10-class head.
+	cfg := config(t, "vgg16", 224)
+	cfg.BatchNorm = false
+	if _, n, _ := layers.Describe(cfg); n != 134_301_514 {
+		t.Errorf("vgg16 without BN: %d parameters, want 134,301,514", n)
+	}
+	cfg.Classes = 1000
+	if _, n, _ := layers.Describe(cfg); n != 138_357_544 {
+		t.Errorf("vgg16 without BN, 1000 classes: %d parameters, want torchvision's 138,357,544", n)
+	}
 }
 
 // TestStateNames checks the state-dict keys against torchvision's vgg16_bn.
@@ -202,5 +213,43 @@ func TestForwardBackwardShapes(t *testing.T) {
 			t.Errorf("%s: gradient norm %g", arch, norm)
 		}
 		m.Free()
+	}
+}
+
+// TestNoBatchNorm checks torchvision's vgg16 (without BN) names and a
+// training step of it.
+func TestNoBatchNorm(t *testing.T) {
+	cfg := config(t, "vgg16", 32)
+	cfg.BatchNorm, cfg.Hidden = false, 16
+	rows, _, err := layers.Describe(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs []string
+	for _, r := range rows {
+		if r.Kind == "BatchNorm2d" {
+			t.Fatalf("%s: batch norm in a model without it", r.Name)
+		}
+		if r.Kind == "Conv2d" {
+			convs = append(convs, strings.TrimPrefix(r.Name, "features."))
+		}
+	}
+	if got := strings.Join(convs, ","); got != "0,2,5,7,10,12,14,17,19,21,24,26,28" {
+		t.Errorf("convolutions at %s, torchvision's vgg16 has them at 0,2,5,7,10,12,14,17,19,21,24,26,28", got)
+	}
+	be := cpu.New()
+	m, err := layers.New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(2)
+	x := be.New(2, 3, 32, 32)
+	be.Fill(x, 0.5)
+	dl := be.New(2, 10)
+	be.Fill(dl, 0.1)
+	m.Forward(x, true)
+	m.Backward(dl)
+	if len(m.Buffers()) != 0 || len(m.State().Counts) != 0 {
+		t.Errorf("running statistics in a model without BN")
 	}
 }
