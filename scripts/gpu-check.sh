@@ -30,6 +30,20 @@ rc=$?
 grep -E "^(device|epoch [0-9]+/[0-9]+  train|done|vgg16:)" "$OUT/train.txt"
 row "train --device cuda (sample)" "$( [ $rc -eq 0 ] && grep -o 'best validation accuracy [0-9.]*%' "$OUT/train.txt" || echo "FAIL (rc $rc)")"
 
+echo "== a 224x224 checkpoint loads into torchvision's vgg16_bn(num_classes=10)"
+rm -rf "$OUT/ck224"
+timeout 120 $G/vgg16 train --device cuda --data $G/cifar-sample/data_batch_1.bin --limit 64 --epochs 1 --batch 32 \
+  --size 224 --run-dir "$OUT/ck224" > "$OUT/ck224.txt" 2>&1
+python3 - "$OUT/ck224/best.safetensors" > "$OUT/torchvision-load.txt" 2>&1 <<'PY'
+import sys, torch, torchvision
+from safetensors.torch import load_file
+m = torchvision.models.vgg16_bn(num_classes=10)
+m.load_state_dict(load_file(sys.argv[1]), strict=True)
+m.eval()
+print("ok", sum(p.numel() for p in m.parameters()))
+PY
+row "224 checkpoint -> torchvision load_state_dict" "$(tail -1 "$OUT/torchvision-load.txt")"
+
 bench() { # label, vgg16 bench flags
   local label=$1; shift
   local j
