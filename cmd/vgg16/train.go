@@ -18,7 +18,6 @@ import (
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/device"
-	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/train"
 )
 
@@ -359,4 +358,3 @@ func seq(n int) []int {
 	return s
 }
 
-var _ = layers.Archs
