@@ -357,4 +357,3 @@ func seq(n int) []int {
 	}
 	return s
 }
-
