@@ -257,3 +257,34 @@ func TestSoftmaxCrossEntropyValue(t *testing.T) {
 		t.Fatalf("loss %g, want %g", got, want)
 	}
 }
+
+// TestMaxPoolTiesAndOddSizes pins PyTorch's rules: the first maximum of a
+// window (row-major) takes the gradient, and rows or columns that no
+// window covers get none.
+func TestMaxPoolTiesAndOddSizes(t *testing.T) {
+	be := cpu.New()
+	x := be.New(1, 1, 3, 5)
+	be.Upload(x, []float32{
+		1, 1, 0, 7, 9,
+		1, 1, 7, 2, 9,
+		9, 9, 9, 9, 9,
+	})
+	y, dy, dx := be.New(1, 1, 1, 2), be.New(1, 1, 1, 2), be.New(1, 1, 3, 5)
+	be.Fill(dx, 42) // must be overwritten everywhere
+	be.MaxPoolForward(y, x, 2, 2)
+	if got := cpu.Data(y); got[0] != 1 || got[1] != 7 {
+		t.Fatalf("max-pool %v, want [1 7]", got)
+	}
+	be.Upload(dy, []float32{10, 20})
+	be.MaxPoolBackward(dx, dy, x, y, 2, 2)
+	want := []float32{
+		10, 0, 0, 20, 0,
+		0, 0, 0, 0, 0,
+		0, 0, 0, 0, 0,
+	}
+	for i, v := range cpu.Data(dx) {
+		if v != want[i] {
+			t.Fatalf("max-pool gradient %v, want %v", cpu.Data(dx), want)
+		}
+	}
+}

@@ -119,6 +119,10 @@ func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
 	if len(Y) != n*c*oh*ow {
 		panic(fmt.Sprintf("cpu: max-pool output %v for input %v", y.Shape, x.Shape))
 	}
+	if k == 2 && s == 2 {
+		pool2Forward(Y, X, n*c, h, w)
+		return
+	}
 	parallelFor(n*c, 4, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			src, dst := X[j*h*w:][:h*w], Y[j*oh*ow:][:oh*ow]
@@ -143,6 +147,10 @@ func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
 	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
 	oh, ow := (h-k)/s+1, (w-k)/s+1
 	X, DX, DY := Data(x), Data(dx), Data(dy)
+	if k == 2 && s == 2 {
+		pool2Backward(DX, DY, X, n*c, h, w)
+		return
+	}
 	parallelFor(n*c, 4, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			src, dsrc, g := X[j*h*w:][:h*w], DX[j*h*w:][:h*w], DY[j*oh*ow:][:oh*ow]
@@ -159,6 +167,67 @@ func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
 						}
 					}
 					dsrc[best] += g[oy*ow+ox]
+				}
+			}
+		}
+	})
+}
+
+// pool2Forward is MaxPoolForward for VGG's 2x2 windows with stride 2 over
+// planes planes of h×w: no loops over the window, no branches.
+func pool2Forward(Y, X []float32, planes, h, w int) {
+	oh, ow := h/2, w/2
+	parallelFor(planes, 4, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			src, dst := X[j*h*w:][:h*w], Y[j*oh*ow:][:oh*ow]
+			for oy := 0; oy < oh; oy++ {
+				r0, r1 := src[2*oy*w:][:2*ow], src[(2*oy+1)*w:][:2*ow]
+				out := dst[oy*ow:][:ow]
+				for ox := range out {
+					// max propagates NaN, as PyTorch's max-pool does.
+					out[ox] = max(r0[2*ox], r0[2*ox+1], r1[2*ox], r1[2*ox+1])
+				}
+			}
+		}
+	})
+}
+
+// pool2Backward is MaxPoolBackward for 2x2 windows with stride 2: each
+// window's gradient goes to its first maximum in row-major order, chosen
+// with masks rather than branches (which element wins is close to random).
+func pool2Backward(DX, DY, X []float32, planes, h, w int) {
+	oh, ow := h/2, w/2
+	parallelFor(planes, 4, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			src, dsrc, g := X[j*h*w:][:h*w], DX[j*h*w:][:h*w], DY[j*oh*ow:][:oh*ow]
+			if h%2 != 0 || w%2 != 0 { // rows or columns no window covers
+				clear(dsrc)
+			}
+			for oy := 0; oy < oh; oy++ {
+				r0, r1 := src[2*oy*w:][:2*ow], src[(2*oy+1)*w:][:2*ow]
+				d0, d1 := dsrc[2*oy*w:][:2*ow], dsrc[(2*oy+1)*w:][:2*ow]
+				gr := g[oy*ow:][:ow]
+				for ox, gv := range gr {
+					a, b, c, d := r0[2*ox], r0[2*ox+1], r1[2*ox], r1[2*ox+1]
+					m := max(a, b, c, d)
+					var ma, mb, mc uint32
+					if a == m {
+						ma = ^uint32(0)
+					}
+					if b == m {
+						mb = ^uint32(0)
+					}
+					if c == m {
+						mc = ^uint32(0)
+					}
+					mb &^= ma
+					mc &^= ma | mb
+					md := ^(ma | mb | mc)
+					bits := math.Float32bits(gv)
+					d0[2*ox] = math.Float32frombits(bits & ma)
+					d0[2*ox+1] = math.Float32frombits(bits & mb)
+					d1[2*ox] = math.Float32frombits(bits & mc)
+					d1[2*ox+1] = math.Float32frombits(bits & md)
 				}
 			}
 		}
@@ -268,12 +337,17 @@ func (b *Backend) ReLUForward(y, x *tensor.Tensor) {
 func (b *Backend) ReLUBackward(dx, dy, y *tensor.Tensor) {
 	DX, DY, Y := Data(dx), Data(dy), Data(y)
 	parallelFor(len(Y), 1<<14, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			if Y[i] > 0 {
-				DX[i] = DY[i]
-			} else {
-				DX[i] = 0
+		y, g, d := Y[lo:hi], DY[lo:hi], DX[lo:hi]
+		g, d = g[:len(y)], d[:len(y)]
+		for i, v := range y {
+			// A mask instead of a branch: which activations are positive is
+			// close to random, and a mispredicted branch per element cost
+			// more than the memory traffic (15 ms against 3–4 ms for 4M values).
+			var m uint32
+			if v > 0 {
+				m = ^uint32(0)
 			}
+			d[i] = math.Float32frombits(math.Float32bits(g[i]) & m)
 		}
 	})
 }
