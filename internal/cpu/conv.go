@@ -177,17 +177,8 @@ func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
 		b.convBackwardDataCol2im(DX, DY, W, g)
 		return
 	}
-	kk := g.k * g.k
 	wt := b.scratch(&b.wtBuf, len(W)) // [Ci, Co, K, K], flipped
-	for co := 0; co < g.co; co++ {
-		for ci := 0; ci < g.ci; ci++ {
-			src := W[(co*g.ci+ci)*kk:][:kk]
-			dst := wt[(ci*g.co+co)*kk:][:kk]
-			for i, v := range src {
-				dst[kk-1-i] = v
-			}
-		}
-	}
+	flipTranspose(wt, W, g.co, g.ci, g.k*g.k)
 	t := convGeom{n: g.n, ci: g.co, h: g.oh, w: g.ow, co: g.ci, k: g.k, pad: g.k - 1 - g.pad}
 	t.oh, t.ow = t.h+2*t.pad-t.k+1, t.w+2*t.pad-t.k+1
 	t.hw, t.ohw, t.kdim = t.h*t.w, t.oh*t.ow, t.ci*t.k*t.k
@@ -241,6 +232,99 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 	for c := range DB {
 		DB[c] = float32(sums[c])
 	}
+}
+
+// ConvBackward computes dx (unless nil), dw and db in one pass. For the
+// "same" convolutions of VGG with at least 16 input channels it unrolls dy
+// once and uses it twice: backward-data is the transposed convolution
+// (flipped weights · unrolled dy), and backward-filter is
+// x · unrolled-dyᵀ, since dw[o,i,ki,kj] = Σ x[i,q] · dy[o, q-(ki-pad,kj-pad)]
+// is the unrolled dy's row (o, K-1-ki, K-1-kj). That replaces an unrolling
+// of x (9x its size) by a gather (1x). Other geometries take the two
+// separate passes.
+func (b *Backend) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
+	g := geometry(x, w, pad)
+	if dx == nil || g.oh != g.h || g.ow != g.w || g.ci < 16 {
+		b.ConvBackwardFilter(dw, db, x, dy, pad)
+		if dx != nil {
+			b.ConvBackwardData(dx, dy, w, pad)
+		}
+		return
+	}
+	X, DY, W, DX, DW, DB := Data(x), Data(dy), Data(w), Data(dx), Data(dw), Data(db)
+	if len(DY) != g.n*g.co*g.ohw || len(DX) != len(X) || len(DW) != len(W) || len(DB) != g.co {
+		panic(fmt.Sprintf("cpu: convolution backward of %v, weights %v, gradient %v", x.Shape, w.Shape, dy.Shape))
+	}
+	kk := g.k * g.k
+	wt := b.scratch(&b.wtBuf, len(W)) // [Ci, Co·K·K], flipped
+	flipTranspose(wt, W, g.co, g.ci, kk)
+	// The transposed convolution: input dy (Co channels), output dx.
+	t := convGeom{n: g.n, ci: g.co, h: g.oh, w: g.ow, co: g.ci, k: g.k, pad: g.k - 1 - g.pad}
+	t.oh, t.ow = t.h+2*t.pad-t.k+1, t.w+2*t.pad-t.k+1
+	t.hw, t.ohw, t.kdim = t.h*t.w, t.oh*t.ow, t.ci*t.k*t.k
+	dwt := b.scratch(&b.dwtBuf, g.ci*t.kdim) // [Ci, Co·K·K] = x · unrolled-dyᵀ
+	sums := b.stats(g.co)
+	nb := max(1, min(g.n, colLimit/max(1, t.kdim*t.ohw)))
+	for b0 := 0; b0 < g.n; b0 += nb {
+		m := min(nb, g.n-b0)
+		col := b.scratch(&b.colBuf, t.kdim*m*t.ohw) // dy unrolled [Co·K·K, m·hw]
+		im2col(col, DY[b0*g.co*g.ohw:], m, t)
+		out := b.scratch(&b.gemmBuf, g.ci*m*g.hw) // [Ci, m·hw]
+		b.sgemm(false, false, g.ci, m*g.hw, t.kdim, 1, wt, t.kdim, col, m*g.hw, 0, out, m*g.hw)
+		scatterNCHW(DX[b0*g.ci*g.hw:], out, m, g.ci, g.hw)
+		xg := b.scratch(&b.gatherBuf, g.ci*m*g.hw) // x as [Ci, m·hw]
+		gatherNCHW(xg, X[b0*g.ci*g.hw:], m, g.ci, g.hw)
+		var beta float32
+		if b0 > 0 {
+			beta = 1
+		}
+		b.sgemm(false, true, g.ci, t.kdim, m*g.hw, 1, xg, m*g.hw, col, m*g.hw, beta, dwt, t.kdim)
+		// db is the sum of dy: the centre tap's rows of the unrolled dy.
+		centre := (g.k-1-g.pad)*g.k + (g.k - 1 - g.pad)
+		parallelFor(g.co, 1, func(lo, hi int) {
+			for o := lo; o < hi; o++ {
+				var s float64
+				for _, v := range col[(o*kk+centre)*m*g.hw:][:m*g.hw] {
+					s += float64(v)
+				}
+				sums[o] += s
+			}
+		})
+	}
+	for o := 0; o < g.co; o++ {
+		for i := 0; i < g.ci; i++ {
+			src := dwt[i*t.kdim+o*kk:][:kk]
+			dst := DW[(o*g.ci+i)*kk:][:kk]
+			for j, v := range src {
+				dst[kk-1-j] = v
+			}
+		}
+		DB[o] = float32(sums[o])
+	}
+}
+
+// flipTranspose writes w [Co, Ci, K·K] as [Ci, Co, K·K] with each kernel
+// reversed: the weights of the transposed convolution.
+func flipTranspose(wt, w []float32, co, ci, kk int) {
+	for o := 0; o < co; o++ {
+		for i := 0; i < ci; i++ {
+			src := w[(o*ci+i)*kk:][:kk]
+			dst := wt[(i*co+o)*kk:][:kk]
+			for j, v := range src {
+				dst[kk-1-j] = v
+			}
+		}
+	}
+}
+
+// scatterNCHW copies out [C, m·hw] into images [0,m) of t [m, C, hw].
+func scatterNCHW(t, out []float32, m, c, hw int) {
+	parallelFor(m*c, 4, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			i, ch := j/c, j%c
+			copy(t[(i*c+ch)*hw:][:hw], out[ch*m*hw+i*hw:][:hw])
+		}
+	})
 }
 
 // stats returns a zeroed float64 scratch slice of n elements.

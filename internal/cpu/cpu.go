@@ -24,11 +24,13 @@ type Backend struct {
 
 	// Scratch buffers, grown on first use and reused by later calls so that
 	// a training step allocates nothing after the first.
-	colBuf   []float32 // im2col matrix [Ci·K·K, images·H·W]
-	gemmBuf  []float32 // GEMM output / gathered gradient [Co, images·H·W]
-	transBuf []float32 // transposed operand for gonum
-	wtBuf    []float32 // transposed conv weights [Ci·K·K, Co]
-	statBuf  []float64 // per-channel partial sums
+	colBuf    []float32 // im2col matrix [Ci·K·K, images·H·W]
+	gemmBuf   []float32 // GEMM output / gathered gradient [Co, images·H·W]
+	transBuf  []float32 // transposed operand for gonum
+	wtBuf     []float32 // flipped, transposed conv weights [Ci, Co, K, K]
+	dwtBuf    []float32 // weight gradient of the transposed convolution [Ci, Co·K·K]
+	gatherBuf []float32 // an input gathered channel-major [Ci, images·H·W]
+	statBuf   []float64 // per-channel partial sums
 }
 
 // New returns a CPU backend. It loads the CBLAS library on first use.
@@ -64,7 +66,7 @@ func (b *Backend) Free(t *tensor.Tensor) {
 }
 
 func (b *Backend) Close() error {
-	b.colBuf, b.gemmBuf, b.transBuf, b.wtBuf, b.statBuf = nil, nil, nil, nil, nil
+	b.colBuf, b.gemmBuf, b.transBuf, b.wtBuf, b.dwtBuf, b.gatherBuf, b.statBuf = nil, nil, nil, nil, nil, nil, nil
 	return nil
 }
 

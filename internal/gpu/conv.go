@@ -188,3 +188,12 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 	b.must(b.dnn.ConvBackwardBias(b.dnnH, 1, p.y, ptr[1], 0, p.b, ptr[3]), p.key.String())
 	b.unstage()
 }
+
+// ConvBackward runs cuDNN's two backward passes: they share nothing that
+// cuDNN would let the backend reuse.
+func (b *Backend) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
+	b.ConvBackwardFilter(dw, db, x, dy, pad)
+	if dx != nil {
+		b.ConvBackwardData(dx, dy, w, pad)
+	}
+}

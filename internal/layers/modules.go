@@ -87,12 +87,11 @@ func (m *conv) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *conv) backward(dy *tensor.Tensor) *tensor.Tensor {
-	m.be.ConvBackwardFilter(m.dw, m.db, m.x, dy, m.pad)
-	if !m.needDx {
-		return nil
+	var dx *tensor.Tensor
+	if m.needDx {
+		dx = m.dxBuf.get(m.be, m.x.Shape...)
 	}
-	dx := m.dxBuf.get(m.be, m.x.Shape...)
-	m.be.ConvBackwardData(dx, dy, m.w, m.pad)
+	m.be.ConvBackward(dx, m.dw, m.db, m.x, dy, m.w, m.pad)
 	return dx
 }
 

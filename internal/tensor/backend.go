@@ -41,6 +41,10 @@ type Backend interface {
 	ConvBackwardData(dx, dy, w *Tensor, pad int)
 	// ConvBackwardFilter: dw[Co,Ci,K,K] and db[Co] from x and dy.
 	ConvBackwardFilter(dw, db, x, dy *Tensor, pad int)
+	// ConvBackward is ConvBackwardData (skipped when dx is nil) and
+	// ConvBackwardFilter in one call, so that a backend can share work
+	// between them.
+	ConvBackward(dx, dw, db, x, dy, w *Tensor, pad int)
 
 	// BatchNormTrain normalises x[N,C,H,W] with the batch statistics
 	// (biased variance), writes y = gamma*xhat + beta, saves mean[C] and
