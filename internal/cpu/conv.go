@@ -291,30 +291,34 @@ func (b *Backend) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
 			}
 		})
 	}
-	for o := 0; o < g.co; o++ {
-		for i := 0; i < g.ci; i++ {
-			src := dwt[i*t.kdim+o*kk:][:kk]
-			dst := DW[(o*g.ci+i)*kk:][:kk]
-			for j, v := range src {
-				dst[kk-1-j] = v
+	parallelFor(g.co, 8, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			for i := 0; i < g.ci; i++ {
+				src := dwt[i*t.kdim+o*kk:][:kk]
+				dst := DW[(o*g.ci+i)*kk:][:kk]
+				for j, v := range src {
+					dst[kk-1-j] = v
+				}
 			}
+			DB[o] = float32(sums[o])
 		}
-		DB[o] = float32(sums[o])
-	}
+	})
 }
 
 // flipTranspose writes w [Co, Ci, K·K] as [Ci, Co, K·K] with each kernel
 // reversed: the weights of the transposed convolution.
 func flipTranspose(wt, w []float32, co, ci, kk int) {
-	for o := 0; o < co; o++ {
-		for i := 0; i < ci; i++ {
-			src := w[(o*ci+i)*kk:][:kk]
-			dst := wt[(i*co+o)*kk:][:kk]
-			for j, v := range src {
-				dst[kk-1-j] = v
+	parallelFor(co, 8, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			for i := 0; i < ci; i++ {
+				src := w[(o*ci+i)*kk:][:kk]
+				dst := wt[(i*co+o)*kk:][:kk]
+				for j, v := range src {
+					dst[kk-1-j] = v
+				}
 			}
 		}
-	}
+	})
 }
 
 // scatterNCHW copies out [C, m·hw] into images [0,m) of t [m, C, hw].

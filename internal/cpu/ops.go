@@ -418,21 +418,40 @@ func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
 	P, G, M := Data(p), Data(g), Data(m)
 	lr, mom, wd, damp := float32(h.LR), float32(h.Momentum), float32(h.WeightDecay), float32(1-h.Dampening)
 	parallelFor(len(P), 1<<14, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			d := G[i] + wd*P[i]
-			if mom != 0 {
-				if first {
-					M[i] = d
-				} else {
-					M[i] = mom*M[i] + damp*d
-				}
-				if h.Nesterov {
-					d += mom * M[i]
-				} else {
-					d = M[i]
-				}
+		p, g, m := P[lo:hi], G[lo:hi], M[lo:hi]
+		g, m = g[:len(p)], m[:len(p)]
+		// One loop per case, so that the hot one (momentum after the
+		// first step) runs without tests per element.
+		switch {
+		case mom == 0:
+			for i := range p {
+				p[i] -= lr * (g[i] + wd*p[i])
 			}
-			P[i] -= lr * d
+		case first && h.Nesterov:
+			for i := range p {
+				d := g[i] + wd*p[i]
+				m[i] = d
+				p[i] -= lr * (d + mom*d)
+			}
+		case first:
+			for i := range p {
+				d := g[i] + wd*p[i]
+				m[i] = d
+				p[i] -= lr * d
+			}
+		case h.Nesterov:
+			for i := range p {
+				d := g[i] + wd*p[i]
+				mi := mom*m[i] + damp*d
+				m[i] = mi
+				p[i] -= lr * (d + mom*mi)
+			}
+		default:
+			for i := range p {
+				mi := mom*m[i] + damp*(g[i]+wd*p[i])
+				m[i] = mi
+				p[i] -= lr * mi
+			}
 		}
 	})
 }
