@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -27,7 +30,11 @@ func dataCmd() *cobra.Command {
 			if format != "bin" && format != "py" {
 				return fmt.Errorf("--format %q: want bin or py", format)
 			}
-			return download(cmd.Context(), cmd.OutOrStdout(), dir, format, url)
+			// Ctrl-C cancels the transfer, and Download removes what it
+			// had written.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return download(ctx, cmd.OutOrStdout(), dir, format, url)
 		},
 	}
 	dl.Flags().StringVar(&dir, "dir", "./data", "directory to put the dataset in")
