@@ -104,7 +104,11 @@ func evalCmd() *cobra.Command {
 			if limitN > 0 && limitN < ds.Len() {
 				ds = ds.Subset(seq(limitN))
 			}
-			res, err := train.Evaluate(l.model, ds, l.eval, batch, 0)
+			var progress func(done, total int)
+			if !asJSON {
+				progress = evalProgress(cmd.ErrOrStderr())
+			}
+			res, err := train.Evaluate(l.model, ds, l.eval, batch, 0, progress)
 			if err != nil {
 				return err
 			}

@@ -28,23 +28,16 @@ type reporter struct {
 	epochs  int
 	batches int
 	lastPct int
+	// validating is set while the validation pass of an epoch runs.
+	validating bool
 }
 
 func newReporter(w io.Writer) *reporter { return &reporter{w: w, tty: isTerminal(w)} }
 
 func (r *reporter) EpochStart(epoch, epochs, batches int) {
-	r.epoch, r.epochs, r.batches, r.lastPct = epoch, epochs, batches, 0
+	r.epoch, r.epochs, r.batches, r.lastPct, r.validating = epoch, epochs, batches, 0, false
 	if r.tty {
-		r.bar = progressbar.NewOptions(batches,
-			progressbar.OptionSetWriter(r.w),
-			progressbar.OptionSetDescription(fmt.Sprintf("epoch %d/%d", epoch, epochs)),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionShowElapsedTimeOnFinish(),
-			progressbar.OptionClearOnFinish(),
-			progressbar.OptionThrottle(100_000_000),
-		)
+		r.bar = newBar(r.w, batches, fmt.Sprintf("epoch %d/%d", epoch, epochs))
 	}
 }
 
@@ -59,6 +52,19 @@ func (r *reporter) Step(s train.StepStats) {
 		r.lastPct = pct
 		fmt.Fprintf(r.w, "%s  batch %d/%d\n", desc, s.Batch, s.Batches)
 	}
+}
+
+func (r *reporter) Validating(done, total int) {
+	if !r.tty {
+		return
+	}
+	if !r.validating { // the epoch's bar gives way to the validation's
+		if r.bar != nil {
+			r.bar.Finish()
+		}
+		r.bar, r.validating = newBar(r.w, total, "validating"), true
+	}
+	r.bar.Set(done)
 }
 
 func (r *reporter) EpochEnd(m train.EpochMetrics) {
@@ -79,3 +85,34 @@ func (r *reporter) EpochEnd(m train.EpochMetrics) {
 }
 
 func (r *reporter) Note(msg string) { fmt.Fprintln(r.w, msg) }
+
+// newBar is a progress bar of total steps that clears itself when done.
+func newBar(w io.Writer, total int, desc string) *progressbar.ProgressBar {
+	return progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionThrottle(100_000_000),
+	)
+}
+
+// evalProgress draws a bar for vgg16 eval on a terminal (nothing otherwise:
+// the result follows within seconds to minutes).
+func evalProgress(w io.Writer) func(done, total int) {
+	if !isTerminal(w) {
+		return nil
+	}
+	var bar *progressbar.ProgressBar
+	return func(done, total int) {
+		if bar == nil {
+			bar = newBar(w, total, "evaluating")
+		}
+		bar.Set(done)
+		if done >= total {
+			bar.Finish()
+		}
+	}
+}

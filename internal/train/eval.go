@@ -19,8 +19,8 @@ type EvalResult struct {
 }
 
 // Evaluate runs the model in inference mode over ds with the deterministic
-// transform tf.
-func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch, workers int) (*EvalResult, error) {
+// transform tf. progress, when not nil, is called after each batch.
+func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch, workers int, progress func(done, total int)) (*EvalResult, error) {
 	be := m.Backend()
 	classes := m.Config.Classes
 	size := m.Config.ImageSize
@@ -68,6 +68,9 @@ func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch,
 			res.Confusion[int(l)][argmax(logits[i*classes:(i+1)*classes])]++
 		}
 		res.Images += n
+		if progress != nil {
+			progress(res.Images, ds.Len())
+		}
 	}
 	if res.Images == 0 {
 		return nil, fmt.Errorf("no images to evaluate")

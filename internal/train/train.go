@@ -41,6 +41,8 @@ var ErrInterrupted = errors.New("interrupted")
 type Reporter interface {
 	EpochStart(epoch, epochs, batches int)
 	Step(s StepStats)
+	// Validating reports the validation pass after each batch.
+	Validating(done, total int)
 	EpochEnd(m EpochMetrics)
 	Note(msg string)
 }
@@ -170,7 +172,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		skip = 0
 		em.ValLoss, em.ValAcc = math.NaN(), math.NaN()
 		if r.Val != nil && r.Val.Len() > 0 {
-			ev, err := Evaluate(m, r.Val, r.evalTransform(), bs, r.Opt.Workers)
+			ev, err := Evaluate(m, r.Val, r.evalTransform(), bs, r.Opt.Workers, r.Report.Validating)
 			if err != nil {
 				return r.history, err
 			}

@@ -62,8 +62,9 @@ func (q *quiet) Step(s StepStats) {
 		q.step(s)
 	}
 }
-func (q *quiet) EpochEnd(m EpochMetrics) {}
-func (q *quiet) Note(string)             {}
+func (q *quiet) EpochEnd(m EpochMetrics)    {}
+func (q *quiet) Validating(done, total int) {}
+func (q *quiet) Note(string)                {}
 
 func newRun(t *testing.T, dir string, o Options, rep Reporter) *Run {
 	t.Helper()
@@ -133,7 +134,7 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	if err := m.LoadState(ck.State); err != nil {
 		t.Fatal(err)
 	}
-	ev, err := Evaluate(m, r.Val, EvalTransformFor("cifar", 32), 16, 2)
+	ev, err := Evaluate(m, r.Val, EvalTransformFor("cifar", 32), 16, 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
