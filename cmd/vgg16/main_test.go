@@ -223,3 +223,28 @@ func TestDataDownloadBadArchive(t *testing.T) {
 		t.Errorf("left behind: %s", e.Name())
 	}
 }
+
+// TestInitFromPTH fine-tunes from a PyTorch-written torch.save file: every
+// tensor of the fixture's state dict fits the same layer list.
+func TestInitFromPTH(t *testing.T) {
+	fixtures := os.Getenv("VGG16_FIXTURES")
+	if fixtures == "" {
+		fixtures = filepath.Join("..", "..", "..", "shared", "fixtures")
+	}
+	pth := filepath.Join(fixtures, "vgg-small-32", "init.pth")
+	if _, err := os.Stat(pth); err != nil {
+		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+	}
+	data := t.TempDir()
+	writeCIFAR(t, data, 20)
+	out, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--recipe", "cifar", "--epochs", "1", "--batch", "16",
+		"--arch", "8,8,M,16,16,M,32,32,32,M,64,64,64,M,64,64,64,M", "--hidden", "128", "--init", pth, "--run-dir", filepath.Join(t.TempDir(), "r"))
+	if err != nil || !strings.Contains(out, "initialised from "+pth+"\n") {
+		t.Fatalf("--init %s: %v\n%s", pth, err, out)
+	}
+	// eval takes the .pth itself: its configuration comes from the shapes.
+	out, err = run(t, "eval", pth, "--data", data, "--device", "cpu", "--json")
+	if err != nil || !strings.Contains(out, `"images": 20`) {
+		t.Fatalf("eval %s: %v\n%s", pth, err, out)
+	}
+}
