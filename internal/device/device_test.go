@@ -1,0 +1,118 @@
+package device
+
+import (
+	"context"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	vgg16 "github.com/vgg16/vgg16"
+	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/train"
+)
+
+func TestOpenCPUAndBadKind(t *testing.T) {
+	be, line, err := Open(Options{Kind: "cpu"})
+	if err != nil || !strings.HasPrefix(line, "device: cpu") {
+		t.Fatalf("cpu: %v %q", err, line)
+	}
+	be.Close()
+	if _, _, err := Open(Options{Kind: "tpu"}); err == nil || !strings.Contains(err.Error(), "--device") {
+		t.Fatalf("--device tpu: %v", err)
+	}
+}
+
+// TestTrainOnStandInGPU builds the stand-in CUDA libraries of internal/gpu's
+// tests (they compute on the host and run the real kernels.cu), points
+// VGG16_CUDA_PATH at them, and trains through the same path the CLI takes:
+// --device cuda picks the GPU backend, and a short run matches the CPU's.
+func TestTrainOnStandInGPU(t *testing.T) {
+	if ok, _ := cuda.Probe().Usable(); ok {
+		t.Skip("a real GPU is usable: internal/gpu's tests run on it")
+	}
+	cxx, err := exec.LookPath("g++")
+	if err != nil {
+		t.Skip("g++ not installed: cannot build the stand-in CUDA libraries")
+	}
+	emu, err1 := os.ReadFile(filepath.Join("..", "kernels", "testdata", "emu.h"))
+	fake, err2 := os.ReadFile(filepath.Join("..", "gpu", "testdata", "fakecuda.cpp"))
+	if err1 != nil || err2 != nil {
+		t.Skipf("stand-in sources not found (%v, %v): run from the package directory", err1, err2)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "fakecuda.cpp")
+	if err := os.WriteFile(src, []byte(string(emu)+vgg16.KernelsSource+string(fake)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lib := filepath.Join(dir, "libfakecuda.so")
+	if out, err := exec.Command(cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", "-shared", "-fPIC", "-o", lib, src).CombinedOutput(); err != nil {
+		t.Fatalf("building the stand-in: %v\n%s", err, out)
+	}
+	for _, name := range []string{"libcuda.so.1", "libcublas.so.12", "libcudnn.so.9", "libnvrtc.so.12"} {
+		if err := os.Symlink(lib, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("VGG16_CUDA_PATH", dir)
+
+	gpuBE, line, err := Open(Options{Kind: "cuda", Precision: "fp32"})
+	if err != nil {
+		t.Fatalf("--device cuda on the stand-in: %v", err)
+	}
+	defer gpuBE.Close()
+	if !strings.Contains(line, "cuda:0") {
+		t.Errorf("device line %q", line)
+	}
+	auto, line, err := Open(Options{Kind: "auto"})
+	if err != nil || !strings.Contains(line, "cuda:0") {
+		t.Errorf("--device auto did not pick the GPU: %q %v", line, err)
+	}
+	if auto != nil {
+		auto.Close()
+	}
+
+	cfg, _ := layers.ParseCfg("16,M,16,M,16,M,16,M,16,M")
+	o := train.CIFARRecipe()
+	o.Model = layers.Config{Arch: "t", Cfg: cfg, BatchNorm: true, ImageSize: 32, Hidden: 32, Classes: 10, Dropout: 0.5}
+	o.Epochs, o.Batch, o.Workers = 2, 16, 2
+	ds := &cifar.Dataset{Images: make([]byte, 96*3072), Labels: make([]uint8, 96), Classes: cifar.ClassNames}
+	for i := range ds.Images {
+		ds.Images[i] = byte(i * 7 % 251)
+	}
+	for i := range ds.Labels {
+		ds.Labels[i] = uint8(i % 10)
+	}
+	tr, val := ds.Split(0.25, 1)
+	run := func(be interface{ Name() string }, r *train.Run) []train.EpochMetrics {
+		h, err := r.Execute(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v", be.Name(), err)
+		}
+		return h
+	}
+	g := &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: gpuBE, Report: nopReport{}}
+	c := &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: cpu.New(), Report: nopReport{}}
+	hg, hc := run(gpuBE, g), run(c.Backend, c)
+	for i := range hc {
+		if d := math.Abs(hg[i].TrainLoss - hc[i].TrainLoss); d > 1e-4*math.Abs(hc[i].TrainLoss) {
+			t.Errorf("epoch %d: train loss %.7f on the stand-in GPU, %.7f on the CPU", i+1, hg[i].TrainLoss, hc[i].TrainLoss)
+		}
+		if d := math.Abs(hg[i].ValLoss - hc[i].ValLoss); d > 1e-4*math.Abs(hc[i].ValLoss) {
+			t.Errorf("epoch %d: val loss %.7f on the stand-in GPU, %.7f on the CPU", i+1, hg[i].ValLoss, hc[i].ValLoss)
+		}
+	}
+}
+
+type nopReport struct{}
+
+func (nopReport) EpochStart(int, int, int)    {}
+func (nopReport) Step(train.StepStats)        {}
+func (nopReport) Validating(int, int)         {}
+func (nopReport) EpochEnd(train.EpochMetrics) {}
+func (nopReport) Note(string)                 {}
