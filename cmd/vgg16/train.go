@@ -172,6 +172,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if err != nil {
 				return err
 			}
+			if fs.Changed("classes") && mf.classes != len(classes) {
+				return fmt.Errorf("--classes %d: the data has %d classes", mf.classes, len(classes))
+			}
 			o.Model.Classes = len(classes)
 			if err := train.PrepareDir(runDir, resume); err != nil {
 				return err
