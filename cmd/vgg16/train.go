@@ -157,15 +157,20 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				fmt.Fprintf(w, "note: %dx%d on a CPU is ~%dx the work of 32x32; --recipe cifar trains at 32x32\n",
 					o.Model.ImageSize, o.Model.ImageSize, o.Model.ImageSize*o.Model.ImageSize/1024)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sigs)
 			go func() {
-				<-ctx.Done()
-				if cmd.Context().Err() == nil { // a signal, not the caller
+				select {
+				case <-sigs:
 					// A second Ctrl-C kills at once: checkpoints are written
 					// atomically, so the last good one survives.
-					stop()
+					signal.Stop(sigs)
 					fmt.Fprintln(w, "\ninterrupted: saving a checkpoint after this batch (Ctrl-C again to quit at once)")
+					cancel()
+				case <-ctx.Done():
 				}
 			}()
 			trainSet, valSet, classes, err := loadData(ctx, w, df, o.Seed)
