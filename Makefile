@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= ./vgg16
 FUZZTIME ?= 10s
 
-.PHONY: build test run bench fuzz vet kernels-check gpu-build clean
+.PHONY: build test run bench fuzz race vet kernels-check gpu-build clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vgg16
@@ -17,10 +17,17 @@ vet:
 	$(GO) vet ./...
 
 # Unit tests, gradient checks, PyTorch parity (../shared/fixtures), GPU tests
-# (skipped without a GPU), then a short run of every fuzz target.
+# (skipped without a GPU; the stand-in CUDA libraries otherwise), the race
+# detector over the concurrent packages, then a short run of every fuzz target.
 test: vet
 	$(GO) test -count=1 ./...
+	$(MAKE) --no-print-directory race
 	$(MAKE) --no-print-directory fuzz
+
+# The concurrent parts (loader, training loop, signals, CLI) under the race
+# detector.
+race:
+	$(GO) test -race -count=1 ./cmd/vgg16 ./internal/train ./internal/cifar ./internal/cpu ./internal/device ./internal/pickle
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/safetensors
