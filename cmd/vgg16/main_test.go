@@ -190,6 +190,7 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"train", "--data", data, "--device", "tpu"}, "--device"},
 		{[]string{"train", "--data", notData, "--download=false", "--device", "cpu"}, notData},
 		{[]string{"train", "--resume", "--device", "cpu"}, "--run-dir"},
+		{[]string{"train", "--data", data, "--batch", "100000", "--device", "cpu"}, "--batch 100000 at 224x224 needs about"},
 		{[]string{"train", "--data", data, "--classes", "5", "--download=false", "--device", "cpu", "--size", "32", "--run-dir", filepath.Join(t.TempDir(), "c")}, "--classes 5: the data has 10 classes"},
 		{[]string{"eval", missing, "--device", "cpu"}, missing},
 		{[]string{"predict", "--checkpoint", missing, "--device", "cpu", "x.png"}, missing},

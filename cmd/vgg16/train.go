@@ -153,6 +153,11 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if err := o.Validate(); err != nil {
 				return err
 			}
+			if onCPU {
+				if err := checkCPUMemory(o.Model, o.Batch); err != nil {
+					return err
+				}
+			}
 			if onCPU && o.Model.ImageSize >= 128 {
 				fmt.Fprintf(w, "note: %dx%d on a CPU is ~%dx the work of 32x32; --recipe cifar trains at 32x32\n",
 					o.Model.ImageSize, o.Model.ImageSize, o.Model.ImageSize*o.Model.ImageSize/1024)

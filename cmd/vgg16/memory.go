@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/vgg16/vgg16/internal/layers"
+)
+
+// estimateBytes is roughly what training cfg at batch size takes on the
+// CPU: every module's output and input-gradient buffers, the parameters,
+// their gradients and momentum, and the backend's scratch space.
+func estimateBytes(cfg layers.Config, batch int) (int64, error) {
+	rows, params, err := layers.Describe(cfg)
+	if err != nil {
+		return 0, err
+	}
+	var perSample int64
+	for _, r := range rows {
+		n := int64(1)
+		for _, d := range r.Out {
+			n *= int64(d)
+		}
+		perSample += 2 * n // output and input gradient
+	}
+	const scratch = 3 * 32 << 20 // im2col and GEMM buffers, bounded per call
+	return 4*(perSample*int64(batch)+3*int64(params)) + scratch, nil
+}
+
+// availableBytes is MemAvailable from /proc/meminfo, or 0 when unknown.
+func availableBytes() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// checkCPUMemory refuses a run that cannot fit in the machine's memory,
+// before it allocates and dies.
+func checkCPUMemory(cfg layers.Config, batch int) error {
+	need, err := estimateBytes(cfg, batch)
+	if err != nil {
+		return err
+	}
+	if have := availableBytes(); have > 0 && need > have {
+		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU, this machine has %.1f GB available: lower --batch or --size",
+			batch, cfg.ImageSize, cfg.ImageSize, float64(need)/1e9, float64(have)/1e9)
+	}
+	return nil
+}
