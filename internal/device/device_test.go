@@ -3,16 +3,12 @@ package device
 import (
 	"context"
 	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	vgg16 "github.com/vgg16/vgg16"
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
-	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/gpu/gputest"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/train"
 )
@@ -28,37 +24,12 @@ func TestOpenCPUAndBadKind(t *testing.T) {
 	}
 }
 
-// TestTrainOnStandInGPU builds the stand-in CUDA libraries of internal/gpu's
-// tests (they compute on the host and run the real kernels.cu), points
+// TestTrainOnStandInGPU builds the stand-in CUDA libraries (gputest: they
+// compute on the host and run the real kernels.cu), points
 // VGG16_CUDA_PATH at them, and trains through the same path the CLI takes:
 // --device cuda picks the GPU backend, and a short run matches the CPU's.
 func TestTrainOnStandInGPU(t *testing.T) {
-	if ok, _ := cuda.Probe().Usable(); ok {
-		t.Skip("a real GPU is usable: internal/gpu's tests run on it")
-	}
-	cxx, err := exec.LookPath("g++")
-	if err != nil {
-		t.Skip("g++ not installed: cannot build the stand-in CUDA libraries")
-	}
-	emu, err1 := os.ReadFile(filepath.Join("..", "kernels", "testdata", "emu.h"))
-	fake, err2 := os.ReadFile(filepath.Join("..", "gpu", "testdata", "fakecuda.cpp"))
-	if err1 != nil || err2 != nil {
-		t.Skipf("stand-in sources not found (%v, %v): run from the package directory", err1, err2)
-	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "fakecuda.cpp")
-	if err := os.WriteFile(src, []byte(string(emu)+vgg16.KernelsSource+string(fake)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	lib := filepath.Join(dir, "libfakecuda.so")
-	if out, err := exec.Command(cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", "-shared", "-fPIC", "-o", lib, src).CombinedOutput(); err != nil {
-		t.Fatalf("building the stand-in: %v\n%s", err, out)
-	}
-	for _, name := range []string{"libcuda.so.1", "libcublas.so.12", "libcudnn.so.9", "libnvrtc.so.12"} {
-		if err := os.Symlink(lib, filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := gputest.BuildFakeCUDA(t)
 	t.Setenv("VGG16_CUDA_PATH", dir)
 
 	gpuBE, line, err := Open(Options{Kind: "cuda", Precision: "fp32"})

@@ -1,58 +1,12 @@
 package gpu
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	vgg16 "github.com/vgg16/vgg16"
 	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/gpu/gputest"
 )
-
-// buildFakeCUDA compiles testdata/fakecuda.cpp, with the kernels and their
-// host emulation, into one library and names it as each of the four CUDA
-// libraries (symbolic links, so they share one state: the driver's
-// allocations are what cuBLAS and cuDNN check their operands against).
-func buildFakeCUDA(t *testing.T) string {
-	t.Helper()
-	if ok, _ := cuda.Probe().Usable(); ok {
-		t.Skip("a real GPU is usable: the GPU tests run on it instead")
-	}
-	cxx, err := exec.LookPath("g++")
-	if err != nil {
-		t.Skip("g++ not installed: cannot build the stand-in CUDA libraries")
-	}
-	emu, err := os.ReadFile(filepath.Join("..", "kernels", "testdata", "emu.h"))
-	if os.IsNotExist(err) {
-		t.Skipf("%v: run the test from its package directory", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	fake, err := os.ReadFile(filepath.Join("testdata", "fakecuda.cpp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "fakecuda.cpp")
-	if err := os.WriteFile(src, []byte(string(emu)+vgg16.KernelsSource+string(fake)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	lib := filepath.Join(dir, "libfakecuda.so")
-	out, err := exec.Command(cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", "-shared", "-fPIC",
-		"-Wall", "-Wno-unused-function", "-o", lib, src).CombinedOutput()
-	if err != nil || len(out) > 0 {
-		t.Fatalf("compiling the stand-in CUDA libraries: %v\n%s", err, out)
-	}
-	for _, name := range []string{"libcuda.so.1", "libcublas.so.12", "libcudnn.so.9", "libnvrtc.so.12"} {
-		if err := os.Symlink(lib, filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
 
 // TestFakeCUDA runs the whole GPU test suite, the model step and the
 // PyTorch fixtures on stand-in CUDA libraries that compute on the host
@@ -65,7 +19,7 @@ func buildFakeCUDA(t *testing.T) string {
 // thread, kernel argument packing, and the numbers against the CPU
 // backend. What it cannot check is the real libraries' behaviour.
 func TestFakeCUDA(t *testing.T) {
-	dir := buildFakeCUDA(t)
+	dir := gputest.BuildFakeCUDA(t)
 	libs, err := cuda.LoadDirs([]string{dir})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +77,7 @@ func TestFakeCUDA(t *testing.T) {
 
 // TestFakeCUDAKernelCache: a second backend finds the kernels in the cache.
 func TestFakeCUDAKernelCache(t *testing.T) {
-	libs, err := cuda.LoadDirs([]string{buildFakeCUDA(t)})
+	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
