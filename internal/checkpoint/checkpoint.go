@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -193,12 +194,7 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	if len(convs) == 0 {
 		return layers.Config{}, fmt.Errorf("no features.N.weight convolution tensors: not a VGG state dict")
 	}
-	// Sort by index.
-	for i := 1; i < len(convs); i++ {
-		for j := i; j > 0 && convs[j].idx < convs[j-1].idx; j-- {
-			convs[j], convs[j-1] = convs[j-1], convs[j]
-		}
-	}
+	sort.Slice(convs, func(i, j int) bool { return convs[i].idx < convs[j].idx })
 	per := 2 // conv, ReLU
 	if bn {
 		per = 3

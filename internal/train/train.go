@@ -416,19 +416,14 @@ func (r *Run) restore() (int, error) {
 	r.step, _ = strconv.Atoi(of.Metadata["vgg16.step"])
 	r.model.SetStep(ck.Info.Step)
 	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
-	r.id, _, _ = cutLast(ck.Info.ID, "-")
+	// The ID is "<run id>-<step>".
+	r.id = ck.Info.ID
+	if i := strings.LastIndexByte(r.id, '-'); i >= 0 {
+		r.id = r.id[:i]
+	}
 	r.history, _ = ReadMetrics(filepath.Join(r.Dir, MetricsFile))
 	if len(r.history) > r.epoch {
 		r.history = r.history[:r.epoch]
 	}
 	return ck.Info.Batch, nil
-}
-
-func cutLast(s, sep string) (string, string, bool) {
-	for i := len(s) - len(sep); i >= 0; i-- {
-		if s[i:i+len(sep)] == sep {
-			return s[:i], s[i+len(sep):], true
-		}
-	}
-	return s, "", false
 }
