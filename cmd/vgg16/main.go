@@ -6,9 +6,10 @@ package main
 import (
 	"fmt"
 	"os"
-	"runtime"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 func main() {
@@ -24,11 +25,9 @@ func main() {
 func execute(root *cobra.Command) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			e, ok := p.(error)
-			if _, bug := p.(runtime.Error); !ok || bug {
+			if err = tensor.DeviceError(p); err == nil {
 				panic(p)
 			}
-			err = e
 		}
 	}()
 	return root.Execute()

@@ -1,5 +1,7 @@
 package tensor
 
+import "runtime"
+
 // Backend runs the operations of a VGG network on one device.
 //
 // Conventions for every method:
@@ -14,6 +16,9 @@ package tensor
 //     workspaces, algorithm choices), so a training step allocates nothing
 //     after the first.
 //   - Work may run asynchronously; Download waits for it.
+//   - Methods return no errors: a device failure (a failed CUDA call, out
+//     of memory) panics with an error value, which callers turn back into
+//     an error with DeviceError at a step or command boundary.
 type Backend interface {
 	// Name says which device and libraries the backend uses, in one line.
 	Name() string
@@ -115,4 +120,15 @@ var DefaultLRN = LRN{Size: 5, Alpha: 1e-4, Beta: 0.75, K: 2}
 type SGD struct {
 	LR, Momentum, WeightDecay, Dampening float64
 	Nesterov                             bool
+}
+
+// DeviceError is the error a backend panicked with, given what recover
+// returned: the error value of a device failure, or nil for anything else
+// (a runtime error or a non-error value is a bug and should keep crashing).
+func DeviceError(p any) error {
+	e, ok := p.(error)
+	if _, bug := p.(runtime.Error); !ok || bug {
+		return nil
+	}
+	return e
 }

@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -116,8 +115,8 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	// error, its checkpoints as they were. Programming errors still crash.
 	defer func() {
 		if p := recover(); p != nil {
-			e, ok := p.(error)
-			if _, bug := p.(runtime.Error); !ok || bug {
+			e := tensor.DeviceError(p)
+			if e == nil {
 				panic(p)
 			}
 			hist, err = r.history, fmt.Errorf("epoch %d: %w", r.epoch+1, e)
