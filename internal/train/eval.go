@@ -41,6 +41,7 @@ func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch,
 	defer ld.Close()
 	logits := make([]float32, batch*classes)
 	lossHost := make([]float32, 1)
+	labels := make([]float32, 0, batch)
 	var sum float64
 	for {
 		b, ok := ld.Next()
@@ -57,7 +58,7 @@ func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch,
 		xb, yb := x.View(0, n, 3, size, size), y.View(0, n)
 		be.Upload(xb, b.X)
 		be.Upload(yb, b.Y)
-		labels := append([]float32(nil), b.Y...)
+		labels = append(labels[:0], b.Y...) // kept past Release
 		ld.Release(b)
 		out := m.Forward(xb, false)
 		be.SoftmaxCrossEntropy(loss, nil, out, yb, 0)

@@ -155,7 +155,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	size, bs, classes := r.Opt.Model.ImageSize, r.Opt.Batch, r.Opt.Model.Classes
 	st := &stepBuffers{
 		x: be.New(bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: be.New(bs, classes),
-		logits: make([]float32, bs*classes), lossHost: make([]float32, 1),
+		logits: make([]float32, bs*classes), lossHost: make([]float32, 1), labels: make([]float32, 0, bs),
 	}
 	defer func() {
 		for _, t := range []*tensor.Tensor{st.x, st.y, st.loss, st.dlogits} {
@@ -204,6 +204,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 type stepBuffers struct {
 	x, y, loss, dlogits *tensor.Tensor // [B,3,S,S], [B], [1], [B,C]
 	logits, lossHost    []float32      // host copies for the metrics
+	labels              []float32      // [B] the batch's labels, kept past Release
 }
 
 // trainEpoch trains one epoch, skipping its first skip batches (done before
@@ -239,7 +240,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		xb, yb, db := st.x.View(0, n, 3, size, size), st.y.View(0, n), st.dlogits.View(0, n, classes)
 		be.Upload(xb, batch.X)
 		be.Upload(yb, batch.Y)
-		labels := append([]float32(nil), batch.Y...)
+		labels := append(st.labels[:0], batch.Y...)
 		ld.Release(batch)
 
 		logits := m.Forward(xb, true)
