@@ -53,7 +53,7 @@ SHARED ?= ../shared
 gpu-build:
 	mkdir -p .gpu/cifar-sample
 	$(GO) build -ldflags="-s -w" -o .gpu/vgg16 ./cmd/vgg16
-	$(GO) test -c -ldflags="-s -w" -o .gpu/gpu.test ./internal/gpu
+	for p in gpu cuda kernels; do $(GO) test -c -ldflags="-s -w" -o .gpu/$$p.test ./internal/$$p || exit 1; done
 	rm -rf .gpu/fixtures && cp -r $(SHARED)/fixtures .gpu/fixtures && chmod -R u+w .gpu/fixtures
 	head -c $$((5000*3073)) $(SHARED)/cifar-10-sample/data_batch_1.bin > .gpu/cifar-sample/data_batch_1.bin
 	du -sh .gpu
