@@ -4,11 +4,15 @@
 # table last. Every step has a time limit and the whole script a budget
 # (BUDGET seconds, default 420), so it ends in a few minutes even when
 # something hangs; steps that no longer fit are reported as skipped.
+# PARTS picks what runs (default: tests train bench ck224; also torch224,
+# compiled and profile).
 #   bash scripts/gpu-check.sh        # logs also in $OUT/gpu-check-logs.tar.gz when OUT is set
+#   PARTS="bench profile" bash scripts/gpu-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 G=$PWD/.gpu
-W=$(mktemp -d /tmp/gpu-check.XXXX) # logs; run directories (checkpoints) stay out of $OUT
+W=$(mktemp -d /tmp/gpu-check.XXXX)      # logs, archived into $OUT
+R=$(mktemp -d /tmp/gpu-check-runs.XXXX) # run directories (checkpoints), not archived
 export VGG16_FIXTURES=$G/fixtures
 BUDGET=${BUDGET:-420}
 start=$SECONDS
@@ -23,6 +27,7 @@ step() { # name max-seconds command...: runs it, logging to $W/name.txt
 	echo "== $name (limit ${t}s)"
 	timeout -k 5 "$t" "$@" > "$W/$name.txt" 2>&1
 }
+want() { [[ " ${PARTS:-tests train bench ck224} " == *" $1 "* ]]; }
 finish() {
 	echo
 	echo "== summary ($(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1); $((SECONDS - start)) s)"
@@ -45,45 +50,64 @@ tests() { # label binary-dir binary flags...: a Go test binary, verbose
 	grep -E -- "^(--- FAIL|FAIL|ok|PASS)|panic:|not usable|Skip" "$W/$label.txt" | head -20
 	row "$label" "$([ $rc -eq 0 ] && echo pass || echo "FAIL (rc $rc)")  $(grep -c -- '--- PASS' "$W/$label.txt") passed, $(grep -c -- '--- FAIL' "$W/$label.txt") failed, $(grep -c -- '--- SKIP' "$W/$label.txt") skipped"
 }
+if want tests; then
 tests cuda-tests internal/cuda cuda.test -test.run 'Real|Probe'
 tests kernels-tests internal/kernels kernels.test -test.run NVRTC
 tests gpu-tests internal/gpu gpu.test -test.timeout 190s
+fi
 
+if want train; then
 echo "== short training on the CIFAR-10 sample"
 step train 100 "$G/vgg16" train --device cuda --recipe cifar --data "$G/cifar-sample/data_batch_1.bin" --limit 4000 \
-	--epochs 4 --batch 64 --warmup 0.5 --run-dir "$W/run"
+	--epochs 4 --batch 64 --warmup 0.5 --run-dir "$R/run"
 rc=$?
 grep -E "^(device|epoch [0-9]+/[0-9]+  train|done|vgg16:|peak)" "$W/train.txt"
 row "train --device cuda (sample, 4 ep)" "$([ $rc -eq 0 ] && grep -o 'best validation accuracy [0-9.]*%' "$W/train.txt" || echo "FAIL (rc $rc): $(tail -1 "$W/train.txt")")"
+fi
 
 bench() { # label, vgg16 bench flags
 	local label=$1 j; shift
 	step "bench-$label" 90 "$G/vgg16" bench --device cuda --json "$@"
 	j=$(grep '^{' "$W/bench-$label.txt" | tail -1)
-	[ -n "$j" ] || { row "vgg16 $label" "$(failed "bench-$label")"; return; }
+	[ -n "$j" ] || { row "vgg16 $label" "$(failed "bench-$label")"; tail -5 "$W/bench-$label.txt"; return; }
 	echo "$j" >> "$W/bench.jsonl"
-	row "vgg16 $label" "$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"{r[\"step_ms\"]:.2f} ms  {r[\"train_images_per_sec\"]:.0f} img/s  eval {r[\"eval_images_per_sec\"]:.0f}/s  first {r[\"first_step_sec\"]:.1f}s  peak {r[\"peak_mib\"]:.0f} MiB")')"
+	row "vgg16 $label" "$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f ms (issue %.2f)  %.0f img/s  eval %.0f/s  first %.1fs  peak %.0f MiB" % (r["step_ms"], r["enqueue_ms"], r["train_images_per_sec"], r["eval_images_per_sec"], r["first_step_sec"], r["peak_mib"]))')"
 }
 torch() { # label, torch_bench flags
 	local label=$1 j; shift
 	step "torch-$label" 120 python3 scripts/torch_bench.py "$@"
 	j=$(grep '^{' "$W/torch-$label.txt" | tail -1)
-	[ -n "$j" ] || { row "pytorch $label" "$(failed "torch-$label")"; return; }
+	[ -n "$j" ] || { row "pytorch $label" "$(failed "torch-$label")"; tail -5 "$W/torch-$label.txt"; return; }
 	echo "$j" >> "$W/bench.jsonl"
-	row "pytorch $label" "$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"{r[\"step_ms\"]:.2f} ms  {r[\"train_images_per_sec\"]:.0f} img/s  warm-up {r[\"warmup_s\"]}s  peak {r[\"peak_mib\"]:.0f} MiB")')"
+	row "pytorch $label" "$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f ms  %.0f img/s  warm-up %ss  peak %.0f MiB" % (r["step_ms"], r["train_images_per_sec"], r["warmup_s"], r["peak_mib"]))')"
 }
+if want bench; then
 echo "== speed beside PyTorch, same card"
 bench "32 b128 tf32" --size 32 --batch 128 --precision tf32
 torch "32 b128 tf32 eager" --size 32 --batch 128 --mode eager
 bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
 bench "32 b128 fp32" --size 32 --batch 128 --precision fp32
 bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10
-torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager --steps 10
+fi
+want torch224 && torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager --steps 10
 
+if want profile; then # where a step's time goes, by kernel (Nsight Systems, when installed)
+	nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+	if [ -n "$nsys" ]; then
+		step profile 90 "$nsys" profile --stats=true --force-overwrite=true -o "$R/prof" "$G/vgg16" bench --device cuda --size 32 --batch 128 --steps 20
+		grep -A40 "cuda_gpu_kern_sum" "$W/profile.txt" | head -45
+		grep -A12 "cuda_api_sum" "$W/profile.txt" | head -16
+		row "nsys profile (32 b128)" "$([ -s "$R/prof.nsys-rep" ] && echo "in profile.txt" || echo "FAIL: $(tail -1 "$W/profile.txt")")"
+	else
+		row "nsys profile" "nsys not installed"
+	fi
+fi
+
+if want ck224; then
 echo "== a 224x224 checkpoint loads into torchvision's vgg16_bn(num_classes=10)"
 step ck224 60 "$G/vgg16" train --device cuda --data "$G/cifar-sample/data_batch_1.bin" --limit 64 --epochs 1 --batch 32 \
-	--size 224 --run-dir "$W/ck224"
-step torchvision-load 60 python3 - "$W/ck224/best.safetensors" <<'PY'
+	--size 224 --run-dir "$R/ck224"
+step torchvision-load 60 python3 - "$R/ck224/best.safetensors" <<'PY'
 import sys, torch, torchvision
 from safetensors.torch import load_file
 m = torchvision.models.vgg16_bn(num_classes=10)
@@ -91,4 +115,5 @@ m.load_state_dict(load_file(sys.argv[1]), strict=True)
 print("ok", sum(p.numel() for p in m.parameters()), "parameters")
 PY
 row "224 checkpoint -> torchvision" "$(tail -1 "$W/torchvision-load.txt")"
-torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
+fi
+want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead

@@ -17,12 +17,16 @@ import (
 
 // BenchResult is what vgg16 bench measures.
 type BenchResult struct {
-	Device       string  `json:"device"`
-	Arch         string  `json:"arch"`
-	Size         int     `json:"size"`
-	Batch        int     `json:"batch"`
-	Precision    string  `json:"precision"`
-	StepMs       float64 `json:"step_ms"` // median training step
+	Device    string  `json:"device"`
+	Arch      string  `json:"arch"`
+	Size      int     `json:"size"`
+	Batch     int     `json:"batch"`
+	Precision string  `json:"precision"`
+	StepMs    float64 `json:"step_ms"` // median training step
+	// EnqueueMs is the median time the host takes to issue a step, before
+	// waiting for its result: on a GPU, a step no longer than this is bound
+	// by the host (launch overhead), not by the device.
+	EnqueueMs    float64 `json:"enqueue_ms"`
 	TrainImgSec  float64 `json:"train_images_per_sec"`
 	EvalImgSec   float64 `json:"eval_images_per_sec"`
 	FirstStepSec float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
@@ -108,11 +112,13 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 	be.Upload(y, yh)
 	host := make([]float32, 1)
 	h := tensor.SGD{LR: 1e-3, Momentum: 0.9, WeightDecay: 5e-4}
+	var issued time.Time
 	step := func(first bool) {
 		logits := m.Forward(x, true)
 		be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
 		m.Backward(dl)
 		be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
+		issued = time.Now()
 		be.Download(host, loss) // waits for the step
 	}
 	t0 := time.Now()
@@ -121,14 +127,13 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 	for i := 0; i < 2; i++ {
 		step(false)
 	}
-	times := make([]float64, steps)
+	times, enqueue := make([]float64, steps), make([]float64, steps)
 	for i := range times {
 		t := time.Now()
 		step(false)
-		times[i] = time.Since(t).Seconds()
+		times[i], enqueue[i] = time.Since(t).Seconds(), issued.Sub(t).Seconds()
 	}
-	sort.Float64s(times)
-	med := times[len(times)/2]
+	med, enq := median(times), median(enqueue)
 	out := make([]float32, batch*cfg.Classes)
 	evalSteps := max(steps, 3)
 	t := time.Now()
@@ -136,7 +141,7 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 		be.Download(out, m.Forward(x, false))
 	}
 	evalSec := time.Since(t).Seconds()
-	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, StepMs: 1e3 * med, TrainImgSec: float64(batch) / med,
+	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first}
 	if p, ok := be.(peakReporter); ok {
 		res.PeakMiB = float64(p.PeakBytes()) / (1 << 20)
@@ -146,4 +151,10 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 		res.PeakMiB = float64(ms.Sys) / (1 << 20)
 	}
 	return res, nil
+}
+
+// median sorts v and returns its middle element.
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	return v[len(v)/2]
 }
