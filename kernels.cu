@@ -55,7 +55,11 @@ extern "C" __global__ void relu_backward(float* dx, const float* dy, const float
 // dropout_apply: y = x·scale where DropoutHash(key, i) >= threshold, else
 // 0. The same kernel serves forward (x) and backward (dy); scale is
 // float32(1/(1-p)) computed on the host as the CPU backend computes it.
-extern "C" __global__ void dropout_apply(float* y, const float* x, u64 n, u64 key, u32 threshold, float scale) {
+// key_at, when not null, holds the key instead: a recorded step (CUDA
+// graph) reads each replay's key from there.
+extern "C" __global__ void dropout_apply(float* y, const float* x, u64 n, u64 key, const u64* key_at, u32 threshold,
+		float scale) {
+	if (key_at) key = *key_at;
 	GRID_STRIDE(i, n) {
 		y[i] = dropout_hash(key, i) >= threshold ? x[i] * scale : 0.0f;
 	}
@@ -66,9 +70,11 @@ extern "C" __global__ void dropout_apply(float* y, const float* x, u64 n, u64 ke
 // fused and the results match the CPU bit for bit):
 //   d = g + wd·p; m = first ? d : mom·m + damp·d (when mom != 0);
 //   d = nesterov ? d + mom·m : m; p -= lr·d.
-// damp is 1 - dampening.
-extern "C" __global__ void sgd_step(float* p, const float* g, float* m, u64 n, float lr, float mom, float wd,
-		float damp, int nesterov, int first) {
+// damp is 1 - dampening. lr_at, when not null, holds the learning rate
+// instead (a recorded step reads each replay's rate from there).
+extern "C" __global__ void sgd_step(float* p, const float* g, float* m, u64 n, float lr, const float* lr_at, float mom,
+		float wd, float damp, int nesterov, int first) {
+	if (lr_at) lr = *lr_at;
 	GRID_STRIDE(i, n) {
 		float pi = p[i];
 		float d = g[i] + wd * pi;

@@ -31,6 +31,7 @@ type BenchResult struct {
 	EvalImgSec   float64 `json:"eval_images_per_sec"`
 	FirstStepSec float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
 	PeakMiB      float64 `json:"peak_mib"`
+	CUDAGraphs   bool    `json:"cuda_graphs"` // steps recorded and replayed as CUDA graphs
 }
 
 // peakReporter is implemented by backends that track their memory.
@@ -114,10 +115,16 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 	h := tensor.SGD{LR: 1e-3, Momentum: 0.9, WeightDecay: 5e-4}
 	var issued time.Time
 	step := func(first bool) {
+		if !first {
+			tensor.BeginStep(be, "bench")
+		}
 		logits := m.Forward(x, true)
 		be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
 		m.Backward(dl)
 		be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
+		if !first {
+			tensor.EndStep(be)
+		}
 		issued = time.Now()
 		be.Download(host, loss) // waits for the step
 	}
@@ -138,11 +145,17 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 	evalSteps := max(steps, 3)
 	t := time.Now()
 	for i := 0; i < evalSteps; i++ {
-		be.Download(out, m.Forward(x, false))
+		tensor.BeginStep(be, "bench-eval")
+		o := m.Forward(x, false)
+		tensor.EndStep(be)
+		be.Download(out, o)
 	}
 	evalSec := time.Since(t).Seconds()
 	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first}
+	if g, ok := be.(interface{ Graphs() bool }); ok {
+		res.CUDAGraphs = g.Graphs()
+	}
 	if p, ok := be.(peakReporter); ok {
 		res.PeakMiB = float64(p.PeakBytes()) / (1 << 20)
 	} else {

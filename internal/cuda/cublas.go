@@ -39,6 +39,9 @@ static cublasStatus_t vg_cublasSgemm(void* f, uintptr_t h, int ta, int tb, int m
 		const float*, int, const float*, float*, int))f)(H(h), ta, tb, m, n, k,
 		&alpha, (const float*)H(a), lda, (const float*)H(b), ldb, &beta, (float*)H(c), ldc);
 }
+static cublasStatus_t vg_cublasSetWorkspace(void* f, uintptr_t h, unsigned long long ws, size_t bytes) {
+	return ((cublasStatus_t(*)(void*, void*, size_t))f)(H(h), H(ws), bytes);
+}
 static const char* vg_cublasStatusText(void* f, cublasStatus_t s) {
 	return ((const char*(*)(cublasStatus_t))f)(s);
 }
@@ -69,7 +72,7 @@ type BLAS struct {
 	lib *lib
 	fn  struct {
 		create, destroy, setStream, setMathMode, getVersion, getProperty, sgemm,
-		statusName, statusString unsafe.Pointer
+		statusName, statusString, setWorkspace unsafe.Pointer
 	}
 }
 
@@ -85,6 +88,7 @@ func (b *BLAS) table() []symbol {
 		{name: "cublasSgemm_v2", p: &f.sgemm},
 		{name: "cublasGetStatusName", p: &f.statusName, optional: true},
 		{name: "cublasGetStatusString", p: &f.statusString, optional: true},
+		{name: "cublasSetWorkspace_v2", p: &f.setWorkspace, optional: true},
 	}
 }
 
@@ -124,6 +128,16 @@ func (b *BLAS) Destroy(h BlasHandle) error {
 // SetStream makes h queue its work on s.
 func (b *BLAS) SetStream(h BlasHandle, s Stream) error {
 	return b.check("cublasSetStream_v2", C.vg_cublasSetStream(b.fn.setStream, C.uintptr_t(h), C.uintptr_t(s)))
+}
+
+// SetWorkspace gives h a workspace of its own, so that cuBLAS never
+// allocates one while a stream is being captured into a graph. It reports
+// false when this cuBLAS lacks cublasSetWorkspace_v2 (older than 11.0).
+func (b *BLAS) SetWorkspace(h BlasHandle, ws DevicePtr, bytes int64) (bool, error) {
+	if b.fn.setWorkspace == nil {
+		return false, nil
+	}
+	return true, b.check("cublasSetWorkspace_v2", C.vg_cublasSetWorkspace(b.fn.setWorkspace, C.uintptr_t(h), C.ulonglong(ws), C.size_t(bytes)))
 }
 
 // SetMathMode is cublasSetMathMode (BlasDefaultMath, BlasTF32TensorMath, ...).

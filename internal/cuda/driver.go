@@ -116,6 +116,18 @@ static CUresult vg_cuLaunchKernel(void* f, uintptr_t fn,
 	return ((CUresult(*)(void*, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int,
 		unsigned int, void*, void**, void**))f)(H(fn), gx, gy, gz, bx, by, bz, shmem, H(s), params, NULL);
 }
+static CUresult vg_cuStreamBeginCapture(void* f, uintptr_t s, int mode) {
+	return ((CUresult(*)(void*, int))f)(H(s), mode);
+}
+static CUresult vg_cuStreamEndCapture(void* f, uintptr_t s, uintptr_t* g) {
+	return ((CUresult(*)(void*, void**))f)(H(s), (void**)g);
+}
+static CUresult vg_cuGraphInstantiate(void* f, uintptr_t* e, uintptr_t g, unsigned long long flags) {
+	return ((CUresult(*)(void**, void*, unsigned long long))f)((void**)e, H(g), flags);
+}
+static CUresult vg_cuGraphLaunch(void* f, uintptr_t e, uintptr_t s) {
+	return ((CUresult(*)(void*, void*))f)(H(e), H(s));
+}
 static CUresult vg_cuGetErrorText(void* f, CUresult e, const char** s) {
 	return ((CUresult(*)(CUresult, const char**))f)(e, s);
 }
@@ -137,6 +149,8 @@ type (
 	Module    uintptr
 	Function  uintptr
 	DevicePtr uint64
+	Graph     uintptr // CUgraph: captured work
+	GraphExec uintptr // CUgraphExec: a graph ready to launch
 )
 
 // Device attributes (CUdevice_attribute, cuda.h).
@@ -152,6 +166,11 @@ const (
 	EventDefault        = 0 // CU_EVENT_DEFAULT
 	EventDisableTiming  = 2 // CU_EVENT_DISABLE_TIMING
 	maxDeviceNameLength = 256
+	// CaptureModeRelaxed (CU_STREAM_CAPTURE_MODE_RELAXED) lets other
+	// threads make calls that are unsafe during capture (cuBLAS and cuDNN
+	// may, for their own bookkeeping); the backend itself never allocates
+	// or waits inside a captured step.
+	CaptureModeRelaxed = 2
 )
 
 // Driver is the CUDA driver API (libcuda.so.1).
@@ -167,6 +186,10 @@ type Driver struct {
 		cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy,
 		cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuLaunchKernel,
 		cuGetErrorName, cuGetErrorString unsafe.Pointer
+		// CUDA graphs: optional, so that a driver without them still
+		// runs everything else.
+		cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiate, cuGraphLaunch,
+		cuGraphExecDestroy, cuGraphDestroy unsafe.Pointer
 	}
 }
 
@@ -207,6 +230,12 @@ func (d *Driver) table() []symbol {
 		{name: "cuLaunchKernel", p: &f.cuLaunchKernel},
 		{name: "cuGetErrorName", p: &f.cuGetErrorName},
 		{name: "cuGetErrorString", p: &f.cuGetErrorString},
+		{name: "cuStreamBeginCapture_v2", p: &f.cuStreamBeginCapture, optional: true},
+		{name: "cuStreamEndCapture", p: &f.cuStreamEndCapture, optional: true},
+		{name: "cuGraphInstantiateWithFlags", p: &f.cuGraphInstantiate, optional: true},
+		{name: "cuGraphLaunch", p: &f.cuGraphLaunch, optional: true},
+		{name: "cuGraphExecDestroy", p: &f.cuGraphExecDestroy, optional: true},
+		{name: "cuGraphDestroy", p: &f.cuGraphDestroy, optional: true},
 	}
 }
 
@@ -430,6 +459,49 @@ func (d *Driver) ModuleGetFunction(m Module, name string) (Function, error) {
 		return 0, err
 	}
 	return Function(f), nil
+}
+
+// HasGraphs reports whether the driver offers stream capture and CUDA
+// graphs (every driver since CUDA 11.4 does).
+func (d *Driver) HasGraphs() bool {
+	f := &d.fn
+	return f.cuStreamBeginCapture != nil && f.cuStreamEndCapture != nil && f.cuGraphInstantiate != nil &&
+		f.cuGraphLaunch != nil && f.cuGraphExecDestroy != nil && f.cuGraphDestroy != nil
+}
+
+// StreamBeginCapture starts recording the work queued on s into a graph
+// instead of running it.
+func (d *Driver) StreamBeginCapture(s Stream, mode int) error {
+	return d.check("cuStreamBeginCapture_v2", C.vg_cuStreamBeginCapture(d.fn.cuStreamBeginCapture, C.uintptr_t(s), C.int(mode)))
+}
+
+// StreamEndCapture ends the capture on s and returns the recorded graph.
+func (d *Driver) StreamEndCapture(s Stream) (Graph, error) {
+	var g C.uintptr_t
+	err := d.check("cuStreamEndCapture", C.vg_cuStreamEndCapture(d.fn.cuStreamEndCapture, C.uintptr_t(s), &g))
+	return Graph(g), err
+}
+
+// GraphInstantiate makes g launchable.
+func (d *Driver) GraphInstantiate(g Graph) (GraphExec, error) {
+	var e C.uintptr_t
+	err := d.check("cuGraphInstantiateWithFlags", C.vg_cuGraphInstantiate(d.fn.cuGraphInstantiate, &e, C.uintptr_t(g), 0))
+	return GraphExec(e), err
+}
+
+// GraphLaunch queues all of e's work on s.
+func (d *Driver) GraphLaunch(e GraphExec, s Stream) error {
+	return d.check("cuGraphLaunch", C.vg_cuGraphLaunch(d.fn.cuGraphLaunch, C.uintptr_t(e), C.uintptr_t(s)))
+}
+
+// GraphExecDestroy destroys e.
+func (d *Driver) GraphExecDestroy(e GraphExec) error {
+	return d.check("cuGraphExecDestroy", C.vg_handle1(d.fn.cuGraphExecDestroy, C.uintptr_t(e)))
+}
+
+// GraphDestroy destroys g.
+func (d *Driver) GraphDestroy(g Graph) error {
+	return d.check("cuGraphDestroy", C.vg_handle1(d.fn.cuGraphDestroy, C.uintptr_t(g)))
 }
 
 // Dim3 is a grid or block size.

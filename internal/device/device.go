@@ -15,6 +15,7 @@ type Options struct {
 	Kind      string // "auto", "cpu" or "cuda"
 	GPU       int    // device index for cuda
 	Precision string // "tf32" (default) or "fp32" on the GPU
+	NoGraphs  bool   // GPU: issue every step's operations instead of replaying a CUDA graph
 }
 
 // Open returns the backend, a line that says what was chosen (and, for

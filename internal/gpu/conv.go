@@ -150,6 +150,9 @@ func (b *Backend) run(p *convPlan, dir cuda.ConvDir, a, bb, o cuda.DevicePtr) {
 
 // ConvForward: y = conv(x, w) + bias.
 func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
+	if b.rec.mode != eager && b.recorded(newSig(sigConvForward).t(y).t(x).t(w).t(bias).v(uint64(pad))) {
+		return
+	}
 	defer b.op()()
 	p := b.plan(x, w, pad)
 	if !tensor.SameShape(y.Shape, p.outShape()) || bias.Size() != p.key.co {
@@ -164,6 +167,9 @@ func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
 
 // ConvBackwardData: dx from dy and w.
 func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
+	if b.rec.mode != eager && b.recorded(newSig(sigConvBackwardData).t(dx).t(dy).t(w).v(uint64(pad))) {
+		return
+	}
 	defer b.op()()
 	p := b.plan(dx, w, pad)
 	if !tensor.SameShape(dy.Shape, p.outShape()) {
@@ -177,6 +183,9 @@ func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
 
 // ConvBackwardFilter: dw from x and dy, db = Σ dy over batch and space.
 func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
+	if b.rec.mode != eager && b.recorded(newSig(sigConvBackwardFilter).t(dw).t(db).t(x).t(dy).v(uint64(pad))) {
+		return
+	}
 	defer b.op()()
 	p := b.plan(x, dw, pad)
 	if !tensor.SameShape(dy.Shape, p.outShape()) || db.Size() != p.key.co {

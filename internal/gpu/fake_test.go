@@ -67,6 +67,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"SoftmaxCrossEntropy", testSoftmaxCrossEntropy},
 				{"SGDStep", testSGDStep},
 				{"ModelStep", modelStep},
+				{"RecordedSteps", testRecordedSteps},
 				{"Parity", func(t *testing.T, be *Backend, tol float64) { runParity(t, be, tol) }},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.f(t, be, p.tol) })

@@ -58,6 +58,10 @@ type Options struct {
 	// KernelCache is where compiled kernels are kept: "" for the user's
 	// cache directory, "off" for none (see internal/kernels).
 	KernelCache string
+	// NoGraphs turns recorded steps (CUDA graphs, see BeginStep) off:
+	// every step issues its operations one by one. VGG16_CUDA_GRAPHS=0
+	// does the same.
+	NoGraphs bool
 }
 
 // DeviceInfo describes the GPU a Backend runs on.
@@ -93,6 +97,7 @@ type Backend struct {
 
 	mem  memory
 	desc descriptors
+	rec  recorder
 	// bnEps is the epsilon of the BatchNormTrain that filled each saved
 	// inverse-std buffer, for the matching BatchNormBackward (cuDNN wants
 	// the same value in both; the interface passes it only forward).
@@ -195,8 +200,20 @@ func (b *Backend) open(libs *cuda.Libs) error {
 		return err
 	}
 	b.info.Kernels = b.k.Target
-	return b.mem.open(b)
+	if err := b.mem.open(b); err != nil {
+		return err
+	}
+	// cuBLAS's own workspace, so that it never allocates one while a step
+	// is being captured; 32 MiB is what it takes by default on Hopper.
+	b.mem.blasWS.ptr, b.mem.blasWS.bytes = b.alloc(blasWorkspace, "the cuBLAS workspace"), blasWorkspace
+	if _, err := b.blas.SetWorkspace(b.blasH, b.mem.blasWS.ptr, blasWorkspace); err != nil {
+		return err
+	}
+	return b.openGraphs()
 }
+
+// blasWorkspace is the size of cuBLAS's workspace.
+const blasWorkspace = 32 << 20
 
 func (b *Backend) readInfo(libs *cuda.Libs) (err error) {
 	i := &b.info
@@ -264,6 +281,9 @@ func (b *Backend) closeAll() error {
 	if b.stream != 0 {
 		keep(b.drv.StreamSynchronize(b.stream))
 	}
+	for _, e := range b.closeGraphs() {
+		keep(e)
+	}
 	keep(b.mem.close(b))
 	keep(b.desc.close(b.dnn))
 	if b.k != nil {
@@ -314,11 +334,14 @@ func (b *Backend) op() func() {
 // leave ends an op: r is what the op panicked with, if it did.
 func (b *Backend) leave(r any) {
 	if r != nil {
+		if b.rec.mode != eager {
+			b.abandonStep()
+		}
 		runtime.UnlockOSThread()
 		panic(r)
 	}
 	defer runtime.UnlockOSThread()
-	if b.opt.Sync {
+	if b.opt.Sync && b.rec.mode == eager {
 		b.must(b.drv.StreamSynchronize(b.stream), "")
 	}
 }

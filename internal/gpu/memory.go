@@ -49,6 +49,7 @@ type memory struct {
 	cur, peak int64 // bytes of device memory held by this backend
 
 	ws      devBuf // cuDNN workspace, shared by all convolutions
+	blasWS  devBuf // cuBLAS workspace (cublasSetWorkspace)
 	arena   devBuf // aligned copies of misaligned cuDNN operands
 	rowLoss devBuf // softmax cross-entropy's per-row losses (double)
 
@@ -77,7 +78,7 @@ func (m *memory) close(b *Backend) error {
 		t.ptr, t.n = 0, 0
 	}
 	clear(m.live)
-	for _, d := range []*devBuf{&m.ws, &m.arena, &m.rowLoss} {
+	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.arena, &m.rowLoss} {
 		if d.ptr != 0 {
 			errs = append(errs, b.drv.MemFree(d.ptr))
 		}
@@ -146,6 +147,7 @@ func (b *Backend) grow(d *devBuf, need int64, what string) {
 	if need <= d.bytes {
 		return
 	}
+	b.notInStep("growing " + what)
 	b.must(b.drv.StreamSynchronize(b.stream), "")
 	b.free(d.ptr, d.bytes)
 	*d = devBuf{}
@@ -166,6 +168,7 @@ func formatBytes(n int64) string {
 
 // New allocates a zero-filled tensor.
 func (b *Backend) New(shape ...int) *tensor.Tensor {
+	b.notInStep("New")
 	defer b.op()()
 	n := tensor.Volume(shape)
 	if n < 0 {
@@ -186,6 +189,7 @@ func (b *Backend) Free(t *tensor.Tensor) {
 	if !ok || m.b != b || m.ptr == 0 {
 		return
 	}
+	b.notInStep("Free")
 	defer b.op()()
 	b.must(b.drv.StreamSynchronize(b.stream), "")
 	b.free(m.ptr, 4*int64(m.n))
@@ -235,6 +239,7 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	if len(src) != dst.Size() {
 		panic(fmt.Sprintf("gpu: upload of %d values into %v", len(src), dst))
 	}
+	b.notInStep("Upload")
 	defer b.op()()
 	p := b.ptr(dst)
 	chunk := int(stageChunk / 4)
@@ -253,6 +258,7 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	if len(dst) != src.Size() {
 		panic(fmt.Sprintf("gpu: download of %v into %d values", src, len(dst)))
 	}
+	b.notInStep("Download")
 	defer b.op()()
 	p := b.ptr(src)
 	chunk := int(stageChunk / 4)
@@ -267,6 +273,9 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 
 // Fill sets every element of t to v.
 func (b *Backend) Fill(t *tensor.Tensor, v float32) {
+	if b.rec.mode != eager && b.recorded(newSig(sigFill).t(t).v(uint64(math.Float32bits(v)))) {
+		return
+	}
 	defer b.op()()
 	if n := t.Size(); n > 0 {
 		b.must(b.drv.MemsetD32Async(b.ptr(t), math.Float32bits(v), int64(n), b.stream), "fill")
@@ -275,6 +284,9 @@ func (b *Backend) Fill(t *tensor.Tensor, v float32) {
 
 // Copy copies src into dst, which has the same size.
 func (b *Backend) Copy(dst, src *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigCopy).t(dst).t(src)) {
+		return
+	}
 	if dst.Size() != src.Size() {
 		panic(fmt.Sprintf("gpu: copy of %v into %v", src, dst))
 	}

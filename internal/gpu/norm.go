@@ -33,6 +33,9 @@ func channels(what string, c int, ts ...*tensor.Tensor) {
 // normalises with the biased one, and saves the batch mean and
 // 1/sqrt(var+eps).
 func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
+	if b.rec.mode != eager && b.recorded(newSig(sigBNTrain).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).t(saveMean).t(saveInvStd).f(momentum).f(eps)) {
+		return
+	}
 	defer b.op()()
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
@@ -47,6 +50,9 @@ func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 
 // BatchNormInfer normalises x with the running statistics.
 func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
+	if b.rec.mode != eager && b.recorded(newSig(sigBNInfer).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).f(eps)) {
+		return
+	}
 	defer b.op()()
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
@@ -61,6 +67,9 @@ func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tens
 // BatchNormBackward: dx, dgamma, dbeta from the saved statistics of the
 // matching BatchNormTrain (and its epsilon).
 func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigBNBackward).t(dx).t(dgamma).t(dbeta).t(dy).t(x).t(gamma).t(saveMean).t(saveInvStd)) {
+		return
+	}
 	defer b.op()()
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm gradient", x, dy, dx)
@@ -88,6 +97,9 @@ func poolShape(y, x *tensor.Tensor, k, s int) {
 // MaxPoolForward is cudnnPoolingForward with CUDNN_POOLING_MAX, NaN
 // propagated.
 func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
+	if b.rec.mode != eager && b.recorded(newSig(sigMaxPoolForward).t(y).t(x).v(uint64(k)).v(uint64(s))) {
+		return
+	}
 	defer b.op()()
 	poolShape(y, x, k, s)
 	p := b.stage(in(x), out(y))
@@ -99,6 +111,9 @@ func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
 // after a convolution and do not matter after a ReLU (whose backward zeroes
 // every position that was 0), so cuDNN's choice among equal maxima is kept.
 func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
+	if b.rec.mode != eager && b.recorded(newSig(sigMaxPoolBackward).t(dx).t(dy).t(x).t(y).v(uint64(k)).v(uint64(s))) {
+		return
+	}
 	defer b.op()()
 	poolShape(y, x, k, s)
 	sameSize("max-pool gradient", y, dy)
@@ -112,6 +127,9 @@ func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
 // LRNForward is cudnnLRNCrossChannelForward: y = x / (k + alpha/n·Σx²)^beta,
 // cuDNN dividing alpha by the window itself, as PyTorch does.
 func (b *Backend) LRNForward(y, x *tensor.Tensor, p tensor.LRN) {
+	if b.rec.mode != eager && b.recorded(newSig(sigLRNForward).t(y).t(x).v(uint64(p.Size)).f(p.Alpha).f(p.Beta).f(p.K)) {
+		return
+	}
 	defer b.op()()
 	sameSize("LRN", x, y)
 	d := b.imageDesc(x)
@@ -122,6 +140,9 @@ func (b *Backend) LRNForward(y, x *tensor.Tensor, p tensor.LRN) {
 
 // LRNBackward is cudnnLRNCrossChannelBackward.
 func (b *Backend) LRNBackward(dx, dy, x, y *tensor.Tensor, p tensor.LRN) {
+	if b.rec.mode != eager && b.recorded(newSig(sigLRNBackward).t(dx).t(dy).t(x).t(y).v(uint64(p.Size)).f(p.Alpha).f(p.Beta).f(p.K)) {
+		return
+	}
 	defer b.op()()
 	sameSize("LRN gradient", x, y, dy, dx)
 	d := b.imageDesc(x)

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/vgg16/vgg16/internal/cuda"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -36,6 +37,9 @@ func linearDims(y, x, w, bias *tensor.Tensor) (n, in, out int) {
 
 // LinearForward: y = x·wᵀ + b.
 func (b *Backend) LinearForward(y, x, w, bias *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigLinearForward).t(y).t(x).t(w).t(bias)) {
+		return
+	}
 	defer b.op()()
 	n, in, out := linearDims(y, x, w, bias)
 	if n == 0 || out == 0 {
@@ -49,6 +53,9 @@ func (b *Backend) LinearForward(y, x, w, bias *tensor.Tensor) {
 
 // LinearBackward: dx (unless nil), dw and db from dy.
 func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigLinearBackward).t(dx).t(dw).t(db).t(dy).t(x).t(w)) {
+		return
+	}
 	defer b.op()()
 	n, in, out := linearDims(dy, x, w, db)
 	if dw.Size() != out*in {
@@ -67,6 +74,9 @@ func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
 
 // ReLUForward: y = max(x, 0); y may be x.
 func (b *Backend) ReLUForward(y, x *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigReLUForward).t(y).t(x)) {
+		return
+	}
 	defer b.op()()
 	sameSize("ReLU", x, y)
 	b.must(b.k.ReLUForward(b.stream, b.ptr(y), b.ptr(x), x.Size()), "ReLU")
@@ -74,17 +84,29 @@ func (b *Backend) ReLUForward(y, x *tensor.Tensor) {
 
 // ReLUBackward: dx = dy where y > 0; dx may be dy.
 func (b *Backend) ReLUBackward(dx, dy, y *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigReLUBackward).t(dx).t(dy).t(y)) {
+		return
+	}
 	defer b.op()()
 	sameSize("ReLU gradient", y, dy, dx)
 	b.must(b.k.ReLUBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(y), y.Size()), "ReLU gradient")
 }
 
 // dropout applies key's mask (tensor.DropoutHash) and the 1/(1-p) scale.
+// In a recorded step the kernel reads key from a slot, which each replay
+// refills.
 func (b *Backend) dropout(dst, src *tensor.Tensor, p float64, key uint64) {
+	var keyAt cuda.DevicePtr
+	if b.rec.mode != eager {
+		keyAt = b.scalar(key)
+		if b.recorded(newSig(sigDropout).t(dst).t(src).f(p)) {
+			return
+		}
+	}
 	defer b.op()()
 	sameSize("dropout", src, dst)
 	scale := float32(1 / (1 - p)) // as the CPU backend rounds it
-	b.must(b.k.Dropout(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, tensor.DropoutThreshold(p), scale), "dropout")
+	b.must(b.k.Dropout(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, keyAt, tensor.DropoutThreshold(p), scale), "dropout")
 }
 
 // DropoutForward zeroes the elements key's mask drops and scales the rest.
@@ -100,6 +122,9 @@ func (b *Backend) DropoutBackward(dx, dy *tensor.Tensor, p float64, key uint64) 
 // summed by one block in a fixed order, so the loss is the same every run.
 // A label outside [0, C) gives a NaN loss (the CPU backend panics).
 func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tensor, smoothing float64) {
+	if b.rec.mode != eager && b.recorded(newSig(sigXent).t(loss).t(dlogits).t(logits).t(labels).f(smoothing)) {
+		return
+	}
 	defer b.op()()
 	if len(logits.Shape) != 2 || labels.Size() != logits.Shape[0] || loss.Size() < 1 {
 		panic(fmt.Sprintf("gpu: cross-entropy of logits %v, labels %v into %v", logits.Shape, labels.Shape, loss.Shape))
@@ -116,11 +141,29 @@ func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tens
 }
 
 // SGDStep is torch.optim.SGD's update over all of p, g and m in one
-// kernel, with the CPU backend's float32 arithmetic.
+// kernel, with the CPU backend's float32 arithmetic. In a recorded step
+// the kernel reads the learning rate from a slot, which each replay
+// refills.
 func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
+	lr := float32(h.LR)
+	var lrAt cuda.DevicePtr
+	if b.rec.mode != eager {
+		lrAt = b.scalar(uint64(math.Float32bits(lr)))
+		s := newSig(sigSGD).t(p).t(g).t(m).f(h.Momentum).f(h.WeightDecay).f(h.Dampening)
+		if b.recorded(s.v(uint64(b2u(h.Nesterov))).v(uint64(b2u(first)))) {
+			return
+		}
+	}
 	defer b.op()()
 	sameSize("SGD step", p, g, m)
-	err := b.k.SGD(b.stream, b.ptr(p), b.ptr(g), b.ptr(m), p.Size(), float32(h.LR), float32(h.Momentum),
+	err := b.k.SGD(b.stream, b.ptr(p), b.ptr(g), b.ptr(m), p.Size(), lr, lrAt, float32(h.Momentum),
 		float32(h.WeightDecay), float32(1-h.Dampening), h.Nesterov, first)
 	b.must(err, "SGD step")
+}
+
+func b2u(v bool) uint8 {
+	if v {
+		return 1
+	}
+	return 0
 }

@@ -57,11 +57,17 @@ int main(int argc, char** argv) {
 		auto x = rd<float>(d + "x");
 		std::vector<float> y(x.size());
 		u64 key = std::stoull(arg(1)); u32 thr = std::stoul(arg(2)); float scale = std::stof(arg(3));
-		launch(grid, 64, [&] { dropout_apply(y.data(), x.data(), x.size(), key, thr, scale); });
+		// "at": the key read from memory, a wrong one passed by value
+		bool at = arg(4) == "at";
+		u64 box = key;
+		launch(grid, 64, [&] { dropout_apply(y.data(), x.data(), x.size(), at ? ~key : key, at ? &box : nullptr, thr, scale); });
 		wr(d + "y", y);
 	} else if (op == "sgd") {
 		auto p = rd<float>(d + "p"), g = rd<float>(d + "g"), m = rd<float>(d + "m"), h = rd<float>(d + "h");
-		launch(grid, 64, [&] { sgd_step(p.data(), g.data(), m.data(), p.size(), h[0], h[1], h[2], h[3], (int)h[4], (int)h[5]); });
+		// h[6] != 0: the rate read from memory, NaN passed by value
+		bool at = h[6] != 0;
+		float box = h[0];
+		launch(grid, 64, [&] { sgd_step(p.data(), g.data(), m.data(), p.size(), at ? NAN : h[0], at ? &box : nullptr, h[1], h[2], h[3], (int)h[4], (int)h[5]); });
 		wr(d + "p", p); wr(d + "m", m);
 	} else if (op == "linear") {
 		auto y = rd<float>(d + "y"), b = rd<float>(d + "b"), dy = rd<float>(d + "dy");
@@ -232,16 +238,18 @@ func TestEmulatedReLU(t *testing.T) {
 func TestEmulatedDropoutMatchesCPUMask(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, p := range []float64{0.5, 0.1, 0} {
-		x := randn(r, 5000)
-		key := tensor.DropoutKey(42, 7, 1)
-		dir := t.TempDir()
-		writeF32(t, filepath.Join(dir, "x"), x)
-		scale := float32(1 / (1 - p))
-		run(t, dir, "dropout", 5, key, tensor.DropoutThreshold(p), fmt.Sprintf("%.9g", scale))
-		want := onCPU([][]float32{x, make([]float32, len(x))}, func(be *cpu.Backend, ts []*tensor.Tensor) {
-			be.DropoutForward(ts[1], ts[0], p, key)
-		})
-		sameBits(t, fmt.Sprintf("dropout p=%g", p), readF32(t, filepath.Join(dir, "y")), want[1])
+		for _, keyFrom := range []string{"value", "at"} { // the key as an argument, or read from memory
+			x := randn(r, 5000)
+			key := tensor.DropoutKey(42, 7, 1)
+			dir := t.TempDir()
+			writeF32(t, filepath.Join(dir, "x"), x)
+			scale := float32(1 / (1 - p))
+			run(t, dir, "dropout", 5, key, tensor.DropoutThreshold(p), fmt.Sprintf("%.9g", scale), keyFrom)
+			want := onCPU([][]float32{x, make([]float32, len(x))}, func(be *cpu.Backend, ts []*tensor.Tensor) {
+				be.DropoutForward(ts[1], ts[0], p, key)
+			})
+			sameBits(t, fmt.Sprintf("dropout p=%g, key by %s", p, keyFrom), readF32(t, filepath.Join(dir, "y")), want[1])
+		}
 	}
 }
 
@@ -253,18 +261,19 @@ func TestEmulatedSGD(t *testing.T) {
 		{LR: 0.01, Momentum: 0.8, Dampening: 0.3},
 		{LR: 0.2},
 	} {
-		for _, first := range []bool{true, false} {
+		for i, first := range []bool{true, false, false} {
+			lrAt := i == 2 // the rate read from memory
 			p, g, m := randn(r, 777), randn(r, 777), randn(r, 777)
 			dir := t.TempDir()
 			writeF32(t, filepath.Join(dir, "p"), p)
 			writeF32(t, filepath.Join(dir, "g"), g)
 			writeF32(t, filepath.Join(dir, "m"), m)
-			writeF32(t, filepath.Join(dir, "h"), []float32{float32(h.LR), float32(h.Momentum), float32(h.WeightDecay), float32(1 - h.Dampening), float32(b2i(h.Nesterov)), float32(b2i(first))})
+			writeF32(t, filepath.Join(dir, "h"), []float32{float32(h.LR), float32(h.Momentum), float32(h.WeightDecay), float32(1 - h.Dampening), float32(b2i(h.Nesterov)), float32(b2i(first)), float32(b2i(lrAt))})
 			run(t, dir, "sgd", 4)
 			want := onCPU([][]float32{p, g, m}, func(be *cpu.Backend, ts []*tensor.Tensor) {
 				be.SGDStep(ts[0], ts[1], ts[2], h, first)
 			})
-			what := fmt.Sprintf("%+v first=%v", h, first)
+			what := fmt.Sprintf("%+v first=%v lr from memory=%v", h, first, lrAt)
 			sameBits(t, what+" p", readF32(t, filepath.Join(dir, "p")), want[0])
 			sameBits(t, what+" m", readF32(t, filepath.Join(dir, "m")), want[2])
 		}

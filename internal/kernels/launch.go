@@ -33,16 +33,19 @@ func (m *Module) ReLUBackward(s cuda.Stream, dx, dy, y ptr, n int) error {
 }
 
 // Dropout: y = x·scale where DropoutHash(key, i) >= threshold, else 0.
-func (m *Module) Dropout(s cuda.Stream, y, x ptr, n int, key uint64, threshold uint32, scale float32) error {
+// When keyAt is not 0 the kernel reads the key from that device address
+// (8 bytes) instead, so that a recorded step can change it between replays.
+func (m *Module) Dropout(s cuda.Stream, y, x ptr, n int, key uint64, keyAt ptr, threshold uint32, scale float32) error {
 	return m.launch(m.f.dropout, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)),
-		cuda.ArgU64(key), cuda.ArgU32(threshold), cuda.ArgF32(scale))
+		cuda.ArgU64(key), cuda.ArgPtr(keyAt), cuda.ArgU32(threshold), cuda.ArgF32(scale))
 }
 
 // SGD updates p and the momentum buffer mom in place from the gradient g
-// (n elements each); damp is 1 - dampening.
-func (m *Module) SGD(s cuda.Stream, p, g, mom ptr, n int, lr, momentum, wd, damp float32, nesterov, first bool) error {
+// (n elements each); damp is 1 - dampening. When lrAt is not 0 the kernel
+// reads the learning rate (a float32) from that device address instead.
+func (m *Module) SGD(s cuda.Stream, p, g, mom ptr, n int, lr float32, lrAt ptr, momentum, wd, damp float32, nesterov, first bool) error {
 	return m.launch(m.f.sgd, s, uint64(n), cuda.ArgPtr(p), cuda.ArgPtr(g), cuda.ArgPtr(mom), cuda.ArgU64(uint64(n)),
-		cuda.ArgF32(lr), cuda.ArgF32(momentum), cuda.ArgF32(wd), cuda.ArgF32(damp), cuda.ArgI32(b2i(nesterov)), cuda.ArgI32(b2i(first)))
+		cuda.ArgF32(lr), cuda.ArgPtr(lrAt), cuda.ArgF32(momentum), cuda.ArgF32(wd), cuda.ArgF32(damp), cuda.ArgI32(b2i(nesterov)), cuda.ArgI32(b2i(first)))
 }
 
 // BiasAddRows: y[r, c] += b[c] for row-major y [rows, cols].

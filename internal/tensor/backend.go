@@ -132,3 +132,28 @@ func DeviceError(p any) error {
 	}
 	return e
 }
+
+// StepRecorder is implemented by backends that can record a training step
+// once and replay it (the GPU backend, as a CUDA graph), which saves the
+// host the cost of issuing every operation again. Steps with the same key
+// must do the same work on the same tensors; only dropout keys and the
+// learning rate may change. Between BeginStep and EndStep there may be no
+// New, Free, Upload or Download.
+type StepRecorder interface {
+	BeginStep(key string)
+	EndStep()
+}
+
+// BeginStep starts a training step on be if it records steps.
+func BeginStep(be Backend, key string) {
+	if r, ok := be.(StepRecorder); ok {
+		r.BeginStep(key)
+	}
+}
+
+// EndStep ends the step BeginStep started.
+func EndStep(be Backend) {
+	if r, ok := be.(StepRecorder); ok {
+		r.EndStep()
+	}
+}

@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"strconv"
 
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/layers"
@@ -60,8 +61,10 @@ func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch,
 		be.Upload(yb, b.Y)
 		labels = append(labels[:0], b.Y...) // kept past Release
 		ld.Release(b)
+		tensor.BeginStep(be, "eval/"+strconv.Itoa(n)) // recorded where the backend can
 		out := m.Forward(xb, false)
 		be.SoftmaxCrossEntropy(loss, nil, out, yb, 0)
+		tensor.EndStep(be)
 		be.Download(lossHost, loss)
 		be.Download(logits[:n*classes], out)
 		sum += float64(lossHost[0]) * float64(n)

@@ -243,11 +243,20 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		labels := append(st.labels[:0], batch.Y...)
 		ld.Release(batch)
 
+		// One step, recorded by backends that can (a CUDA graph): steps of the
+		// same batch size repeat the same work.
+		lr = r.Opt.LearningRate(r.step, perEpoch)
+		first := r.step == 0
+		if !first { // the first step's SGD differs (it fills the momentum)
+			tensor.BeginStep(be, stepKey(n))
+		}
 		logits := m.Forward(xb, true)
 		be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
 		m.Backward(db)
-		lr = r.Opt.LearningRate(r.step, perEpoch)
-		be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, r.step == 0)
+		be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, first)
+		if !first {
+			tensor.EndStep(be)
+		}
 		r.step++
 
 		be.Download(st.lossHost, st.loss)
@@ -427,3 +436,6 @@ func (r *Run) restore() (int, error) {
 	}
 	return ck.Info.Batch, nil
 }
+
+// stepKey names a training step's shape for tensor.BeginStep.
+func stepKey(batch int) string { return "train/" + strconv.Itoa(batch) }

@@ -10,9 +10,18 @@
 // buffer lies inside one allocation, descriptor kinds and shapes, 16-byte
 // alignment of cuDNN operands, workspace sizes. Device memory is host
 // memory; streams are synchronous.
+//
+// Stream capture (cuStreamBeginCapture_v2 .. cuStreamEndCapture) records
+// each call's computation, after the call has checked its arguments, and
+// cuGraphLaunch runs the recorded list again. The fake is stricter than
+// CUDA about what may happen during a capture: no host<->device copy, no
+// allocation, no synchronisation, no work on another stream; each such
+// call fails and invalidates the capture, as a real prohibited call does.
 #include <cstdarg>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 // arg reads kernel parameter i, which the caller passed as a pointer to
@@ -60,11 +69,63 @@ static bool has_ctx(const char* call) {
 	return true;
 }
 
+// ---- stream capture ------------------------------------------------------------
+
+// One capture at a time, on one stream; global, not thread_local, since
+// the Go caller may move between OS threads from one call to the next.
+typedef std::vector<std::function<void()>> Work;
+static std::mutex cap_mu;  // guards the capture state and the graph sets
+static struct {
+	bool active, invalid;  // invalid: a prohibited call happened during it
+	void* stream;
+	Work work;
+} cap;
+struct Graph {
+	Work work;
+};
+static std::set<Graph*> graphs, execs;  // live graphs and executable graphs
+
+// enqueue runs f now or, while a capture is active, appends it to the
+// capture's work list. Callers check their arguments first, so that errors
+// surface at capture time, and hand over a lambda that holds copies of
+// everything it uses (the caller's host memory is gone at replay). It
+// reports false where work goes to a stream other than the capturing one:
+// real CUDA would run that work now, outside the graph.
+static bool enqueue(const char* call, void* stream, std::function<void()> f) {
+	{
+		std::lock_guard<std::mutex> g(cap_mu);
+		if (cap.active) {
+			if (stream != cap.stream) {
+				cap.invalid = true;
+				fail("%s on stream %p while stream %p is capturing", call, stream, cap.stream);
+				return false;
+			}
+			cap.work.push_back(std::move(f));
+			return true;
+		}
+	}
+	f();
+	return true;
+}
+
+// capturing reports whether a capture is active, and if so fails the call
+// and invalidates the capture: call is not allowed during one.
+static bool capturing(const char* call) {
+	std::lock_guard<std::mutex> g(cap_mu);
+	if (!cap.active) return false;
+	cap.invalid = true;
+	fail("%s during stream capture", call);
+	return true;
+}
+
 // ---- driver -----------------------------------------------------------------
 
 typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
-enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_CONTEXT = 201, NOT_FOUND = 500, ILLEGAL_ADDRESS = 700 };
+enum {
+	OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_CONTEXT = 201, INVALID_HANDLE = 400, ILLEGAL_STATE = 401,
+	NOT_FOUND = 500, ILLEGAL_ADDRESS = 700, CAPTURE_UNSUPPORTED = 900, CAPTURE_INVALIDATED = 901
+};
 static const size_t kTotalMem = 8ull << 30;
 static size_t used;
 
@@ -99,8 +160,12 @@ CUresult cuCtxSetCurrent(void* ctx) {
 	current_ctx = (uintptr_t)ctx;
 	return OK;
 }
-CUresult cuCtxSynchronize(void) { return has_ctx("cuCtxSynchronize") ? OK : INVALID_CONTEXT; }
+CUresult cuCtxSynchronize(void) {
+	if (capturing("cuCtxSynchronize")) return CAPTURE_UNSUPPORTED;
+	return has_ctx("cuCtxSynchronize") ? OK : INVALID_CONTEXT;
+}
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
+	if (capturing("cuMemAlloc")) return CAPTURE_UNSUPPORTED;
 	if (!has_ctx("cuMemAlloc")) return INVALID_CONTEXT;
 	if (n == 0) return INVALID_VALUE;
 	std::lock_guard<std::mutex> g(mu);
@@ -114,6 +179,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
 	return OK;
 }
 CUresult cuMemFree_v2(CUdeviceptr p) {
+	if (capturing("cuMemFree")) return CAPTURE_UNSUPPORTED;
 	if (!has_ctx("cuMemFree")) return INVALID_CONTEXT;
 	std::lock_guard<std::mutex> g(mu);
 	auto it = allocs.find((uintptr_t)p);
@@ -127,35 +193,42 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
 	return OK;
 }
 CUresult cuMemAllocHost_v2(void** p, size_t n) {
+	if (capturing("cuMemAllocHost")) return CAPTURE_UNSUPPORTED;
 	*p = malloc(n);
 	return *p ? OK : OUT_OF_MEMORY;
 }
 CUresult cuMemFreeHost(void* p) {
+	if (capturing("cuMemFreeHost")) return CAPTURE_UNSUPPORTED;
 	free(p);
 	return OK;
 }
-static CUresult copy(const char* call, void* dst, const void* src, size_t n) {
+// copy copies now or, during a capture, at replay. Host<->device copies
+// are not allowed during a capture at all: the fake is stricter than CUDA,
+// whose graph would copy from host memory that may be gone at replay.
+static CUresult copy(const char* call, void* dst, const void* src, size_t n, void* s) {
 	if (!has_ctx(call)) return INVALID_CONTEXT;
-	memcpy(dst, src, n);
+	if (!enqueue(call, s, [=] { memcpy(dst, src, n); })) return CAPTURE_UNSUPPORTED;
 	return OK;
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void* s) {
+	if (capturing("cuMemcpyHtoDAsync")) return CAPTURE_UNSUPPORTED;
 	if (!inside(dst, n)) return ILLEGAL_ADDRESS;
-	return copy("cuMemcpyHtoDAsync", (void*)(uintptr_t)dst, src, n);
+	return copy("cuMemcpyHtoDAsync", (void*)(uintptr_t)dst, src, n, s);
 }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* s) {
+	if (capturing("cuMemcpyDtoHAsync")) return CAPTURE_UNSUPPORTED;
 	if (!inside(src, n)) return ILLEGAL_ADDRESS;
-	return copy("cuMemcpyDtoHAsync", dst, (void*)(uintptr_t)src, n);
+	return copy("cuMemcpyDtoHAsync", dst, (void*)(uintptr_t)src, n, s);
 }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* s) {
 	if (!inside(dst, n) || !inside(src, n)) return ILLEGAL_ADDRESS;
-	return copy("cuMemcpyDtoDAsync", (void*)(uintptr_t)dst, (void*)(uintptr_t)src, n);
+	return copy("cuMemcpyDtoDAsync", (void*)(uintptr_t)dst, (void*)(uintptr_t)src, n, s);
 }
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, void* s) {
 	if (!has_ctx("cuMemsetD32Async")) return INVALID_CONTEXT;
 	if (!inside(dst, 4 * n) || dst % 4) return ILLEGAL_ADDRESS;
 	unsigned int* p = (unsigned int*)(uintptr_t)dst;
-	for (size_t i = 0; i < n; i++) p[i] = v;
+	if (!enqueue("cuMemsetD32Async", s, [=] { for (size_t i = 0; i < n; i++) p[i] = v; })) return CAPTURE_UNSUPPORTED;
 	return OK;
 }
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
@@ -167,9 +240,115 @@ CUresult cuStreamCreate(void** s, unsigned int flags) {
 	*s = malloc(1);
 	return has_ctx("cuStreamCreate") ? OK : INVALID_CONTEXT;
 }
-CUresult cuStreamSynchronize(void* s) { return has_ctx("cuStreamSynchronize") ? OK : INVALID_CONTEXT; }
+CUresult cuStreamSynchronize(void* s) {
+	if (capturing("cuStreamSynchronize")) return CAPTURE_UNSUPPORTED;
+	return has_ctx("cuStreamSynchronize") ? OK : INVALID_CONTEXT;
+}
 CUresult cuStreamDestroy_v2(void* s) {
+	{
+		std::lock_guard<std::mutex> g(cap_mu);
+		if (cap.active && cap.stream == s) {  // the capture ends with its stream
+			cap.active = cap.invalid = false;
+			cap.stream = nullptr;
+			cap.work.clear();
+		}
+	}
 	free(s);
+	return OK;
+}
+
+// Stream capture and graphs. A graph and its executable each hold a copy
+// of the recorded work list.
+CUresult cuStreamBeginCapture_v2(void* s, int mode) {
+	if (!has_ctx("cuStreamBeginCapture")) return INVALID_CONTEXT;
+	if (mode < 0 || mode > 2) return INVALID_VALUE;  // global, thread local, relaxed
+	if (!s) {
+		fail("cuStreamBeginCapture of the legacy stream");
+		return CAPTURE_UNSUPPORTED;
+	}
+	std::lock_guard<std::mutex> g(cap_mu);
+	if (cap.active) {
+		fail("cuStreamBeginCapture on stream %p while stream %p is capturing", s, cap.stream);
+		return ILLEGAL_STATE;
+	}
+	cap.active = true;
+	cap.invalid = false;
+	cap.stream = s;
+	cap.work.clear();
+	return OK;
+}
+CUresult cuStreamEndCapture(void* s, void** graph) {
+	if (!has_ctx("cuStreamEndCapture")) return INVALID_CONTEXT;
+	if (!graph) return INVALID_VALUE;
+	std::lock_guard<std::mutex> g(cap_mu);
+	if (!cap.active || cap.stream != s) {
+		fail("cuStreamEndCapture of stream %p, which is not capturing", s);
+		return ILLEGAL_STATE;
+	}
+	bool invalid = cap.invalid;
+	Work work;
+	work.swap(cap.work);
+	cap.active = cap.invalid = false;
+	cap.stream = nullptr;
+	*graph = nullptr;
+	if (invalid) return CAPTURE_INVALIDATED;
+	Graph* gr = new Graph{std::move(work)};
+	graphs.insert(gr);
+	*graph = gr;
+	return OK;
+}
+CUresult cuStreamIsCapturing(void* s, int* status) {
+	if (!status) return INVALID_VALUE;
+	std::lock_guard<std::mutex> g(cap_mu);
+	*status = cap.active && cap.stream == s ? (cap.invalid ? 2 : 1) : 0;  // none, active, invalidated
+	return OK;
+}
+CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long flags) {
+	if (!has_ctx("cuGraphInstantiate")) return INVALID_CONTEXT;
+	if (!exec || (flags & ~15ull)) return INVALID_VALUE;
+	std::lock_guard<std::mutex> g(cap_mu);
+	if (!graphs.count((Graph*)graph)) {
+		fail("cuGraphInstantiate of %p, not a graph", graph);
+		return INVALID_VALUE;
+	}
+	Graph* e = new Graph{((Graph*)graph)->work};
+	execs.insert(e);
+	*exec = e;
+	return OK;
+}
+CUresult cuGraphLaunch(void* exec, void* s) {
+	if (!has_ctx("cuGraphLaunch")) return INVALID_CONTEXT;
+	Graph* e = (Graph*)exec;
+	{
+		std::lock_guard<std::mutex> g(cap_mu);
+		if (!execs.count(e)) {
+			fail("cuGraphLaunch of %p, not an executable graph", exec);
+			return INVALID_HANDLE;
+		}
+		if (cap.active) {
+			fail("cuGraphLaunch on stream %p while stream %p is capturing", s, cap.stream);
+			return ILLEGAL_STATE;
+		}
+	}
+	for (auto& f : e->work) f();
+	return OK;
+}
+CUresult cuGraphExecDestroy(void* exec) {
+	std::lock_guard<std::mutex> g(cap_mu);
+	if (!execs.erase((Graph*)exec)) {
+		fail("cuGraphExecDestroy of %p, not an executable graph", exec);
+		return INVALID_HANDLE;
+	}
+	delete (Graph*)exec;
+	return OK;
+}
+CUresult cuGraphDestroy(void* graph) {
+	std::lock_guard<std::mutex> g(cap_mu);
+	if (!graphs.erase((Graph*)graph)) {
+		fail("cuGraphDestroy of %p, not a graph", graph);
+		return INVALID_VALUE;
+	}
+	delete (Graph*)graph;
 	return OK;
 }
 CUresult cuEventCreate(void** e, unsigned int flags) {
@@ -177,7 +356,7 @@ CUresult cuEventCreate(void** e, unsigned int flags) {
 	return OK;
 }
 CUresult cuEventRecord(void* e, void* s) { return has_ctx("cuEventRecord") ? OK : INVALID_CONTEXT; }
-CUresult cuEventSynchronize(void* e) { return OK; }
+CUresult cuEventSynchronize(void* e) { return capturing("cuEventSynchronize") ? CAPTURE_UNSUPPORTED : OK; }
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
 	*ms = 0.5f;
 	return OK;
@@ -187,7 +366,13 @@ CUresult cuEventDestroy_v2(void* e) {
 	return OK;
 }
 CUresult cuGetErrorName(CUresult e, const char** s) {
-	*s = e == ILLEGAL_ADDRESS ? "CUDA_ERROR_ILLEGAL_ADDRESS" : nullptr;
+	switch (e) {
+	case ILLEGAL_STATE: *s = "CUDA_ERROR_ILLEGAL_STATE"; break;
+	case ILLEGAL_ADDRESS: *s = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
+	case CAPTURE_UNSUPPORTED: *s = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"; break;
+	case CAPTURE_INVALIDATED: *s = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"; break;
+	default: *s = nullptr;
+	}
 	return *s ? OK : INVALID_VALUE;
 }
 CUresult cuGetErrorString(CUresult e, const char** s) {
@@ -231,44 +416,54 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		fail("cuLaunchKernel: bad function or dimensions");
 		return INVALID_VALUE;
 	}
+	// Each case reads and checks the parameters now and hands enqueue a
+	// launch that holds their values: the caller's parameter buffer is gone
+	// by the time a graph replays it.
+	std::function<void()> run;
 	switch (k) {
 	case 0: {  // relu_forward(float* y, const float* x, u64 n)
 		auto y = PTR(0, float); auto x = PTR(1, const float); auto n = U64(2);
 		IN(y, 4 * n); IN(x, 4 * n);
-		launch_seq(gx, bx, [&] { relu_forward(y, x, n); });
+		run = [=] { launch_seq(gx, bx, [=] { relu_forward(y, x, n); }); };
 		break;
 	}
 	case 1: {  // relu_backward(float* dx, const float* dy, const float* y, u64 n)
 		auto dx = PTR(0, float); auto dy = PTR(1, const float); auto y = PTR(2, const float); auto n = U64(3);
 		IN(dx, 4 * n); IN(dy, 4 * n); IN(y, 4 * n);
-		launch_seq(gx, bx, [&] { relu_backward(dx, dy, y, n); });
+		run = [=] { launch_seq(gx, bx, [=] { relu_backward(dx, dy, y, n); }); };
 		break;
 	}
-	case 2: {  // dropout_apply(float* y, const float* x, u64 n, u64 key, u32 threshold, float scale)
+	case 2: {  // dropout_apply(float* y, const float* x, u64 n, u64 key, const u64* key_at, u32 threshold, float scale)
 		auto y = PTR(0, float); auto x = PTR(1, const float); auto n = U64(2);
-		auto key = U64(3); auto thr = U32(4); auto scale = F32(5);
+		auto key = U64(3); auto key_at = PTR(4, const unsigned long long); auto thr = U32(5); auto scale = F32(6);
 		IN(y, 4 * n); IN(x, 4 * n);
-		launch_seq(gx, bx, [&] { dropout_apply(y, x, n, key, thr, scale); });
+		if (key_at) { IN(key_at, 8); }
+		// The kernel reads *key_at when it runs: a replay sees the key of then.
+		run = [=] { launch_seq(gx, bx, [=] { dropout_apply(y, x, n, key, key_at, thr, scale); }); };
 		break;
 	}
-	case 3: {  // sgd_step(float* p, const float* g, float* m, u64 n, float lr, float mom, float wd, float damp, int nesterov, int first)
+	case 3: {  // sgd_step(float* p, const float* g, float* m, u64 n, float lr, const float* lr_at, float mom, float wd,
+	           //          float damp, int nesterov, int first)
 		auto p = PTR(0, float); auto g = PTR(1, const float); auto m = PTR(2, float); auto n = U64(3);
 		IN(p, 4 * n); IN(g, 4 * n); IN(m, 4 * n);
-		auto lr = F32(4), mom = F32(5), wd = F32(6), damp = F32(7);
-		auto nest = I32(8), first = I32(9);
-		launch_seq(gx, bx, [&] { sgd_step(p, g, m, n, lr, mom, wd, damp, nest, first); });
+		auto lr = F32(4); auto lr_at = PTR(5, const float);
+		auto mom = F32(6), wd = F32(7), damp = F32(8);
+		auto nest = I32(9), first = I32(10);
+		if (lr_at) { IN(lr_at, 4); }
+		// The kernel reads *lr_at when it runs: a replay sees the rate of then.
+		run = [=] { launch_seq(gx, bx, [=] { sgd_step(p, g, m, n, lr, lr_at, mom, wd, damp, nest, first); }); };
 		break;
 	}
 	case 4: {  // bias_add_rows(float* y, const float* b, u64 rows, u64 cols)
 		auto y = PTR(0, float); auto b = PTR(1, const float); auto rows = U64(2), cols = U64(3);
 		IN(y, 4 * rows * cols); IN(b, 4 * cols);
-		launch_seq(gx, bx, [&] { bias_add_rows(y, b, rows, cols); });
+		run = [=] { launch_seq(gx, bx, [=] { bias_add_rows(y, b, rows, cols); }); };
 		break;
 	}
 	case 5: {  // col_sum(float* out, const float* x, u64 rows, u64 cols)
 		auto o = PTR(0, float); auto x = PTR(1, const float); auto rows = U64(2), cols = U64(3);
 		IN(o, 4 * cols); IN(x, 4 * rows * cols);
-		launch_seq(gx, bx, [&] { col_sum(o, x, rows, cols); });
+		run = [=] { launch_seq(gx, bx, [=] { col_sum(o, x, rows, cols); }); };
 		break;
 	}
 	case 6: {  // softmax_xent_rows(double* row_loss, float* dlogits, const float* logits, const float* labels, u64 n, u64 c, double smoothing)
@@ -277,17 +472,18 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		if (bx != RED_THREADS) return INVALID_VALUE;
 		IN(rl, 8 * n); IN(lg, 4 * n * c); IN(lb, 4 * n);
 		if (dl) { IN(dl, 4 * n * c); }
-		launch_threads(gx, bx, [&] { softmax_xent_rows(rl, dl, lg, lb, n, c, sm); });
+		run = [=] { launch_threads(gx, bx, [=] { softmax_xent_rows(rl, dl, lg, lb, n, c, sm); }); };
 		break;
 	}
 	case 7: {  // mean_rows(float* out, const double* rows, u64 n)
 		auto o = PTR(0, float); auto r = PTR(1, const double); auto n = U64(2);
 		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
 		IN(o, 4); IN(r, 8 * n);
-		launch_threads(gx, bx, [&] { mean_rows(o, r, n); });
+		run = [=] { launch_threads(gx, bx, [=] { mean_rows(o, r, n); }); };
 		break;
 	}
 	}
+	if (!enqueue("cuLaunchKernel", stream, std::move(run))) return CAPTURE_UNSUPPORTED;
 	return OK;
 }
 
@@ -359,16 +555,34 @@ int nvrtcDestroyProgram(void** prog) {
 
 // ---- cuBLAS ------------------------------------------------------------------
 
+// A cuBLAS or cuDNN handle: the stream its work goes to (the legacy
+// stream, null, until set), which a capture checks.
+struct Handle {
+	void* stream;
+};
+static void* stream_of(void* h) { return h ? ((Handle*)h)->stream : nullptr; }
+
 int cublasCreate_v2(void** h) {
 	if (!has_ctx("cublasCreate")) return 1;
-	*h = malloc(16);
+	*h = new Handle();
 	return 0;
 }
 int cublasDestroy_v2(void* h) {
-	free(h);
+	delete (Handle*)h;
 	return 0;
 }
-int cublasSetStream_v2(void* h, void* s) { return 0; }
+int cublasSetStream_v2(void* h, void* s) {
+	if (!h) return 1;  // CUBLAS_STATUS_NOT_INITIALIZED
+	((Handle*)h)->stream = s;
+	return 0;
+}
+// cublasSetWorkspace_v2: the buffer must lie in one allocation (or be none).
+int cublasSetWorkspace_v2(void* h, void* workspace, size_t bytes) {
+	if (!h) return 1;
+	if (bytes == 0 || inside((uintptr_t)workspace, bytes)) return 0;
+	fail("cublasSetWorkspace: %zu bytes at %p outside any allocation", bytes, workspace);
+	return 7;
+}
 int cublasSetMathMode(void* h, int mode) { return (mode == 0 || mode == 2 || mode == 3) ? 0 : 7; }
 int cublasGetVersion_v2(void* h, int* v) {
 	*v = 130100;
@@ -401,19 +615,22 @@ int cublasSgemm_v2(void* h, int ta, int tb, int m, int n, int k, const float* al
 		fail("cublasSgemm: matrix outside its allocation");
 		return 13;  // CUBLAS_STATUS_EXECUTION_FAILED
 	}
-	for (int j = 0; j < n; j++) {
-		for (int i = 0; i < m; i++) {
-			double s = 0;
-			for (int p = 0; p < k; p++) {
-				float a = ta == 0 ? A[i + (size_t)p * lda] : A[p + (size_t)i * lda];
-				float b = tb == 0 ? B[p + (size_t)j * ldb] : B[j + (size_t)p * ldb];
-				s += (double)a * b;
+	float al = *alpha, be = *beta;
+	bool ok = enqueue("cublasSgemm", stream_of(h), [=] {
+		for (int j = 0; j < n; j++) {
+			for (int i = 0; i < m; i++) {
+				double s = 0;
+				for (int p = 0; p < k; p++) {
+					float a = ta == 0 ? A[i + (size_t)p * lda] : A[p + (size_t)i * lda];
+					float b = tb == 0 ? B[p + (size_t)j * ldb] : B[j + (size_t)p * ldb];
+					s += (double)a * b;
+				}
+				float* c = &C[i + (size_t)j * ldc];
+				*c = be == 0 ? (float)(al * s) : (float)(al * s + be * *c);
 			}
-			float* c = &C[i + (size_t)j * ldc];
-			*c = *beta == 0 ? (float)(*alpha * s) : (float)(*alpha * s + *beta * *c);
 		}
-	}
-	return 0;
+	});
+	return ok ? 0 : 13;
 }
 
 // ---- cuDNN 9 -----------------------------------------------------------------
@@ -446,14 +663,21 @@ void cudnnGetLastErrorString(char* buf, size_t n) {
 }
 int cudnnCreate(void** h) {
 	if (!has_ctx("cudnnCreate")) return EXEC_FAILED;
-	*h = malloc(16);
+	*h = new Handle();
 	return 0;
 }
 int cudnnDestroy(void* h) {
-	free(h);
+	delete (Handle*)h;
 	return 0;
 }
-int cudnnSetStream(void* h, void* s) { return 0; }
+int cudnnSetStream(void* h, void* s) {
+	if (!h) return BAD_PARAM;
+	((Handle*)h)->stream = s;
+	return 0;
+}
+// ENQUEUE(f) runs or records the computation f, a lambda, of a cuDNN call
+// on h's stream, and returns the call's status (variadic: f has commas).
+#define ENQUEUE(...) return enqueue(__func__, stream_of(h), __VA_ARGS__) ? 0 : EXEC_FAILED
 
 static int create(void** d, int kind) {
 	Desc* x = new Desc();
@@ -576,6 +800,7 @@ struct Perf {
 static const size_t kWorkspace0 = 4096;  // algorithm 0 wants a workspace, 1 none
 
 static int find(int dir, void* h, void* a, void* b, void* cv, void* c, int req, int* ret, Perf* perf) {
+	if (capturing("cudnnFind*Algorithm")) return EXEC_FAILED;  // it would allocate and synchronise
 	if (!has_ctx("cudnnFind")) return EXEC_FAILED;
 	Desc *x, *w, *y, *conv;
 	CHECK(conv_descs(dir, a, b, c, cv, &x, &w, &y, &conv));
@@ -614,7 +839,7 @@ int cudnnGetConvolutionBackwardFilterWorkspaceSize(void* h, void* x, void* dy, v
 
 // conv_run: out = alpha·op + beta·out for one direction; x, w, y are the
 // three operands' data whichever is the output.
-static int conv_run(int dir, const float* alpha, void* ad, const void* a, void* bd, const void* b, void* cv, int algo,
+static int conv_run(void* h, int dir, const float* alpha, void* ad, const void* a, void* bd, const void* b, void* cv, int algo,
                     void* ws, size_t wsSize, const float* beta, void* od, void* o) {
 	if (!has_ctx("cudnnConvolution")) return EXEC_FAILED;
 	Desc *x, *w, *y, *conv;
@@ -634,38 +859,43 @@ static int conv_run(int dir, const float* alpha, void* ad, const void* a, void* 
 	CHECK(dev(a, dir == 1 ? vol(w) : vol(x), "conv a"));
 	CHECK(dev(b, dir == 0 ? vol(w) : vol(y), "conv b"));
 	CHECK(dev(o, outN, "conv out"));
-	std::vector<double> acc(outN, 0.0);
+	// The computation holds copies of the descriptors and scalars.
+	Desc xs = *x, ws_ = *w, ys = *y;
 	int K = w->h, P = conv->pad;
-	for (int n = 0; n < x->n; n++)
-		for (int co = 0; co < w->n; co++)
-			for (int oy = 0; oy < y->h; oy++)
-				for (int ox = 0; ox < y->w; ox++)
-					for (int ci = 0; ci < x->c; ci++)
-						for (int ky = 0; ky < K; ky++)
-							for (int kx = 0; kx < K; kx++) {
-								int iy = oy + ky - P, ix = ox + kx - P;
-								if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
-								size_t xi = (((size_t)n * x->c + ci) * x->h + iy) * x->w + ix;
-								size_t wi = (((size_t)co * w->c + ci) * K + ky) * K + kx;
-								size_t yi = (((size_t)n * y->c + co) * y->h + oy) * y->w + ox;
-								if (dir == 0) acc[yi] += (double)X[xi] * W[wi];
-								if (dir == 1) acc[xi] += (double)W[wi] * Y[yi];
-								if (dir == 2) acc[wi] += (double)X[xi] * Y[yi];
-							}
-	for (size_t i = 0; i < outN; i++) out[i] = (float)(*alpha * acc[i] + (*beta == 0 ? 0.0 : *beta * out[i]));
-	return 0;
+	float al = *alpha, be = *beta;
+	ENQUEUE([=] {
+		const Desc *x = &xs, *w = &ws_, *y = &ys;
+		std::vector<double> acc(outN, 0.0);
+		for (int n = 0; n < x->n; n++)
+			for (int co = 0; co < w->n; co++)
+				for (int oy = 0; oy < y->h; oy++)
+					for (int ox = 0; ox < y->w; ox++)
+						for (int ci = 0; ci < x->c; ci++)
+							for (int ky = 0; ky < K; ky++)
+								for (int kx = 0; kx < K; kx++) {
+									int iy = oy + ky - P, ix = ox + kx - P;
+									if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
+									size_t xi = (((size_t)n * x->c + ci) * x->h + iy) * x->w + ix;
+									size_t wi = (((size_t)co * w->c + ci) * K + ky) * K + kx;
+									size_t yi = (((size_t)n * y->c + co) * y->h + oy) * y->w + ox;
+									if (dir == 0) acc[yi] += (double)X[xi] * W[wi];
+									if (dir == 1) acc[xi] += (double)W[wi] * Y[yi];
+									if (dir == 2) acc[wi] += (double)X[xi] * Y[yi];
+								}
+		for (size_t i = 0; i < outN; i++) out[i] = (float)(al * acc[i] + (be == 0 ? 0.0 : be * out[i]));
+	});
 }
 int cudnnConvolutionForward(void* h, const float* alpha, void* xd, const void* x, void* wd, const void* w, void* cv, int algo,
                             void* ws, size_t wsSize, const float* beta, void* yd, void* y) {
-	return conv_run(0, alpha, xd, x, wd, w, cv, algo, ws, wsSize, beta, yd, y);
+	return conv_run(h, 0, alpha, xd, x, wd, w, cv, algo, ws, wsSize, beta, yd, y);
 }
 int cudnnConvolutionBackwardData(void* h, const float* alpha, void* wd, const void* w, void* dyd, const void* dy, void* cv,
                                  int algo, void* ws, size_t wsSize, const float* beta, void* dxd, void* dx) {
-	return conv_run(1, alpha, wd, w, dyd, dy, cv, algo, ws, wsSize, beta, dxd, dx);
+	return conv_run(h, 1, alpha, wd, w, dyd, dy, cv, algo, ws, wsSize, beta, dxd, dx);
 }
 int cudnnConvolutionBackwardFilter(void* h, const float* alpha, void* xd, const void* x, void* dyd, const void* dy, void* cv,
                                    int algo, void* ws, size_t wsSize, const float* beta, void* dwd, void* dw) {
-	return conv_run(2, alpha, xd, x, dyd, dy, cv, algo, ws, wsSize, beta, dwd, dw);
+	return conv_run(h, 2, alpha, xd, x, dyd, dy, cv, algo, ws, wsSize, beta, dwd, dw);
 }
 
 // A per-channel descriptor [1, C, 1, 1].
@@ -686,13 +916,16 @@ int cudnnConvolutionBackwardBias(void* h, const float* alpha, void* dyd, const v
 	const float* DY = (const float*)dy;
 	float* DB = (float*)db;
 	size_t hw = (size_t)y->h * y->w;
-	for (int c = 0; c < y->c; c++) {
-		double s = 0;
-		for (int n = 0; n < y->n; n++)
-			for (size_t i = 0; i < hw; i++) s += DY[((size_t)n * y->c + c) * hw + i];
-		DB[c] = (float)(*alpha * s + (*beta == 0 ? 0.0 : *beta * DB[c]));
-	}
-	return 0;
+	int N = y->n, C = y->c;
+	float al = *alpha, be = *beta;
+	ENQUEUE([=] {
+		for (int c = 0; c < C; c++) {
+			double s = 0;
+			for (int n = 0; n < N; n++)
+				for (size_t i = 0; i < hw; i++) s += DY[((size_t)n * C + c) * hw + i];
+			DB[c] = (float)(al * s + (be == 0 ? 0.0 : be * DB[c]));
+		}
+	});
 }
 
 int cudnnAddTensor(void* h, const float* alpha, void* ad, const void* a, const float* beta, void* cd, void* c) {
@@ -703,13 +936,16 @@ int cudnnAddTensor(void* h, const float* alpha, void* ad, const void* a, const f
 	const float* A = (const float*)a;
 	float* Y = (float*)c;
 	size_t hw = (size_t)C->h * C->w;
-	for (int n = 0; n < C->n; n++)
-		for (int ch = 0; ch < C->c; ch++)
-			for (size_t i = 0; i < hw; i++) {
-				float* y = &Y[((size_t)n * C->c + ch) * hw + i];
-				*y = *alpha * A[ch] + *beta * *y;
-			}
-	return 0;
+	int N = C->n, CC = C->c;
+	float al = *alpha, be = *beta;
+	ENQUEUE([=] {
+		for (int n = 0; n < N; n++)
+			for (int ch = 0; ch < CC; ch++)
+				for (size_t i = 0; i < hw; i++) {
+					float* y = &Y[((size_t)n * CC + ch) * hw + i];
+					*y = al * A[ch] + be * *y;
+				}
+	});
 }
 
 // Batch norm, spatial mode: statistics per channel over N, H, W.
@@ -733,28 +969,30 @@ int cudnnBatchNormalizationForwardTraining(void* h, int mode, const float* alpha
 	const float *XP = (const float*)x, *G = (const float*)scale, *B = (const float*)bias;
 	float *YP = (float*)y, *RM = (float*)runMean, *RV = (float*)runVar, *SM = (float*)saveMean, *SI = (float*)saveInv;
 	size_t hw = (size_t)X->h * X->w, cnt = (size_t)X->n * hw;
-	for (int c = 0; c < C; c++) {
-		double s = 0, ss = 0;
-		for (int n = 0; n < X->n; n++)
-			for (size_t i = 0; i < hw; i++) s += XP[((size_t)n * C + c) * hw + i];
-		double mean = s / cnt;
-		for (int n = 0; n < X->n; n++)
-			for (size_t i = 0; i < hw; i++) {
-				double d = XP[((size_t)n * C + c) * hw + i] - mean;
-				ss += d * d;
-			}
-		double inv = 1 / sqrt(ss / cnt + eps);
-		for (int n = 0; n < X->n; n++)
-			for (size_t i = 0; i < hw; i++) {
-				size_t j = ((size_t)n * C + c) * hw + i;
-				YP[j] = (float)(G[c] * (XP[j] - mean) * inv + B[c]);
-			}
-		RM[c] = (float)((1 - factor) * RM[c] + factor * mean);
-		RV[c] = (float)((1 - factor) * RV[c] + factor * ss / (cnt > 1 ? cnt - 1 : 1));
-		SM[c] = (float)mean;
-		SI[c] = (float)inv;
-	}
-	return 0;
+	int N = X->n;
+	ENQUEUE([=] {
+		for (int c = 0; c < C; c++) {
+			double s = 0, ss = 0;
+			for (int n = 0; n < N; n++)
+				for (size_t i = 0; i < hw; i++) s += XP[((size_t)n * C + c) * hw + i];
+			double mean = s / cnt;
+			for (int n = 0; n < N; n++)
+				for (size_t i = 0; i < hw; i++) {
+					double d = XP[((size_t)n * C + c) * hw + i] - mean;
+					ss += d * d;
+				}
+			double inv = 1 / sqrt(ss / cnt + eps);
+			for (int n = 0; n < N; n++)
+				for (size_t i = 0; i < hw; i++) {
+					size_t j = ((size_t)n * C + c) * hw + i;
+					YP[j] = (float)(G[c] * (XP[j] - mean) * inv + B[c]);
+				}
+			RM[c] = (float)((1 - factor) * RM[c] + factor * mean);
+			RV[c] = (float)((1 - factor) * RV[c] + factor * ss / (cnt > 1 ? cnt - 1 : 1));
+			SM[c] = (float)mean;
+			SI[c] = (float)inv;
+		}
+	});
 }
 int cudnnBatchNormalizationForwardInference(void* h, int mode, const float* alpha, const float* beta, void* xd, const void* x,
                                             void* yd, void* y, void* bnd, const void* scale, const void* bias,
@@ -769,13 +1007,15 @@ int cudnnBatchNormalizationForwardInference(void* h, int mode, const float* alph
 	            *V = (const float*)var;
 	float* YP = (float*)y;
 	size_t hw = (size_t)X->h * X->w;
-	for (int n = 0; n < X->n; n++)
-		for (int c = 0; c < C; c++)
-			for (size_t i = 0; i < hw; i++) {
-				size_t j = ((size_t)n * C + c) * hw + i;
-				YP[j] = (float)(G[c] * (XP[j] - M[c]) / sqrt(V[c] + eps) + B[c]);
-			}
-	return 0;
+	int N = X->n;
+	ENQUEUE([=] {
+		for (int n = 0; n < N; n++)
+			for (int c = 0; c < C; c++)
+				for (size_t i = 0; i < hw; i++) {
+					size_t j = ((size_t)n * C + c) * hw + i;
+					YP[j] = (float)(G[c] * (XP[j] - M[c]) / sqrt(V[c] + eps) + B[c]);
+				}
+	});
 }
 int cudnnBatchNormalizationBackward(void* h, int mode, const float* ad, const float* bd, const float* ap, const float* bp,
                                     void* xd, const void* x, void* dyd, const void* dy, void* dxd, void* dx, void* bnd,
@@ -793,24 +1033,26 @@ int cudnnBatchNormalizationBackward(void* h, int mode, const float* ad, const fl
 	            *SI = (const float*)saveInv;
 	float *DXP = (float*)dx, *DG = (float*)dScale, *DB = (float*)dBias;
 	size_t hw = (size_t)X->h * X->w, cnt = (size_t)X->n * hw;
-	for (int c = 0; c < C; c++) {
-		double sdy = 0, sdyx = 0;
-		for (int n = 0; n < X->n; n++)
-			for (size_t i = 0; i < hw; i++) {
-				size_t j = ((size_t)n * C + c) * hw + i;
-				sdy += DY[j];
-				sdyx += DY[j] * (XP[j] - SM[c]) * SI[c];
-			}
-		DG[c] = (float)sdyx;
-		DB[c] = (float)sdy;
-		for (int n = 0; n < X->n; n++)
-			for (size_t i = 0; i < hw; i++) {
-				size_t j = ((size_t)n * C + c) * hw + i;
-				double xhat = (XP[j] - SM[c]) * SI[c];
-				DXP[j] = (float)(G[c] * SI[c] * (DY[j] - sdy / cnt - xhat * sdyx / cnt));
-			}
-	}
-	return 0;
+	int N = X->n;
+	ENQUEUE([=] {
+		for (int c = 0; c < C; c++) {
+			double sdy = 0, sdyx = 0;
+			for (int n = 0; n < N; n++)
+				for (size_t i = 0; i < hw; i++) {
+					size_t j = ((size_t)n * C + c) * hw + i;
+					sdy += DY[j];
+					sdyx += DY[j] * (XP[j] - SM[c]) * SI[c];
+				}
+			DG[c] = (float)sdyx;
+			DB[c] = (float)sdy;
+			for (int n = 0; n < N; n++)
+				for (size_t i = 0; i < hw; i++) {
+					size_t j = ((size_t)n * C + c) * hw + i;
+					double xhat = (XP[j] - SM[c]) * SI[c];
+					DXP[j] = (float)(G[c] * SI[c] * (DY[j] - sdy / cnt - xhat * sdyx / cnt));
+				}
+		}
+	});
 }
 
 // Max pooling; backward routes each gradient to the first maximum.
@@ -841,11 +1083,14 @@ int cudnnPoolingForward(void* h, void* pd, const float* alpha, void* xd, const v
 	CHECK(dev(x, vol(X), "pool x")); CHECK(dev(y, vol(Y), "pool y"));
 	const float* XP = (const float*)x;
 	float* YP = (float*)y;
-	for (size_t nc = 0; nc < (size_t)X->n * X->c; nc++)
-		for (int oy = 0; oy < Y->h; oy++)
-			for (int ox = 0; ox < Y->w; ox++)
-				YP[(nc * Y->h + oy) * Y->w + ox] = XP[argmax(p, X, XP, nc * X->h * X->w, oy, ox)];
-	return 0;
+	Desc ps = *p, xs = *X, ys = *Y;
+	ENQUEUE([=] {
+		const Desc *p = &ps, *X = &xs, *Y = &ys;
+		for (size_t nc = 0; nc < (size_t)X->n * X->c; nc++)
+			for (int oy = 0; oy < Y->h; oy++)
+				for (int ox = 0; ox < Y->w; ox++)
+					YP[(nc * Y->h + oy) * Y->w + ox] = XP[argmax(p, X, XP, nc * X->h * X->w, oy, ox)];
+	});
 }
 int cudnnPoolingBackward(void* h, void* pd, const float* alpha, void* yd, const void* y, void* dyd, const void* dy, void* xd,
                          const void* x, const float* beta, void* dxd, void* dx) {
@@ -858,12 +1103,15 @@ int cudnnPoolingBackward(void* h, void* pd, const float* alpha, void* yd, const 
 	CHECK(dev(dx, vol(X), "pool dx")); CHECK(dev(dy, vol(Y), "pool dy"));
 	const float *XP = (const float*)x, *DYP = (const float*)dy;
 	float* DXP = (float*)dx;
-	memset(DXP, 0, 4 * vol(X));
-	for (size_t nc = 0; nc < (size_t)X->n * X->c; nc++)
-		for (int oy = 0; oy < Y->h; oy++)
-			for (int ox = 0; ox < Y->w; ox++)
-				DXP[argmax(p, X, XP, nc * X->h * X->w, oy, ox)] += DYP[(nc * Y->h + oy) * Y->w + ox];
-	return 0;
+	Desc ps = *p, xs = *X, ys = *Y;
+	ENQUEUE([=] {
+		const Desc *p = &ps, *X = &xs, *Y = &ys;
+		memset(DXP, 0, 4 * vol(X));
+		for (size_t nc = 0; nc < (size_t)X->n * X->c; nc++)
+			for (int oy = 0; oy < Y->h; oy++)
+				for (int ox = 0; ox < Y->w; ox++)
+					DXP[argmax(p, X, XP, nc * X->h * X->w, oy, ox)] += DYP[(nc * Y->h + oy) * Y->w + ox];
+	});
 }
 
 // LRN across channels: scale_c = k + alpha/n·Σ x² over the window
@@ -882,14 +1130,17 @@ int cudnnLRNCrossChannelForward(void* h, void* ld, int mode, const float* alpha,
 	CHECK(dev(x, vol(X), "lrn x")); CHECK(dev(y, vol(X), "lrn y"));
 	const float* XP = (const float*)x;
 	float* YP = (float*)y;
-	size_t hw = (size_t)X->h * X->w;
-	for (int n = 0; n < X->n; n++)
-		for (size_t i = 0; i < hw; i++) {
-			size_t base = (size_t)n * X->c * hw + i;
-			for (int c = 0; c < X->c; c++)
-				YP[base + c * hw] = (float)(XP[base + c * hw] * pow(lrn_scale(l, XP, base, hw, X->c, c), -l->beta));
-		}
-	return 0;
+	Desc ls = *l, xs = *X;
+	ENQUEUE([=] {
+		const Desc *l = &ls, *X = &xs;
+		size_t hw = (size_t)X->h * X->w;
+		for (int n = 0; n < X->n; n++)
+			for (size_t i = 0; i < hw; i++) {
+				size_t base = (size_t)n * X->c * hw + i;
+				for (int c = 0; c < X->c; c++)
+					YP[base + c * hw] = (float)(XP[base + c * hw] * pow(lrn_scale(l, XP, base, hw, X->c, c), -l->beta));
+			}
+	});
 }
 int cudnnLRNCrossChannelBackward(void* h, void* ld, int mode, const float* alpha, void* yd, const void* y, void* dyd,
                                  const void* dy, void* xd, const void* x, const float* beta, void* dxd, void* dx) {
@@ -899,25 +1150,28 @@ int cudnnLRNCrossChannelBackward(void* h, void* ld, int mode, const float* alpha
 	for (const void* p : {y, dy, x, (const void*)dx}) CHECK(dev(p, vol(X), "lrn gradient"));
 	const float *XP = (const float*)x, *YP = (const float*)y, *DYP = (const float*)dy;
 	float* DXP = (float*)dx;
-	size_t hw = (size_t)X->h * X->w;
-	int C = X->c, behind = (l->lrnN - 1) / 2, ahead = l->lrnN - 1 - behind;
-	std::vector<double> t(C), sc(C);
-	for (int n = 0; n < X->n; n++)
-		for (size_t i = 0; i < hw; i++) {
-			size_t base = (size_t)n * C * hw + i;
-			for (int c = 0; c < C; c++) {
-				sc[c] = lrn_scale(l, XP, base, hw, C, c);
-				t[c] = (double)DYP[base + c * hw] * YP[base + c * hw] / sc[c];
+	Desc ls = *l, xs = *X;
+	ENQUEUE([=] {
+		const Desc *l = &ls, *X = &xs;
+		size_t hw = (size_t)X->h * X->w;
+		int C = X->c, behind = (l->lrnN - 1) / 2, ahead = l->lrnN - 1 - behind;
+		std::vector<double> t(C), sc(C);
+		for (int n = 0; n < X->n; n++)
+			for (size_t i = 0; i < hw; i++) {
+				size_t base = (size_t)n * C * hw + i;
+				for (int c = 0; c < C; c++) {
+					sc[c] = lrn_scale(l, XP, base, hw, C, c);
+					t[c] = (double)DYP[base + c * hw] * YP[base + c * hw] / sc[c];
+				}
+				for (int c = 0; c < C; c++) {
+					double s = 0;  // Σ over the windows that contain c
+					for (int j = c - ahead; j <= c + behind; j++)
+						if (j >= 0 && j < C) s += t[j];
+					DXP[base + c * hw] = (float)(DYP[base + c * hw] * pow(sc[c], -l->beta) -
+					                             2 * l->alpha * l->beta / l->lrnN * XP[base + c * hw] * s);
+				}
 			}
-			for (int c = 0; c < C; c++) {
-				double s = 0;  // Σ over the windows that contain c
-				for (int j = c - ahead; j <= c + behind; j++)
-					if (j >= 0 && j < C) s += t[j];
-				DXP[base + c * hw] = (float)(DYP[base + c * hw] * pow(sc[c], -l->beta) -
-				                             2 * l->alpha * l->beta / l->lrnN * XP[base + c * hw] * s);
-			}
-		}
-	return 0;
+	});
 }
 
 }  // extern "C"

@@ -1,0 +1,309 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"unsafe"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Recorded steps. Issuing a VGG16 training step's ~200 cuDNN, cuBLAS and
+// kernel calls takes the host about 5 ms, longer than the H100 needs to
+// run them at 32x32, so the GPU would idle between launches. The training
+// loop therefore brackets each step with BeginStep(key) and EndStep: the
+// first step of a key runs as usual (it picks the convolution algorithms
+// and allocates every buffer), the second is captured into a CUDA graph
+// while it is issued, and every later one replays the graph with a single
+// launch.
+//
+// A replay still runs the layers' Go code, which calls the backend's ops
+// as before; each op then only checks that it is the op the recording
+// holds at that position (its kind, operands and constants, hashed into a
+// signature) and returns. The values that legitimately change from step to
+// step — dropout keys and the learning rate — are not baked into the
+// graph: during capture those kernels are given the address of a slot in
+// a small device buffer, and each step writes its values into a
+// page-locked host mirror that is copied to the slots just before the
+// graph is launched.
+
+// stepMode says what the backend's ops do.
+type stepMode int
+
+const (
+	eager     stepMode = iota // run now (outside a step, or a key's first step)
+	capturing                 // run into the graph being captured
+	replaying                 // check against the recording; the graph does the work
+)
+
+// maxSlots bounds the scalars (dropout keys, learning rates) of one step.
+const maxSlots = 512
+
+// stepGraph is one recorded step.
+type stepGraph struct {
+	graph cuda.Graph
+	exec  cuda.GraphExec
+	sigs  []uint64 // each op's signature, in order
+	slots int      // scalars the step reads
+}
+
+// recorder is the backend's state for recorded steps.
+type recorder struct {
+	on     bool // graphs enabled: the driver has them and Options.NoGraphs is off
+	inStep bool
+	mode   stepMode
+	key    string
+	seen   map[string]int
+	graphs map[string]*stepGraph
+	cur    *stepGraph
+	next   int // replay: index of the next op in cur.sigs
+	slot   int // next scalar slot
+
+	slotsDev  devBuf         // maxSlots × 8 bytes on the device
+	slotsHost unsafe.Pointer // page-locked mirror of slotsDev
+	upload    cuda.Event     // recorded after the last copy of the mirror
+	pending   bool           // that copy may still be running
+
+	Replays int // steps replayed, for tests and reports
+}
+
+// openGraphs prepares recorded steps unless they are off or the driver
+// lacks them.
+func (b *Backend) openGraphs() error {
+	r := &b.rec
+	r.seen, r.graphs = map[string]int{}, map[string]*stepGraph{}
+	if b.opt.NoGraphs || os.Getenv("VGG16_CUDA_GRAPHS") == "0" || !b.drv.HasGraphs() {
+		return nil
+	}
+	p, err := b.drv.MemAllocHost(8 * maxSlots)
+	if err != nil {
+		return err
+	}
+	r.slotsHost = p
+	if r.upload, err = b.drv.EventCreate(cuda.EventDisableTiming); err != nil {
+		return err
+	}
+	r.slotsDev.ptr = b.alloc(8*maxSlots, "recorded-step scalars")
+	r.slotsDev.bytes = 8 * maxSlots
+	r.on = true
+	return nil
+}
+
+// closeGraphs releases the graphs and the slot buffers.
+func (b *Backend) closeGraphs() []error {
+	r := &b.rec
+	var errs []error
+	if r.mode == capturing {
+		if g, err := b.drv.StreamEndCapture(b.stream); err == nil && g != 0 {
+			errs = append(errs, b.drv.GraphDestroy(g))
+		}
+	}
+	for _, g := range r.graphs {
+		errs = append(errs, b.drv.GraphExecDestroy(g.exec), b.drv.GraphDestroy(g.graph))
+	}
+	clear(r.graphs)
+	if r.slotsDev.ptr != 0 {
+		errs = append(errs, b.drv.MemFree(r.slotsDev.ptr))
+		b.mem.cur -= r.slotsDev.bytes
+		r.slotsDev = devBuf{}
+	}
+	if r.slotsHost != nil {
+		errs = append(errs, b.drv.MemFreeHost(r.slotsHost))
+		r.slotsHost = nil
+	}
+	if r.upload != 0 {
+		errs = append(errs, b.drv.EventDestroy(r.upload))
+		r.upload = 0
+	}
+	r.on, r.mode, r.inStep = false, eager, false
+	return errs
+}
+
+// Graphs reports whether training steps are recorded as CUDA graphs.
+func (b *Backend) Graphs() bool { return b.rec.on }
+
+// BeginStep starts a training step. Steps with the same key must issue
+// the same operations on the same tensors with the same constants; only
+// dropout keys and the learning rate may change. Between BeginStep and
+// EndStep the step may not allocate, free, upload or download.
+func (b *Backend) BeginStep(key string) {
+	r := &b.rec
+	if r.inStep {
+		panic("gpu: BeginStep inside a step (EndStep missing)")
+	}
+	r.inStep, r.key, r.slot = true, key, 0
+	if !r.on {
+		return
+	}
+	n := r.seen[key]
+	r.seen[key] = n + 1
+	g := r.graphs[key]
+	if g == nil && n == 0 {
+		return // the warm-up: algorithms, workspaces, buffers
+	}
+	defer b.op()()
+	if r.pending { // the mirror is about to be rewritten
+		b.must(b.drv.EventSynchronize(r.upload), "")
+		r.pending = false
+	}
+	if g != nil {
+		r.mode, r.cur, r.next = replaying, g, 0
+		return
+	}
+	b.must(b.drv.StreamBeginCapture(b.stream, cuda.CaptureModeRelaxed), "recording step "+key)
+	r.mode, r.cur = capturing, &stepGraph{}
+}
+
+// EndStep ends the step that BeginStep started; a recorded step is
+// launched here.
+func (b *Backend) EndStep() {
+	r := &b.rec
+	if !r.inStep {
+		panic("gpu: EndStep without BeginStep")
+	}
+	mode := r.mode
+	r.inStep, r.mode = false, eager
+	switch mode {
+	case capturing:
+		defer b.op()()
+		graph, err := b.drv.StreamEndCapture(b.stream)
+		b.must(err, "recording step "+r.key)
+		exec, err := b.drv.GraphInstantiate(graph)
+		if err != nil {
+			b.drv.GraphDestroy(graph)
+			b.must(err, "recording step "+r.key)
+		}
+		r.cur.graph, r.cur.exec, r.cur.slots = graph, exec, r.slot
+		r.graphs[r.key] = r.cur
+		b.launchStep(r.cur)
+	case replaying:
+		if r.next != len(r.cur.sigs) || r.slot != r.cur.slots {
+			panic(fmt.Sprintf("gpu: step %q issued %d operations (%d scalars), its recording %d (%d): steps with the same key must do the same work",
+				r.key, r.next, r.slot, len(r.cur.sigs), r.cur.slots))
+		}
+		defer b.op()()
+		b.launchStep(r.cur)
+		r.Replays++
+	}
+}
+
+// launchStep copies the step's scalars to their slots and launches g.
+func (b *Backend) launchStep(g *stepGraph) {
+	r := &b.rec
+	if g.slots > 0 {
+		b.must(b.drv.MemcpyHtoDAsync(r.slotsDev.ptr, r.slotsHost, 8*int64(g.slots), b.stream), "recorded-step scalars")
+		b.must(b.drv.EventRecord(r.upload, b.stream), "")
+		r.pending = true
+	}
+	b.must(b.drv.GraphLaunch(g.exec, b.stream), "replaying step "+r.key)
+}
+
+// abandonStep ends a step that failed half-way: a capture is ended and
+// its graph dropped, so the stream works again.
+func (b *Backend) abandonStep() {
+	r := &b.rec
+	if r.mode == capturing {
+		if g, err := b.drv.StreamEndCapture(b.stream); err == nil && g != 0 {
+			b.drv.GraphDestroy(g)
+		}
+		delete(r.seen, r.key) // warm up and capture again next time
+	}
+	r.inStep, r.mode = false, eager
+}
+
+// recorded is called by an op, outside eager mode, with its signature. It
+// reports whether the op is a replay, whose work the graph already holds.
+func (b *Backend) recorded(s sig) bool {
+	r := &b.rec
+	switch r.mode {
+	case capturing:
+		r.cur.sigs = append(r.cur.sigs, uint64(s))
+	case replaying:
+		if r.next >= len(r.cur.sigs) || r.cur.sigs[r.next] != uint64(s) {
+			at := r.next
+			b.abandonStep()
+			panic(fmt.Sprintf("gpu: step %q differs from its recording at operation %d (another op, tensor or constant): steps with the same key must do the same work", r.key, at))
+		}
+		r.next++
+		return true
+	}
+	return false
+}
+
+// scalar stores v (8 bytes; a float32 in the low 4) for this run of the
+// step and returns the device address its kernel reads it from, or 0
+// outside a recorded step, where the kernel takes v by value.
+func (b *Backend) scalar(v uint64) cuda.DevicePtr {
+	r := &b.rec
+	if r.mode == eager {
+		return 0
+	}
+	if r.slot >= maxSlots {
+		b.abandonStep()
+		panic(fmt.Sprintf("gpu: more than %d dropout keys and learning rates in one step", maxSlots))
+	}
+	*(*uint64)(unsafe.Add(r.slotsHost, 8*r.slot)) = v
+	p := r.slotsDev.ptr + cuda.DevicePtr(8*r.slot)
+	r.slot++
+	return p
+}
+
+// notInStep panics when what (an allocation, a transfer) is attempted
+// inside a captured or replayed step, where it cannot be recorded.
+func (b *Backend) notInStep(what string) {
+	if b.rec.mode != eager {
+		b.abandonStep()
+		panic(fmt.Sprintf("gpu: %s inside a recorded training step (between BeginStep and EndStep); do it before the step", what))
+	}
+}
+
+// sig is a signature of an op: its kind, the addresses and shapes of its
+// tensors and its constants, hashed (FNV-1a over 64-bit words).
+type sig uint64
+
+// Op kinds, the first word of a signature.
+const (
+	sigFill sig = iota + 1
+	sigCopy
+	sigConvForward
+	sigConvBackwardData
+	sigConvBackwardFilter
+	sigBNTrain
+	sigBNInfer
+	sigBNBackward
+	sigMaxPoolForward
+	sigMaxPoolBackward
+	sigLRNForward
+	sigLRNBackward
+	sigLinearForward
+	sigLinearBackward
+	sigReLUForward
+	sigReLUBackward
+	sigDropout
+	sigXent
+	sigSGD
+)
+
+func newSig(kind sig) sig { return sig(14695981039346656037).v(uint64(kind)) }
+
+// v mixes in one word.
+func (s sig) v(x uint64) sig { return (s ^ sig(x)) * 1099511628211 }
+
+// f mixes in a float64 constant.
+func (s sig) f(x float64) sig { return s.v(math.Float64bits(x)) }
+
+// t mixes in a tensor's address and shape (nil for an absent tensor).
+func (s sig) t(x *tensor.Tensor) sig {
+	if x == nil {
+		return s.v(0)
+	}
+	if m, ok := x.Mem.(*mem); ok {
+		s = s.v(uint64(m.ptr) + 4*uint64(x.Off))
+	}
+	for _, d := range x.Shape {
+		s = s.v(uint64(d))
+	}
+	return s.v(uint64(len(x.Shape)))
+}

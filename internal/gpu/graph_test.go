@@ -1,0 +1,126 @@
+package gpu
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+func TestRecordedSteps(t *testing.T) { precisions(t, testRecordedSteps) }
+
+// testRecordedSteps trains the small VGG-BN with dropout twice from the same
+// weights on one backend: once issuing every op, once as the training loop
+// does, with steps bracketed by BeginStep/EndStep (a warm-up, a capture,
+// then replays of the CUDA graph), with a learning rate that changes every
+// step, zero included. Losses and weights must agree after every step: a
+// replay that reused the captured step's dropout masks or learning rate
+// would be far off. Then a step that differs from its recording, and an
+// upload inside a recorded step, must fail with a clear message.
+func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
+	cfg := smallConfig(t)
+	m, err := layers.New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	w := newTwin(t, be, 21)
+	n := 8
+	x := w.randn(1, n, 3, cfg.ImageSize, cfg.ImageSize).g
+	lab := make([]float32, n)
+	for i := range lab {
+		lab[i] = float32((3 * i) % cfg.Classes)
+	}
+	labels := w.put(lab, n).g
+	loss, dl, mom := be.New(1), be.New(n, cfg.Classes), be.New(m.NumParams())
+	defer func() {
+		for _, t := range []*tensor.Tensor{loss, dl, mom} {
+			be.Free(t)
+		}
+	}()
+	lrs := []float64{0.05, 0.2, 0.1, 0, 0.3, 0.02, 0.15}
+	run := func(record bool) (losses []float32, weights [][]float32) {
+		m.Init(11)
+		m.Seed = 5
+		be.Fill(mom, 0)
+		replays := be.rec.Replays
+		for step, lr := range lrs {
+			first := step == 0
+			if record && !first {
+				be.BeginStep("test")
+			}
+			logits := m.Forward(x, true)
+			be.SoftmaxCrossEntropy(loss, dl, logits, labels, 0.1)
+			m.Backward(dl)
+			be.SGDStep(m.Weights(), m.Grads(), mom, tensor.SGD{LR: lr, Momentum: 0.9, WeightDecay: 5e-4}, first)
+			if record && !first {
+				be.EndStep()
+			}
+			losses = append(losses, download(be, loss)[0])
+			weights = append(weights, download(be, m.Weights()))
+		}
+		if record && be.Graphs() {
+			// Step 1 warms up, step 2 is captured, the rest replay.
+			if got := be.rec.Replays - replays; got != len(lrs)-3 {
+				t.Errorf("%d steps replayed, want %d", got, len(lrs)-3)
+			}
+		}
+		return losses, weights
+	}
+	if !be.Graphs() {
+		t.Log("CUDA graphs are off: BeginStep and EndStep only bracket the steps")
+	}
+	// Each run starts with its own warm-up and capture.
+	delete(be.rec.seen, "test")
+	if g := be.rec.graphs["test"]; g != nil {
+		be.drv.GraphExecDestroy(g.exec)
+		be.drv.GraphDestroy(g.graph)
+		delete(be.rec.graphs, "test")
+	}
+	wantLoss, wantW := run(false)
+	gotLoss, gotW := run(true)
+	for i := range lrs {
+		// Not bit for bit: cuDNN may pick algorithms that sum in a varying
+		// order. A wrong mask or rate moves these by far more.
+		compareHost(t, fmt.Sprintf("step %d (lr %g) loss", i+1, lrs[i]), gotLoss[i:i+1], wantLoss[i:i+1], 10*tol)
+		compareHost(t, fmt.Sprintf("step %d (lr %g) weights", i+1, lrs[i]), gotW[i], wantW[i], 10*tol)
+	}
+	if !be.Graphs() {
+		return
+	}
+
+	// A step that does other work than its recording.
+	other := w.randn(1, n, 3, cfg.ImageSize, cfg.ImageSize).g
+	msg := panicMessage(func() {
+		be.BeginStep("test")
+		m.Forward(other, true)
+	})
+	if !strings.Contains(msg, `step "test" differs from its recording at operation 0`) {
+		t.Errorf("a step that differs from its recording: panic %q", msg)
+	}
+	msg = panicMessage(func() {
+		be.BeginStep("test")
+		be.Upload(x, make([]float32, x.Size()))
+	})
+	if !strings.Contains(msg, "Upload inside a recorded training step") {
+		t.Errorf("an upload inside a recorded step: panic %q", msg)
+	}
+	// The backend works on after both.
+	logits := m.Forward(x, false)
+	if v := download(be, logits); len(v) != n*cfg.Classes {
+		t.Fatalf("logits after a failed step: %d values", len(v))
+	}
+}
+
+// panicMessage runs f and returns what it panicked with, "" if nothing.
+func panicMessage(f func()) (msg string) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg = fmt.Sprint(r)
+		}
+	}()
+	f()
+	return ""
+}
