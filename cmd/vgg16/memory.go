@@ -11,21 +11,27 @@ import (
 )
 
 // estimateBytes is roughly what training cfg at batch size takes on the
-// CPU: every module's output and input-gradient buffers, the parameters,
-// their gradients and momentum, and the backend's scratch space.
+// CPU: every module's output (ReLU works in place, Flatten is a view), the
+// two gradient buffers that Backward passes between modules, the
+// parameters, their gradients and momentum, and the backend's scratch
+// space.
 func estimateBytes(cfg layers.Config, batch int) (int64, error) {
 	rows, params, err := layers.Describe(cfg)
 	if err != nil {
 		return 0, err
 	}
-	var perSample int64
+	var perSample, largest int64
 	for _, r := range rows {
 		n := int64(1)
 		for _, d := range r.Out {
 			n *= int64(d)
 		}
-		perSample += 2 * n // output and input gradient
+		largest = max(largest, n)
+		if r.Kind != "ReLU" && r.Kind != "Flatten" {
+			perSample += n
+		}
 	}
+	perSample += 2 * largest
 	const scratch = 3 * 32 << 20 // im2col and GEMM buffers, bounded per call
 	return 4*(perSample*int64(batch)+3*int64(params)) + scratch, nil
 }

@@ -39,6 +39,7 @@ type Model struct {
 	buffers []Buffer
 	bns     []*batchNorm
 	mods    []module
+	flow    gradFlow // the gradients between modules in Backward
 	names   []string // "features.0", … per module
 }
 
@@ -153,6 +154,11 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			add("classifier", 3*i+2, &dropout{be: be, p: cfg.Dropout, layer: uint64(i), model: m})
 		}
 	}
+	for _, mod := range m.mods {
+		if f, ok := mod.(interface{ setFlow(*gradFlow) }); ok {
+			f.setFlow(&m.flow)
+		}
+	}
 	return m, nil
 }
 
@@ -262,4 +268,5 @@ func (m *Model) Free() {
 			b.release(m.be)
 		}
 	}
+	m.flow.release(m.be)
 }

@@ -49,12 +49,42 @@ func (b *buf) free(be tensor.Backend) {
 	b.t, b.view = nil, nil
 }
 
-// bufs are a module's output and input-gradient buffers.
-type bufs struct{ yBuf, dxBuf buf }
+// bufs are a module's output buffer and the model's gradient flow, where
+// its backward writes the gradient of its input.
+type bufs struct {
+	yBuf buf
+	flow *gradFlow
+}
 
-func (b *bufs) release(be tensor.Backend) {
-	b.yBuf.free(be)
-	b.dxBuf.free(be)
+func (b *bufs) release(be tensor.Backend) { b.yBuf.free(be) }
+
+func (b *bufs) setFlow(f *gradFlow) { b.flow = f }
+
+// dx is the buffer for the gradient of the module's input, given the
+// gradient dy of its output.
+func (b *bufs) dx(be tensor.Backend, dy *tensor.Tensor, shape ...int) *tensor.Tensor {
+	return b.flow.next(be, dy, shape...)
+}
+
+// gradFlow holds the gradients passed between modules during Backward:
+// two buffers used in turn (each module reads its output's gradient from
+// one and writes its input's into the other), instead of one per module.
+// No module needs its output's gradient once it has its input's, so two
+// suffice; at 224x224 this halves the memory a training step needs.
+type gradFlow struct{ bufs [2]buf }
+
+// next returns a tensor of shape in the buffer that does not hold dy.
+func (f *gradFlow) next(be tensor.Backend, dy *tensor.Tensor, shape ...int) *tensor.Tensor {
+	i := 0
+	if f.bufs[0].t != nil && dy.Mem == f.bufs[0].t.Mem {
+		i = 1
+	}
+	return f.bufs[i].get(be, shape...)
+}
+
+func (f *gradFlow) release(be tensor.Backend) {
+	f.bufs[0].free(be)
+	f.bufs[1].free(be)
 }
 
 func withBatch(n int, s []int) []int { return append([]int{n}, s...) }
@@ -89,7 +119,7 @@ func (m *conv) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 func (m *conv) backward(dy *tensor.Tensor) *tensor.Tensor {
 	var dx *tensor.Tensor
 	if m.needDx {
-		dx = m.dxBuf.get(m.be, m.x.Shape...)
+		dx = m.dx(m.be, dy, m.x.Shape...)
 	}
 	m.be.ConvBackward(dx, m.dw, m.db, m.x, dy, m.w, m.pad)
 	return dx
@@ -125,7 +155,7 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dxBuf.get(m.be, m.x.Shape...)
+	dx := m.dx(m.be, dy, m.x.Shape...)
 	m.be.BatchNormBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.saveMean, m.saveInv)
 	return dx
 }
@@ -172,7 +202,7 @@ func (m *maxPool) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *maxPool) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dxBuf.get(m.be, m.x.Shape...)
+	dx := m.dx(m.be, dy, m.x.Shape...)
 	m.be.MaxPoolBackward(dx, dy, m.x, m.y, 2, 2)
 	return dx
 }
@@ -197,7 +227,7 @@ func (m *lrn) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *lrn) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dxBuf.get(m.be, m.x.Shape...)
+	dx := m.dx(m.be, dy, m.x.Shape...)
 	m.be.LRNBackward(dx, dy, m.x, m.y, m.p)
 	return dx
 }
@@ -238,7 +268,7 @@ func (m *linear) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *linear) backward(dy *tensor.Tensor) *tensor.Tensor {
-	dx := m.dxBuf.get(m.be, m.x.Shape...)
+	dx := m.dx(m.be, dy, m.x.Shape...)
 	m.be.LinearBackward(dx, m.dw, m.db, dy, m.x, m.w)
 	return dx
 }
@@ -272,7 +302,7 @@ func (m *dropout) backward(dy *tensor.Tensor) *tensor.Tensor {
 	if m.p == 0 {
 		return dy
 	}
-	dx := m.dxBuf.get(m.be, dy.Shape...)
+	dx := m.dx(m.be, dy, dy.Shape...)
 	m.be.DropoutBackward(dx, dy, m.p, m.key)
 	return dx
 }
