@@ -30,7 +30,7 @@ func BenchmarkTrainStep(b *testing.B) {
 	for i := range cpu.Data(y) {
 		cpu.Data(y)[i] = float32(rng.IntN(10))
 	}
-	loss, dl, mom := be.New(1), be.New(n, 10), be.New(m.NumParams())
+	loss, dl, mom := be.New(1), be.New(n, 10), be.New(m.FlatSize())
 	h := tensor.SGD{LR: 1e-3, Momentum: 0.9, WeightDecay: 5e-4}
 	step := func(first bool) {
 		logits := m.Forward(x, true)

@@ -34,7 +34,7 @@ func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
 		lab[i] = float32((3 * i) % cfg.Classes)
 	}
 	labels := w.put(lab, n).g
-	loss, dl, mom := be.New(1), be.New(n, cfg.Classes), be.New(m.NumParams())
+	loss, dl, mom := be.New(1), be.New(n, cfg.Classes), be.New(m.FlatSize())
 	defer func() {
 		for _, t := range []*tensor.Tensor{loss, dl, mom} {
 			be.Free(t)

@@ -85,7 +85,7 @@ func modelStep(t *testing.T, be *Backend, tol float64) {
 	}
 	labels := w.put(lab, n)
 	h := tensor.SGD{LR: 0.05, Momentum: 0.9, WeightDecay: 5e-4}
-	mom := [2]*tensor.Tensor{backends[0].New(models[0].NumParams()), be.New(models[1].NumParams())}
+	mom := [2]*tensor.Tensor{backends[0].New(models[0].FlatSize()), be.New(models[1].FlatSize())}
 	defer be.Free(mom[1])
 	for step := 0; step < 2; step++ {
 		limit := tol
@@ -212,7 +212,7 @@ func BenchmarkStep(b *testing.B) {
 	}
 	y := be.New(batch)
 	be.Upload(y, lab)
-	mom, loss, dl := be.New(m.NumParams()), be.New(1), be.New(batch, cfg.Classes)
+	mom, loss, dl := be.New(m.FlatSize()), be.New(1), be.New(batch, cfg.Classes)
 	h := tensor.SGD{LR: 0.01, Momentum: 0.9, WeightDecay: 5e-4}
 	step := func(first bool) {
 		logits := m.Forward(x, true)

@@ -32,15 +32,16 @@ type Model struct {
 	Seed uint64
 	step uint64
 
-	be      tensor.Backend
-	weights *tensor.Tensor // [NumParams], every parameter
-	grads   *tensor.Tensor // [NumParams], their gradients
-	params  []Param
-	buffers []Buffer
-	bns     []*batchNorm
-	mods    []module
-	flow    gradFlow // the gradients between modules in Backward
-	names   []string // "features.0", … per module
+	be        tensor.Backend
+	weights   *tensor.Tensor // [FlatSize], every parameter (16-byte aligned, zero gaps)
+	grads     *tensor.Tensor // [FlatSize], their gradients
+	numParams int
+	params    []Param
+	buffers   []Buffer
+	bns       []*batchNorm
+	mods      []module
+	flow      gradFlow // the gradients between modules in Backward
+	names     []string // "features.0", … per module
 }
 
 // New builds the network described by cfg on be, with zeroed parameters
@@ -85,15 +86,18 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 		p := "classifier." + strconv.Itoa(j)
 		specs = append(specs, spec{p + ".weight", []int{widths[i+1], widths[i]}}, spec{p + ".bias", []int{widths[i+1]}})
 	}
-	total := 0
-	for _, s := range specs {
-		total += tensor.Volume(s.shape)
+	// Each parameter starts at a multiple of paramAlign elements, so that
+	// cuDNN gets 16-byte aligned operands without copying them; the gaps
+	// stay zero (their gradient is zero, so SGD leaves them so).
+	offs, total := make([]int, len(specs)), 0
+	for i, s := range specs {
+		offs[i] = total
+		total += (tensor.Volume(s.shape) + paramAlign - 1) / paramAlign * paramAlign
+		m.numParams += tensor.Volume(s.shape)
 	}
 	m.weights, m.grads = be.New(total), be.New(total)
-	off := 0
-	for _, s := range specs {
-		m.params = append(m.params, Param{Name: s.name, W: m.weights.View(off, s.shape...), Grad: m.grads.View(off, s.shape...)})
-		off += tensor.Volume(s.shape)
+	for i, s := range specs {
+		m.params = append(m.params, Param{Name: s.name, W: m.weights.View(offs[i], s.shape...), Grad: m.grads.View(offs[i], s.shape...)})
 	}
 
 	// Second pass: the modules, taking their parameters in the same order.
@@ -171,14 +175,22 @@ func (m *Model) Params() []Param { return m.params }
 // Buffers lists the BN running statistics.
 func (m *Model) Buffers() []Buffer { return m.buffers }
 
-// Weights is the buffer holding every parameter, [NumParams].
+// Weights is the buffer holding every parameter, [FlatSize].
 func (m *Model) Weights() *tensor.Tensor { return m.weights }
 
-// Grads is the buffer holding every gradient, [NumParams].
+// Grads is the buffer holding every gradient, [FlatSize].
 func (m *Model) Grads() *tensor.Tensor { return m.grads }
 
 // NumParams is the number of trainable parameters.
-func (m *Model) NumParams() int { return m.weights.Size() }
+func (m *Model) NumParams() int { return m.numParams }
+
+// FlatSize is the length of Weights and Grads (and so of an optimizer's
+// momentum): the parameters and the alignment gaps between them.
+func (m *Model) FlatSize() int { return m.weights.Size() }
+
+// paramAlign is the alignment of each parameter in the flat buffers, in
+// elements: 16 bytes.
+const paramAlign = 4
 
 // Step is the number of training forward passes so far (it keys dropout).
 func (m *Model) Step() uint64 { return m.step }

@@ -211,7 +211,7 @@ func Run(be tensor.Backend, dir string) (*Report, error) {
 		return x, y, nil
 	}
 	h := tensor.SGD{LR: meta.Optimizer.LR, Momentum: meta.Optimizer.Momentum, WeightDecay: meta.Optimizer.WeightDecay, Dampening: meta.Optimizer.Dampening, Nesterov: meta.Optimizer.Nesterov}
-	mom := be.New(model.NumParams())
+	mom := be.New(model.FlatSize())
 	loss := be.New(1)
 	defer be.Free(mom)
 	defer be.Free(loss)

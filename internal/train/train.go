@@ -79,7 +79,7 @@ type Run struct {
 	Resume  bool // continue from Dir/last.safetensors
 
 	model   *layers.Model
-	mom     *tensor.Tensor // [NumParams] momentum
+	mom     *tensor.Tensor // [FlatSize] momentum
 	step    int            // optimizer steps done
 	epoch   int            // epochs done
 	best    float64        // best validation accuracy
@@ -133,7 +133,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	defer m.Free()
 	r.model = m
 	m.Seed = r.Opt.Seed
-	r.mom = be.New(m.NumParams())
+	r.mom = be.New(m.FlatSize())
 	defer be.Free(r.mom)
 	skip := 0
 	if r.Resume {
@@ -419,7 +419,7 @@ func (r *Run) restore() (int, error) {
 		return 0, fmt.Errorf("%s: %w", optPath, err)
 	}
 	if len(mom) != r.mom.Size() {
-		return 0, fmt.Errorf("%s: momentum has shape %v, the model has %d parameters", optPath, shape, r.mom.Size())
+		return 0, fmt.Errorf("%s: momentum has shape %v, the model wants [%d] (written by another version of vgg16? resume from best.safetensors with --init instead)", optPath, shape, r.mom.Size())
 	}
 	r.Backend.Upload(r.mom, mom)
 	r.step, _ = strconv.Atoi(of.Metadata["vgg16.step"])
