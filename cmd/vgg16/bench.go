@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vgg16/vgg16/internal/device"
+	"github.com/vgg16/vgg16/internal/gpu"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -32,6 +33,17 @@ type BenchResult struct {
 	FirstStepSec float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
 	PeakMiB      float64 `json:"peak_mib"`
 	CUDAGraphs   bool    `json:"cuda_graphs"` // steps recorded and replayed as CUDA graphs
+	// With --profile: each op's GPU time in a step issued op by op, their
+	// sum, and the GPU time of one replayed recorded step.
+	Profile           []gpu.ProfileRow `json:"profile,omitempty"`
+	ProfileGPUMs      float64          `json:"profile_gpu_ms,omitempty"`
+	RecordedStepGPUMs float64          `json:"recorded_step_gpu_ms,omitempty"`
+}
+
+// opProfiler is implemented by the GPU backend.
+type opProfiler interface {
+	Profile(on bool)
+	ProfileReport() ([]gpu.ProfileRow, error)
 }
 
 // peakReporter is implemented by backends that track their memory.
@@ -43,6 +55,7 @@ func benchCmd() *cobra.Command {
 		dev          deviceFlags
 		batch, steps int
 		asJSON       bool
+		profile      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -63,7 +76,7 @@ func benchCmd() *cobra.Command {
 				return err
 			}
 			defer be.Close()
-			res, err := bench(be, cfg, batch, steps)
+			res, err := bench(be, cfg, batch, steps, profile)
 			if err != nil {
 				return err
 			}
@@ -75,6 +88,13 @@ func benchCmd() *cobra.Command {
 			fmt.Fprintln(w, line)
 			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
 				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
+			if len(res.Profile) > 0 {
+				fmt.Fprintf(w, "GPU time of a step issued op by op: %.2f ms in all; a replayed recorded step: %.2f ms\n", res.ProfileGPUMs, res.RecordedStepGPUMs)
+				fmt.Fprintf(w, "%-22s %6s %9s %6s\n", "op", "calls", "ms", "share")
+				for _, r := range res.Profile {
+					fmt.Fprintf(w, "%-22s %6d %9.3f %5.1f%%\n", r.Op, r.Calls, r.Ms, 100*r.Ms/res.ProfileGPUMs)
+				}
+			}
 			return nil
 		},
 	}
@@ -83,10 +103,11 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().IntVar(&batch, "batch", 128, "batch size")
 	cmd.Flags().IntVar(&steps, "steps", 20, "timed steps (after 3 warm-up steps)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&profile, "profile", false, "GPU: also time each operation of a step on the GPU and print where the time goes")
 	return cmd
 }
 
-func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult, error) {
+func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool) (*BenchResult, error) {
 	m, err := layers.New(be, cfg)
 	if err != nil {
 		return nil, err
@@ -114,15 +135,19 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 	host := make([]float32, 1)
 	h := tensor.SGD{LR: 1e-3, Momentum: 0.9, WeightDecay: 5e-4}
 	var issued time.Time
+	opByOp := false
+	// step runs one training step; record brackets it for backends that
+	// record steps (after the first, whose SGD fills the momentum).
 	step := func(first bool) {
-		if !first {
+		record := !first && !opByOp
+		if record {
 			tensor.BeginStep(be, "bench")
 		}
 		logits := m.Forward(x, true)
 		be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
 		m.Backward(dl)
 		be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
-		if !first {
+		if record {
 			tensor.EndStep(be)
 		}
 		issued = time.Now()
@@ -153,6 +178,38 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int) (*BenchResult
 	evalSec := time.Since(t).Seconds()
 	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first}
+	if profile {
+		p, ok := be.(opProfiler)
+		if !ok {
+			return nil, fmt.Errorf("--profile: the %s backend has no op profiler (the GPU has)", be.Name())
+		}
+		// Steps issued op by op, each op timed on the GPU; then recorded
+		// steps, whose replays show as EndStep.
+		const n = 5
+		for _, byOp := range []bool{true, false} {
+			opByOp = byOp
+			p.Profile(true)
+			for i := 0; i < n; i++ {
+				step(false)
+			}
+			rows, err := p.ProfileReport()
+			if err != nil {
+				return nil, err
+			}
+			p.Profile(false)
+			for _, r := range rows {
+				r.Calls /= n
+				r.Ms /= n
+				if byOp {
+					res.Profile = append(res.Profile, r)
+					res.ProfileGPUMs += r.Ms
+				} else if r.Op == "EndStep" {
+					res.RecordedStepGPUMs = r.Ms
+				}
+			}
+		}
+		opByOp = false
+	}
 	if g, ok := be.(interface{ Graphs() bool }); ok {
 		res.CUDAGraphs = g.Graphs()
 	}

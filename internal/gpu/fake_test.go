@@ -68,6 +68,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"SGDStep", testSGDStep},
 				{"ModelStep", modelStep},
 				{"RecordedSteps", testRecordedSteps},
+				{"Profile", testProfile},
 				{"Parity", func(t *testing.T, be *Backend, tol float64) { runParity(t, be, tol) }},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.f(t, be, p.tol) })

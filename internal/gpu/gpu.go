@@ -98,6 +98,7 @@ type Backend struct {
 	mem  memory
 	desc descriptors
 	rec  recorder
+	prof profiler
 	// bnEps is the epsilon of the BatchNormTrain that filled each saved
 	// inverse-std buffer, for the matching BatchNormBackward (cuDNN wants
 	// the same value in both; the interface passes it only forward).
@@ -281,7 +282,7 @@ func (b *Backend) closeAll() error {
 	if b.stream != 0 {
 		keep(b.drv.StreamSynchronize(b.stream))
 	}
-	for _, e := range b.closeGraphs() {
+	for _, e := range append(b.closeGraphs(), b.closeProfiler()...) {
 		keep(e)
 	}
 	keep(b.mem.close(b))
@@ -327,12 +328,20 @@ func (b *Backend) op() func() {
 		runtime.UnlockOSThread()
 		panic(err)
 	}
+	prof := b.prof.on && b.rec.mode == eager
+	if prof {
+		b.profStart(2)
+	}
 	// recover must be called by the deferred function itself.
-	return func() { b.leave(recover()) }
+	return func() { b.leave(recover(), prof) }
 }
 
-// leave ends an op: r is what the op panicked with, if it did.
-func (b *Backend) leave(r any) {
+// leave ends an op: r is what the op panicked with, if it did; prof says
+// the profiler timed it.
+func (b *Backend) leave(r any, prof bool) {
+	if prof {
+		b.profStop(r != nil || b.rec.mode == capturing) // BeginStep started a capture
+	}
 	if r != nil {
 		if b.rec.mode != eager {
 			b.abandonStep()

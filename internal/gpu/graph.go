@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"unsafe"
 
 	"github.com/vgg16/vgg16/internal/cuda"
@@ -143,7 +144,9 @@ func (b *Backend) BeginStep(key string) {
 	if g == nil && n == 0 {
 		return // the warm-up: algorithms, workspaces, buffers
 	}
-	defer b.op()()
+	runtime.LockOSThread() // not op(): nothing here for the profiler
+	defer runtime.UnlockOSThread()
+	b.must(b.drv.CtxSetCurrent(b.ctx), "")
 	if r.pending { // the mirror is about to be rewritten
 		b.must(b.drv.EventSynchronize(r.upload), "")
 		r.pending = false

@@ -1,0 +1,152 @@
+package gpu
+
+import (
+	"cmp"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+)
+
+// The op profiler: where a step's GPU time goes. While it is on, every op
+// issued outside a recorded step is bracketed by two CUDA events on the
+// stream, so each op's GPU time is measured without waiting for the GPU;
+// ProfileReport reads and sums them by op. Profile steps issued op by op
+// (no BeginStep): a replayed graph has no ops to bracket.
+
+// ProfileRow is one op's share of the profiled GPU time.
+type ProfileRow struct {
+	Op    string  `json:"op"`    // the Backend method, e.g. "ConvBackwardFilter"
+	Calls int     `json:"calls"` // times it ran
+	Ms    float64 `json:"ms"`    // GPU milliseconds, all calls together
+}
+
+type profiler struct {
+	on      bool
+	depth   int          // ops nest (ConvBackward's two passes): time the outermost
+	current string       // the outermost op's name
+	start   cuda.Event   // its start
+	pool    []cuda.Event // events to reuse
+	pending []timedOp    // recorded, not read yet
+	names   map[uintptr]string
+	rows    map[string]*ProfileRow
+}
+
+type timedOp struct {
+	name        string
+	start, stop cuda.Event
+}
+
+// Profile turns the op profiler on or off; turning it on clears what it
+// had summed.
+func (b *Backend) Profile(on bool) {
+	p := &b.prof
+	p.on = on
+	if on {
+		p.rows = map[string]*ProfileRow{}
+		if p.names == nil {
+			p.names = map[uintptr]string{}
+		}
+	}
+}
+
+// ProfileReport waits for the GPU and returns each op's calls and GPU time
+// since Profile(true), the most time first.
+func (b *Backend) ProfileReport() ([]ProfileRow, error) {
+	runtime.LockOSThread() // not op(): the report must not time itself
+	defer runtime.UnlockOSThread()
+	if err := b.drv.CtxSetCurrent(b.ctx); err != nil {
+		return nil, err
+	}
+	p := &b.prof
+	if err := b.drv.StreamSynchronize(b.stream); err != nil {
+		return nil, err
+	}
+	for _, t := range p.pending {
+		ms, err := b.drv.EventElapsedTime(t.start, t.stop)
+		if err != nil {
+			return nil, err
+		}
+		r := p.rows[t.name]
+		if r == nil {
+			r = &ProfileRow{Op: t.name}
+			p.rows[t.name] = r
+		}
+		r.Calls++
+		r.Ms += float64(ms)
+		p.pool = append(p.pool, t.start, t.stop)
+	}
+	p.pending = p.pending[:0]
+	var rows []ProfileRow
+	for _, r := range p.rows {
+		rows = append(rows, *r)
+	}
+	slices.SortFunc(rows, func(a, c ProfileRow) int { return cmp.Compare(c.Ms, a.Ms) })
+	return rows, nil
+}
+
+// profStart is called by op (skip: the frames between it and the op).
+func (b *Backend) profStart(skip int) {
+	p := &b.prof
+	p.depth++
+	if p.depth > 1 {
+		return
+	}
+	var pc [1]uintptr
+	runtime.Callers(skip+1, pc[:])
+	name, ok := p.names[pc[0]]
+	if !ok {
+		name = "?"
+		if f := runtime.FuncForPC(pc[0]); f != nil {
+			name = f.Name()[strings.LastIndex(f.Name(), ".")+1:]
+		}
+		p.names[pc[0]] = name
+	}
+	p.current, p.start = name, b.event()
+	b.must(b.drv.EventRecord(p.start, b.stream), "profiler")
+}
+
+// profStop ends what profStart began; drop forgets the op (it failed, or
+// a capture began inside it).
+func (b *Backend) profStop(drop bool) {
+	p := &b.prof
+	p.depth--
+	if p.depth > 0 {
+		return
+	}
+	if drop {
+		p.pool = append(p.pool, p.start)
+		return
+	}
+	stop := b.event()
+	b.must(b.drv.EventRecord(stop, b.stream), "profiler")
+	p.pending = append(p.pending, timedOp{name: p.current, start: p.start, stop: stop})
+}
+
+// event takes an event from the pool or creates one.
+func (b *Backend) event() cuda.Event {
+	p := &b.prof
+	if n := len(p.pool); n > 0 {
+		e := p.pool[n-1]
+		p.pool = p.pool[:n-1]
+		return e
+	}
+	e, err := b.drv.EventCreate(cuda.EventDefault)
+	b.must(err, "profiler")
+	return e
+}
+
+// closeProfiler destroys the events.
+func (b *Backend) closeProfiler() []error {
+	p := &b.prof
+	var errs []error
+	for _, t := range p.pending {
+		p.pool = append(p.pool, t.start, t.stop)
+	}
+	for _, e := range p.pool {
+		errs = append(errs, b.drv.EventDestroy(e))
+	}
+	p.pool, p.pending, p.on = nil, nil, false
+	return errs
+}
