@@ -4,10 +4,10 @@
 # table last. Every step has a time limit and the whole script a budget
 # (BUDGET seconds, default 420), so it ends in a few minutes even when
 # something hangs; steps that no longer fit are reported as skipped.
-# PARTS picks what runs (default: tests train bench ck224; also torch224,
-# compiled and profile).
+# PARTS picks what runs (default: tests train bench ck224; also torch224
+# and compiled, PyTorch at 224x224 and torch.compile at 32x32).
 #   bash scripts/gpu-check.sh        # logs also in $OUT/gpu-check-logs.tar.gz when OUT is set
-#   PARTS="bench profile" bash scripts/gpu-check.sh
+#   PARTS="bench compiled" bash scripts/gpu-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 G=$PWD/.gpu
@@ -71,7 +71,19 @@ bench() { # label, vgg16 bench flags
 	j=$(grep '^{' "$W/bench-$label.txt" | tail -1)
 	[ -n "$j" ] || { row "vgg16 $label" "$(failed "bench-$label")"; tail -5 "$W/bench-$label.txt"; return; }
 	echo "$j" >> "$W/bench.jsonl"
-	row "vgg16 $label" "$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f ms (issue %.2f)  %.0f img/s  eval %.0f/s  first %.1fs  peak %.0f MiB" % (r["step_ms"], r["enqueue_ms"], r["train_images_per_sec"], r["eval_images_per_sec"], r["first_step_sec"], r["peak_mib"]))')"
+	row "vgg16 $label" "$(echo "$j" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+s = "%.2f ms (issue %.2f)  %.0f img/s  eval %.0f/s  first %.1fs  peak %.0f MiB  graphs %s" % (r["step_ms"], r["enqueue_ms"],
+    r["train_images_per_sec"], r["eval_images_per_sec"], r["first_step_sec"], r["peak_mib"], r["cuda_graphs"])
+if r.get("profile"):
+    s += "  GPU: op by op %.2f ms, replayed %.2f ms" % (r["profile_gpu_ms"], r["recorded_step_gpu_ms"])
+print(s)')"
+	echo "$j" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+for p in r.get("profile", [])[:14]:
+    print("   %-22s %4d calls %8.3f ms %5.1f%%" % (p["op"], p["calls"], p["ms"], 100 * p["ms"] / r["profile_gpu_ms"]))'
 }
 torch() { # label, torch_bench flags
 	local label=$1 j; shift
@@ -83,25 +95,16 @@ torch() { # label, torch_bench flags
 }
 if want bench; then
 echo "== speed beside PyTorch, same card"
-bench "32 b128 tf32" --size 32 --batch 128 --precision tf32
+bench "32 b128 tf32" --size 32 --batch 128 --precision tf32 --profile
+bench "32 b128 tf32 no-graphs" --size 32 --batch 128 --precision tf32 --no-cuda-graphs
 torch "32 b128 tf32 eager" --size 32 --batch 128 --mode eager
 bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
 bench "32 b128 fp32" --size 32 --batch 128 --precision fp32
-bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10
+bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10 --profile
 fi
 want torch224 && torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager --steps 10
-
-if want profile; then # where a step's time goes, by kernel (Nsight Systems, when installed)
-	nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
-	if [ -n "$nsys" ]; then
-		step profile 90 "$nsys" profile --stats=true --force-overwrite=true -o "$R/prof" "$G/vgg16" bench --device cuda --size 32 --batch 128 --steps 20
-		grep -A40 "cuda_gpu_kern_sum" "$W/profile.txt" | head -45
-		grep -A12 "cuda_api_sum" "$W/profile.txt" | head -16
-		row "nsys profile (32 b128)" "$([ -s "$R/prof.nsys-rep" ] && echo "in profile.txt" || echo "FAIL: $(tail -1 "$W/profile.txt")")"
-	else
-		row "nsys profile" "nsys not installed"
-	fi
-fi
+want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
+want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
 
 if want ck224; then
 echo "== a 224x224 checkpoint loads into torchvision's vgg16_bn(num_classes=10)"
@@ -116,4 +119,3 @@ print("ok", sum(p.numel() for p in m.parameters()), "parameters")
 PY
 row "224 checkpoint -> torchvision" "$(tail -1 "$W/torchvision-load.txt")"
 fi
-want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead

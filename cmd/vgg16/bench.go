@@ -27,12 +27,13 @@ type BenchResult struct {
 	// EnqueueMs is the median time the host takes to issue a step, before
 	// waiting for its result: on a GPU, a step no longer than this is bound
 	// by the host (launch overhead), not by the device.
-	EnqueueMs    float64 `json:"enqueue_ms"`
-	TrainImgSec  float64 `json:"train_images_per_sec"`
-	EvalImgSec   float64 `json:"eval_images_per_sec"`
-	FirstStepSec float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
-	PeakMiB      float64 `json:"peak_mib"`
-	CUDAGraphs   bool    `json:"cuda_graphs"` // steps recorded and replayed as CUDA graphs
+	EnqueueMs     float64 `json:"enqueue_ms"`
+	TrainImgSec   float64 `json:"train_images_per_sec"`
+	EvalImgSec    float64 `json:"eval_images_per_sec"`
+	FirstStepSec  float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
+	PeakMiB       float64 `json:"peak_mib"`
+	CUDAGraphs    bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
+	CUDAGraphsOff string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
 	// With --profile: each op's GPU time in a step issued op by op, their
 	// sum, and the GPU time of one replayed recorded step.
 	Profile           []gpu.ProfileRow `json:"profile,omitempty"`
@@ -88,6 +89,9 @@ func benchCmd() *cobra.Command {
 			fmt.Fprintln(w, line)
 			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
 				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
+			if res.CUDAGraphsOff != "" {
+				fmt.Fprintf(w, "CUDA graphs turned off: %s\n", res.CUDAGraphsOff)
+			}
 			if len(res.Profile) > 0 {
 				fmt.Fprintf(w, "GPU time of a step issued op by op: %.2f ms in all; a replayed recorded step: %.2f ms\n", res.ProfileGPUMs, res.RecordedStepGPUMs)
 				fmt.Fprintf(w, "%-22s %6s %9s %6s\n", "op", "calls", "ms", "share")
@@ -139,16 +143,16 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 	// step runs one training step; record brackets it for backends that
 	// record steps (after the first, whose SGD fills the momentum).
 	step := func(first bool) {
-		record := !first && !opByOp
-		if record {
-			tensor.BeginStep(be, "bench")
+		work := func() {
+			logits := m.Forward(x, true)
+			be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
+			m.Backward(dl)
+			be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
 		}
-		logits := m.Forward(x, true)
-		be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
-		m.Backward(dl)
-		be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
-		if record {
-			tensor.EndStep(be)
+		if first || opByOp {
+			work()
+		} else {
+			tensor.Step(be, "bench", work)
 		}
 		issued = time.Now()
 		be.Download(host, loss) // waits for the step
@@ -170,9 +174,8 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 	evalSteps := max(steps, 3)
 	t := time.Now()
 	for i := 0; i < evalSteps; i++ {
-		tensor.BeginStep(be, "bench-eval")
-		o := m.Forward(x, false)
-		tensor.EndStep(be)
+		var o *tensor.Tensor
+		tensor.Step(be, "bench-eval", func() { o = m.Forward(x, false) })
 		be.Download(out, o)
 	}
 	evalSec := time.Since(t).Seconds()
@@ -210,8 +213,14 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 		}
 		opByOp = false
 	}
-	if g, ok := be.(interface{ Graphs() bool }); ok {
+	if g, ok := be.(interface {
+		Graphs() bool
+		GraphsOff() error
+	}); ok {
 		res.CUDAGraphs = g.Graphs()
+		if err := g.GraphsOff(); err != nil {
+			res.CUDAGraphsOff = err.Error()
+		}
 	}
 	if p, ok := be.(peakReporter); ok {
 		res.PeakMiB = float64(p.PeakBytes()) / (1 << 20)

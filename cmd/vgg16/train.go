@@ -197,6 +197,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 
 			run := &train.Run{Dir: runDir, Opt: o, Classes: classes, Train: trainSet, Val: valSet, Backend: be, Report: newReporter(w), Resume: resume}
 			hist, err := run.Execute(ctx)
+			if g, ok := be.(interface{ GraphsOff() error }); ok && g.GraphsOff() != nil {
+				fmt.Fprintf(w, "note: CUDA graphs were turned off during the run (steps issued op by op, slower): %v\n", g.GraphsOff())
+			}
 			if errors.Is(err, train.ErrInterrupted) {
 				return fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", runDir)
 			}

@@ -163,6 +163,7 @@ const (
 // Flags.
 const (
 	StreamDefault       = 0 // CU_STREAM_DEFAULT: synchronises with the legacy default stream
+	StreamNonBlocking   = 1 // CU_STREAM_NON_BLOCKING: does not
 	EventDefault        = 0 // CU_EVENT_DEFAULT
 	EventDisableTiming  = 2 // CU_EVENT_DISABLE_TIMING
 	maxDeviceNameLength = 256

@@ -175,7 +175,9 @@ func (b *Backend) open(libs *cuda.Libs) error {
 	if err := b.readInfo(libs); err != nil {
 		return err
 	}
-	if b.stream, err = b.drv.StreamCreate(cuda.StreamDefault); err != nil {
+	// Non-blocking: no implicit synchronisation with the legacy default
+	// stream, which would invalidate the capture of a recorded step.
+	if b.stream, err = b.drv.StreamCreate(cuda.StreamNonBlocking); err != nil {
 		return err
 	}
 	if b.blasH, err = b.blas.Create(); err != nil {

@@ -52,7 +52,8 @@ type stepGraph struct {
 
 // recorder is the backend's state for recorded steps.
 type recorder struct {
-	on     bool // graphs enabled: the driver has them and Options.NoGraphs is off
+	on     bool  // graphs enabled: the driver has them and Options.NoGraphs is off
+	off    error // why a failed capture turned them off
 	inStep bool
 	mode   stepMode
 	key    string
@@ -158,6 +159,49 @@ func (b *Backend) BeginStep(key string) {
 	b.must(b.drv.StreamBeginCapture(b.stream, cuda.CaptureModeRelaxed), "recording step "+key)
 	r.mode, r.cur = capturing, &stepGraph{}
 }
+
+// Step runs f, one training or evaluation step, as BeginStep(key), f(),
+// EndStep() do, but survives a step that cannot be recorded: if capturing
+// it fails (a library call that CUDA graphs do not allow, say), nothing of
+// it has run yet, so recorded steps are turned off (GraphsOff says why)
+// and f runs again op by op. f must therefore start from the same state
+// each time it is called.
+func (b *Backend) Step(key string, f func()) {
+	b.BeginStep(key)
+	if b.rec.mode != capturing {
+		f()
+		b.EndStep()
+		return
+	}
+	if err := b.tryCapture(f); err != nil {
+		b.rec.on, b.rec.off = false, err
+		f()
+	}
+}
+
+// tryCapture runs f and EndStep while capturing, turning a panic into an
+// error.
+func (b *Backend) tryCapture(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if b.rec.inStep || b.rec.mode != eager {
+				b.abandonStep()
+			}
+			if e, ok := r.(error); ok {
+				err = e
+			} else {
+				err = fmt.Errorf("%v", r)
+			}
+		}
+	}()
+	f()
+	b.EndStep()
+	return nil
+}
+
+// GraphsOff says why recorded steps were turned off after a failed
+// capture; nil when they were not.
+func (b *Backend) GraphsOff() error { return b.rec.off }
 
 // EndStep ends the step that BeginStep started; a recorded step is
 // launched here.

@@ -112,6 +112,24 @@ func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
 	if v := download(be, logits); len(v) != n*cfg.Classes {
 		t.Fatalf("logits after a failed step: %d values", len(v))
 	}
+
+	// A step that cannot be captured (here: it uploads) runs again op by
+	// op, and recorded steps are off from then on.
+	defer func() { be.rec.on, be.rec.off = true, nil }()
+	data := download(be, x)
+	var runs int
+	evalStep := func() {
+		runs++
+		be.Upload(x, data)
+		logits = m.Forward(x, false)
+	}
+	want := download(be, logits)
+	be.Step("uncapturable", evalStep) // warm-up: op by op
+	be.Step("uncapturable", evalStep) // capture fails, runs again
+	if runs != 3 || be.Graphs() || be.GraphsOff() == nil || !strings.Contains(be.GraphsOff().Error(), "Upload inside a recorded training step") {
+		t.Errorf("after a step that cannot be recorded: %d runs, graphs %v, off because %v; want 3 runs, graphs off because of the upload", runs, be.Graphs(), be.GraphsOff())
+	}
+	compareHost(t, "logits of the step run again", download(be, logits), want, 0)
 }
 
 // panicMessage runs f and returns what it panicked with, "" if nothing.

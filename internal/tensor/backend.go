@@ -137,23 +137,18 @@ func DeviceError(p any) error {
 // once and replay it (the GPU backend, as a CUDA graph), which saves the
 // host the cost of issuing every operation again. Steps with the same key
 // must do the same work on the same tensors; only dropout keys and the
-// learning rate may change. Between BeginStep and EndStep there may be no
-// New, Free, Upload or Download.
+// learning rate may change. Inside a step there may be no New, Free,
+// Upload or Download. Step may call f twice (when recording fails, it runs
+// the step again op by op), so f must start from the same state each time.
 type StepRecorder interface {
-	BeginStep(key string)
-	EndStep()
+	Step(key string, f func())
 }
 
-// BeginStep starts a training step on be if it records steps.
-func BeginStep(be Backend, key string) {
+// Step runs f, one step, recorded where be can.
+func Step(be Backend, key string, f func()) {
 	if r, ok := be.(StepRecorder); ok {
-		r.BeginStep(key)
+		r.Step(key, f)
+		return
 	}
-}
-
-// EndStep ends the step BeginStep started.
-func EndStep(be Backend) {
-	if r, ok := be.(StepRecorder); ok {
-		r.EndStep()
-	}
+	f()
 }

@@ -61,10 +61,11 @@ func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch,
 		be.Upload(yb, b.Y)
 		labels = append(labels[:0], b.Y...) // kept past Release
 		ld.Release(b)
-		tensor.BeginStep(be, "eval/"+strconv.Itoa(n)) // recorded where the backend can
-		out := m.Forward(xb, false)
-		be.SoftmaxCrossEntropy(loss, nil, out, yb, 0)
-		tensor.EndStep(be)
+		var out *tensor.Tensor
+		tensor.Step(be, "eval/"+strconv.Itoa(n), func() { // recorded where the backend can
+			out = m.Forward(xb, false)
+			be.SoftmaxCrossEntropy(loss, nil, out, yb, 0)
+		})
 		be.Download(lossHost, loss)
 		be.Download(logits[:n*classes], out)
 		sum += float64(lossHost[0]) * float64(n)

@@ -247,15 +247,19 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		// same batch size repeat the same work.
 		lr = r.Opt.LearningRate(r.step, perEpoch)
 		first := r.step == 0
-		if !first { // the first step's SGD differs (it fills the momentum)
-			tensor.BeginStep(be, stepKey(n))
+		var logits *tensor.Tensor
+		modelStep := m.Step()
+		step := func() {
+			m.SetStep(modelStep) // the same dropout masks if it runs twice
+			logits = m.Forward(xb, true)
+			be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
+			m.Backward(db)
+			be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, first)
 		}
-		logits := m.Forward(xb, true)
-		be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
-		m.Backward(db)
-		be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, first)
-		if !first {
-			tensor.EndStep(be)
+		if first { // its SGD differs from the others' (it fills the momentum)
+			step()
+		} else {
+			tensor.Step(be, stepKey(n), step)
 		}
 		r.step++
 
