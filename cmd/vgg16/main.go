@@ -44,6 +44,6 @@ are safetensors files under torchvision's vgg16_bn key names.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(summaryCmd(), trainCmd(), evalCmd(), predictCmd(), dataCmd(), benchCmd(), doctorCmd())
+	root.AddCommand(summaryCmd(), trainCmd(), evalCmd(), predictCmd(), dataCmd(), benchCmd(), doctorCmd(), convertCmd())
 	return root
 }

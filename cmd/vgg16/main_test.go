@@ -10,10 +10,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/safetensors"
 )
 
 // run executes the CLI with args and returns what it printed.
@@ -248,5 +253,128 @@ func TestInitFromPTH(t *testing.T) {
 	out, err = run(t, "eval", pth, "--data", data, "--device", "cpu", "--json")
 	if err != nil || !strings.Contains(out, `"images": 20`) {
 		t.Fatalf("eval %s: %v\n%s", pth, err, out)
+	}
+}
+
+// TestPretrainedFreezeFeatures is the seed's transfer learning on the
+// fixture's torch.save file: the layers come from the file, its last
+// classifier layer is replaced, and with --freeze-features every feature
+// weight stays bit for bit the file's while the head trains. A plain VGG
+// state dict (no batch norm, like torchvision's vgg16) works the same way.
+func TestPretrainedFreezeFeatures(t *testing.T) {
+	fixtures := os.Getenv("VGG16_FIXTURES")
+	if fixtures == "" {
+		fixtures = filepath.Join("..", "..", "..", "shared", "fixtures")
+	}
+	pth := filepath.Join(fixtures, "vgg-small-32", "init.pth")
+	if _, err := os.Stat(pth); err != nil {
+		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+	}
+	data := t.TempDir()
+	writeCIFAR(t, data, 20)
+	plain := filepath.Join(t.TempDir(), "plain.safetensors")
+	{ // a VGG without batch norm, 1000 classes, as torchvision's vgg16 is
+		cfg, err := layers.ParseCfg("8,M,8,M,16,M,16,M,16,M")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := layers.New(cpu.New(), layers.Config{Arch: "plain", Cfg: cfg, ImageSize: 32, Hidden: 32, Classes: 1000, Dropout: 0.5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(7)
+		if err := checkpoint.SaveState(plain, m.State(), checkpoint.Info{Config: m.Config}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		file, says string
+		head       []int
+	}{
+		{pth, "with batch norm, 128-wide classifier, trained for 10 classes", []int{10, 128}},
+		{plain, "without batch norm, 32-wide classifier, trained for 1000 classes", []int{10, 32}},
+	} {
+		dir := filepath.Join(t.TempDir(), "r")
+		out, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--recipe", "cifar", "--epochs", "2", "--batch", "16",
+			"--pretrained", c.file, "--freeze-features", "--run-dir", dir)
+		if err != nil || !strings.Contains(out, c.says+"; its last layer is replaced") {
+			t.Fatalf("--pretrained %s: %v\n%s", c.file, err, out)
+		}
+		before, err := checkpoint.ReadWeights(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := checkpoint.ReadWeights(filepath.Join(dir, "last.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		features := 0
+		for name, w := range before.Floats {
+			a, ok := after.Floats[name]
+			switch {
+			case strings.HasPrefix(name, "features.") && !strings.Contains(name, "running_"):
+				features++
+				if !ok || !slices.Equal(a.Data, w.Data) {
+					t.Errorf("%s: frozen feature tensor %s changed", c.file, name)
+				}
+			case strings.HasPrefix(name, "classifier.3.weight"):
+				if slices.Equal(a.Data, w.Data) {
+					t.Errorf("%s: %s did not train", c.file, name)
+				}
+			}
+		}
+		if features == 0 {
+			t.Errorf("%s: no feature tensors compared", c.file)
+		}
+		if h := after.Floats["classifier.6.weight"]; !slices.Equal(h.Shape, c.head) {
+			t.Errorf("%s: new head %v, want %v", c.file, h.Shape, c.head)
+		}
+	}
+	if _, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--pretrained", pth, "--arch", "vgg11"); err == nil ||
+		!strings.Contains(err.Error(), "--arch with --pretrained: the architecture is the weight file's") {
+		t.Errorf("--arch with --pretrained: %v", err)
+	}
+}
+
+// TestConvert: the fixture's torch.save file becomes exactly the tensors
+// PyTorch saved beside it as safetensors; other directions are refused.
+func TestConvert(t *testing.T) {
+	fixtures := os.Getenv("VGG16_FIXTURES")
+	if fixtures == "" {
+		fixtures = filepath.Join("..", "..", "..", "shared", "fixtures")
+	}
+	dir := filepath.Join(fixtures, "vgg-small-32")
+	if _, err := os.Stat(filepath.Join(dir, "init.pth")); err != nil {
+		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+	}
+	out := filepath.Join(t.TempDir(), "init.safetensors")
+	if s, err := run(t, "convert", filepath.Join(dir, "init.pth"), out); err != nil || !strings.Contains(s, "wrote 97 tensors to "+out) {
+		t.Fatalf("convert: %v\n%s", err, s)
+	}
+	got, err := safetensors.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := safetensors.Read(filepath.Join(dir, "init.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Names(), want.Names()) {
+		t.Fatalf("names %v, want %v", got.Names(), want.Names())
+	}
+	for _, name := range want.Names() {
+		g, w := got.Tensors[name], want.Tensors[name]
+		if g.DType != w.DType || !slices.Equal(g.Shape, w.Shape) || !bytes.Equal(g.Data, w.Data) {
+			t.Errorf("%s: %s %v (%d bytes), PyTorch wrote %s %v (%d bytes)", name, g.DType, g.Shape, len(g.Data), w.DType, w.Shape, len(w.Data))
+		}
+	}
+	for _, c := range []struct{ in, out, says string }{
+		{filepath.Join(dir, "init.pth"), filepath.Join(t.TempDir(), "x.pth"), "vgg16 writes safetensors only"},
+		{out, filepath.Join(t.TempDir(), "y.safetensors"), "is a safetensors file already"},
+		{filepath.Join(dir, "meta.json"), filepath.Join(t.TempDir(), "z.safetensors"), "meta.json"},
+	} {
+		if _, err := run(t, "convert", c.in, c.out); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("convert %s %s: %v, want an error saying %q", c.in, c.out, err, c.says)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vgg16/vgg16/internal/checkpoint"
 	"io"
 	"os"
 	"os/signal"
@@ -61,6 +62,8 @@ func trainCmd() *cobra.Command {
 		seed                uint64
 		workers             int
 		initFrom            string
+		pretrained          string
+		freeze              bool
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -78,6 +81,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
   vgg16 train --recipe cifar --device cuda           # native 32x32 recipe
   vgg16 train --device cpu --recipe cifar --epochs 1 --limit 2000
   vgg16 train --resume --run-dir runs/20261126-181800-vgg16-224
+  vgg16 train --pretrained vgg16-397923af.pth --freeze-features --epochs 10   # the seed's transfer learning
   vgg16 train --init vgg16_bn-6c64b313.pth --epochs 10   # fine-tune torchvision's ImageNet weights`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -122,6 +126,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("augment", func() { o.Augment = augment })
 			set("seed", func() { o.Seed = seed })
 			set("init", func() { o.Init = initFrom })
+			set("freeze-features", func() { o.FreezeFeatures = freeze })
 			o.Workers = workers
 			for _, name := range []string{"arch", "size", "hidden", "dropout", "batch-norm", "classes"} {
 				if fs.Changed(name) {
@@ -134,6 +139,11 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 			}
 
+			if pretrained != "" && !resume {
+				if err := usePretrained(w, &o, pretrained, fs); err != nil {
+					return err
+				}
+			}
 			if runDir == "" {
 				if resume {
 					return fmt.Errorf("--resume needs --run-dir: the run directory to continue")
@@ -241,6 +251,8 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.StringVar(&augment, "augment", "seed", "seed (RandomResizedCrop + flip, ImageNet normalisation), cifar (pad-crop + flip) or none")
 	fs.Uint64Var(&seed, "seed", 1, "seed of initialisation, shuffling, augmentation and dropout")
 	fs.IntVar(&workers, "workers", 0, "data-loading goroutines (0 = one per core)")
+	fs.StringVar(&pretrained, "pretrained", "", "transfer learning as in the seed's second example: start from these weights (torchvision's vgg16-*.pth or vgg16_bn-*.pth, any VGG state dict), whose layers the model takes, with a fresh last classifier layer for the data's classes")
+	fs.BoolVar(&freeze, "freeze-features", false, "train the classifier only: the feature extractor gets no gradient and no update (faster)")
 	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): torchvision's vgg16_bn-*.pth, any torch.save'd or safetensors state dict, or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")
 	return cmd
 }
@@ -373,4 +385,32 @@ func seq(n int) []int {
 		s[i] = i
 	}
 	return s
+}
+
+// usePretrained gives o the layers of the weights file path (torchvision's
+// vgg16 has no batch norm, vgg16_bn has) and names it for the run; the run
+// loads it with a fresh last classifier layer.
+func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet) error {
+	for _, name := range []string{"arch", "batch-norm", "hidden"} {
+		if fs.Changed(name) {
+			return fmt.Errorf("--%s with --pretrained: the architecture is the weight file's", name)
+		}
+	}
+	s, err := checkpoint.ReadWeights(path)
+	if err != nil {
+		return fmt.Errorf("--pretrained: %w", err)
+	}
+	cfg, err := checkpoint.InferConfig(s)
+	if err != nil {
+		return fmt.Errorf("--pretrained %s: %w", path, err)
+	}
+	o.Model.Arch, o.Model.Cfg, o.Model.BatchNorm, o.Model.Hidden = cfg.Arch, cfg.Cfg, cfg.BatchNorm, cfg.Hidden
+	o.Pretrained = path
+	bn := "without batch norm"
+	if cfg.BatchNorm {
+		bn = "with batch norm"
+	}
+	fmt.Fprintf(w, "pretrained: %s is %s %s, %d-wide classifier, trained for %d classes; its last layer is replaced\n",
+		path, cfg.Arch, bn, cfg.Hidden, cfg.Classes)
+	return nil
 }

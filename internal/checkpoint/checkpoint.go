@@ -223,7 +223,11 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	if side*side*last != fc0.Shape[1] {
 		return layers.Config{}, fmt.Errorf("classifier.0.weight has %d inputs, not a square number of %d-channel cells", fc0.Shape[1], last)
 	}
-	return layers.Config{Arch: "checkpoint", Cfg: cfg, BatchNorm: bn, ImageSize: side * 32, Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
+	arch := layers.ArchName(cfg)
+	if arch == "" {
+		arch = "checkpoint"
+	}
+	return layers.Config{Arch: arch, Cfg: cfg, BatchNorm: bn, ImageSize: side * 32, Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
 }
 
 // Exists reports whether path names a regular file.

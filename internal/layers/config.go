@@ -164,6 +164,17 @@ func Arch(s string) (Cfg, error) {
 	return nil, fmt.Errorf("unknown architecture %q: want one of %s, or a layer list such as \"64,M,128,M\"", s, strings.Join(Archs(), ", "))
 }
 
+// ArchName is the name of the variant whose layer list is c ("vgg16"),
+// "" for a list that is none of them.
+func ArchName(c Cfg) string {
+	for name, l := range archs {
+		if a, err := ParseCfg(l); err == nil && a.String() == c.String() {
+			return name
+		}
+	}
+	return ""
+}
+
 // Config describes one network.
 type Config struct {
 	Arch      string  `json:"arch"`       // the name it was built from, informational

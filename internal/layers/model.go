@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -41,6 +42,7 @@ type Model struct {
 	bns       []*batchNorm
 	mods      []module
 	flow      gradFlow // the gradients between modules in Backward
+	frozen    bool     // FreezeFeatures
 	names     []string // "features.0", … per module
 }
 
@@ -258,12 +260,39 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 // Backward propagates dlogits [N,Classes] from the last training Forward
-// and overwrites every gradient.
+// and overwrites every gradient (the classifier's only, when the features
+// are frozen).
 func (m *Model) Backward(dlogits *tensor.Tensor) {
 	dy := dlogits
 	for i := len(m.mods) - 1; i >= 0 && dy != nil; i-- {
+		if _, ok := m.mods[i].(*flatten); ok && m.frozen {
+			return // the feature extractor is frozen: no gradient
+		}
 		dy = m.mods[i].backward(dy)
 	}
+}
+
+// FreezeFeatures makes Backward stop at the classifier, so that the
+// feature extractor's gradients are neither computed nor changed, and
+// Trainable name the classifier's parameters only. In training mode its
+// batch norms still update their running statistics, as PyTorch's do when
+// their parameters have requires_grad=False.
+func (m *Model) FreezeFeatures(on bool) { m.frozen = on }
+
+// Trainable is the part of Weights and Grads (and so of the momentum)
+// that training updates, as an offset and a length: all of it, or from
+// the classifier's first parameter on when the features are frozen
+// (parameters are in torchvision's order, features first).
+func (m *Model) Trainable() (off, n int) {
+	if !m.frozen {
+		return 0, m.FlatSize()
+	}
+	for _, p := range m.params {
+		if strings.HasPrefix(p.Name, "classifier.") {
+			return p.W.Off, m.FlatSize() - p.W.Off
+		}
+	}
+	return m.FlatSize(), 0
 }
 
 // Free releases every tensor the model holds.

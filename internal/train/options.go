@@ -34,6 +34,16 @@ type Options struct {
 	// tensor whose name and shape match is loaded, the rest of the
 	// classifier keeps its initialisation.
 	Init string `json:"init,omitempty"`
+	// Pretrained names a weights file (torchvision's vgg16-*.pth or
+	// vgg16_bn-*.pth, any VGG state dict) to start from as the seed's
+	// transfer learning does: everything is loaded except the classifier's
+	// last Linear, which starts fresh with Model.Classes outputs (and any
+	// other classifier layer whose shape differs, at 32x32). Model must
+	// have the file's layers (checkpoint.InferConfig).
+	Pretrained string `json:"pretrained,omitempty"`
+	// FreezeFeatures trains the classifier only: the feature extractor
+	// gets no gradient and no update (its backward is skipped).
+	FreezeFeatures bool `json:"freeze_features,omitempty"`
 }
 
 // SeedRecipe is the PyTorch tutorial's run: VGG16-BN at 224x224,
@@ -81,6 +91,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--step-size %d / --gamma %g: StepLR needs a positive step and factor", o.StepSize, o.Gamma)
 	case o.Warmup < 0:
 		return fmt.Errorf("--warmup %g: must not be negative", o.Warmup)
+	case o.Init != "" && o.Pretrained != "":
+		return fmt.Errorf("--init and --pretrained: give one (--pretrained also replaces the last classifier layer)")
 	}
 	switch o.Schedule {
 	case "step", "cosine", "onecycle", "constant":

@@ -133,6 +133,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	defer m.Free()
 	r.model = m
 	m.Seed = r.Opt.Seed
+	m.FreezeFeatures(r.Opt.FreezeFeatures)
 	r.mom = be.New(m.FlatSize())
 	defer be.Free(r.mom)
 	skip := 0
@@ -144,7 +145,12 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	} else {
 		m.Init(r.Opt.Seed)
 		if r.Opt.Init != "" {
-			if err := r.initFrom(r.Opt.Init); err != nil {
+			if err := r.initFrom(r.Opt.Init, false); err != nil {
+				return nil, err
+			}
+		}
+		if r.Opt.Pretrained != "" {
+			if err := r.initFrom(r.Opt.Pretrained, true); err != nil {
 				return nil, err
 			}
 		}
@@ -249,12 +255,14 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		first := r.step == 0
 		var logits *tensor.Tensor
 		modelStep := m.Step()
+		off, k := m.Trainable() // all parameters, or the classifier's
+		w, g, mom := m.Weights().View(off, k), m.Grads().View(off, k), r.mom.View(off, k)
 		step := func() {
 			m.SetStep(modelStep) // the same dropout masks if it runs twice
 			logits = m.Forward(xb, true)
 			be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
 			m.Backward(db)
-			be.SGDStep(m.Weights(), m.Grads(), r.mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, first)
+			be.SGDStep(w, g, mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, first)
 		}
 		if first { // its SGD differs from the others' (it fills the momentum)
 			step()
@@ -281,15 +289,29 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	return em, nil
 }
 
-// initFrom loads the matching tensors of a weights file.
-func (r *Run) initFrom(path string) error {
+// initFrom loads the matching tensors of a weights file; newHead leaves
+// the classifier's last Linear as initialised (--pretrained).
+func (r *Run) initFrom(path string, newHead bool) error {
+	flag := "--init"
+	if newHead {
+		flag = "--pretrained"
+	}
 	s, err := checkpoint.ReadWeights(path)
 	if err != nil {
-		return fmt.Errorf("--init: %w", err)
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	if newHead {
+		last := r.model.Params()[len(r.model.Params())-1].Name // classifier.6.bias
+		head := last[:strings.LastIndex(last, ".")+1]
+		for name := range s.Floats {
+			if strings.HasPrefix(name, head) {
+				delete(s.Floats, name)
+			}
+		}
 	}
 	skipped, err := r.model.LoadMatching(s)
 	if err != nil {
-		return fmt.Errorf("--init %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", flag, path, err)
 	}
 	msg := fmt.Sprintf("initialised from %s", path)
 	if len(skipped) > 0 {

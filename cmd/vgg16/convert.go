@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vgg16/vgg16/internal/checkpoint"
+)
+
+func convertCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "convert IN.pth OUT.safetensors",
+		Short: "Convert PyTorch weights (.pth) to safetensors",
+		Long: `Convert a PyTorch state dict — torchvision's vgg16-*.pth / vgg16_bn-*.pth or any
+file written by torch.save(model.state_dict()) — to a safetensors file with the same
+tensor names. The .pth file is read as data (its pickle is interpreted with an
+allow-list, never executed). Floating-point tensors are written as float32, integer
+ones as int64.
+
+Only this direction: writing .pth (a Python pickle) is not supported. PyTorch reads
+the result with safetensors.torch.load_file, and vgg16 reads either format wherever
+it takes weights (--pretrained, --init, eval, predict).`,
+		Example: `  vgg16 convert vgg16_bn-6c64b313.pth vgg16_bn.safetensors`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := checkpoint.ConvertPTH(args[0], args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d tensors to %s\n", n, args[1])
+			return nil
+		},
+	}
+}
