@@ -206,3 +206,168 @@ extern "C" __global__ void mean_rows(float* out, const double* rows, u64 n) {
 		out[0] = (float)(s / (double)n);
 	}
 }
+
+// ---- Batch norm fused with ReLU (NCHW, float32 data) -----------------------
+//
+// The training forward is two launches over the data: bn_stats (per-channel
+// sums in double, each block one share of one channel) and bn_apply (the
+// normalisation and the ReLU in one pass), with bn_finish in between, one
+// thread per channel. The backward is the same shape: bn_grad_stats,
+// bn_grad_finish, bn_grad_apply. Partial sums go to part[] and are added in
+// a fixed order, so results are the same from run to run. Element j of
+// channel ch's m = n·hw elements is x[(j/hw·c + ch)·hw + j%hw].
+
+// chan_of is the channel of element i of an [n, c, hw] tensor; small says
+// that every index fits in 32 bits, where division is cheaper.
+__device__ __forceinline__ u64 chan_of(u64 i, u64 c, u64 hw, bool small) {
+	return small ? (u64)(((u32)i / (u32)hw) % (u32)c) : (i / hw) % c;
+}
+
+// at is the index of element j of channel ch.
+__device__ __forceinline__ u64 at(u64 j, u64 ch, u64 c, u64 hw, bool small) {
+	u64 i = small ? (u64)((u32)j / (u32)hw) : j / hw;
+	return (i * c + ch) * hw + (j - i * hw);
+}
+
+// bn_stats: block b sums share b % splits of channel b / splits (the grid
+// is exactly c·splits blocks of RED_THREADS): part[2b] = Σx, part[2b+1] =
+// Σx².
+extern "C" __global__ void bn_stats(double* part, const float* x, u64 n, u64 c, u64 hw, u32 splits) {
+	__shared__ double red[RED_THREADS];
+	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
+	u64 m = n * hw, per = (m + splits - 1) / splits;
+	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
+	bool small = n * c * hw < 0xffffffffULL;
+	double sum = 0.0, sq = 0.0;
+	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
+		double v = (double)x[at(j, ch, c, hw, small)];
+		sum += v;
+		sq += v * v;
+	}
+	sum = block_sum(sum, red);
+	sq = block_sum(sq, red);
+	if (threadIdx.x == 0) {
+		part[2 * blockIdx.x] = sum;
+		part[2 * blockIdx.x + 1] = sq;
+	}
+}
+
+// bn_finish, one thread per channel: the batch mean and 1/sqrt(var + eps)
+// (saved for the backward), the running statistics moved towards the batch
+// mean and unbiased variance (PyTorch's BatchNorm2d), and
+// scale = gamma·inv for bn_apply.
+extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* run_mean, float* run_var,
+		float* scale, const float* gamma, const double* part, u64 c, u32 splits, u64 m, double eps, double momentum) {
+	GRID_STRIDE(ch, c) {
+		double s = 0.0, q = 0.0;
+		for (u32 k = 0; k < splits; k++) {
+			s += part[2 * (ch * splits + k)];
+			q += part[2 * (ch * splits + k) + 1];
+		}
+		double mean = s / (double)m;
+		double var = q / (double)m - mean * mean;
+		if (var < 0.0) var = 0.0;
+		double inv = 1.0 / sqrt(var + eps);
+		double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
+		save_mean[ch] = (float)mean;
+		save_inv[ch] = (float)inv;
+		run_mean[ch] = (float)((1.0 - momentum) * (double)run_mean[ch] + momentum * mean);
+		run_var[ch] = (float)((1.0 - momentum) * (double)run_var[ch] + momentum * unbiased);
+		scale[ch] = (float)((double)gamma[ch] * inv);
+	}
+}
+
+// bn_apply: y = (x - mean[ch])·scale[ch] + beta[ch], then max(·, 0) when
+// relu (NaN kept); y may be x.
+extern "C" __global__ void bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,
+		u64 n, u64 c, u64 hw, int relu) {
+	u64 total = n * c * hw;
+	bool small = total < 0xffffffffULL;
+	GRID_STRIDE(i, total) {
+		u64 ch = chan_of(i, c, hw, small);
+		float v = (x[i] - mean[ch]) * scale[ch] + beta[ch];
+		y[i] = (relu && !(v > 0.0f) && v == v) ? 0.0f : v;
+	}
+}
+
+// bn_infer_coef, one thread per channel: scale = gamma/sqrt(run_var + eps)
+// and shift = beta - run_mean·scale, in double and then rounded, as the CPU
+// backend's BatchNormInfer does.
+extern "C" __global__ void bn_infer_coef(float* scale, float* shift, const float* gamma, const float* beta,
+		const float* run_mean, const float* run_var, u64 c, double eps) {
+	GRID_STRIDE(ch, c) {
+		double s = (double)gamma[ch] / sqrt((double)run_var[ch] + eps);
+		scale[ch] = (float)s;
+		shift[ch] = (float)((double)beta[ch] - (double)run_mean[ch] * s);
+	}
+}
+
+// bn_affine: y = x·scale[ch] + shift[ch], then max(·, 0) when relu.
+extern "C" __global__ void bn_affine(float* y, const float* x, const float* scale, const float* shift,
+		u64 n, u64 c, u64 hw, int relu) {
+	u64 total = n * c * hw;
+	bool small = total < 0xffffffffULL;
+	GRID_STRIDE(i, total) {
+		u64 ch = chan_of(i, c, hw, small);
+		float v = x[i] * scale[ch] + shift[ch];
+		y[i] = (relu && !(v > 0.0f) && v == v) ? 0.0f : v;
+	}
+}
+
+// bn_grad_stats: blocks as bn_stats. g is dy, or dy where y > 0 when relu
+// (y the forward's output); xhat = (x - mean)·inv. part[2b] = Σg,
+// part[2b+1] = Σg·xhat.
+extern "C" __global__ void bn_grad_stats(double* part, const float* dy, const float* y, const float* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+	__shared__ double red[RED_THREADS];
+	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
+	u64 m = n * hw, per = (m + splits - 1) / splits;
+	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
+	bool small = n * c * hw < 0xffffffffULL;
+	double mu = (double)mean[ch], iv = (double)inv[ch];
+	double sg = 0.0, sgx = 0.0;
+	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
+		u64 k = at(j, ch, c, hw, small);
+		double g = (relu && !(y[k] > 0.0f)) ? 0.0 : (double)dy[k];
+		sg += g;
+		sgx += g * (((double)x[k] - mu) * iv);
+	}
+	sg = block_sum(sg, red);
+	sgx = block_sum(sgx, red);
+	if (threadIdx.x == 0) {
+		part[2 * blockIdx.x] = sg;
+		part[2 * blockIdx.x + 1] = sgx;
+	}
+}
+
+// bn_grad_finish, one thread per channel: dgamma = Σg·xhat, dbeta = Σg,
+// and for bn_grad_apply coef[3ch..] = (gamma·inv, Σg/m, Σg·xhat/m).
+extern "C" __global__ void bn_grad_finish(float* dgamma, float* dbeta, float* coef, const float* gamma,
+		const float* inv, const double* part, u64 c, u32 splits, u64 m) {
+	GRID_STRIDE(ch, c) {
+		double sg = 0.0, sgx = 0.0;
+		for (u32 k = 0; k < splits; k++) {
+			sg += part[2 * (ch * splits + k)];
+			sgx += part[2 * (ch * splits + k) + 1];
+		}
+		dgamma[ch] = (float)sgx;
+		dbeta[ch] = (float)sg;
+		coef[3 * ch] = (float)((double)gamma[ch] * (double)inv[ch]);
+		coef[3 * ch + 1] = (float)(sg / (double)m);
+		coef[3 * ch + 2] = (float)(sgx / (double)m);
+	}
+}
+
+// bn_grad_apply: dx = gamma·inv·(g - Σg/m - xhat·Σ(g·xhat)/m), with g and
+// xhat as in bn_grad_stats; dx may be dy.
+extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float* y, const float* x,
+		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
+	u64 total = n * c * hw;
+	bool small = total < 0xffffffffULL;
+	GRID_STRIDE(i, total) {
+		u64 ch = chan_of(i, c, hw, small);
+		float g = (relu && !(y[i] > 0.0f)) ? 0.0f : dy[i];
+		float xhat = (x[i] - mean[ch]) * inv[ch];
+		dx[i] = coef[3 * ch] * (g - coef[3 * ch + 1] - xhat * coef[3 * ch + 2]);
+	}
+}

@@ -86,6 +86,26 @@ int main(int argc, char** argv) {
 		launch(grid, RED_THREADS, [&] { softmax_xent_rows(rows.data(), grad ? dl.data() : nullptr, logits.data(), labels.data(), n, c, smoothing); });
 		launch(1, RED_THREADS, [&] { mean_rows(loss.data(), rows.data(), n); });
 		wr(d + "dlogits", dl); wr(d + "loss", loss);
+	} else if (op == "bnrelu") {
+		// args: grid n c hw splits eps momentum relu
+		auto x = rd<float>(d + "x"), gamma = rd<float>(d + "gamma"), beta = rd<float>(d + "beta");
+		auto rm = rd<float>(d + "rm"), rv = rd<float>(d + "rv"), dy = rd<float>(d + "dy");
+		u64 n = std::stoull(arg(1)), c = std::stoull(arg(2)), hw = std::stoull(arg(3));
+		u32 splits = std::stoul(arg(4));
+		double eps = std::stod(arg(5)), mom = std::stod(arg(6));
+		int relu = std::stoi(arg(7));
+		std::vector<double> part(2 * c * splits);
+		std::vector<float> y(x.size()), sm(c), si(c), scale(c), shift(c), yi(x.size()), dx(x.size()), dg(c), db(c), coef(3 * c);
+		launch_threads(c * splits, RED_THREADS, [&] { bn_stats(part.data(), x.data(), n, c, hw, splits); });
+		launch(grid, 64, [&] { bn_finish(sm.data(), si.data(), rm.data(), rv.data(), scale.data(), gamma.data(), part.data(), c, splits, n * hw, eps, mom); });
+		launch(grid, 64, [&] { bn_apply(y.data(), x.data(), sm.data(), scale.data(), beta.data(), n, c, hw, relu); });
+		launch(grid, 64, [&] { bn_infer_coef(scale.data(), shift.data(), gamma.data(), beta.data(), rm.data(), rv.data(), c, eps); });
+		launch(grid, 64, [&] { bn_affine(yi.data(), x.data(), scale.data(), shift.data(), n, c, hw, relu); });
+		launch_threads(c * splits, RED_THREADS, [&] { bn_grad_stats(part.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), n, c, hw, splits, relu); });
+		launch(grid, 64, [&] { bn_grad_finish(dg.data(), db.data(), coef.data(), gamma.data(), si.data(), part.data(), c, splits, n * hw); });
+		launch(grid, 64, [&] { bn_grad_apply(dx.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), coef.data(), n, c, hw, relu); });
+		wr(d + "y", y); wr(d + "sm", sm); wr(d + "si", si); wr(d + "rm", rm); wr(d + "rv", rv);
+		wr(d + "yi", yi); wr(d + "dx", dx); wr(d + "dg", dg); wr(d + "db", db);
 	} else {
 		std::cerr << "unknown op " << op << "\n";
 		return 2;
@@ -361,4 +381,98 @@ func TestEmulatedBadLabelGivesNaN(t *testing.T) {
 	if math.IsNaN(float64(dl[0])) || !math.IsNaN(float64(dl[3])) {
 		t.Errorf("dlogits %v: want NaN in the bad row only", dl)
 	}
+}
+
+// TestEmulatedBatchNormReLU runs the fused batch-norm kernels against the
+// CPU backend's BatchNormTrain, BatchNormInfer and BatchNormBackward
+// followed or preceded by ReLU, over shapes from one element per plane
+// (the 2x2 maps of a 32x32 VGG, N·HW below the block size) to more
+// elements per channel than a block takes, with one and several blocks
+// per channel. The sums are ordered differently from the CPU's, so the
+// statistics and gradients are compared to a relative 1e-5; the
+// inference path is the CPU's arithmetic and must match bit for bit.
+func TestEmulatedBatchNormReLU(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []struct{ n, ch, hw, splits int }{
+		{3, 5, 1, 1}, {4, 3, 4, 2}, {2, 4, 37, 3}, {5, 2, 300, 7}, {1, 1, 2000, 1},
+	} {
+		for _, relu := range []bool{true, false} {
+			name := fmt.Sprintf("n%d c%d hw%d splits%d relu %v", c.n, c.ch, c.hw, c.splits, relu)
+			size := c.n * c.ch * c.hw
+			x, dy := randn(r, size), randn(r, size)
+			for i := range x {
+				x[i] = 3*x[i] + 1.5 // a mean and a spread far from (0, 1)
+			}
+			gamma, beta, rm, rv := randn(r, c.ch), randn(r, c.ch), randn(r, c.ch), randn(r, c.ch)
+			for i := range rv {
+				rv[i] = 1 + rv[i]*rv[i]
+			}
+			dir := t.TempDir()
+			for f, v := range map[string][]float32{"x": x, "dy": dy, "gamma": gamma, "beta": beta, "rm": rm, "rv": rv} {
+				writeF32(t, filepath.Join(dir, f), v)
+			}
+			const eps, mom = 1e-5, 0.1
+			run(t, dir, "bnrelu", 3, c.n, c.ch, c.hw, c.splits, eps, mom, b2i(relu))
+			shape := []int{c.n, c.ch, 1, c.hw}
+			want := onCPUShaped([]shaped{{x, shape}, {gamma, []int{c.ch}}, {beta, []int{c.ch}}, {rm, []int{c.ch}}, {rv, []int{c.ch}},
+				{make([]float32, size), shape}, {make([]float32, c.ch), []int{c.ch}}, {make([]float32, c.ch), []int{c.ch}},
+				{make([]float32, size), shape}, {dy, shape}, {make([]float32, size), shape}, {make([]float32, c.ch), []int{c.ch}},
+				{make([]float32, c.ch), []int{c.ch}}},
+				func(be *cpu.Backend, ts []*tensor.Tensor) {
+					X, G, B, RM, RV, Y, SM, SI, YI, DY, DX, DG, DB := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8], ts[9], ts[10], ts[11], ts[12]
+					be.BatchNormTrain(Y, X, G, B, RM, RV, SM, SI, mom, eps)
+					if relu {
+						be.ReLUForward(Y, Y)
+						be.ReLUBackward(DY, DY, Y)
+					}
+					be.BatchNormInfer(YI, X, G, B, RM, RV, eps)
+					if relu {
+						be.ReLUForward(YI, YI)
+					}
+					be.BatchNormBackward(DX, DG, DB, DY, X, G, SM, SI)
+				})
+			for _, o := range []struct {
+				file string
+				want []float32
+			}{{"y", want[5]}, {"sm", want[6]}, {"si", want[7]}, {"rm", want[3]}, {"rv", want[4]}, {"dx", want[10]}, {"dg", want[11]}, {"db", want[12]}} {
+				if e := relErr(readF32(t, filepath.Join(dir, o.file)), o.want); !(e <= 1e-5) {
+					t.Errorf("%s: %s relative error %.3g", name, o.file, e)
+				}
+			}
+			sameBits(t, name+" inference", readF32(t, filepath.Join(dir, "yi")), want[8])
+		}
+	}
+}
+
+// shaped is host data and the shape of the CPU tensor to hold it.
+type shaped struct {
+	data  []float32
+	shape []int
+}
+
+// onCPUShaped is onCPU with shaped tensors.
+func onCPUShaped(data []shaped, f func(be *cpu.Backend, ts []*tensor.Tensor)) [][]float32 {
+	be := cpu.New()
+	ts := make([]*tensor.Tensor, len(data))
+	for i, d := range data {
+		ts[i] = be.New(d.shape...)
+		be.Upload(ts[i], d.data)
+	}
+	f(be, ts)
+	out := make([][]float32, len(ts))
+	for i, t := range ts {
+		out[i] = append([]float32(nil), cpu.Data(t)...)
+	}
+	return out
+}
+
+// relErr is ‖got − want‖ / ‖want‖; NaN when either has a NaN.
+func relErr(got, want []float32) float64 {
+	var d, n float64
+	for i := range want {
+		e := float64(got[i]) - float64(want[i])
+		d += e * e
+		n += float64(want[i]) * float64(want[i])
+	}
+	return math.Sqrt(d / n)
 }

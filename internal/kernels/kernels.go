@@ -39,7 +39,8 @@ type Module struct {
 	mod       cuda.Module
 	maxBlocks uint32
 	f         struct {
-		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows cuda.Function
+		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows          cuda.Function
+		bnStats, bnFinish, bnApply, bnInferCoef, bnAffine, bnGradStats, bnGradFinish, bnGradApply cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -224,6 +225,14 @@ func (m *Module) lookup() error {
 		{"col_sum", &m.f.colSum},
 		{"softmax_xent_rows", &m.f.xentRows},
 		{"mean_rows", &m.f.meanRows},
+		{"bn_stats", &m.f.bnStats},
+		{"bn_finish", &m.f.bnFinish},
+		{"bn_apply", &m.f.bnApply},
+		{"bn_infer_coef", &m.f.bnInferCoef},
+		{"bn_affine", &m.f.bnAffine},
+		{"bn_grad_stats", &m.f.bnGradStats},
+		{"bn_grad_finish", &m.f.bnGradFinish},
+		{"bn_grad_apply", &m.f.bnGradApply},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

@@ -81,3 +81,90 @@ func b2i(b bool) int32 {
 	}
 	return 0
 }
+
+// BN is one batch-norm layer's geometry for the fused batch-norm kernels:
+// x [N, C, HW...] in NCHW order, and how many blocks share each channel's
+// sums.
+type BN struct {
+	N, C, HW int
+	Splits   int
+}
+
+// Splits is how many blocks share one channel's sums: enough blocks for
+// the GPU (sms multiprocessors) without giving a block under 1024 elements.
+func Splits(n, c, hw, sms int) int {
+	s := max(1, (4*sms+c-1)/c)
+	return max(1, min(s, (n*hw+1023)/1024, 1024))
+}
+
+// PartBytes is the scratch the fused kernels need for g's partial sums.
+func (g BN) PartBytes() int64 { return 16 * int64(g.C) * int64(g.Splits) }
+
+func (g BN) dims() []uint64 {
+	return []uint64{cuda.ArgU64(uint64(g.N)), cuda.ArgU64(uint64(g.C)), cuda.ArgU64(uint64(g.HW))}
+}
+
+func (m *Module) reduce(f cuda.Function, s cuda.Stream, g BN, args ...uint64) error {
+	grid := cuda.Dim3{X: uint32(g.C * g.Splits), Y: 1, Z: 1}
+	return m.drv.LaunchKernel(f, grid, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s, args...)
+}
+
+// BNTrainReLU is batch norm with batch statistics, then ReLU when relu:
+// y = (x − mean)·gamma/sqrt(var + eps) + beta over each channel of x,
+// saving the batch mean and 1/sqrt(var + eps) and moving the running
+// statistics by momentum. part is PartBytes of scratch, scale C floats.
+func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, saveMean, saveInv, part, scale ptr, momentum, eps float64, relu bool) error {
+	if g.N*g.C*g.HW == 0 {
+		return nil
+	}
+	d := g.dims()
+	if err := m.reduce(m.f.bnStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(x), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
+		return err
+	}
+	err := m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
+		cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(part), d[1], cuda.ArgU32(uint32(g.Splits)), cuda.ArgU64(uint64(g.N*g.HW)),
+		cuda.ArgF64(eps), cuda.ArgF64(momentum))
+	if err != nil {
+		return err
+	}
+	return m.launch(m.f.bnApply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
+		cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
+}
+
+// BNInferReLU is batch norm with the running statistics, then ReLU when
+// relu; scale and shift are C floats of scratch.
+func (m *Module) BNInferReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, scale, shift ptr, eps float64, relu bool) error {
+	if g.N*g.C*g.HW == 0 {
+		return nil
+	}
+	d := g.dims()
+	err := m.launch(m.f.bnInferCoef, s, uint64(g.C), cuda.ArgPtr(scale), cuda.ArgPtr(shift), cuda.ArgPtr(gamma), cuda.ArgPtr(beta),
+		cuda.ArgPtr(runMean), cuda.ArgPtr(runVar), d[1], cuda.ArgF64(eps))
+	if err != nil {
+		return err
+	}
+	return m.launch(m.f.bnAffine, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(scale), cuda.ArgPtr(shift),
+		d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
+}
+
+// BNBackwardReLU is ReLU's backward through y (when relu) and then batch
+// norm's: dx, dgamma and dbeta from dy, x and the saved statistics. part
+// is PartBytes of scratch, coef 3·C floats.
+func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInv, part, coef ptr, relu bool) error {
+	if g.N*g.C*g.HW == 0 {
+		return nil
+	}
+	d := g.dims()
+	err := m.reduce(m.f.bnGradStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean),
+		cuda.ArgPtr(saveInv), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits)), cuda.ArgI32(b2i(relu)))
+	if err != nil {
+		return err
+	}
+	err = m.launch(m.f.bnGradFinish, s, uint64(g.C), cuda.ArgPtr(dgamma), cuda.ArgPtr(dbeta), cuda.ArgPtr(coef), cuda.ArgPtr(gamma),
+		cuda.ArgPtr(saveInv), cuda.ArgPtr(part), d[1], cuda.ArgU32(uint32(g.Splits)), cuda.ArgU64(uint64(g.N*g.HW)))
+	if err != nil {
+		return err
+	}
+	return m.launch(m.f.bnGradApply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x),
+		cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(coef), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
+}
