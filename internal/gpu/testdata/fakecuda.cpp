@@ -382,7 +382,10 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 
 // Modules: the "image" must be what the fake NVRTC produced.
 static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply", "sgd_step",
-                                 "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows"};
+                                 "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows",
+                                 "bn_stats", "bn_finish", "bn_apply", "bn_infer_coef",
+                                 "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply"};
+static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
 	if (strncmp((const char*)image, "FAKE", 4) != 0) return 200;  // CUDA_ERROR_INVALID_IMAGE
@@ -412,7 +415,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
                         unsigned shmem, void* stream, void** params, void** extra) {
 	if (!has_ctx("cuLaunchKernel")) return INVALID_CONTEXT;
 	int k = (int)(uintptr_t)f - 1;
-	if (k < 0 || k >= 8 || extra != nullptr || gy != 1 || gz != 1 || by != 1 || bz != 1 || gx == 0 || bx == 0 || bx > 1024) {
+	if (k < 0 || k >= kNumKernels || extra != nullptr || gy != 1 || gz != 1 || by != 1 || bz != 1 || gx == 0 || bx == 0 || bx > 1024) {
 		fail("cuLaunchKernel: bad function or dimensions");
 		return INVALID_VALUE;
 	}
@@ -480,6 +483,75 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
 		IN(o, 4); IN(r, 8 * n);
 		run = [=] { launch_threads(gx, bx, [=] { mean_rows(o, r, n); }); };
+		break;
+	}
+	case 8: {  // bn_stats(double* part, const float* x, u64 n, u64 c, u64 hw, u32 splits)
+		auto part = PTR(0, double); auto x = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
+		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_stats: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(x, 4 * n * c * hw);
+		run = [=] { launch_threads(gx, bx, [=] { bn_stats(part, x, n, c, hw, sp); }); };
+		break;
+	}
+	case 9: {  // bn_finish(float* save_mean, float* save_inv, float* run_mean, float* run_var, float* scale,
+	           //           const float* gamma, const double* part, u64 c, u32 splits, u64 m, double eps, double momentum)
+		auto sm = PTR(0, float); auto si = PTR(1, float); auto rm = PTR(2, float); auto rv = PTR(3, float);
+		auto sc = PTR(4, float); auto g = PTR(5, const float); auto part = PTR(6, const double);
+		auto c = U64(7); auto sp = U32(8); auto m = U64(9); auto eps = F64(10), mom = F64(11);
+		IN(sm, 4 * c); IN(si, 4 * c); IN(rm, 4 * c); IN(rv, 4 * c); IN(sc, 4 * c); IN(g, 4 * c); IN(part, 16 * c * sp);
+		run = [=] { launch_seq(gx, bx, [=] { bn_finish(sm, si, rm, rv, sc, g, part, c, sp, m, eps, mom); }); };
+		break;
+	}
+	case 10: {  // bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,
+	            //          u64 n, u64 c, u64 hw, int relu)
+		auto y = PTR(0, float); auto x = PTR(1, const float); auto mean = PTR(2, const float);
+		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
+		auto n = U64(5), c = U64(6), hw = U64(7); auto relu = I32(8);
+		IN(y, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(mean, 4 * c); IN(sc, 4 * c); IN(beta, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_apply(y, x, mean, sc, beta, n, c, hw, relu); }); };
+		break;
+	}
+	case 11: {  // bn_infer_coef(float* scale, float* shift, const float* gamma, const float* beta,
+	            //               const float* run_mean, const float* run_var, u64 c, double eps)
+		auto sc = PTR(0, float); auto sh = PTR(1, float); auto g = PTR(2, const float); auto b = PTR(3, const float);
+		auto rm = PTR(4, const float); auto rv = PTR(5, const float); auto c = U64(6); auto eps = F64(7);
+		IN(sc, 4 * c); IN(sh, 4 * c); IN(g, 4 * c); IN(b, 4 * c); IN(rm, 4 * c); IN(rv, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_infer_coef(sc, sh, g, b, rm, rv, c, eps); }); };
+		break;
+	}
+	case 12: {  // bn_affine(float* y, const float* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
+		auto y = PTR(0, float); auto x = PTR(1, const float); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
+		auto n = U64(4), c = U64(5), hw = U64(6); auto relu = I32(7);
+		IN(y, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(sc, 4 * c); IN(sh, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_affine(y, x, sc, sh, n, c, hw, relu); }); };
+		break;
+	}
+	case 13: {  // bn_grad_stats(double* part, const float* dy, const float* y, const float* x, const float* mean,
+	            //               const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
+		auto part = PTR(0, double); auto dy = PTR(1, const float); auto y = PTR(2, const float); auto x = PTR(3, const float);
+		auto mean = PTR(4, const float); auto inv = PTR(5, const float);
+		auto n = U64(6), c = U64(7), hw = U64(8); auto sp = U32(9); auto relu = I32(10);
+		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_grad_stats: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(dy, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
+		if (relu) { IN(y, 4 * n * c * hw); }
+		run = [=] { launch_threads(gx, bx, [=] { bn_grad_stats(part, dy, y, x, mean, inv, n, c, hw, sp, relu); }); };
+		break;
+	}
+	case 14: {  // bn_grad_finish(float* dgamma, float* dbeta, float* coef, const float* gamma, const float* inv,
+	            //                const double* part, u64 c, u32 splits, u64 m)
+		auto dg = PTR(0, float); auto db = PTR(1, float); auto coef = PTR(2, float); auto g = PTR(3, const float);
+		auto inv = PTR(4, const float); auto part = PTR(5, const double); auto c = U64(6); auto sp = U32(7); auto m = U64(8);
+		IN(dg, 4 * c); IN(db, 4 * c); IN(coef, 12 * c); IN(g, 4 * c); IN(inv, 4 * c); IN(part, 16 * c * sp);
+		run = [=] { launch_seq(gx, bx, [=] { bn_grad_finish(dg, db, coef, g, inv, part, c, sp, m); }); };
+		break;
+	}
+	case 15: {  // bn_grad_apply(float* dx, const float* dy, const float* y, const float* x, const float* mean,
+	            //               const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
+		auto dx = PTR(0, float); auto dy = PTR(1, const float); auto y = PTR(2, const float); auto x = PTR(3, const float);
+		auto mean = PTR(4, const float); auto inv = PTR(5, const float); auto coef = PTR(6, const float);
+		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
+		IN(dx, 4 * n * c * hw); IN(dy, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
+		if (relu) { IN(y, 4 * n * c * hw); }
+		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
 		break;
 	}
 	}
