@@ -112,6 +112,25 @@ func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, s
 	})
 }
 
+// BatchNormReLUTrain is BatchNormTrain, then ReLU in place.
+func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
+	b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps)
+	b.ReLUForward(y, y)
+}
+
+// BatchNormReLUInfer is BatchNormInfer, then ReLU in place.
+func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
+	b.BatchNormInfer(y, x, gamma, beta, runMean, runVar, eps)
+	b.ReLUForward(y, y)
+}
+
+// BatchNormReLUBackward is ReLU's backward in place on dy, then
+// BatchNormBackward.
+func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+	b.ReLUBackward(dy, dy, y)
+	b.BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd)
+}
+
 func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
 	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
 	oh, ow := (h-k)/s+1, (w-k)/s+1

@@ -16,6 +16,7 @@ type Options struct {
 	GPU       int    // device index for cuda
 	Precision string // "tf32" (default) or "fp32" on the GPU
 	NoGraphs  bool   // GPU: issue every step's operations instead of replaying a CUDA graph
+	FusedBN   bool   // GPU: batch norm + ReLU as the project's fused kernels
 }
 
 // Open returns the backend, a line that says what was chosen (and, for

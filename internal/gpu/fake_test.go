@@ -69,6 +69,8 @@ func TestFakeCUDA(t *testing.T) {
 				{"ModelStep", modelStep},
 				{"RecordedSteps", testRecordedSteps},
 				{"Profile", testProfile},
+				{"BatchNormReLU", testBatchNormReLU},
+				{"ModelStepFusedBN", withFusedBN(modelStep)},
 				{"Parity", func(t *testing.T, be *Backend, tol float64) { runParity(t, be, tol) }},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.f(t, be, p.tol) })

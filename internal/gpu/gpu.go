@@ -62,6 +62,10 @@ type Options struct {
 	// every step issues its operations one by one. VGG16_CUDA_GRAPHS=0
 	// does the same.
 	NoGraphs bool
+	// FusedBN runs batch norm + ReLU as the project's fused kernels
+	// instead of cuDNN's batch norm and a separate ReLU (see bnrelu.go).
+	// VGG16_FUSED_BN=1 sets it too.
+	FusedBN bool
 }
 
 // DeviceInfo describes the GPU a Backend runs on.
@@ -128,6 +132,9 @@ func New(opt Options) (*Backend, error) {
 	}
 	if os.Getenv("VGG16_CUDA_SYNC") == "1" {
 		opt.Sync = true
+	}
+	if os.Getenv("VGG16_FUSED_BN") == "1" {
+		opt.FusedBN = true
 	}
 	libs, err := cuda.Load()
 	if err != nil {

@@ -331,6 +331,9 @@ const (
 	sigDropout
 	sigXent
 	sigSGD
+	sigBNReLUTrain
+	sigBNReLUInfer
+	sigBNReLUBackward
 )
 
 func newSig(kind sig) sig { return sig(14695981039346656037).v(uint64(kind)) }

@@ -50,6 +50,7 @@ type memory struct {
 
 	ws      devBuf // cuDNN workspace, shared by all convolutions
 	blasWS  devBuf // cuBLAS workspace (cublasSetWorkspace)
+	bn      devBuf // the fused batch-norm kernels' partial sums and coefficients
 	arena   devBuf // aligned copies of misaligned cuDNN operands
 	rowLoss devBuf // softmax cross-entropy's per-row losses (double)
 
@@ -78,7 +79,7 @@ func (m *memory) close(b *Backend) error {
 		t.ptr, t.n = 0, 0
 	}
 	clear(m.live)
-	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.arena, &m.rowLoss} {
+	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss} {
 		if d.ptr != 0 {
 			errs = append(errs, b.drv.MemFree(d.ptr))
 		}

@@ -137,7 +137,11 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 				add("features", idx, n)
 				idx++
 			}
-			add("features", idx, &relu{be: be})
+			r := &relu{be: be}
+			if n, ok := m.mods[len(m.mods)-1].(*batchNorm); ok {
+				n.relu, r.fused = true, true // one op, which a backend may fuse
+			}
+			add("features", idx, r)
 			idx++
 			first = false
 		case Pool:

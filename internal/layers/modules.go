@@ -134,7 +134,8 @@ type batchNorm struct {
 	saveMean, saveInv *tensor.Tensor // [C]
 	numBatches        int64
 	momentum, eps     float64
-	x                 *tensor.Tensor
+	x, y              *tensor.Tensor
+	relu              bool // the ReLU after it is done here (BatchNormReLU*), as one op
 	bufs
 }
 
@@ -145,18 +146,30 @@ func (m *batchNorm) kernel() string     { return "" }
 func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
 	y := m.yBuf.get(m.be, x.Shape...)
-	if train {
+	m.y = y
+	switch {
+	case train && m.relu:
+		m.be.BatchNormReLUTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.momentum, m.eps)
+	case train:
 		m.be.BatchNormTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.momentum, m.eps)
-		m.numBatches++
-	} else {
+	case m.relu:
+		m.be.BatchNormReLUInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
+	default:
 		m.be.BatchNormInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
+	}
+	if train {
+		m.numBatches++
 	}
 	return y
 }
 
 func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
 	dx := m.dx(m.be, dy, m.x.Shape...)
-	m.be.BatchNormBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.saveMean, m.saveInv)
+	if m.relu {
+		m.be.BatchNormReLUBackward(dx, m.dgamma, m.dbeta, dy, m.y, m.x, m.gamma, m.saveMean, m.saveInv)
+	} else {
+		m.be.BatchNormBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.saveMean, m.saveInv)
+	}
 	return dx
 }
 
@@ -164,8 +177,9 @@ func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
 // uses BN's input, and a convolution's input is a pool's or ReLU's output),
 // and its backward overwrites the incoming gradient.
 type relu struct {
-	be tensor.Backend
-	y  *tensor.Tensor
+	be    tensor.Backend
+	y     *tensor.Tensor
+	fused bool // the batch norm before it applies it (and its backward)
 }
 
 func (m *relu) out(in []int) []int { return in }
@@ -173,12 +187,18 @@ func (m *relu) kind() string       { return "ReLU" }
 func (m *relu) kernel() string     { return "" }
 
 func (m *relu) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	if m.fused {
+		return x
+	}
 	m.be.ReLUForward(x, x)
 	m.y = x
 	return x
 }
 
 func (m *relu) backward(dy *tensor.Tensor) *tensor.Tensor {
+	if m.fused {
+		return dy
+	}
 	m.be.ReLUBackward(dy, dy, m.y)
 	return dy
 }

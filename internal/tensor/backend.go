@@ -62,6 +62,14 @@ type Backend interface {
 	// BatchNormBackward: dx, dgamma[C], dbeta[C] from dy, x and the saved
 	// statistics of the matching BatchNormTrain.
 	BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd *Tensor)
+	// BatchNormReLUTrain is BatchNormTrain followed by ReLU on y, and
+	// BatchNormReLUInfer BatchNormInfer followed by ReLU: conv → BN → ReLU
+	// as one op, which a backend may fuse.
+	BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *Tensor, momentum, eps float64)
+	BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *Tensor, eps float64)
+	// BatchNormReLUBackward is ReLU's backward through y, the output of
+	// BatchNormReLUTrain, then BatchNormBackward. dy may be overwritten.
+	BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *Tensor)
 
 	// MaxPoolForward: y[N,C,H/s,W/s] is the max over each k×k window with
 	// stride s (VGG: k = s = 2).

@@ -1,0 +1,89 @@
+package gpu
+
+import (
+	"fmt"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/kernels"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Batch norm followed by ReLU. By default these are cuDNN's batch norm and
+// the ReLU kernel, one after the other. With Options.FusedBN they are the
+// project's kernels (kernels.cu, "Batch norm fused with ReLU"): two passes
+// over the data forward instead of five, and the ReLU's backward folded
+// into batch norm's. At 224x224 cuDNN's NCHW batch norm and the separate
+// ReLU take ~35% of a step (docs/PERFORMANCE.md).
+
+// fusedBN reports whether batch norm + ReLU run as the fused kernels.
+func (b *Backend) fusedBN() bool { return b.opt.FusedBN }
+
+// bnGeometry is x's geometry for the fused kernels, and the scratch they
+// need (partial sums, then per-channel floats) grown to fit.
+func (b *Backend) bnGeometry(x *tensor.Tensor, floatsPerChannel int) (kernels.BN, cuda.DevicePtr, cuda.DevicePtr) {
+	n, c, h, w := nchw(x)
+	g := kernels.BN{N: n, C: c, HW: h * w, Splits: kernels.Splits(n, c, h*w, b.info.SMs)}
+	b.grow(&b.mem.bn, g.PartBytes()+int64(4*floatsPerChannel*c), "batch-norm scratch")
+	return g, b.mem.bn.ptr, b.mem.bn.ptr + cuda.DevicePtr(g.PartBytes())
+}
+
+// BatchNormReLUTrain: batch norm with batch statistics, then ReLU on y.
+func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
+	if !b.fusedBN() {
+		b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps)
+		b.ReLUForward(y, y)
+		return
+	}
+	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUTrain).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).t(saveMean).t(saveInvStd).f(momentum).f(eps)) {
+		return
+	}
+	defer b.op()()
+	_, c, _, _ := nchw(x)
+	sameSize("batch norm", x, y)
+	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
+	g, part, scale := b.bnGeometry(x, 1)
+	err := b.k.BNTrainReLU(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(runMean), b.ptr(runVar),
+		b.ptr(saveMean), b.ptr(saveInvStd), part, scale, momentum, eps, true)
+	b.must(err, fmt.Sprintf("batch norm + ReLU %v", x.Shape))
+	b.bnEps[b.ptr(saveInvStd)] = eps
+}
+
+// BatchNormReLUInfer: batch norm with the running statistics, then ReLU.
+func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
+	if !b.fusedBN() {
+		b.BatchNormInfer(y, x, gamma, beta, runMean, runVar, eps)
+		b.ReLUForward(y, y)
+		return
+	}
+	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUInfer).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).f(eps)) {
+		return
+	}
+	defer b.op()()
+	_, c, _, _ := nchw(x)
+	sameSize("batch norm", x, y)
+	channels("batch norm", c, gamma, beta, runMean, runVar)
+	g, _, coef := b.bnGeometry(x, 2)
+	err := b.k.BNInferReLU(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(runMean), b.ptr(runVar),
+		coef, coef+cuda.DevicePtr(4*c), eps, true)
+	b.must(err, fmt.Sprintf("batch norm + ReLU %v", x.Shape))
+}
+
+// BatchNormReLUBackward: ReLU's backward through y, then batch norm's.
+func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+	if !b.fusedBN() {
+		b.ReLUBackward(dy, dy, y)
+		b.BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd)
+		return
+	}
+	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUBackward).t(dx).t(dgamma).t(dbeta).t(dy).t(y).t(x).t(gamma).t(saveMean).t(saveInvStd)) {
+		return
+	}
+	defer b.op()()
+	_, c, _, _ := nchw(x)
+	sameSize("batch norm gradient", x, y, dy, dx)
+	channels("batch norm gradient", c, dgamma, dbeta, gamma, saveMean, saveInvStd)
+	g, part, coef := b.bnGeometry(x, 3)
+	err := b.k.BNBackwardReLU(b.stream, g, b.ptr(dx), b.ptr(dgamma), b.ptr(dbeta), b.ptr(dy), b.ptr(y), b.ptr(x), b.ptr(gamma),
+		b.ptr(saveMean), b.ptr(saveInvStd), part, coef, true)
+	b.must(err, fmt.Sprintf("batch norm + ReLU gradient %v", x.Shape))
+}

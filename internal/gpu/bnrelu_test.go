@@ -1,0 +1,73 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+func TestBatchNormReLU(t *testing.T) { precisions(t, testBatchNormReLU) }
+
+// testBatchNormReLU checks batch norm + ReLU as one op against the CPU
+// backend, both ways the GPU does it: cuDNN's batch norm and the ReLU
+// kernel, and the fused kernels (Options.FusedBN), over shapes from 2x2
+// maps (fewer elements per channel than a block takes) to several blocks
+// per channel.
+func testBatchNormReLU(t *testing.T, be *Backend, _ float64) {
+	defer func(f bool) { be.opt.FusedBN = f }(be.opt.FusedBN)
+	for _, fused := range []bool{false, true} {
+		be.opt.FusedBN = fused
+		w := newTwin(t, be, 13)
+		for _, shape := range [][]int{{5, 3, 2, 2}, {8, 16, 4, 4}, {3, 4, 33, 31}, {6, 10}} {
+			c := shape[1]
+			name := fmt.Sprintf("fused %v %v", fused, shape)
+			xs := w.normal(tensor.Volume(shape), 2)
+			for i := range xs { // a mean away from zero
+				xs[i] += 0.5
+			}
+			x := w.put(xs, shape...)
+			gamma, beta := w.randn(1, c), w.randn(1, c)
+			runMean := w.randn(1, c)
+			rv := w.normal(c, 1)
+			for i := range rv {
+				rv[i] = 1 + float32(math.Abs(float64(rv[i])))
+			}
+			runVar := w.put(rv, c)
+			saveMean, saveInv := w.zeros(c), w.zeros(c)
+			y := w.zeros(shape...)
+			w.c.BatchNormReLUTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, 0.1, 1e-5)
+			be.BatchNormReLUTrain(y.g, x.g, gamma.g, beta.g, runMean.g, runVar.g, saveMean.g, saveInv.g, 0.1, 1e-5)
+			w.check(name+" y", y, 1e-5)
+			w.check(name+" running mean", runMean, 1e-5)
+			w.check(name+" running var", runVar, 1e-5)
+			w.check(name+" saved mean", saveMean, 1e-5)
+			w.check(name+" saved inverse std", saveInv, 1e-5)
+
+			dy := w.randn(1, shape...)
+			dx, dgamma, dbeta := w.zeros(shape...), w.zeros(c), w.zeros(c)
+			w.c.BatchNormReLUBackward(dx.c, dgamma.c, dbeta.c, dy.c, y.c, x.c, gamma.c, saveMean.c, saveInv.c)
+			be.BatchNormReLUBackward(dx.g, dgamma.g, dbeta.g, dy.g, y.g, x.g, gamma.g, saveMean.g, saveInv.g)
+			w.check(name+" dx", dx, 1e-4)
+			w.check(name+" dgamma", dgamma, 1e-4)
+			w.check(name+" dbeta", dbeta, 1e-5)
+
+			w.c.BatchNormReLUInfer(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, 1e-5)
+			be.BatchNormReLUInfer(y.g, x.g, gamma.g, beta.g, runMean.g, runVar.g, 1e-5)
+			w.check(name+" inference y", y, 1e-5)
+		}
+	}
+}
+
+func TestModelStepFusedBN(t *testing.T)     { precisions(t, withFusedBN(modelStep)) }
+func TestRecordedStepsFusedBN(t *testing.T) { precisions(t, withFusedBN(testRecordedSteps)) }
+
+// withFusedBN runs f with the fused batch-norm kernels on.
+func withFusedBN(f func(t *testing.T, be *Backend, tol float64)) func(t *testing.T, be *Backend, tol float64) {
+	return func(t *testing.T, be *Backend, tol float64) {
+		defer func(on bool) { be.opt.FusedBN = on }(be.opt.FusedBN)
+		be.opt.FusedBN = true
+		f(t, be, tol)
+	}
+}
