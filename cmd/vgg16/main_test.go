@@ -234,14 +234,7 @@ func TestDataDownloadBadArchive(t *testing.T) {
 // TestInitFromPTH fine-tunes from a PyTorch-written torch.save file: every
 // tensor of the fixture's state dict fits the same layer list.
 func TestInitFromPTH(t *testing.T) {
-	fixtures := os.Getenv("VGG16_FIXTURES")
-	if fixtures == "" {
-		fixtures = filepath.Join("..", "..", "..", "shared", "fixtures")
-	}
-	pth := filepath.Join(fixtures, "vgg-small-32", "init.pth")
-	if _, err := os.Stat(pth); err != nil {
-		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
-	}
+	pth := fixture(t, "init.pth")
 	data := t.TempDir()
 	writeCIFAR(t, data, 20)
 	out, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--recipe", "cifar", "--epochs", "1", "--batch", "16",
@@ -262,14 +255,7 @@ func TestInitFromPTH(t *testing.T) {
 // weight stays bit for bit the file's while the head trains. A plain VGG
 // state dict (no batch norm, like torchvision's vgg16) works the same way.
 func TestPretrainedFreezeFeatures(t *testing.T) {
-	fixtures := os.Getenv("VGG16_FIXTURES")
-	if fixtures == "" {
-		fixtures = filepath.Join("..", "..", "..", "shared", "fixtures")
-	}
-	pth := filepath.Join(fixtures, "vgg-small-32", "init.pth")
-	if _, err := os.Stat(pth); err != nil {
-		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
-	}
+	pth := fixture(t, "init.pth")
 	data := t.TempDir()
 	writeCIFAR(t, data, 20)
 	plain := filepath.Join(t.TempDir(), "plain.safetensors")
@@ -339,14 +325,7 @@ func TestPretrainedFreezeFeatures(t *testing.T) {
 // TestConvert: the fixture's torch.save file becomes exactly the tensors
 // PyTorch saved beside it as safetensors; other directions are refused.
 func TestConvert(t *testing.T) {
-	fixtures := os.Getenv("VGG16_FIXTURES")
-	if fixtures == "" {
-		fixtures = filepath.Join("..", "..", "..", "shared", "fixtures")
-	}
-	dir := filepath.Join(fixtures, "vgg-small-32")
-	if _, err := os.Stat(filepath.Join(dir, "init.pth")); err != nil {
-		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
-	}
+	dir := filepath.Dir(fixture(t, "init.pth"))
 	out := filepath.Join(t.TempDir(), "init.safetensors")
 	if s, err := run(t, "convert", filepath.Join(dir, "init.pth"), out); err != nil || !strings.Contains(s, "wrote 97 tensors to "+out) {
 		t.Fatalf("convert: %v\n%s", err, s)
@@ -377,4 +356,20 @@ func TestConvert(t *testing.T) {
 			t.Errorf("convert %s %s: %v, want an error saying %q", c.in, c.out, err, c.says)
 		}
 	}
+}
+
+// fixture is the path of a file of the vgg-small-32 PyTorch fixture
+// ($VGG16_FIXTURES, else ../shared/fixtures); it skips the test when the
+// fixtures are not there.
+func fixture(t *testing.T, name string) string {
+	t.Helper()
+	dir := os.Getenv("VGG16_FIXTURES")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "fixtures")
+	}
+	path := filepath.Join(dir, "vgg-small-32", name)
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+	}
+	return path
 }
