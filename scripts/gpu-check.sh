@@ -5,7 +5,8 @@
 # (BUDGET seconds, default 420), so it ends in a few minutes even when
 # something hangs; steps that no longer fit are reported as skipped.
 # PARTS picks what runs (default: tests train bench ck224; also torch224
-# and compiled, PyTorch at 224x224 and torch.compile at 32x32).
+# and compiled, PyTorch at 224x224 and torch.compile at 32x32, and
+# epoch224, an epoch of the seed's recipe).
 #   bash scripts/gpu-check.sh        # logs also in $OUT/gpu-check-logs.tar.gz when OUT is set
 #   PARTS="bench compiled" bash scripts/gpu-check.sh
 set -uo pipefail
@@ -107,6 +108,15 @@ fi
 want torch224 && torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager --steps 10
 want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
 want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
+
+if want epoch224; then # the seed's recipe at 224x224: images a second over a real epoch
+echo "== one epoch of the seed's 224x224 recipe on 5,000 sample images"
+for fused in "" --fused-bn; do
+	step "epoch224$fused" 120 "$G/vgg16" train --device cuda --data "$G/cifar-sample/data_batch_1.bin" --limit 5000 --epochs 1 \
+		--run-dir "$R/epoch224$fused" $fused
+	row "train 224 epoch ${fused:-(cuDNN BN)}" "$(grep -oE '[0-9]+ img/s' "$W/epoch224$fused.txt" | tail -1 || echo "FAIL: $(tail -1 "$W/epoch224$fused.txt")")"
+done
+fi
 
 if want ck224; then
 echo "== a 224x224 checkpoint loads into torchvision's vgg16_bn(num_classes=10)"
