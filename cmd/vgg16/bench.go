@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vgg16/vgg16/internal/device"
-	"github.com/vgg16/vgg16/internal/gpu"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -36,15 +35,9 @@ type BenchResult struct {
 	CUDAGraphsOff string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
 	// With --profile: each op's GPU time in a step issued op by op, their
 	// sum, and the GPU time of one replayed recorded step.
-	Profile           []gpu.ProfileRow `json:"profile,omitempty"`
-	ProfileGPUMs      float64          `json:"profile_gpu_ms,omitempty"`
-	RecordedStepGPUMs float64          `json:"recorded_step_gpu_ms,omitempty"`
-}
-
-// opProfiler is implemented by the GPU backend.
-type opProfiler interface {
-	Profile(on bool)
-	ProfileReport() ([]gpu.ProfileRow, error)
+	Profile           []tensor.OpTime `json:"profile,omitempty"`
+	ProfileGPUMs      float64         `json:"profile_gpu_ms,omitempty"`
+	RecordedStepGPUMs float64         `json:"recorded_step_gpu_ms,omitempty"`
 }
 
 // peakReporter is implemented by backends that track their memory.
@@ -182,7 +175,7 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first}
 	if profile {
-		p, ok := be.(opProfiler)
+		p, ok := be.(tensor.Profiler)
 		if !ok {
 			return nil, fmt.Errorf("--profile: the %s backend has no op profiler (the GPU has)", be.Name())
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 // The op profiler: where a step's GPU time goes. While it is on, every op
@@ -16,11 +17,7 @@ import (
 // (no BeginStep): a replayed graph has no ops to bracket.
 
 // ProfileRow is one op's share of the profiled GPU time.
-type ProfileRow struct {
-	Op    string  `json:"op"`    // the Backend method, e.g. "ConvBackwardFilter"
-	Calls int     `json:"calls"` // times it ran
-	Ms    float64 `json:"ms"`    // GPU milliseconds, all calls together
-}
+type ProfileRow = tensor.OpTime
 
 type profiler struct {
 	on      bool

@@ -160,3 +160,18 @@ func Step(be Backend, key string, f func()) {
 	}
 	f()
 }
+
+// Profiler is implemented by backends that can time each op on the device
+// (the GPU backend, with CUDA events): Profile(true) starts timing,
+// ProfileReport waits for the device and sums the times by op.
+type Profiler interface {
+	Profile(on bool)
+	ProfileReport() ([]OpTime, error)
+}
+
+// OpTime is one op's share of the profiled time.
+type OpTime struct {
+	Op    string  `json:"op"`    // the Backend method, e.g. "ConvBackwardFilter"
+	Calls int     `json:"calls"` // times it ran
+	Ms    float64 `json:"ms"`    // milliseconds, all calls together
+}
