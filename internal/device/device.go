@@ -17,6 +17,7 @@ type Options struct {
 	Precision string // "tf32" (default) or "fp32" on the GPU
 	NoGraphs  bool   // GPU: issue every step's operations instead of replaying a CUDA graph
 	FusedBN   bool   // GPU: batch norm + ReLU as the project's fused kernels
+	Workspace int    // GPU: MiB one cuDNN convolution algorithm may use, 0 for the default
 }
 
 // Open returns the backend, a line that says what was chosen (and, for

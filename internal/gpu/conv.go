@@ -8,7 +8,8 @@ import (
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
-// maxWorkspace caps the workspace an algorithm may ask for.
+// maxWorkspace caps the workspace an algorithm may ask for, unless
+// Options.MaxWorkspaceMiB says otherwise.
 const maxWorkspace = 4 << 30
 
 // convKey is the geometry of one stride-1 convolution.
@@ -131,7 +132,11 @@ func (b *Backend) algorithm(p *convPlan, dir cuda.ConvDir) {
 func (b *Backend) workspaceLimit() int64 {
 	free, _, err := b.drv.MemGetInfo()
 	b.must(err, "")
-	return min(maxWorkspace, free/2+b.mem.ws.bytes)
+	limit := int64(maxWorkspace)
+	if b.opt.MaxWorkspaceMiB > 0 {
+		limit = int64(b.opt.MaxWorkspaceMiB) << 20
+	}
+	return min(limit, free/2+b.mem.ws.bytes)
 }
 
 func describePerfs(perfs []cuda.ConvPerf, limit int64) string {

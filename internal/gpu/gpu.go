@@ -66,6 +66,10 @@ type Options struct {
 	// instead of cuDNN's batch norm and a separate ReLU (see bnrelu.go).
 	// VGG16_FUSED_BN=1 sets it too.
 	FusedBN bool
+	// MaxWorkspaceMiB caps the workspace of one convolution algorithm
+	// (0: 4 GiB, or half the free memory when less): a lower cap trades
+	// speed for peak memory.
+	MaxWorkspaceMiB int
 }
 
 // DeviceInfo describes the GPU a Backend runs on.
@@ -129,6 +133,9 @@ func New(opt Options) (*Backend, error) {
 	strict, err := parsePrecision(opt.Precision)
 	if err != nil {
 		return nil, err
+	}
+	if opt.MaxWorkspaceMiB < 0 {
+		return nil, fmt.Errorf("cuDNN workspace of %d MiB: want 0 (the default) or more", opt.MaxWorkspaceMiB)
 	}
 	if os.Getenv("VGG16_CUDA_SYNC") == "1" {
 		opt.Sync = true
