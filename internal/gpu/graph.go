@@ -156,7 +156,10 @@ func (b *Backend) BeginStep(key string) {
 		r.mode, r.cur, r.next = replaying, g, 0
 		return
 	}
-	b.must(b.drv.StreamBeginCapture(b.stream, cuda.CaptureModeRelaxed), "recording step "+key)
+	if err := b.drv.StreamBeginCapture(b.stream, cuda.CaptureModeRelaxed); err != nil {
+		r.on, r.off = false, fmt.Errorf("recording step %s: %w", key, err) // this step and the rest run op by op
+		return
+	}
 	r.mode, r.cur = capturing, &stepGraph{}
 }
 
