@@ -33,6 +33,10 @@ finish() {
 	echo
 	echo "== summary ($(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1); $((SECONDS - start)) s)"
 	printf '%s\n' "${summary[@]}" | tee "$W/summary.txt"
+	if [ -s "$W/bench.jsonl" ]; then
+		echo "== vgg16 over PyTorch, same card, same run"
+		python3 scripts/ratios.py "$W/bench.jsonl" | tee -a "$W/summary.txt"
+	fi
 	if [ -n "${OUT:-}" ]; then tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$W" . && cp "$W/summary.txt" "$OUT/"; fi
 }
 trap finish EXIT

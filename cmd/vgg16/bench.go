@@ -33,6 +33,7 @@ type BenchResult struct {
 	PeakMiB       float64 `json:"peak_mib"`
 	CUDAGraphs    bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
 	CUDAGraphsOff string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
+	FusedBN       bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
 	// With --profile: each op's GPU time in a step issued op by op, their
 	// sum, and the GPU time of one replayed recorded step.
 	Profile           []tensor.OpTime `json:"profile,omitempty"`
@@ -214,6 +215,9 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 		if err := g.GraphsOff(); err != nil {
 			res.CUDAGraphsOff = err.Error()
 		}
+	}
+	if f, ok := be.(interface{ FusedBN() bool }); ok {
+		res.FusedBN = f.FusedBN()
 	}
 	if p, ok := be.(peakReporter); ok {
 		res.PeakMiB = float64(p.PeakBytes()) / (1 << 20)

@@ -15,8 +15,8 @@ import (
 // into batch norm's. At 224x224 cuDNN's NCHW batch norm and the separate
 // ReLU take ~35% of a step (docs/PERFORMANCE.md).
 
-// fusedBN reports whether batch norm + ReLU run as the fused kernels.
-func (b *Backend) fusedBN() bool { return b.opt.FusedBN }
+// FusedBN reports whether batch norm + ReLU run as the fused kernels.
+func (b *Backend) FusedBN() bool { return b.opt.FusedBN }
 
 // bnGeometry is x's geometry for the fused kernels, and the scratch they
 // need (partial sums, then per-channel floats) grown to fit.
@@ -29,7 +29,7 @@ func (b *Backend) bnGeometry(x *tensor.Tensor, floatsPerChannel int) (kernels.BN
 
 // BatchNormReLUTrain: batch norm with batch statistics, then ReLU on y.
 func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
-	if !b.fusedBN() {
+	if !b.FusedBN() {
 		b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps)
 		b.ReLUForward(y, y)
 		return
@@ -50,7 +50,7 @@ func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMea
 
 // BatchNormReLUInfer: batch norm with the running statistics, then ReLU.
 func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
-	if !b.fusedBN() {
+	if !b.FusedBN() {
 		b.BatchNormInfer(y, x, gamma, beta, runMean, runVar, eps)
 		b.ReLUForward(y, y)
 		return
@@ -70,7 +70,7 @@ func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.
 
 // BatchNormReLUBackward: ReLU's backward through y, then batch norm's.
 func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
-	if !b.fusedBN() {
+	if !b.FusedBN() {
 		b.ReLUBackward(dy, dy, y)
 		b.BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd)
 		return
