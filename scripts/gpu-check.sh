@@ -119,7 +119,8 @@ echo "== one epoch of the seed's 224x224 recipe on 5,000 sample images"
 for fused in "" --fused-bn; do
 	step "epoch224$fused" 120 "$G/vgg16" train --device cuda --data "$G/cifar-sample/data_batch_1.bin" --limit 5000 --epochs 1 \
 		--run-dir "$R/epoch224$fused" $fused
-	row "train 224 epoch ${fused:-(cuDNN BN)}" "$(grep -oE '[0-9]+ img/s' "$W/epoch224$fused.txt" | tail -1 || echo "FAIL: $(tail -1 "$W/epoch224$fused.txt")")"
+	r=$(grep -oE '[0-9]+ img/s' "$W/epoch224$fused.txt" | tail -1)
+	row "train 224 epoch ${fused:-(cuDNN BN)}" "${r:-$(failed "epoch224$fused")}"
 done
 fi
 
