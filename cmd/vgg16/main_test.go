@@ -202,6 +202,10 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"predict", "x.png"}, "--checkpoint"},
 		{[]string{"data", "download", "--format", "zip"}, "--format"},
 		{[]string{"summary", "--arch", "64,Q"}, "--arch"},
+		{[]string{"train", "--data", data, "--pretrained", missing, "--device", "cpu"}, missing},
+		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu"}, missing},
+		{[]string{"convert", missing, filepath.Join(t.TempDir(), "o.safetensors")}, missing},
+		{[]string{"convert", "a.pth"}, "accepts 2 arg(s)"},
 	} {
 		_, err := run(t, c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -319,6 +323,10 @@ func TestPretrainedFreezeFeatures(t *testing.T) {
 	if _, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--pretrained", pth, "--arch", "vgg11"); err == nil ||
 		!strings.Contains(err.Error(), "--arch with --pretrained: the architecture is the weight file's") {
 		t.Errorf("--arch with --pretrained: %v", err)
+	}
+	if _, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--pretrained", pth, "--init", pth); err == nil ||
+		!strings.Contains(err.Error(), "--init and --pretrained: give one") {
+		t.Errorf("--init with --pretrained: %v", err)
 	}
 }
 
