@@ -222,7 +222,7 @@ func (b *Backend) EndStep() {
 		b.must(err, "recording step "+r.key)
 		exec, err := b.drv.GraphInstantiate(graph)
 		if err != nil {
-			b.drv.GraphDestroy(graph)
+			_ = b.drv.GraphDestroy(graph) // the instantiation error is the one to report
 			b.must(err, "recording step "+r.key)
 		}
 		r.cur.graph, r.cur.exec, r.cur.slots = graph, exec, r.slot
@@ -256,7 +256,7 @@ func (b *Backend) abandonStep() {
 	r := &b.rec
 	if r.mode == capturing {
 		if g, err := b.drv.StreamEndCapture(b.stream); err == nil && g != 0 {
-			b.drv.GraphDestroy(g)
+			_ = b.drv.GraphDestroy(g) // already failing: the first error is reported
 		}
 		delete(r.seen, r.key) // warm up and capture again next time
 	}
