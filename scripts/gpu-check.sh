@@ -109,6 +109,7 @@ bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10 --profile
 bench "32 b128 tf32 fused-bn" --size 32 --batch 128 --precision tf32 --fused-bn --profile
 bench "224 b64 tf32 fused-bn" --size 224 --batch 64 --precision tf32 --steps 10 --fused-bn --profile
 bench "224 b64 tf32 ws512" --size 224 --batch 64 --precision tf32 --steps 10 --cudnn-workspace 512
+bench "32 b128 tf32 all" --size 32 --batch 128 --precision tf32 --tf32-linear --fused-bn
 fi
 want torch224 && torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager --steps 10
 want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead

@@ -12,12 +12,13 @@ import (
 
 // Options select a backend.
 type Options struct {
-	Kind      string // "auto", "cpu" or "cuda"
-	GPU       int    // device index for cuda
-	Precision string // "tf32" (default) or "fp32" on the GPU
-	NoGraphs  bool   // GPU: issue every step's operations instead of replaying a CUDA graph
-	FusedBN   bool   // GPU: batch norm + ReLU as the project's fused kernels
-	Workspace int    // GPU: MiB one cuDNN convolution algorithm may use, 0 for the default
+	Kind       string // "auto", "cpu" or "cuda"
+	GPU        int    // device index for cuda
+	Precision  string // "tf32" (default) or "fp32" on the GPU
+	NoGraphs   bool   // GPU: issue every step's operations instead of replaying a CUDA graph
+	FusedBN    bool   // GPU: batch norm + ReLU as the project's fused kernels
+	Workspace  int    // GPU: MiB one cuDNN convolution algorithm may use, 0 for the default
+	TF32Linear bool   // GPU: TF32 tensor cores for Linear too
 }
 
 // Open returns the backend, a line that says what was chosen (and, for

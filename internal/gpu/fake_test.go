@@ -97,3 +97,25 @@ func TestFakeCUDAKernelCache(t *testing.T) {
 		be.Close()
 	}
 }
+
+// TestFakeCUDAOptions: a backend opened with TF32 Linear layers and the
+// fused batch norm says so in its name and still matches the CPU.
+func TestFakeCUDAOptions(t *testing.T) {
+	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := newWithLibs(libs, Options{TF32Matmul: true, FusedBN: true, Sync: true, KernelCache: t.TempDir()}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	if want := "precision tf32 (TF32 convolutions and GEMM), fused BN+ReLU"; !strings.HasSuffix(be.Name(), want) {
+		t.Errorf("Name() = %q, want it to end with %q", be.Name(), want)
+	}
+	testLinear(t, be, 5e-3)
+	testBatchNormReLU(t, be, 5e-3)
+	if _, err := New(Options{MaxWorkspaceMiB: -1}); err == nil || !strings.Contains(err.Error(), "cuDNN workspace of -1 MiB") {
+		t.Errorf("a negative workspace: %v", err)
+	}
+}

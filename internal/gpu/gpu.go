@@ -66,6 +66,10 @@ type Options struct {
 	// instead of cuDNN's batch norm and a separate ReLU (see bnrelu.go).
 	// VGG16_FUSED_BN=1 sets it too.
 	FusedBN bool
+	// TF32Matmul lets Linear use TF32 tensor cores too (with precision
+	// tf32), as torch.backends.cuda.matmul.allow_tf32 = True does; the
+	// torch.compile figures in ../shared/GPU.md were taken so.
+	TF32Matmul bool
 	// MaxWorkspaceMiB caps the workspace of one convolution algorithm
 	// (0: 4 GiB, or half the free memory when less): a lower cap trades
 	// speed for peak memory.
@@ -200,8 +204,13 @@ func (b *Backend) open(libs *cuda.Libs) error {
 	if err := b.blas.SetStream(b.blasH, b.stream); err != nil {
 		return err
 	}
-	// Linear is strict float32 in both precisions, as in PyTorch.
-	if err := b.blas.SetMathMode(b.blasH, cuda.BlasDefaultMath); err != nil {
+	// Linear is strict float32 in both precisions, as in PyTorch, unless
+	// TF32Matmul asks for what torch.backends.cuda.matmul.allow_tf32 does.
+	math := cuda.BlasDefaultMath
+	if b.opt.TF32Matmul && !b.strict {
+		math = cuda.BlasTF32TensorMath
+	}
+	if err := b.blas.SetMathMode(b.blasH, math); err != nil {
 		return err
 	}
 	if v, err := b.blas.Version(b.blasH); err == nil {
@@ -262,8 +271,14 @@ func (b *Backend) readInfo(libs *cuda.Libs) (err error) {
 func (b *Backend) describe() string {
 	i := b.info
 	prec := "tf32 (TF32 convolutions, fp32 GEMM)"
-	if b.strict {
+	switch {
+	case b.strict:
 		prec = "fp32 (no TF32)"
+	case b.opt.TF32Matmul:
+		prec = "tf32 (TF32 convolutions and GEMM)"
+	}
+	if b.opt.FusedBN {
+		prec += ", fused BN+ReLU"
 	}
 	return fmt.Sprintf("cuda:%d %s (sm_%d%d, %d SMs, %.0f GiB), CUDA %s, cuDNN %s, cuBLAS %s, precision %s",
 		i.Index, i.Name, i.Major, i.Minor, i.SMs, float64(i.TotalMem)/(1<<30), i.CUDA, i.CuDNN, i.CuBLAS, prec)
