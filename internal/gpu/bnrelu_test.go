@@ -2,10 +2,8 @@ package gpu
 
 import (
 	"fmt"
-	"math"
 	"testing"
 
-	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 func TestBatchNormReLU(t *testing.T) { precisions(t, testBatchNormReLU) }
@@ -23,18 +21,8 @@ func testBatchNormReLU(t *testing.T, be *Backend, _ float64) {
 		for _, shape := range [][]int{{5, 3, 2, 2}, {8, 16, 4, 4}, {3, 4, 33, 31}, {6, 10}} {
 			c := shape[1]
 			name := fmt.Sprintf("fused %v %v", fused, shape)
-			xs := w.normal(tensor.Volume(shape), 2)
-			for i := range xs { // a mean away from zero
-				xs[i] += 0.5
-			}
-			x := w.put(xs, shape...)
+			x, runMean, runVar := bnInputs(w, shape)
 			gamma, beta := w.randn(1, c), w.randn(1, c)
-			runMean := w.randn(1, c)
-			rv := w.normal(c, 1)
-			for i := range rv {
-				rv[i] = 1 + float32(math.Abs(float64(rv[i])))
-			}
-			runVar := w.put(rv, c)
 			saveMean, saveInv := w.zeros(c), w.zeros(c)
 			y := w.zeros(shape...)
 			w.c.BatchNormReLUTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, 0.1, 1e-5)

@@ -170,19 +170,9 @@ func testBatchNorm(t *testing.T, be *Backend, tol float64) {
 	for _, shape := range [][]int{{4, 3, 5, 5}, {8, 16, 4, 4}, {6, 10}} {
 		c := shape[1]
 		name := fmt.Sprint(shape)
-		xs := w.normal(tensor.Volume(shape), 2)
-		for i := range xs { // a mean away from zero
-			xs[i] += 0.5
-		}
-		x := w.put(xs, shape...)
+		x, runMean, runVar := bnInputs(w, shape)
 		gamma := w.view(1, w.normal(c, 1), c)
 		beta := w.view(2, w.normal(c, 1), c)
-		runMean := w.randn(1, c)
-		rv := w.normal(c, 1)
-		for i := range rv {
-			rv[i] = 1 + float32(math.Abs(float64(rv[i])))
-		}
-		runVar := w.put(rv, c)
 		saveMean, saveInv := w.zeros(c), w.zeros(c)
 		y := w.zeros(shape...)
 		w.c.BatchNormTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, 0.1, 1e-5)
@@ -371,4 +361,19 @@ func testSGDStep(t *testing.T, be *Backend, _ float64) {
 		w.same(fmt.Sprintf("%+v p", h), p)
 		w.same(fmt.Sprintf("%+v momentum", h), m)
 	}
+}
+
+// bnInputs are a batch-norm input of shape, with a mean and spread away
+// from (0, 1), and running statistics to start from.
+func bnInputs(w *twin, shape []int) (x, runMean, runVar pair) {
+	c := shape[1]
+	xs := w.normal(tensor.Volume(shape), 2)
+	for i := range xs {
+		xs[i] += 0.5
+	}
+	rv := w.normal(c, 1)
+	for i := range rv {
+		rv[i] = 1 + float32(math.Abs(float64(rv[i])))
+	}
+	return w.put(xs, shape...), w.randn(1, c), w.put(rv, c)
 }
