@@ -3,7 +3,6 @@ package gpu
 import (
 	"fmt"
 	"testing"
-
 )
 
 func TestBatchNormReLU(t *testing.T) { precisions(t, testBatchNormReLU) }
