@@ -344,6 +344,14 @@ func newSig(kind sig) sig { return sig(14695981039346656037).v(uint64(kind)) }
 // v mixes in one word.
 func (s sig) v(x uint64) sig { return (s ^ sig(x)) * 1099511628211 }
 
+// b mixes in a flag.
+func (s sig) b(x bool) sig {
+	if x {
+		return s.v(1)
+	}
+	return s.v(0)
+}
+
 // f mixes in a float64 constant.
 func (s sig) f(x float64) sig { return s.v(math.Float64bits(x)) }
 

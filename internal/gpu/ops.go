@@ -150,7 +150,7 @@ func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
 	if b.rec.mode != eager {
 		lrAt = b.scalar(uint64(math.Float32bits(lr)))
 		s := newSig(sigSGD).t(p).t(g).t(m).f(h.Momentum).f(h.WeightDecay).f(h.Dampening)
-		if b.recorded(s.v(uint64(b2u(h.Nesterov))).v(uint64(b2u(first)))) {
+		if b.recorded(s.b(h.Nesterov).b(first)) {
 			return
 		}
 	}
@@ -159,11 +159,4 @@ func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
 	err := b.k.SGD(b.stream, b.ptr(p), b.ptr(g), b.ptr(m), p.Size(), lr, lrAt, float32(h.Momentum),
 		float32(h.WeightDecay), float32(1-h.Dampening), h.Nesterov, first)
 	b.must(err, "SGD step")
-}
-
-func b2u(v bool) uint8 {
-	if v {
-		return 1
-	}
-	return 0
 }

@@ -229,6 +229,8 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	var sumLoss float64
 	var seen, correct int
 	lr := 0.0
+	off, k := m.Trainable() // what SGD updates: all parameters, or the classifier's
+	w, g, mom := m.Weights().View(off, k), m.Grads().View(off, k), r.mom.View(off, k)
 	for b := 0; ; b++ {
 		batch, ok := ld.Next()
 		if !ok {
@@ -255,8 +257,6 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		first := r.step == 0
 		var logits *tensor.Tensor
 		modelStep := m.Step()
-		off, k := m.Trainable() // all parameters, or the classifier's
-		w, g, mom := m.Weights().View(off, k), m.Grads().View(off, k), r.mom.View(off, k)
 		step := func() {
 			m.SetStep(modelStep) // the same dropout masks if it runs twice
 			logits = m.Forward(xb, true)
