@@ -1,6 +1,7 @@
 package cifar
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -109,29 +110,17 @@ func NewLoader(ds *Dataset, opt LoaderOptions) *Loader {
 	if sz, ok := t.(Sizer); ok {
 		s = sz.OutputSize()
 	}
-	n := ds.Len()
 	l := &Loader{
 		ds:    ds,
 		opt:   opt,
 		t:     t,
 		per:   3 * s * s,
-		order: make([]int, n),
+		order: make([]int, ds.Len()),
 		jobs:  make(chan job, 4*opt.Workers),
 		ready: make(chan *Batch, opt.Prefetch),
 		quit:  make(chan struct{}),
 	}
-	for i := range l.order {
-		l.order[i] = i
-	}
-	if opt.Shuffle {
-		ep := uint64(opt.Epoch)
-		rng := rand.New(rand.NewPCG(mix(opt.Seed, ep, 0x53485546), mix(opt.Seed, ep, 1))) // "SHUF"
-		rng.Shuffle(n, func(i, j int) { l.order[i], l.order[j] = l.order[j], l.order[i] })
-	}
-	l.nb = n / opt.Batch
-	if !opt.DropLast && n%opt.Batch != 0 {
-		l.nb++
-	}
+	l.nb = opt.order(l.order)
 	l.wg.Add(1 + opt.Workers)
 	go l.dispatch()
 	for range opt.Workers {
@@ -187,16 +176,15 @@ func (l *Loader) work() {
 	defer l.wg.Done()
 	src := rand.NewPCG(0, 0)
 	rng := rand.New(src)
-	ep := uint64(l.opt.Epoch)
 	for jb := range l.jobs {
 		select {
 		case <-l.quit: // closing: skip the work, keep the count right
 		default:
 			b := jb.b
 			for p := jb.lo; p < jb.hi; p++ {
-				idx := uint64(b.Index[p])
-				src.Seed(mix(l.opt.Seed, ep, idx), mix(l.opt.Seed, ep, idx, 0x415547)) // "AUG"
-				l.t.Apply(b.X[p*l.per:(p+1)*l.per], l.ds.Image(int(idx)), rng)
+				idx := b.Index[p]
+				l.opt.seedImage(src, idx)
+				l.t.Apply(b.X[p*l.per:(p+1)*l.per], l.ds.Image(idx), rng)
 			}
 		}
 		jb.b.pending.Done()
@@ -228,4 +216,107 @@ func (l *Loader) Close() {
 		}
 		l.wg.Wait()
 	})
+}
+
+// order fills order with the epoch's visiting order of len(order) images
+// and returns the number of batches.
+func (opt *LoaderOptions) order(order []int) int {
+	n := len(order)
+	for i := range order {
+		order[i] = i
+	}
+	if opt.Shuffle {
+		ep := uint64(opt.Epoch)
+		rng := rand.New(rand.NewPCG(mix(opt.Seed, ep, 0x53485546), mix(opt.Seed, ep, 1))) // "SHUF"
+		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
+	}
+	nb := n / opt.Batch
+	if !opt.DropLast && n%opt.Batch != 0 {
+		nb++
+	}
+	return nb
+}
+
+// seedImage seeds src for the augmentation of image idx in this epoch.
+func (opt *LoaderOptions) seedImage(src *rand.PCG, idx int) {
+	ep, i := uint64(opt.Epoch), uint64(idx)
+	src.Seed(mix(opt.Seed, ep, i), mix(opt.Seed, ep, i, 0x415547)) // "AUG"
+}
+
+// Plan is an epoch as a Loader with the same options would make it, less
+// the pixels: each batch's dataset indices, labels and Crops, for a
+// device that holds the images and does the pixel work itself (the GPU's
+// input pipeline). The draws are the Loader's, so both give the same
+// batches. Drawing a batch's crops takes microseconds: a Plan works in
+// the caller's goroutine.
+type Plan struct {
+	ds    *Dataset
+	opt   LoaderOptions
+	p     Planner
+	order []int
+	nb    int
+	src   *rand.PCG
+	rng   *rand.Rand
+}
+
+// PlanBatch is one batch of a Plan; its slices are reused by the next
+// call of Plan.Next.
+type PlanBatch struct {
+	N      int
+	Index  []int     // [N] dataset indices
+	Labels []float32 // [N] class indices as float32
+	Crops  []Crop    // [N]
+}
+
+// NewPlan draws the epoch's order; opt.Transform must be a Planner (all
+// transforms of this package are), and Workers and Prefetch are unused.
+func NewPlan(ds *Dataset, opt LoaderOptions) (*Plan, error) {
+	if opt.Batch <= 0 {
+		return nil, fmt.Errorf("cifar: batch size %d: must be positive", opt.Batch)
+	}
+	t := opt.Transform
+	if t == nil {
+		t = EvalTransform{Size: Side}
+	}
+	p, ok := t.(Planner)
+	if !ok {
+		return nil, fmt.Errorf("cifar: transform %T cannot be planned (it is not a Crop and a Table)", t)
+	}
+	src := rand.NewPCG(0, 0)
+	pl := &Plan{ds: ds, opt: opt, p: p, order: make([]int, ds.Len()), src: src, rng: rand.New(src)}
+	pl.nb = pl.opt.order(pl.order)
+	return pl, nil
+}
+
+// Batches is the number of batches in the epoch.
+func (pl *Plan) Batches() int { return pl.nb }
+
+// Transform is what the plan's crops are drawn for: its OutputSize and
+// Table complete them.
+func (pl *Plan) Transform() Planner { return pl.p }
+
+// Batch fills b with batch k (0 ≤ k < Batches()).
+func (pl *Plan) Batch(k int, b *PlanBatch) {
+	if k < 0 || k >= pl.nb {
+		panic(fmt.Sprintf("cifar: batch %d of a plan of %d", k, pl.nb))
+	}
+	B := pl.opt.Batch
+	lo := k * B
+	n := min(B, len(pl.order)-lo)
+	b.N = n
+	b.Index, b.Labels, b.Crops = grow(b.Index, n), grow(b.Labels, n), grow(b.Crops, n)
+	for p := range n {
+		idx := pl.order[lo+p]
+		b.Index[p] = idx
+		b.Labels[p] = float32(pl.ds.Labels[idx])
+		pl.opt.seedImage(pl.src, idx)
+		b.Crops[p] = pl.p.Plan(pl.rng)
+	}
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }

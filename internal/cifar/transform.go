@@ -22,6 +22,55 @@ type Sizer interface {
 	OutputSize() int
 }
 
+// Crop is the geometry of one image's augmentation: the H×W window at
+// (Top, Left) of the 32×32 image, where pixels outside the image read as
+// zero (CIFAR's padding), resized bilinearly to the output side and
+// mirrored horizontally when Flip. Every transform of this package is a
+// Crop followed by a Table lookup, so a device can do the pixel work from
+// the Crop alone and give the same floats (internal/gpu does).
+type Crop struct {
+	Top, Left, H, W int
+	Flip            bool
+}
+
+// Planner is implemented by transforms whose randomness is all in a Crop:
+// Apply(dst, img, rng) is ApplyCrop(dst, img, Plan(rng), OutputSize(),
+// Table()), drawing from rng the same values in the same order.
+type Planner interface {
+	Transform
+	Sizer
+	Plan(rng *rand.Rand) Crop
+	Table() *Table
+}
+
+// ApplyCrop writes the s×s float image that crop and table make of img
+// (3×32×32 bytes) into dst (3×s×s floats): the pixel work of every
+// transform, and the reference a device's version is tested against.
+func ApplyCrop(dst []float32, img []byte, c Crop, s int, t *Table) {
+	checkShapes(dst, img, s)
+	if c.H <= 0 || c.W <= 0 || c.H > Side || c.W > Side {
+		panic(fmt.Sprintf("cifar: crop %+v is not a window of at most %d×%d", c, Side, Side))
+	}
+	if c.Top >= 0 && c.Left >= 0 && c.Top+c.H <= Side && c.Left+c.W <= Side {
+		resizeNorm(dst, img, c.Top, c.Left, c.H, c.W, s, c.Flip, t)
+		return
+	}
+	// Part of the window lies outside: copy what lies inside to the origin
+	// of a zeroed buffer (the crop of the padded image without building it).
+	var buf [ImageBytes]byte
+	y0, y1 := max(0, -c.Top), min(c.H, Side-c.Top)
+	x0, x1 := max(0, -c.Left), min(c.W, Side-c.Left)
+	if x0 < x1 {
+		for ch := range 3 {
+			for y := y0; y < y1; y++ {
+				row := ch*Side*Side + (c.Top+y)*Side + c.Left
+				copy(buf[ch*Side*Side+y*Side+x0:ch*Side*Side+y*Side+x1], img[row+x0:row+x1])
+			}
+		}
+	}
+	resizeNorm(dst, buf[:], 0, 0, c.H, c.W, s, c.Flip, t)
+}
+
 // Norm is a per-channel normalisation of x/255: (x/255 - Mean) / Std.
 // The zero Norm means plain x/255.
 type Norm struct {
@@ -35,13 +84,14 @@ var (
 	CIFARNorm = Norm{Mean: [3]float32{0.4914, 0.4822, 0.4465}, Std: [3]float32{0.2470, 0.2435, 0.2616}}
 )
 
-// lut maps each byte value of each channel to its normalised float, computed
-// as torchvision does in float32: ToTensor's x/255, then Normalize's
-// (x - mean) / std. A table makes it one load per output.
-type lut [3][256]float32
+// Table maps each byte value of each channel to its normalised float,
+// computed as torchvision does in float32: ToTensor's x/255, then
+// Normalize's (x - mean) / std. A table makes it one load per output, and
+// a device given the same table gives the same floats.
+type Table [3][256]float32
 
-func (n Norm) table() lut {
-	var t lut
+func (n Norm) table() Table {
+	var t Table
 	for c := range 3 {
 		for v := range 256 {
 			x := float32(v) / 255
@@ -62,7 +112,7 @@ var (
 	plainLUT    = Norm{}.table()
 )
 
-func (n Norm) lookup(t *lut) *lut {
+func (n Norm) lookup(t *Table) *Table {
 	switch n {
 	case ImageNetNorm:
 		return &imagenetLUT
@@ -90,15 +140,20 @@ func (t SeedTransform) Eval() EvalTransform {
 	return EvalTransform{Size: t.OutputSize(), Norm: ImageNetNorm}
 }
 
-// Apply implements Transform. Its draws, in order: the crop (as
-// resizedCropParams), then the flip.
+// Apply implements Transform.
 func (t SeedTransform) Apply(dst []float32, img []byte, rng *rand.Rand) {
-	s := t.OutputSize()
-	checkShapes(dst, img, s)
-	i, j, h, w := resizedCropParams(rng, Side, Side, 0.08, 1, 3.0/4, 4.0/3)
-	flip := rng.Float64() < 0.5
-	resizeNorm(dst, img, i, j, h, w, s, flip, &imagenetLUT)
+	ApplyCrop(dst, img, t.Plan(rng), t.OutputSize(), &imagenetLUT)
 }
+
+// Plan implements Planner. Its draws, in order: the crop (as
+// resizedCropParams), then the flip.
+func (t SeedTransform) Plan(rng *rand.Rand) Crop {
+	i, j, h, w := resizedCropParams(rng, Side, Side, 0.08, 1, 3.0/4, 4.0/3)
+	return Crop{Top: i, Left: j, H: h, W: w, Flip: rng.Float64() < 0.5}
+}
+
+// Table implements Planner.
+func (t SeedTransform) Table() *Table { return &imagenetLUT }
 
 // resizedCropParams samples a crop as torchvision's
 // RandomResizedCrop.get_params does: up to 10 tries of a uniform area
@@ -159,29 +214,21 @@ func cifarParams(rng *rand.Rand) (i, j int, flip bool) {
 	return i, j, rng.Float64() < 0.5
 }
 
-// Apply implements Transform. Its draws, in order: the crop's top, its
-// left, then the flip.
+// Apply implements Transform.
 func (t CIFARTransform) Apply(dst []float32, img []byte, rng *rand.Rand) {
-	s := t.OutputSize()
-	checkShapes(dst, img, s)
-	i, j, flip := cifarParams(rng)
-	// Shift the image by (i-4, j-4) into a zeroed 32×32 buffer: the crop of
-	// the padded image without building the padded image.
-	var crop [ImageBytes]byte
-	dy, dx := i-cifarPad, j-cifarPad
-	for c := range 3 {
-		for y := range Side {
-			sy := y + dy
-			if sy < 0 || sy >= Side {
-				continue
-			}
-			x0, x1 := max(0, -dx), min(Side, Side-dx)
-			o := c*Side*Side + y*Side
-			copy(crop[o+x0:o+x1], img[c*Side*Side+sy*Side+x0+dx:])
-		}
-	}
-	resizeNorm(dst, crop[:], 0, 0, Side, Side, s, flip, &cifarLUT)
+	ApplyCrop(dst, img, t.Plan(rng), t.OutputSize(), &cifarLUT)
 }
+
+// Plan implements Planner: the 32×32 window of the padded image at (i, j)
+// is the window at (i-4, j-4) of the image, reading zeros outside it. Its
+// draws, in order: the crop's top, its left, then the flip.
+func (t CIFARTransform) Plan(rng *rand.Rand) Crop {
+	i, j, flip := cifarParams(rng)
+	return Crop{Top: i - cifarPad, Left: j - cifarPad, H: Side, W: Side, Flip: flip}
+}
+
+// Table implements Planner.
+func (t CIFARTransform) Table() *Table { return &cifarLUT }
 
 // EvalTransform is the deterministic evaluation transform: a bilinear resize
 // from 32 to Size (the identity at 32), then Norm.
@@ -195,11 +242,15 @@ func (t EvalTransform) OutputSize() int { return sizeOr(t.Size, Side) }
 
 // Apply implements Transform; it draws nothing, so rng may be nil.
 func (t EvalTransform) Apply(dst []float32, img []byte, _ *rand.Rand) {
-	s := t.OutputSize()
-	checkShapes(dst, img, s)
-	var tab lut
-	resizeNorm(dst, img, 0, 0, Side, Side, s, false, t.Norm.lookup(&tab))
+	var tab Table
+	ApplyCrop(dst, img, t.Plan(nil), t.OutputSize(), t.Norm.lookup(&tab))
 }
+
+// Plan implements Planner: the whole image, drawing nothing.
+func (t EvalTransform) Plan(*rand.Rand) Crop { return Crop{H: Side, W: Side} }
+
+// Table implements Planner.
+func (t EvalTransform) Table() *Table { return t.Norm.lookup(new(Table)) }
 
 func sizeOr(s, def int) int {
 	if s <= 0 {
@@ -228,7 +279,7 @@ type tap struct {
 func linearTaps(taps []tap, n, m int) {
 	scale := float32(n) / float32(m)
 	for d := range m {
-		src := scale*(float32(d)+0.5) - 0.5
+		src := float32(scale*(float32(d)+0.5)) - 0.5 // the conversion forbids a fused multiply-add
 		if src < 0 {
 			src = 0
 		}
@@ -255,7 +306,7 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // s×s bilinearly, rounds to the nearest integer (half to even) as
 // torchvision does when it resizes a uint8 image, optionally mirrors it
 // horizontally, and writes the normalised values from t into dst.
-func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *lut) {
+func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *Table) {
 	if h == s && w == s {
 		// No resampling: a straight copy through the table.
 		for c := range 3 {
@@ -301,7 +352,7 @@ func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *lut)
 			src := img[c*Side*Side+(i+y)*Side+j : c*Side*Side+(i+y)*Side+j+w]
 			r := rows[y*s : (y+1)*s]
 			for x, tp := range xt {
-				r[x] = tp.w0*float32(src[tp.i0]) + tp.w1*float32(src[tp.i1])
+				r[x] = float32(tp.w0*float32(src[tp.i0])) + float32(tp.w1*float32(src[tp.i1]))
 			}
 		}
 		tc := &t[c]
@@ -309,7 +360,7 @@ func resizeNorm(dst []float32, img []byte, i, j, h, w, s int, flip bool, t *lut)
 			out := dst[(c*s+y)*s : (c*s+y+1)*s]
 			r0, r1 := rows[tp.i0*s:][:len(out)], rows[tp.i1*s:][:len(out)] // lengths let the compiler drop bounds checks
 			for x := range out {
-				v := tp.w0*r0[x] + tp.w1*r1[x]
+				v := float32(tp.w0*r0[x]) + float32(tp.w1*r1[x])
 				out[x] = tc[roundByte(v)]
 			}
 		}
