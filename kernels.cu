@@ -9,7 +9,7 @@
 // so every result is the same from run to run. The tests also compile this
 // file for the host with a small emulation header (internal/kernels), so it
 // keeps to what that header provides: blockIdx/blockDim/threadIdx/gridDim
-// .x, __syncthreads, __shared__ arrays, exp/log/sqrt and
+// .x, __syncthreads, __shared__ arrays, exp/log/sqrt/rintf and
 // __longlong_as_double.
 
 typedef unsigned long long u64;
@@ -369,5 +369,58 @@ extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float
 		float g = (relu && !(y[i] > 0.0f)) ? 0.0f : dy[i];
 		float xhat = (x[i] - mean[ch]) * inv[ch];
 		dx[i] = coef[3 * ch] * (g - coef[3 * ch + 1] - xhat * coef[3 * ch + 2]);
+	}
+}
+
+// ---- the input pipeline -----------------------------------------------------
+
+// linear_tap is one output coordinate d (of m) of a bilinear resize from n
+// inputs, as linearTaps in internal/cifar (PyTorch's upsample_bilinear2d,
+// align_corners=False): src = (d + 0.5)·n/m − 0.5 clamped at 0, its floor
+// i0 and the next input i1 (clamped to the last), and the weight of i1.
+__device__ __forceinline__ void linear_tap(int n, int m, int d, int* i0, int* i1, float* l1) {
+	float scale = (float)n / (float)m;
+	float src = scale * ((float)d + 0.5f) - 0.5f;
+	if (src < 0.0f) src = 0.0f;
+	*i0 = (int)src;
+	*l1 = src - (float)*i0;
+	*i1 = *i0 < n - 1 ? *i0 + 1 : *i0;
+}
+
+// crop_pixel is channel plane p (side×side bytes) at (y, x), zero outside.
+__device__ __forceinline__ float crop_pixel(const unsigned char* p, int side, int y, int x) {
+	return (y < 0 || y >= side || x < 0 || x >= side) ? 0.0f : (float)p[y * side + x];
+}
+
+// crop_resize makes a batch of model inputs from uint8 images: y [n, 3, s,
+// s] from images [N, 3, side, side] and crops [n, 6] (image index, top,
+// left, height, width, flip), as cifar.ApplyCrop does on the CPU: the
+// window (pixels outside the image read 0) resized bilinearly to s×s,
+// rounded half to even to a byte (torchvision resizes uint8 images), then
+// mirrored when flip and mapped through table [3, 256] (the normalisation).
+// With --fmad=false every product and sum rounds as the Go code's does, so
+// the floats are the CPU's bit for bit.
+extern "C" __global__ void crop_resize(float* y, const unsigned char* images, const int* crops, const float* table,
+		u64 n, u32 s, u32 side) {
+	u64 plane = (u64)s * s;
+	GRID_STRIDE(i, n * 3 * plane) {
+		int x = (int)(i % s), r = (int)((i / s) % s), c = (int)((i / plane) % 3);
+		const int* cr = crops + 6 * (i / (3 * plane));
+		const unsigned char* p = images + ((u64)cr[0] * 3 + c) * side * side;
+		int top = cr[1], left = cr[2], h = cr[3], w = cr[4];
+		int xd = cr[5] ? (int)s - 1 - x : x;
+		float v;
+		if (h == (int)s && w == (int)s) {
+			v = crop_pixel(p, side, top + r, left + xd);
+		} else {
+			int y0, y1, x0, x1;
+			float ly, lx;
+			linear_tap(h, s, r, &y0, &y1, &ly);
+			linear_tap(w, s, xd, &x0, &x1, &lx);
+			float r0 = (1.0f - lx) * crop_pixel(p, side, top + y0, left + x0) + lx * crop_pixel(p, side, top + y0, left + x1);
+			float r1 = (1.0f - lx) * crop_pixel(p, side, top + y1, left + x0) + lx * crop_pixel(p, side, top + y1, left + x1);
+			v = rintf((1.0f - ly) * r0 + ly * r1);
+		}
+		y[i] = table[c * 256 + (int)v];
 	}
 }

@@ -71,6 +71,8 @@ func TestFakeCUDA(t *testing.T) {
 				{"Profile", testProfile},
 				{"BatchNormReLU", testBatchNormReLU},
 				{"ModelStepFusedBN", withFusedBN(modelStep)},
+				{"CropResize", testCropResize},
+				{"CropResizeErrors", testCropResizeErrors},
 				{"Parity", func(t *testing.T, be *Backend, tol float64) { runParity(t, be, tol) }},
 			} {
 				t.Run(c.name, func(t *testing.T) { c.f(t, be, p.tol) })

@@ -48,11 +48,16 @@ type memory struct {
 	live      map[*mem]struct{}
 	cur, peak int64 // bytes of device memory held by this backend
 
-	ws      devBuf // cuDNN workspace, shared by all convolutions
-	blasWS  devBuf // cuBLAS workspace (cublasSetWorkspace)
-	bn      devBuf // the fused batch-norm kernels' partial sums and coefficients
-	arena   devBuf // aligned copies of misaligned cuDNN operands
-	rowLoss devBuf // softmax cross-entropy's per-row losses (double)
+	ws       devBuf // cuDNN workspace, shared by all convolutions
+	blasWS   devBuf // cuBLAS workspace (cublasSetWorkspace)
+	bn       devBuf // the fused batch-norm kernels' partial sums and coefficients
+	arena    devBuf // aligned copies of misaligned cuDNN operands
+	rowLoss  devBuf // softmax cross-entropy's per-row losses (double)
+	crops    devBuf // CropResize's crops [n, kernels.CropWords] int32
+	tableDev devBuf // CropResize's normalisation table [3, 256]
+
+	table    [3][256]float32 // what tableDev holds, when tableSet
+	tableSet bool
 
 	pin        unsafe.Pointer // page-locked staging buffer (C memory)
 	pinBytes   int64
@@ -79,7 +84,7 @@ func (m *memory) close(b *Backend) error {
 		t.ptr, t.n = 0, 0
 	}
 	clear(m.live)
-	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss} {
+	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev} {
 		if d.ptr != 0 {
 			errs = append(errs, b.drv.MemFree(d.ptr))
 		}
@@ -93,7 +98,7 @@ func (m *memory) close(b *Backend) error {
 		errs = append(errs, b.drv.EventDestroy(m.pinEvent))
 		m.pinEvent = 0
 	}
-	m.cur = 0
+	m.cur, m.tableSet = 0, false
 	return errors.Join(errs...)
 }
 
@@ -242,15 +247,8 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	}
 	b.notInStep("Upload")
 	defer b.op()()
-	p := b.ptr(dst)
-	chunk := int(stageChunk / 4)
-	for off := 0; off < len(src); off += chunk {
-		k := min(chunk, len(src)-off)
-		pin := b.pinned(4 * int64(k))
-		copy(unsafe.Slice((*float32)(pin), k), src[off:off+k])
-		b.must(b.drv.MemcpyHtoDAsync(p+cuda.DevicePtr(4*off), pin, 4*int64(k), b.stream), "upload")
-		b.must(b.drv.EventRecord(b.mem.pinEvent, b.stream), "")
-		b.mem.pinPending = true
+	if len(src) > 0 {
+		b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	vgg16 "github.com/vgg16/vgg16"
+	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -106,6 +107,16 @@ int main(int argc, char** argv) {
 		launch(grid, 64, [&] { bn_grad_apply(dx.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), coef.data(), n, c, hw, relu); });
 		wr(d + "y", y); wr(d + "sm", sm); wr(d + "si", si); wr(d + "rm", rm); wr(d + "rv", rv);
 		wr(d + "yi", yi); wr(d + "dx", dx); wr(d + "dg", dg); wr(d + "db", db);
+	} else if (op == "crop") {
+		// args: grid n s side
+		auto raw = rd<unsigned char>(d + "images");
+		auto crops = rd<int>(d + "crops");
+		auto table = rd<float>(d + "table");
+		u64 n = std::stoull(arg(1));
+		u32 s = std::stoul(arg(2)), side = std::stoul(arg(3));
+		std::vector<float> y(n * 3 * s * s, -7.0f);
+		launch(grid, 64, [&] { crop_resize(y.data(), raw.data(), crops.data(), table.data(), n, s, side); });
+		wr(d + "y", y);
 	} else {
 		std::cerr << "unknown op " << op << "\n";
 		return 2;
@@ -475,4 +486,52 @@ func relErr(got, want []float32) float64 {
 		n += float64(want[i]) * float64(want[i])
 	}
 	return math.Sqrt(d / n)
+}
+
+// crop_resize gives cifar.ApplyCrop's floats bit for bit: crops drawn by
+// every transform (windows inside the image, shifted into the padding,
+// resized up and down, flipped), through each transform's table.
+func TestEmulatedCropResize(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const N = 5
+	images := make([]byte, N*cifar.ImageBytes)
+	for i := range images {
+		images[i] = byte(r.Uint32())
+	}
+	for _, tf := range []cifar.Planner{cifar.SeedTransform{Size: 48}, cifar.SeedTransform{Size: 20}, cifar.CIFARTransform{},
+		cifar.CIFARTransform{Size: 36}, cifar.EvalTransform{Size: 32, Norm: cifar.CIFARNorm}, cifar.EvalTransform{Size: 64}} {
+		s := tf.OutputSize()
+		const n = 12
+		crops := make([]byte, 4*CropWords*n)
+		want := make([]float32, n*3*s*s)
+		for k := range n {
+			img := r.IntN(N)
+			c := tf.Plan(r)
+			if k == 0 { // always one flipped window at a corner of the padding
+				c.Flip = true
+			}
+			for w, v := range []int{img, c.Top, c.Left, c.H, c.W, b2n(c.Flip)} {
+				binary.LittleEndian.PutUint32(crops[4*(CropWords*k+w):], uint32(int32(v)))
+			}
+			cifar.ApplyCrop(want[k*3*s*s:(k+1)*3*s*s], images[img*cifar.ImageBytes:(img+1)*cifar.ImageBytes], c, s, tf.Table())
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "images"), images, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "crops"), crops, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tab := tf.Table()
+		writeF32(t, filepath.Join(dir, "table"), append(append(tab[0][:], tab[1][:]...), tab[2][:]...))
+		run(t, dir, "crop", 7, n, s, cifar.Side)
+		sameBits(t, fmt.Sprintf("%T size %d", tf, s), readF32(t, filepath.Join(dir, "y")), want)
+	}
+}
+
+func b2n(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

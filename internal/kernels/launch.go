@@ -168,3 +168,15 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x
 	return m.launch(m.f.bnGradApply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x),
 		cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(coef), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
+
+// CropWords is the size of one crop in CropResize's crops array, in int32s:
+// image index, top, left, height, width, flip (0 or 1).
+const CropWords = 6
+
+// CropResize makes the model inputs y [n, 3, size, size] from the uint8
+// images [N, 3, side, side], the crops [n, CropWords] and the
+// normalisation table [3, 256] (floats), as cifar.ApplyCrop does.
+func (m *Module) CropResize(s cuda.Stream, y, images, crops, table ptr, n, size, side int) error {
+	return m.launch(m.f.cropResize, s, uint64(n)*3*uint64(size)*uint64(size), cuda.ArgPtr(y), cuda.ArgPtr(images), cuda.ArgPtr(crops),
+		cuda.ArgPtr(table), cuda.ArgU64(uint64(n)), cuda.ArgU32(uint32(size)), cuda.ArgU32(uint32(side)))
+}

@@ -175,3 +175,34 @@ type OpTime struct {
 	Calls int     `json:"calls"` // times it ran
 	Ms    float64 `json:"ms"`    // milliseconds, all calls together
 }
+
+// Images is implemented by backends that can hold a set of uint8 images in
+// their memory and make each batch of model inputs from it (the GPU's input
+// pipeline): the dataset crosses to the device once, and a batch costs the
+// upload of its crops (24 bytes an image) instead of its floats.
+type Images interface {
+	// UploadImages copies len(pix)/(3·side²) images of 3×side×side bytes
+	// (channel-major, as CIFAR stores them) into the backend's memory.
+	UploadImages(pix []byte, side int) ImageSet
+	// CropResize writes dst [len(crops), 3, S, S]: each crop's window of its
+	// image resized bilinearly to S×S, rounded to bytes, mirrored when asked
+	// and mapped through table (the normalisation of each byte value of
+	// each channel), as cifar.ApplyCrop computes it, bit for bit.
+	CropResize(dst *Tensor, set ImageSet, crops []Crop, table *[3][256]float32)
+}
+
+// ImageSet is a set of uint8 images held by a backend (Images).
+type ImageSet interface {
+	Len() int // images
+	Free()
+}
+
+// Crop is one image of a batch made by Images.CropResize: the H×W window
+// at (Top, Left) of image Image of the set, where pixels outside the image
+// read as zero, resized to the batch's side and mirrored horizontally when
+// Flip (cifar.Crop, plus the image it applies to).
+type Crop struct {
+	Image           int
+	Top, Left, H, W int
+	Flip            bool
+}

@@ -384,7 +384,8 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply", "sgd_step",
                                  "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows",
                                  "bn_stats", "bn_finish", "bn_apply", "bn_infer_coef",
-                                 "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply"};
+                                 "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply",
+                                 "crop_resize"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
@@ -552,6 +553,24 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		IN(dx, 4 * n * c * hw); IN(dy, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
 		if (relu) { IN(y, 4 * n * c * hw); }
 		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
+		break;
+	}
+	case 16: {  // crop_resize(float* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
+		auto y = PTR(0, float); auto im = PTR(1, const unsigned char); auto cr = PTR(2, const int); auto tab = PTR(3, const float);
+		auto n = U64(4); auto sz = U32(5), side = U32(6);
+		IN(y, 4 * n * 3 * sz * sz); IN(cr, 24 * n); IN(tab, 4 * 3 * 256);
+		// Streams are synchronous here, so the crops are in memory now: every
+		// image they name must lie inside the image set's allocation, and
+		// every window must be one the kernel handles.
+		for (unsigned long long j = 0; j < n; j++) {
+			const int* c = cr + 6 * j;
+			if (c[0] < 0 || c[3] < 1 || c[4] < 1 || c[3] > (int)side || c[4] > (int)side || (c[5] != 0 && c[5] != 1)) {
+				fail("crop_resize: crop %llu is {%d %d %d %d %d %d}", j, c[0], c[1], c[2], c[3], c[4], c[5]);
+				return INVALID_VALUE;
+			}
+			IN(im + (size_t)c[0] * 3 * side * side, 3 * side * side);
+		}
+		run = [=] { launch_seq(gx, bx, [=] { crop_resize(y, im, cr, tab, n, sz, side); }); };
 		break;
 	}
 	}
