@@ -66,7 +66,7 @@ func trainCmd() *cobra.Command {
 		workers             int
 		initFrom            string
 		pretrained          string
-		freeze              bool
+		freeze, cpuAugment  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -130,7 +130,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("seed", func() { o.Seed = seed })
 			set("init", func() { o.Init = initFrom })
 			set("freeze-features", func() { o.FreezeFeatures = freeze })
-			o.Workers = workers
+			o.Workers, o.CPUAugment = workers, cpuAugment
 			for _, name := range []string{"arch", "size", "hidden", "dropout", "batch-norm", "classes"} {
 				if fs.Changed(name) {
 					cfg, err := mf.configOver(o.Model, fs)
@@ -160,7 +160,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if err != nil {
 					return err
 				}
-				prev.Workers = o.Workers
+				prev.Workers, prev.CPUAugment = o.Workers, o.CPUAugment
 				set("epochs", func() { prev.Epochs = epochs })
 				o = prev
 			}
@@ -254,6 +254,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.StringVar(&augment, "augment", "seed", "seed (RandomResizedCrop + flip, ImageNet normalisation), cifar (pad-crop + flip) or none")
 	fs.Uint64Var(&seed, "seed", 1, "seed of initialisation, shuffling, augmentation and dropout")
 	fs.IntVar(&workers, "workers", 0, "data-loading goroutines (0 = one per core)")
+	fs.BoolVar(&cpuAugment, "cpu-augment", false, "GPU: make the batches on the CPU (--workers goroutines) and upload them, instead of uploading the dataset once and augmenting on the GPU (the same batches either way)")
 	fs.StringVar(&pretrained, "pretrained", "", "transfer learning as in the seed's second example: start from these weights (torchvision's vgg16-*.pth or vgg16_bn-*.pth, any VGG state dict), whose layers the model takes, with a fresh last classifier layer for the data's classes")
 	fs.BoolVar(&freeze, "freeze-features", false, "train the classifier only: the feature extractor gets no gradient and no update (faster)")
 	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): torchvision's vgg16_bn-*.pth, any torch.save'd or safetensors state dict, or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")

@@ -67,9 +67,22 @@ func TestTrainOnStandInGPU(t *testing.T) {
 		}
 		return h
 	}
-	g := &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: gpuBE, Report: nopReport{}}
+	notes := &noteReport{}
+	g := &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: gpuBE, Report: notes}
 	c := &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: cpu.New(), Report: nopReport{}}
 	hg, hc := run(gpuBE, g), run(c.Backend, c)
+	if !strings.Contains(strings.Join(notes.notes, "\n"), "augmenting on the device: 72 training images") {
+		t.Errorf("the GPU run did not make its batches on the device; notes: %q", notes.notes)
+	}
+	// The same run with the CPU loader's batches: the same numbers exactly,
+	// since the device makes the loader's batches bit for bit.
+	o.CPUAugment = true
+	h := &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: gpuBE, Report: nopReport{}}
+	for i, m := range run(gpuBE, h) {
+		if m.TrainLoss != hg[i].TrainLoss || m.ValLoss != hg[i].ValLoss || m.ValAcc != hg[i].ValAcc {
+			t.Errorf("epoch %d: batches from the CPU loader give train/val loss %.9g/%.9g, from the device %.9g/%.9g", i+1, m.TrainLoss, m.ValLoss, hg[i].TrainLoss, hg[i].ValLoss)
+		}
+	}
 	for i := range hc {
 		if d := math.Abs(hg[i].TrainLoss - hc[i].TrainLoss); d > 1e-4*math.Abs(hc[i].TrainLoss) {
 			t.Errorf("epoch %d: train loss %.7f on the stand-in GPU, %.7f on the CPU", i+1, hg[i].TrainLoss, hc[i].TrainLoss)
@@ -87,3 +100,10 @@ func (nopReport) Step(train.StepStats)        {}
 func (nopReport) Validating(int, int)         {}
 func (nopReport) EpochEnd(train.EpochMetrics) {}
 func (nopReport) Note(string)                 {}
+
+type noteReport struct {
+	nopReport
+	notes []string
+}
+
+func (r *noteReport) Note(s string) { r.notes = append(r.notes, s) }

@@ -123,6 +123,24 @@ func (b *Backend) closeGraphs() []error {
 	return errs
 }
 
+// forgetSteps drops every recorded step, before memory that a recording
+// may use is freed (a tensor, a scratch buffer that grows): no graph may
+// ever replay onto freed memory, even where the allocator would hand the
+// same address back. Each key then warms up and records again, which costs
+// two steps run op by op. The caller has synchronised the stream.
+func (b *Backend) forgetSteps() {
+	r := &b.rec
+	if r.mode != eager {
+		return // notInStep has refused the free already
+	}
+	for _, g := range r.graphs {
+		b.must(b.drv.GraphExecDestroy(g.exec), "")
+		b.must(b.drv.GraphDestroy(g.graph), "")
+	}
+	clear(r.graphs)
+	clear(r.seen)
+}
+
 // Graphs reports whether training steps are recorded as CUDA graphs.
 func (b *Backend) Graphs() bool { return b.rec.on }
 

@@ -91,6 +91,17 @@ func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
 		return
 	}
 
+	// Freeing memory drops every recording (a graph may use that memory,
+	// and the allocator may hand the address to another tensor): the next
+	// run warms up and records again, as run checks, and agrees.
+	tmp := be.New(16)
+	be.Free(tmp)
+	if len(be.rec.graphs) != 0 || be.rec.seen["test"] != 0 {
+		t.Errorf("after a Free: %d recorded steps, key seen %d times; want none", len(be.rec.graphs), be.rec.seen["test"])
+	}
+	againLoss, _ := run(true)
+	compareHost(t, "losses after the recordings were dropped", againLoss, wantLoss, 10*tol)
+
 	// A step that does other work than its recording.
 	other := w.randn(1, n, 3, cfg.ImageSize, cfg.ImageSize).g
 	msg := panicMessage(func() {

@@ -143,6 +143,7 @@ func (b *Backend) free(p cuda.DevicePtr, bytes int64) {
 	if p == 0 {
 		return
 	}
+	b.forgetSteps() // a recording may use this memory
 	b.must(b.drv.MemFree(p), "")
 	b.mem.cur -= bytes
 }

@@ -20,8 +20,19 @@ type EvalResult struct {
 }
 
 // Evaluate runs the model in inference mode over ds with the deterministic
-// transform tf. progress, when not nil, is called after each batch.
+// transform tf. progress, when not nil, is called after each batch. A
+// backend that makes batches itself (tensor.Images) gets ds uploaded for
+// the call; otherwise workers goroutines transform the images.
 func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch, workers int, progress func(done, total int)) (*EvalResult, error) {
+	if set := uploadImages(m.Backend(), ds); set != nil {
+		defer set.Free()
+		return evaluate(m, ds, set, tf, batch, workers, progress)
+	}
+	return evaluate(m, ds, nil, tf, batch, workers, progress)
+}
+
+// evaluate is Evaluate with the batches made from set when it is not nil.
+func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.EvalTransform, batch, workers int, progress func(done, total int)) (*EvalResult, error) {
 	be := m.Backend()
 	classes := m.Config.Classes
 	size := m.Config.ImageSize
@@ -38,29 +49,25 @@ func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch,
 			be.Free(t)
 		}
 	}()
-	ld := cifar.NewLoader(ds, cifar.LoaderOptions{Batch: batch, Transform: tf, Workers: workers})
-	defer ld.Close()
+	src, err := newSource(be, ds, set, cifar.LoaderOptions{Batch: batch, Transform: tf, Workers: workers})
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
 	logits := make([]float32, batch*classes)
 	lossHost := make([]float32, 1)
-	labels := make([]float32, 0, batch)
 	var sum float64
 	for {
-		b, ok := ld.Next()
+		n, labels, ok := src.next(x, y)
 		if !ok {
 			break
 		}
-		n := b.N
-		for _, l := range b.Y {
+		for _, l := range labels {
 			if int(l) >= classes {
-				ld.Release(b)
 				return nil, fmt.Errorf("label %d in the data, but the model has %d classes", int(l), classes)
 			}
 		}
 		xb, yb := x.View(0, n, 3, size, size), y.View(0, n)
-		be.Upload(xb, b.X)
-		be.Upload(yb, b.Y)
-		labels = append(labels[:0], b.Y...) // kept past Release
-		ld.Release(b)
 		var out *tensor.Tensor
 		tensor.Step(be, "eval/"+strconv.Itoa(n), func() { // recorded where the backend can
 			out = m.Forward(xb, false)

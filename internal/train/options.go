@@ -30,6 +30,10 @@ type Options struct {
 	Augment        string        `json:"augment"` // seed, cifar, none
 	Seed           uint64        `json:"seed"`
 	Workers        int           `json:"workers"` // data-loading goroutines, 0 = all cores
+	// CPUAugment makes the batches on the CPU (Workers goroutines) even on
+	// a backend that can make them itself from the dataset held in its
+	// memory (the GPU); both give the same batches.
+	CPUAugment bool `json:"cpu_augment,omitempty"`
 	// Init names a weights file to start from (transfer learning): every
 	// tensor whose name and shape match is loaded, the rest of the
 	// classifier keeps its initialisation.

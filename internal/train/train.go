@@ -78,13 +78,16 @@ type Run struct {
 	Report  Reporter
 	Resume  bool // continue from Dir/last.safetensors
 
-	model   *layers.Model
-	mom     *tensor.Tensor // [FlatSize] momentum
-	step    int            // optimizer steps done
-	epoch   int            // epochs done
-	best    float64        // best validation accuracy
-	id      string
-	history []EpochMetrics
+	model *layers.Model
+	mom   *tensor.Tensor // [FlatSize] momentum
+	// The datasets on the backend, when it makes the batches itself
+	// (tensor.Images; nil otherwise or with Options.CPUAugment).
+	trainSet, valSet tensor.ImageSet
+	step             int     // optimizer steps done
+	epoch            int     // epochs done
+	best             float64 // best validation accuracy
+	id               string
+	history          []EpochMetrics
 }
 
 // PrepareDir makes dir a fresh run directory, refusing one that already
@@ -158,10 +161,19 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		r.best = -1
 	}
 
+	if !r.Opt.CPUAugment {
+		if r.trainSet = uploadImages(be, r.Train); r.trainSet != nil {
+			defer r.trainSet.Free()
+			r.Report.Note(fmt.Sprintf("augmenting on the device: %d training images uploaded once (%.0f MB)", r.Train.Len(), float64(len(r.Train.Images))/1e6))
+		}
+		if r.valSet = uploadImages(be, r.Val); r.valSet != nil {
+			defer r.valSet.Free()
+		}
+	}
 	size, bs, classes := r.Opt.Model.ImageSize, r.Opt.Batch, r.Opt.Model.Classes
 	st := &stepBuffers{
 		x: be.New(bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: be.New(bs, classes),
-		logits: make([]float32, bs*classes), lossHost: make([]float32, 1), labels: make([]float32, 0, bs),
+		logits: make([]float32, bs*classes), lossHost: make([]float32, 1),
 	}
 	defer func() {
 		for _, t := range []*tensor.Tensor{st.x, st.y, st.loss, st.dlogits} {
@@ -177,7 +189,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		skip = 0
 		em.ValLoss, em.ValAcc = math.NaN(), math.NaN()
 		if r.Val != nil && r.Val.Len() > 0 {
-			ev, err := Evaluate(m, r.Val, r.evalTransform(), bs, r.Opt.Workers, r.Report.Validating)
+			ev, err := evaluate(m, r.Val, r.valSet, r.evalTransform(), bs, r.Opt.Workers, r.Report.Validating)
 			if err != nil {
 				return r.history, err
 			}
@@ -210,7 +222,6 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 type stepBuffers struct {
 	x, y, loss, dlogits *tensor.Tensor // [B,3,S,S], [B], [1], [B,C]
 	logits, lossHost    []float32      // host copies for the metrics
-	labels              []float32      // [B] the batch's labels, kept past Release
 }
 
 // trainEpoch trains one epoch, skipping its first skip batches (done before
@@ -218,12 +229,15 @@ type stepBuffers struct {
 func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochMetrics, error) {
 	be, m := r.Backend, r.model
 	size, classes := r.Opt.Model.ImageSize, r.Opt.Model.Classes
-	ld := cifar.NewLoader(r.Train, cifar.LoaderOptions{
+	src, err := newSource(be, r.Train, r.trainSet, cifar.LoaderOptions{
 		Batch: r.Opt.Batch, Shuffle: true, DropLast: r.Train.Len() >= r.Opt.Batch, Transform: r.transform(),
 		Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
 	})
-	defer ld.Close()
-	perEpoch := ld.Batches()
+	if err != nil {
+		return EpochMetrics{}, err
+	}
+	defer src.Close()
+	perEpoch := src.Batches()
 	r.Report.EpochStart(r.epoch+1, r.Opt.Epochs, perEpoch)
 	start := time.Now()
 	var sumLoss float64
@@ -231,25 +245,21 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	lr := 0.0
 	off, k := m.Trainable() // what SGD updates: all parameters, or the classifier's
 	w, g, mom := m.Weights().View(off, k), m.Grads().View(off, k), r.mom.View(off, k)
-	for b := 0; ; b++ {
-		batch, ok := ld.Next()
-		if !ok {
-			break
-		}
+	for b := 0; b < perEpoch; b++ {
 		if b < skip { // resuming mid-epoch: these batches were trained on
-			ld.Release(batch)
+			if !src.skip() {
+				break
+			}
 			continue
 		}
 		if ctx.Err() != nil {
-			ld.Release(batch)
 			return EpochMetrics{}, r.interrupt(b)
 		}
-		n := batch.N
+		n, labels, ok := src.next(st.x, st.y)
+		if !ok {
+			break
+		}
 		xb, yb, db := st.x.View(0, n, 3, size, size), st.y.View(0, n), st.dlogits.View(0, n, classes)
-		be.Upload(xb, batch.X)
-		be.Upload(yb, batch.Y)
-		labels := append(st.labels[:0], batch.Y...)
-		ld.Release(batch)
 
 		// One step, recorded by backends that can (a CUDA graph): steps of the
 		// same batch size repeat the same work.
