@@ -372,6 +372,28 @@ extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float
 	}
 }
 
+// tally, one block of RED_THREADS: acc[0] += loss[0]·n and acc[1] += the
+// rows of logits [n, c] whose first maximum is at class labels[i], as the
+// CPU backend's Tally (a float32 sum of products rounded one by one). The
+// count is exact: it is summed as a double and is far below 2^24.
+extern "C" __global__ void tally(float* acc, const float* loss, const float* logits, const float* labels, u64 n, u64 c) {
+	__shared__ double red[RED_THREADS];
+	double hits = 0.0;
+	for (u64 i = threadIdx.x; i < n; i += RED_THREADS) {
+		const float* row = logits + i * c;
+		u64 best = 0;
+		for (u64 j = 1; j < c; j++) {
+			if (row[j] > row[best]) best = j;
+		}
+		if ((float)best == labels[i]) hits += 1.0;
+	}
+	hits = block_sum(hits, red);
+	if (threadIdx.x == 0) {
+		acc[0] = acc[0] + loss[0] * (float)n;
+		acc[1] = acc[1] + (float)hits;
+	}
+}
+
 // ---- the input pipeline -----------------------------------------------------
 
 // linear_tap is one output coordinate d (of m) of a bilinear resize from n

@@ -433,6 +433,28 @@ func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tens
 	Data(loss)[0] = float32(total / float64(n))
 }
 
+func (b *Backend) Tally(acc, loss, logits, labels *tensor.Tensor) {
+	n, c := logits.Shape[0], logits.Shape[1]
+	L, Y, A := Data(logits), Data(labels), Data(acc)
+	correct := 0
+	for i := range n {
+		row := L[i*c:][:c]
+		best := 0
+		for j, v := range row {
+			if v > row[best] {
+				best = j
+			}
+		}
+		if float32(best) == Y[i] {
+			correct++
+		}
+	}
+	// The conversions keep the products from fusing into the sums: the GPU
+	// rounds each operation the same way.
+	A[0] += float32(Data(loss)[0] * float32(n))
+	A[1] += float32(correct)
+}
+
 func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
 	P, G, M := Data(p), Data(g), Data(m)
 	lr, mom, wd, damp := float32(h.LR), float32(h.Momentum), float32(h.WeightDecay), float32(1-h.Dampening)

@@ -66,6 +66,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"Dropout", testDropoutMaskIsTheCPUs},
 				{"SoftmaxCrossEntropy", testSoftmaxCrossEntropy},
 				{"SGDStep", testSGDStep},
+				{"Tally", testTally},
 				{"ModelStep", modelStep},
 				{"RecordedSteps", testRecordedSteps},
 				{"Profile", testProfile},

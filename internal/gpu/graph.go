@@ -355,6 +355,7 @@ const (
 	sigBNReLUTrain
 	sigBNReLUInfer
 	sigBNReLUBackward
+	sigTally
 )
 
 func newSig(kind sig) sig { return sig(14695981039346656037).v(uint64(kind)) }

@@ -140,6 +140,19 @@ func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tens
 	b.must(err, fmt.Sprintf("cross-entropy %v", logits.Shape))
 }
 
+// Tally adds the batch's loss and correct predictions to acc on the
+// device (one block; the CPU backend's arithmetic).
+func (b *Backend) Tally(acc, loss, logits, labels *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigTally).t(acc).t(loss).t(logits).t(labels)) {
+		return
+	}
+	defer b.op()()
+	if len(logits.Shape) != 2 || labels.Size() != logits.Shape[0] || loss.Size() < 1 || acc.Size() < 2 {
+		panic(fmt.Sprintf("gpu: tally of logits %v, labels %v, loss %v into %v", logits.Shape, labels.Shape, loss.Shape, acc.Shape))
+	}
+	b.must(b.k.Tally(b.stream, b.ptr(acc), b.ptr(loss), b.ptr(logits), b.ptr(labels), logits.Shape[0], logits.Shape[1]), "tally")
+}
+
 // SGDStep is torch.optim.SGD's update over all of p, g and m in one
 // kernel, with the CPU backend's float32 arithmetic. In a recorded step
 // the kernel reads the learning rate from a slot, which each replay

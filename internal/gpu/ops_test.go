@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/cuda"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -376,4 +377,43 @@ func bnInputs(w *twin, shape []int) (x, runMean, runVar pair) {
 		rv[i] = 1 + float32(math.Abs(float64(rv[i])))
 	}
 	return w.put(xs, shape...), w.randn(1, c), w.put(rv, c)
+}
+
+// TestTally: the running metrics are the CPU's bit for bit, ties (the
+// first maximum wins) and a row of NaNs (never correct) included.
+func TestTally(t *testing.T) { precisions(t, testTally) }
+
+func testTally(t *testing.T, be *Backend, _ float64) {
+	w := newTwin(t, be, 12)
+	acc := w.put([]float32{1.5, 3}, 2)
+	for _, c := range []struct{ n, classes int }{{7, 10}, {300, 10}, {5, 1000}} {
+		lg := w.normal(c.n*c.classes, 1)
+		for i := range lg {
+			lg[i] = float32(math.Round(float64(lg[i])*2) / 2) // many ties
+		}
+		for j := range c.classes {
+			lg[j] = float32(math.NaN())
+		}
+		lab := make([]float32, c.n)
+		for i := range lab {
+			lab[i] = float32(w.r.IntN(c.classes))
+			if i%3 == 0 { // make some rows right: the label at the first maximum
+				best := 0
+				for j := range c.classes {
+					if lg[i*c.classes+j] > lg[i*c.classes+best] {
+						best = j
+					}
+				}
+				lab[i] = float32(best)
+			}
+		}
+		logits, labels := w.put(lg, c.n, c.classes), w.put(lab, c.n)
+		loss := w.put([]float32{float32(w.r.Float64() * 3)}, 1)
+		w.c.Tally(acc.c, loss.c, logits.c, labels.c)
+		be.Tally(acc.g, loss.g, logits.g, labels.g)
+		w.same(fmt.Sprintf("tally %d×%d", c.n, c.classes), acc)
+	}
+	if got := cpu.Data(acc.c)[1]; got < 3+100 {
+		t.Errorf("only %v rows counted correct: the test's rows were meant to be a third right", got-3)
+	}
 }

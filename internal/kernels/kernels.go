@@ -41,7 +41,7 @@ type Module struct {
 	f         struct {
 		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows          cuda.Function
 		bnStats, bnFinish, bnApply, bnInferCoef, bnAffine, bnGradStats, bnGradFinish, bnGradApply cuda.Function
-		cropResize                                                                                cuda.Function
+		cropResize, tally                                                                         cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -235,6 +235,7 @@ func (m *Module) lookup() error {
 		{"bn_grad_finish", &m.f.bnGradFinish},
 		{"bn_grad_apply", &m.f.bnGradApply},
 		{"crop_resize", &m.f.cropResize},
+		{"tally", &m.f.tally},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

@@ -13,7 +13,7 @@ import (
 // kernelNames are the kernels Module.lookup needs.
 var kernelNames = []string{"relu_forward", "relu_backward", "dropout_apply", "sgd_step", "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows",
 	"bn_stats", "bn_finish", "bn_apply", "bn_infer_coef", "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply",
-	"crop_resize"}
+	"crop_resize", "tally"}
 
 func TestSourceDefinesEveryKernel(t *testing.T) {
 	for _, k := range kernelNames {

@@ -180,3 +180,13 @@ func (m *Module) CropResize(s cuda.Stream, y, images, crops, table ptr, n, size,
 	return m.launch(m.f.cropResize, s, uint64(n)*3*uint64(size)*uint64(size), cuda.ArgPtr(y), cuda.ArgPtr(images), cuda.ArgPtr(crops),
 		cuda.ArgPtr(table), cuda.ArgU64(uint64(n)), cuda.ArgU32(uint32(size)), cuda.ArgU32(uint32(side)))
 }
+
+// Tally adds a batch to the running metrics acc [2]: acc[0] += loss[0]·n,
+// acc[1] += the rows of logits [n, c] whose argmax is labels[i].
+func (m *Module) Tally(s cuda.Stream, acc, loss, logits, labels ptr, n, c int) error {
+	if n == 0 {
+		return nil
+	}
+	return m.drv.LaunchKernel(m.f.tally, cuda.Dim3{X: 1, Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s,
+		cuda.ArgPtr(acc), cuda.ArgPtr(loss), cuda.ArgPtr(logits), cuda.ArgPtr(labels), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)))
+}

@@ -106,6 +106,11 @@ type Backend interface {
 	// indices stored as float32) with label smoothing eps, into loss[1], and
 	// its gradient dlogits[N,C] unless dlogits is nil.
 	SoftmaxCrossEntropy(loss, dlogits, logits, labels *Tensor, smoothing float64)
+	// Tally adds a batch to an epoch's running metrics acc[2] (float32):
+	// acc[0] += loss[0]·N, acc[1] += the rows of logits[N,C] whose first
+	// maximum is at the class labels[N] names. Kept on the device, the
+	// metrics need no host synchronisation after every step.
+	Tally(acc, loss, logits, labels *Tensor)
 
 	// SGDStep updates p in place from its gradient g and momentum buffer m
 	// (all the same size), as torch.optim.SGD does:

@@ -173,10 +173,10 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	size, bs, classes := r.Opt.Model.ImageSize, r.Opt.Batch, r.Opt.Model.Classes
 	st := &stepBuffers{
 		x: be.New(bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: be.New(bs, classes),
-		logits: make([]float32, bs*classes), lossHost: make([]float32, 1),
+		acc: be.New(2), accHost: make([]float32, 2),
 	}
 	defer func() {
-		for _, t := range []*tensor.Tensor{st.x, st.y, st.loss, st.dlogits} {
+		for _, t := range []*tensor.Tensor{st.x, st.y, st.loss, st.dlogits, st.acc} {
 			be.Free(t)
 		}
 	}()
@@ -221,8 +221,13 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 // allocated once per run.
 type stepBuffers struct {
 	x, y, loss, dlogits *tensor.Tensor // [B,3,S,S], [B], [1], [B,C]
-	logits, lossHost    []float32      // host copies for the metrics
+	acc                 *tensor.Tensor // [2] running loss sum and correct count (Tally)
+	accHost             []float32      // [2] its host copy
 }
+
+// tallyEvery is how many steps' metrics the device sums before the host
+// reads them (and waits for the GPU to catch up).
+const tallyEvery = 8
 
 // trainEpoch trains one epoch, skipping its first skip batches (done before
 // an interruption), and returns its training metrics.
@@ -242,9 +247,41 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	start := time.Now()
 	var sumLoss float64
 	var seen, correct int
+	pending, done := 0, skip // images trained on but not yet tallied on the host; batches done
 	lr := 0.0
 	off, k := m.Trainable() // what SGD updates: all parameters, or the classifier's
 	w, g, mom := m.Weights().View(off, k), m.Grads().View(off, k), r.mom.View(off, k)
+	// The loss and the correct predictions add up on the device (Tally) and
+	// come to the host every tallyEvery steps on a backend that records
+	// steps (the GPU): a step does not wait for the one before it, so the
+	// GPU is not idle while the host prepares the next. from is the first
+	// batch of the tally not yet read.
+	be.Fill(st.acc, 0)
+	from, every := skip, 1
+	if _, ok := be.(tensor.StepRecorder); ok { // a backend that runs ahead of the host
+		every = tallyEvery
+	}
+	flush := func(b int) error { // b: the batches done
+		if pending == 0 {
+			return nil
+		}
+		be.Download(st.accHost, st.acc)
+		be.Fill(st.acc, 0)
+		l := float64(st.accHost[0])
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			which := fmt.Sprintf("batch %d", b)
+			if b > from+1 {
+				which = fmt.Sprintf("batches %d-%d", from+1, b)
+			}
+			return fmt.Errorf("epoch %d, %s: the loss is %v; stopping (lower --lr?). %s is untouched", r.epoch+1, which, l, filepath.Join(r.Dir, BestFile))
+		}
+		sumLoss += l
+		correct += int(st.accHost[1])
+		seen += pending
+		pending, from = 0, b
+		r.Report.Step(StepStats{Batch: b, Batches: perEpoch, Loss: sumLoss / float64(seen), Acc: float64(correct) / float64(seen), LR: lr, ImagesPerSec: float64(seen) / time.Since(start).Seconds()})
+		return nil
+	}
 	for b := 0; b < perEpoch; b++ {
 		if b < skip { // resuming mid-epoch: these batches were trained on
 			if !src.skip() {
@@ -253,9 +290,12 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			continue
 		}
 		if ctx.Err() != nil {
+			if err := flush(b); err != nil { // no NaN weights in the checkpoint
+				return EpochMetrics{}, err
+			}
 			return EpochMetrics{}, r.interrupt(b)
 		}
-		n, labels, ok := src.next(st.x, st.y)
+		n, _, ok := src.next(st.x, st.y)
 		if !ok {
 			break
 		}
@@ -265,12 +305,12 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		// same batch size repeat the same work.
 		lr = r.Opt.LearningRate(r.step, perEpoch)
 		first := r.step == 0
-		var logits *tensor.Tensor
 		modelStep := m.Step()
 		step := func() {
 			m.SetStep(modelStep) // the same dropout masks if it runs twice
-			logits = m.Forward(xb, true)
+			logits := m.Forward(xb, true)
 			be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
+			be.Tally(st.acc, st.loss, logits, yb)
 			m.Backward(db)
 			be.SGDStep(w, g, mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, first)
 		}
@@ -280,17 +320,15 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			tensor.Step(be, stepKey(n), step)
 		}
 		r.step++
-
-		be.Download(st.lossHost, st.loss)
-		be.Download(st.logits[:n*classes], logits)
-		l := float64(st.lossHost[0])
-		if math.IsNaN(l) || math.IsInf(l, 0) {
-			return EpochMetrics{}, fmt.Errorf("epoch %d, batch %d: the loss is %v; stopping (lower --lr?). %s is untouched", r.epoch+1, b+1, l, filepath.Join(r.Dir, BestFile))
+		pending, done = pending+n, b+1
+		if done-from >= every || done == perEpoch {
+			if err := flush(done); err != nil {
+				return EpochMetrics{}, err
+			}
 		}
-		sumLoss += l * float64(n)
-		correct += countCorrect(st.logits, labels, classes)
-		seen += n
-		r.Report.Step(StepStats{Batch: b + 1, Batches: perEpoch, Loss: sumLoss / float64(seen), Acc: float64(correct) / float64(seen), LR: lr, ImagesPerSec: float64(seen) / time.Since(start).Seconds()})
+	}
+	if err := flush(done); err != nil { // the source ended early
+		return EpochMetrics{}, err
 	}
 	em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: time.Since(start).Seconds()}
 	if seen > 0 {
@@ -329,16 +367,6 @@ func (r *Run) initFrom(path string, newHead bool) error {
 	}
 	r.Report.Note(msg)
 	return nil
-}
-
-func countCorrect(logits, labels []float32, classes int) int {
-	c := 0
-	for i, l := range labels {
-		if argmax(logits[i*classes:(i+1)*classes]) == int(l) {
-			c++
-		}
-	}
-	return c
 }
 
 func argmax(v []float32) int {

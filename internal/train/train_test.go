@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,4 +284,53 @@ func crashChild() {
 	r := &Run{Dir: dir, Opt: o, Train: synthetic(128, 1), Val: synthetic(32, 2), Backend: cpu.New(), Report: &quiet{},
 		Resume: checkpoint.Exists(filepath.Join(dir, LastFile))}
 	r.Execute(context.Background())
+}
+
+// recordingCPU is the CPU backend posing as one that records steps (and so
+// may run ahead of the host), as the GPU does: the loop then reads its
+// metrics every tallyEvery steps instead of after each.
+type recordingCPU struct{ *cpu.Backend }
+
+func (recordingCPU) Step(_ string, f func()) { f() }
+
+// On a backend that runs ahead, the metrics reach the host every
+// tallyEvery steps and at the epoch's end, and are those of the plain
+// run; a NaN loss still stops the run, naming the batches it came from.
+func TestTallyCadence(t *testing.T) {
+	o := smallOptions()
+	o.Epochs = 2
+	plain, err := newRun(t, t.TempDir(), o, &quiet{}).Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batches []int
+	r := newRun(t, t.TempDir(), o, &quiet{step: func(s StepStats) { batches = append(batches, s.Batch) }})
+	r.Backend = recordingCPU{cpu.New()}
+	got, err := r.Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{8, 16, 8, 16}; !slices.Equal(batches, want) {
+		t.Errorf("progress reported after batches %v, want %v", batches, want)
+	}
+	for i := range plain {
+		g, p := got[i], plain[i]
+		if g.TrainAcc != p.TrainAcc || g.ValLoss != p.ValLoss || math.Abs(g.TrainLoss-p.TrainLoss) > 1e-6*p.TrainLoss {
+			t.Errorf("epoch %d: tallied every %d steps %+v, every step %+v", i+1, tallyEvery, g, p)
+		}
+	}
+
+	epoch := 0
+	r = newRun(t, t.TempDir(), o, &quiet{step: func(s StepStats) {
+		if s.Batch == 8 {
+			epoch++
+		}
+		if epoch == 2 && s.Batch == 8 {
+			r.Backend.Fill(r.Model().Weights(), float32(math.NaN()))
+		}
+	}})
+	r.Backend = recordingCPU{cpu.New()}
+	if _, err := r.Execute(context.Background()); err == nil || !strings.Contains(err.Error(), "epoch 2, batches 9-16: the loss is NaN") {
+		t.Fatalf("want a NaN error naming epoch 2, batches 9-16; got %v", err)
+	}
 }

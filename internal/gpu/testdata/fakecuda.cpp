@@ -385,7 +385,7 @@ static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply
                                  "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows",
                                  "bn_stats", "bn_finish", "bn_apply", "bn_infer_coef",
                                  "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply",
-                                 "crop_resize"};
+                                 "crop_resize", "tally"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
@@ -571,6 +571,14 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 			IN(im + (size_t)c[0] * 3 * side * side, 3 * side * side);
 		}
 		run = [=] { launch_seq(gx, bx, [=] { crop_resize(y, im, cr, tab, n, sz, side); }); };
+		break;
+	}
+	case 17: {  // tally(float* acc, const float* loss, const float* logits, const float* labels, u64 n, u64 c)
+		auto acc = PTR(0, float); auto loss = PTR(1, const float); auto lg = PTR(2, const float); auto lb = PTR(3, const float);
+		auto n = U64(4), c = U64(5);
+		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
+		IN(acc, 8); IN(loss, 4); IN(lg, 4 * n * c); IN(lb, 4 * n);
+		run = [=] { launch_threads(gx, bx, [=] { tally(acc, loss, lg, lb, n, c); }); };
 		break;
 	}
 	}
