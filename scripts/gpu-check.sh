@@ -5,8 +5,9 @@
 # (BUDGET seconds, default 420), so it ends in a few minutes even when
 # something hangs; steps that no longer fit are reported as skipped.
 # PARTS picks what runs (default: tests train bench ck224; also torch224
-# and compiled, PyTorch at 224x224 and torch.compile at 32x32, and
-# epoch224, an epoch of the seed's recipe).
+# and compiled, PyTorch at 224x224 and torch.compile at 32x32; epochs,
+# whole epochs with the batches made on the GPU and by the CPU loader; and
+# epoch224, an epoch of the seed's recipe with --fused-bn).
 #   bash scripts/gpu-check.sh        # logs also in $OUT/gpu-check-logs.tar.gz when OUT is set
 #   PARTS="bench compiled" bash scripts/gpu-check.sh
 set -uo pipefail
@@ -115,14 +116,21 @@ want torch224 && torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager -
 want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
 want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
 
-if want epoch224; then # the seed's recipe at 224x224: images a second over a real epoch
-echo "== one epoch of the seed's 224x224 recipe on 5,000 sample images"
-for fused in "" --fused-bn; do
-	step "epoch224$fused" 120 "$G/vgg16" train --device cuda --data "$G/cifar-sample/data_batch_1.bin" --limit 5000 --epochs 1 \
-		--run-dir "$R/epoch224$fused" $fused
-	r=$(grep -oE '[0-9]+ img/s' "$W/epoch224$fused.txt" | tail -1)
-	row "train 224 epoch ${fused:-(cuDNN BN)}" "${r:-$(failed "epoch224$fused")}"
-done
+epoch() { # label, train flags: one training run on the sample; its last epoch's images a second
+	local label=$1 r; shift
+	step "$label" 120 "$G/vgg16" train --device cuda --data "$G/cifar-sample/data_batch_1.bin" --run-dir "$R/$label" "$@"
+	r=$(grep -oE '[0-9]+ img/s' "$W/$label.txt" | tail -1)
+	row "train $label" "${r:-$(failed "$label")}"
+}
+if want epochs; then # whole epochs: the input pipeline on the GPU against the CPU loader
+echo "== epochs on the sample: batches made on the GPU, then by the CPU loader"
+epoch "32 b128 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000
+epoch "32 b128 cpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --cpu-augment
+epoch "224 b64 gpu-augment" --limit 5000 --epochs 1
+epoch "224 b64 cpu-augment" --limit 5000 --epochs 1 --cpu-augment
+fi
+if want epoch224; then # the seed's recipe at 224x224 with the fused batch norm
+epoch "224 b64 fused-bn" --limit 5000 --epochs 1 --fused-bn
 fi
 
 if want ck224; then
