@@ -7,7 +7,8 @@
 # PARTS picks what runs (default: tests train bench ck224; also torch224
 # and compiled, PyTorch at 224x224 and torch.compile at 32x32; epochs,
 # whole epochs with the batches made on the GPU and by the CPU loader; and
-# epoch224, an epoch of the seed's recipe with --fused-bn).
+# epoch224, an epoch of the seed's recipe with --fused-bn; torchprof,
+# PyTorch's step kernel by kernel).
 #   bash scripts/gpu-check.sh        # logs also in $OUT/gpu-check-logs.tar.gz when OUT is set
 #   PARTS="bench compiled" bash scripts/gpu-check.sh
 set -uo pipefail
@@ -113,6 +114,12 @@ bench "224 b64 tf32 ws512" --size 224 --batch 64 --precision tf32 --steps 10 --c
 bench "32 b128 tf32 all" --size 32 --batch 128 --precision tf32 --tf32-linear --fused-bn
 fi
 want torch224 && torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager --steps 10
+if want torchprof; then # where PyTorch's step goes, kernel by kernel, to set beside bench --profile
+torch "32 b128 tf32 eager profile" --size 32 --batch 128 --mode eager --profile
+sed -n '/^pytorch GPU time/,/^{/p' "$W/torch-32 b128 tf32 eager profile.txt" | head -34
+torch "224 b64 tf32 eager profile" --size 224 --batch 64 --mode eager --steps 10 --profile
+sed -n '/^pytorch GPU time/,/^{/p' "$W/torch-224 b64 tf32 eager profile.txt" | head -34
+fi
 want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
 want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
 

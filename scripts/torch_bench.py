@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--mode", default="eager", choices=["eager", "compile", "reduce-overhead"])
     ap.add_argument("--precision", default="tf32", choices=["tf32", "fp32", "bf16"])
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--profile", action="store_true",
+                    help="also print the GPU time per kernel of a step (torch.profiler), to set beside vgg16 bench --profile")
     a = ap.parse_args()
 
     torch.backends.cudnn.benchmark = True
@@ -79,9 +81,43 @@ def main():
         times.append(s.elapsed_time(e))
     times.sort()
     ms = times[len(times) // 2]
+    if a.profile:
+        profile(step, 5)
     print(json.dumps({"peer": "pytorch", "mode": a.mode, "precision": a.precision, "size": a.size, "batch": a.batch,
                       "step_ms": round(ms, 3), "train_images_per_sec": round(a.batch / ms * 1e3, 1),
                       "warmup_s": round(warm, 1), "peak_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}))
+
+
+def profile(step, steps):
+    """Prints each CUDA kernel's time per step, largest first, and the
+    totals of a few families (convolutions, batch norm, ...)."""
+    from torch.profiler import ProfilerActivity, profile as prof
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    rows = []
+    for e in p.key_averages():
+        t = getattr(e, "device_time_total", None)
+        if t is None:
+            t = e.cuda_time_total
+        if t > 0:
+            rows.append((t / 1e3 / steps, e.count // steps, e.key))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    families = {"convolution": ("conv", "xmma", "implicit", "winograd", "fft", "dgrad", "wgrad", "fprop", "cutlass", "sm90", "sm80"),
+                "batch norm": ("batch_norm", "bn_", "welford"), "gemm (linear)": ("gemm", "cublas"),
+                "relu/elementwise": ("elementwise", "relu", "threshold", "vectorized"), "max-pool": ("max_pool", "pool"),
+                "optimizer": ("foreach", "multi_tensor", "sgd")}
+    sums = {}
+    for t, _, k in rows:
+        name = next((f for f, keys in families.items() if any(s in k.lower() for s in keys)), "other")
+        sums[name] = sums.get(name, 0) + t
+    print("pytorch GPU time per step: %.3f ms" % total)
+    for f, t in sorted(sums.items(), key=lambda x: -x[1]):
+        print("  %-18s %8.3f ms %5.1f%%" % (f, t, 100 * t / total))
+    for t, n, k in rows[:25]:
+        print("  %8.3f ms %3d x  %s" % (t, n, k[:110]))
 
 
 if __name__ == "__main__":
