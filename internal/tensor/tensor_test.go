@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"errors"
+	"math"
 	"testing"
 )
 
@@ -36,4 +37,33 @@ func TestViewBounds(t *testing.T) {
 		}
 	}()
 	x.View(3, 2, 2)
+}
+
+func TestBF16(t *testing.T) {
+	for _, c := range []struct {
+		in   float32
+		want uint16
+	}{
+		{1, 0x3f80}, {-2, 0xc000}, {0, 0}, {float32(math.Copysign(0, -1)), 0x8000},
+		{math.Float32frombits(0x3f808000), 0x3f80}, // a tie: to even (down)
+		{math.Float32frombits(0x3f818000), 0x3f82}, // a tie: to even (up)
+		{math.Float32frombits(0x3f808001), 0x3f81}, // just above the tie
+		{float32(math.Inf(1)), 0x7f80}, {math.MaxFloat32, 0x7f80}, // rounds up to infinity
+	} {
+		if got := ToBF16(c.in); got != c.want {
+			t.Errorf("ToBF16(%v) = %#x, want %#x", c.in, got, c.want)
+		}
+	}
+	nan := ToBF16(float32(math.NaN()))
+	if f := FromBF16(nan); f == f {
+		t.Errorf("NaN became %v (%#x)", f, nan)
+	}
+	if g := ToBF16(math.Float32frombits(0x7f800001)); FromBF16(g) == FromBF16(g) { // a NaN whose payload is in the low bits
+		t.Errorf("a signalling NaN became %#x", g)
+	}
+	for _, f := range []float32{3.14159, -1e-20, 65504, 1e30} {
+		if r := RoundBF16(f); math.Abs(float64(r-f)) > math.Abs(float64(f))/256 {
+			t.Errorf("RoundBF16(%v) = %v: off by more than half an ulp", f, r)
+		}
+	}
 }
