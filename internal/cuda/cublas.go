@@ -39,6 +39,16 @@ static cublasStatus_t vg_cublasSgemm(void* f, uintptr_t h, int ta, int tb, int m
 		const float*, int, const float*, float*, int))f)(H(h), ta, tb, m, n, k,
 		&alpha, (const float*)H(a), lda, (const float*)H(b), ldb, &beta, (float*)H(c), ldc);
 }
+// cublasGemmEx(handle, ta, tb, m, n, k, alpha, A, Atype, lda, B, Btype,
+// ldb, beta, C, Ctype, ldc, computeType, algo): alpha and beta are floats
+// for CUBLAS_COMPUTE_32F.
+static cublasStatus_t vg_cublasGemmEx(void* f, uintptr_t h, int ta, int tb, int m, int n, int k,
+		float alpha, unsigned long long a, int atype, int lda, unsigned long long b, int btype, int ldb,
+		float beta, unsigned long long c, int ctype, int ldc, int compute, int algo) {
+	return ((cublasStatus_t(*)(void*, int, int, int, int, int, const void*, const void*, int, int,
+		const void*, int, int, const void*, void*, int, int, int, int))f)(H(h), ta, tb, m, n, k,
+		&alpha, H(a), atype, lda, H(b), btype, ldb, &beta, H(c), ctype, ldc, compute, algo);
+}
 static cublasStatus_t vg_cublasSetWorkspace(void* f, uintptr_t h, unsigned long long ws, size_t bytes) {
 	return ((cublasStatus_t(*)(void*, void*, size_t))f)(H(h), H(ws), bytes);
 }
@@ -62,6 +72,12 @@ const (
 	BlasPedanticMath   = 2 // CUBLAS_PEDANTIC_MATH
 	BlasTF32TensorMath = 3 // CUBLAS_TF32_TENSOR_OP_MATH
 
+	// Data and compute types of GemmEx (library_types.h, cublas_api.h).
+	R32F        = 0  // CUDA_R_32F
+	R16BF       = 14 // CUDA_R_16BF
+	Compute32F  = 68 // CUBLAS_COMPUTE_32F
+	GemmDefault = -1 // CUBLAS_GEMM_DEFAULT
+
 	propMajor = 0 // MAJOR_VERSION (libraryPropertyType)
 	propMinor = 1 // MINOR_VERSION
 	propPatch = 2 // PATCH_LEVEL
@@ -71,7 +87,7 @@ const (
 type BLAS struct {
 	lib *lib
 	fn  struct {
-		create, destroy, setStream, setMathMode, getVersion, getProperty, sgemm,
+		create, destroy, setStream, setMathMode, getVersion, getProperty, sgemm, gemmEx,
 		statusName, statusString, setWorkspace unsafe.Pointer
 	}
 }
@@ -86,6 +102,7 @@ func (b *BLAS) table() []symbol {
 		{name: "cublasGetVersion_v2", p: &f.getVersion},
 		{name: "cublasGetProperty", p: &f.getProperty},
 		{name: "cublasSgemm_v2", p: &f.sgemm},
+		{name: "cublasGemmEx", p: &f.gemmEx},
 		{name: "cublasGetStatusName", p: &f.statusName, optional: true},
 		{name: "cublasGetStatusString", p: &f.statusString, optional: true},
 		{name: "cublasSetWorkspace_v2", p: &f.setWorkspace, optional: true},
@@ -171,4 +188,14 @@ func (b *BLAS) Sgemm(h BlasHandle, ta, tb, m, n, k int, alpha float32, a DeviceP
 	r := C.vg_cublasSgemm(b.fn.sgemm, C.uintptr_t(h), C.int(ta), C.int(tb), C.int(m), C.int(n), C.int(k),
 		C.float(alpha), C.ulonglong(a), C.int(lda), C.ulonglong(bm), C.int(ldb), C.float(beta), C.ulonglong(c), C.int(ldc))
 	return b.check("cublasSgemm_v2", r)
+}
+
+// GemmEx is Sgemm over operands of the given types (R32F or R16BF) with
+// float accumulation: column-major C[m,n] = alpha·op(A)·op(B) + beta·C.
+func (b *BLAS) GemmEx(h BlasHandle, ta, tb, m, n, k int, alpha float32, a DevicePtr, atype, lda int, bm DevicePtr, btype, ldb int,
+	beta float32, c DevicePtr, ctype, ldc int) error {
+	r := C.vg_cublasGemmEx(b.fn.gemmEx, C.uintptr_t(h), C.int(ta), C.int(tb), C.int(m), C.int(n), C.int(k),
+		C.float(alpha), C.ulonglong(a), C.int(atype), C.int(lda), C.ulonglong(bm), C.int(btype), C.int(ldb),
+		C.float(beta), C.ulonglong(c), C.int(ctype), C.int(ldc), Compute32F, GemmDefault)
+	return b.check("cublasGemmEx", r)
 }

@@ -187,6 +187,7 @@ type (
 const (
 	DNNTensorNCHW = 0 // CUDNN_TENSOR_NCHW
 	DNNFloat      = 0 // CUDNN_DATA_FLOAT
+	DNNBFloat16   = 9 // CUDNN_DATA_BFLOAT16
 
 	DNNCrossCorrelation = 1 // CUDNN_CROSS_CORRELATION (PyTorch's convolution)
 
@@ -350,12 +351,18 @@ func (d *DNN) create(call string, f unsafe.Pointer) (uintptr, error) {
 
 // NewTensor4d creates an NCHW float tensor descriptor.
 func (d *DNN) NewTensor4d(n, c, h, w int) (TensorDesc, error) {
+	return d.NewTensor4dOf(DNNFloat, n, c, h, w)
+}
+
+// NewTensor4dOf creates an NCHW tensor descriptor of data type dtype
+// (DNNFloat or DNNBFloat16).
+func (d *DNN) NewTensor4dOf(dtype, n, c, h, w int) (TensorDesc, error) {
 	t, err := d.create("cudnnCreateTensorDescriptor", d.fn.createTensor)
 	if err != nil {
 		return 0, err
 	}
 	if err := d.check("cudnnSetTensor4dDescriptor", C.vg_setTensor4d(d.fn.setTensor4d, C.uintptr_t(t),
-		DNNTensorNCHW, DNNFloat, C.int(n), C.int(c), C.int(h), C.int(w))); err != nil {
+		DNNTensorNCHW, C.int(dtype), C.int(n), C.int(c), C.int(h), C.int(w))); err != nil {
 		d.DestroyTensor(TensorDesc(t))
 		return 0, fmt.Errorf("tensor [%d %d %d %d]: %w", n, c, h, w, err)
 	}
@@ -369,12 +376,17 @@ func (d *DNN) DestroyTensor(t TensorDesc) error {
 
 // NewFilter4d creates a KCRS float filter descriptor.
 func (d *DNN) NewFilter4d(k, c, h, w int) (FilterDesc, error) {
+	return d.NewFilter4dOf(DNNFloat, k, c, h, w)
+}
+
+// NewFilter4dOf creates a KCRS filter descriptor of data type dtype.
+func (d *DNN) NewFilter4dOf(dtype, k, c, h, w int) (FilterDesc, error) {
 	f, err := d.create("cudnnCreateFilterDescriptor", d.fn.createFilter)
 	if err != nil {
 		return 0, err
 	}
 	if err := d.check("cudnnSetFilter4dDescriptor", C.vg_setFilter4d(d.fn.setFilter4d, C.uintptr_t(f),
-		DNNFloat, DNNTensorNCHW, C.int(k), C.int(c), C.int(h), C.int(w))); err != nil {
+		C.int(dtype), DNNTensorNCHW, C.int(k), C.int(c), C.int(h), C.int(w))); err != nil {
 		d.DestroyFilter(FilterDesc(f))
 		return 0, fmt.Errorf("filter [%d %d %d %d]: %w", k, c, h, w, err)
 	}

@@ -732,6 +732,74 @@ int cublasSgemm_v2(void* h, int ta, int tb, int m, int n, int k, const float* al
 	return ok ? 0 : 13;
 }
 
+// bfloat16 in the stand-ins: the top 16 bits of a float, rounded to
+// nearest even (tensor.ToBF16).
+static float fk_from_bf16(uint16_t h) {
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+static uint16_t fk_to_bf16(float f) {
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);
+	u += 0x7fff + ((u >> 16) & 1);
+	return (uint16_t)(u >> 16);
+}
+// fk_elem is the size of a cudaDataType / cudnnDataType_t element the
+// stand-ins handle: float (0 in both) and bfloat16 (CUDA_R_16BF = 14,
+// CUDNN_DATA_BFLOAT16 = 9); 0 for anything else.
+static size_t fk_elem(int t, bool dnn) { return t == 0 ? 4 : t == (dnn ? 9 : 14) ? 2 : 0; }
+static float fk_load(const void* p, size_t i, size_t elem) {
+	return elem == 4 ? ((const float*)p)[i] : fk_from_bf16(((const uint16_t*)p)[i]);
+}
+static void fk_store(void* p, size_t i, size_t elem, float v) {
+	if (elem == 4) ((float*)p)[i] = v;
+	else ((uint16_t*)p)[i] = fk_to_bf16(v);
+}
+
+// cublasGemmEx with float accumulation (CUBLAS_COMPUTE_32F): operands of
+// type CUDA_R_32F or CUDA_R_16BF, the reference loop of cublasSgemm_v2.
+int cublasGemmEx(void* h, int ta, int tb, int m, int n, int k, const void* alpha, const void* A, int atype, int lda,
+                 const void* B, int btype, int ldb, const void* beta, void* C, int ctype, int ldc, int compute, int algo) {
+	if (!has_ctx("cublasGemmEx")) return 13;
+	size_t ea = fk_elem(atype, false), eb = fk_elem(btype, false), ec = fk_elem(ctype, false);
+	if (!ea || !eb || !ec || compute != 68 || algo != -1 || atype != btype) {
+		fail("cublasGemmEx: types A %d B %d C %d, compute %d, algo %d not supported", atype, btype, ctype, compute, algo);
+		return 15;  // CUBLAS_STATUS_NOT_SUPPORTED
+	}
+	if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1) || m < 0 || n < 0 || k < 0) return 7;
+	int ar = ta == 0 ? m : k, ac = ta == 0 ? k : m;
+	int br = tb == 0 ? k : n, bc = tb == 0 ? n : k;
+	if (lda < (ar > 1 ? ar : 1) || ldb < (br > 1 ? br : 1) || ldc < (m > 1 ? m : 1)) {
+		fail("cublasGemmEx: leading dimension too small (lda %d for %d rows, ldb %d for %d, ldc %d for %d)", lda, ar, ldb, br, ldc, m);
+		return 7;
+	}
+	if ((m && k && !inside((uintptr_t)A, ea * ((ac - 1) * (size_t)lda + ar))) ||
+	    (k && n && !inside((uintptr_t)B, eb * ((bc - 1) * (size_t)ldb + br))) ||
+	    (m && n && !inside((uintptr_t)C, ec * ((n - 1) * (size_t)ldc + m)))) {
+		fail("cublasGemmEx: matrix outside its allocation");
+		return 13;
+	}
+	float al = *(const float*)alpha, be = *(const float*)beta;
+	bool ok = enqueue("cublasGemmEx", stream_of(h), [=] {
+		for (int j = 0; j < n; j++) {
+			for (int i = 0; i < m; i++) {
+				double s = 0;
+				for (int p = 0; p < k; p++) {
+					float a = fk_load(A, ta == 0 ? i + (size_t)p * lda : p + (size_t)i * lda, ea);
+					float b = fk_load(B, tb == 0 ? p + (size_t)j * ldb : j + (size_t)p * ldb, eb);
+					s += (double)a * b;
+				}
+				size_t at = i + (size_t)j * ldc;
+				fk_store(C, at, ec, be == 0 ? (float)(al * s) : (float)(al * s + be * fk_load(C, at, ec)));
+			}
+		}
+	});
+	return ok ? 0 : 13;
+}
+
 // ---- cuDNN 9 -----------------------------------------------------------------
 
 enum { DNN_OK = 0, BAD_PARAM = 2000, MISALIGNED = 2003, NOT_SUPPORTED = 3000, EXEC_FAILED = 5000 };
