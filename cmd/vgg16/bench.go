@@ -122,7 +122,7 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 	for i := range yh {
 		yh[i] = float32(rng.IntN(cfg.Classes))
 	}
-	x, y, loss, dl, mom := be.New(batch, 3, s, s), be.New(batch), be.New(1), be.New(batch, cfg.Classes), be.New(m.FlatSize())
+	x, y, loss, dl, mom := tensor.NewActivation(be, batch, 3, s, s), be.New(batch), be.New(1), tensor.NewActivation(be, batch, cfg.Classes), be.New(m.FlatSize())
 	defer func() {
 		for _, t := range []*tensor.Tensor{x, y, loss, dl, mom} {
 			be.Free(t)

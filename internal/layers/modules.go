@@ -19,7 +19,7 @@ type module interface {
 	kernel() string
 }
 
-// buf is an activation buffer owned by a module, reallocated only when a
+// buf is an activation buffer (tensor.NewActivation) owned by a module, reallocated only when a
 // batch needs more room than it has, so steady-state steps allocate no
 // backend memory.
 type buf struct {
@@ -36,7 +36,7 @@ func (b *buf) get(be tensor.Backend, shape ...int) *tensor.Tensor {
 		if b.t != nil {
 			be.Free(b.t)
 		}
-		b.t = be.New(n)
+		b.t = tensor.NewActivation(be, n)
 	}
 	b.view = b.t.View(0, shape...)
 	return b.view

@@ -197,7 +197,7 @@ func Run(be tensor.Backend, dir string) (*Report, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		x := be.New(shape...)
+		x := tensor.NewActivation(be, shape...)
 		be.Upload(x, xs)
 		if yName == "" {
 			return x, nil, nil
@@ -222,7 +222,7 @@ func Run(be tensor.Backend, dir string) (*Report, error) {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 		logits := model.Forward(x, true)
-		dlogits := be.New(logits.Shape...)
+		dlogits := tensor.NewActivation(be, logits.Shape...)
 		be.SoftmaxCrossEntropy(loss, dlogits, logits, y, 0)
 		if step == 0 {
 			if err := compare("logits0", download(logits), ""); err != nil {

@@ -211,3 +211,21 @@ type Crop struct {
 	Top, Left, H, W int
 	Flip            bool
 }
+
+// Activations is implemented by backends that may store activations — the
+// model's input, each module's output and the gradients passed between
+// modules — in a narrower type than float32 (the GPU with --precision
+// bf16 keeps them as bfloat16). Parameters, their gradients, optimizer
+// state and statistics always come from New. Upload and Download convert.
+type Activations interface {
+	NewActivation(shape ...int) *Tensor
+}
+
+// NewActivation allocates an activation tensor: be's narrower storage where
+// it has one (Activations), else New.
+func NewActivation(be Backend, shape ...int) *Tensor {
+	if a, ok := be.(Activations); ok {
+		return a.NewActivation(shape...)
+	}
+	return be.New(shape...)
+}

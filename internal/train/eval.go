@@ -43,7 +43,7 @@ func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.
 	for i := range res.Confusion {
 		res.Confusion[i] = make([]int, classes)
 	}
-	x, y, loss := be.New(batch, 3, size, size), be.New(batch), be.New(1)
+	x, y, loss := tensor.NewActivation(be, batch, 3, size, size), be.New(batch), be.New(1)
 	defer func() {
 		for _, t := range []*tensor.Tensor{x, y, loss} {
 			be.Free(t)

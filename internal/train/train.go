@@ -172,7 +172,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	}
 	size, bs, classes := r.Opt.Model.ImageSize, r.Opt.Batch, r.Opt.Model.Classes
 	st := &stepBuffers{
-		x: be.New(bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: be.New(bs, classes),
+		x: tensor.NewActivation(be, bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: tensor.NewActivation(be, bs, classes),
 		acc: be.New(2), accHost: make([]float32, 2),
 	}
 	defer func() {
