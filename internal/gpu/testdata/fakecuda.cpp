@@ -812,6 +812,7 @@ struct Desc {
 	int win, stride;       // pooling
 	unsigned lrnN;         // LRN
 	double alpha, beta, k;
+	int dtype;             // tensor / filter: 0 float, 9 bfloat16
 };
 
 size_t cudnnGetVersion(void) { return 91400; }
@@ -870,14 +871,16 @@ int cudnnDestroyLRNDescriptor(void* d) { return destroy(d, LRN); }
 
 int cudnnSetTensor4dDescriptor(void* d, int format, int dtype, int n, int c, int h, int w) {
 	Desc* t = (Desc*)d;
-	if (t->kind != TENSOR || format != 0 || dtype != 0 || n <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
+	if (t->kind != TENSOR || format != 0 || !fk_elem(dtype, true) || n <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
 	*t = Desc{TENSOR, true, n, c, h, w};
+	t->dtype = dtype;
 	return 0;
 }
 int cudnnSetFilter4dDescriptor(void* d, int dtype, int format, int k, int c, int h, int w) {
 	Desc* t = (Desc*)d;
-	if (t->kind != FILTER || format != 0 || dtype != 0 || k <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
+	if (t->kind != FILTER || format != 0 || !fk_elem(dtype, true) || k <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
 	*t = Desc{FILTER, true, k, c, h, w};
+	t->dtype = dtype;
 	return 0;
 }
 int cudnnSetConvolution2dDescriptor(void* d, int ph, int pw, int u, int v, int dh, int dw, int mode, int ctype) {
@@ -916,7 +919,10 @@ int cudnnSetLRNDescriptor(void* d, unsigned n, double a, double b, double k) {
 	return 0;
 }
 
-static Desc* D(void* d, int kind) {
+// Dany is descriptor d, which must be of kind and set; D also wants it
+// float: only the convolutions take bfloat16 here (the backend runs batch
+// norm, pooling and bias additions of bf16 data in its own kernels).
+static Desc* Dany(void* d, int kind) {
 	Desc* t = (Desc*)d;
 	if (!t || t->kind != kind || !t->set) {
 		fail("descriptor of kind %d expected, got kind %d", kind, t ? t->kind : -1);
@@ -924,15 +930,24 @@ static Desc* D(void* d, int kind) {
 	}
 	return t;
 }
+static Desc* D(void* d, int kind) {
+	Desc* t = Dany(d, kind);
+	if (t && (kind == TENSOR || kind == FILTER) && t->dtype != 0) {
+		fail("a data type %d descriptor where this stand-in call takes float only", t->dtype);
+		return nullptr;
+	}
+	return t;
+}
 static size_t vol(const Desc* t) { return (size_t)t->n * t->c * t->h * t->w; }
-// dev checks a tensor operand: inside an allocation and 16-byte aligned.
-static int dev(const void* p, size_t floats, const char* what) {
+// dev checks a tensor operand of elements of elem bytes: inside an
+// allocation and 16-byte aligned.
+static int dev(const void* p, size_t n, const char* what, size_t elem = 4) {
 	if ((uintptr_t)p % 16) {
 		fail("%s: pointer %p not 16-byte aligned", what, p);
 		return MISALIGNED;
 	}
-	if (!inside((uintptr_t)p, 4 * floats)) {
-		fail("%s: %zu floats at %p outside any allocation", what, floats, p);
+	if (!inside((uintptr_t)p, elem * n)) {
+		fail("%s: %zu elements of %zu bytes at %p outside any allocation", what, n, elem, p);
 		return EXEC_FAILED;
 	}
 	return 0;
@@ -943,6 +958,7 @@ static int dev(const void* p, size_t floats, const char* what) {
 // Convolution geometry of x (tensor), w (filter), y (tensor).
 static int geometry(Desc* x, Desc* w, Desc* conv, Desc* y) {
 	NEED(x && w && conv && y);
+	NEED(x->dtype == w->dtype && y->dtype == x->dtype);  // float, or bfloat16 with float accumulation
 	NEED(w->c == x->c && y->n == x->n && y->c == w->n && w->h == w->w);
 	NEED(y->h == x->h + 2 * conv->pad - w->h + 1 && y->w == x->w + 2 * conv->pad - w->w + 1);
 	return 0;
@@ -950,10 +966,10 @@ static int geometry(Desc* x, Desc* w, Desc* conv, Desc* y) {
 
 // Descriptors of a direction, in the order of the Find call.
 static int conv_descs(int dir, void* a, void* b, void* c, void* cv, Desc** x, Desc** w, Desc** y, Desc** conv) {
-	*conv = D(cv, CONV);
-	if (dir == 0) *x = D(a, TENSOR), *w = D(b, FILTER), *y = D(c, TENSOR);
-	if (dir == 1) *w = D(a, FILTER), *y = D(b, TENSOR), *x = D(c, TENSOR);
-	if (dir == 2) *x = D(a, TENSOR), *y = D(b, TENSOR), *w = D(c, FILTER);
+	*conv = Dany(cv, CONV);
+	if (dir == 0) *x = Dany(a, TENSOR), *w = Dany(b, FILTER), *y = Dany(c, TENSOR);
+	if (dir == 1) *w = Dany(a, FILTER), *y = Dany(b, TENSOR), *x = Dany(c, TENSOR);
+	if (dir == 2) *x = Dany(a, TENSOR), *y = Dany(b, TENSOR), *w = Dany(c, FILTER);
 	return geometry(*x, *w, *conv, *y);
 }
 
@@ -1017,15 +1033,15 @@ static int conv_run(void* h, int dir, const float* alpha, void* ad, const void* 
 		fail("workspace of %zu bytes at %p for algorithm %d", wsSize, ws, algo);
 		return BAD_PARAM;
 	}
-	const float *X = nullptr, *W = nullptr, *Y = nullptr;
-	float* out = (float*)o;
+	const void *X = nullptr, *W = nullptr, *Y = nullptr;
 	size_t outN = dir == 0 ? vol(y) : dir == 1 ? vol(x) : vol(w);
-	if (dir == 0) X = (const float*)a, W = (const float*)b;
-	if (dir == 1) W = (const float*)a, Y = (const float*)b;
-	if (dir == 2) X = (const float*)a, Y = (const float*)b;
-	CHECK(dev(a, dir == 1 ? vol(w) : vol(x), "conv a"));
-	CHECK(dev(b, dir == 0 ? vol(w) : vol(y), "conv b"));
-	CHECK(dev(o, outN, "conv out"));
+	size_t E = fk_elem(x->dtype, true);  // all three operands have x's type
+	if (dir == 0) X = a, W = b;
+	if (dir == 1) W = a, Y = b;
+	if (dir == 2) X = a, Y = b;
+	CHECK(dev(a, dir == 1 ? vol(w) : vol(x), "conv a", E));
+	CHECK(dev(b, dir == 0 ? vol(w) : vol(y), "conv b", E));
+	CHECK(dev(o, outN, "conv out", E));
 	// The computation holds copies of the descriptors and scalars.
 	Desc xs = *x, ws_ = *w, ys = *y;
 	int K = w->h, P = conv->pad;
@@ -1045,11 +1061,11 @@ static int conv_run(void* h, int dir, const float* alpha, void* ad, const void* 
 									size_t xi = (((size_t)n * x->c + ci) * x->h + iy) * x->w + ix;
 									size_t wi = (((size_t)co * w->c + ci) * K + ky) * K + kx;
 									size_t yi = (((size_t)n * y->c + co) * y->h + oy) * y->w + ox;
-									if (dir == 0) acc[yi] += (double)X[xi] * W[wi];
-									if (dir == 1) acc[xi] += (double)W[wi] * Y[yi];
-									if (dir == 2) acc[wi] += (double)X[xi] * Y[yi];
+									if (dir == 0) acc[yi] += (double)fk_load(X, xi, E) * fk_load(W, wi, E);
+									if (dir == 1) acc[xi] += (double)fk_load(W, wi, E) * fk_load(Y, yi, E);
+									if (dir == 2) acc[wi] += (double)fk_load(X, xi, E) * fk_load(Y, yi, E);
 								}
-		for (size_t i = 0; i < outN; i++) out[i] = (float)(al * acc[i] + (be == 0 ? 0.0 : be * out[i]));
+		for (size_t i = 0; i < outN; i++) fk_store(o, i, E, (float)(al * acc[i] + (be == 0 ? 0.0 : be * fk_load(o, i, E))));
 	});
 }
 int cudnnConvolutionForward(void* h, const float* alpha, void* xd, const void* x, void* wd, const void* w, void* cv, int algo,
