@@ -75,6 +75,9 @@ static CUresult vg_cuMemcpyDtoDAsync(void* f, CUdeviceptr dst, CUdeviceptr src, 
 static CUresult vg_cuMemsetD32Async(void* f, CUdeviceptr dst, unsigned int v, size_t n, uintptr_t s) {
 	return ((CUresult(*)(CUdeviceptr, unsigned int, size_t, void*))f)(dst, v, n, H(s));
 }
+static CUresult vg_cuMemsetD16Async(void* f, CUdeviceptr dst, unsigned short v, size_t n, uintptr_t s) {
+	return ((CUresult(*)(CUdeviceptr, unsigned short, size_t, void*))f)(dst, v, n, H(s));
+}
 static CUresult vg_cuMemGetInfo(void* f, size_t* free, size_t* total) {
 	return ((CUresult(*)(size_t*, size_t*))f)(free, total);
 }
@@ -182,7 +185,7 @@ type Driver struct {
 		cuDeviceGetAttribute, cuDeviceTotalMem, cuDevicePrimaryCtxRetain,
 		cuDevicePrimaryCtxRelease, cuCtxSetCurrent, cuCtxSynchronize,
 		cuMemAlloc, cuMemFree, cuMemAllocHost, cuMemFreeHost,
-		cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD32Async,
+		cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD32Async, cuMemsetD16Async,
 		cuMemGetInfo, cuStreamCreate, cuStreamSynchronize, cuStreamDestroy,
 		cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy,
 		cuModuleLoadData, cuModuleUnload, cuModuleGetFunction, cuLaunchKernel,
@@ -216,6 +219,7 @@ func (d *Driver) table() []symbol {
 		{name: "cuMemcpyDtoHAsync_v2", p: &f.cuMemcpyDtoHAsync},
 		{name: "cuMemcpyDtoDAsync_v2", p: &f.cuMemcpyDtoDAsync},
 		{name: "cuMemsetD32Async", p: &f.cuMemsetD32Async},
+		{name: "cuMemsetD16Async", p: &f.cuMemsetD16Async},
 		{name: "cuMemGetInfo_v2", p: &f.cuMemGetInfo},
 		{name: "cuStreamCreate", p: &f.cuStreamCreate},
 		{name: "cuStreamSynchronize", p: &f.cuStreamSynchronize},
@@ -376,6 +380,11 @@ func (d *Driver) MemcpyDtoDAsync(dst, src DevicePtr, bytes int64, s Stream) erro
 // MemsetD32Async queues setting n 32-bit words at dst to v.
 func (d *Driver) MemsetD32Async(dst DevicePtr, v uint32, n int64, s Stream) error {
 	return d.check("cuMemsetD32Async", C.vg_cuMemsetD32Async(d.fn.cuMemsetD32Async, C.CUdeviceptr(dst), C.uint(v), C.size_t(n), C.uintptr_t(s)))
+}
+
+// MemsetD16Async queues setting n 16-bit words at dst (2-byte aligned) to v.
+func (d *Driver) MemsetD16Async(dst DevicePtr, v uint16, n int64, s Stream) error {
+	return d.check("cuMemsetD16Async", C.vg_cuMemsetD16Async(d.fn.cuMemsetD16Async, C.CUdeviceptr(dst), C.ushort(v), C.size_t(n), C.uintptr_t(s)))
 }
 
 // MemGetInfo returns the free and total memory of the current context's

@@ -224,6 +224,13 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* 
 	if (!inside(dst, n) || !inside(src, n)) return ILLEGAL_ADDRESS;
 	return copy("cuMemcpyDtoDAsync", (void*)(uintptr_t)dst, (void*)(uintptr_t)src, n, s);
 }
+CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, size_t n, void* s) {
+	if (!has_ctx("cuMemsetD16Async")) return INVALID_CONTEXT;
+	if (!inside(dst, 2 * n) || dst % 2) return ILLEGAL_ADDRESS;
+	unsigned short* p = (unsigned short*)(uintptr_t)dst;
+	if (!enqueue("cuMemsetD16Async", s, [=] { for (size_t i = 0; i < n; i++) p[i] = v; })) return CAPTURE_UNSUPPORTED;
+	return OK;
+}
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, void* s) {
 	if (!has_ctx("cuMemsetD32Async")) return INVALID_CONTEXT;
 	if (!inside(dst, 4 * n) || dst % 4) return ILLEGAL_ADDRESS;
