@@ -9,8 +9,8 @@
 // so every result is the same from run to run. The tests also compile this
 // file for the host with a small emulation header (internal/kernels), so it
 // keeps to what that header provides: blockIdx/blockDim/threadIdx/gridDim
-// .x, __syncthreads, __shared__ arrays, exp/log/sqrt/rintf and
-// __longlong_as_double.
+// .x, __syncthreads, __shared__ arrays, exp/log/sqrt/rintf,
+// __longlong_as_double, __uint_as_float and __float_as_uint.
 
 typedef unsigned long long u64;
 typedef unsigned int u32;
@@ -35,6 +35,35 @@ __device__ __forceinline__ u64 mix64(u64 z) {
 __device__ __forceinline__ u32 dropout_hash(u64 key, u64 i) {
 	return (u32)(mix64(key + i * 0x9e3779b97f4a7c15ULL) >> 32);
 }
+
+// Activations are float32, or bfloat16 with --precision bf16 (the kernels
+// ending in _bf16, at the end of the file); parameters, their gradients,
+// statistics, losses and labels are always float32. A bf16 is the top 16
+// bits of a float32, stored as an unsigned short; kernels compute in float
+// (double for sums) and only load and store activations as bf16. It is
+// defined here, before the templates that serve both types.
+typedef unsigned short bf16;
+
+// bf16_to_f32 is tensor.FromBF16: the float whose top bits h are (exact).
+__device__ __forceinline__ float bf16_to_f32(bf16 h) {
+	return __uint_as_float((u32)h << 16);
+}
+
+// f32_to_bf16 is tensor.ToBF16 bit for bit: f rounded to the nearest
+// bfloat16, ties to even; a NaN stays a quiet NaN of the same sign.
+__device__ __forceinline__ bf16 f32_to_bf16(float f) {
+	u32 u = __float_as_uint(f);
+	if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (bf16)(u >> 16);
+}
+
+// ldf and stf read and write element i of activations stored as float or
+// bf16, as a float: the templates below take either type.
+__device__ __forceinline__ float ldf(const float* p, u64 i) { return p[i]; }
+__device__ __forceinline__ float ldf(const bf16* p, u64 i) { return bf16_to_f32(p[i]); }
+__device__ __forceinline__ void stf(float* p, u64 i, float v) { p[i] = v; }
+__device__ __forceinline__ void stf(bf16* p, u64 i, float v) { p[i] = f32_to_bf16(v); }
 
 // relu_forward: y = max(x, 0), NaN kept (Go's max propagates NaN); y may
 // be x.
@@ -144,6 +173,51 @@ __device__ double block_sum(double v, double* red) {
 	return r;
 }
 
+// softmax_xent is softmax_xent_rows (below) for logits and dlogits stored
+// as T (float, or bf16 for softmax_xent_rows_bf16); red is the block's
+// shared scratch. dlogits is the float g rounded to T.
+template <typename T>
+__device__ __forceinline__ void softmax_xent(double* row_loss, T* dlogits, const T* logits, const float* labels,
+		u64 n, u64 c, double smoothing, double* red) {
+	const double nan = __longlong_as_double(0x7ff8000000000000ULL);
+	const double neg_inf = __longlong_as_double(0xfff0000000000000ULL);
+	for (u64 i = blockIdx.x; i < n; i += gridDim.x) {
+		const T* row = logits + i * c;
+		float lf = labels[i];
+		bool bad = !(lf >= 0.0f && lf < (float)c);
+		long long label = bad ? -1 : (long long)lf;
+
+		double m = neg_inf;
+		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
+			m = nan_max(m, (double)ldf(row, j));
+		}
+		m = block_max(m, red);
+
+		double z = 0.0;
+		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
+			z += exp((double)ldf(row, j) - m);
+		}
+		z = block_sum(z, red);
+		double logz = m + log(z);
+
+		double part = 0.0;
+		double base = smoothing / (double)c;
+		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
+			double t = base + ((long long)j == label ? 1.0 - smoothing : 0.0);
+			double lp = (double)ldf(row, j) - logz;
+			part -= t * lp;
+			if (dlogits) {
+				double g = (exp(lp) - t) / (double)n;
+				stf(dlogits, i * c + j, bad ? (float)nan : (float)g);
+			}
+		}
+		part = block_sum(part, red);
+		if (threadIdx.x == 0) {
+			row_loss[i] = bad ? nan : part;
+		}
+	}
+}
+
 // softmax_xent_rows: one block of RED_THREADS per row of logits [n, c]
 // (grid-stride over rows). For row i with label y = labels[i] (a class
 // index stored as float) and smoothing eps, the target is
@@ -155,43 +229,7 @@ __device__ double block_sum(double v, double* red) {
 extern "C" __global__ void softmax_xent_rows(double* row_loss, float* dlogits, const float* logits,
 		const float* labels, u64 n, u64 c, double smoothing) {
 	__shared__ double red[RED_THREADS];
-	const double nan = __longlong_as_double(0x7ff8000000000000ULL);
-	const double neg_inf = __longlong_as_double(0xfff0000000000000ULL);
-	for (u64 i = blockIdx.x; i < n; i += gridDim.x) {
-		const float* row = logits + i * c;
-		float lf = labels[i];
-		bool bad = !(lf >= 0.0f && lf < (float)c);
-		long long label = bad ? -1 : (long long)lf;
-
-		double m = neg_inf;
-		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
-			m = nan_max(m, (double)row[j]);
-		}
-		m = block_max(m, red);
-
-		double z = 0.0;
-		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
-			z += exp((double)row[j] - m);
-		}
-		z = block_sum(z, red);
-		double logz = m + log(z);
-
-		double part = 0.0;
-		double base = smoothing / (double)c;
-		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
-			double t = base + ((long long)j == label ? 1.0 - smoothing : 0.0);
-			double lp = (double)row[j] - logz;
-			part -= t * lp;
-			if (dlogits) {
-				double g = (exp(lp) - t) / (double)n;
-				dlogits[i * c + j] = bad ? (float)nan : (float)g;
-			}
-		}
-		part = block_sum(part, red);
-		if (threadIdx.x == 0) {
-			row_loss[i] = bad ? nan : part;
-		}
-	}
+	softmax_xent(row_loss, dlogits, logits, labels, n, c, smoothing, red);
 }
 
 // mean_rows: out[0] = (float)(Σ_i rows[i] / n), one block of RED_THREADS.
@@ -231,16 +269,16 @@ __device__ __forceinline__ u64 at(u64 j, u64 ch, u64 c, u64 hw, bool small) {
 
 // bn_stats: block b sums share b % splits of channel b / splits (the grid
 // is exactly c·splits blocks of RED_THREADS): part[2b] = Σx, part[2b+1] =
-// Σx².
-extern "C" __global__ void bn_stats(double* part, const float* x, u64 n, u64 c, u64 hw, u32 splits) {
-	__shared__ double red[RED_THREADS];
+// Σx². bn_stats_t is its body for x stored as T (float or bf16).
+template <typename T>
+__device__ __forceinline__ void bn_stats_t(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits, double* red) {
 	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
 	u64 m = n * hw, per = (m + splits - 1) / splits;
 	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
 	bool small = n * c * hw < 0xffffffffULL;
 	double sum = 0.0, sq = 0.0;
 	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
-		double v = (double)x[at(j, ch, c, hw, small)];
+		double v = (double)ldf(x, at(j, ch, c, hw, small));
 		sum += v;
 		sq += v * v;
 	}
@@ -250,6 +288,11 @@ extern "C" __global__ void bn_stats(double* part, const float* x, u64 n, u64 c, 
 		part[2 * blockIdx.x] = sum;
 		part[2 * blockIdx.x + 1] = sq;
 	}
+}
+
+extern "C" __global__ void bn_stats(double* part, const float* x, u64 n, u64 c, u64 hw, u32 splits) {
+	__shared__ double red[RED_THREADS];
+	bn_stats_t(part, x, n, c, hw, splits, red);
 }
 
 // bn_finish, one thread per channel: the batch mean and 1/sqrt(var + eps)
@@ -278,16 +321,23 @@ extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* r
 }
 
 // bn_apply: y = (x - mean[ch])·scale[ch] + beta[ch], then max(·, 0) when
-// relu (NaN kept); y may be x.
-extern "C" __global__ void bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,
+// relu (NaN kept); y may be x. bn_apply_t is its body for x and y stored
+// as T.
+template <typename T>
+__device__ __forceinline__ void bn_apply_t(T* y, const T* x, const float* mean, const float* scale, const float* beta,
 		u64 n, u64 c, u64 hw, int relu) {
 	u64 total = n * c * hw;
 	bool small = total < 0xffffffffULL;
 	GRID_STRIDE(i, total) {
 		u64 ch = chan_of(i, c, hw, small);
-		float v = (x[i] - mean[ch]) * scale[ch] + beta[ch];
-		y[i] = (relu && !(v > 0.0f) && v == v) ? 0.0f : v;
+		float v = (ldf(x, i) - mean[ch]) * scale[ch] + beta[ch];
+		stf(y, i, (relu && !(v > 0.0f) && v == v) ? 0.0f : v);
 	}
+}
+
+extern "C" __global__ void bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,
+		u64 n, u64 c, u64 hw, int relu) {
+	bn_apply_t(y, x, mean, scale, beta, n, c, hw, relu);
 }
 
 // bn_infer_coef, one thread per channel: scale = gamma/sqrt(run_var + eps)
@@ -303,23 +353,31 @@ extern "C" __global__ void bn_infer_coef(float* scale, float* shift, const float
 }
 
 // bn_affine: y = x·scale[ch] + shift[ch], then max(·, 0) when relu.
-extern "C" __global__ void bn_affine(float* y, const float* x, const float* scale, const float* shift,
+// bn_affine_t is its body for x and y stored as T.
+template <typename T>
+__device__ __forceinline__ void bn_affine_t(T* y, const T* x, const float* scale, const float* shift,
 		u64 n, u64 c, u64 hw, int relu) {
 	u64 total = n * c * hw;
 	bool small = total < 0xffffffffULL;
 	GRID_STRIDE(i, total) {
 		u64 ch = chan_of(i, c, hw, small);
-		float v = x[i] * scale[ch] + shift[ch];
-		y[i] = (relu && !(v > 0.0f) && v == v) ? 0.0f : v;
+		float v = ldf(x, i) * scale[ch] + shift[ch];
+		stf(y, i, (relu && !(v > 0.0f) && v == v) ? 0.0f : v);
 	}
+}
+
+extern "C" __global__ void bn_affine(float* y, const float* x, const float* scale, const float* shift,
+		u64 n, u64 c, u64 hw, int relu) {
+	bn_affine_t(y, x, scale, shift, n, c, hw, relu);
 }
 
 // bn_grad_stats: blocks as bn_stats. g is dy, or dy where y > 0 when relu
 // (y the forward's output); xhat = (x - mean)·inv. part[2b] = Σg,
-// part[2b+1] = Σg·xhat.
-extern "C" __global__ void bn_grad_stats(double* part, const float* dy, const float* y, const float* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
-	__shared__ double red[RED_THREADS];
+// part[2b+1] = Σg·xhat. bn_grad_stats_t is its body for dy, y and x
+// stored as T.
+template <typename T>
+__device__ __forceinline__ void bn_grad_stats_t(double* part, const T* dy, const T* y, const T* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu, double* red) {
 	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
 	u64 m = n * hw, per = (m + splits - 1) / splits;
 	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
@@ -328,9 +386,9 @@ extern "C" __global__ void bn_grad_stats(double* part, const float* dy, const fl
 	double sg = 0.0, sgx = 0.0;
 	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
 		u64 k = at(j, ch, c, hw, small);
-		double g = (relu && !(y[k] > 0.0f)) ? 0.0 : (double)dy[k];
+		double g = (relu && !(ldf(y, k) > 0.0f)) ? 0.0 : (double)ldf(dy, k);
 		sg += g;
-		sgx += g * (((double)x[k] - mu) * iv);
+		sgx += g * (((double)ldf(x, k) - mu) * iv);
 	}
 	sg = block_sum(sg, red);
 	sgx = block_sum(sgx, red);
@@ -338,6 +396,12 @@ extern "C" __global__ void bn_grad_stats(double* part, const float* dy, const fl
 		part[2 * blockIdx.x] = sg;
 		part[2 * blockIdx.x + 1] = sgx;
 	}
+}
+
+extern "C" __global__ void bn_grad_stats(double* part, const float* dy, const float* y, const float* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+	__shared__ double red[RED_THREADS];
+	bn_grad_stats_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
 }
 
 // bn_grad_finish, one thread per channel: dgamma = Σg·xhat, dbeta = Σg,
@@ -359,31 +423,40 @@ extern "C" __global__ void bn_grad_finish(float* dgamma, float* dbeta, float* co
 }
 
 // bn_grad_apply: dx = gamma·inv·(g - Σg/m - xhat·Σ(g·xhat)/m), with g and
-// xhat as in bn_grad_stats; dx may be dy.
-extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float* y, const float* x,
+// xhat as in bn_grad_stats; dx may be dy. bn_grad_apply_t is its body for
+// dx, dy, y and x stored as T.
+template <typename T>
+__device__ __forceinline__ void bn_grad_apply_t(T* dx, const T* dy, const T* y, const T* x,
 		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
 	u64 total = n * c * hw;
 	bool small = total < 0xffffffffULL;
 	GRID_STRIDE(i, total) {
 		u64 ch = chan_of(i, c, hw, small);
-		float g = (relu && !(y[i] > 0.0f)) ? 0.0f : dy[i];
-		float xhat = (x[i] - mean[ch]) * inv[ch];
-		dx[i] = coef[3 * ch] * (g - coef[3 * ch + 1] - xhat * coef[3 * ch + 2]);
+		float g = (relu && !(ldf(y, i) > 0.0f)) ? 0.0f : ldf(dy, i);
+		float xhat = (ldf(x, i) - mean[ch]) * inv[ch];
+		stf(dx, i, coef[3 * ch] * (g - coef[3 * ch + 1] - xhat * coef[3 * ch + 2]));
 	}
+}
+
+extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float* y, const float* x,
+		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
 }
 
 // tally, one block of RED_THREADS: acc[0] += loss[0]·n and acc[1] += the
 // rows of logits [n, c] whose first maximum is at class labels[i], as the
 // CPU backend's Tally (a float32 sum of products rounded one by one). The
-// count is exact: it is summed as a double and is far below 2^24.
-extern "C" __global__ void tally(float* acc, const float* loss, const float* logits, const float* labels, u64 n, u64 c) {
-	__shared__ double red[RED_THREADS];
+// count is exact: it is summed as a double and is far below 2^24. tally_t
+// is its body for logits stored as T.
+template <typename T>
+__device__ __forceinline__ void tally_t(float* acc, const float* loss, const T* logits, const float* labels, u64 n, u64 c,
+		double* red) {
 	double hits = 0.0;
 	for (u64 i = threadIdx.x; i < n; i += RED_THREADS) {
-		const float* row = logits + i * c;
+		const T* row = logits + i * c;
 		u64 best = 0;
 		for (u64 j = 1; j < c; j++) {
-			if (row[j] > row[best]) best = j;
+			if (ldf(row, j) > ldf(row, best)) best = j;
 		}
 		if ((float)best == labels[i]) hits += 1.0;
 	}
@@ -392,6 +465,11 @@ extern "C" __global__ void tally(float* acc, const float* loss, const float* log
 		acc[0] = acc[0] + loss[0] * (float)n;
 		acc[1] = acc[1] + (float)hits;
 	}
+}
+
+extern "C" __global__ void tally(float* acc, const float* loss, const float* logits, const float* labels, u64 n, u64 c) {
+	__shared__ double red[RED_THREADS];
+	tally_t(acc, loss, logits, labels, n, c, red);
 }
 
 // ---- the input pipeline -----------------------------------------------------
@@ -414,6 +492,31 @@ __device__ __forceinline__ float crop_pixel(const unsigned char* p, int side, in
 	return (y < 0 || y >= side || x < 0 || x >= side) ? 0.0f : (float)p[y * side + x];
 }
 
+// crop_value is element i of crop_resize's output y [n, 3, s, s]: the
+// pixel of the crop's window, resized and normalised (see crop_resize).
+__device__ __forceinline__ float crop_value(u64 i, const unsigned char* images, const int* crops, const float* table,
+		u32 s, u32 side) {
+	u64 plane = (u64)s * s;
+	int x = (int)(i % s), r = (int)((i / s) % s), c = (int)((i / plane) % 3);
+	const int* cr = crops + 6 * (i / (3 * plane));
+	const unsigned char* p = images + ((u64)cr[0] * 3 + c) * side * side;
+	int top = cr[1], left = cr[2], h = cr[3], w = cr[4];
+	int xd = cr[5] ? (int)s - 1 - x : x;
+	float v;
+	if (h == (int)s && w == (int)s) {
+		v = crop_pixel(p, side, top + r, left + xd);
+	} else {
+		int y0, y1, x0, x1;
+		float ly, lx;
+		linear_tap(h, s, r, &y0, &y1, &ly);
+		linear_tap(w, s, xd, &x0, &x1, &lx);
+		float r0 = (1.0f - lx) * crop_pixel(p, side, top + y0, left + x0) + lx * crop_pixel(p, side, top + y0, left + x1);
+		float r1 = (1.0f - lx) * crop_pixel(p, side, top + y1, left + x0) + lx * crop_pixel(p, side, top + y1, left + x1);
+		v = rintf((1.0f - ly) * r0 + ly * r1);
+	}
+	return table[c * 256 + (int)v];
+}
+
 // crop_resize makes a batch of model inputs from uint8 images: y [n, 3, s,
 // s] from images [N, 3, side, side] and crops [n, 6] (image index, top,
 // left, height, width, flip), as cifar.ApplyCrop does on the CPU: the
@@ -426,23 +529,235 @@ extern "C" __global__ void crop_resize(float* y, const unsigned char* images, co
 		u64 n, u32 s, u32 side) {
 	u64 plane = (u64)s * s;
 	GRID_STRIDE(i, n * 3 * plane) {
-		int x = (int)(i % s), r = (int)((i / s) % s), c = (int)((i / plane) % 3);
-		const int* cr = crops + 6 * (i / (3 * plane));
-		const unsigned char* p = images + ((u64)cr[0] * 3 + c) * side * side;
-		int top = cr[1], left = cr[2], h = cr[3], w = cr[4];
-		int xd = cr[5] ? (int)s - 1 - x : x;
-		float v;
-		if (h == (int)s && w == (int)s) {
-			v = crop_pixel(p, side, top + r, left + xd);
-		} else {
-			int y0, y1, x0, x1;
-			float ly, lx;
-			linear_tap(h, s, r, &y0, &y1, &ly);
-			linear_tap(w, s, xd, &x0, &x1, &lx);
-			float r0 = (1.0f - lx) * crop_pixel(p, side, top + y0, left + x0) + lx * crop_pixel(p, side, top + y0, left + x1);
-			float r1 = (1.0f - lx) * crop_pixel(p, side, top + y1, left + x0) + lx * crop_pixel(p, side, top + y1, left + x1);
-			v = rintf((1.0f - ly) * r0 + ly * r1);
+		y[i] = crop_value(i, images, crops, table, s, side);
+	}
+}
+
+// ---- bfloat16 activations ---------------------------------------------------
+//
+// The kernels of --precision bf16, which stores activations (and their
+// gradients) as bf16 and everything else as float32: bf16, bf16_to_f32,
+// f32_to_bf16 and the ldf/stf helpers are at the top of the file. Each
+// kernel is its float32 namesake with bf16 loads and stores: the arithmetic
+// is in float (double for sums) and each result is rounded once to bf16, so
+// that an element-wise kernel gives the CPU backend's float32 result on the
+// same (bf16) inputs, rounded to bf16, bit for bit. bn_finish,
+// bn_infer_coef, bn_grad_finish and mean_rows work on float32 per-channel
+// or per-row values and serve both precisions.
+
+// cast_f32_bf16: y = x rounded to bf16 (tensor.ToBF16), n elements.
+extern "C" __global__ void cast_f32_bf16(bf16* y, const float* x, u64 n) {
+	GRID_STRIDE(i, n) {
+		y[i] = f32_to_bf16(x[i]);
+	}
+}
+
+// cast_bf16_f32: y = x as float32 (exact), n elements.
+extern "C" __global__ void cast_bf16_f32(float* y, const bf16* x, u64 n) {
+	GRID_STRIDE(i, n) {
+		y[i] = bf16_to_f32(x[i]);
+	}
+}
+
+// relu_forward_bf16: relu_forward on bf16 (NaN kept); y may be x.
+extern "C" __global__ void relu_forward_bf16(bf16* y, const bf16* x, u64 n) {
+	GRID_STRIDE(i, n) {
+		float v = bf16_to_f32(x[i]);
+		y[i] = (v > 0.0f || v != v) ? x[i] : (bf16)0;
+	}
+}
+
+// relu_backward_bf16: dx = dy where y > 0, else 0, all bf16; dx may be dy.
+extern "C" __global__ void relu_backward_bf16(bf16* dx, const bf16* dy, const bf16* y, u64 n) {
+	GRID_STRIDE(i, n) {
+		dx[i] = bf16_to_f32(y[i]) > 0.0f ? dy[i] : (bf16)0;
+	}
+}
+
+// dropout_apply_bf16: dropout_apply on bf16 x and y: y = bf16(x·scale)
+// where DropoutHash(key, i) >= threshold, else 0; key from *key_at when
+// key_at is not null.
+extern "C" __global__ void dropout_apply_bf16(bf16* y, const bf16* x, u64 n, u64 key, const u64* key_at, u32 threshold,
+		float scale) {
+	if (key_at) key = *key_at;
+	GRID_STRIDE(i, n) {
+		y[i] = dropout_hash(key, i) >= threshold ? f32_to_bf16(bf16_to_f32(x[i]) * scale) : (bf16)0;
+	}
+}
+
+// bias_add_rows_bf16: y[r, c] = bf16(y[r, c] + b[c]) for a row-major bf16
+// y [rows, cols] and float32 b [cols].
+extern "C" __global__ void bias_add_rows_bf16(bf16* y, const float* b, u64 rows, u64 cols) {
+	GRID_STRIDE(i, rows * cols) {
+		y[i] = f32_to_bf16(bf16_to_f32(y[i]) + b[i % cols]);
+	}
+}
+
+// col_sum_bf16: out[c] = Σ_r x[r, c] for a row-major bf16 x [rows, cols],
+// summed in double in row order as col_sum does.
+extern "C" __global__ void col_sum_bf16(float* out, const bf16* x, u64 rows, u64 cols) {
+	GRID_STRIDE(c, cols) {
+		double s = 0.0;
+		for (u64 r = 0; r < rows; r++) {
+			s += (double)bf16_to_f32(x[r * cols + c]);
 		}
-		y[i] = table[c * 256 + (int)v];
+		out[c] = (float)s;
+	}
+}
+
+// bias_add_nchw_bf16: y[i] = bf16(y[i] + b[ch]) for a bf16 y [n, c, hw]
+// and float32 b [c], ch the channel of element i (a convolution's bias).
+extern "C" __global__ void bias_add_nchw_bf16(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
+	u64 total = n * c * hw;
+	bool small = total < 0xffffffffULL;
+	GRID_STRIDE(i, total) {
+		y[i] = f32_to_bf16(bf16_to_f32(y[i]) + b[chan_of(i, c, hw, small)]);
+	}
+}
+
+// bias_grad_nchw_bf16: db[ch] = Σ dy over the n·hw elements of channel ch
+// of a bf16 dy [n, c, hw] (a convolution's bias gradient). One block of
+// RED_THREADS per channel (grid-stride over channels): each thread sums
+// its elements in double, block_sum adds the threads' sums in a fixed
+// order, and the sum is rounded once to float.
+extern "C" __global__ void bias_grad_nchw_bf16(float* db, const bf16* dy, u64 n, u64 c, u64 hw) {
+	__shared__ double red[RED_THREADS];
+	u64 m = n * hw;
+	bool small = n * c * hw < 0xffffffffULL;
+	for (u64 ch = blockIdx.x; ch < c; ch += gridDim.x) {
+		double s = 0.0;
+		for (u64 j = threadIdx.x; j < m; j += RED_THREADS) {
+			s += (double)bf16_to_f32(dy[at(j, ch, c, hw, small)]);
+		}
+		s = block_sum(s, red);
+		if (threadIdx.x == 0) {
+			db[ch] = (float)s;
+		}
+	}
+}
+
+// softmax_xent_rows_bf16: softmax_xent_rows with bf16 logits and dlogits
+// (row_loss and labels as there); mean_rows finishes the loss.
+extern "C" __global__ void softmax_xent_rows_bf16(double* row_loss, bf16* dlogits, const bf16* logits,
+		const float* labels, u64 n, u64 c, double smoothing) {
+	__shared__ double red[RED_THREADS];
+	softmax_xent(row_loss, dlogits, logits, labels, n, c, smoothing, red);
+}
+
+// tally_bf16: tally with bf16 logits.
+extern "C" __global__ void tally_bf16(float* acc, const float* loss, const bf16* logits, const float* labels, u64 n,
+		u64 c) {
+	__shared__ double red[RED_THREADS];
+	tally_t(acc, loss, logits, labels, n, c, red);
+}
+
+// The fused batch norm and ReLU with bf16 x, y, dy and dx; the statistics,
+// parameters, part and coef are as in the float32 kernels.
+
+// bn_stats_bf16: bn_stats of a bf16 x.
+extern "C" __global__ void bn_stats_bf16(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits) {
+	__shared__ double red[RED_THREADS];
+	bn_stats_t(part, x, n, c, hw, splits, red);
+}
+
+// bn_apply_bf16: bn_apply from a bf16 x to a bf16 y; y may be x.
+extern "C" __global__ void bn_apply_bf16(bf16* y, const bf16* x, const float* mean, const float* scale,
+		const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	bn_apply_t(y, x, mean, scale, beta, n, c, hw, relu);
+}
+
+// bn_affine_bf16: bn_affine from a bf16 x to a bf16 y.
+extern "C" __global__ void bn_affine_bf16(bf16* y, const bf16* x, const float* scale, const float* shift,
+		u64 n, u64 c, u64 hw, int relu) {
+	bn_affine_t(y, x, scale, shift, n, c, hw, relu);
+}
+
+// bn_grad_stats_bf16: bn_grad_stats of bf16 dy, y and x.
+extern "C" __global__ void bn_grad_stats_bf16(double* part, const bf16* dy, const bf16* y, const bf16* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+	__shared__ double red[RED_THREADS];
+	bn_grad_stats_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
+}
+
+// bn_grad_apply_bf16: bn_grad_apply with bf16 dx, dy, y and x; dx may be dy.
+extern "C" __global__ void bn_grad_apply_bf16(bf16* dx, const bf16* dy, const bf16* y, const bf16* x,
+		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
+}
+
+// pool_out is the output size of a max-pool window k with stride s over n
+// inputs (no padding, floor); 0 when the window does not fit.
+__device__ __forceinline__ u32 pool_out(u32 n, u32 k, u32 s) {
+	return n >= k ? (n - k) / s + 1 : 0;
+}
+
+// max_pool_forward_bf16: y [planes, oh, ow] = the maximum of each k×k
+// window, stride s, of x [planes, h, w], as the CPU backend's
+// MaxPoolForward: a NaN in the window makes the output NaN (PyTorch's
+// rule).
+extern "C" __global__ void max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
+	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
+	const float neg_inf = __uint_as_float(0xff800000u);
+	GRID_STRIDE(i, planes * oh * ow) {
+		u32 ox = (u32)(i % ow), oy = (u32)((i / ow) % oh);
+		const bf16* win = x + (i / ((u64)oh * ow)) * h * w + (u64)oy * s * w + (u64)ox * s;
+		float m = neg_inf;
+		for (u32 ki = 0; ki < k; ki++) {
+			for (u32 kj = 0; kj < k; kj++) {
+				float v = bf16_to_f32(win[ki * w + kj]);
+				if (v > m || v != v) m = v;
+			}
+		}
+		y[i] = f32_to_bf16(m);
+	}
+}
+
+// max_pool_backward_bf16: dx [planes, h, w] from dy [planes, oh, ow] and
+// the forward's x, as the CPU backend's MaxPoolBackward: each window's
+// gradient goes to the first maximum of the window in row-major order (a
+// NaN wins only as the window's first element), and the gradients of
+// overlapping windows add, in window order. One thread per element of dx,
+// which visits the windows that contain it (no atomics), and writes every
+// element (0 where no gradient lands).
+extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w,
+		u32 k, u32 s) {
+	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
+	GRID_STRIDE(i, planes * h * w) {
+		u32 xx = (u32)(i % w), yy = (u32)((i / w) % h);
+		u64 plane = i / ((u64)h * w);
+		const bf16* src = x + plane * h * w;
+		const bf16* g = dy + plane * oh * ow;
+		float sum = 0.0f;
+		// The windows oy with oy·s <= yy < oy·s + k, and ox alike.
+		for (u32 oy = yy >= k ? (yy - k) / s + 1 : 0; oy <= yy / s && oy < oh; oy++) {
+			for (u32 ox = xx >= k ? (xx - k) / s + 1 : 0; ox <= xx / s && ox < ow; ox++) {
+				const bf16* win = src + (u64)oy * s * w + (u64)ox * s;
+				u32 best = 0;
+				float m = bf16_to_f32(win[0]);
+				for (u32 ki = 0; ki < k; ki++) {
+					for (u32 kj = 0; kj < k; kj++) {
+						float v = bf16_to_f32(win[ki * w + kj]);
+						if (v > m) {
+							best = ki * k + kj;
+							m = v;
+						}
+					}
+				}
+				if (oy * s + best / k == yy && ox * s + best % k == xx) {
+					sum += bf16_to_f32(g[(u64)oy * ow + ox]);
+				}
+			}
+		}
+		dx[i] = f32_to_bf16(sum);
+	}
+}
+
+// crop_resize_bf16: crop_resize with y stored as bf16 (each crop_resize
+// value rounded).
+extern "C" __global__ void crop_resize_bf16(bf16* y, const unsigned char* images, const int* crops, const float* table,
+		u64 n, u32 s, u32 side) {
+	u64 plane = (u64)s * s;
+	GRID_STRIDE(i, n * 3 * plane) {
+		y[i] = f32_to_bf16(crop_value(i, images, crops, table, s, side));
 	}
 }

@@ -40,6 +40,16 @@ inline double __longlong_as_double(unsigned long long v) {
 	std::memcpy(&d, &v, 8);
 	return d;
 }
+inline float __uint_as_float(unsigned v) {
+	float f;
+	std::memcpy(&f, &v, 4);
+	return f;
+}
+inline unsigned __float_as_uint(float f) {
+	unsigned v;
+	std::memcpy(&v, &f, 4);
+	return v;
+}
 using std::exp;
 using std::log;
 
