@@ -42,6 +42,11 @@ type Module struct {
 		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows          cuda.Function
 		bnStats, bnFinish, bnApply, bnInferCoef, bnAffine, bnGradStats, bnGradFinish, bnGradApply cuda.Function
 		cropResize, tally                                                                         cuda.Function
+		// bfloat16 activations
+		castF32BF16, castBF16F32, reluForwardBF16, reluBackwardBF16, dropoutBF16, biasAddRowsBF16, colSumBF16 cuda.Function
+		biasAddNCHWBF16, biasGradNCHWBF16, xentRowsBF16, tallyBF16                                            cuda.Function
+		bnStatsBF16, bnApplyBF16, bnAffineBF16, bnGradStatsBF16, bnGradApplyBF16                              cuda.Function
+		maxPoolForwardBF16, maxPoolBackwardBF16, cropResizeBF16                                               cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -236,6 +241,25 @@ func (m *Module) lookup() error {
 		{"bn_grad_apply", &m.f.bnGradApply},
 		{"crop_resize", &m.f.cropResize},
 		{"tally", &m.f.tally},
+		{"cast_f32_bf16", &m.f.castF32BF16},
+		{"cast_bf16_f32", &m.f.castBF16F32},
+		{"relu_forward_bf16", &m.f.reluForwardBF16},
+		{"relu_backward_bf16", &m.f.reluBackwardBF16},
+		{"dropout_apply_bf16", &m.f.dropoutBF16},
+		{"bias_add_rows_bf16", &m.f.biasAddRowsBF16},
+		{"col_sum_bf16", &m.f.colSumBF16},
+		{"bias_add_nchw_bf16", &m.f.biasAddNCHWBF16},
+		{"bias_grad_nchw_bf16", &m.f.biasGradNCHWBF16},
+		{"softmax_xent_rows_bf16", &m.f.xentRowsBF16},
+		{"tally_bf16", &m.f.tallyBF16},
+		{"bn_stats_bf16", &m.f.bnStatsBF16},
+		{"bn_apply_bf16", &m.f.bnApplyBF16},
+		{"bn_affine_bf16", &m.f.bnAffineBF16},
+		{"bn_grad_stats_bf16", &m.f.bnGradStatsBF16},
+		{"bn_grad_apply_bf16", &m.f.bnGradApplyBF16},
+		{"max_pool_forward_bf16", &m.f.maxPoolForwardBF16},
+		{"max_pool_backward_bf16", &m.f.maxPoolBackwardBF16},
+		{"crop_resize_bf16", &m.f.cropResizeBF16},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

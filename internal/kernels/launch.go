@@ -1,6 +1,10 @@
 package kernels
 
-import "github.com/vgg16/vgg16/internal/cuda"
+import (
+	"fmt"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+)
 
 // Typed launchers, one per kernel of kernels.cu; argument order and types
 // follow the kernels' C signatures exactly (pointers and u64 counts are
@@ -62,12 +66,18 @@ func (m *Module) ColSum(s cuda.Stream, out, x ptr, rows, cols int) error {
 // against labels [n] with label smoothing into loss[0], and dlogits [n, c]
 // unless dlogits is 0. rowLoss is scratch for n doubles.
 func (m *Module) SoftmaxXent(s cuda.Stream, loss, dlogits, rowLoss, logits, labels ptr, n, c int, smoothing float64) error {
+	return m.softmaxXent(m.f.xentRows, s, loss, dlogits, rowLoss, logits, labels, n, c, smoothing)
+}
+
+// softmaxXent launches f (softmax_xent_rows or its bf16 variant), then
+// mean_rows.
+func (m *Module) softmaxXent(f cuda.Function, s cuda.Stream, loss, dlogits, rowLoss, logits, labels ptr, n, c int, smoothing float64) error {
 	if n == 0 {
 		return nil
 	}
 	grid := cuda.Dim3{X: uint32(min(uint64(n), uint64(m.maxBlocks))), Y: 1, Z: 1}
 	block := cuda.Dim3{X: redThreads, Y: 1, Z: 1}
-	err := m.drv.LaunchKernel(m.f.xentRows, grid, block, 0, s, cuda.ArgPtr(rowLoss), cuda.ArgPtr(dlogits), cuda.ArgPtr(logits),
+	err := m.drv.LaunchKernel(f, grid, block, 0, s, cuda.ArgPtr(rowLoss), cuda.ArgPtr(dlogits), cuda.ArgPtr(logits),
 		cuda.ArgPtr(labels), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgF64(smoothing))
 	if err != nil {
 		return err
@@ -88,6 +98,20 @@ func b2i(b bool) int32 {
 type BN struct {
 	N, C, HW int
 	Splits   int
+	// BF16 says that the activations x, y, dy and dx are bfloat16 (the
+	// _bf16 kernels); the parameters, statistics and their gradients are
+	// float32 either way.
+	BF16 bool
+}
+
+// bnKernels are the kernels that read or write g's activations.
+type bnKernels struct{ stats, apply, affine, gradStats, gradApply cuda.Function }
+
+func (m *Module) bn(g BN) bnKernels {
+	if g.BF16 {
+		return bnKernels{m.f.bnStatsBF16, m.f.bnApplyBF16, m.f.bnAffineBF16, m.f.bnGradStatsBF16, m.f.bnGradApplyBF16}
+	}
+	return bnKernels{m.f.bnStats, m.f.bnApply, m.f.bnAffine, m.f.bnGradStats, m.f.bnGradApply}
 }
 
 // Splits is how many blocks share one channel's sums: enough blocks for
@@ -118,7 +142,7 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 		return nil
 	}
 	d := g.dims()
-	if err := m.reduce(m.f.bnStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(x), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
+	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(x), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
 		return err
 	}
 	err := m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
@@ -127,7 +151,7 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 	if err != nil {
 		return err
 	}
-	return m.launch(m.f.bnApply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
+	return m.launch(m.bn(g).apply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
 		cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
@@ -143,7 +167,7 @@ func (m *Module) BNInferReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 	if err != nil {
 		return err
 	}
-	return m.launch(m.f.bnAffine, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(scale), cuda.ArgPtr(shift),
+	return m.launch(m.bn(g).affine, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(scale), cuda.ArgPtr(shift),
 		d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
@@ -155,7 +179,7 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x
 		return nil
 	}
 	d := g.dims()
-	err := m.reduce(m.f.bnGradStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean),
+	err := m.reduce(m.bn(g).gradStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean),
 		cuda.ArgPtr(saveInv), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits)), cuda.ArgI32(b2i(relu)))
 	if err != nil {
 		return err
@@ -165,7 +189,7 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x
 	if err != nil {
 		return err
 	}
-	return m.launch(m.f.bnGradApply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x),
+	return m.launch(m.bn(g).gradApply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x),
 		cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(coef), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
@@ -177,16 +201,143 @@ const CropWords = 6
 // images [N, 3, side, side], the crops [n, CropWords] and the
 // normalisation table [3, 256] (floats), as cifar.ApplyCrop does.
 func (m *Module) CropResize(s cuda.Stream, y, images, crops, table ptr, n, size, side int) error {
-	return m.launch(m.f.cropResize, s, uint64(n)*3*uint64(size)*uint64(size), cuda.ArgPtr(y), cuda.ArgPtr(images), cuda.ArgPtr(crops),
+	return m.cropResize(m.f.cropResize, s, y, images, crops, table, n, size, side)
+}
+
+func (m *Module) cropResize(f cuda.Function, s cuda.Stream, y, images, crops, table ptr, n, size, side int) error {
+	return m.launch(f, s, uint64(n)*3*uint64(size)*uint64(size), cuda.ArgPtr(y), cuda.ArgPtr(images), cuda.ArgPtr(crops),
 		cuda.ArgPtr(table), cuda.ArgU64(uint64(n)), cuda.ArgU32(uint32(size)), cuda.ArgU32(uint32(side)))
 }
 
 // Tally adds a batch to the running metrics acc [2]: acc[0] += loss[0]·n,
 // acc[1] += the rows of logits [n, c] whose argmax is labels[i].
 func (m *Module) Tally(s cuda.Stream, acc, loss, logits, labels ptr, n, c int) error {
+	return m.tally(m.f.tally, s, acc, loss, logits, labels, n, c)
+}
+
+func (m *Module) tally(f cuda.Function, s cuda.Stream, acc, loss, logits, labels ptr, n, c int) error {
 	if n == 0 {
 		return nil
 	}
-	return m.drv.LaunchKernel(m.f.tally, cuda.Dim3{X: 1, Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s,
+	return m.drv.LaunchKernel(f, cuda.Dim3{X: 1, Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s,
 		cuda.ArgPtr(acc), cuda.ArgPtr(loss), cuda.ArgPtr(logits), cuda.ArgPtr(labels), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)))
+}
+
+// ---- bfloat16 activations (--precision bf16) ---------------------------------
+//
+// The launchers of the _bf16 kernels: pointers named like activations (x,
+// y, dx, dy, logits, dlogits) are bfloat16 (2 bytes an element), the rest
+// (biases, their gradients, losses, labels, tables) float32. Batch norm
+// has no launchers of its own: BN.BF16 selects its bf16 kernels.
+
+// CastF32ToBF16: y (bf16) = x (float32) rounded to nearest even, n elements.
+func (m *Module) CastF32ToBF16(s cuda.Stream, y, x ptr, n int) error {
+	return m.launch(m.f.castF32BF16, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)))
+}
+
+// CastBF16ToF32: y (float32) = x (bf16), exact, n elements.
+func (m *Module) CastBF16ToF32(s cuda.Stream, y, x ptr, n int) error {
+	return m.launch(m.f.castBF16F32, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)))
+}
+
+// ReLUForwardBF16 is ReLUForward on bf16 x and y; y may be x.
+func (m *Module) ReLUForwardBF16(s cuda.Stream, y, x ptr, n int) error {
+	return m.launch(m.f.reluForwardBF16, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)))
+}
+
+// ReLUBackwardBF16 is ReLUBackward on bf16 dx, dy and y; dx may be dy.
+func (m *Module) ReLUBackwardBF16(s cuda.Stream, dx, dy, y ptr, n int) error {
+	return m.launch(m.f.reluBackwardBF16, s, uint64(n), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgU64(uint64(n)))
+}
+
+// DropoutBF16 is Dropout on bf16 x and y (keyAt as there).
+func (m *Module) DropoutBF16(s cuda.Stream, y, x ptr, n int, key uint64, keyAt ptr, threshold uint32, scale float32) error {
+	return m.launch(m.f.dropoutBF16, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)),
+		cuda.ArgU64(key), cuda.ArgPtr(keyAt), cuda.ArgU32(threshold), cuda.ArgF32(scale))
+}
+
+// BiasAddRowsBF16: y[r, c] += b[c] for a row-major bf16 y [rows, cols] and
+// float32 b.
+func (m *Module) BiasAddRowsBF16(s cuda.Stream, y, b ptr, rows, cols int) error {
+	return m.launch(m.f.biasAddRowsBF16, s, uint64(rows)*uint64(cols), cuda.ArgPtr(y), cuda.ArgPtr(b), cuda.ArgU64(uint64(rows)), cuda.ArgU64(uint64(cols)))
+}
+
+// ColSumBF16: out[c] (float32) = Σ_r x[r, c] for a row-major bf16 x [rows, cols].
+func (m *Module) ColSumBF16(s cuda.Stream, out, x ptr, rows, cols int) error {
+	return m.launch(m.f.colSumBF16, s, uint64(cols), cuda.ArgPtr(out), cuda.ArgPtr(x), cuda.ArgU64(uint64(rows)), cuda.ArgU64(uint64(cols)))
+}
+
+// BiasAddNCHWBF16: y[i, ch, p] += b[ch] for a bf16 y [n, c, hw] and float32
+// b [c] (a convolution's bias).
+func (m *Module) BiasAddNCHWBF16(s cuda.Stream, y, b ptr, n, c, hw int) error {
+	return m.launch(m.f.biasAddNCHWBF16, s, uint64(n)*uint64(c)*uint64(hw), cuda.ArgPtr(y), cuda.ArgPtr(b),
+		cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU64(uint64(hw)))
+}
+
+// BiasGradNCHWBF16: db[ch] (float32) = Σ dy over channel ch of a bf16 dy
+// [n, c, hw] (a convolution's bias gradient), one block per channel.
+func (m *Module) BiasGradNCHWBF16(s cuda.Stream, db, dy ptr, n, c, hw int) error {
+	if n*c*hw == 0 {
+		return nil
+	}
+	grid := cuda.Dim3{X: uint32(min(uint64(c), uint64(m.maxBlocks))), Y: 1, Z: 1}
+	return m.drv.LaunchKernel(m.f.biasGradNCHWBF16, grid, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s, cuda.ArgPtr(db), cuda.ArgPtr(dy),
+		cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU64(uint64(hw)))
+}
+
+// SoftmaxXentBF16 is SoftmaxXent with bf16 logits and dlogits (loss,
+// rowLoss and labels as there).
+func (m *Module) SoftmaxXentBF16(s cuda.Stream, loss, dlogits, rowLoss, logits, labels ptr, n, c int, smoothing float64) error {
+	return m.softmaxXent(m.f.xentRowsBF16, s, loss, dlogits, rowLoss, logits, labels, n, c, smoothing)
+}
+
+// TallyBF16 is Tally with bf16 logits.
+func (m *Module) TallyBF16(s cuda.Stream, acc, loss, logits, labels ptr, n, c int) error {
+	return m.tally(m.f.tallyBF16, s, acc, loss, logits, labels, n, c)
+}
+
+// poolOut is the output size of a max-pool window k with stride st over n
+// inputs (no padding, floor), 0 when the window does not fit.
+func poolOut(n, k, st int) int {
+	if n < k {
+		return 0
+	}
+	return (n-k)/st + 1
+}
+
+func poolArgs(planes, h, w, k, st int) ([]uint64, error) {
+	if k < 1 || st < 1 {
+		return nil, fmt.Errorf("kernels: max-pool window %d stride %d", k, st)
+	}
+	return []uint64{cuda.ArgU64(uint64(planes)), cuda.ArgU32(uint32(h)), cuda.ArgU32(uint32(w)), cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st))}, nil
+}
+
+// MaxPoolForwardBF16: y [planes, oh, ow] = the maximum of each k×k window,
+// stride st, of x [planes, h, w] (both bf16; oh = poolOut(h, k, st), ow
+// alike), NaN propagating, as the CPU backend's MaxPoolForward.
+func (m *Module) MaxPoolForwardBF16(s cuda.Stream, y, x ptr, planes, h, w, k, st int) error {
+	a, err := poolArgs(planes, h, w, k, st)
+	if err != nil {
+		return err
+	}
+	return m.launch(m.f.maxPoolForwardBF16, s, uint64(planes)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
+		append([]uint64{cuda.ArgPtr(y), cuda.ArgPtr(x)}, a...)...)
+}
+
+// MaxPoolBackwardBF16: dx [planes, h, w] from dy [planes, oh, ow] and the
+// forward's x (all bf16): each window's gradient goes to its first maximum
+// in row-major order and overlapping windows' gradients add, as the CPU
+// backend's MaxPoolBackward. It writes all of dx.
+func (m *Module) MaxPoolBackwardBF16(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, st int) error {
+	a, err := poolArgs(planes, h, w, k, st)
+	if err != nil {
+		return err
+	}
+	return m.launch(m.f.maxPoolBackwardBF16, s, uint64(planes)*uint64(h)*uint64(w),
+		append([]uint64{cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x)}, a...)...)
+}
+
+// CropResizeBF16 is CropResize with y stored as bf16.
+func (m *Module) CropResizeBF16(s cuda.Stream, y, images, crops, table ptr, n, size, side int) error {
+	return m.cropResize(m.f.cropResizeBF16, s, y, images, crops, table, n, size, side)
 }
