@@ -392,7 +392,12 @@ static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply
                                  "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows",
                                  "bn_stats", "bn_finish", "bn_apply", "bn_infer_coef",
                                  "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply",
-                                 "crop_resize", "tally"};
+                                 "crop_resize", "tally",
+                                 "cast_f32_bf16", "cast_bf16_f32", "relu_forward_bf16", "relu_backward_bf16",
+                                 "dropout_apply_bf16", "bias_add_rows_bf16", "col_sum_bf16", "bias_add_nchw_bf16",
+                                 "bias_grad_nchw_bf16", "softmax_xent_rows_bf16", "tally_bf16", "bn_stats_bf16",
+                                 "bn_apply_bf16", "bn_affine_bf16", "bn_grad_stats_bf16", "bn_grad_apply_bf16",
+                                 "max_pool_forward_bf16", "max_pool_backward_bf16", "crop_resize_bf16"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
@@ -586,6 +591,160 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
 		IN(acc, 8); IN(loss, 4); IN(lg, 4 * n * c); IN(lb, 4 * n);
 		run = [=] { launch_threads(gx, bx, [=] { tally(acc, loss, lg, lb, n, c); }); };
+		break;
+	}
+	// The bfloat16 kernels: activations are 2 bytes an element.
+	case 18: {  // cast_f32_bf16(bf16* y, const float* x, u64 n)
+		auto y = PTR(0, bf16); auto x = PTR(1, const float); auto n = U64(2);
+		IN(y, 2 * n); IN(x, 4 * n);
+		run = [=] { launch_seq(gx, bx, [=] { cast_f32_bf16(y, x, n); }); };
+		break;
+	}
+	case 19: {  // cast_bf16_f32(float* y, const bf16* x, u64 n)
+		auto y = PTR(0, float); auto x = PTR(1, const bf16); auto n = U64(2);
+		IN(y, 4 * n); IN(x, 2 * n);
+		run = [=] { launch_seq(gx, bx, [=] { cast_bf16_f32(y, x, n); }); };
+		break;
+	}
+	case 20: {  // relu_forward_bf16(bf16* y, const bf16* x, u64 n)
+		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto n = U64(2);
+		IN(y, 2 * n); IN(x, 2 * n);
+		run = [=] { launch_seq(gx, bx, [=] { relu_forward_bf16(y, x, n); }); };
+		break;
+	}
+	case 21: {  // relu_backward_bf16(bf16* dx, const bf16* dy, const bf16* y, u64 n)
+		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto n = U64(3);
+		IN(dx, 2 * n); IN(dy, 2 * n); IN(y, 2 * n);
+		run = [=] { launch_seq(gx, bx, [=] { relu_backward_bf16(dx, dy, y, n); }); };
+		break;
+	}
+	case 22: {  // dropout_apply_bf16(bf16* y, const bf16* x, u64 n, u64 key, const u64* key_at, u32 threshold, float scale)
+		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto n = U64(2);
+		auto key = U64(3); auto key_at = PTR(4, const unsigned long long); auto thr = U32(5); auto scale = F32(6);
+		IN(y, 2 * n); IN(x, 2 * n);
+		if (key_at) { IN(key_at, 8); }
+		run = [=] { launch_seq(gx, bx, [=] { dropout_apply_bf16(y, x, n, key, key_at, thr, scale); }); };
+		break;
+	}
+	case 23: {  // bias_add_rows_bf16(bf16* y, const float* b, u64 rows, u64 cols)
+		auto y = PTR(0, bf16); auto b = PTR(1, const float); auto rows = U64(2), cols = U64(3);
+		IN(y, 2 * rows * cols); IN(b, 4 * cols);
+		run = [=] { launch_seq(gx, bx, [=] { bias_add_rows_bf16(y, b, rows, cols); }); };
+		break;
+	}
+	case 24: {  // col_sum_bf16(float* out, const bf16* x, u64 rows, u64 cols)
+		auto o = PTR(0, float); auto x = PTR(1, const bf16); auto rows = U64(2), cols = U64(3);
+		IN(o, 4 * cols); IN(x, 2 * rows * cols);
+		run = [=] { launch_seq(gx, bx, [=] { col_sum_bf16(o, x, rows, cols); }); };
+		break;
+	}
+	case 25: {  // bias_add_nchw_bf16(bf16* y, const float* b, u64 n, u64 c, u64 hw)
+		auto y = PTR(0, bf16); auto b = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4);
+		IN(y, 2 * n * c * hw); IN(b, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bias_add_nchw_bf16(y, b, n, c, hw); }); };
+		break;
+	}
+	case 26: {  // bias_grad_nchw_bf16(float* db, const bf16* dy, u64 n, u64 c, u64 hw)
+		auto db = PTR(0, float); auto dy = PTR(1, const bf16); auto n = U64(2), c = U64(3), hw = U64(4);
+		if (bx != RED_THREADS) return INVALID_VALUE;
+		IN(db, 4 * c); IN(dy, 2 * n * c * hw);
+		run = [=] { launch_threads(gx, bx, [=] { bias_grad_nchw_bf16(db, dy, n, c, hw); }); };
+		break;
+	}
+	case 27: {  // softmax_xent_rows_bf16(double* row_loss, bf16* dlogits, const bf16* logits, const float* labels, u64 n, u64 c,
+	            //                        double smoothing)
+		auto rl = PTR(0, double); auto dl = PTR(1, bf16); auto lg = PTR(2, const bf16); auto lb = PTR(3, const float);
+		auto n = U64(4), c = U64(5); auto sm = F64(6);
+		if (bx != RED_THREADS) return INVALID_VALUE;
+		IN(rl, 8 * n); IN(lg, 2 * n * c); IN(lb, 4 * n);
+		if (dl) { IN(dl, 2 * n * c); }
+		run = [=] { launch_threads(gx, bx, [=] { softmax_xent_rows_bf16(rl, dl, lg, lb, n, c, sm); }); };
+		break;
+	}
+	case 28: {  // tally_bf16(float* acc, const float* loss, const bf16* logits, const float* labels, u64 n, u64 c)
+		auto acc = PTR(0, float); auto loss = PTR(1, const float); auto lg = PTR(2, const bf16); auto lb = PTR(3, const float);
+		auto n = U64(4), c = U64(5);
+		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
+		IN(acc, 8); IN(loss, 4); IN(lg, 2 * n * c); IN(lb, 4 * n);
+		run = [=] { launch_threads(gx, bx, [=] { tally_bf16(acc, loss, lg, lb, n, c); }); };
+		break;
+	}
+	case 29: {  // bn_stats_bf16(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits)
+		auto part = PTR(0, double); auto x = PTR(1, const bf16); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
+		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_stats_bf16: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(x, 2 * n * c * hw);
+		run = [=] { launch_threads(gx, bx, [=] { bn_stats_bf16(part, x, n, c, hw, sp); }); };
+		break;
+	}
+	case 30: {  // bn_apply_bf16(bf16* y, const bf16* x, const float* mean, const float* scale, const float* beta,
+	            //               u64 n, u64 c, u64 hw, int relu)
+		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto mean = PTR(2, const float);
+		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
+		auto n = U64(5), c = U64(6), hw = U64(7); auto relu = I32(8);
+		IN(y, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(sc, 4 * c); IN(beta, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_apply_bf16(y, x, mean, sc, beta, n, c, hw, relu); }); };
+		break;
+	}
+	case 31: {  // bn_affine_bf16(bf16* y, const bf16* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
+		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
+		auto n = U64(4), c = U64(5), hw = U64(6); auto relu = I32(7);
+		IN(y, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(sc, 4 * c); IN(sh, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_affine_bf16(y, x, sc, sh, n, c, hw, relu); }); };
+		break;
+	}
+	case 32: {  // bn_grad_stats_bf16(double* part, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
+	            //                    const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
+		auto part = PTR(0, double); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
+		auto mean = PTR(4, const float); auto inv = PTR(5, const float);
+		auto n = U64(6), c = U64(7), hw = U64(8); auto sp = U32(9); auto relu = I32(10);
+		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_grad_stats_bf16: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
+		if (relu) { IN(y, 2 * n * c * hw); }
+		run = [=] { launch_threads(gx, bx, [=] { bn_grad_stats_bf16(part, dy, y, x, mean, inv, n, c, hw, sp, relu); }); };
+		break;
+	}
+	case 33: {  // bn_grad_apply_bf16(bf16* dx, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
+	            //                    const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
+		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
+		auto mean = PTR(4, const float); auto inv = PTR(5, const float); auto coef = PTR(6, const float);
+		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
+		IN(dx, 2 * n * c * hw); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
+		if (relu) { IN(y, 2 * n * c * hw); }
+		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply_bf16(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
+		break;
+	}
+	case 34: {  // max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto planes = U64(2);
+		auto h = U32(3), w = U32(4), kk = U32(5), s = U32(6);
+		if (kk == 0 || s == 0) { fail("max_pool_forward_bf16: window %u stride %u", kk, s); return INVALID_VALUE; }
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
+		IN(y, 2 * planes * oh * ow); IN(x, 2 * planes * h * w);
+		run = [=] { launch_seq(gx, bx, [=] { max_pool_forward_bf16(y, x, planes, h, w, kk, s); }); };
+		break;
+	}
+	case 35: {  // max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto x = PTR(2, const bf16); auto planes = U64(3);
+		auto h = U32(4), w = U32(5), kk = U32(6), s = U32(7);
+		if (kk == 0 || s == 0) { fail("max_pool_backward_bf16: window %u stride %u", kk, s); return INVALID_VALUE; }
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
+		IN(dx, 2 * planes * h * w); IN(dy, 2 * planes * oh * ow); IN(x, 2 * planes * h * w);
+		run = [=] { launch_seq(gx, bx, [=] { max_pool_backward_bf16(dx, dy, x, planes, h, w, kk, s); }); };
+		break;
+	}
+	case 36: {  // crop_resize_bf16(bf16* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
+		auto y = PTR(0, bf16); auto im = PTR(1, const unsigned char); auto cr = PTR(2, const int); auto tab = PTR(3, const float);
+		auto n = U64(4); auto sz = U32(5), side = U32(6);
+		IN(y, 2 * n * 3 * sz * sz); IN(cr, 24 * n); IN(tab, 4 * 3 * 256);
+		// The crops are checked now, as crop_resize's.
+		for (unsigned long long j = 0; j < n; j++) {
+			const int* c = cr + 6 * j;
+			if (c[0] < 0 || c[3] < 1 || c[4] < 1 || c[3] > (int)side || c[4] > (int)side || (c[5] != 0 && c[5] != 1)) {
+				fail("crop_resize_bf16: crop %llu is {%d %d %d %d %d %d}", j, c[0], c[1], c[2], c[3], c[4], c[5]);
+				return INVALID_VALUE;
+			}
+			IN(im + (size_t)c[0] * 3 * side * side, 3 * side * side);
+		}
+		run = [=] { launch_seq(gx, bx, [=] { crop_resize_bf16(y, im, cr, tab, n, sz, side); }); };
 		break;
 	}
 	}
