@@ -22,14 +22,18 @@ func (b *Backend) FusedBN() bool { return b.opt.FusedBN }
 // need (partial sums, then per-channel floats) grown to fit.
 func (b *Backend) bnGeometry(x *tensor.Tensor, floatsPerChannel int) (kernels.BN, cuda.DevicePtr, cuda.DevicePtr) {
 	n, c, h, w := nchw(x)
-	g := kernels.BN{N: n, C: c, HW: h * w, Splits: kernels.Splits(n, c, h*w, b.info.SMs)}
+	g := kernels.BN{N: n, C: c, HW: h * w, Splits: kernels.Splits(n, c, h*w, b.info.SMs), BF16: isHalf(x)}
 	b.grow(&b.mem.bn, g.PartBytes()+int64(4*floatsPerChannel*c), "batch-norm scratch")
 	return g, b.mem.bn.ptr, b.mem.bn.ptr + cuda.DevicePtr(g.PartBytes())
 }
 
+// fused reports whether batch norm of x runs as the fused kernels: when
+// asked, and always for bf16 data (cuDNN's batch norm is float here).
+func (b *Backend) fused(x *tensor.Tensor) bool { return b.FusedBN() || isHalf(x) }
+
 // BatchNormReLUTrain: batch norm with batch statistics, then ReLU on y.
 func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
-	if !b.FusedBN() {
+	if !b.fused(x) {
 		b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps)
 		b.ReLUForward(y, y)
 		return
@@ -38,19 +42,24 @@ func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMea
 		return
 	}
 	defer b.op()()
+	b.fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps, true)
+}
+
+func (b *Backend) fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64, relu bool) {
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
+	halfOps("batch norm", x, y)
 	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
 	g, part, scale := b.bnGeometry(x, 1)
 	err := b.k.BNTrainReLU(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(runMean), b.ptr(runVar),
-		b.ptr(saveMean), b.ptr(saveInvStd), part, scale, momentum, eps, true)
-	b.must(err, fmt.Sprintf("batch norm + ReLU %v", x.Shape))
+		b.ptr(saveMean), b.ptr(saveInvStd), part, scale, momentum, eps, relu)
+	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
 	b.bnEps[b.ptr(saveInvStd)] = eps
 }
 
 // BatchNormReLUInfer: batch norm with the running statistics, then ReLU.
 func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
-	if !b.FusedBN() {
+	if !b.fused(x) {
 		b.BatchNormInfer(y, x, gamma, beta, runMean, runVar, eps)
 		b.ReLUForward(y, y)
 		return
@@ -59,18 +68,23 @@ func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.
 		return
 	}
 	defer b.op()()
+	b.fusedBNInfer(y, x, gamma, beta, runMean, runVar, eps, true)
+}
+
+func (b *Backend) fusedBNInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64, relu bool) {
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
+	halfOps("batch norm", x, y)
 	channels("batch norm", c, gamma, beta, runMean, runVar)
 	g, _, coef := b.bnGeometry(x, 2)
 	err := b.k.BNInferReLU(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(runMean), b.ptr(runVar),
-		coef, coef+cuda.DevicePtr(4*c), eps, true)
-	b.must(err, fmt.Sprintf("batch norm + ReLU %v", x.Shape))
+		coef, coef+cuda.DevicePtr(4*c), eps, relu)
+	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
 }
 
 // BatchNormReLUBackward: ReLU's backward through y, then batch norm's.
 func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
-	if !b.FusedBN() {
+	if !b.fused(x) {
 		b.ReLUBackward(dy, dy, y)
 		b.BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd)
 		return
@@ -79,11 +93,23 @@ func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, save
 		return
 	}
 	defer b.op()()
+	b.fusedBNBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd)
+}
+
+// fusedBNBackward is batch norm's backward, after ReLU's through y when y
+// is not nil.
+func (b *Backend) fusedBNBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
 	_, c, _, _ := nchw(x)
-	sameSize("batch norm gradient", x, y, dy, dx)
+	sameSize("batch norm gradient", x, dy, dx)
+	halfOps("batch norm gradient", x, dy, dx, y)
+	var yp cuda.DevicePtr
+	if y != nil {
+		sameSize("batch norm gradient", x, y)
+		yp = b.ptr(y)
+	}
 	channels("batch norm gradient", c, dgamma, dbeta, gamma, saveMean, saveInvStd)
 	g, part, coef := b.bnGeometry(x, 3)
-	err := b.k.BNBackwardReLU(b.stream, g, b.ptr(dx), b.ptr(dgamma), b.ptr(dbeta), b.ptr(dy), b.ptr(y), b.ptr(x), b.ptr(gamma),
-		b.ptr(saveMean), b.ptr(saveInvStd), part, coef, true)
-	b.must(err, fmt.Sprintf("batch norm + ReLU gradient %v", x.Shape))
+	err := b.k.BNBackwardReLU(b.stream, g, b.ptr(dx), b.ptr(dgamma), b.ptr(dbeta), b.ptr(dy), yp, b.ptr(x), b.ptr(gamma),
+		b.ptr(saveMean), b.ptr(saveInvStd), part, coef, y != nil)
+	b.must(err, fmt.Sprintf("batch norm gradient %v", x.Shape))
 }

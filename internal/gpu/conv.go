@@ -13,10 +13,17 @@ import (
 const maxWorkspace = 4 << 30
 
 // convKey is the geometry of one stride-1 convolution.
-type convKey struct{ n, ci, h, w, co, k, pad int }
+type convKey struct {
+	n, ci, h, w, co, k, pad int
+	half                    bool // bf16 data, float accumulation
+}
 
 func (k convKey) String() string {
-	return fmt.Sprintf("conv x[%d %d %d %d] w[%d %d %d %d] pad %d", k.n, k.ci, k.h, k.w, k.co, k.ci, k.k, k.k, k.pad)
+	s := fmt.Sprintf("conv x[%d %d %d %d] w[%d %d %d %d] pad %d", k.n, k.ci, k.h, k.w, k.co, k.ci, k.k, k.k, k.pad)
+	if k.half {
+		s += " bf16"
+	}
+	return s
 }
 
 // convPlan is everything cuDNN needs for one geometry: descriptors, and
@@ -46,16 +53,20 @@ func (b *Backend) plan(x, w *tensor.Tensor, pad int) *convPlan {
 	if len(x.Shape) != 4 || len(w.Shape) != 4 || w.Shape[1] != x.Shape[1] || w.Shape[2] != w.Shape[3] || pad < 0 {
 		panic(fmt.Sprintf("gpu: convolution of %v with weights %v, pad %d", x.Shape, w.Shape, pad))
 	}
-	key := convKey{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad}
+	key := convKey{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad, half: isHalf(x)}
 	if p, ok := b.desc.convs[key]; ok {
 		return p
 	}
 	oh, ow := key.h+2*pad-key.k+1, key.w+2*pad-key.k+1
+	dt := cuda.DNNFloat
+	if key.half {
+		dt = cuda.DNNBFloat16
+	}
 	p := &convPlan{key: key,
-		x: b.tensor4(key.n, key.ci, key.h, key.w),
-		y: b.tensor4(key.n, key.co, oh, ow),
+		x: b.tensor4of(dt, key.n, key.ci, key.h, key.w),
+		y: b.tensor4of(dt, key.n, key.co, oh, ow),
 		b: b.channelDesc(key.co),
-		w: b.filter4(key.co, key.ci, key.k, key.k),
+		w: b.filter4of(dt, key.co, key.ci, key.k, key.k),
 	}
 	for i := range p.conv {
 		c, err := b.dnn.NewConv2d(pad, b.convMath())
@@ -163,6 +174,10 @@ func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
 	if !tensor.SameShape(y.Shape, p.outShape()) || bias.Size() != p.key.co {
 		panic(fmt.Sprintf("gpu: convolution output %v / bias %v for %s", y.Shape, bias.Shape, p.key))
 	}
+	if halfOps("convolution", x, y) {
+		b.convForwardHalf(p, y, x, w, bias)
+		return
+	}
 	b.algorithm(p, cuda.ConvForward)
 	ptr := b.stage(in(x), in(w), in(bias), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], ptr[1], ptr[3])
@@ -180,6 +195,10 @@ func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
 	if !tensor.SameShape(dy.Shape, p.outShape()) {
 		panic(fmt.Sprintf("gpu: convolution gradient %v for %s", dy.Shape, p.key))
 	}
+	if halfOps("convolution gradient", dx, dy) {
+		b.convBackwardDataHalf(p, dx, dy, w)
+		return
+	}
 	b.algorithm(p, cuda.ConvBackwardData)
 	ptr := b.stage(in(w), in(dy), out(dx))
 	b.run(p, cuda.ConvBackwardData, ptr[0], ptr[1], ptr[2])
@@ -195,6 +214,10 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 	p := b.plan(x, dw, pad)
 	if !tensor.SameShape(dy.Shape, p.outShape()) || db.Size() != p.key.co {
 		panic(fmt.Sprintf("gpu: convolution gradient %v / bias gradient %v for %s", dy.Shape, db.Shape, p.key))
+	}
+	if halfOps("convolution gradient", x, dy) {
+		b.convBackwardFilterHalf(p, dw, db, x, dy)
+		return
 	}
 	b.algorithm(p, cuda.ConvBackwardFilter)
 	ptr := b.stage(in(x), in(dy), out(dw), out(db))

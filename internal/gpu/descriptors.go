@@ -11,16 +11,16 @@ import (
 // descriptors caches cuDNN descriptors by shape: made the first time a
 // shape is seen, reused after.
 type descriptors struct {
-	tensors map[[4]int]cuda.TensorDesc
-	filters map[[4]int]cuda.FilterDesc
+	tensors map[[5]int]cuda.TensorDesc // data type, then the shape
+	filters map[[5]int]cuda.FilterDesc
 	pools   map[[2]int]cuda.PoolDesc
 	lrns    map[tensor.LRN]cuda.LRNDesc
 	convs   map[convKey]*convPlan
 }
 
 func (d *descriptors) init() {
-	d.tensors = map[[4]int]cuda.TensorDesc{}
-	d.filters = map[[4]int]cuda.FilterDesc{}
+	d.tensors = map[[5]int]cuda.TensorDesc{}
+	d.filters = map[[5]int]cuda.FilterDesc{}
 	d.pools = map[[2]int]cuda.PoolDesc{}
 	d.lrns = map[tensor.LRN]cuda.LRNDesc{}
 	d.convs = map[convKey]*convPlan{}
@@ -51,23 +51,29 @@ func (d *descriptors) close(dnn *cuda.DNN) error {
 
 // tensor4 is the NCHW float descriptor of [n, c, h, w].
 func (b *Backend) tensor4(n, c, h, w int) cuda.TensorDesc {
-	key := [4]int{n, c, h, w}
+	return b.tensor4of(cuda.DNNFloat, n, c, h, w)
+}
+
+// tensor4of is the NCHW descriptor of [n, c, h, w] of data type dt.
+func (b *Backend) tensor4of(dt, n, c, h, w int) cuda.TensorDesc {
+	key := [5]int{dt, n, c, h, w}
 	if t, ok := b.desc.tensors[key]; ok {
 		return t
 	}
-	t, err := b.dnn.NewTensor4d(n, c, h, w)
+	t, err := b.dnn.NewTensor4dOf(dt, n, c, h, w)
 	b.must(err, "")
 	b.desc.tensors[key] = t
 	return t
 }
 
-// filter4 is the descriptor of convolution weights [k, c, h, w].
-func (b *Backend) filter4(k, c, h, w int) cuda.FilterDesc {
-	key := [4]int{k, c, h, w}
+// filter4of is the descriptor of convolution weights [k, c, h, w] of data
+// type dt.
+func (b *Backend) filter4of(dt, k, c, h, w int) cuda.FilterDesc {
+	key := [5]int{dt, k, c, h, w}
 	if f, ok := b.desc.filters[key]; ok {
 		return f
 	}
-	f, err := b.dnn.NewFilter4d(k, c, h, w)
+	f, err := b.dnn.NewFilter4dOf(dt, k, c, h, w)
 	b.must(err, "")
 	b.desc.filters[key] = f
 	return f

@@ -30,8 +30,7 @@ func TestFakeCUDA(t *testing.T) {
 		tol  float64
 	}{{"fp32", 1e-4}, {"tf32", 5e-3}} {
 		t.Run(p.name, func(t *testing.T) {
-			strict, _ := parsePrecision(p.name)
-			be, err := newWithLibs(libs, Options{Precision: p.name, Sync: true, KernelCache: cache}, strict)
+			be, err := newWithLibs(libs, Options{Precision: p.name, Sync: true, KernelCache: cache})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,6 +81,27 @@ func TestFakeCUDA(t *testing.T) {
 	}
 }
 
+// TestFakeCUDABF16 runs the bf16 ops, a model step, recorded steps and
+// the PyTorch fixtures on a bf16 backend over the stand-in libraries.
+func TestFakeCUDABF16(t *testing.T) {
+	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := newWithLibs(libs, Options{Precision: "bf16", Sync: true, KernelCache: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	if want := "precision bf16 (bf16 activations, convolutions and GEMM; float32 parameters)"; !strings.HasSuffix(be.Name(), want) {
+		t.Errorf("Name() = %q, want it to end with %q", be.Name(), want)
+	}
+	t.Run("Ops", func(t *testing.T) { testHalfOps(t, be, bf16Tol) })
+	t.Run("ModelStep", func(t *testing.T) { modelStepWithin(t, newBF16CPU(), be, bf16StepTol, bf16LaterTol) })
+	t.Run("RecordedSteps", func(t *testing.T) { testRecordedSteps(t, be, bf16StepTol) })
+	t.Run("Parity", func(t *testing.T) { runParityBF16(t, be) })
+}
+
 // TestFakeCUDAKernelCache: a second backend finds the kernels in the cache.
 func TestFakeCUDAKernelCache(t *testing.T) {
 	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
@@ -90,7 +110,7 @@ func TestFakeCUDAKernelCache(t *testing.T) {
 	}
 	cache := t.TempDir()
 	for i, want := range []bool{false, true} {
-		be, err := newWithLibs(libs, Options{KernelCache: cache}, false)
+		be, err := newWithLibs(libs, Options{KernelCache: cache})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +128,7 @@ func TestFakeCUDAOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	be, err := newWithLibs(libs, Options{TF32Matmul: true, FusedBN: true, Sync: true, KernelCache: t.TempDir()}, false)
+	be, err := newWithLibs(libs, Options{TF32Matmul: true, FusedBN: true, Sync: true, KernelCache: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

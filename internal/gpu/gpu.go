@@ -42,11 +42,12 @@ import (
 type Options struct {
 	// Device is the CUDA device ordinal.
 	Device int
-	// Precision is "tf32" (the default) or "fp32". tf32 is PyTorch's
-	// default: convolutions may use TF32 tensor cores (cuDNN's
+	// Precision is "tf32" (the default), "fp32" or "bf16". tf32 is
+	// PyTorch's default: convolutions may use TF32 tensor cores (cuDNN's
 	// CUDNN_DEFAULT_MATH on Ampere and later) while Linear stays strict
 	// float32 (CUBLAS_DEFAULT_MATH). fp32 also keeps convolutions strict
-	// (CUDNN_FMA_MATH).
+	// (CUDNN_FMA_MATH). bf16 stores activations as bfloat16 (PyTorch's
+	// autocast to bfloat16; see half.go); it needs compute capability 8.0.
 	Precision string
 	// Sync waits for the GPU after every operation so that an error is
 	// reported by the operation that caused it (slow; tests and
@@ -93,6 +94,7 @@ type DeviceInfo struct {
 type Backend struct {
 	opt    Options
 	strict bool // fp32: no TF32 anywhere
+	bf16   bool // bf16: activations stored as bfloat16 (half.go)
 	info   DeviceInfo
 	name   string
 
@@ -119,14 +121,17 @@ type Backend struct {
 
 var _ tensor.Backend = (*Backend)(nil)
 
-func parsePrecision(p string) (strict bool, err error) {
+// parsePrecision reads Options.Precision: strict is fp32, bf16 is bf16.
+func parsePrecision(p string) (strict, bf16 bool, err error) {
 	switch strings.ToLower(p) {
 	case "", "tf32":
-		return false, nil
+		return false, false, nil
 	case "fp32":
-		return true, nil
+		return true, false, nil
+	case "bf16":
+		return false, true, nil
 	}
-	return false, fmt.Errorf("precision %q: want tf32 or fp32", p)
+	return false, false, fmt.Errorf("precision %q: want tf32, fp32 or bf16", p)
 }
 
 // New opens device opt.Device: it loads the CUDA libraries, retains the
@@ -134,8 +139,7 @@ func parsePrecision(p string) (strict bool, err error) {
 // handles, and compiles (or loads from the cache) the kernels. The error
 // says what is missing when the machine cannot run it.
 func New(opt Options) (*Backend, error) {
-	strict, err := parsePrecision(opt.Precision)
-	if err != nil {
+	if _, _, err := parsePrecision(opt.Precision); err != nil {
 		return nil, err
 	}
 	if opt.MaxWorkspaceMiB < 0 {
@@ -151,12 +155,16 @@ func New(opt Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newWithLibs(libs, opt, strict)
+	return newWithLibs(libs, opt)
 }
 
 // newWithLibs is New on libraries already loaded.
-func newWithLibs(libs *cuda.Libs, opt Options, strict bool) (*Backend, error) {
-	b := &Backend{opt: opt, strict: strict, drv: libs.Driver, blas: libs.BLAS, dnn: libs.DNN, dev: -1,
+func newWithLibs(libs *cuda.Libs, opt Options) (*Backend, error) {
+	strict, bf16, err := parsePrecision(opt.Precision)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{opt: opt, strict: strict, bf16: bf16, drv: libs.Driver, blas: libs.BLAS, dnn: libs.DNN, dev: -1,
 		bnEps: map[cuda.DevicePtr]float64{}}
 	b.mem.init()
 	b.desc.init()
@@ -192,6 +200,10 @@ func (b *Backend) open(libs *cuda.Libs) error {
 	}
 	if err := b.readInfo(libs); err != nil {
 		return err
+	}
+	if b.bf16 && b.info.Major < 8 {
+		return fmt.Errorf("--precision bf16 needs a GPU of compute capability 8.0 or newer (Ampere); %s is %d.%d: use tf32 or fp32",
+			b.info.Name, b.info.Major, b.info.Minor)
 	}
 	// Non-blocking: no implicit synchronisation with the legacy default
 	// stream, which would invalidate the capture of a recorded step.
@@ -272,12 +284,14 @@ func (b *Backend) describe() string {
 	i := b.info
 	prec := "tf32 (TF32 convolutions, fp32 GEMM)"
 	switch {
+	case b.bf16:
+		prec = "bf16 (bf16 activations, convolutions and GEMM; float32 parameters)"
 	case b.strict:
 		prec = "fp32 (no TF32)"
 	case b.opt.TF32Matmul:
 		prec = "tf32 (TF32 convolutions and GEMM)"
 	}
-	if b.opt.FusedBN {
+	if b.opt.FusedBN && !b.bf16 { // bf16 always runs the fused kernels
 		prec += ", fused BN+ReLU"
 	}
 	return fmt.Sprintf("cuda:%d %s (sm_%d%d, %d SMs, %.0f GiB), CUDA %s, cuDNN %s, cuBLAS %s, precision %s",

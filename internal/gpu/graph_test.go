@@ -28,13 +28,13 @@ func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
 	defer m.Free()
 	w := newTwin(t, be, 21)
 	n := 8
-	x := w.randn(1, n, 3, cfg.ImageSize, cfg.ImageSize).g
+	x := w.act(w.normal(n*3*cfg.ImageSize*cfg.ImageSize, 1), n, 3, cfg.ImageSize, cfg.ImageSize).g
 	lab := make([]float32, n)
 	for i := range lab {
 		lab[i] = float32((3 * i) % cfg.Classes)
 	}
 	labels := w.put(lab, n).g
-	loss, dl, mom := be.New(1), be.New(n, cfg.Classes), be.New(m.FlatSize())
+	loss, dl, mom := be.New(1), be.NewActivation(n, cfg.Classes), be.New(m.FlatSize())
 	defer func() {
 		for _, t := range []*tensor.Tensor{loss, dl, mom} {
 			be.Free(t)
@@ -103,7 +103,7 @@ func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
 	compareHost(t, "losses after the recordings were dropped", againLoss, wantLoss, 10*tol)
 
 	// A step that does other work than its recording.
-	other := w.randn(1, n, 3, cfg.ImageSize, cfg.ImageSize).g
+	other := w.act(w.normal(n*3*cfg.ImageSize*cfg.ImageSize, 1), n, 3, cfg.ImageSize, cfg.ImageSize).g
 	msg := panicMessage(func() {
 		be.BeginStep("test")
 		m.Forward(other, true)

@@ -94,6 +94,29 @@ func (w *twin) put(data []float32, shape ...int) pair {
 	return p
 }
 
+// act is put for an activation: tensor.NewActivation on the GPU (bf16
+// with precision bf16), and on both backends the data as the GPU holds it
+// (rounded to bf16 there).
+func (w *twin) act(data []float32, shape ...int) pair {
+	if w.g.BF16() {
+		data = rounded(data)
+	}
+	p := pair{w.c.New(shape...), tensor.NewActivation(w.g, shape...)}
+	w.c.Upload(p.c, data)
+	w.g.Upload(p.g, data)
+	w.t.Cleanup(func() { w.g.Free(p.g) })
+	return p
+}
+
+// rounded is v rounded to bf16 precision.
+func rounded(v []float32) []float32 {
+	r := make([]float32, len(v))
+	for i, x := range v {
+		r[i] = tensor.RoundBF16(x)
+	}
+	return r
+}
+
 func (w *twin) randn(scale float64, shape ...int) pair {
 	return w.put(w.normal(tensor.Volume(shape), scale), shape...)
 }

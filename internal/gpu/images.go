@@ -86,7 +86,11 @@ func (b *Backend) CropResize(dst *tensor.Tensor, set tensor.ImageSet, crops []te
 	b.must(b.drv.MemcpyHtoDAsync(m.crops.ptr, pin, bytes, b.stream), "upload of the crops")
 	b.must(b.drv.EventRecord(m.pinEvent, b.stream), "")
 	m.pinPending = true
-	b.must(b.k.CropResize(b.stream, b.ptr(dst), b.ptr(s.t), m.crops.ptr, m.tableDev.ptr, n, dst.Shape[2], s.side), "crop_resize")
+	crop := b.k.CropResize
+	if isHalf(dst) {
+		crop = b.k.CropResizeBF16
+	}
+	b.must(crop(b.stream, b.ptr(dst), b.ptr(s.t), m.crops.ptr, m.tableDev.ptr, n, dst.Shape[2], s.side), "crop_resize")
 }
 
 // upload copies src to device memory at p through the staging buffer, in

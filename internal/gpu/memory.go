@@ -19,14 +19,28 @@ var stageChunk int64 = 64 << 20
 // aligned operands, so a misaligned operand is copied to scratch memory.
 const alignment = 16
 
-// mem is the Storage of the GPU backend: n float32s at ptr.
+// mem is the Storage of the GPU backend: n float32s at ptr, or n bfloat16s
+// when half (activations with --precision bf16, see half.go).
 type mem struct {
-	b   *Backend
-	ptr cuda.DevicePtr
-	n   int
+	b    *Backend
+	ptr  cuda.DevicePtr
+	n    int
+	half bool
 }
 
 func (m *mem) Len() int { return m.n }
+
+// elem is the size of one element in bytes.
+func (m *mem) elem() int64 {
+	if m.half {
+		return 2
+	}
+	return 4
+}
+
+// bytes is the size of the allocation: whole 32-bit words, so that New
+// can zero it with cuMemsetD32.
+func (m *mem) bytes() int64 { return roundUp(m.elem()*int64(m.n), 4) }
 
 // devBuf is a device buffer that only grows: the cuDNN workspace and
 // other scratch. Growing happens the first time a shape needs more, so a
@@ -54,6 +68,8 @@ type memory struct {
 	arena    devBuf // aligned copies of misaligned cuDNN operands
 	rowLoss  devBuf // softmax cross-entropy's per-row losses (double)
 	crops    devBuf // CropResize's crops [n, kernels.CropWords] int32
+	w16      devBuf // bf16 copy of the weights of the current convolution or Linear (half.go)
+	dw16     devBuf // bf16 weight gradient of the current convolution
 	tableDev devBuf // CropResize's normalisation table [3, 256]
 
 	table    [3][256]float32 // what tableDev holds, when tableSet
@@ -84,7 +100,7 @@ func (m *memory) close(b *Backend) error {
 		t.ptr, t.n = 0, 0
 	}
 	clear(m.live)
-	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev} {
+	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev, &m.w16, &m.dw16} {
 		if d.ptr != 0 {
 			errs = append(errs, b.drv.MemFree(d.ptr))
 		}
@@ -173,18 +189,26 @@ func formatBytes(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// New allocates a zero-filled tensor.
-func (b *Backend) New(shape ...int) *tensor.Tensor {
+// New allocates a zero-filled float32 tensor.
+func (b *Backend) New(shape ...int) *tensor.Tensor { return b.newTensor(false, shape) }
+
+// newTensor allocates a zero-filled tensor of float32s, or of bfloat16s
+// when half.
+func (b *Backend) newTensor(half bool, shape []int) *tensor.Tensor {
 	b.notInStep("New")
 	defer b.op()()
 	n := tensor.Volume(shape)
 	if n < 0 {
 		panic(fmt.Sprintf("gpu: negative shape %v", shape))
 	}
-	m := &mem{b: b, n: n}
+	m := &mem{b: b, n: n, half: half}
 	if n > 0 {
-		m.ptr = b.alloc(4*int64(n), fmt.Sprintf("a tensor %v", shape))
-		b.must(b.drv.MemsetD32Async(m.ptr, 0, int64(n), b.stream), "")
+		what := fmt.Sprintf("a tensor %v", shape)
+		if half {
+			what = fmt.Sprintf("a bf16 tensor %v", shape)
+		}
+		m.ptr = b.alloc(m.bytes(), what)
+		b.must(b.drv.MemsetD32Async(m.ptr, 0, m.bytes()/4, b.stream), "")
 	}
 	b.mem.live[m] = struct{}{}
 	return &tensor.Tensor{Shape: append([]int(nil), shape...), Mem: m}
@@ -199,7 +223,7 @@ func (b *Backend) Free(t *tensor.Tensor) {
 	b.notInStep("Free")
 	defer b.op()()
 	b.must(b.drv.StreamSynchronize(b.stream), "")
-	b.free(m.ptr, 4*int64(m.n))
+	b.free(m.ptr, m.bytes())
 	m.ptr, m.n = 0, 0
 	delete(b.mem.live, m)
 }
@@ -216,7 +240,21 @@ func (b *Backend) ptr(t *tensor.Tensor) cuda.DevicePtr {
 		}
 		panic(fmt.Sprintf("gpu: %v at offset %d outside its storage of %d", t, t.Off, m.n))
 	}
-	return m.ptr + cuda.DevicePtr(4*t.Off)
+	return m.ptr + cuda.DevicePtr(m.elem()*int64(t.Off))
+}
+
+// isHalf reports whether t's elements are bfloat16.
+func isHalf(t *tensor.Tensor) bool {
+	m, ok := t.Mem.(*mem)
+	return ok && m.half
+}
+
+// nbytes is the size of t's elements in memory.
+func nbytes(t *tensor.Tensor) int64 {
+	if isHalf(t) {
+		return 2 * int64(t.Size())
+	}
+	return 4 * int64(t.Size())
 }
 
 // pinned returns the staging buffer with room for bytes, once the last
@@ -248,9 +286,14 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	}
 	b.notInStep("Upload")
 	defer b.op()()
-	if len(src) > 0 {
-		b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
+	if len(src) == 0 {
+		return
 	}
+	if isHalf(dst) {
+		b.uploadHalf(b.ptr(dst), src)
+		return
+	}
+	b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
 }
 
 // Download copies t to the host once all queued work is done.
@@ -261,6 +304,10 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	b.notInStep("Download")
 	defer b.op()()
 	p := b.ptr(src)
+	if isHalf(src) {
+		b.downloadHalf(dst, p)
+		return
+	}
 	chunk := int(stageChunk / 4)
 	for off := 0; off < len(dst); off += chunk {
 		k := min(chunk, len(dst)-off)
@@ -277,7 +324,9 @@ func (b *Backend) Fill(t *tensor.Tensor, v float32) {
 		return
 	}
 	defer b.op()()
-	if n := t.Size(); n > 0 {
+	if n := t.Size(); n > 0 && isHalf(t) {
+		b.must(b.drv.MemsetD16Async(b.ptr(t), tensor.ToBF16(v), int64(n), b.stream), "fill")
+	} else if n > 0 {
 		b.must(b.drv.MemsetD32Async(b.ptr(t), math.Float32bits(v), int64(n), b.stream), "fill")
 	}
 }
@@ -291,8 +340,15 @@ func (b *Backend) Copy(dst, src *tensor.Tensor) {
 		panic(fmt.Sprintf("gpu: copy of %v into %v", src, dst))
 	}
 	defer b.op()()
-	if n := src.Size(); n > 0 {
-		b.must(b.drv.MemcpyDtoDAsync(b.ptr(dst), b.ptr(src), 4*int64(n), b.stream), "copy")
+	n := src.Size()
+	switch {
+	case n == 0:
+	case isHalf(dst) == isHalf(src):
+		b.must(b.drv.MemcpyDtoDAsync(b.ptr(dst), b.ptr(src), nbytes(src), b.stream), "copy")
+	case isHalf(dst):
+		b.must(b.k.CastF32ToBF16(b.stream, b.ptr(dst), b.ptr(src), n), "copy to bf16")
+	default:
+		b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dst), b.ptr(src), n), "copy from bf16")
 	}
 }
 
@@ -317,7 +373,7 @@ func (b *Backend) stage(ops ...operand) []cuda.DevicePtr {
 	for i, o := range ops {
 		ptrs[i] = b.ptr(o.t)
 		if ptrs[i]%alignment != 0 {
-			need += roundUp(4*int64(o.t.Size()), 256)
+			need += roundUp(nbytes(o.t), 256)
 		}
 	}
 	if need == 0 {
@@ -329,7 +385,7 @@ func (b *Backend) stage(ops ...operand) []cuda.DevicePtr {
 		if ptrs[i]%alignment == 0 {
 			continue
 		}
-		bytes := 4 * int64(o.t.Size())
+		bytes := nbytes(o.t)
 		if o.in {
 			b.must(b.drv.MemcpyDtoDAsync(at, ptrs[i], bytes, b.stream), "")
 		}

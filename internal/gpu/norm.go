@@ -37,6 +37,10 @@ func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 		return
 	}
 	defer b.op()()
+	if isHalf(x) {
+		b.fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps, false)
+		return
+	}
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
 	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
@@ -54,6 +58,10 @@ func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tens
 		return
 	}
 	defer b.op()()
+	if isHalf(x) {
+		b.fusedBNInfer(y, x, gamma, beta, runMean, runVar, eps, false)
+		return
+	}
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
 	channels("batch norm", c, gamma, beta, runMean, runVar)
@@ -71,6 +79,10 @@ func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, s
 		return
 	}
 	defer b.op()()
+	if isHalf(x) {
+		b.fusedBNBackward(dx, dgamma, dbeta, dy, nil, x, gamma, saveMean, saveInvStd)
+		return
+	}
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm gradient", x, dy, dx)
 	channels("batch norm gradient", c, dgamma, dbeta, gamma, saveMean, saveInvStd)
@@ -102,6 +114,11 @@ func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
 	}
 	defer b.op()()
 	poolShape(y, x, k, s)
+	if halfOps("max-pool", x, y) {
+		n, c, h, w := nchw(x)
+		b.must(b.k.MaxPoolForwardBF16(b.stream, b.ptr(y), b.ptr(x), n*c, h, w, k, s), fmt.Sprintf("max-pool %v", x.Shape))
+		return
+	}
 	p := b.stage(in(x), out(y))
 	b.must(b.dnn.PoolForward(b.dnnH, b.maxPool(k, s), b.imageDesc(x), p[0], b.imageDesc(y), p[1]), fmt.Sprintf("max-pool %v", x.Shape))
 	b.unstage()
@@ -118,6 +135,11 @@ func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
 	poolShape(y, x, k, s)
 	sameSize("max-pool gradient", y, dy)
 	sameSize("max-pool gradient", x, dx)
+	if halfOps("max-pool gradient", x, y, dy, dx) {
+		n, c, h, w := nchw(x)
+		b.must(b.k.MaxPoolBackwardBF16(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n*c, h, w, k, s), fmt.Sprintf("max-pool gradient %v", x.Shape))
+		return
+	}
 	xd, yd := b.imageDesc(x), b.imageDesc(y)
 	p := b.stage(in(y), in(dy), in(x), out(dx))
 	b.must(b.dnn.PoolBackward(b.dnnH, b.maxPool(k, s), yd, p[0], yd, p[1], xd, p[2], xd, p[3]), fmt.Sprintf("max-pool gradient %v", x.Shape))
@@ -132,6 +154,7 @@ func (b *Backend) LRNForward(y, x *tensor.Tensor, p tensor.LRN) {
 	}
 	defer b.op()()
 	sameSize("LRN", x, y)
+	noHalfLRN(x)
 	d := b.imageDesc(x)
 	ptr := b.stage(in(x), out(y))
 	b.must(b.dnn.LRNForward(b.dnnH, b.lrn(p), d, ptr[0], d, ptr[1]), fmt.Sprintf("LRN %v", x.Shape))
@@ -145,8 +168,17 @@ func (b *Backend) LRNBackward(dx, dy, x, y *tensor.Tensor, p tensor.LRN) {
 	}
 	defer b.op()()
 	sameSize("LRN gradient", x, y, dy, dx)
+	noHalfLRN(x)
 	d := b.imageDesc(x)
 	ptr := b.stage(in(y), in(dy), in(x), out(dx))
 	b.must(b.dnn.LRNBackward(b.dnnH, b.lrn(p), d, ptr[0], d, ptr[1], d, ptr[2], d, ptr[3]), fmt.Sprintf("LRN gradient %v", x.Shape))
 	b.unstage()
+}
+
+// noHalfLRN refuses bf16 data: cuDNN's LRN is float here, and only
+// vgg11-lrn has one.
+func noHalfLRN(x *tensor.Tensor) {
+	if isHalf(x) {
+		panic(fmt.Sprintf("gpu: LRN of bf16 activations %v: not supported; train vgg11-lrn with --precision tf32 or fp32", x.Shape))
+	}
 }

@@ -45,6 +45,10 @@ func (b *Backend) LinearForward(y, x, w, bias *tensor.Tensor) {
 	if n == 0 || out == 0 {
 		return
 	}
+	if halfOps("linear", x, y) {
+		b.linearForwardHalf(y, x, w, bias, n, in, out)
+		return
+	}
 	yp := b.ptr(y)
 	b.must(b.blas.Sgemm(b.blasH, cuda.OpT, cuda.OpN, out, n, in, 1, b.ptr(w), in, b.ptr(x), in, 0, yp, out),
 		fmt.Sprintf("linear %v·%vᵀ", x.Shape, w.Shape))
@@ -60,6 +64,13 @@ func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
 	n, in, out := linearDims(dy, x, w, db)
 	if dw.Size() != out*in {
 		panic(fmt.Sprintf("gpu: linear weight gradient %v for weights %v", dw.Shape, w.Shape))
+	}
+	if halfOps("linear gradient", x, dy, dx) {
+		if dx != nil && dx.Size() != n*in {
+			panic(fmt.Sprintf("gpu: linear input gradient %v for input %v", dx.Shape, x.Shape))
+		}
+		b.linearBackwardHalf(dx, dw, db, dy, x, w, n, in, out)
+		return
 	}
 	what := fmt.Sprintf("linear gradient %v·%vᵀ", x.Shape, w.Shape)
 	if dx != nil && n > 0 {
@@ -79,6 +90,10 @@ func (b *Backend) ReLUForward(y, x *tensor.Tensor) {
 	}
 	defer b.op()()
 	sameSize("ReLU", x, y)
+	if halfOps("ReLU", x, y) {
+		b.must(b.k.ReLUForwardBF16(b.stream, b.ptr(y), b.ptr(x), x.Size()), "ReLU")
+		return
+	}
 	b.must(b.k.ReLUForward(b.stream, b.ptr(y), b.ptr(x), x.Size()), "ReLU")
 }
 
@@ -89,6 +104,10 @@ func (b *Backend) ReLUBackward(dx, dy, y *tensor.Tensor) {
 	}
 	defer b.op()()
 	sameSize("ReLU gradient", y, dy, dx)
+	if halfOps("ReLU gradient", y, dy, dx) {
+		b.must(b.k.ReLUBackwardBF16(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(y), y.Size()), "ReLU gradient")
+		return
+	}
 	b.must(b.k.ReLUBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(y), y.Size()), "ReLU gradient")
 }
 
@@ -106,6 +125,10 @@ func (b *Backend) dropout(dst, src *tensor.Tensor, p float64, key uint64) {
 	defer b.op()()
 	sameSize("dropout", src, dst)
 	scale := float32(1 / (1 - p)) // as the CPU backend rounds it
+	if halfOps("dropout", src, dst) {
+		b.must(b.k.DropoutBF16(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, keyAt, tensor.DropoutThreshold(p), scale), "dropout")
+		return
+	}
 	b.must(b.k.Dropout(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, keyAt, tensor.DropoutThreshold(p), scale), "dropout")
 }
 
@@ -136,7 +159,11 @@ func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tens
 		dl = b.ptr(dlogits)
 	}
 	b.grow(&b.mem.rowLoss, 8*int64(n), "per-sample losses")
-	err := b.k.SoftmaxXent(b.stream, b.ptr(loss), dl, b.mem.rowLoss.ptr, b.ptr(logits), b.ptr(labels), n, c, smoothing)
+	xent := b.k.SoftmaxXent
+	if halfOps("cross-entropy", logits, dlogits) {
+		xent = b.k.SoftmaxXentBF16
+	}
+	err := xent(b.stream, b.ptr(loss), dl, b.mem.rowLoss.ptr, b.ptr(logits), b.ptr(labels), n, c, smoothing)
 	b.must(err, fmt.Sprintf("cross-entropy %v", logits.Shape))
 }
 
@@ -150,7 +177,11 @@ func (b *Backend) Tally(acc, loss, logits, labels *tensor.Tensor) {
 	if len(logits.Shape) != 2 || labels.Size() != logits.Shape[0] || loss.Size() < 1 || acc.Size() < 2 {
 		panic(fmt.Sprintf("gpu: tally of logits %v, labels %v, loss %v into %v", logits.Shape, labels.Shape, loss.Shape, acc.Shape))
 	}
-	b.must(b.k.Tally(b.stream, b.ptr(acc), b.ptr(loss), b.ptr(logits), b.ptr(labels), logits.Shape[0], logits.Shape[1]), "tally")
+	tally := b.k.Tally
+	if isHalf(logits) {
+		tally = b.k.TallyBF16
+	}
+	b.must(tally(b.stream, b.ptr(acc), b.ptr(loss), b.ptr(logits), b.ptr(labels), logits.Shape[0], logits.Shape[1]), "tally")
 }
 
 // SGDStep is torch.optim.SGD's update over all of p, g and m in one

@@ -13,13 +13,13 @@ import (
 )
 
 func TestParsePrecision(t *testing.T) {
-	for p, want := range map[string]bool{"": false, "tf32": false, "TF32": false, "fp32": true} {
-		if strict, err := parsePrecision(p); err != nil || strict != want {
-			t.Errorf("parsePrecision(%q) = %v, %v", p, strict, err)
+	for p, want := range map[string][2]bool{"": {}, "tf32": {}, "TF32": {}, "fp32": {true, false}, "bf16": {false, true}, "BF16": {false, true}} {
+		if strict, bf16, err := parsePrecision(p); err != nil || strict != want[0] || bf16 != want[1] {
+			t.Errorf("parsePrecision(%q) = %v, %v, %v", p, strict, bf16, err)
 		}
 	}
-	if _, err := New(Options{Precision: "bf16"}); err == nil || !strings.Contains(err.Error(), "want tf32 or fp32") {
-		t.Errorf("New with precision bf16: %v", err)
+	if _, err := New(Options{Precision: "fp16"}); err == nil || !strings.Contains(err.Error(), "want tf32, fp32 or bf16") {
+		t.Errorf("New with precision fp16: %v", err)
 	}
 }
 

@@ -45,9 +45,9 @@ func TestBF16(t *testing.T) {
 		want uint16
 	}{
 		{1, 0x3f80}, {-2, 0xc000}, {0, 0}, {float32(math.Copysign(0, -1)), 0x8000},
-		{math.Float32frombits(0x3f808000), 0x3f80}, // a tie: to even (down)
-		{math.Float32frombits(0x3f818000), 0x3f82}, // a tie: to even (up)
-		{math.Float32frombits(0x3f808001), 0x3f81}, // just above the tie
+		{math.Float32frombits(0x3f808000), 0x3f80},                // a tie: to even (down)
+		{math.Float32frombits(0x3f818000), 0x3f82},                // a tie: to even (up)
+		{math.Float32frombits(0x3f808001), 0x3f81},                // just above the tie
 		{float32(math.Inf(1)), 0x7f80}, {math.MaxFloat32, 0x7f80}, // rounds up to infinity
 	} {
 		if got := ToBF16(c.in); got != c.want {

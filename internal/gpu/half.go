@@ -1,0 +1,146 @@
+package gpu
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// Precision bf16 (Options.Precision "bf16"), PyTorch's autocast to
+// bfloat16: activations — the model's input, every module's output and the
+// gradients passed between modules (tensor.NewActivation) — are stored as
+// bfloat16, halving the memory traffic of batch norm, ReLU and pooling and
+// running convolutions and Linear on bf16 tensor cores with float
+// accumulation. Parameters, their gradients, the momentum, batch-norm
+// statistics and the loss stay float32: each bf16 convolution or Linear
+// reads a bf16 copy of its weights made just before it (a cast kernel into
+// scratch), and writes its weight gradient through bf16 scratch
+// (convolutions) or directly as float32 (cuBLAS). Batch norm, pooling, ReLU,
+// dropout, biases and the loss run as the project's kernels (kernels.cu,
+// "bfloat16 activations"), reading and writing bf16 and computing in float.
+//
+// Every op looks at its operands: bf16 activations take the bf16 path,
+// float32 ones the float path (TF32 convolutions), so a bf16 backend still
+// runs float32 tensors that a caller made with New.
+
+// NewActivation implements tensor.Activations: bfloat16 storage with
+// precision bf16, float32 otherwise.
+func (b *Backend) NewActivation(shape ...int) *tensor.Tensor { return b.newTensor(b.bf16, shape) }
+
+// BF16 reports whether activations are stored as bfloat16.
+func (b *Backend) BF16() bool { return b.bf16 }
+
+// uploadHalf rounds src to bfloat16 on the host and copies it to p.
+func (b *Backend) uploadHalf(p cuda.DevicePtr, src []float32) {
+	chunk := int(stageChunk / 2)
+	for off := 0; off < len(src); off += chunk {
+		k := min(chunk, len(src)-off)
+		pin := b.pinned(2 * int64(k))
+		h := unsafe.Slice((*uint16)(pin), k)
+		for i, v := range src[off : off+k] {
+			h[i] = tensor.ToBF16(v)
+		}
+		b.must(b.drv.MemcpyHtoDAsync(p+cuda.DevicePtr(2*off), pin, 2*int64(k), b.stream), "upload")
+		b.must(b.drv.EventRecord(b.mem.pinEvent, b.stream), "")
+		b.mem.pinPending = true
+	}
+}
+
+// downloadHalf copies len(dst) bfloat16s at p to the host as float32s,
+// once the queued work is done.
+func (b *Backend) downloadHalf(dst []float32, p cuda.DevicePtr) {
+	chunk := int(stageChunk / 2)
+	for off := 0; off < len(dst); off += chunk {
+		k := min(chunk, len(dst)-off)
+		pin := b.pinned(2 * int64(k))
+		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(2*off), 2*int64(k), b.stream), "download")
+		b.must(b.drv.StreamSynchronize(b.stream), "download")
+		for i, h := range unsafe.Slice((*uint16)(pin), k) {
+			dst[off+i] = tensor.FromBF16(h)
+		}
+	}
+}
+
+// halfOps checks that the activation operands of one op agree: all bf16
+// (the result is true) or all float32.
+func halfOps(what string, ts ...*tensor.Tensor) bool {
+	h := isHalf(ts[0])
+	for _, t := range ts[1:] {
+		if t != nil && isHalf(t) != h {
+			panic(fmt.Sprintf("gpu: %s mixes bf16 and float32 activations (%v and %v)", what, ts[0], t))
+		}
+	}
+	return h
+}
+
+// weights16 returns a bfloat16 copy of the float32 weights w in the
+// scratch buffer s, made by a cast kernel queued now: the op that reads it
+// comes next on the stream, before any later cast can overwrite it.
+func (b *Backend) weights16(s *devBuf, w *tensor.Tensor) cuda.DevicePtr {
+	if isHalf(w) {
+		panic(fmt.Sprintf("gpu: weights %v in bf16: parameters stay float32", w))
+	}
+	b.grow(s, 2*int64(w.Size()), "bf16 copies of weights")
+	b.must(b.k.CastF32ToBF16(b.stream, s.ptr, b.ptr(w), w.Size()), "weights to bf16")
+	return s.ptr
+}
+
+// convForwardHalf: y = conv(x, w) + bias over bf16 x and y.
+func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
+	w16 := b.weights16(&b.mem.w16, w)
+	b.algorithm(p, cuda.ConvForward)
+	ptr := b.stage(in(x), out(y))
+	b.run(p, cuda.ConvForward, ptr[0], w16, ptr[1])
+	b.unstage()
+	k := p.key
+	oh, ow := k.h+2*k.pad-k.k+1, k.w+2*k.pad-k.k+1
+	b.must(b.k.BiasAddNCHWBF16(b.stream, b.ptr(y), b.ptr(bias), k.n, k.co, oh*ow), p.key.String())
+}
+
+// convBackwardDataHalf: dx from bf16 dy and (a bf16 copy of) w.
+func (b *Backend) convBackwardDataHalf(p *convPlan, dx, dy, w *tensor.Tensor) {
+	w16 := b.weights16(&b.mem.w16, w)
+	b.algorithm(p, cuda.ConvBackwardData)
+	ptr := b.stage(in(dy), out(dx))
+	b.run(p, cuda.ConvBackwardData, w16, ptr[0], ptr[1])
+	b.unstage()
+}
+
+// convBackwardFilterHalf: dw (float32) through bf16 scratch, db summed from
+// bf16 dy in float.
+func (b *Backend) convBackwardFilterHalf(p *convPlan, dw, db, x, dy *tensor.Tensor) {
+	b.algorithm(p, cuda.ConvBackwardFilter)
+	b.grow(&b.mem.dw16, 2*int64(dw.Size()), "bf16 weight gradients")
+	ptr := b.stage(in(x), in(dy))
+	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], b.mem.dw16.ptr)
+	b.unstage()
+	b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dw), b.mem.dw16.ptr, dw.Size()), p.key.String())
+	k := p.key
+	oh, ow := k.h+2*k.pad-k.k+1, k.w+2*k.pad-k.k+1
+	b.must(b.k.BiasGradNCHWBF16(b.stream, b.ptr(db), b.ptr(dy), k.n, k.co, oh*ow), p.key.String())
+}
+
+// linearForwardHalf: y = x·wᵀ + b with bf16 x and y (see ops.go for the
+// row-major to column-major mapping).
+func (b *Backend) linearForwardHalf(y, x, w, bias *tensor.Tensor, n, in, out int) {
+	w16 := b.weights16(&b.mem.w16, w)
+	b.must(b.blas.GemmEx(b.blasH, cuda.OpT, cuda.OpN, out, n, in, 1, w16, cuda.R16BF, in, b.ptr(x), cuda.R16BF, in,
+		0, b.ptr(y), cuda.R16BF, out), fmt.Sprintf("linear %v·%vᵀ (bf16)", x.Shape, w.Shape))
+	b.must(b.k.BiasAddRowsBF16(b.stream, b.ptr(y), b.ptr(bias), n, out), "linear bias")
+}
+
+// linearBackwardHalf: dx (bf16, unless nil), dw (float32, straight from
+// cuBLAS), db from bf16 dy.
+func (b *Backend) linearBackwardHalf(dx, dw, db, dy, x, w *tensor.Tensor, n, in, out int) {
+	what := fmt.Sprintf("linear gradient %v·%vᵀ (bf16)", x.Shape, w.Shape)
+	if dx != nil && n > 0 {
+		w16 := b.weights16(&b.mem.w16, w)
+		b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpN, in, n, out, 1, w16, cuda.R16BF, in, b.ptr(dy), cuda.R16BF, out,
+			0, b.ptr(dx), cuda.R16BF, in), what)
+	}
+	b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpT, in, out, n, 1, b.ptr(x), cuda.R16BF, in, b.ptr(dy), cuda.R16BF, out,
+		0, b.ptr(dw), cuda.R32F, in), what)
+	b.must(b.k.ColSumBF16(b.stream, b.ptr(db), b.ptr(dy), n, out), what)
+}
