@@ -615,24 +615,19 @@ extern "C" __global__ void bias_add_nchw_bf16(bf16* y, const float* b, u64 n, u6
 	}
 }
 
-// bias_grad_nchw_bf16: db[ch] = Σ dy over the n·hw elements of channel ch
-// of a bf16 dy [n, c, hw] (a convolution's bias gradient). One block of
-// RED_THREADS per channel (grid-stride over channels): each thread sums
-// its elements in double, block_sum adds the threads' sums in a fixed
-// order, and the sum is rounded once to float.
-extern "C" __global__ void bias_grad_nchw_bf16(float* db, const bf16* dy, u64 n, u64 c, u64 hw) {
-	__shared__ double red[RED_THREADS];
-	u64 m = n * hw;
-	bool small = n * c * hw < 0xffffffffULL;
-	for (u64 ch = blockIdx.x; ch < c; ch += gridDim.x) {
+// bias_grad_finish: a convolution's bias gradient db[ch] = Σ dy over
+// channel ch, from the per-block sums that bn_stats (or bn_stats_bf16) left
+// in part (sum and sum of squares of each of the splits blocks of a
+// channel): one thread per channel adds its splits in order and rounds
+// once to float. Splitting each channel over many blocks keeps the GPU
+// busy where one block a channel (64 channels at 224x224) would not.
+extern "C" __global__ void bias_grad_finish(float* db, const double* part, u64 c, u32 splits) {
+	GRID_STRIDE(ch, c) {
 		double s = 0.0;
-		for (u64 j = threadIdx.x; j < m; j += RED_THREADS) {
-			s += (double)bf16_to_f32(dy[at(j, ch, c, hw, small)]);
+		for (u32 k = 0; k < splits; k++) {
+			s += part[2 * (ch * splits + k)];
 		}
-		s = block_sum(s, red);
-		if (threadIdx.x == 0) {
-			db[ch] = (float)s;
-		}
+		db[ch] = (float)s;
 	}
 }
 

@@ -117,9 +117,8 @@ func (b *Backend) convBackwardFilterHalf(p *convPlan, dw, db, x, dy *tensor.Tens
 	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], b.mem.dw16.ptr)
 	b.unstage()
 	b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dw), b.mem.dw16.ptr, dw.Size()), p.key.String())
-	k := p.key
-	oh, ow := k.h+2*k.pad-k.k+1, k.w+2*k.pad-k.k+1
-	b.must(b.k.BiasGradNCHWBF16(b.stream, b.ptr(db), b.ptr(dy), k.n, k.co, oh*ow), p.key.String())
+	g, part, _ := b.bnGeometry(dy, 0) // its partial sums, as batch norm's statistics
+	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), p.key.String())
 }
 
 // linearForwardHalf: y = x·wᵀ + b with bf16 x and y (see ops.go for the

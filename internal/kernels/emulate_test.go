@@ -149,7 +149,10 @@ int main(int argc, char** argv) {
 		launch(grid, 64, [&] { bias_add_rows_bf16(yr.data(), br.data(), n, c * hw); });
 		launch(grid, 64, [&] { col_sum_bf16(dbr.data(), dy.data(), n, c * hw); });
 		launch(grid, 64, [&] { bias_add_nchw_bf16(yc.data(), bc.data(), n, c, hw); });
-		launch(grid, RED_THREADS, [&] { bias_grad_nchw_bf16(dbc.data(), dy.data(), n, c, hw); });
+		u32 splits = 3;  // as the launcher does: bn_stats_bf16's sums, then the finish
+		std::vector<double> part(2 * c * splits);
+		launch_threads(c * splits, RED_THREADS, [&] { bn_stats_bf16(part.data(), dy.data(), n, c, hw, splits); });
+		launch(grid, 64, [&] { bias_grad_finish(dbc.data(), part.data(), c, splits); });
 		wr(d + "yr", yr); wr(d + "dbr", dbr); wr(d + "yc", yc); wr(d + "dbc", dbc);
 	} else if (op == "bf16xent") {
 		auto logits = rd<bf16>(d + "logits"); auto labels = rd<float>(d + "labels");
@@ -827,10 +830,10 @@ func TestEmulatedBF16Dropout(t *testing.T) {
 }
 
 // The biases of Linear (bias_add_rows_bf16, col_sum_bf16) and of a
-// convolution (bias_add_nchw_bf16, bias_grad_nchw_bf16) on bf16 y and dy
+// convolution (bias_add_nchw_bf16; bn_stats_bf16 then bias_grad_finish) on bf16 y and dy
 // [n, c, hw]. The additions are the CPU's float32 additions rounded to
 // bf16, bit for bit; col_sum_bf16 adds in col_sum's order (a double sum in
-// row order, the CPU Linear's) and must match exactly; bias_grad_nchw_bf16
+// row order, the CPU Linear's) and must match exactly; the bias gradient
 // adds in another order than the CPU's ConvBackwardFilter and must match
 // to a relative 1e-6. Grids from one block (many channels each) to more
 // blocks than channels.
@@ -874,7 +877,7 @@ func TestEmulatedBF16Bias(t *testing.T) {
 		want := onCPUShaped([]shaped{{make([]float32, c.ch), []int{c.ch, 1, 1, 1}}, {make([]float32, c.ch), []int{c.ch}},
 			{randn(r, c.n*c.hw), []int{c.n, 1, 1, c.hw}}, {dy, []int{c.n, c.ch, 1, c.hw}}},
 			func(be *cpu.Backend, ts []*tensor.Tensor) { be.ConvBackwardFilter(ts[0], ts[1], ts[2], ts[3], 0) })
-		nearRel(t, name+" bias_grad_nchw_bf16", readF32(t, filepath.Join(dir, "dbc")), want[1], 1e-6)
+		nearRel(t, name+" bias gradient", readF32(t, filepath.Join(dir, "dbc")), want[1], 1e-6)
 	}
 }
 

@@ -44,7 +44,7 @@ type Module struct {
 		cropResize, tally                                                                         cuda.Function
 		// bfloat16 activations
 		castF32BF16, castBF16F32, reluForwardBF16, reluBackwardBF16, dropoutBF16, biasAddRowsBF16, colSumBF16 cuda.Function
-		biasAddNCHWBF16, biasGradNCHWBF16, xentRowsBF16, tallyBF16                                            cuda.Function
+		biasAddNCHWBF16, biasGradFinish, xentRowsBF16, tallyBF16                                            cuda.Function
 		bnStatsBF16, bnApplyBF16, bnAffineBF16, bnGradStatsBF16, bnGradApplyBF16                              cuda.Function
 		maxPoolForwardBF16, maxPoolBackwardBF16, cropResizeBF16                                               cuda.Function
 	}
@@ -249,7 +249,7 @@ func (m *Module) lookup() error {
 		{"bias_add_rows_bf16", &m.f.biasAddRowsBF16},
 		{"col_sum_bf16", &m.f.colSumBF16},
 		{"bias_add_nchw_bf16", &m.f.biasAddNCHWBF16},
-		{"bias_grad_nchw_bf16", &m.f.biasGradNCHWBF16},
+		{"bias_grad_finish", &m.f.biasGradFinish},
 		{"softmax_xent_rows_bf16", &m.f.xentRowsBF16},
 		{"tally_bf16", &m.f.tallyBF16},
 		{"bn_stats_bf16", &m.f.bnStatsBF16},

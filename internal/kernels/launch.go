@@ -274,15 +274,19 @@ func (m *Module) BiasAddNCHWBF16(s cuda.Stream, y, b ptr, n, c, hw int) error {
 		cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU64(uint64(hw)))
 }
 
-// BiasGradNCHWBF16: db[ch] (float32) = Σ dy over channel ch of a bf16 dy
-// [n, c, hw] (a convolution's bias gradient), one block per channel.
-func (m *Module) BiasGradNCHWBF16(s cuda.Stream, db, dy ptr, n, c, hw int) error {
-	if n*c*hw == 0 {
+// BiasGrad: db[ch] (float32) = Σ dy over channel ch of dy [N, C, HW] (a
+// convolution's bias gradient; bf16 when g.BF16), as batch norm's
+// statistics are summed: g.Splits blocks a channel into part (PartBytes
+// of scratch), then one thread a channel.
+func (m *Module) BiasGrad(s cuda.Stream, g BN, db, dy, part ptr) error {
+	if g.N*g.C*g.HW == 0 {
 		return nil
 	}
-	grid := cuda.Dim3{X: uint32(min(uint64(c), uint64(m.maxBlocks))), Y: 1, Z: 1}
-	return m.drv.LaunchKernel(m.f.biasGradNCHWBF16, grid, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s, cuda.ArgPtr(db), cuda.ArgPtr(dy),
-		cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU64(uint64(hw)))
+	d := g.dims()
+	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
+		return err
+	}
+	return m.launch(m.f.biasGradFinish, s, uint64(g.C), cuda.ArgPtr(db), cuda.ArgPtr(part), d[1], cuda.ArgU32(uint32(g.Splits)))
 }
 
 // SoftmaxXentBF16 is SoftmaxXent with bf16 logits and dlogits (loss,

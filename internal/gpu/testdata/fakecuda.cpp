@@ -395,7 +395,7 @@ static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply
                                  "crop_resize", "tally",
                                  "cast_f32_bf16", "cast_bf16_f32", "relu_forward_bf16", "relu_backward_bf16",
                                  "dropout_apply_bf16", "bias_add_rows_bf16", "col_sum_bf16", "bias_add_nchw_bf16",
-                                 "bias_grad_nchw_bf16", "softmax_xent_rows_bf16", "tally_bf16", "bn_stats_bf16",
+                                 "bias_grad_finish", "softmax_xent_rows_bf16", "tally_bf16", "bn_stats_bf16",
                                  "bn_apply_bf16", "bn_affine_bf16", "bn_grad_stats_bf16", "bn_grad_apply_bf16",
                                  "max_pool_forward_bf16", "max_pool_backward_bf16", "crop_resize_bf16"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
@@ -644,11 +644,11 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bias_add_nchw_bf16(y, b, n, c, hw); }); };
 		break;
 	}
-	case 26: {  // bias_grad_nchw_bf16(float* db, const bf16* dy, u64 n, u64 c, u64 hw)
-		auto db = PTR(0, float); auto dy = PTR(1, const bf16); auto n = U64(2), c = U64(3), hw = U64(4);
-		if (bx != RED_THREADS) return INVALID_VALUE;
-		IN(db, 4 * c); IN(dy, 2 * n * c * hw);
-		run = [=] { launch_threads(gx, bx, [=] { bias_grad_nchw_bf16(db, dy, n, c, hw); }); };
+	case 26: {  // bias_grad_finish(float* db, const double* part, u64 c, u32 splits)
+		auto db = PTR(0, float); auto part = PTR(1, const double); auto c = U64(2); auto sp = U32(3);
+		if (sp == 0) return INVALID_VALUE;
+		IN(db, 4 * c); IN(part, 16 * c * sp);
+		run = [=] { launch_seq(gx, bx, [=] { bias_grad_finish(db, part, c, sp); }); };
 		break;
 	}
 	case 27: {  // softmax_xent_rows_bf16(double* row_loss, bf16* dlogits, const bf16* logits, const float* labels, u64 n, u64 c,
