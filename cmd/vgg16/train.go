@@ -28,7 +28,7 @@ type deviceFlags struct{ opt device.Options }
 func (d *deviceFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.opt.Kind, "device", "auto", "auto (the GPU when usable, else the CPU), cpu or cuda")
 	fs.IntVar(&d.opt.GPU, "gpu", 0, "GPU index with --device cuda/auto")
-	fs.StringVar(&d.opt.Precision, "precision", "tf32", "GPU math: tf32 (TF32 convolutions, like PyTorch) or fp32")
+	fs.StringVar(&d.opt.Precision, "precision", "tf32", "GPU math: tf32 (TF32 convolutions, like PyTorch), fp32, or bf16 (bfloat16 activations, convolutions and Linear, float32 weights: PyTorch's autocast; Ampere or newer)")
 	fs.BoolVar(&d.opt.FusedBN, "fused-bn", false, "GPU: batch norm + ReLU in vgg16's own fused kernels instead of cuDNN's batch norm and a separate ReLU (experimental: not yet measured on a GPU)")
 	fs.BoolVar(&d.opt.TF32Linear, "tf32-linear", false, "GPU, with --precision tf32: TF32 tensor cores for the Linear layers too (PyTorch's matmul.allow_tf32; off by default, as in PyTorch)")
 	fs.IntVar(&d.opt.Workspace, "cudnn-workspace", 0, "GPU: MiB of workspace one cuDNN convolution algorithm may use (0 = up to 4 GiB); lower trades speed for memory")

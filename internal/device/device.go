@@ -14,7 +14,7 @@ import (
 type Options struct {
 	Kind       string // "auto", "cpu" or "cuda"
 	GPU        int    // device index for cuda
-	Precision  string // "tf32" (default) or "fp32" on the GPU
+	Precision  string // "tf32" (default), "fp32" or "bf16" on the GPU
 	NoGraphs   bool   // GPU: issue every step's operations instead of replaying a CUDA graph
 	FusedBN    bool   // GPU: batch norm + ReLU as the project's fused kernels
 	Workspace  int    // GPU: MiB one cuDNN convolution algorithm may use, 0 for the default
@@ -24,6 +24,11 @@ type Options struct {
 // Open returns the backend, a line that says what was chosen (and, for
 // auto, why not the GPU), or an error naming what is missing.
 func Open(o Options) (tensor.Backend, string, error) {
+	switch strings.ToLower(o.Precision) {
+	case "", "tf32", "fp32", "bf16":
+	default:
+		return nil, "", fmt.Errorf("--precision %q: want tf32, fp32 or bf16", o.Precision)
+	}
 	switch o.Kind {
 	case "", "auto":
 		be, err := openGPU(o)

@@ -74,6 +74,27 @@ func TestTrainOnStandInGPU(t *testing.T) {
 	if !strings.Contains(strings.Join(notes.notes, "\n"), "augmenting on the device: 72 training images") {
 		t.Errorf("the GPU run did not make its batches on the device; notes: %q", notes.notes)
 	}
+	// In bf16 (activations rounded at every layer) the run learns as the
+	// float32 one does, within bf16's noise.
+	bf, line, err := Open(Options{Kind: "cuda", Precision: "bf16"})
+	if err != nil {
+		t.Fatalf("--precision bf16 on the stand-in: %v", err)
+	}
+	defer bf.Close()
+	if !strings.Contains(line, "precision bf16") {
+		t.Errorf("device line %q", line)
+	}
+	hb := run(bf, &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: bf, Report: nopReport{}})
+	for i := range hc {
+		t.Logf("epoch %d: bf16 train/val loss %.6f/%.6f, float32 %.6f/%.6f", i+1, hb[i].TrainLoss, hb[i].ValLoss, hc[i].TrainLoss, hc[i].ValLoss)
+		if d := math.Abs(hb[i].TrainLoss - hc[i].TrainLoss); !(d <= bf16LossTol*hc[i].TrainLoss) {
+			t.Errorf("epoch %d: bf16 train loss %.5f, float32 %.5f", i+1, hb[i].TrainLoss, hc[i].TrainLoss)
+		}
+		if d := math.Abs(hb[i].ValLoss - hc[i].ValLoss); !(d <= bf16LossTol*hc[i].ValLoss) {
+			t.Errorf("epoch %d: bf16 val loss %.5f, float32 %.5f", i+1, hb[i].ValLoss, hc[i].ValLoss)
+		}
+	}
+
 	// The same run with the CPU loader's batches: the same numbers exactly,
 	// since the device makes the loader's batches bit for bit.
 	o.CPUAugment = true
@@ -93,6 +114,10 @@ func TestTrainOnStandInGPU(t *testing.T) {
 	}
 }
 
+// bf16LossTol is how far a bf16 run's mean losses may be from the float32
+// run's (relative).
+const bf16LossTol = 0.05
+
 type nopReport struct{}
 
 func (nopReport) EpochStart(int, int, int)    {}
@@ -107,3 +132,9 @@ type noteReport struct {
 }
 
 func (r *noteReport) Note(s string) { r.notes = append(r.notes, s) }
+
+func TestOpenRejectsUnknownPrecision(t *testing.T) {
+	if _, _, err := Open(Options{Kind: "auto", Precision: "fp16"}); err == nil || !strings.Contains(err.Error(), "--precision \"fp16\": want tf32, fp32 or bf16") {
+		t.Fatalf("--precision fp16: %v", err)
+	}
+}
