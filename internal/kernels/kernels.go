@@ -44,7 +44,7 @@ type Module struct {
 		cropResize, tally                                                                         cuda.Function
 		// bfloat16 activations
 		castF32BF16, castBF16F32, reluForwardBF16, reluBackwardBF16, dropoutBF16, biasAddRowsBF16, colSumBF16 cuda.Function
-		biasAddNCHWBF16, biasGradFinish, xentRowsBF16, tallyBF16                                            cuda.Function
+		biasAddNCHWBF16, biasGradFinish, xentRowsBF16, tallyBF16                                              cuda.Function
 		bnStatsBF16, bnApplyBF16, bnAffineBF16, bnGradStatsBF16, bnGradApplyBF16                              cuda.Function
 		maxPoolForwardBF16, maxPoolBackwardBF16, cropResizeBF16                                               cuda.Function
 	}
