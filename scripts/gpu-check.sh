@@ -4,7 +4,8 @@
 # table last. Every step has a time limit and the whole script a budget
 # (BUDGET seconds, default 420), so it ends in a few minutes even when
 # something hangs; steps that no longer fit are reported as skipped.
-# PARTS picks what runs (default: tests train bench ck224; also torch224
+# PARTS picks what runs (default: tests train bench ck224; also bf16,
+# vgg16's bf16 beside PyTorch's autocast at 32 and 224 and bf16 epochs; torch224
 # and compiled, PyTorch at 224x224 and torch.compile at 32x32; epochs,
 # whole epochs with the batches made on the GPU and by the CPU loader; and
 # epoch224, an epoch of the seed's recipe with --fused-bn; torchprof,
@@ -60,7 +61,7 @@ tests() { # label binary-dir binary flags...: a Go test binary, verbose
 if want tests; then
 tests cuda-tests internal/cuda cuda.test -test.run 'Real|Probe'
 tests kernels-tests internal/kernels kernels.test -test.run NVRTC
-tests gpu-tests internal/gpu gpu.test -test.timeout 190s
+tests gpu-tests internal/gpu gpu.test -test.timeout 190s -test.skip '^TestFake' # the real GPU, not the stand-in suite
 fi
 
 if want train; then
@@ -122,6 +123,8 @@ sed -n '/^pytorch GPU time/,/^{/p' "$W/torch-224 b64 tf32 eager profile.txt" | h
 fi
 want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
 want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
+want compiled && torch "32 b128 bf16 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead --precision bf16
+want compiled && torch "224 b64 bf16 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --precision bf16 --steps 10
 
 epoch() { # label, train flags: one training run on the sample; its last epoch's images a second
 	local label=$1 r; shift
@@ -135,6 +138,15 @@ epoch "32 b128 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000
 epoch "32 b128 cpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --cpu-augment
 epoch "224 b64 gpu-augment" --limit 5000 --epochs 1
 epoch "224 b64 cpu-augment" --limit 5000 --epochs 1 --cpu-augment
+fi
+if want bf16; then # bf16 beside PyTorch's autocast (eager; compiled with PARTS compiled)
+echo "== bf16"
+bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
+torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16
+bench "224 b64 bf16" --size 224 --batch 64 --precision bf16 --steps 10 --profile
+torch "224 b64 bf16 eager" --size 224 --batch 64 --mode eager --precision bf16 --steps 10
+epoch "224 b64 bf16 gpu-augment" --limit 5000 --epochs 1 --precision bf16
+epoch "32 b128 bf16 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --precision bf16
 fi
 if want epoch224; then # the seed's recipe at 224x224 with the fused batch norm
 epoch "224 b64 fused-bn" --limit 5000 --epochs 1 --fused-bn
