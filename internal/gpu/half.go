@@ -2,7 +2,6 @@ package gpu
 
 import (
 	"fmt"
-	"unsafe"
 
 	"github.com/vgg16/vgg16/internal/cuda"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -31,37 +30,6 @@ func (b *Backend) NewActivation(shape ...int) *tensor.Tensor { return b.newTenso
 
 // BF16 reports whether activations are stored as bfloat16.
 func (b *Backend) BF16() bool { return b.bf16 }
-
-// uploadHalf rounds src to bfloat16 on the host and copies it to p.
-func (b *Backend) uploadHalf(p cuda.DevicePtr, src []float32) {
-	chunk := int(stageChunk / 2)
-	for off := 0; off < len(src); off += chunk {
-		k := min(chunk, len(src)-off)
-		pin := b.pinned(2 * int64(k))
-		h := unsafe.Slice((*uint16)(pin), k)
-		for i, v := range src[off : off+k] {
-			h[i] = tensor.ToBF16(v)
-		}
-		b.must(b.drv.MemcpyHtoDAsync(p+cuda.DevicePtr(2*off), pin, 2*int64(k), b.stream), "upload")
-		b.must(b.drv.EventRecord(b.mem.pinEvent, b.stream), "")
-		b.mem.pinPending = true
-	}
-}
-
-// downloadHalf copies len(dst) bfloat16s at p to the host as float32s,
-// once the queued work is done.
-func (b *Backend) downloadHalf(dst []float32, p cuda.DevicePtr) {
-	chunk := int(stageChunk / 2)
-	for off := 0; off < len(dst); off += chunk {
-		k := min(chunk, len(dst)-off)
-		pin := b.pinned(2 * int64(k))
-		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(2*off), 2*int64(k), b.stream), "download")
-		b.must(b.drv.StreamSynchronize(b.stream), "download")
-		for i, h := range unsafe.Slice((*uint16)(pin), k) {
-			dst[off+i] = tensor.FromBF16(h)
-		}
-	}
-}
 
 // halfOps checks that the activation operands of one op agree: all bf16
 // (the result is true) or all float32.

@@ -106,6 +106,18 @@ func testHalfOps(t *testing.T, be *Backend, tol float64) {
 	w := newTwin(t, be, 31)
 
 	t.Run("TransfersFillCopy", func(t *testing.T) {
+		old := stageChunk
+		stageChunk = 4096 // several chunks each way
+		defer func() { stageChunk = old }()
+		big := tensor.NewActivation(be, 10012)
+		defer be.Free(big)
+		long := w.normal(10007, 3)
+		be.Upload(big.View(3, 10007), long) // at an odd element: 2-byte aligned only
+		all := download(be, big)
+		compareHost(t, "chunked upload/download at an offset", all[3:10010], rounded(long), 0)
+		if all[0] != 0 || all[2] != 0 || all[10010] != 0 || all[10011] != 0 {
+			t.Errorf("upload into a view touched its neighbours: %v … %v", all[:4], all[10009:])
+		}
 		data := w.normal(37, 3)
 		x := tensor.NewActivation(be, 37)
 		defer be.Free(x)

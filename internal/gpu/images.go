@@ -96,11 +96,19 @@ func (b *Backend) CropResize(dst *tensor.Tensor, set tensor.ImageSet, crops []te
 // upload copies src to device memory at p through the staging buffer, in
 // order with the queued work; it returns before the copy is done.
 func (b *Backend) upload(p cuda.DevicePtr, src []byte) {
-	for off := 0; off < len(src); off += int(stageChunk) {
-		k := min(int(stageChunk), len(src)-off)
-		pin := b.pinned(int64(k))
-		copy(unsafe.Slice((*byte)(pin), k), src[off:off+k])
-		b.must(b.drv.MemcpyHtoDAsync(p+cuda.DevicePtr(off), pin, int64(k), b.stream), "upload")
+	b.stageUp(p, int64(len(src)), func(pin []byte, off int64) { copy(pin, src[off:]) })
+}
+
+// stageUp copies bytes bytes to device memory at p in chunks of the
+// staging buffer, which fill writes: fill(pin, off) fills pin with the
+// bytes from offset off on (an even number of bytes unless the last
+// chunk). It returns before the copies are done.
+func (b *Backend) stageUp(p cuda.DevicePtr, bytes int64, fill func(pin []byte, off int64)) {
+	for off := int64(0); off < bytes; off += stageChunk {
+		k := min(stageChunk, bytes-off)
+		pin := b.pinned(k)
+		fill(unsafe.Slice((*byte)(pin), k), off)
+		b.must(b.drv.MemcpyHtoDAsync(p+cuda.DevicePtr(off), pin, k, b.stream), "upload")
 		b.must(b.drv.EventRecord(b.mem.pinEvent, b.stream), "")
 		b.mem.pinPending = true
 	}

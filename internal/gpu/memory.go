@@ -289,11 +289,16 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	if len(src) == 0 {
 		return
 	}
-	if isHalf(dst) {
-		b.uploadHalf(b.ptr(dst), src)
+	if !isHalf(dst) {
+		b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
 		return
 	}
-	b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
+	b.stageUp(b.ptr(dst), 2*int64(len(src)), func(pin []byte, off int64) { // float32 to bfloat16 on the way in
+		h := unsafe.Slice((*uint16)(unsafe.Pointer(&pin[0])), len(pin)/2)
+		for i, v := range src[off/2:][:len(h)] {
+			h[i] = tensor.ToBF16(v)
+		}
+	})
 }
 
 // Download copies t to the host once all queued work is done.
@@ -303,18 +308,25 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	}
 	b.notInStep("Download")
 	defer b.op()()
-	p := b.ptr(src)
-	if isHalf(src) {
-		b.downloadHalf(dst, p)
-		return
+	half := isHalf(src)
+	elem := int64(4)
+	if half {
+		elem = 2
 	}
-	chunk := int(stageChunk / 4)
+	p := b.ptr(src)
+	chunk := int(stageChunk / elem)
 	for off := 0; off < len(dst); off += chunk {
 		k := min(chunk, len(dst)-off)
-		pin := b.pinned(4 * int64(k))
-		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(4*off), 4*int64(k), b.stream), "download")
+		pin := b.pinned(elem * int64(k))
+		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(elem*int64(off)), elem*int64(k), b.stream), "download")
 		b.must(b.drv.StreamSynchronize(b.stream), "download")
-		copy(dst[off:off+k], unsafe.Slice((*float32)(pin), k))
+		if half { // bfloat16 to float32 on the way out
+			for i, h := range unsafe.Slice((*uint16)(pin), k) {
+				dst[off+i] = tensor.FromBF16(h)
+			}
+		} else {
+			copy(dst[off:off+k], unsafe.Slice((*float32)(pin), k))
+		}
 	}
 }
 

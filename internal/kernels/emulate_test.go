@@ -517,24 +517,7 @@ func TestEmulatedBatchNormReLU(t *testing.T) {
 			}
 			const eps, mom = 1e-5, 0.1
 			run(t, dir, "bnrelu", 3, c.n, c.ch, c.hw, c.splits, eps, mom, b2i(relu))
-			shape := []int{c.n, c.ch, 1, c.hw}
-			want := onCPUShaped([]shaped{{x, shape}, {gamma, []int{c.ch}}, {beta, []int{c.ch}}, {rm, []int{c.ch}}, {rv, []int{c.ch}},
-				{make([]float32, size), shape}, {make([]float32, c.ch), []int{c.ch}}, {make([]float32, c.ch), []int{c.ch}},
-				{make([]float32, size), shape}, {dy, shape}, {make([]float32, size), shape}, {make([]float32, c.ch), []int{c.ch}},
-				{make([]float32, c.ch), []int{c.ch}}},
-				func(be *cpu.Backend, ts []*tensor.Tensor) {
-					X, G, B, RM, RV, Y, SM, SI, YI, DY, DX, DG, DB := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8], ts[9], ts[10], ts[11], ts[12]
-					be.BatchNormTrain(Y, X, G, B, RM, RV, SM, SI, mom, eps)
-					if relu {
-						be.ReLUForward(Y, Y)
-						be.ReLUBackward(DY, DY, Y)
-					}
-					be.BatchNormInfer(YI, X, G, B, RM, RV, eps)
-					if relu {
-						be.ReLUForward(YI, YI)
-					}
-					be.BatchNormBackward(DX, DG, DB, DY, X, G, SM, SI)
-				})
+			want := cpuBNReLU(x, gamma, beta, rm, rv, dy, c.n, c.ch, c.hw, relu, mom, eps)
 			for _, o := range []struct {
 				file string
 				want []float32
@@ -998,24 +981,7 @@ func TestEmulatedBF16BatchNormReLU(t *testing.T) {
 			}
 			const eps, mom = 1e-5, 0.1
 			run(t, dir, "bf16bnrelu", 3, c.n, c.ch, c.hw, c.splits, eps, mom, b2i(relu))
-			shape := []int{c.n, c.ch, 1, c.hw}
-			want := onCPUShaped([]shaped{{x, shape}, {gamma, []int{c.ch}}, {beta, []int{c.ch}}, {rm, []int{c.ch}}, {rv, []int{c.ch}},
-				{make([]float32, size), shape}, {make([]float32, c.ch), []int{c.ch}}, {make([]float32, c.ch), []int{c.ch}},
-				{make([]float32, size), shape}, {dy, shape}, {make([]float32, size), shape}, {make([]float32, c.ch), []int{c.ch}},
-				{make([]float32, c.ch), []int{c.ch}}},
-				func(be *cpu.Backend, ts []*tensor.Tensor) {
-					X, G, B, RM, RV, Y, SM, SI, YI, DY, DX, DG, DB := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8], ts[9], ts[10], ts[11], ts[12]
-					be.BatchNormTrain(Y, X, G, B, RM, RV, SM, SI, mom, eps)
-					if relu {
-						be.ReLUForward(Y, Y)
-						be.ReLUBackward(DY, DY, Y)
-					}
-					be.BatchNormInfer(YI, X, G, B, RM, RV, eps)
-					if relu {
-						be.ReLUForward(YI, YI)
-					}
-					be.BatchNormBackward(DX, DG, DB, DY, X, G, SM, SI)
-				})
+			want := cpuBNReLU(x, gamma, beta, rm, rv, dy, c.n, c.ch, c.hw, relu, mom, eps)
 			for _, o := range []struct {
 				file string
 				want []float32
@@ -1152,4 +1118,31 @@ func TestEmulatedBF16CropResize(t *testing.T) {
 		run(t, dir, "bf16crop", 7, n, s, cifar.Side)
 		sameBF16(t, fmt.Sprintf("%T size %d", tf, s), readBF16(t, filepath.Join(dir, "y")), toBF16(want))
 	}
+}
+
+// cpuBNReLU is the CPU backend's batch norm (+ ReLU when relu) on x [n, ch,
+// hw] with the given parameters and running statistics, its inference with
+// the updated statistics, and its backward from dy: the results in the
+// order x, gamma, beta, running mean, running var, y, saved mean, saved
+// 1/std, inference y, dy (after ReLU's backward), dx, dgamma, dbeta.
+func cpuBNReLU(x, gamma, beta, rm, rv, dy []float32, n, ch, hw int, relu bool, mom, eps float64) [][]float32 {
+	shape, per := []int{n, ch, 1, hw}, []int{ch}
+	size := n * ch * hw
+	return onCPUShaped([]shaped{{x, shape}, {gamma, per}, {beta, per}, {rm, per}, {rv, per},
+		{make([]float32, size), shape}, {make([]float32, ch), per}, {make([]float32, ch), per},
+		{make([]float32, size), shape}, {dy, shape}, {make([]float32, size), shape}, {make([]float32, ch), per},
+		{make([]float32, ch), per}},
+		func(be *cpu.Backend, ts []*tensor.Tensor) {
+			X, G, B, RM, RV, Y, SM, SI, YI, DY, DX, DG, DB := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8], ts[9], ts[10], ts[11], ts[12]
+			be.BatchNormTrain(Y, X, G, B, RM, RV, SM, SI, mom, eps)
+			if relu {
+				be.ReLUForward(Y, Y)
+				be.ReLUBackward(DY, DY, Y)
+			}
+			be.BatchNormInfer(YI, X, G, B, RM, RV, eps)
+			if relu {
+				be.ReLUForward(YI, YI)
+			}
+			be.BatchNormBackward(DX, DG, DB, DY, X, G, SM, SI)
+		})
 }
