@@ -578,28 +578,8 @@ func TestEmulatedCropResize(t *testing.T) {
 		cifar.CIFARTransform{Size: 36}, cifar.EvalTransform{Size: 32, Norm: cifar.CIFARNorm}, cifar.EvalTransform{Size: 64}} {
 		s := tf.OutputSize()
 		const n = 12
-		crops := make([]byte, 4*CropWords*n)
-		want := make([]float32, n*3*s*s)
-		for k := range n {
-			img := r.IntN(N)
-			c := tf.Plan(r)
-			if k == 0 { // always one flipped window at a corner of the padding
-				c.Flip = true
-			}
-			for w, v := range []int{img, c.Top, c.Left, c.H, c.W, b2n(c.Flip)} {
-				binary.LittleEndian.PutUint32(crops[4*(CropWords*k+w):], uint32(int32(v)))
-			}
-			cifar.ApplyCrop(want[k*3*s*s:(k+1)*3*s*s], images[img*cifar.ImageBytes:(img+1)*cifar.ImageBytes], c, s, tf.Table())
-		}
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "images"), images, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "crops"), crops, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		tab := tf.Table()
-		writeF32(t, filepath.Join(dir, "table"), append(append(tab[0][:], tab[1][:]...), tab[2][:]...))
+		want := cropInputs(t, dir, r, tf, images, n)
 		run(t, dir, "crop", 7, n, s, cifar.Side)
 		sameBits(t, fmt.Sprintf("%T size %d", tf, s), readF32(t, filepath.Join(dir, "y")), want)
 	}
@@ -1093,28 +1073,8 @@ func TestEmulatedBF16CropResize(t *testing.T) {
 		cifar.CIFARTransform{Size: 36}, cifar.EvalTransform{Size: 32, Norm: cifar.CIFARNorm}, cifar.EvalTransform{Size: 64}} {
 		s := tf.OutputSize()
 		const n = 12
-		crops := make([]byte, 4*CropWords*n)
-		want := make([]float32, n*3*s*s)
-		for k := range n {
-			img := r.IntN(N)
-			c := tf.Plan(r)
-			if k == 0 {
-				c.Flip = true
-			}
-			for w, v := range []int{img, c.Top, c.Left, c.H, c.W, b2n(c.Flip)} {
-				binary.LittleEndian.PutUint32(crops[4*(CropWords*k+w):], uint32(int32(v)))
-			}
-			cifar.ApplyCrop(want[k*3*s*s:(k+1)*3*s*s], images[img*cifar.ImageBytes:(img+1)*cifar.ImageBytes], c, s, tf.Table())
-		}
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "images"), images, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "crops"), crops, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		tab := tf.Table()
-		writeF32(t, filepath.Join(dir, "table"), append(append(tab[0][:], tab[1][:]...), tab[2][:]...))
+		want := cropInputs(t, dir, r, tf, images, n)
 		run(t, dir, "bf16crop", 7, n, s, cifar.Side)
 		sameBF16(t, fmt.Sprintf("%T size %d", tf, s), readBF16(t, filepath.Join(dir, "y")), toBF16(want))
 	}
@@ -1145,4 +1105,34 @@ func cpuBNReLU(x, gamma, beta, rm, rv, dy []float32, n, ch, hw int, relu bool, m
 			}
 			be.BatchNormBackward(DX, DG, DB, DY, X, G, SM, SI)
 		})
+}
+
+// cropInputs draws n crops of the images (one flipped at least) with tf,
+// writes the images, the crops and tf's table into dir for the emulator's
+// crop ops, and returns what cifar.ApplyCrop makes of them.
+func cropInputs(t *testing.T, dir string, r *rand.Rand, tf cifar.Planner, images []byte, n int) []float32 {
+	t.Helper()
+	s := tf.OutputSize()
+	crops := make([]byte, 4*CropWords*n)
+	want := make([]float32, n*3*s*s)
+	for k := range n {
+		img := r.IntN(len(images) / cifar.ImageBytes)
+		c := tf.Plan(r)
+		if k == 0 {
+			c.Flip = true
+		}
+		for w, v := range []int{img, c.Top, c.Left, c.H, c.W, b2n(c.Flip)} {
+			binary.LittleEndian.PutUint32(crops[4*(CropWords*k+w):], uint32(int32(v)))
+		}
+		cifar.ApplyCrop(want[k*3*s*s:(k+1)*3*s*s], images[img*cifar.ImageBytes:(img+1)*cifar.ImageBytes], c, s, tf.Table())
+	}
+	if err := os.WriteFile(filepath.Join(dir, "images"), images, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "crops"), crops, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tab := tf.Table()
+	writeF32(t, filepath.Join(dir, "table"), append(append(tab[0][:], tab[1][:]...), tab[2][:]...))
+	return want
 }
