@@ -1,8 +1,10 @@
 // Package gpu is the tensor.Backend on an NVIDIA GPU: cuDNN for
 // convolution, batch norm, max-pool and LRN, cuBLAS for Linear, and the
 // project's own kernels (kernels.cu, through internal/kernels) for ReLU,
-// dropout, softmax cross-entropy, SGD and Linear's bias. Everything runs in
-// order on one CUDA stream; only Download (and Synchronize) waits for it.
+// dropout, softmax cross-entropy, SGD, Linear's bias, the fused batch norm,
+// the input pipeline (images.go) and everything of --precision bf16 that
+// is not a convolution or a GEMM (half.go). Everything runs in order on
+// one CUDA stream; only Download (and Synchronize) waits for it.
 //
 // Errors. The Backend interface returns no errors, so a failing CUDA,
 // cuBLAS, cuDNN or kernel call panics with the *cuda.Error it returned
