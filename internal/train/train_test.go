@@ -18,6 +18,7 @@ import (
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/safetensors"
+	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 // synthetic makes n 32x32 images of 4 classes that a small network can
@@ -55,7 +56,10 @@ func smallOptions() Options {
 	return o
 }
 
-type quiet struct{ step func(StepStats) }
+type quiet struct {
+	step func(StepStats)
+	note func(string)
+}
 
 func (q *quiet) EpochStart(epoch, epochs, batches int) {}
 func (q *quiet) Step(s StepStats) {
@@ -65,7 +69,11 @@ func (q *quiet) Step(s StepStats) {
 }
 func (q *quiet) EpochEnd(m EpochMetrics)    {}
 func (q *quiet) Validating(done, total int) {}
-func (q *quiet) Note(string)                {}
+func (q *quiet) Note(s string) {
+	if q.note != nil {
+		q.note(s)
+	}
+}
 
 func newRun(t *testing.T, dir string, o Options, rep Reporter) *Run {
 	t.Helper()
@@ -151,7 +159,17 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 // resumes it, and expects the same weights and validation losses as an
 // uninterrupted run.
 func TestResumeReproduces(t *testing.T) {
+	t.Run("loader", func(t *testing.T) { testResume(t, func() tensor.Backend { return cpu.New() }) })
+	t.Run("device-batches", func(t *testing.T) { testResume(t, newImagesCPU) })
+}
+
+func testResume(t *testing.T, backend func() tensor.Backend) {
 	o := smallOptions()
+	newRun := func(t *testing.T, dir string, o Options, rep Reporter) *Run {
+		r := newRun(t, dir, o, rep)
+		r.Backend = backend()
+		return r
+	}
 	full := newRun(t, t.TempDir(), o, &quiet{})
 	want, err := full.Execute(context.Background())
 	if err != nil {
@@ -332,5 +350,66 @@ func TestTallyCadence(t *testing.T) {
 	r.Backend = recordingCPU{cpu.New()}
 	if _, err := r.Execute(context.Background()); err == nil || !strings.Contains(err.Error(), "epoch 2, batches 9-16: the loss is NaN") {
 		t.Fatalf("want a NaN error naming epoch 2, batches 9-16; got %v", err)
+	}
+}
+
+// imagesCPU is the CPU backend holding the image set itself
+// (tensor.Images), so that runs take the device's batch path — a
+// cifar.Plan and CropResize — on the CPU, where cifar.ApplyCrop does the
+// pixel work.
+type imagesCPU struct{ *cpu.Backend }
+
+func newImagesCPU() tensor.Backend { return imagesCPU{cpu.New()} }
+
+type hostSet struct{ pix []byte }
+
+func (s *hostSet) Len() int { return len(s.pix) / cifar.ImageBytes }
+func (s *hostSet) Free()    {}
+
+func (imagesCPU) UploadImages(pix []byte, side int) tensor.ImageSet {
+	return &hostSet{pix: append([]byte(nil), pix...)}
+}
+
+func (imagesCPU) CropResize(dst *tensor.Tensor, set tensor.ImageSet, crops []tensor.Crop, table *[3][256]float32) {
+	pix, s := set.(*hostSet).pix, dst.Shape[2]
+	d := cpu.Data(dst)
+	for k, c := range crops {
+		img := pix[c.Image*cifar.ImageBytes : (c.Image+1)*cifar.ImageBytes]
+		cifar.ApplyCrop(d[k*3*s*s:(k+1)*3*s*s], img, cifar.Crop{Top: c.Top, Left: c.Left, H: c.H, W: c.W, Flip: c.Flip}, s, (*cifar.Table)(table))
+	}
+}
+
+// A run whose batches come from the epoch's plan gives the loader's run
+// bit for bit: the same metrics and the same weights.
+func TestDeviceBatchesAreTheLoaders(t *testing.T) {
+	o := smallOptions()
+	o.Epochs = 2
+	var notes []string
+	runs := make([]*Run, 2)
+	hist := make([][]EpochMetrics, 2)
+	for i, be := range []tensor.Backend{cpu.New(), newImagesCPU()} {
+		runs[i] = newRun(t, t.TempDir(), o, &quiet{note: func(s string) { notes = append(notes, s) }})
+		runs[i].Backend = be
+		h, err := runs[i].Execute(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist[i] = h
+	}
+	if !slices.ContainsFunc(notes, func(s string) bool { return strings.HasPrefix(s, "augmenting on the device: 256 training images") }) {
+		t.Errorf("the run with an image-holding backend did not take the device path; notes %q", notes)
+	}
+	for e := range hist[0] {
+		a, b := hist[0][e], hist[1][e]
+		if a.TrainLoss != b.TrainLoss || a.TrainAcc != b.TrainAcc || a.ValLoss != b.ValLoss || a.ValAcc != b.ValAcc {
+			t.Errorf("epoch %d: loader %+v, device batches %+v", e+1, a, b)
+		}
+	}
+	x, _ := checkpoint.Load(filepath.Join(runs[0].Dir, LastFile))
+	y, _ := checkpoint.Load(filepath.Join(runs[1].Dir, LastFile))
+	for name, tx := range x.State.Floats {
+		if !slices.Equal(tx.Data, y.State.Floats[name].Data) {
+			t.Fatalf("%s differs between the two runs", name)
+		}
 	}
 }
