@@ -267,21 +267,67 @@ __device__ __forceinline__ u64 at(u64 j, u64 ch, u64 c, u64 hw, bool small) {
 	return (i * c + ch) * hw + (j - i * hw);
 }
 
+// each_channel_elem calls f(i, ch) for every element i of an [n, c, hw]
+// tensor, ch its channel, spread over the grid. Where a plane (one image's
+// channel, hw contiguous elements) fills a block, blocks take whole planes
+// and threads walk along them: one modulo a plane instead of a division an
+// element, which would cost the memory-bound kernels that use this a large
+// share of their time.
+template <typename F>
+__device__ __forceinline__ void each_channel_elem(u64 n, u64 c, u64 hw, F f) {
+	if (hw >= blockDim.x) {
+		for (u64 plane = blockIdx.x; plane < n * c; plane += gridDim.x) {
+			u64 ch = plane % c, base = plane * hw;
+			for (u64 p = threadIdx.x; p < hw; p += blockDim.x) {
+				f(base + p, ch);
+			}
+		}
+		return;
+	}
+	u64 total = n * c * hw;
+	bool small = total < 0xffffffffULL;
+	GRID_STRIDE(i, total) {
+		f(i, chan_of(i, c, hw, small));
+	}
+}
+
+// each_in_share calls f(k) for the index k of every element of share s of
+// channel ch (the block's part of bn_stats and its like): whole images
+// [s·⌈n/splits⌉, …) when a plane fills the block, walked along each plane
+// without division; otherwise elements [s·⌈n·hw/splits⌉, …) of the
+// channel's n·hw.
+template <typename F>
+__device__ __forceinline__ void each_in_share(u64 n, u64 c, u64 hw, u64 ch, u64 s, u32 splits, F f) {
+	if (hw >= RED_THREADS) {
+		u64 per = (n + splits - 1) / splits, lo = s * per, hi = lo + per < n ? lo + per : n;
+		for (u64 i = lo; i < hi; i++) {
+			u64 base = (i * c + ch) * hw;
+			for (u64 p = threadIdx.x; p < hw; p += RED_THREADS) {
+				f(base + p);
+			}
+		}
+		return;
+	}
+	u64 m = n * hw, per = (m + splits - 1) / splits;
+	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
+	bool small = n * c * hw < 0xffffffffULL;
+	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
+		f(at(j, ch, c, hw, small));
+	}
+}
+
 // bn_stats: block b sums share b % splits of channel b / splits (the grid
 // is exactly c·splits blocks of RED_THREADS): part[2b] = Σx, part[2b+1] =
 // Σx². bn_stats_t is its body for x stored as T (float or bf16).
 template <typename T>
 __device__ __forceinline__ void bn_stats_t(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits, double* red) {
 	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
-	u64 m = n * hw, per = (m + splits - 1) / splits;
-	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
-	bool small = n * c * hw < 0xffffffffULL;
 	double sum = 0.0, sq = 0.0;
-	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
-		double v = (double)ldf(x, at(j, ch, c, hw, small));
+	each_in_share(n, c, hw, ch, s, splits, [&](u64 k) {
+		double v = (double)ldf(x, k);
 		sum += v;
 		sq += v * v;
-	}
+	});
 	sum = block_sum(sum, red);
 	sq = block_sum(sq, red);
 	if (threadIdx.x == 0) {
@@ -326,13 +372,10 @@ extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* r
 template <typename T>
 __device__ __forceinline__ void bn_apply_t(T* y, const T* x, const float* mean, const float* scale, const float* beta,
 		u64 n, u64 c, u64 hw, int relu) {
-	u64 total = n * c * hw;
-	bool small = total < 0xffffffffULL;
-	GRID_STRIDE(i, total) {
-		u64 ch = chan_of(i, c, hw, small);
+	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) {
 		float v = (ldf(x, i) - mean[ch]) * scale[ch] + beta[ch];
 		stf(y, i, (relu && !(v > 0.0f) && v == v) ? 0.0f : v);
-	}
+	});
 }
 
 extern "C" __global__ void bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,
@@ -357,13 +400,10 @@ extern "C" __global__ void bn_infer_coef(float* scale, float* shift, const float
 template <typename T>
 __device__ __forceinline__ void bn_affine_t(T* y, const T* x, const float* scale, const float* shift,
 		u64 n, u64 c, u64 hw, int relu) {
-	u64 total = n * c * hw;
-	bool small = total < 0xffffffffULL;
-	GRID_STRIDE(i, total) {
-		u64 ch = chan_of(i, c, hw, small);
+	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) {
 		float v = ldf(x, i) * scale[ch] + shift[ch];
 		stf(y, i, (relu && !(v > 0.0f) && v == v) ? 0.0f : v);
-	}
+	});
 }
 
 extern "C" __global__ void bn_affine(float* y, const float* x, const float* scale, const float* shift,
@@ -379,17 +419,13 @@ template <typename T>
 __device__ __forceinline__ void bn_grad_stats_t(double* part, const T* dy, const T* y, const T* x,
 		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu, double* red) {
 	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
-	u64 m = n * hw, per = (m + splits - 1) / splits;
-	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
-	bool small = n * c * hw < 0xffffffffULL;
 	double mu = (double)mean[ch], iv = (double)inv[ch];
 	double sg = 0.0, sgx = 0.0;
-	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
-		u64 k = at(j, ch, c, hw, small);
+	each_in_share(n, c, hw, ch, s, splits, [&](u64 k) {
 		double g = (relu && !(ldf(y, k) > 0.0f)) ? 0.0 : (double)ldf(dy, k);
 		sg += g;
 		sgx += g * (((double)ldf(x, k) - mu) * iv);
-	}
+	});
 	sg = block_sum(sg, red);
 	sgx = block_sum(sgx, red);
 	if (threadIdx.x == 0) {
@@ -428,14 +464,11 @@ extern "C" __global__ void bn_grad_finish(float* dgamma, float* dbeta, float* co
 template <typename T>
 __device__ __forceinline__ void bn_grad_apply_t(T* dx, const T* dy, const T* y, const T* x,
 		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	u64 total = n * c * hw;
-	bool small = total < 0xffffffffULL;
-	GRID_STRIDE(i, total) {
-		u64 ch = chan_of(i, c, hw, small);
+	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) {
 		float g = (relu && !(ldf(y, i) > 0.0f)) ? 0.0f : ldf(dy, i);
 		float xhat = (ldf(x, i) - mean[ch]) * inv[ch];
 		stf(dx, i, coef[3 * ch] * (g - coef[3 * ch + 1] - xhat * coef[3 * ch + 2]));
-	}
+	});
 }
 
 extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float* y, const float* x,
@@ -608,11 +641,7 @@ extern "C" __global__ void col_sum_bf16(float* out, const bf16* x, u64 rows, u64
 // bias_add_nchw_bf16: y[i] = bf16(y[i] + b[ch]) for a bf16 y [n, c, hw]
 // and float32 b [c], ch the channel of element i (a convolution's bias).
 extern "C" __global__ void bias_add_nchw_bf16(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
-	u64 total = n * c * hw;
-	bool small = total < 0xffffffffULL;
-	GRID_STRIDE(i, total) {
-		y[i] = f32_to_bf16(bf16_to_f32(y[i]) + b[chan_of(i, c, hw, small)]);
-	}
+	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) { y[i] = f32_to_bf16(bf16_to_f32(y[i]) + b[ch]); });
 }
 
 // bias_grad_finish: a convolution's bias gradient db[ch] = Σ dy over
