@@ -45,7 +45,7 @@ bench:
 # Compile kernels.cu with nvcc where the CUDA toolkit is installed.
 kernels-check:
 	@command -v nvcc >/dev/null || { echo "nvcc not found: kernels-check needs the CUDA toolkit"; exit 1; }
-	nvcc -arch=sm_90 -cubin -o /dev/null kernels.cu
+	nvcc -arch=sm_90 -std=c++17 -cubin -o /dev/null kernels.cu
 
 # Binaries and data for a GPU machine without Go: run scripts/gpu-check.sh
 # there. Fixtures and 5,000 images of the CIFAR-10 sample travel along.

@@ -150,6 +150,9 @@ func loadRTC(dirs []string, system bool) (*RTC, error) {
 // kernels compile (tests, `vgg16 doctor`).
 func LoadRTC() (*RTC, error) { return loadRTC(searchDirs(), true) }
 
+// LoadRTCFrom loads NVRTC from dirs only (tests).
+func LoadRTCFrom(dirs []string) (*RTC, error) { return loadRTC(dirs, false) }
+
 // LoadDirs loads every library from dirs only, never the system path, and
 // without Load's caching: for tests that run the backends on stand-in
 // libraries.

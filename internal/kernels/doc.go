@@ -8,7 +8,8 @@
 // the newest architecture NVRTC knows (compute_XY), which the driver
 // JIT-compiles, when the GPU is newer than NVRTC. Options always include
 // --fmad=false: no multiply-add is fused, so the element-wise kernels give
-// the CPU backend's float32 results bit for bit (SGD, dropout, ReLU).
+// the CPU backend's float32 results bit for bit (SGD, dropout, ReLU); and
+// --std=c++17.
 //
 // The cache lives in os.UserCacheDir()/vgg16/kernels, one file per
 // sha256(source, options), target architecture, NVRTC version and driver
@@ -19,7 +20,7 @@
 // CPU backend (TestEmulated*, needs g++), and compile it with NVRTC when
 // one is installed (TestCompile*). With the CUDA toolkit,
 //
-//	nvcc -arch=sm_90 -cubin -o /dev/null kernels.cu
+//	nvcc -arch=sm_90 -std=c++17 -cubin -o /dev/null kernels.cu
 //
 // is the same check as the one NVRTC makes at run time; the lead's
 // Makefile runs it as a target.

@@ -21,8 +21,11 @@ const (
 	redThreads = 128
 )
 
-// compileOptions are passed to NVRTC besides the architecture.
-var compileOptions = []string{"--fmad=false"}
+// compileOptions are passed to NVRTC besides the architecture: no fused
+// multiply-add (results bit for bit the CPU's), and C++17 (kernels.cu uses
+// lambdas, which NVRTC 11's default dialect does not take; 12 and 13
+// default to C++17 anyway).
+var compileOptions = []string{"--fmad=false", "--std=c++17"}
 
 // Options configure Load.
 type Options struct {

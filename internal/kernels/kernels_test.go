@@ -2,6 +2,8 @@ package kernels
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -85,6 +87,38 @@ func TestCompileWithNVRTC(t *testing.T) {
 	if err != nil {
 		t.Skipf("NVRTC not installed: %v", err)
 	}
+	compileAll(t, rtc)
+}
+
+// TestCompileWithOlderNVRTC compiles kernels.cu with an NVRTC 11 where one
+// is installed (the build machines have libnvrtc.so.11.2, no GPU): the
+// same API, an older compiler, so a construct NVRTC refuses shows up here
+// rather than on the first GPU run.
+func TestCompileWithOlderNVRTC(t *testing.T) {
+	var found []string
+	for _, dir := range []string{"/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/local/cuda/lib64"} {
+		m, _ := filepath.Glob(filepath.Join(dir, "libnvrtc.so.11*"))
+		found = append(found, m...)
+	}
+	if len(found) == 0 {
+		t.Skip("no libnvrtc.so.11 installed")
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(found[0], filepath.Join(dir, "libnvrtc.so.12")); err != nil {
+		t.Fatal(err)
+	}
+	rtc, err := cuda.LoadRTCFrom([]string{dir})
+	if err != nil {
+		t.Skipf("%s: %v", found[0], err)
+	}
+	t.Logf("NVRTC from %s", found[0])
+	compileAll(t, rtc)
+}
+
+// compileAll compiles kernels.cu for compute capabilities 8.0 and 9.0 (as
+// far as rtc knows them) with the options Load uses, and checks that the
+// PTX holds every kernel.
+func compileAll(t *testing.T, rtc *cuda.RTC) {
 	archs, err := rtc.SupportedArchs()
 	if err != nil {
 		t.Fatal(err)
