@@ -71,6 +71,9 @@ func benchCmd() *cobra.Command {
 				return err
 			}
 			defer be.Close()
+			if err := fitsPrecision(be, cfg); err != nil {
+				return err
+			}
 			res, err := bench(be, cfg, batch, steps, profile)
 			if err != nil {
 				return err

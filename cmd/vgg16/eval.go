@@ -242,7 +242,7 @@ func predict(l *loaded, paths []string, top int) ([]Prediction, error) {
 	be := l.model.Backend()
 	size := l.model.Config.ImageSize
 	classes := l.model.Config.Classes
-	x := be.New(1, 3, size, size)
+	x := tensor.NewActivation(be, 1, 3, size, size)
 	defer be.Free(x)
 	host := make([]float32, 3*size*size)
 	logits := make([]float32, classes)

@@ -17,6 +17,7 @@ import (
 	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/gpu/gputest"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/safetensors"
 )
@@ -121,6 +122,18 @@ func TestTrainEvalPredict(t *testing.T) {
 	out, err = run(t, "predict", "--checkpoint", best, "--device", "cpu", "--top", "2", img)
 	if err != nil || !strings.HasPrefix(out, img+": ") || strings.Count(out, "%") != 2 {
 		t.Errorf("predict: %v\n%s", err, out)
+	}
+	// The same on the stand-in GPU in every precision: the same top class.
+	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
+	top := strings.Fields(strings.TrimPrefix(out, img+": "))[0]
+	for _, prec := range []string{"tf32", "bf16"} {
+		g, err := run(t, "predict", "--checkpoint", best, "--device", "cuda", "--precision", prec, "--top", "2", img)
+		if err != nil || !strings.HasPrefix(g, img+": "+top) {
+			t.Errorf("predict --precision %s on the stand-in GPU: %v\n%s (the CPU: %s)", prec, err, g, out)
+		}
+	}
+	if _, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "vgg11-lrn"); err == nil || !strings.Contains(err.Error(), "local response normalisation layer") {
+		t.Errorf("bench of vgg11-lrn in bf16: %v", err)
 	}
 
 	// The run directory is never overwritten; --resume continues it.

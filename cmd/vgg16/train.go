@@ -19,6 +19,8 @@ import (
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/device"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/tensor"
 	"github.com/vgg16/vgg16/internal/train"
 )
 
@@ -165,6 +167,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				o = prev
 			}
 			if err := o.Validate(); err != nil {
+				return err
+			}
+			if err := fitsPrecision(be, o.Model); err != nil {
 				return err
 			}
 			if onCPU {
@@ -416,5 +421,19 @@ func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet
 	}
 	fmt.Fprintf(w, "pretrained: %s is %s %s, %d-wide classifier, trained for %d classes; its last layer is replaced\n",
 		path, cfg.Arch, bn, cfg.Hidden, cfg.Classes)
+	return nil
+}
+
+// fitsPrecision refuses, before any data is read, a model that the
+// backend's precision cannot run: LRN has no bf16 version.
+func fitsPrecision(be tensor.Backend, cfg layers.Config) error {
+	if h, ok := be.(interface{ BF16() bool }); !ok || !h.BF16() {
+		return nil
+	}
+	for _, it := range cfg.Cfg {
+		if it.Kind == layers.LRN {
+			return fmt.Errorf("--precision bf16: %s has a local response normalisation layer, which runs in float32 only: use --precision tf32 or fp32", cfg.Arch)
+		}
+	}
 	return nil
 }

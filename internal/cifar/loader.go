@@ -260,7 +260,7 @@ type Plan struct {
 }
 
 // PlanBatch is one batch of a Plan; its slices are reused by the next
-// call of Plan.Next.
+// call of Plan.Batch.
 type PlanBatch struct {
 	N      int
 	Index  []int     // [N] dataset indices

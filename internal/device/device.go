@@ -36,10 +36,10 @@ func Open(o Options) (tensor.Backend, string, error) {
 			return be, "device: " + be.Name(), nil
 		}
 		c := cpu.New()
-		return c, fmt.Sprintf("device: %s (no usable GPU: %s; vgg16 doctor tells more)", c.Name(), short(err)), nil
+		return c, fmt.Sprintf("device: %s (no usable GPU: %s; vgg16 doctor tells more)%s", c.Name(), short(err), cpuPrecision(o)), nil
 	case "cpu":
 		c := cpu.New()
-		return c, "device: " + c.Name(), nil
+		return c, "device: " + c.Name() + cpuPrecision(o), nil
 	case "cuda", "gpu":
 		be, err := openGPU(o)
 		if err != nil {
@@ -57,4 +57,13 @@ func short(err error) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// cpuPrecision is the note a CPU's device line gets when another precision
+// than float32 was asked for.
+func cpuPrecision(o Options) string {
+	if strings.EqualFold(o.Precision, "bf16") {
+		return "; --precision bf16 applies to the GPU: the CPU computes in float32"
+	}
+	return ""
 }

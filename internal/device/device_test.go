@@ -138,3 +138,11 @@ func TestOpenRejectsUnknownPrecision(t *testing.T) {
 		t.Fatalf("--precision fp16: %v", err)
 	}
 }
+
+func TestCPUSaysPrecisionIsFloat32(t *testing.T) {
+	be, line, err := Open(Options{Kind: "cpu", Precision: "bf16"})
+	if err != nil || !strings.Contains(line, "--precision bf16 applies to the GPU") {
+		t.Fatalf("--device cpu --precision bf16: %q %v", line, err)
+	}
+	be.Close()
+}

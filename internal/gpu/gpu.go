@@ -4,7 +4,10 @@
 // dropout, softmax cross-entropy, SGD, Linear's bias, the fused batch norm,
 // the input pipeline (images.go) and everything of --precision bf16 that
 // is not a convolution or a GEMM (half.go). Everything runs in order on
-// one CUDA stream; only Download (and Synchronize) waits for it.
+// one CUDA stream. Download and Synchronize wait for it to finish; an
+// upload waits only until the copy three uploads back has left its
+// page-locked staging buffer (memory.go, stageSlots), so a training loop
+// queues its next step while the GPU runs the current one.
 //
 // Errors. The Backend interface returns no errors, so a failing CUDA,
 // cuBLAS, cuDNN or kernel call panics with the *cuda.Error it returned

@@ -133,9 +133,9 @@ func (b *Backend) forgetSteps() {
 	if r.mode != eager {
 		return // notInStep has refused the free already
 	}
-	for _, g := range r.graphs {
-		b.must(b.drv.GraphExecDestroy(g.exec), "")
-		b.must(b.drv.GraphDestroy(g.graph), "")
+	for key, g := range r.graphs {
+		b.must(b.drv.GraphExecDestroy(g.exec), "dropping recorded step "+key)
+		b.must(b.drv.GraphDestroy(g.graph), "dropping recorded step "+key)
 	}
 	clear(r.graphs)
 	clear(r.seen)
@@ -380,7 +380,7 @@ func (s sig) t(x *tensor.Tensor) sig {
 		return s.v(0)
 	}
 	if m, ok := x.Mem.(*mem); ok {
-		s = s.v(uint64(m.ptr) + 4*uint64(x.Off))
+		s = s.v(uint64(m.ptr) + uint64(m.elem())*uint64(x.Off))
 	}
 	for _, d := range x.Shape {
 		s = s.v(uint64(d))

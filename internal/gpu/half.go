@@ -26,7 +26,7 @@ import (
 
 // NewActivation implements tensor.Activations: bfloat16 storage with
 // precision bf16, float32 otherwise.
-func (b *Backend) NewActivation(shape ...int) *tensor.Tensor { return b.newTensor(b.bf16, shape) }
+func (b *Backend) NewActivation(shape ...int) *tensor.Tensor { return b.newTensor(b.bf16, shape, "") }
 
 // BF16 reports whether activations are stored as bfloat16.
 func (b *Backend) BF16() bool { return b.bf16 }

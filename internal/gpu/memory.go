@@ -75,10 +75,8 @@ type memory struct {
 	table    [3][256]float32 // what tableDev holds, when tableSet
 	tableSet bool
 
-	pin        unsafe.Pointer // page-locked staging buffer (C memory)
-	pinBytes   int64
-	pinEvent   cuda.Event // recorded after each upload from pin
-	pinPending bool
+	pins    [stageSlots]pinSlot // page-locked staging buffers, used in turn
+	pinNext int
 
 	ptrs  [10]cuda.DevicePtr // stage's result, reused
 	backs []copyBack
@@ -86,9 +84,30 @@ type memory struct {
 
 func (m *memory) init() { m.live = map[*mem]struct{}{} }
 
+// stageSlots is how many page-locked staging buffers transfers take in
+// turn. A buffer is rewritten only once the copy from it stageSlots
+// transfers ago is done; a training step uploads two things (its crops and
+// labels, or its images and labels), so with three the host waits for the
+// step before last, never the last: it queues step k+1 while the GPU runs
+// step k.
+const stageSlots = 3
+
+// pinSlot is one staging buffer (C memory) and the event recorded after
+// the last copy from it.
+type pinSlot struct {
+	p       unsafe.Pointer
+	bytes   int64
+	ev      cuda.Event
+	pending bool
+}
+
 func (m *memory) open(b *Backend) (err error) {
-	m.pinEvent, err = b.drv.EventCreate(cuda.EventDisableTiming)
-	return err
+	for i := range m.pins {
+		if m.pins[i].ev, err = b.drv.EventCreate(cuda.EventDisableTiming); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *memory) close(b *Backend) error {
@@ -106,13 +125,15 @@ func (m *memory) close(b *Backend) error {
 		}
 		*d = devBuf{}
 	}
-	if m.pin != nil {
-		errs = append(errs, b.drv.MemFreeHost(m.pin))
-		m.pin, m.pinBytes = nil, 0
-	}
-	if m.pinEvent != 0 {
-		errs = append(errs, b.drv.EventDestroy(m.pinEvent))
-		m.pinEvent = 0
+	for i := range m.pins {
+		s := &m.pins[i]
+		if s.p != nil {
+			errs = append(errs, b.drv.MemFreeHost(s.p))
+		}
+		if s.ev != 0 {
+			errs = append(errs, b.drv.EventDestroy(s.ev))
+		}
+		*s = pinSlot{}
 	}
 	m.cur, m.tableSet = 0, false
 	return errors.Join(errs...)
@@ -190,11 +211,11 @@ func formatBytes(n int64) string {
 }
 
 // New allocates a zero-filled float32 tensor.
-func (b *Backend) New(shape ...int) *tensor.Tensor { return b.newTensor(false, shape) }
+func (b *Backend) New(shape ...int) *tensor.Tensor { return b.newTensor(false, shape, "") }
 
 // newTensor allocates a zero-filled tensor of float32s, or of bfloat16s
-// when half.
-func (b *Backend) newTensor(half bool, shape []int) *tensor.Tensor {
+// when half; what names it in an out-of-memory error ("" for the shape).
+func (b *Backend) newTensor(half bool, shape []int, what string) *tensor.Tensor {
 	b.notInStep("New")
 	defer b.op()()
 	n := tensor.Volume(shape)
@@ -203,9 +224,12 @@ func (b *Backend) newTensor(half bool, shape []int) *tensor.Tensor {
 	}
 	m := &mem{b: b, n: n, half: half}
 	if n > 0 {
-		what := fmt.Sprintf("a tensor %v", shape)
-		if half {
+		switch {
+		case what != "":
+		case half:
 			what = fmt.Sprintf("a bf16 tensor %v", shape)
+		default:
+			what = fmt.Sprintf("a tensor %v", shape)
 		}
 		m.ptr = b.alloc(m.bytes(), what)
 		b.must(b.drv.MemsetD32Async(m.ptr, 0, m.bytes()/4, b.stream), "")
@@ -257,25 +281,34 @@ func nbytes(t *tensor.Tensor) int64 {
 	return 4 * int64(t.Size())
 }
 
-// pinned returns the staging buffer with room for bytes, once the last
-// upload from it is done.
-func (b *Backend) pinned(bytes int64) unsafe.Pointer {
+// pinned returns the next staging buffer, with room for bytes, once the
+// last copy from it is done. A caller that queues a copy from it calls
+// copied after.
+func (b *Backend) pinned(bytes int64) *pinSlot {
 	m := &b.mem
-	if m.pinPending {
-		b.must(b.drv.EventSynchronize(m.pinEvent), "")
-		m.pinPending = false
+	s := &m.pins[m.pinNext]
+	m.pinNext = (m.pinNext + 1) % stageSlots
+	if s.pending {
+		b.must(b.drv.EventSynchronize(s.ev), "")
+		s.pending = false
 	}
-	if bytes > m.pinBytes {
-		if m.pin != nil {
-			b.must(b.drv.MemFreeHost(m.pin), "")
-			m.pin, m.pinBytes = nil, 0
+	if bytes > s.bytes {
+		if s.p != nil {
+			b.must(b.drv.MemFreeHost(s.p), "")
+			s.p, s.bytes = nil, 0
 		}
 		size := min(stageChunk, max(bytes, 1<<20))
 		p, err := b.drv.MemAllocHost(size)
 		b.must(err, "page-locked staging buffer")
-		m.pin, m.pinBytes = p, size
+		s.p, s.bytes = p, size
 	}
-	return m.pin
+	return s
+}
+
+// copied marks s in use by the copy just queued from it.
+func (b *Backend) copied(s *pinSlot) {
+	b.must(b.drv.EventRecord(s.ev, b.stream), "")
+	s.pending = true
 }
 
 // Upload copies host data into t through the staging buffer; the copy runs
@@ -317,7 +350,7 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	chunk := int(stageChunk / elem)
 	for off := 0; off < len(dst); off += chunk {
 		k := min(chunk, len(dst)-off)
-		pin := b.pinned(elem * int64(k))
+		pin := b.pinned(elem * int64(k)).p
 		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(elem*int64(off)), elem*int64(k), b.stream), "download")
 		b.must(b.drv.StreamSynchronize(b.stream), "download")
 		if half { // bfloat16 to float32 on the way out

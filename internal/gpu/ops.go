@@ -181,7 +181,7 @@ func (b *Backend) Tally(acc, loss, logits, labels *tensor.Tensor) {
 	if isHalf(logits) {
 		tally = b.k.TallyBF16
 	}
-	b.must(tally(b.stream, b.ptr(acc), b.ptr(loss), b.ptr(logits), b.ptr(labels), logits.Shape[0], logits.Shape[1]), "tally")
+	b.must(tally(b.stream, b.ptr(acc), b.ptr(loss), b.ptr(logits), b.ptr(labels), logits.Shape[0], logits.Shape[1]), fmt.Sprintf("tally of logits %v", logits.Shape))
 }
 
 // SGDStep is torch.optim.SGD's update over all of p, g and m in one

@@ -184,7 +184,7 @@ type OpTime struct {
 // Images is implemented by backends that can hold a set of uint8 images in
 // their memory and make each batch of model inputs from it (the GPU's input
 // pipeline): the dataset crosses to the device once, and a batch costs the
-// upload of its crops (24 bytes an image) instead of its floats.
+// upload of its crops and labels (28 bytes an image) instead of its floats.
 type Images interface {
 	// UploadImages copies len(pix)/(3·side²) images of 3×side×side bytes
 	// (channel-major, as CIFAR stores them) into the backend's memory.

@@ -24,16 +24,42 @@ type EvalResult struct {
 // backend that makes batches itself (tensor.Images) gets ds uploaded for
 // the call; otherwise workers goroutines transform the images.
 func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch, workers int, progress func(done, total int)) (*EvalResult, error) {
+	bufs := newEvalBuffers(m, batch)
+	defer bufs.free()
 	if set := uploadImages(m.Backend(), ds); set != nil {
 		defer set.Free()
-		return evaluate(m, ds, set, tf, batch, workers, progress)
+		return evaluate(m, ds, set, tf, bufs, workers, progress)
 	}
-	return evaluate(m, ds, nil, tf, batch, workers, progress)
+	return evaluate(m, ds, nil, tf, bufs, workers, progress)
 }
 
-// evaluate is Evaluate with the batches made from set when it is not nil.
-func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.EvalTransform, batch, workers int, progress func(done, total int)) (*EvalResult, error) {
+// evalBuffers are the tensors an evaluation needs besides the model's. A
+// training run keeps one set for all its validations: freeing device
+// memory drops the GPU's recorded steps, which would then be recorded
+// again after every validation.
+type evalBuffers struct {
+	be          tensor.Backend
+	x, y, loss  *tensor.Tensor // [B,3,S,S], [B], [1]
+	batch, size int
+}
+
+func newEvalBuffers(m *layers.Model, batch int) *evalBuffers {
+	be, size := m.Backend(), m.Config.ImageSize
+	return &evalBuffers{be: be, batch: batch, size: size,
+		x: tensor.NewActivation(be, batch, 3, size, size), y: be.New(batch), loss: be.New(1)}
+}
+
+func (e *evalBuffers) free() {
+	for _, t := range []*tensor.Tensor{e.x, e.y, e.loss} {
+		e.be.Free(t)
+	}
+}
+
+// evaluate is Evaluate with the batches made from set when it is not nil,
+// in the buffers bufs (whose batch is the evaluation's).
+func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.EvalTransform, bufs *evalBuffers, workers int, progress func(done, total int)) (*EvalResult, error) {
 	be := m.Backend()
+	batch := bufs.batch
 	classes := m.Config.Classes
 	size := m.Config.ImageSize
 	if tf.OutputSize() != size {
@@ -43,12 +69,7 @@ func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.
 	for i := range res.Confusion {
 		res.Confusion[i] = make([]int, classes)
 	}
-	x, y, loss := tensor.NewActivation(be, batch, 3, size, size), be.New(batch), be.New(1)
-	defer func() {
-		for _, t := range []*tensor.Tensor{x, y, loss} {
-			be.Free(t)
-		}
-	}()
+	x, y, loss := bufs.x, bufs.y, bufs.loss
 	src, err := newSource(be, ds, set, cifar.LoaderOptions{Batch: batch, Transform: tf, Workers: workers})
 	if err != nil {
 		return nil, err

@@ -181,6 +181,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		}
 	}()
 
+	var evalBufs *evalBuffers // made at the first validation, kept for the run
 	for ; r.epoch < r.Opt.Epochs; r.epoch++ {
 		em, err := r.trainEpoch(ctx, skip, st)
 		if err != nil {
@@ -189,7 +190,11 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		skip = 0
 		em.ValLoss, em.ValAcc = math.NaN(), math.NaN()
 		if r.Val != nil && r.Val.Len() > 0 {
-			ev, err := evaluate(m, r.Val, r.valSet, r.evalTransform(), bs, r.Opt.Workers, r.Report.Validating)
+			if evalBufs == nil {
+				evalBufs = newEvalBuffers(m, bs)
+				defer evalBufs.free()
+			}
+			ev, err := evaluate(m, r.Val, r.valSet, r.evalTransform(), evalBufs, r.Opt.Workers, r.Report.Validating)
 			if err != nil {
 				return r.history, err
 			}
