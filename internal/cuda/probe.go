@@ -162,7 +162,11 @@ func (r Report) String() string {
 			fmt.Fprintf(&b, "gpu %d    %s\n", d.Index, d.Error)
 			continue
 		}
-		fmt.Fprintf(&b, "gpu %d    %s, compute capability %d.%d, %d SMs, %.1f GiB\n", d.Index, d.Name, d.Major, d.Minor, d.SMs, float64(d.TotalMem)/(1<<30))
+		prec := "tf32, fp32" // the --precision values it runs
+		if d.Major >= 8 {
+			prec = "tf32, fp32, bf16"
+		}
+		fmt.Fprintf(&b, "gpu %d    %s, compute capability %d.%d, %d SMs, %.1f GiB; --precision %s\n", d.Index, d.Name, d.Major, d.Minor, d.SMs, float64(d.TotalMem)/(1<<30), prec)
 	}
 	line("cuBLAS", r.BLAS, r.BLASVersion)
 	line("cuDNN", r.DNN, r.DNNVersion)
