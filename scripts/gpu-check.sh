@@ -4,8 +4,10 @@
 # table last. Every step has a time limit and the whole script a budget
 # (BUDGET seconds, default 420), so it ends in a few minutes even when
 # something hangs; steps that no longer fit are reported as skipped.
-# PARTS picks what runs (default: tests train bench ck224; also bf16,
-# vgg16's bf16 beside PyTorch's autocast at 32 and 224 and bf16 epochs; torch224
+# PARTS picks what runs, in this order whatever order it names them
+# (default: tests train bench ck224; also bf16 (right after tests),
+# vgg16's bf16 beside PyTorch's autocast at 32 and 224 and bf16 epochs;
+# bench-extra, comparisons made before and the smaller levers; torch224
 # and compiled, PyTorch at 224x224 and torch.compile at 32x32; epochs,
 # whole epochs with the batches made on the GPU and by the CPU loader; and
 # epoch224, an epoch of the seed's recipe with --fused-bn; torchprof,
@@ -64,15 +66,12 @@ tests kernels-tests internal/kernels kernels.test -test.run NVRTC
 tests gpu-tests internal/gpu gpu.test -test.timeout 190s -test.skip '^TestFake' # the real GPU, not the stand-in suite
 fi
 
-if want train; then
-echo "== short training on the CIFAR-10 sample"
-step train 100 "$G/vgg16" train --device cuda --recipe cifar --data "$G/cifar-sample/data_batch_1.bin" --limit 4000 \
-	--epochs 4 --batch 64 --warmup 0.5 --run-dir "$R/run"
-rc=$?
-grep -E "^(device|epoch [0-9]+/[0-9]+  train|done|vgg16:|peak)" "$W/train.txt"
-row "train --device cuda (sample, 4 ep)" "$([ $rc -eq 0 ] && grep -o 'best validation accuracy [0-9.]*%' "$W/train.txt" || echo "FAIL (rc $rc): $(tail -1 "$W/train.txt")")"
-fi
-
+epoch() { # label, train flags: one training run on the sample; its last epoch's images a second
+	local label=$1 r; shift
+	step "$label" 120 "$G/vgg16" train --device cuda --data "$G/cifar-sample/data_batch_1.bin" --run-dir "$R/$label" "$@"
+	r=$(grep -oE '[0-9]+ img/s' "$W/$label.txt" | tail -1)
+	row "train $label" "${r:-$(failed "$label")}"
+}
 bench() { # label, vgg16 bench flags
 	local label=$1 j; shift
 	step "bench-$label" 90 "$G/vgg16" bench --device cuda --json "$@"
@@ -101,16 +100,37 @@ torch() { # label, torch_bench flags
 	echo "$j" >> "$W/bench.jsonl"
 	row "pytorch $label" "$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f ms  %.0f img/s  warm-up %ss  peak %.0f MiB" % (r["step_ms"], r["train_images_per_sec"], r["warmup_s"], r["peak_mib"]))')"
 }
-if want bench; then
+if want bf16; then # bf16 beside PyTorch's autocast (eager; compiled with PARTS compiled)
+echo "== bf16"
+bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
+torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16
+bench "224 b64 bf16" --size 224 --batch 64 --precision bf16 --steps 10 --profile
+torch "224 b64 bf16 eager" --size 224 --batch 64 --mode eager --precision bf16 --steps 10
+epoch "224 b64 bf16 gpu-augment" --limit 5000 --epochs 1 --precision bf16
+epoch "32 b128 bf16 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --precision bf16
+fi
+
+if want train; then
+echo "== short training on the CIFAR-10 sample"
+step train 100 "$G/vgg16" train --device cuda --recipe cifar --data "$G/cifar-sample/data_batch_1.bin" --limit 4000 \
+	--epochs 4 --batch 64 --warmup 0.5 --run-dir "$R/run"
+rc=$?
+grep -E "^(device|epoch [0-9]+/[0-9]+  train|done|vgg16:|peak)" "$W/train.txt"
+row "train --device cuda (sample, 4 ep)" "$([ $rc -eq 0 ] && grep -o 'best validation accuracy [0-9.]*%' "$W/train.txt" || echo "FAIL (rc $rc): $(tail -1 "$W/train.txt")")"
+fi
+
+if want bench; then # the configurations that decide, most telling first
 echo "== speed beside PyTorch, same card"
 bench "32 b128 tf32" --size 32 --batch 128 --precision tf32 --profile
-bench "32 b128 tf32 no-graphs" --size 32 --batch 128 --precision tf32 --no-cuda-graphs
 torch "32 b128 tf32 eager" --size 32 --batch 128 --mode eager
-bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
-bench "32 b128 fp32" --size 32 --batch 128 --precision fp32
 bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10 --profile
-bench "32 b128 tf32 fused-bn" --size 32 --batch 128 --precision tf32 --fused-bn --profile
 bench "224 b64 tf32 fused-bn" --size 224 --batch 64 --precision tf32 --steps 10 --fused-bn --profile
+bench "32 b128 tf32 fused-bn" --size 32 --batch 128 --precision tf32 --fused-bn
+bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
+fi
+if want bench-extra; then # comparisons already made once, and the smaller levers
+bench "32 b128 tf32 no-graphs" --size 32 --batch 128 --precision tf32 --no-cuda-graphs
+bench "32 b128 fp32" --size 32 --batch 128 --precision fp32
 bench "224 b64 tf32 ws512" --size 224 --batch 64 --precision tf32 --steps 10 --cudnn-workspace 512
 bench "32 b128 tf32 all" --size 32 --batch 128 --precision tf32 --tf32-linear --fused-bn
 fi
@@ -126,27 +146,12 @@ want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode
 want compiled && torch "32 b128 bf16 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead --precision bf16
 want compiled && torch "224 b64 bf16 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --precision bf16 --steps 10
 
-epoch() { # label, train flags: one training run on the sample; its last epoch's images a second
-	local label=$1 r; shift
-	step "$label" 120 "$G/vgg16" train --device cuda --data "$G/cifar-sample/data_batch_1.bin" --run-dir "$R/$label" "$@"
-	r=$(grep -oE '[0-9]+ img/s' "$W/$label.txt" | tail -1)
-	row "train $label" "${r:-$(failed "$label")}"
-}
 if want epochs; then # whole epochs: the input pipeline on the GPU against the CPU loader
 echo "== epochs on the sample: batches made on the GPU, then by the CPU loader"
 epoch "32 b128 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000
 epoch "32 b128 cpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --cpu-augment
 epoch "224 b64 gpu-augment" --limit 5000 --epochs 1
 epoch "224 b64 cpu-augment" --limit 5000 --epochs 1 --cpu-augment
-fi
-if want bf16; then # bf16 beside PyTorch's autocast (eager; compiled with PARTS compiled)
-echo "== bf16"
-bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
-torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16
-bench "224 b64 bf16" --size 224 --batch 64 --precision bf16 --steps 10 --profile
-torch "224 b64 bf16 eager" --size 224 --batch 64 --mode eager --precision bf16 --steps 10
-epoch "224 b64 bf16 gpu-augment" --limit 5000 --epochs 1 --precision bf16
-epoch "32 b128 bf16 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --precision bf16
 fi
 if want epoch224; then # the seed's recipe at 224x224 with the fused batch norm
 epoch "224 b64 fused-bn" --limit 5000 --epochs 1 --fused-bn
