@@ -38,6 +38,7 @@ type convPlan struct {
 	algo    [3]int
 	ws      [3]int64
 	found   [3]bool
+	none    [3]bool // searched, and no algorithm was usable
 }
 
 // convMath is the math type the algorithm search starts from.
@@ -53,10 +54,15 @@ func (b *Backend) plan(x, w *tensor.Tensor, pad int) *convPlan {
 	if len(x.Shape) != 4 || len(w.Shape) != 4 || w.Shape[1] != x.Shape[1] || w.Shape[2] != w.Shape[3] || pad < 0 {
 		panic(fmt.Sprintf("gpu: convolution of %v with weights %v, pad %d", x.Shape, w.Shape, pad))
 	}
-	key := convKey{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad, half: isHalf(x)}
+	return b.planFor(convKey{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad, half: isHalf(x)})
+}
+
+// planFor returns the plan of the geometry key, made the first time.
+func (b *Backend) planFor(key convKey) *convPlan {
 	if p, ok := b.desc.convs[key]; ok {
 		return p
 	}
+	pad := key.pad
 	oh, ow := key.h+2*pad-key.k+1, key.w+2*pad-key.k+1
 	dt := cuda.DNNFloat
 	if key.half {
@@ -98,10 +104,26 @@ func (p *convPlan) descs(dir cuda.ConvDir) (a, bb, o uintptr) {
 // algorithm picks, the first time a direction of p runs, the fastest
 // algorithm cuDNN measures that fits the workspace limit (and is
 // deterministic when asked), sets its math type on the direction's
-// descriptor, and grows the shared workspace to fit it.
+// descriptor, and grows the shared workspace to fit it. It panics, naming
+// the geometry and every algorithm's status, when none is usable.
 func (b *Backend) algorithm(p *convPlan, dir cuda.ConvDir) {
+	if !b.findAlgorithm(p, dir) {
+		a, bb, o := p.descs(dir)
+		perfs, _ := b.dnn.FindConv(dir, b.dnnH, a, bb, p.conv[dir], o)
+		panic(&cuda.Error{Call: "cudnnFindConvolution" + dir.String() + "Algorithm", Lib: cuda.LibDNN, Name: "no usable algorithm",
+			Detail: fmt.Sprintf("%s: %s", p.key, describePerfs(perfs, b.workspaceLimit())), Hint: b.oomHint(0)})
+	}
+}
+
+// findAlgorithm is algorithm, reporting whether a usable algorithm was
+// found instead of panicking (the answer is kept: a direction without one
+// is searched once).
+func (b *Backend) findAlgorithm(p *convPlan, dir cuda.ConvDir) bool {
 	if p.found[dir] {
-		return
+		return true
+	}
+	if p.none[dir] {
+		return false
 	}
 	a, bb, o := p.descs(dir)
 	perfs, err := b.dnn.FindConv(dir, b.dnnH, a, bb, p.conv[dir], o)
@@ -131,10 +153,10 @@ func (b *Backend) algorithm(p *convPlan, dir cuda.ConvDir) {
 		}
 		p.algo[dir], p.ws[dir], p.found[dir] = pf.Algo, ws, true
 		b.grow(&b.mem.ws, ws, "the cuDNN workspace")
-		return
+		return true
 	}
-	panic(&cuda.Error{Call: "cudnnFindConvolution" + dir.String() + "Algorithm", Lib: cuda.LibDNN, Name: "no usable algorithm",
-		Detail: fmt.Sprintf("%s: %s", p.key, describePerfs(perfs, limit)), Hint: b.oomHint(0)})
+	p.none[dir] = true
+	return false
 }
 
 // workspaceLimit is the most workspace one algorithm may take: half of

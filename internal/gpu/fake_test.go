@@ -102,6 +102,41 @@ func TestFakeCUDABF16(t *testing.T) {
 	t.Run("Parity", func(t *testing.T) { runParityBF16(t, be) })
 }
 
+// TestFakeCUDABF16Fallback: where cuDNN has no bf16 algorithm for a
+// geometry (here: the stand-in refuses fewer than 8 input channels, so the
+// first convolution of every model), that convolution runs in float32 and
+// the results stay those of bf16 elsewhere.
+func TestFakeCUDABF16Fallback(t *testing.T) {
+	t.Setenv("FAKECUDA_BF16_MIN_C", "8")
+	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := newWithLibs(libs, Options{Precision: "bf16", Sync: true, KernelCache: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	t.Run("Ops", func(t *testing.T) { testHalfOps(t, be, bf16Tol) })
+	t.Run("ModelStep", func(t *testing.T) { modelStepWithin(t, newBF16CPU(), be, bf16StepTol, bf16LaterTol) })
+	fell := 0
+	for k, p := range be.desc.convs {
+		if k.half && k.ci < 8 {
+			for dir := range p.none {
+				if p.found[dir] {
+					t.Errorf("%s: direction %d found a bf16 algorithm the stand-in refuses", k, dir)
+				}
+				if p.none[dir] {
+					fell++
+				}
+			}
+		}
+	}
+	if fell == 0 {
+		t.Error("no bf16 convolution with fewer than 8 input channels ran: the fallback went untested")
+	}
+}
+
 // TestFakeCUDAKernelCache: a second backend finds the kernels in the cache.
 func TestFakeCUDAKernelCache(t *testing.T) {
 	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})

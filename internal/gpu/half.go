@@ -57,8 +57,11 @@ func (b *Backend) weights16(s *devBuf, w *tensor.Tensor) cuda.DevicePtr {
 
 // convForwardHalf: y = conv(x, w) + bias over bf16 x and y.
 func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
+	if !b.findAlgorithm(p, cuda.ConvForward) {
+		b.convForwardVia32(p, y, x, w, bias)
+		return
+	}
 	w16 := b.weights16(&b.mem.w16, w)
-	b.algorithm(p, cuda.ConvForward)
 	ptr := b.stage(in(x), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], w16, ptr[1])
 	b.unstage()
@@ -69,8 +72,11 @@ func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
 
 // convBackwardDataHalf: dx from bf16 dy and (a bf16 copy of) w.
 func (b *Backend) convBackwardDataHalf(p *convPlan, dx, dy, w *tensor.Tensor) {
+	if !b.findAlgorithm(p, cuda.ConvBackwardData) {
+		b.convBackwardDataVia32(p, dx, dy, w)
+		return
+	}
 	w16 := b.weights16(&b.mem.w16, w)
-	b.algorithm(p, cuda.ConvBackwardData)
 	ptr := b.stage(in(dy), out(dx))
 	b.run(p, cuda.ConvBackwardData, w16, ptr[0], ptr[1])
 	b.unstage()
@@ -79,7 +85,10 @@ func (b *Backend) convBackwardDataHalf(p *convPlan, dx, dy, w *tensor.Tensor) {
 // convBackwardFilterHalf: dw (float32) through bf16 scratch, db summed from
 // bf16 dy in float.
 func (b *Backend) convBackwardFilterHalf(p *convPlan, dw, db, x, dy *tensor.Tensor) {
-	b.algorithm(p, cuda.ConvBackwardFilter)
+	if !b.findAlgorithm(p, cuda.ConvBackwardFilter) {
+		b.convBackwardFilterVia32(p, dw, db, x, dy)
+		return
+	}
 	b.grow(&b.mem.dw16, 2*int64(dw.Size()), "bf16 weight gradients")
 	ptr := b.stage(in(x), in(dy))
 	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], b.mem.dw16.ptr)
@@ -110,4 +119,75 @@ func (b *Backend) linearBackwardHalf(dx, dw, db, dy, x, w *tensor.Tensor, n, in,
 	b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpT, in, out, n, 1, b.ptr(x), cuda.R16BF, in, b.ptr(dy), cuda.R16BF, out,
 		0, b.ptr(dw), cuda.R32F, in), what)
 	b.must(b.k.ColSumBF16(b.stream, b.ptr(db), b.ptr(dy), n, out), what)
+}
+
+// A bf16 geometry for which cuDNN offers no algorithm in some direction
+// (some versions have none for a few input channels) runs that direction
+// in float32: its bf16 operands and the bf16 copy of its weights are
+// widened into scratch, the float32 plan of the same geometry runs (TF32,
+// which holds bf16 values exactly), and the result is rounded to bf16 as
+// the bf16 path rounds it. It costs the float32 copies; the rest of the
+// network stays bf16.
+
+// plan32 is the float32 plan of p's geometry.
+func (b *Backend) plan32(p *convPlan) *convPlan {
+	k := p.key
+	k.half = false
+	return b.planFor(k)
+}
+
+// widen casts the bf16 tensor t into the float32 scratch s, grown to fit
+// beforehand by the caller.
+func (b *Backend) widen(s *devBuf, t *tensor.Tensor) cuda.DevicePtr {
+	b.must(b.k.CastBF16ToF32(b.stream, s.ptr, b.ptr(t), t.Size()), "bf16 to float32")
+	return s.ptr
+}
+
+// weights32 is w as the bf16 path sees it: rounded to bf16, widened back
+// into the float32 scratch f32c.
+func (b *Backend) weights32(w *tensor.Tensor) cuda.DevicePtr {
+	w16 := b.weights16(&b.mem.w16, w)
+	b.grow(&b.mem.f32c, 4*int64(w.Size()), "float32 copies for a bf16 convolution")
+	b.must(b.k.CastBF16ToF32(b.stream, b.mem.f32c.ptr, w16, w.Size()), "bf16 to float32")
+	return b.mem.f32c.ptr
+}
+
+func (b *Backend) convForwardVia32(p *convPlan, y, x, w, bias *tensor.Tensor) {
+	q := b.plan32(p)
+	b.algorithm(q, cuda.ConvForward)
+	b.grow(&b.mem.f32a, 4*int64(x.Size()), "float32 copies for a bf16 convolution")
+	b.grow(&b.mem.f32b, 4*int64(y.Size()), "float32 copies for a bf16 convolution")
+	w32 := b.weights32(w)
+	x32 := b.widen(&b.mem.f32a, x)
+	b.run(q, cuda.ConvForward, x32, w32, b.mem.f32b.ptr)
+	b.must(b.k.CastF32ToBF16(b.stream, b.ptr(y), b.mem.f32b.ptr, y.Size()), q.key.String())
+	k := p.key
+	b.must(b.k.BiasAddNCHWBF16(b.stream, b.ptr(y), b.ptr(bias), k.n, k.co, (k.h+2*k.pad-k.k+1)*(k.w+2*k.pad-k.k+1)), q.key.String())
+}
+
+func (b *Backend) convBackwardDataVia32(p *convPlan, dx, dy, w *tensor.Tensor) {
+	q := b.plan32(p)
+	b.algorithm(q, cuda.ConvBackwardData)
+	b.grow(&b.mem.f32a, 4*int64(dy.Size()), "float32 copies for a bf16 convolution")
+	b.grow(&b.mem.f32b, 4*int64(dx.Size()), "float32 copies for a bf16 convolution")
+	w32 := b.weights32(w)
+	dy32 := b.widen(&b.mem.f32a, dy)
+	b.run(q, cuda.ConvBackwardData, w32, dy32, b.mem.f32b.ptr)
+	b.must(b.k.CastF32ToBF16(b.stream, b.ptr(dx), b.mem.f32b.ptr, dx.Size()), q.key.String())
+}
+
+func (b *Backend) convBackwardFilterVia32(p *convPlan, dw, db, x, dy *tensor.Tensor) {
+	q := b.plan32(p)
+	b.algorithm(q, cuda.ConvBackwardFilter)
+	b.grow(&b.mem.f32a, 4*int64(x.Size()), "float32 copies for a bf16 convolution")
+	b.grow(&b.mem.f32b, 4*int64(dy.Size()), "float32 copies for a bf16 convolution")
+	b.grow(&b.mem.f32c, 4*int64(dw.Size()), "float32 copies for a bf16 convolution")
+	b.grow(&b.mem.dw16, 2*int64(dw.Size()), "bf16 weight gradients")
+	x32, dy32 := b.widen(&b.mem.f32a, x), b.widen(&b.mem.f32b, dy)
+	b.run(q, cuda.ConvBackwardFilter, x32, dy32, b.mem.f32c.ptr)
+	// Through bf16, as the bf16 path's weight gradient goes.
+	b.must(b.k.CastF32ToBF16(b.stream, b.mem.dw16.ptr, b.mem.f32c.ptr, dw.Size()), q.key.String())
+	b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dw), b.mem.dw16.ptr, dw.Size()), q.key.String())
+	g, part, _ := b.bnGeometry(dy, 0)
+	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), q.key.String())
 }

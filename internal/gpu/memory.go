@@ -70,6 +70,9 @@ type memory struct {
 	crops    devBuf // CropResize's crops [n, kernels.CropWords] int32
 	w16      devBuf // bf16 copy of the weights of the current convolution or Linear (half.go)
 	dw16     devBuf // bf16 weight gradient of the current convolution
+	f32a     devBuf // float32 copies of a bf16 convolution's operands
+	f32b     devBuf // when it runs in float32 (half.go)
+	f32c     devBuf
 	tableDev devBuf // CropResize's normalisation table [3, 256]
 
 	table    [3][256]float32 // what tableDev holds, when tableSet
@@ -119,7 +122,7 @@ func (m *memory) close(b *Backend) error {
 		t.ptr, t.n = 0, 0
 	}
 	clear(m.live)
-	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev, &m.w16, &m.dw16} {
+	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev, &m.w16, &m.dw16, &m.f32a, &m.f32b, &m.f32c} {
 		if d.ptr != 0 {
 			errs = append(errs, b.drv.MemFree(d.ptr))
 		}

@@ -1158,6 +1158,12 @@ static int find(int dir, void* h, void* a, void* b, void* cv, void* c, int req, 
 	perf[1] = Perf{0, DNN_OK, 0.1f, kWorkspace0, 0, conv->math};
 	perf[2] = Perf{1, DNN_OK, 0.2f, 0, 1, conv->math};
 	*ret = 3;
+	// FAKECUDA_BF16_MIN_C=N: like a cuDNN without bf16 algorithms for
+	// fewer than N input channels (the backend must then go float32).
+	const char* minc = getenv("FAKECUDA_BF16_MIN_C");
+	if (minc && x->dtype == 9 && x->c < atoi(minc)) {
+		perf[1].status = perf[2].status = NOT_SUPPORTED;
+	}
 	return 0;
 }
 int cudnnFindConvolutionForwardAlgorithm(void* h, void* x, void* w, void* cv, void* y, int req, int* ret, Perf* p) {
