@@ -81,8 +81,9 @@ bench() { # label, vgg16 bench flags
 	row "vgg16 $label" "$(echo "$j" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-s = "%.2f ms (issue %.2f)  %.0f img/s  eval %.0f/s  first %.1fs  peak %.0f MiB  graphs %s" % (r["step_ms"], r["enqueue_ms"],
-    r["train_images_per_sec"], r["eval_images_per_sec"], r["first_step_sec"], r["peak_mib"], r["cuda_graphs"])
+s = "%.2f ms (issue %.2f, back to back %.2f)  %.0f img/s  eval %.0f/s  first %.1fs  peak %.0f MiB  graphs %s" % (r["step_ms"],
+    r["enqueue_ms"], r.get("pipelined_step_ms", 0), r["train_images_per_sec"], r["eval_images_per_sec"], r["first_step_sec"],
+    r["peak_mib"], r["cuda_graphs"])
 if r.get("profile"):
     s += "  GPU: op by op %.2f ms, replayed %.2f ms" % (r["profile_gpu_ms"], r["recorded_step_gpu_ms"])
 print(s)')"
@@ -128,6 +129,8 @@ if want bench; then # the configurations that decide, most telling first
 echo "== speed beside PyTorch, same card"
 bench "32 b128 tf32" --size 32 --batch 128 --precision tf32 --profile
 torch "32 b128 tf32 eager" --size 32 --batch 128 --mode eager
+bench "32 b128 tf32 data-gpu" --size 32 --batch 128 --precision tf32 --data gpu
+bench "32 b128 tf32 data-cpu" --size 32 --batch 128 --precision tf32 --data cpu
 bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10 --profile
 bench "224 b64 tf32 fused-bn" --size 224 --batch 64 --precision tf32 --steps 10 --fused-bn --profile
 bench "32 b128 tf32 fused-bn" --size 32 --batch 128 --precision tf32 --fused-bn

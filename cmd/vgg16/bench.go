@@ -10,9 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/device"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/tensor"
+	"github.com/vgg16/vgg16/internal/train"
 )
 
 // BenchResult is what vgg16 bench measures.
@@ -26,14 +28,23 @@ type BenchResult struct {
 	// EnqueueMs is the median time the host takes to issue a step, before
 	// waiting for its result: on a GPU, a step no longer than this is bound
 	// by the host (launch overhead), not by the device.
-	EnqueueMs     float64 `json:"enqueue_ms"`
-	TrainImgSec   float64 `json:"train_images_per_sec"`
-	EvalImgSec    float64 `json:"eval_images_per_sec"`
-	FirstStepSec  float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
-	PeakMiB       float64 `json:"peak_mib"`
-	CUDAGraphs    bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
-	CUDAGraphsOff string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
-	FusedBN       bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
+	EnqueueMs   float64 `json:"enqueue_ms"`
+	TrainImgSec float64 `json:"train_images_per_sec"`
+	// Data says where each step's batch comes from: none (one fixed
+	// synthetic batch), gpu (the input pipeline on the device) or cpu (the
+	// CPU loader, uploaded), both over synthetic uint8 images.
+	Data string `json:"data"`
+	// PipelinedMs is a step's share of steps issued back to back, the
+	// host waiting only where the training loop does (staging buffers),
+	// batches made as Data says: the training loop's rate.
+	PipelinedMs     float64 `json:"pipelined_step_ms"`
+	PipelinedImgSec float64 `json:"pipelined_images_per_sec"`
+	EvalImgSec      float64 `json:"eval_images_per_sec"`
+	FirstStepSec    float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
+	PeakMiB         float64 `json:"peak_mib"`
+	CUDAGraphs      bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
+	CUDAGraphsOff   string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
+	FusedBN         bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
 	// With --profile: each op's GPU time in a step issued op by op, their
 	// sum, and the GPU time of one replayed recorded step.
 	Profile           []tensor.OpTime `json:"profile,omitempty"`
@@ -51,6 +62,7 @@ func benchCmd() *cobra.Command {
 		batch, steps int
 		asJSON       bool
 		profile      bool
+		data         string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -74,7 +86,7 @@ func benchCmd() *cobra.Command {
 			if err := fitsPrecision(be, cfg); err != nil {
 				return err
 			}
-			res, err := bench(be, cfg, batch, steps, profile)
+			res, err := bench(be, cfg, batch, steps, profile, data)
 			if err != nil {
 				return err
 			}
@@ -86,6 +98,7 @@ func benchCmd() *cobra.Command {
 			fmt.Fprintln(w, line)
 			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
 				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
+			fmt.Fprintf(w, "steps back to back, batches from %s: %.2f ms a step (%.0f img/s)\n", res.Data, res.PipelinedMs, res.PipelinedImgSec)
 			if res.CUDAGraphsOff != "" {
 				fmt.Fprintf(w, "CUDA graphs turned off: %s\n", res.CUDAGraphsOff)
 			}
@@ -105,10 +118,16 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().IntVar(&steps, "steps", 20, "timed steps (after 3 warm-up steps)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&profile, "profile", false, "GPU: also time each operation of a step on the GPU and print where the time goes")
+	cmd.Flags().StringVar(&data, "data", "none", "where each step's batch comes from: none (one fixed batch), gpu (augmented on the device from uint8 images it holds) or cpu (augmented by the CPU loader and uploaded)")
 	return cmd
 }
 
-func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool) (*BenchResult, error) {
+func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool, data string) (*BenchResult, error) {
+	switch data {
+	case "none", "gpu", "cpu":
+	default:
+		return nil, fmt.Errorf("--data %q: want none, gpu or cpu", data)
+	}
 	m, err := layers.New(be, cfg)
 	if err != nil {
 		return nil, err
@@ -133,13 +152,25 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 	}()
 	be.Upload(x, xh)
 	be.Upload(y, yh)
+	feed, closeFeed, err := benchFeed(be, data, x, y, cfg.ImageSize, batch, rng)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFeed()
 	host := make([]float32, 1)
 	h := tensor.SGD{LR: 1e-3, Momentum: 0.9, WeightDecay: 5e-4}
 	var issued time.Time
 	opByOp := false
-	// step runs one training step; record brackets it for backends that
-	// record steps (after the first, whose SGD fills the momentum).
+	// issue queues one training step (its batch first, as --data says);
+	// step also waits for it. Recorded for backends that record steps,
+	// after the first, whose SGD fills the momentum.
+	var issue func(first bool)
 	step := func(first bool) {
+		issue(first)
+		be.Download(host, loss) // waits for the step
+	}
+	issue = func(first bool) {
+		feed()
 		work := func() {
 			logits := m.Forward(x, true)
 			be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
@@ -152,7 +183,6 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 			tensor.Step(be, "bench", work)
 		}
 		issued = time.Now()
-		be.Download(host, loss) // waits for the step
 	}
 	t0 := time.Now()
 	step(true)
@@ -167,6 +197,13 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 		times[i], enqueue[i] = time.Since(t).Seconds(), issued.Sub(t).Seconds()
 	}
 	med, enq := median(times), median(enqueue)
+	// The same steps back to back, as the training loop issues them.
+	t1 := time.Now()
+	for range steps {
+		issue(false)
+	}
+	be.Download(host, loss)
+	pipe := time.Since(t1).Seconds() / float64(steps)
 	out := make([]float32, batch*cfg.Classes)
 	evalSteps := max(steps, 3)
 	t := time.Now()
@@ -177,7 +214,8 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 	}
 	evalSec := time.Since(t).Seconds()
 	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
-		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first}
+		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first,
+		Data: data, PipelinedMs: 1e3 * pipe, PipelinedImgSec: float64(batch) / pipe}
 	if profile {
 		p, ok := be.(tensor.Profiler)
 		if !ok {
@@ -236,4 +274,60 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool)
 func median(v []float64) float64 {
 	sort.Float64s(v)
 	return v[len(v)/2]
+}
+
+// benchFeed returns what makes each bench step's batch in x [B,3,S,S] and y
+// [B]: nothing for data "none" (the fixed batch already uploaded), else
+// the training loop's batch source over synthetic uint8 images, augmented
+// as the recipe for size S does (pad-crop at 32, RandomResizedCrop
+// otherwise), on the device (gpu) or by the CPU loader (cpu).
+func benchFeed(be tensor.Backend, data string, x, y *tensor.Tensor, s, batch int, rng *rand.Rand) (feed func(), done func(), err error) {
+	if data == "none" {
+		return func() {}, func() {}, nil
+	}
+	n := max(8*batch, 1024)
+	ds := &cifar.Dataset{Images: make([]byte, n*cifar.ImageBytes), Labels: make([]uint8, n), Classes: cifar.ClassNames}
+	for i := range ds.Images {
+		ds.Images[i] = byte(rng.Uint32())
+	}
+	for i := range ds.Labels {
+		ds.Labels[i] = uint8(i % cifar.NumClasses)
+	}
+	var set tensor.ImageSet
+	if data == "gpu" {
+		if set = train.UploadImages(be, ds); set == nil {
+			return nil, nil, fmt.Errorf("--data gpu: the %s backend cannot hold the images (the GPU can); use --data cpu", be.Name())
+		}
+	}
+	var tf cifar.Transform = cifar.SeedTransform{Size: s}
+	if s == cifar.Side {
+		tf = cifar.CIFARTransform{}
+	}
+	epoch := 0
+	var src train.Source
+	open := func() error {
+		var err error
+		src, err = train.NewSource(be, ds, set, cifar.LoaderOptions{Batch: batch, Shuffle: true, DropLast: true, Transform: tf, Seed: 1, Epoch: epoch})
+		epoch++
+		return err
+	}
+	if err := open(); err != nil {
+		return nil, nil, err
+	}
+	feed = func() {
+		if _, _, ok := src.Next(x, y); !ok { // the epoch is over: the next one
+			src.Close()
+			if err := open(); err != nil {
+				panic(err)
+			}
+			src.Next(x, y)
+		}
+	}
+	done = func() {
+		src.Close()
+		if set != nil {
+			set.Free()
+		}
+	}
+	return feed, done, nil
 }

@@ -135,6 +135,22 @@ func TestTrainEvalPredict(t *testing.T) {
 	if _, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "vgg11-lrn"); err == nil || !strings.Contains(err.Error(), "local response normalisation layer") {
 		t.Errorf("bench of vgg11-lrn in bf16: %v", err)
 	}
+	// bench with each step's batch from the input pipeline: on the device
+	// (stand-in GPU, bf16) and by the CPU loader.
+	for _, c := range []struct{ device, data string }{{"cuda", "gpu"}, {"cpu", "cpu"}} {
+		js, err := run(t, "bench", "--device", c.device, "--precision", "bf16", "--data", c.data, "--arch", "8,M,M,M,M,M", "--hidden", "16",
+			"--batch", "4", "--steps", "2", "--json")
+		var r BenchResult
+		if err == nil {
+			err = json.Unmarshal([]byte(js), &r)
+		}
+		if err != nil || r.Data != c.data || !(r.PipelinedMs > 0) || !(r.PipelinedImgSec > 0) {
+			t.Errorf("bench --device %s --data %s: %v %+v\n%s", c.device, c.data, err, r, js)
+		}
+	}
+	if _, err := run(t, "bench", "--device", "cpu", "--data", "disk"); err == nil || !strings.Contains(err.Error(), `--data "disk": want none, gpu or cpu`) {
+		t.Errorf("bench --data disk: %v", err)
+	}
 
 	// The run directory is never overwritten; --resume continues it.
 	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "2", "--run-dir", runDir}, tiny...)...); err == nil || !strings.Contains(err.Error(), "--resume") {

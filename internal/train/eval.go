@@ -26,7 +26,7 @@ type EvalResult struct {
 func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch, workers int, progress func(done, total int)) (*EvalResult, error) {
 	bufs := newEvalBuffers(m, batch)
 	defer bufs.free()
-	if set := uploadImages(m.Backend(), ds); set != nil {
+	if set := UploadImages(m.Backend(), ds); set != nil {
 		defer set.Free()
 		return evaluate(m, ds, set, tf, bufs, workers, progress)
 	}
@@ -70,7 +70,7 @@ func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.
 		res.Confusion[i] = make([]int, classes)
 	}
 	x, y, loss := bufs.x, bufs.y, bufs.loss
-	src, err := newSource(be, ds, set, cifar.LoaderOptions{Batch: batch, Transform: tf, Workers: workers})
+	src, err := NewSource(be, ds, set, cifar.LoaderOptions{Batch: batch, Transform: tf, Workers: workers})
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +79,7 @@ func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.
 	lossHost := make([]float32, 1)
 	var sum float64
 	for {
-		n, labels, ok := src.next(x, y)
+		n, labels, ok := src.Next(x, y)
 		if !ok {
 			break
 		}

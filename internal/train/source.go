@@ -5,24 +5,25 @@ import (
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
-// source yields an epoch's batches into backend tensors, made either by the
+// Source yields an epoch's batches into backend tensors, made either by the
 // CPU loader (workers transform, the floats are uploaded) or, when the
 // backend holds the images (tensor.Images), by the backend from the
 // epoch's cifar.Plan. Both give the same batches bit for bit.
-type source interface {
+type Source interface {
 	Batches() int
-	// next fills the first n rows of x [B,3,S,S] and y [B] with the next
+	// Next fills the first n rows of x [B,3,S,S] and y [B] with the next
 	// batch and returns n and its labels (valid until the next call);
 	// ok is false after the last batch.
-	next(x, y *tensor.Tensor) (n int, labels []float32, ok bool)
+	Next(x, y *tensor.Tensor) (n int, labels []float32, ok bool)
 	// skip passes over the next batch without making it.
 	skip() bool
 	Close()
 }
 
-// newSource makes the batches of one epoch of ds: from set on the backend
-// when set is not nil, else from a loader with workers goroutines.
-func newSource(be tensor.Backend, ds *cifar.Dataset, set tensor.ImageSet, opt cifar.LoaderOptions) (source, error) {
+// NewSource makes the batches of one epoch of ds: from set on the backend
+// when set is not nil (UploadImages), else from a loader with opt.Workers
+// goroutines. The training loop and vgg16 bench use it.
+func NewSource(be tensor.Backend, ds *cifar.Dataset, set tensor.ImageSet, opt cifar.LoaderOptions) (Source, error) {
 	if set != nil {
 		if imgs, ok := be.(tensor.Images); ok {
 			pl, err := cifar.NewPlan(ds, opt)
@@ -35,9 +36,9 @@ func newSource(be tensor.Backend, ds *cifar.Dataset, set tensor.ImageSet, opt ci
 	return &hostSource{be: be, ld: cifar.NewLoader(ds, opt)}, nil
 }
 
-// uploadImages puts ds on the backend when it can make batches itself
+// UploadImages puts ds on the backend when it can make batches itself
 // (nil otherwise); the caller frees the set.
-func uploadImages(be tensor.Backend, ds *cifar.Dataset) tensor.ImageSet {
+func UploadImages(be tensor.Backend, ds *cifar.Dataset) tensor.ImageSet {
 	imgs, ok := be.(tensor.Images)
 	if !ok || ds == nil || ds.Len() == 0 {
 		return nil
@@ -55,7 +56,7 @@ type hostSource struct {
 func (s *hostSource) Batches() int { return s.ld.Batches() }
 func (s *hostSource) Close()       { s.ld.Close() }
 
-func (s *hostSource) next(x, y *tensor.Tensor) (int, []float32, bool) {
+func (s *hostSource) Next(x, y *tensor.Tensor) (int, []float32, bool) {
 	b, ok := s.ld.Next()
 	if !ok {
 		return 0, nil, false
@@ -89,7 +90,7 @@ type deviceSource struct {
 func (s *deviceSource) Batches() int { return s.plan.Batches() }
 func (s *deviceSource) Close()       {}
 
-func (s *deviceSource) next(x, y *tensor.Tensor) (int, []float32, bool) {
+func (s *deviceSource) Next(x, y *tensor.Tensor) (int, []float32, bool) {
 	if s.k >= s.plan.Batches() {
 		return 0, nil, false
 	}

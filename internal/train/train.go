@@ -162,11 +162,11 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	}
 
 	if !r.Opt.CPUAugment {
-		if r.trainSet = uploadImages(be, r.Train); r.trainSet != nil {
+		if r.trainSet = UploadImages(be, r.Train); r.trainSet != nil {
 			defer r.trainSet.Free()
 			r.Report.Note(fmt.Sprintf("augmenting on the device: %d training images uploaded once (%.0f MB)", r.Train.Len(), float64(len(r.Train.Images))/1e6))
 		}
-		if r.valSet = uploadImages(be, r.Val); r.valSet != nil {
+		if r.valSet = UploadImages(be, r.Val); r.valSet != nil {
 			defer r.valSet.Free()
 		}
 	}
@@ -239,7 +239,7 @@ const tallyEvery = 8
 func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochMetrics, error) {
 	be, m := r.Backend, r.model
 	size, classes := r.Opt.Model.ImageSize, r.Opt.Model.Classes
-	src, err := newSource(be, r.Train, r.trainSet, cifar.LoaderOptions{
+	src, err := NewSource(be, r.Train, r.trainSet, cifar.LoaderOptions{
 		Batch: r.Opt.Batch, Shuffle: true, DropLast: r.Train.Len() >= r.Opt.Batch, Transform: r.transform(),
 		Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
 	})
@@ -300,7 +300,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			}
 			return EpochMetrics{}, r.interrupt(b)
 		}
-		n, _, ok := src.next(st.x, st.y)
+		n, _, ok := src.Next(st.x, st.y)
 		if !ok {
 			break
 		}
