@@ -52,12 +52,19 @@ func TestTrainOnStandInGPU(t *testing.T) {
 	o := train.CIFARRecipe()
 	o.Model = layers.Config{Arch: "t", Cfg: cfg, BatchNorm: true, ImageSize: 32, Hidden: 32, Classes: 10, Dropout: 0.5}
 	o.Epochs, o.Batch, o.Workers = 2, 16, 2
+	// Three classes a small network can learn in two epochs: each
+	// brightens one colour channel, over a pattern shared by all.
 	ds := &cifar.Dataset{Images: make([]byte, 96*3072), Labels: make([]uint8, 96), Classes: cifar.ClassNames}
 	for i := range ds.Images {
-		ds.Images[i] = byte(i * 7 % 251)
+		ds.Images[i] = byte(i * 7 % 151)
 	}
 	for i := range ds.Labels {
-		ds.Labels[i] = uint8(i % 10)
+		c := i % 3
+		ds.Labels[i] = uint8(c)
+		plane := ds.Images[i*3072+c*1024 : i*3072+(c+1)*1024]
+		for p := range plane {
+			plane[p] += 100
+		}
 	}
 	tr, val := ds.Split(0.25, 1)
 	run := func(be interface{ Name() string }, r *train.Run) []train.EpochMetrics {
@@ -115,8 +122,9 @@ func TestTrainOnStandInGPU(t *testing.T) {
 }
 
 // bf16LossTol is how far a bf16 run's mean losses may be from the float32
-// run's (relative).
-const bf16LossTol = 0.05
+// run's (relative; measured on the stand-in: 1e-4, while the validation
+// loss falls from 2.25 to 2.07 over the two epochs).
+const bf16LossTol = 0.01
 
 type nopReport struct{}
 
