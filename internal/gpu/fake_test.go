@@ -81,18 +81,27 @@ func TestFakeCUDA(t *testing.T) {
 	}
 }
 
-// TestFakeCUDABF16 runs the bf16 ops, a model step, recorded steps and
-// the PyTorch fixtures on a bf16 backend over the stand-in libraries.
-func TestFakeCUDABF16(t *testing.T) {
+// fakeBackend opens a backend with opt on the stand-in libraries, its
+// kernels cached in a directory of the test's, closed when the test ends.
+func fakeBackend(t *testing.T, opt Options) *Backend {
+	t.Helper()
 	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	be, err := newWithLibs(libs, Options{Precision: "bf16", Sync: true, KernelCache: t.TempDir()})
+	opt.KernelCache = t.TempDir()
+	be, err := newWithLibs(libs, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer be.Close()
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
+// TestFakeCUDABF16 runs the bf16 ops, a model step, recorded steps and
+// the PyTorch fixtures on a bf16 backend over the stand-in libraries.
+func TestFakeCUDABF16(t *testing.T) {
+	be := fakeBackend(t, Options{Precision: "bf16", Sync: true})
 	if want := "precision bf16 (bf16 activations, convolutions and GEMM; float32 parameters)"; !strings.HasSuffix(be.Name(), want) {
 		t.Errorf("Name() = %q, want it to end with %q", be.Name(), want)
 	}
@@ -108,15 +117,7 @@ func TestFakeCUDABF16(t *testing.T) {
 // the results stay those of bf16 elsewhere.
 func TestFakeCUDABF16Fallback(t *testing.T) {
 	t.Setenv("FAKECUDA_BF16_MIN_C", "8")
-	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := newWithLibs(libs, Options{Precision: "bf16", Sync: true, KernelCache: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
+	be := fakeBackend(t, Options{Precision: "bf16", Sync: true})
 	t.Run("Ops", func(t *testing.T) { testHalfOps(t, be, bf16Tol) })
 	t.Run("ModelStep", func(t *testing.T) { modelStepWithin(t, newBF16CPU(), be, bf16StepTol, bf16LaterTol) })
 	fell := 0
@@ -159,15 +160,7 @@ func TestFakeCUDAKernelCache(t *testing.T) {
 // TestFakeCUDAOptions: a backend opened with TF32 Linear layers and the
 // fused batch norm says so in its name and still matches the CPU.
 func TestFakeCUDAOptions(t *testing.T) {
-	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := newWithLibs(libs, Options{TF32Matmul: true, FusedBN: true, Sync: true, KernelCache: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
+	be := fakeBackend(t, Options{TF32Matmul: true, FusedBN: true, Sync: true})
 	if want := "precision tf32 (TF32 convolutions and GEMM), fused BN+ReLU"; !strings.HasSuffix(be.Name(), want) {
 		t.Errorf("Name() = %q, want it to end with %q", be.Name(), want)
 	}

@@ -65,9 +65,13 @@ func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	ptr := b.stage(in(x), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], w16, ptr[1])
 	b.unstage()
-	k := p.key
-	oh, ow := k.h+2*k.pad-k.k+1, k.w+2*k.pad-k.k+1
-	b.must(b.k.BiasAddNCHWBF16(b.stream, b.ptr(y), b.ptr(bias), k.n, k.co, oh*ow), p.key.String())
+	b.addBiasHalf(p, y, bias)
+}
+
+// addBiasHalf adds a convolution's float32 bias to its bf16 output y.
+func (b *Backend) addBiasHalf(p *convPlan, y, bias *tensor.Tensor) {
+	n, c, h, w := nchw(y)
+	b.must(b.k.BiasAddNCHWBF16(b.stream, b.ptr(y), b.ptr(bias), n, c, h*w), p.key.String())
 }
 
 // convBackwardDataHalf: dx from bf16 dy and (a bf16 copy of) w.
@@ -161,8 +165,7 @@ func (b *Backend) convForwardVia32(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	x32 := b.widen(&b.mem.f32a, x)
 	b.run(q, cuda.ConvForward, x32, w32, b.mem.f32b.ptr)
 	b.must(b.k.CastF32ToBF16(b.stream, b.ptr(y), b.mem.f32b.ptr, y.Size()), q.key.String())
-	k := p.key
-	b.must(b.k.BiasAddNCHWBF16(b.stream, b.ptr(y), b.ptr(bias), k.n, k.co, (k.h+2*k.pad-k.k+1)*(k.w+2*k.pad-k.k+1)), q.key.String())
+	b.addBiasHalf(p, y, bias)
 }
 
 func (b *Backend) convBackwardDataVia32(p *convPlan, dx, dy, w *tensor.Tensor) {

@@ -78,11 +78,11 @@ func (b *Backend) CropResize(dst *tensor.Tensor, set tensor.ImageSet, crops []te
 	pin := b.pinned(bytes)
 	w := unsafe.Slice((*int32)(pin.p), kernels.CropWords*n)
 	for k, c := range crops {
-		flip := int32(0)
+		cw := w[kernels.CropWords*k : kernels.CropWords*(k+1)]
+		cw[0], cw[1], cw[2], cw[3], cw[4], cw[5] = int32(c.Image), int32(c.Top), int32(c.Left), int32(c.H), int32(c.W), 0
 		if c.Flip {
-			flip = 1
+			cw[5] = 1
 		}
-		copy(w[kernels.CropWords*k:], []int32{int32(c.Image), int32(c.Top), int32(c.Left), int32(c.H), int32(c.W), flip})
 	}
 	b.must(b.drv.MemcpyHtoDAsync(m.crops.ptr, pin.p, bytes, b.stream), "upload of the crops")
 	b.copied(pin)

@@ -277,11 +277,14 @@ func isHalf(t *tensor.Tensor) bool {
 }
 
 // nbytes is the size of t's elements in memory.
-func nbytes(t *tensor.Tensor) int64 {
+func nbytes(t *tensor.Tensor) int64 { return elemSize(t) * int64(t.Size()) }
+
+// elemSize is the size of one of t's elements in memory.
+func elemSize(t *tensor.Tensor) int64 {
 	if isHalf(t) {
-		return 2 * int64(t.Size())
+		return 2
 	}
-	return 4 * int64(t.Size())
+	return 4
 }
 
 // pinned returns the next staging buffer, with room for bytes, once the
@@ -344,11 +347,7 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	}
 	b.notInStep("Download")
 	defer b.op()()
-	half := isHalf(src)
-	elem := int64(4)
-	if half {
-		elem = 2
-	}
+	half, elem := isHalf(src), elemSize(src)
 	p := b.ptr(src)
 	chunk := int(stageChunk / elem)
 	for off := 0; off < len(dst); off += chunk {
