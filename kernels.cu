@@ -278,6 +278,8 @@ __device__ __forceinline__ void each_channel_elem(u64 n, u64 c, u64 hw, F f) {
 	if (hw >= blockDim.x) {
 		for (u64 plane = blockIdx.x; plane < n * c; plane += gridDim.x) {
 			u64 ch = plane % c, base = plane * hw;
+			// Unrolled so that each thread has several loads in flight.
+#pragma unroll 4
 			for (u64 p = threadIdx.x; p < hw; p += blockDim.x) {
 				f(base + p, ch);
 			}
@@ -302,6 +304,7 @@ __device__ __forceinline__ void each_in_share(u64 n, u64 c, u64 hw, u64 ch, u64 
 		u64 per = (n + splits - 1) / splits, lo = s * per, hi = lo + per < n ? lo + per : n;
 		for (u64 i = lo; i < hi; i++) {
 			u64 base = (i * c + ch) * hw;
+#pragma unroll 4
 			for (u64 p = threadIdx.x; p < hw; p += RED_THREADS) {
 				f(base + p);
 			}
@@ -311,6 +314,7 @@ __device__ __forceinline__ void each_in_share(u64 n, u64 c, u64 hw, u64 ch, u64 
 	u64 m = n * hw, per = (m + splits - 1) / splits;
 	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
 	bool small = n * c * hw < 0xffffffffULL;
+#pragma unroll 4
 	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
 		f(at(j, ch, c, hw, small));
 	}
@@ -715,12 +719,50 @@ __device__ __forceinline__ u32 pool_out(u32 n, u32 k, u32 s) {
 	return n >= k ? (n - k) / s + 1 : 0;
 }
 
+// pool2_fits says whether a pool takes the 2x2, stride-2 path: windows
+// that tile x exactly (even h and w), and indices that fit 32 bits.
+__device__ __forceinline__ bool pool2_fits(u64 planes, u32 h, u32 w, u32 k, u32 s) {
+	return k == 2 && s == 2 && h % 2 == 0 && w % 2 == 0 && planes * h * w < 0xffffffffULL;
+}
+
+// pool2_window reads window i (of [planes, oh, ow]) of x [planes, h, w] into
+// v in row-major order, as two 4-byte pairs (aligned: w is even), and
+// returns the index of its first element.
+__device__ __forceinline__ u64 pool2_window(float* v, const bf16* x, u32 i, u32 h, u32 w, u32 oh, u32 ow) {
+	u32 ox = i % ow, t = i / ow, oy = t % oh, plane = t / oh;
+	u64 at = (u64)plane * h * w + (u64)(2 * oy) * w + 2 * ox;
+	unsigned int top = *(const unsigned int*)(x + at), bottom = *(const unsigned int*)(x + at + w);
+	v[0] = bf16_to_f32((bf16)(top & 0xffff));
+	v[1] = bf16_to_f32((bf16)(top >> 16));
+	v[2] = bf16_to_f32((bf16)(bottom & 0xffff));
+	v[3] = bf16_to_f32((bf16)(bottom >> 16));
+	return at;
+}
+
+// store_pair writes a and b to p[0] and p[1] as one 4-byte store (p even).
+__device__ __forceinline__ void store_pair(bf16* p, bf16 a, bf16 b) {
+	*(unsigned int*)p = (unsigned int)a | ((unsigned int)b << 16);
+}
+
 // max_pool_forward_bf16: y [planes, oh, ow] = the maximum of each k×k
 // window, stride s, of x [planes, h, w], as the CPU backend's
 // MaxPoolForward: a NaN in the window makes the output NaN (PyTorch's
 // rule).
 extern "C" __global__ void max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
+	if (pool2_fits(planes, h, w, k, s)) {
+		// VGG's pool: each thread one window, read as two pairs.
+		GRID_STRIDE(i, planes * oh * ow) {
+			float v[4];
+			pool2_window(v, x, (u32)i, h, w, oh, ow);
+			float m = __uint_as_float(0xff800000u);
+			for (int j = 0; j < 4; j++) {
+				if (v[j] > m || v[j] != v[j]) m = v[j];
+			}
+			y[i] = f32_to_bf16(m);
+		}
+		return;
+	}
 	const float neg_inf = __uint_as_float(0xff800000u);
 	GRID_STRIDE(i, planes * oh * ow) {
 		u32 ox = (u32)(i % ow), oy = (u32)((i / ow) % oh);
@@ -746,6 +788,25 @@ extern "C" __global__ void max_pool_forward_bf16(bf16* y, const bf16* x, u64 pla
 extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w,
 		u32 k, u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
+	if (pool2_fits(planes, h, w, k, s)) {
+		// VGG's pool: the windows tile x, so each thread takes one window
+		// and writes its four gradients (the generic loop below finds
+		// each element's windows with a division and rereads x four times).
+		GRID_STRIDE(i, planes * oh * ow) {
+			float v[4];
+			u64 at = pool2_window(v, x, (u32)i, h, w, oh, ow);
+			int best = 0;
+			for (int j = 1; j < 4; j++) {
+				if (v[j] > v[best]) best = j;
+			}
+			// 0 + g as the generic loop sums (a -0 gradient lands as +0).
+			float g = 0.0f + bf16_to_f32(dy[i]);
+			bf16 z = f32_to_bf16(0.0f), gb = f32_to_bf16(g);
+			store_pair(dx + at, best == 0 ? gb : z, best == 1 ? gb : z);
+			store_pair(dx + at + w, best == 2 ? gb : z, best == 3 ? gb : z);
+		}
+		return;
+	}
 	GRID_STRIDE(i, planes * h * w) {
 		u32 xx = (u32)(i % w), yy = (u32)((i / w) % h);
 		u64 plane = i / ((u64)h * w);

@@ -74,8 +74,15 @@ func (b *Backend) planFor(key convKey) *convPlan {
 		b: b.channelDesc(key.co),
 		w: b.filter4of(dt, key.co, key.ci, key.k, key.k),
 	}
+	math := b.convMath()
+	if key.half {
+		// bf16 takes tensor cores only when asked: under the default
+		// math cuDNN's search offers Winograd and FFT kernels on CUDA
+		// cores (measured on an H200: 3x slower than TF32).
+		math = cuda.DNNTensorOpMath
+	}
 	for i := range p.conv {
-		c, err := b.dnn.NewConv2d(pad, b.convMath())
+		c, err := b.dnn.NewConv2d(pad, math)
 		b.must(err, key.String())
 		p.conv[i] = c
 	}

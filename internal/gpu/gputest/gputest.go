@@ -49,7 +49,7 @@ func BuildFakeCUDA(t testing.TB) string {
 	}
 	lib := filepath.Join(dir, "libfakecuda.so")
 	out, err := exec.Command(cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", "-shared", "-fPIC",
-		"-Wall", "-Wno-unused-function", "-o", lib, src).CombinedOutput()
+		"-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas", "-o", lib, src).CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Fatalf("compiling the stand-in CUDA libraries: %v\n%s", err, out)
 	}

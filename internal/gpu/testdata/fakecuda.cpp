@@ -1199,6 +1199,13 @@ static int conv_run(void* h, int dir, const float* alpha, void* ad, const void* 
 	if (!has_ctx("cudnnConvolution")) return EXEC_FAILED;
 	Desc *x, *w, *y, *conv;
 	CHECK(conv_descs(dir, ad, bd, od, cv, &x, &w, &y, &conv));
+	// Real cuDNN runs bf16 under the default math type too, but on CUDA
+	// cores only (3x slower than TF32 on an H200): refuse it here so a
+	// test catches a bf16 convolution that did not ask for tensor cores.
+	if (x->dtype == 9 && conv->math != 1) {
+		fail("bf16 convolution under math type %d, not CUDNN_TENSOR_OP_MATH", conv->math);
+		return NOT_SUPPORTED;
+	}
 	size_t need = algo == 0 ? kWorkspace0 : 0;
 	if (algo != 0 && algo != 1) return BAD_PARAM;
 	if (wsSize < need || (need && !inside((uintptr_t)ws, need))) {
