@@ -6,11 +6,12 @@
 # something hangs; steps that no longer fit are reported as skipped.
 # PARTS picks what runs, in this order whatever order it names them
 # (default: tests train bench ck224; also bf16 (after tests and train),
-# vgg16's bf16 beside PyTorch's autocast at 32 and 224 and bf16 epochs;
+# vgg16's bf16 at 32 and 224 and bf16 epochs; eager-bf16, PyTorch's
+# autocast eager; data, bench with batches from the input pipelines;
 # bench-extra, comparisons made before and the smaller levers; torch224
 # and compiled, PyTorch at 224x224 and torch.compile at 32x32; epochs,
 # whole epochs with the batches made on the GPU and by the CPU loader; and
-# epoch224, an epoch of the seed's recipe with --fused-bn; torchprof,
+# epoch224, an epoch of the seed's recipe with cuDNN's batch norm; torchprof,
 # PyTorch's step kernel by kernel).
 #   bash scripts/gpu-check.sh        # logs also in $OUT/gpu-check-logs.tar.gz when OUT is set
 #   PARTS="bench compiled" bash scripts/gpu-check.sh
@@ -86,7 +87,13 @@ s = "%.2f ms (issue %.2f, back to back %.2f)  %.0f img/s  eval %.0f/s  first %.1
     r["peak_mib"], r["cuda_graphs"])
 if r.get("profile"):
     s += "  GPU: op by op %.2f ms, replayed %.2f ms" % (r["profile_gpu_ms"], r["recorded_step_gpu_ms"])
+e = r.get("conv_engines", [])
+s += "  conv graph-API %d/%d" % (sum(": legacy" not in x for x in e), len(e))
 print(s)')"
+	echo "$j" | python3 -c '
+import json, sys
+for e in [x for x in json.load(sys.stdin).get("conv_engines", []) if ": legacy" in x][:4]:
+    print("   " + e[:400])'
 	echo "$j" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
@@ -114,27 +121,33 @@ if want train; then
 echo "== short training on the CIFAR-10 sample (before the speed work: 39.8% on the H100, 41.6% on the CPU)"
 sample train
 fi
-if want bf16; then # bf16 beside PyTorch's autocast (eager; compiled with PARTS compiled)
+if want bf16; then # bf16: accuracy, speed (PyTorch beside it with PARTS compiled or eager-bf16), epochs
 echo "== bf16"
 sample train-bf16 --precision bf16
 bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
-torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16
 bench "224 b64 bf16" --size 224 --batch 64 --precision bf16 --steps 10 --profile
-torch "224 b64 bf16 eager" --size 224 --batch 64 --mode eager --precision bf16 --steps 10
+bench "224 b64 bf16 legacy-api" --size 224 --batch 64 --precision bf16 --steps 10 --cudnn-api legacy
 epoch "224 b64 bf16 gpu-augment" --limit 5000 --epochs 1 --precision bf16
 epoch "32 b128 bf16 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --precision bf16
+fi
+if want eager-bf16; then
+torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16
+torch "224 b64 bf16 eager" --size 224 --batch 64 --mode eager --precision bf16 --steps 10
 fi
 
 if want bench; then # the configurations that decide, most telling first
 echo "== speed beside PyTorch, same card"
 bench "32 b128 tf32" --size 32 --batch 128 --precision tf32 --profile
+bench "32 b128 tf32 legacy-api" --size 32 --batch 128 --precision tf32 --cudnn-api legacy
 torch "32 b128 tf32 eager" --size 32 --batch 128 --mode eager
+bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10 --profile
+bench "224 b64 tf32 cudnn-bn" --size 224 --batch 64 --precision tf32 --steps 10 --fused-bn=false --profile
+bench "32 b128 tf32 cudnn-bn" --size 32 --batch 128 --precision tf32 --fused-bn=false
+bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
+fi
+if want data; then # the batches from the training loop's sources
 bench "32 b128 tf32 data-gpu" --size 32 --batch 128 --precision tf32 --data gpu
 bench "32 b128 tf32 data-cpu" --size 32 --batch 128 --precision tf32 --data cpu
-bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10 --profile
-bench "224 b64 tf32 fused-bn" --size 224 --batch 64 --precision tf32 --steps 10 --fused-bn --profile
-bench "32 b128 tf32 fused-bn" --size 32 --batch 128 --precision tf32 --fused-bn
-bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
 fi
 if want bench-extra; then # comparisons already made once, and the smaller levers
 bench "32 b128 tf32 no-graphs" --size 32 --batch 128 --precision tf32 --no-cuda-graphs
@@ -153,6 +166,7 @@ want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mo
 want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
 want compiled && torch "32 b128 bf16 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead --precision bf16
 want compiled && torch "224 b64 bf16 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --precision bf16 --steps 10
+want compiled && torch "224 b64 tf32 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --steps 10
 
 if want epochs; then # whole epochs: the input pipeline on the GPU against the CPU loader
 echo "== epochs on the sample: batches made on the GPU, then by the CPU loader"
@@ -161,8 +175,8 @@ epoch "32 b128 cpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 
 epoch "224 b64 gpu-augment" --limit 5000 --epochs 1
 epoch "224 b64 cpu-augment" --limit 5000 --epochs 1 --cpu-augment
 fi
-if want epoch224; then # the seed's recipe at 224x224 with the fused batch norm
-epoch "224 b64 fused-bn" --limit 5000 --epochs 1 --fused-bn
+if want epoch224; then # the seed's recipe at 224x224 with cuDNN's batch norm (the fused kernels are the default)
+epoch "224 b64 cudnn-bn" --limit 5000 --epochs 1 --fused-bn=false
 fi
 
 if want ck224; then

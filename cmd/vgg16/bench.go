@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,6 +46,9 @@ type BenchResult struct {
 	CUDAGraphs      bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
 	CUDAGraphsOff   string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
 	FusedBN         bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
+	// ConvEngines says, per convolution geometry and direction, which cuDNN
+	// API and engine ran it (or why the graph API was not used).
+	ConvEngines []string `json:"conv_engines,omitempty"`
 	// With --profile: each op's GPU time in a step issued op by op, their
 	// sum, and the GPU time of one replayed recorded step.
 	Profile           []tensor.OpTime `json:"profile,omitempty"`
@@ -99,6 +103,15 @@ func benchCmd() *cobra.Command {
 			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
 				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
 			fmt.Fprintf(w, "steps back to back, batches from %s: %.2f ms a step (%.0f img/s)\n", res.Data, res.PipelinedMs, res.PipelinedImgSec)
+			if n := len(res.ConvEngines); n > 0 {
+				legacy := 0
+				for _, e := range res.ConvEngines {
+					if strings.Contains(e, ": legacy") {
+						legacy++
+					}
+				}
+				fmt.Fprintf(w, "convolutions: %d of %d directions through cuDNN's graph API (the rest legacy; --json lists each)\n", n-legacy, n)
+			}
 			if res.CUDAGraphsOff != "" {
 				fmt.Fprintf(w, "CUDA graphs turned off: %s\n", res.CUDAGraphsOff)
 			}
@@ -259,6 +272,9 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool,
 	}
 	if f, ok := be.(interface{ FusedBN() bool }); ok {
 		res.FusedBN = f.FusedBN()
+	}
+	if c, ok := be.(interface{ ConvEngines() []string }); ok {
+		res.ConvEngines = c.ConvEngines()
 	}
 	if p, ok := be.(peakReporter); ok {
 		res.PeakMiB = float64(p.PeakBytes()) / (1 << 20)

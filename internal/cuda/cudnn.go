@@ -251,11 +251,12 @@ type DNN struct {
 		poolFwd, poolBwd, lrnFwd, lrnBwd unsafe.Pointer
 		find, workspace, run [3]unsafe.Pointer // by ConvDir
 	}
+	bk backendFns // the backend (graph) API, cudnn_graph.go
 }
 
 func (d *DNN) table() []symbol {
 	f := &d.fn
-	return []symbol{
+	return append(d.backendTable(), []symbol{
 		{name: "cudnnGetVersion", p: &f.getVersion},
 		{name: "cudnnGetErrorString", p: &f.getErrorString},
 		{name: "cudnnGetLastErrorString", p: &f.getLastErrorString, optional: true},
@@ -296,7 +297,7 @@ func (d *DNN) table() []symbol {
 		{name: "cudnnPoolingBackward", p: &f.poolBwd},
 		{name: "cudnnLRNCrossChannelForward", p: &f.lrnFwd},
 		{name: "cudnnLRNCrossChannelBackward", p: &f.lrnBwd},
-	}
+	}...)
 }
 
 // Path is the file cuDNN was loaded from.

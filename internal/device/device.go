@@ -19,6 +19,7 @@ type Options struct {
 	FusedBN    bool   // GPU: batch norm + ReLU as the project's fused kernels
 	Workspace  int    // GPU: MiB one cuDNN convolution algorithm may use, 0 for the default
 	TF32Linear bool   // GPU: TF32 tensor cores for Linear too
+	ConvAPI    string // GPU: "graph" (default) or "legacy", how convolutions reach cuDNN
 }
 
 // Open returns the backend, a line that says what was chosen (and, for
@@ -28,6 +29,11 @@ func Open(o Options) (tensor.Backend, string, error) {
 	case "", "tf32", "fp32", "bf16":
 	default:
 		return nil, "", fmt.Errorf("--precision %q: want tf32, fp32 or bf16", o.Precision)
+	}
+	switch strings.ToLower(o.ConvAPI) {
+	case "", "graph", "legacy":
+	default:
+		return nil, "", fmt.Errorf("--cudnn-api %q: want graph or legacy", o.ConvAPI)
 	}
 	switch o.Kind {
 	case "", "auto":

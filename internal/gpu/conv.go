@@ -39,6 +39,10 @@ type convPlan struct {
 	ws      [3]int64
 	found   [3]bool
 	none    [3]bool // searched, and no algorithm was usable
+	// The backend API (convgraph.go), by direction: the plan, or why the
+	// direction runs through the legacy API instead ("" when it does not).
+	graph    [3]*convGraph
+	graphWhy [3]string
 }
 
 // convMath is the math type the algorithm search starts from.
@@ -117,15 +121,24 @@ func (b *Backend) algorithm(p *convPlan, dir cuda.ConvDir) {
 	if !b.findAlgorithm(p, dir) {
 		a, bb, o := p.descs(dir)
 		perfs, _ := b.dnn.FindConv(dir, b.dnnH, a, bb, p.conv[dir], o)
+		detail := fmt.Sprintf("%s: %s", p.key, describePerfs(perfs, b.workspaceLimit()))
+		if p.graphWhy[dir] != "" {
+			detail += "; " + p.graphWhy[dir]
+		}
 		panic(&cuda.Error{Call: "cudnnFindConvolution" + dir.String() + "Algorithm", Lib: cuda.LibDNN, Name: "no usable algorithm",
-			Detail: fmt.Sprintf("%s: %s", p.key, describePerfs(perfs, b.workspaceLimit())), Hint: b.oomHint(0)})
+			Detail: detail, Hint: b.oomHint(0)})
 	}
 }
 
 // findAlgorithm is algorithm, reporting whether a usable algorithm was
 // found instead of panicking (the answer is kept: a direction without one
-// is searched once).
+// is searched once). Where the backend API builds a plan for the
+// direction (convgraph.go) that is the answer, and the legacy search is
+// not made.
 func (b *Backend) findAlgorithm(p *convPlan, dir cuda.ConvDir) bool {
+	if b.graphReady(p, dir) {
+		return true
+	}
 	if p.found[dir] {
 		return true
 	}
@@ -187,7 +200,17 @@ func describePerfs(perfs []cuda.ConvPerf, limit int64) string {
 	return fmt.Sprintf("workspace limit %s; %s", formatBytes(limit), strings.Join(s, "; "))
 }
 
+// run runs direction dir of p, which algorithm or findAlgorithm settled:
+// through the backend API's plan where there is one, else the legacy
+// algorithm. A plan whose every candidate fails at its first run (when
+// they are timed) leaves the direction to the legacy search, made here.
 func (b *Backend) run(p *convPlan, dir cuda.ConvDir, a, bb, o cuda.DevicePtr) {
+	if p.graph[dir] != nil && b.graphRun(p, dir, a, bb, o) {
+		return
+	}
+	if !p.found[dir] {
+		b.algorithm(p, dir)
+	}
 	ad, bd, od := p.descs(dir)
 	err := b.dnn.ConvRun(dir, b.dnnH, 1, ad, a, bd, bb, p.conv[dir], p.algo[dir], b.mem.ws.ptr, p.ws[dir], 0, od, o)
 	b.must(err, p.key.String())

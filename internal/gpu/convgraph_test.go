@@ -1,0 +1,222 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+)
+
+// graphEngines returns, for every convolution direction run so far on be,
+// the engine index of its backend-API plan, or -1 where it runs through
+// the legacy API; want checks each key.
+func graphEngines(t *testing.T, be *Backend, want func(k convKey, dir cuda.ConvDir, engine int64, why string)) {
+	t.Helper()
+	if len(be.desc.convs) == 0 {
+		t.Fatal("no convolution ran")
+	}
+	for k, p := range be.desc.convs {
+		for dir := range p.graph {
+			g := p.graph[dir]
+			switch {
+			case g != nil && g.plan != 0:
+				want(k, cuda.ConvDir(dir), g.info.Index, "")
+			case g != nil:
+				t.Errorf("%s %s: a plan built but never chosen", k, cuda.ConvDir(dir))
+			case p.found[dir] || p.graphWhy[dir] != "" || p.none[dir]:
+				want(k, cuda.ConvDir(dir), -1, p.graphWhy[dir])
+			}
+		}
+	}
+}
+
+// TestFakeCUDAConvGraph: with precision tf32 every convolution direction
+// runs through the backend API by default, matches the CPU, and gives the
+// same numbers as the legacy API; the heuristics' nondeterministic engine
+// (the stand-in's engine 1, first in its list) is taken unless
+// Deterministic is set; ConvAPI "legacy" never builds a plan.
+func TestFakeCUDAConvGraph(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opt  Options
+		want int64 // the engine every direction must run, -1 for legacy
+	}{
+		{"default", Options{}, 1},
+		{"deterministic", Options{Deterministic: true}, 0},
+		{"legacy", Options{ConvAPI: "Legacy"}, -1},
+		{"fp32", Options{Precision: "fp32"}, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.opt.Sync = true
+			be := fakeBackend(t, c.opt)
+			tol := 5e-3
+			if c.opt.Precision == "fp32" {
+				tol = 1e-4
+			}
+			testConvolution(t, be, tol)
+			graphEngines(t, be, func(k convKey, dir cuda.ConvDir, engine int64, why string) {
+				if engine != c.want {
+					t.Errorf("%s %s: engine %d (%s), want %d", k, dir, engine, why, c.want)
+				}
+				if c.want < 0 && why != "" {
+					t.Errorf("%s %s: legacy for %q, want it by choice", k, dir, why)
+				}
+			})
+			if c.want >= 0 {
+				for _, s := range be.ConvEngines() {
+					if !strings.Contains(s, "graph engine") {
+						t.Errorf("ConvEngines: %s", s)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestFakeCUDAConvGraphMatchesLegacy runs the same convolutions on a
+// backend through each API: the stand-in computes both with one
+// reference, so the results must be identical, bit for bit — which checks
+// the operand order, strides, alpha and beta the graph path hands over.
+func TestFakeCUDAConvGraphMatchesLegacy(t *testing.T) {
+	for _, prec := range []string{"tf32", "bf16"} {
+		t.Run(prec, func(t *testing.T) {
+			g := fakeBackend(t, Options{Precision: prec, Sync: true})
+			l := fakeBackend(t, Options{Precision: prec, Sync: true, ConvAPI: "legacy"})
+			a, b := runConvs(t, g), runConvs(t, l)
+			for name, va := range a {
+				vb := b[name]
+				for i := range va {
+					if math.Float32bits(va[i]) != math.Float32bits(vb[i]) {
+						t.Errorf("%s[%d]: %v through the graph API, %v through the legacy one", name, i, va[i], vb[i])
+						break
+					}
+				}
+			}
+			graphEngines(t, g, func(k convKey, dir cuda.ConvDir, engine int64, why string) {
+				if engine < 0 {
+					t.Errorf("%s %s: legacy (%s) on the graph backend", k, dir, why)
+				}
+			})
+		})
+	}
+}
+
+// runConvs runs the three directions of a few geometries on be from fixed
+// inputs and returns every output.
+func runConvs(t *testing.T, be *Backend) map[string][]float32 {
+	out := map[string][]float32{}
+	w := newTwin(t, be, 7)
+	for _, s := range []struct{ n, ci, h, wd, co, k, pad int }{{2, 3, 6, 6, 8, 3, 1}, {2, 8, 5, 7, 4, 1, 0}} {
+		oh, ow := s.h+2*s.pad-s.k+1, s.wd+2*s.pad-s.k+1
+		x := w.act(w.normal(s.n*s.ci*s.h*s.wd, 1), s.n, s.ci, s.h, s.wd)
+		wt := w.put(w.normal(s.co*s.ci*s.k*s.k, 0.3), s.co, s.ci, s.k, s.k)
+		bias := w.put(w.normal(s.co, 1), s.co)
+		y := w.act(make([]float32, s.n*s.co*oh*ow), s.n, s.co, oh, ow)
+		dy := w.act(w.normal(s.n*s.co*oh*ow, 1), s.n, s.co, oh, ow)
+		dx := w.act(make([]float32, s.n*s.ci*s.h*s.wd), s.n, s.ci, s.h, s.wd)
+		dw, db := w.zeros(s.co, s.ci, s.k, s.k), w.zeros(s.co)
+		be.ConvForward(y.g, x.g, wt.g, bias.g, s.pad)
+		be.ConvBackwardData(dx.g, dy.g, wt.g, s.pad)
+		be.ConvBackwardFilter(dw.g, db.g, x.g, dy.g, s.pad)
+		for name, p := range map[string]pair{"y": y, "dx": dx, "dw": dw, "db": db} {
+			_, v := w.host(p)
+			out[fmt.Sprint(p.c.Shape)+name] = v
+		}
+	}
+	return out
+}
+
+// TestFakeCUDAConvGraphFallback: where the backend API builds no plan (the
+// stand-in refuses fewer than 8 input channels: every engine of
+// heuristics mode A fails to finalize, FALLBACK has none) that direction
+// runs through the legacy API, says why, and the results still match the
+// CPU; the other geometries keep the graph path. With bf16 the legacy
+// search then finds bf16 algorithms as before.
+func TestFakeCUDAConvGraphFallback(t *testing.T) {
+	t.Setenv("FAKECUDA_GRAPH_MIN_C", "8")
+	for _, c := range []struct {
+		prec string
+		test func(t *testing.T, be *Backend)
+	}{
+		{"tf32", func(t *testing.T, be *Backend) { testConvolution(t, be, 5e-3) }},
+		{"bf16", func(t *testing.T, be *Backend) { testHalfOps(t, be, bf16Tol) }},
+	} {
+		t.Run(c.prec, func(t *testing.T) {
+			be := fakeBackend(t, Options{Precision: c.prec, Sync: true})
+			c.test(t, be)
+			fell, kept := 0, 0
+			graphEngines(t, be, func(k convKey, dir cuda.ConvDir, engine int64, why string) {
+				switch {
+				case k.ci < 8 && engine >= 0:
+					t.Errorf("%s %s: graph engine %d, which the stand-in refuses", k, dir, engine)
+				case k.ci < 8:
+					fell++
+					if !strings.Contains(why, "no usable engine") || !strings.Contains(why, "heuristics FALLBACK") {
+						t.Errorf("%s %s: legacy because %q", k, dir, why)
+					}
+					if p := be.desc.convs[k]; !p.found[dir] {
+						t.Errorf("%s %s: no legacy algorithm either", k, dir)
+					}
+				case engine < 0:
+					t.Errorf("%s %s: legacy (%s), want the graph path", k, dir, why)
+				default:
+					kept++
+				}
+			})
+			if fell == 0 || kept == 0 {
+				t.Errorf("%d directions fell back, %d kept the graph path: want some of each", fell, kept)
+			}
+		})
+	}
+}
+
+// TestFakeCUDAConvAPIOption: a ConvAPI other than graph or legacy is
+// refused, naming the value and the choices.
+func TestFakeCUDAConvAPIOption(t *testing.T) {
+	_, err := New(Options{ConvAPI: "fast"})
+	if err == nil || !strings.Contains(err.Error(), `cuDNN API "fast": want graph (the default) or legacy`) {
+		t.Errorf("ConvAPI fast: %v", err)
+	}
+	for _, api := range []string{"", "graph", "legacy", "GRAPH"} {
+		if err := parseConvAPI(api); err != nil {
+			t.Errorf("ConvAPI %q: %v", api, err)
+		}
+	}
+}
+
+// TestConvGraphGPU, on a real GPU (skipped elsewhere): in tf32 and bf16
+// every convolution direction of the op tests builds a backend-API plan
+// (a fallback to the legacy API fails the test, with cuDNN's reason: a
+// wrong enum or attribute shows here first) and matches the CPU; the
+// engines chosen are logged.
+func TestConvGraphGPU(t *testing.T) {
+	for _, c := range []struct {
+		prec string
+		test func(t *testing.T, be *Backend)
+	}{
+		{"tf32", func(t *testing.T, be *Backend) { testConvolution(t, be, 5e-3) }},
+		{"bf16", func(t *testing.T, be *Backend) { testHalfOps(t, be, bf16Tol) }},
+	} {
+		t.Run(c.prec, func(t *testing.T) {
+			be := gpuBackend(t, c.prec)
+			if !be.dnn.HasGraph() {
+				t.Fatalf("%s: cuDNN without the backend API", be.Name())
+			}
+			c.test(t, be)
+			for _, s := range be.ConvEngines() {
+				t.Log(s)
+			}
+			graphEngines(t, be, func(k convKey, dir cuda.ConvDir, engine int64, why string) {
+				switch {
+				case engine >= 0 || k.half != (c.prec == "bf16"):
+				case k.half && k.ci < 8: // cuDNN may lack bf16 engines for so few channels
+					t.Logf("%s %s: legacy API: %s", k, dir, why)
+				default:
+					t.Errorf("%s %s: legacy API: %s", k, dir, why)
+				}
+			})
+		})
+	}
+}
