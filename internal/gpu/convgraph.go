@@ -242,25 +242,32 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64) ([]graphCand,
 
 // chooseGraph times g's candidates on the operands ptrs (outputs are
 // overwritten: every direction writes with beta 0, and the real run comes
-// after) and keeps the fastest, growing the workspace to what the
-// candidates need. With one candidate there is nothing to time. It
+// after) and keeps the fastest. With one candidate there is nothing to
+// time. The candidates run in scratch of their own where the shared
+// workspace is too small for them, freed once timed, so that the shared
+// workspace, held for the run, grows only to the plans chosen (growing it
+// to every candidate's need took the peak memory past PyTorch's). It
 // reports false, and marks the direction legacy, when none runs.
 func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs []cuda.DevicePtr) bool {
-	var need int64
-	for _, c := range g.cands {
-		need = max(need, c.ws)
-	}
-	b.grow(&b.mem.ws, need, "the cuDNN workspace")
 	best, bestMs := -1, float32(0)
 	var errs []error
 	if len(g.cands) == 1 {
 		best = 0
 	} else {
+		var need int64
+		for _, c := range g.cands {
+			need = max(need, c.ws)
+		}
+		var scratch devBuf
+		ws := b.mem.ws.ptr
+		if need > b.mem.ws.bytes {
+			b.grow(&scratch, need, "timing cuDNN's convolution plans")
+			ws = scratch.ptr
+		}
 		t, err := b.NewTimer()
 		b.must(err, "")
-		defer t.Close()
 		for i, c := range g.cands {
-			ms, err := b.timeGraph(t, c.plan, ptrs)
+			ms, err := b.timeGraph(t, c.plan, ptrs, ws)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("engine %d: %w", c.info.Index, err))
 				continue
@@ -269,6 +276,9 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 				best, bestMs = i, ms
 			}
 		}
+		b.must(t.Close(), "")
+		b.must(b.drv.StreamSynchronize(b.stream), "")
+		b.free(scratch.ptr, scratch.bytes) // before the shared workspace grows
 	}
 	for i, c := range g.cands {
 		if i != best {
@@ -284,20 +294,22 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 	}
 	c := g.cands[best]
 	g.plan, g.ws, g.info, g.ms, g.cands = c.plan, c.ws, c.info, bestMs, nil
+	b.grow(&b.mem.ws, c.ws, "the cuDNN workspace")
 	return true
 }
 
 // timeGraph runs plan once untimed (a failure there is the candidate's),
-// then graphRuns times between the timer's events: the mean in ms.
-func (b *Backend) timeGraph(t *Timer, plan cuda.BackendDesc, ptrs []cuda.DevicePtr) (float32, error) {
-	if err := b.dnn.Execute(b.dnnH, plan, graphUIDs, ptrs, b.mem.ws.ptr); err != nil {
+// then graphRuns times between the timer's events, with workspace ws: the
+// mean in ms.
+func (b *Backend) timeGraph(t *Timer, plan cuda.BackendDesc, ptrs []cuda.DevicePtr, ws cuda.DevicePtr) (float32, error) {
+	if err := b.dnn.Execute(b.dnnH, plan, graphUIDs, ptrs, ws); err != nil {
 		return 0, err
 	}
 	if err := t.Start(); err != nil {
 		return 0, err
 	}
 	for range graphRuns {
-		if err := b.dnn.Execute(b.dnnH, plan, graphUIDs, ptrs, b.mem.ws.ptr); err != nil {
+		if err := b.dnn.Execute(b.dnnH, plan, graphUIDs, ptrs, ws); err != nil {
 			t.Stop() // the events stay usable for the next candidate
 			return 0, err
 		}

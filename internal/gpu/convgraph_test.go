@@ -32,6 +32,10 @@ func graphEngines(t *testing.T, be *Backend, want func(k convKey, dir cuda.ConvD
 	}
 }
 
+// kWorkspace0Fake is the workspace the stand-in's engine 0 asks for
+// (kWorkspace0 in fakecuda.cpp).
+const kWorkspace0Fake = 4096
+
 // TestFakeCUDAConvGraph: with precision tf32 every convolution direction
 // runs through the backend API by default, matches the CPU, and gives the
 // same numbers as the legacy API; the heuristics' nondeterministic engine
@@ -64,6 +68,14 @@ func TestFakeCUDAConvGraph(t *testing.T) {
 					t.Errorf("%s %s: legacy for %q, want it by choice", k, dir, why)
 				}
 			})
+			// The chosen engines need no workspace: the candidate that
+			// wanted one was timed in scratch freed afterwards.
+			if c.want == 1 && be.mem.ws.bytes != 0 {
+				t.Errorf("shared cuDNN workspace of %d bytes where the engines chosen need none", be.mem.ws.bytes)
+			}
+			if c.want == 0 && be.mem.ws.bytes < kWorkspace0Fake {
+				t.Errorf("shared cuDNN workspace of %d bytes, want at least the chosen engine's %d", be.mem.ws.bytes, kWorkspace0Fake)
+			}
 			if c.want >= 0 {
 				for _, s := range be.ConvEngines() {
 					if !strings.Contains(s, "graph engine") {
