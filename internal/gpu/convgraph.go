@@ -28,7 +28,8 @@ const (
 	uidY = 3
 )
 
-// maxGraphCandidates is how many heuristic candidates are built and timed.
+// maxGraphCandidates is how many configurations each heuristics mode is
+// asked for (A, then FALLBACK for engines A did not offer); all are timed.
 const maxGraphCandidates = 8
 
 // graphRuns is how many times each candidate runs to be timed, after one
@@ -157,20 +158,27 @@ func (b *Backend) buildGraph(p *convPlan, dir cuda.ConvDir) (*convGraph, string)
 	}
 	g.descs = append(g.descs, graph)
 
+	// Mode A's best guesses, then the FALLBACK list's other engines, all
+	// timed: as PyTorch's cudnn.benchmark does, since mode A's ranking
+	// missed engines PyTorch finds (32x32 weight gradients took 3x its time).
 	limit := b.workspaceLimit()
 	var notes []string
+	seen := map[int64]bool{}
 	for _, mode := range []int{cuda.HeurModeA, cuda.HeurModeFallback} {
 		cfgs, err := b.dnn.EngineConfigs(graph, mode, maxGraphCandidates)
 		if err != nil {
 			notes = append(notes, fmt.Sprintf("heuristics %s: %v", heurName(mode), err))
 			continue
 		}
-		c, why := b.candidates(cfgs, limit)
+		c, why := b.candidates(cfgs, limit, seen, len(g.cands) == 0)
 		notes = append(notes, fmt.Sprintf("heuristics %s: %s", heurName(mode), why))
-		if len(c) > 0 {
-			g.cands = c
-			return g, ""
+		for _, x := range c {
+			seen[x.info.Index] = true
 		}
+		g.cands = append(g.cands, c...)
+	}
+	if len(g.cands) > 0 {
+		return g, ""
 	}
 	b.destroyGraph(g)
 	return nil, fmt.Sprintf("cuDNN graph API: no usable engine (workspace limit %s; %s)", formatBytes(limit), strings.Join(notes, "; "))
@@ -184,10 +192,11 @@ func heurName(mode int) string {
 }
 
 // candidates finalizes the plans of engine configurations cfgs (which it
-// destroys) that honour the options and fit limit. Engines that compile
-// their kernels at run time are taken only when no other one is usable:
+// destroys) that honour the options and fit limit, leaving out the engines
+// in seen (candidates already). Engines that compile their kernels at run
+// time are taken only when compile is true and no other one is usable:
 // finalizing them takes seconds. It also says what it skipped and why.
-func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64) ([]graphCand, string) {
+func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int64]bool, compile bool) ([]graphCand, string) {
 	defer func() {
 		for _, c := range cfgs {
 			b.dnn.DestroyBackend(c)
@@ -201,6 +210,8 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64) ([]graphCand,
 		switch {
 		case err != nil:
 			skipped = append(skipped, fmt.Sprintf("config %d: %v", i, err))
+		case seen[info.Index]:
+			// a candidate already
 		case b.opt.Deterministic && info.Has(cuda.NoteNondeterministic):
 			skipped = append(skipped, fmt.Sprintf("engine %d: nondeterministic", info.Index))
 		case info.Has(cuda.NoteDownConvertInputs):
@@ -212,7 +223,11 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64) ([]graphCand,
 		infos[i] = info
 	}
 	var out []graphCand
-	for pass := range 2 {
+	passes := 1
+	if compile {
+		passes = 2
+	}
+	for pass := range passes {
 		for i, c := range cfgs {
 			if !usable[i] || infos[i].Compiles() != (pass == 1) {
 				continue

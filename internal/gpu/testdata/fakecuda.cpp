@@ -358,14 +358,23 @@ CUresult cuGraphDestroy(void* graph) {
 	delete (Graph*)graph;
 	return OK;
 }
+// g_clock_ms is the stand-in's simulated GPU time: only what models a
+// cost advances it (cudnnBackendExecute by its engine's cost), at the
+// call; an event records it, so timing the stand-in's engines ranks them.
+static double g_clock_ms = 0;
 CUresult cuEventCreate(void** e, unsigned int flags) {
-	*e = malloc(1);
+	*e = calloc(1, sizeof(double));
 	return OK;
 }
-CUresult cuEventRecord(void* e, void* s) { return has_ctx("cuEventRecord") ? OK : INVALID_CONTEXT; }
+CUresult cuEventRecord(void* e, void* s) {
+	if (!has_ctx("cuEventRecord")) return INVALID_CONTEXT;
+	*(double*)e = g_clock_ms;
+	return OK;
+}
 CUresult cuEventSynchronize(void* e) { return capturing("cuEventSynchronize") ? CAPTURE_UNSUPPORTED : OK; }
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
-	*ms = 0.5f;
+	double d = *(double*)b - *(double*)a;
+	*ms = d > 0 ? (float)d : 0.5f;  // 0.5 where nothing modelled ran between
 	return OK;
 }
 CUresult cuEventDestroy_v2(void* e) {
@@ -1636,17 +1645,20 @@ static const AttrSpec kSpecs[] = {
 };
 
 // The stand-in's engines: index (CUDNN_ATTR_ENGINE_GLOBAL_INDEX),
-// workspace, numerical notes (0 TENSOR_CORE, 4 NONDETERMINISTIC) and
-// behaviour notes (0 RUNTIME_COMPILATION).
+// workspace, numerical notes (0 TENSOR_CORE, 4 NONDETERMINISTIC),
+// behaviour notes (0 RUNTIME_COMPILATION) and the simulated ms a run
+// costs (g_clock_ms).
 struct FakeEngine {
 	int64_t index;
 	size_t ws;
 	std::vector<int> notes, behavior;
+	double ms;
 };
 static const FakeEngine kEngines[] = {
-	{0, kWorkspace0, {0}, {}},  // wants a workspace
-	{1, 0, {0, 4}, {}},         // nondeterministic
-	{2, 0, {}, {0}},            // compiles its kernel at run time
+	{0, kWorkspace0, {0}, {}, 1.0},  // wants a workspace
+	{1, 0, {0, 4}, {}, 0.5},         // nondeterministic
+	{2, 0, {}, {0}, 2.0},            // compiles its kernel at run time
+	{3, 0, {0, 4}, {}, 0.25},        // nondeterministic, the fastest: offered by FALLBACK only
 };
 
 struct Attr {
@@ -1925,7 +1937,7 @@ extern "C" int cudnnBackendFinalize(void* d) {
 		const char* gmin = getenv("FAKECUDA_GRAPH_MIN_C");
 		const char* bmin = getenv("FAKECUDA_BF16_MIN_C");
 		bool refuse = (gmin && g.x.c < atoi(gmin)) || (bmin && g.x.dtype == 9 && g.x.c < atoi(bmin));
-		std::vector<int> list = m == 2 ? std::vector<int>{0} : std::vector<int>{1, 0, 2};
+		std::vector<int> list = m == 2 ? std::vector<int>{0, 3} : std::vector<int>{1, 0, 2};
 		if (refuse && m == 2) list.clear();
 		for (int e : list) {
 			Bk cfg{};
@@ -2073,5 +2085,6 @@ extern "C" int cudnnBackendExecute(void* h, void* plan, void* pack) {
 	float al = g.alpha, be = g.beta;
 	void* o = at[dir == 0 ? 2 : dir == 1 ? 0 : 1];
 	const void *X = at[0], *W = at[1], *Y = at[2];
+	g_clock_ms += kEngines[p->engine].ms;
 	ENQUEUE([=] { conv_compute(dir, &xs, &ws_, &ys, P, X, W, Y, o, E, al, be); });
 }
