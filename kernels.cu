@@ -65,6 +65,58 @@ __device__ __forceinline__ float ldf(const bf16* p, u64 i) { return bf16_to_f32(
 __device__ __forceinline__ void stf(float* p, u64 i, float v) { p[i] = v; }
 __device__ __forceinline__ void stf(bf16* p, u64 i, float v) { p[i] = f32_to_bf16(v); }
 
+// The batch-norm kernels' loop bodies take n consecutive elements of one
+// plane at once: 4 where the planes and pointers allow (one 16-byte access
+// of floats, 8 of bf16s), else 1. n is a constant once the loops inline.
+struct alignas(16) F4 {
+	float v[4];
+};
+struct alignas(8) H4 {
+	bf16 v[4];
+};
+
+// ldn and stn read and write elements i..i+n-1 (n is 1 or 4) as floats;
+// with n = 4, p + i must be aligned to 4 elements (packs4 checks).
+__device__ __forceinline__ void ldn(const float* p, u64 i, float* v, int n) {
+	if (n == 4) {
+		F4 q = *(const F4*)(p + i);
+		for (int j = 0; j < 4; j++) v[j] = q.v[j];
+	} else {
+		v[0] = p[i];
+	}
+}
+__device__ __forceinline__ void ldn(const bf16* p, u64 i, float* v, int n) {
+	if (n == 4) {
+		H4 q = *(const H4*)(p + i);
+		for (int j = 0; j < 4; j++) v[j] = bf16_to_f32(q.v[j]);
+	} else {
+		v[0] = bf16_to_f32(p[i]);
+	}
+}
+__device__ __forceinline__ void stn(float* p, u64 i, const float* v, int n) {
+	if (n == 4) {
+		F4 q;
+		for (int j = 0; j < 4; j++) q.v[j] = v[j];
+		*(F4*)(p + i) = q;
+	} else {
+		p[i] = v[0];
+	}
+}
+__device__ __forceinline__ void stn(bf16* p, u64 i, const float* v, int n) {
+	if (n == 4) {
+		H4 q;
+		for (int j = 0; j < 4; j++) q.v[j] = f32_to_bf16(v[j]);
+		*(H4*)(p + i) = q;
+	} else {
+		p[i] = f32_to_bf16(v[0]);
+	}
+}
+
+// aligned4 says whether p is aligned for ldn/stn<4> at multiples of 4.
+template <typename T> __device__ __forceinline__ bool aligned4(const T* p) {
+	return ((unsigned long long)p) % (4 * sizeof(T)) == 0;
+}
+
 // relu_forward: y = max(x, 0), NaN kept (Go's max propagates NaN); y may
 // be x.
 extern "C" __global__ void relu_forward(float* y, const float* x, u64 n) {
@@ -293,6 +345,33 @@ __device__ __forceinline__ void each_channel_elem(u64 n, u64 c, u64 hw, F f) {
 	}
 }
 
+// each_channel_pack is each_channel_elem calling f(i, ch, n) for
+// elements i..i+n-1 of one plane: n = 4 when wide (hw a multiple of 4 and
+// the pointers aligned: packs4), else 1.
+template <typename F>
+__device__ __forceinline__ void each_channel_pack(u64 n, u64 c, u64 hw, bool wide, F f) {
+	if (!wide) {
+		each_channel_elem(n, c, hw, [&](u64 i, u64 ch) { f(i, ch, 1); });
+		return;
+	}
+	u64 q = hw / 4;  // packs a plane
+	if (q >= blockDim.x) {
+		for (u64 plane = blockIdx.x; plane < n * c; plane += gridDim.x) {
+			u64 ch = plane % c, base = plane * hw;
+#pragma unroll 2
+			for (u64 p = threadIdx.x; p < q; p += blockDim.x) {
+				f(base + 4 * p, ch, 4);
+			}
+		}
+		return;
+	}
+	u64 total = n * c * hw;
+	bool small = total < 0xffffffffULL;
+	GRID_STRIDE(k, total / 4) {
+		f(4 * k, chan_of(4 * k, c, hw, small), 4);
+	}
+}
+
 // each_in_share calls f(k) for the index k of every element of share s of
 // channel ch (the block's part of bn_stats and its like): whole images
 // [s·⌈n/splits⌉, …) when a plane fills the block, walked along each plane
@@ -320,6 +399,43 @@ __device__ __forceinline__ void each_in_share(u64 n, u64 c, u64 hw, u64 ch, u64 
 	}
 }
 
+// each_in_share_pack is each_in_share calling f(k, n) for
+// elements k..k+n-1 of one plane: n = 4 when wide, the shares then
+// counted in packs of 4 elements (a plane holds whole packs), else 1.
+template <typename F>
+__device__ __forceinline__ void each_in_share_pack(u64 n, u64 c, u64 hw, u64 ch, u64 s, u32 splits, bool wide, F f) {
+	if (!wide) {
+		each_in_share(n, c, hw, ch, s, splits, [&](u64 k) { f(k, 1); });
+		return;
+	}
+	u64 q = hw / 4;  // packs a plane
+	if (hw >= RED_THREADS) {
+		u64 per = (n + splits - 1) / splits, lo = s * per, hi = lo + per < n ? lo + per : n;
+		for (u64 i = lo; i < hi; i++) {
+			u64 base = (i * c + ch) * hw;
+#pragma unroll 2
+			for (u64 p = threadIdx.x; p < q; p += RED_THREADS) {
+				f(base + 4 * p, 4);
+			}
+		}
+		return;
+	}
+	u64 m = n * q, per = (m + splits - 1) / splits;  // the channel's packs
+	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
+	bool small = n * c * hw < 0xffffffffULL;
+#pragma unroll 2
+	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
+		f(at(4 * j, ch, c, hw, small), 4);
+	}
+}
+
+// packs4 says whether the batch-norm kernels may take packs of 4: planes of
+// whole packs and every pointer aligned.
+template <typename T>
+__device__ __forceinline__ bool packs4(u64 hw, const T* a, const T* b = nullptr, const T* c = nullptr, const T* d = nullptr) {
+	return hw % 4 == 0 && aligned4(a) && aligned4(b) && aligned4(c) && aligned4(d);
+}
+
 // bn_stats: block b sums share b % splits of channel b / splits (the grid
 // is exactly c·splits blocks of RED_THREADS): part[2b] = Σx, part[2b+1] =
 // Σx². bn_stats_t is its body for x stored as T (float or bf16).
@@ -327,10 +443,14 @@ template <typename T>
 __device__ __forceinline__ void bn_stats_t(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits, double* red) {
 	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
 	double sum = 0.0, sq = 0.0;
-	each_in_share(n, c, hw, ch, s, splits, [&](u64 k) {
-		double v = (double)ldf(x, k);
-		sum += v;
-		sq += v * v;
+	each_in_share_pack(n, c, hw, ch, s, splits, packs4(hw, x), [&](u64 k, int N) {
+		float v[4];
+		ldn(x, k, v, N);
+		for (int j = 0; j < N; j++) {
+			double d = (double)v[j];
+			sum += d;
+			sq += d * d;
+		}
 	});
 	sum = block_sum(sum, red);
 	sq = block_sum(sq, red);
@@ -376,9 +496,15 @@ extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* r
 template <typename T>
 __device__ __forceinline__ void bn_apply_t(T* y, const T* x, const float* mean, const float* scale, const float* beta,
 		u64 n, u64 c, u64 hw, int relu) {
-	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) {
-		float v = (ldf(x, i) - mean[ch]) * scale[ch] + beta[ch];
-		stf(y, i, (relu && !(v > 0.0f) && v == v) ? 0.0f : v);
+	each_channel_pack(n, c, hw, packs4(hw, y, (T*)x), [&](u64 i, u64 ch, int N) {
+		float v[4];
+		ldn(x, i, v, N);
+		float mu = mean[ch], sc = scale[ch], be = beta[ch];
+		for (int j = 0; j < N; j++) {
+			v[j] = (v[j] - mu) * sc + be;
+			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+		}
+		stn(y, i, v, N);
 	});
 }
 
@@ -404,9 +530,15 @@ extern "C" __global__ void bn_infer_coef(float* scale, float* shift, const float
 template <typename T>
 __device__ __forceinline__ void bn_affine_t(T* y, const T* x, const float* scale, const float* shift,
 		u64 n, u64 c, u64 hw, int relu) {
-	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) {
-		float v = ldf(x, i) * scale[ch] + shift[ch];
-		stf(y, i, (relu && !(v > 0.0f) && v == v) ? 0.0f : v);
+	each_channel_pack(n, c, hw, packs4(hw, y, (T*)x), [&](u64 i, u64 ch, int N) {
+		float v[4];
+		ldn(x, i, v, N);
+		float sc = scale[ch], sh = shift[ch];
+		for (int j = 0; j < N; j++) {
+			v[j] = v[j] * sc + sh;
+			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+		}
+		stn(y, i, v, N);
 	});
 }
 
@@ -425,10 +557,16 @@ __device__ __forceinline__ void bn_grad_stats_t(double* part, const T* dy, const
 	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
 	double mu = (double)mean[ch], iv = (double)inv[ch];
 	double sg = 0.0, sgx = 0.0;
-	each_in_share(n, c, hw, ch, s, splits, [&](u64 k) {
-		double g = (relu && !(ldf(y, k) > 0.0f)) ? 0.0 : (double)ldf(dy, k);
-		sg += g;
-		sgx += g * (((double)ldf(x, k) - mu) * iv);
+	each_in_share_pack(n, c, hw, ch, s, splits, packs4(hw, dy, y, x), [&](u64 k, int N) {
+		float gv[4], yv[4], xv[4];
+		ldn(dy, k, gv, N);
+		ldn(y, k, yv, N);
+		ldn(x, k, xv, N);
+		for (int j = 0; j < N; j++) {
+			double g = (relu && !(yv[j] > 0.0f)) ? 0.0 : (double)gv[j];
+			sg += g;
+			sgx += g * (((double)xv[j] - mu) * iv);
+		}
 	});
 	sg = block_sum(sg, red);
 	sgx = block_sum(sgx, red);
@@ -468,10 +606,18 @@ extern "C" __global__ void bn_grad_finish(float* dgamma, float* dbeta, float* co
 template <typename T>
 __device__ __forceinline__ void bn_grad_apply_t(T* dx, const T* dy, const T* y, const T* x,
 		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) {
-		float g = (relu && !(ldf(y, i) > 0.0f)) ? 0.0f : ldf(dy, i);
-		float xhat = (ldf(x, i) - mean[ch]) * inv[ch];
-		stf(dx, i, coef[3 * ch] * (g - coef[3 * ch + 1] - xhat * coef[3 * ch + 2]));
+	each_channel_pack(n, c, hw, packs4(hw, (const T*)dx, dy, y, x), [&](u64 i, u64 ch, int N) {
+		float gv[4], yv[4], xv[4];
+		ldn(dy, i, gv, N);
+		ldn(y, i, yv, N);
+		ldn(x, i, xv, N);
+		float mu = mean[ch], iv = inv[ch], k0 = coef[3 * ch], k1 = coef[3 * ch + 1], k2 = coef[3 * ch + 2];
+		for (int j = 0; j < N; j++) {
+			float g = (relu && !(yv[j] > 0.0f)) ? 0.0f : gv[j];
+			float xhat = (xv[j] - mu) * iv;
+			gv[j] = k0 * (g - k1 - xhat * k2);
+		}
+		stn(dx, i, gv, N);
 	});
 }
 
@@ -645,7 +791,12 @@ extern "C" __global__ void col_sum_bf16(float* out, const bf16* x, u64 rows, u64
 // bias_add_nchw_bf16: y[i] = bf16(y[i] + b[ch]) for a bf16 y [n, c, hw]
 // and float32 b [c], ch the channel of element i (a convolution's bias).
 extern "C" __global__ void bias_add_nchw_bf16(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
-	each_channel_elem(n, c, hw, [&](u64 i, u64 ch) { y[i] = f32_to_bf16(bf16_to_f32(y[i]) + b[ch]); });
+	each_channel_pack(n, c, hw, packs4(hw, y), [&](u64 i, u64 ch, int N) {
+		float v[4];
+		ldn(y, i, v, N);
+		for (int j = 0; j < N; j++) v[j] += b[ch];
+		stn(y, i, v, N);
+	});
 }
 
 // bias_grad_finish: a convolution's bias gradient db[ch] = Σ dy over
