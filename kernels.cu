@@ -877,67 +877,94 @@ __device__ __forceinline__ bool pool2_fits(u64 planes, u32 h, u32 w, u32 k, u32 
 }
 
 // pool2_window reads window i (of [planes, oh, ow]) of x [planes, h, w] into
-// v in row-major order, as two 4-byte pairs (aligned: w is even), and
-// returns the index of its first element.
-__device__ __forceinline__ u64 pool2_window(float* v, const bf16* x, u32 i, u32 h, u32 w, u32 oh, u32 ow) {
+// v in row-major order, as two pairs of one access each (aligned: w is
+// even), and returns the index of its first element.
+struct alignas(8) F2 {
+	float v[2];
+};
+struct alignas(4) H2 {
+	bf16 v[2];
+};
+template <typename T> struct pair_of;
+template <> struct pair_of<float> { typedef F2 type; };
+template <> struct pair_of<bf16> { typedef H2 type; };
+
+template <typename T>
+__device__ __forceinline__ u64 pool2_window(float* v, const T* x, u32 i, u32 h, u32 w, u32 oh, u32 ow) {
+	typedef typename pair_of<T>::type P;
 	u32 ox = i % ow, t = i / ow, oy = t % oh, plane = t / oh;
 	u64 at = (u64)plane * h * w + (u64)(2 * oy) * w + 2 * ox;
-	unsigned int top = *(const unsigned int*)(x + at), bottom = *(const unsigned int*)(x + at + w);
-	v[0] = bf16_to_f32((bf16)(top & 0xffff));
-	v[1] = bf16_to_f32((bf16)(top >> 16));
-	v[2] = bf16_to_f32((bf16)(bottom & 0xffff));
-	v[3] = bf16_to_f32((bf16)(bottom >> 16));
+	P top = *(const P*)(x + at), bottom = *(const P*)(x + at + w);
+	v[0] = ldf(top.v, 0);
+	v[1] = ldf(top.v, 1);
+	v[2] = ldf(bottom.v, 0);
+	v[3] = ldf(bottom.v, 1);
 	return at;
 }
 
-// store_pair writes a and b to p[0] and p[1] as one 4-byte store (p even).
-__device__ __forceinline__ void store_pair(bf16* p, bf16 a, bf16 b) {
-	*(unsigned int*)p = (unsigned int)a | ((unsigned int)b << 16);
+// store_pair writes a and b to p[0] and p[1] as one access (p even).
+template <typename T> __device__ __forceinline__ void store_pair(T* p, float a, float b) {
+	typename pair_of<T>::type q;
+	stf(q.v, 0, a);
+	stf(q.v, 1, b);
+	*(typename pair_of<T>::type*)p = q;
 }
 
-// max_pool_forward_bf16: y [planes, oh, ow] = the maximum of each k×k
-// window, stride s, of x [planes, h, w], as the CPU backend's
-// MaxPoolForward: a NaN in the window makes the output NaN (PyTorch's
-// rule).
-extern "C" __global__ void max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
+// max_pool_forward: y [planes, oh, ow] = the maximum of each k×k window,
+// stride s, of x [planes, h, w], as the CPU backend's MaxPoolForward: a
+// NaN in the window makes the output NaN (PyTorch's rule).
+// max_pool_forward_t is its body for x and y stored as T.
+template <typename T>
+__device__ __forceinline__ void max_pool_forward_t(T* y, const T* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
+	const float neg_inf = __uint_as_float(0xff800000u);
 	if (pool2_fits(planes, h, w, k, s)) {
 		// VGG's pool: each thread one window, read as two pairs.
 		GRID_STRIDE(i, planes * oh * ow) {
 			float v[4];
 			pool2_window(v, x, (u32)i, h, w, oh, ow);
-			float m = __uint_as_float(0xff800000u);
+			float m = neg_inf;
 			for (int j = 0; j < 4; j++) {
 				if (v[j] > m || v[j] != v[j]) m = v[j];
 			}
-			y[i] = f32_to_bf16(m);
+			stf(y, i, m);
 		}
 		return;
 	}
-	const float neg_inf = __uint_as_float(0xff800000u);
 	GRID_STRIDE(i, planes * oh * ow) {
 		u32 ox = (u32)(i % ow), oy = (u32)((i / ow) % oh);
-		const bf16* win = x + (i / ((u64)oh * ow)) * h * w + (u64)oy * s * w + (u64)ox * s;
+		const T* win = x + (i / ((u64)oh * ow)) * h * w + (u64)oy * s * w + (u64)ox * s;
 		float m = neg_inf;
 		for (u32 ki = 0; ki < k; ki++) {
 			for (u32 kj = 0; kj < k; kj++) {
-				float v = bf16_to_f32(win[ki * w + kj]);
+				float v = ldf(win, ki * w + kj);
 				if (v > m || v != v) m = v;
 			}
 		}
-		y[i] = f32_to_bf16(m);
+		stf(y, i, m);
 	}
 }
 
-// max_pool_backward_bf16: dx [planes, h, w] from dy [planes, oh, ow] and
-// the forward's x, as the CPU backend's MaxPoolBackward: each window's
+extern "C" __global__ void max_pool_forward(float* y, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
+	max_pool_forward_t(y, x, planes, h, w, k, s);
+}
+
+// max_pool_forward_bf16: max_pool_forward with bf16 x and y.
+extern "C" __global__ void max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
+	max_pool_forward_t(y, x, planes, h, w, k, s);
+}
+
+// max_pool_backward: dx [planes, h, w] from dy [planes, oh, ow] and the
+// forward's x, as the CPU backend's MaxPoolBackward: each window's
 // gradient goes to the first maximum of the window in row-major order (a
 // NaN wins only as the window's first element), and the gradients of
 // overlapping windows add, in window order. One thread per element of dx,
 // which visits the windows that contain it (no atomics), and writes every
-// element (0 where no gradient lands).
-extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w,
-		u32 k, u32 s) {
+// element (0 where no gradient lands). max_pool_backward_t is its body
+// for dx, dy and x stored as T.
+template <typename T>
+__device__ __forceinline__ void max_pool_backward_t(T* dx, const T* dy, const T* x, u64 planes, u32 h, u32 w, u32 k,
+		u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
 	if (pool2_fits(planes, h, w, k, s)) {
 		// VGG's pool: the windows tile x, so each thread takes one window
@@ -951,28 +978,27 @@ extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, cons
 				if (v[j] > v[best]) best = j;
 			}
 			// 0 + g as the generic loop sums (a -0 gradient lands as +0).
-			float g = 0.0f + bf16_to_f32(dy[i]);
-			bf16 z = f32_to_bf16(0.0f), gb = f32_to_bf16(g);
-			store_pair(dx + at, best == 0 ? gb : z, best == 1 ? gb : z);
-			store_pair(dx + at + w, best == 2 ? gb : z, best == 3 ? gb : z);
+			float g = 0.0f + ldf(dy, i);
+			store_pair(dx + at, best == 0 ? g : 0.0f, best == 1 ? g : 0.0f);
+			store_pair(dx + at + w, best == 2 ? g : 0.0f, best == 3 ? g : 0.0f);
 		}
 		return;
 	}
 	GRID_STRIDE(i, planes * h * w) {
 		u32 xx = (u32)(i % w), yy = (u32)((i / w) % h);
 		u64 plane = i / ((u64)h * w);
-		const bf16* src = x + plane * h * w;
-		const bf16* g = dy + plane * oh * ow;
+		const T* src = x + plane * h * w;
+		const T* g = dy + plane * oh * ow;
 		float sum = 0.0f;
 		// The windows oy with oy·s <= yy < oy·s + k, and ox alike.
 		for (u32 oy = yy >= k ? (yy - k) / s + 1 : 0; oy <= yy / s && oy < oh; oy++) {
 			for (u32 ox = xx >= k ? (xx - k) / s + 1 : 0; ox <= xx / s && ox < ow; ox++) {
-				const bf16* win = src + (u64)oy * s * w + (u64)ox * s;
+				const T* win = src + (u64)oy * s * w + (u64)ox * s;
 				u32 best = 0;
-				float m = bf16_to_f32(win[0]);
+				float m = ldf(win, 0);
 				for (u32 ki = 0; ki < k; ki++) {
 					for (u32 kj = 0; kj < k; kj++) {
-						float v = bf16_to_f32(win[ki * w + kj]);
+						float v = ldf(win, ki * w + kj);
 						if (v > m) {
 							best = ki * k + kj;
 							m = v;
@@ -980,12 +1006,23 @@ extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, cons
 					}
 				}
 				if (oy * s + best / k == yy && ox * s + best % k == xx) {
-					sum += bf16_to_f32(g[(u64)oy * ow + ox]);
+					sum += ldf(g, (u64)oy * ow + ox);
 				}
 			}
 		}
-		dx[i] = f32_to_bf16(sum);
+		stf(dx, i, sum);
 	}
+}
+
+extern "C" __global__ void max_pool_backward(float* dx, const float* dy, const float* x, u64 planes, u32 h, u32 w,
+		u32 k, u32 s) {
+	max_pool_backward_t(dx, dy, x, planes, h, w, k, s);
+}
+
+// max_pool_backward_bf16: max_pool_backward with bf16 dx, dy and x.
+extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w,
+		u32 k, u32 s) {
+	max_pool_backward_t(dx, dy, x, planes, h, w, k, s);
 }
 
 // crop_resize_bf16: crop_resize with y stored as bf16 (each crop_resize

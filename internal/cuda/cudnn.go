@@ -50,10 +50,6 @@ static cudnnStatus_t vg_setConv2d(void* f, uintptr_t d, int ph, int pw, int u, i
 static cudnnStatus_t vg_setConvMathType(void* f, uintptr_t d, int math) {
 	return ((cudnnStatus_t(*)(void*, int))f)(H(d), math);
 }
-// cudnnSetPooling2dDescriptor(desc, mode, maxpoolingNanOpt, windowH, windowW, padV, padH, strideV, strideH)
-static cudnnStatus_t vg_setPooling2d(void* f, uintptr_t d, int mode, int nan, int wh, int ww, int ph, int pw, int sh, int sw) {
-	return ((cudnnStatus_t(*)(void*, int, int, int, int, int, int, int, int))f)(H(d), mode, nan, wh, ww, ph, pw, sh, sw);
-}
 // cudnnSetLRNDescriptor(desc, unsigned lrnN, double alpha, double beta, double k)
 static cudnnStatus_t vg_setLRN(void* f, uintptr_t d, unsigned n, double a, double b, double k) {
 	return ((cudnnStatus_t(*)(void*, unsigned, double, double, double))f)(H(d), n, a, b, k);
@@ -138,19 +134,6 @@ static cudnnStatus_t vg_bnBackward(void* f, uintptr_t h, int mode, float ad, flo
 		H(h), mode, &ad, &bd, &ap, &bp, H(xd), H(x), H(dyd), H(dy), H(dxd), H(dx), H(bnd), H(scale),
 		H(dScale), H(dBias), eps, H(saveMean), H(saveInv));
 }
-// cudnnPoolingForward(handle, poolingDesc, alpha, xDesc, x, beta, yDesc, y)
-static cudnnStatus_t vg_poolFwd(void* f, uintptr_t h, uintptr_t pd, float alpha, uintptr_t xd, dptr x,
-		float beta, uintptr_t yd, dptr y) {
-	return ((cudnnStatus_t(*)(void*, void*, const void*, void*, const void*, const void*, void*, void*))f)(
-		H(h), H(pd), &alpha, H(xd), H(x), &beta, H(yd), H(y));
-}
-// cudnnPoolingBackward(handle, poolingDesc, alpha, yDesc, y, dyDesc, dy, xDesc, x, beta, dxDesc, dx)
-static cudnnStatus_t vg_poolBwd(void* f, uintptr_t h, uintptr_t pd, float alpha, uintptr_t yd, dptr y,
-		uintptr_t dyd, dptr dy, uintptr_t xd, dptr x, float beta, uintptr_t dxd, dptr dx) {
-	return ((cudnnStatus_t(*)(void*, void*, const void*, void*, const void*, void*, const void*,
-		void*, const void*, const void*, void*, void*))f)(
-		H(h), H(pd), &alpha, H(yd), H(y), H(dyd), H(dy), H(xd), H(x), &beta, H(dxd), H(dx));
-}
 // cudnnLRNCrossChannelForward(handle, normDesc, lrnMode, alpha, xDesc, x, beta, yDesc, y)
 static cudnnStatus_t vg_lrnFwd(void* f, uintptr_t h, uintptr_t nd, int mode, float alpha, uintptr_t xd, dptr x,
 		float beta, uintptr_t yd, dptr y) {
@@ -179,7 +162,6 @@ type (
 	TensorDesc uintptr
 	FilterDesc uintptr
 	ConvDesc   uintptr
-	PoolDesc   uintptr
 	LRNDesc    uintptr
 )
 
@@ -197,9 +179,6 @@ const (
 	DNNFMAMath       = 3 // CUDNN_FMA_MATH: strict float, no tensor cores
 
 	DNNDeterministic = 1 // CUDNN_DETERMINISTIC
-
-	DNNPoolingMax   = 0 // CUDNN_POOLING_MAX
-	DNNPropagateNaN = 1 // CUDNN_PROPAGATE_NAN
 
 	DNNLRNCrossChannel = 0 // CUDNN_LRN_CROSS_CHANNEL_DIM1
 
@@ -244,11 +223,10 @@ type DNN struct {
 		createTensor, destroyTensor, setTensor4d,
 		createFilter, destroyFilter, setFilter4d,
 		createConv, destroyConv, setConv2d, setConvMathType,
-		createPool, destroyPool, setPool2d,
 		createLRN, destroyLRN, setLRN,
 		addTensor, convBackwardBias,
 		bnTrain, bnInfer, bnBackward,
-		poolFwd, poolBwd, lrnFwd, lrnBwd unsafe.Pointer
+		lrnFwd, lrnBwd unsafe.Pointer
 		find, workspace, run [3]unsafe.Pointer // by ConvDir
 	}
 	bk backendFns // the backend (graph) API, cudnn_graph.go
@@ -273,9 +251,6 @@ func (d *DNN) table() []symbol {
 		{name: "cudnnDestroyConvolutionDescriptor", p: &f.destroyConv},
 		{name: "cudnnSetConvolution2dDescriptor", p: &f.setConv2d},
 		{name: "cudnnSetConvolutionMathType", p: &f.setConvMathType},
-		{name: "cudnnCreatePoolingDescriptor", p: &f.createPool},
-		{name: "cudnnDestroyPoolingDescriptor", p: &f.destroyPool},
-		{name: "cudnnSetPooling2dDescriptor", p: &f.setPool2d},
 		{name: "cudnnCreateLRNDescriptor", p: &f.createLRN},
 		{name: "cudnnDestroyLRNDescriptor", p: &f.destroyLRN},
 		{name: "cudnnSetLRNDescriptor", p: &f.setLRN},
@@ -293,8 +268,6 @@ func (d *DNN) table() []symbol {
 		{name: "cudnnBatchNormalizationForwardTraining", p: &f.bnTrain},
 		{name: "cudnnBatchNormalizationForwardInference", p: &f.bnInfer},
 		{name: "cudnnBatchNormalizationBackward", p: &f.bnBackward},
-		{name: "cudnnPoolingForward", p: &f.poolFwd},
-		{name: "cudnnPoolingBackward", p: &f.poolBwd},
 		{name: "cudnnLRNCrossChannelForward", p: &f.lrnFwd},
 		{name: "cudnnLRNCrossChannelBackward", p: &f.lrnBwd},
 	}...)
@@ -428,26 +401,6 @@ func (d *DNN) DestroyConv(c ConvDesc) error {
 	return d.check("cudnnDestroyConvolutionDescriptor", C.vg_destroy(d.fn.destroyConv, C.uintptr_t(c)))
 }
 
-// NewMaxPool creates a k×k max-pooling descriptor with stride s, no
-// padding, propagating NaN as PyTorch does.
-func (d *DNN) NewMaxPool(k, s int) (PoolDesc, error) {
-	p, err := d.create("cudnnCreatePoolingDescriptor", d.fn.createPool)
-	if err != nil {
-		return 0, err
-	}
-	if err := d.check("cudnnSetPooling2dDescriptor", C.vg_setPooling2d(d.fn.setPool2d, C.uintptr_t(p),
-		DNNPoolingMax, DNNPropagateNaN, C.int(k), C.int(k), 0, 0, C.int(s), C.int(s))); err != nil {
-		d.DestroyPool(PoolDesc(p))
-		return 0, err
-	}
-	return PoolDesc(p), nil
-}
-
-// DestroyPool destroys a pooling descriptor.
-func (d *DNN) DestroyPool(p PoolDesc) error {
-	return d.check("cudnnDestroyPoolingDescriptor", C.vg_destroy(d.fn.destroyPool, C.uintptr_t(p)))
-}
-
 // NewLRN creates an LRN descriptor. cuDNN divides alpha by n inside, as
 // PyTorch's LocalResponseNorm does, so alpha is passed unchanged.
 func (d *DNN) NewLRN(n int, alpha, beta, k float64) (LRNDesc, error) {
@@ -549,20 +502,6 @@ func (d *DNN) BNBackward(h DNNHandle, xd TensorDesc, x DevicePtr, dyd TensorDesc
 		C.uintptr_t(xd), C.dptr(x), C.uintptr_t(dyd), C.dptr(dy), C.uintptr_t(dxd), C.dptr(dx),
 		C.uintptr_t(bnd), C.dptr(scale), C.dptr(dScale), C.dptr(dBias), C.double(eps), C.dptr(saveMean), C.dptr(saveInvStd))
 	return d.check("cudnnBatchNormalizationBackward", r)
-}
-
-// PoolForward is y = pool(x).
-func (d *DNN) PoolForward(h DNNHandle, p PoolDesc, xd TensorDesc, x DevicePtr, yd TensorDesc, y DevicePtr) error {
-	r := C.vg_poolFwd(d.fn.poolFwd, C.uintptr_t(h), C.uintptr_t(p), 1, C.uintptr_t(xd), C.dptr(x), 0, C.uintptr_t(yd), C.dptr(y))
-	return d.check("cudnnPoolingForward", r)
-}
-
-// PoolBackward is dx from dy, x and the forward output y.
-func (d *DNN) PoolBackward(h DNNHandle, p PoolDesc, yd TensorDesc, y DevicePtr, dyd TensorDesc, dy DevicePtr,
-	xd TensorDesc, x DevicePtr, dxd TensorDesc, dx DevicePtr) error {
-	r := C.vg_poolBwd(d.fn.poolBwd, C.uintptr_t(h), C.uintptr_t(p), 1, C.uintptr_t(yd), C.dptr(y), C.uintptr_t(dyd), C.dptr(dy),
-		C.uintptr_t(xd), C.dptr(x), 0, C.uintptr_t(dxd), C.dptr(dx))
-	return d.check("cudnnPoolingBackward", r)
 }
 
 // LRNForward is y = LRN(x) across channels.

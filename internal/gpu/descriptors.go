@@ -13,7 +13,6 @@ import (
 type descriptors struct {
 	tensors map[[5]int]cuda.TensorDesc // data type, then the shape
 	filters map[[5]int]cuda.FilterDesc
-	pools   map[[2]int]cuda.PoolDesc
 	lrns    map[tensor.LRN]cuda.LRNDesc
 	convs   map[convKey]*convPlan
 }
@@ -21,7 +20,6 @@ type descriptors struct {
 func (d *descriptors) init() {
 	d.tensors = map[[5]int]cuda.TensorDesc{}
 	d.filters = map[[5]int]cuda.FilterDesc{}
-	d.pools = map[[2]int]cuda.PoolDesc{}
 	d.lrns = map[tensor.LRN]cuda.LRNDesc{}
 	d.convs = map[convKey]*convPlan{}
 }
@@ -38,9 +36,6 @@ func (d *descriptors) close(dnn *cuda.DNN) error {
 	}
 	for _, f := range d.filters {
 		errs = append(errs, dnn.DestroyFilter(f))
-	}
-	for _, p := range d.pools {
-		errs = append(errs, dnn.DestroyPool(p))
 	}
 	for _, l := range d.lrns {
 		errs = append(errs, dnn.DestroyLRN(l))
@@ -100,18 +95,6 @@ func (b *Backend) imageDesc(t *tensor.Tensor) cuda.TensorDesc {
 // channelDesc is the [1, C, 1, 1] descriptor of per-channel tensors
 // (biases, batch-norm parameters and statistics).
 func (b *Backend) channelDesc(c int) cuda.TensorDesc { return b.tensor4(1, c, 1, 1) }
-
-// maxPool is the descriptor of a k×k, stride-s max-pool.
-func (b *Backend) maxPool(k, s int) cuda.PoolDesc {
-	key := [2]int{k, s}
-	if p, ok := b.desc.pools[key]; ok {
-		return p
-	}
-	p, err := b.dnn.NewMaxPool(k, s)
-	b.must(err, fmt.Sprintf("max-pool %dx%d/%d", k, k, s))
-	b.desc.pools[key] = p
-	return p
-}
 
 // lrn is the descriptor of an LRN. cuDNN's window is lookBehind =
 // (n-1)/2, lookAhead = n/2 channels (cudnn_ops.h), PyTorch's is n/2

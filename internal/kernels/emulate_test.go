@@ -192,6 +192,15 @@ int main(int argc, char** argv) {
 		launch(grid, 64, [&] { bn_grad_apply_bf16(dx.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), coef.data(), n, c, hw, relu); });
 		wr(d + "y", y); wr(d + "sm", sm); wr(d + "si", si); wr(d + "rm", rm); wr(d + "rv", rv);
 		wr(d + "yi", yi); wr(d + "dx", dx); wr(d + "dg", dg); wr(d + "db", db);
+	} else if (op == "pool") {
+		// args: grid planes h w k s
+		auto x = rd<float>(d + "x"), dy = rd<float>(d + "dy");
+		u64 planes = std::stoull(arg(1));
+		u32 h = std::stoul(arg(2)), w = std::stoul(arg(3)), k = std::stoul(arg(4)), s = std::stoul(arg(5));
+		std::vector<float> y(dy.size(), -7.0f), dx(x.size(), -7.0f);  // every element must be written
+		launch(grid, 64, [&] { max_pool_forward(y.data(), x.data(), planes, h, w, k, s); });
+		launch(grid, 64, [&] { max_pool_backward(dx.data(), dy.data(), x.data(), planes, h, w, k, s); });
+		wr(d + "y", y); wr(d + "dx", dx);
 	} else if (op == "bf16pool") {
 		// args: grid planes h w k s
 		auto x = rd<bf16>(d + "x"), dy = rd<bf16>(d + "dy");
@@ -1002,14 +1011,17 @@ func firstMaxPoolBackward(dx, dy, x []float32, planes, h, w, k, s int) {
 	}
 }
 
-// max_pool_forward_bf16 and max_pool_backward_bf16 against the CPU's
-// MaxPoolForward and MaxPoolBackward, bit for bit after rounding to bf16:
+// max_pool_forward_bf16 and max_pool_backward_bf16, and the float32
+// max_pool_forward and max_pool_backward on the same values, against the
+// CPU's MaxPoolForward and MaxPoolBackward, bit for bit (after rounding
+// to bf16 for the bf16 kernels; y compared through bf16, exact for these
+// values, so that any NaN matches any NaN):
 // VGG's 2x2 windows of stride 2 and overlapping 3x3 windows of stride 2,
 // on planes whose last rows and columns no window covers (their dx must
 // be 0). x holds small integers, so windows often have several maxima
 // (the first in row-major order takes the gradient), and NaNs: first in
 // a window, inside a window, and where two windows overlap.
-func TestEmulatedBF16MaxPool(t *testing.T) {
+func TestEmulatedMaxPool(t *testing.T) {
 	r := rand.New(rand.NewPCG(35, 36))
 	nan := float32(math.NaN())
 	for _, c := range []struct {
@@ -1036,10 +1048,14 @@ func TestEmulatedBF16MaxPool(t *testing.T) {
 			x[len(x)-c.w*(c.h-c.k+1)/2-2] = nan // somewhere in the last plane
 		}
 		dy := roundBF16(randn(r, c.planes*oh*ow))
-		dir := t.TempDir()
+		dir, dir32 := t.TempDir(), t.TempDir()
 		writeBF16(t, filepath.Join(dir, "x"), toBF16(x))
 		writeBF16(t, filepath.Join(dir, "dy"), toBF16(dy))
 		run(t, dir, "bf16pool", 3, c.planes, c.h, c.w, c.k, c.s)
+		// The float32 kernels on the same values (all exact in bf16).
+		writeF32(t, filepath.Join(dir32, "x"), x)
+		writeF32(t, filepath.Join(dir32, "dy"), dy)
+		run(t, dir32, "pool", 3, c.planes, c.h, c.w, c.k, c.s)
 		in, out := []int{c.planes, 1, c.h, c.w}, []int{c.planes, 1, oh, ow}
 		want := onCPUShaped([]shaped{{x, in}, {make([]float32, len(dy)), out}, {dy, out}, {make([]float32, len(x)), in}},
 			func(be *cpu.Backend, ts []*tensor.Tensor) {
@@ -1057,6 +1073,8 @@ func TestEmulatedBF16MaxPool(t *testing.T) {
 		// with other operands' bits in the payload.
 		sameBF16(t, name+" y", oneNaN(readBF16(t, filepath.Join(dir, "y"))), oneNaN(toBF16(want[1])))
 		sameBF16(t, name+" dx", readBF16(t, filepath.Join(dir, "dx")), toBF16(want[3]))
+		sameBF16(t, name+" float32 y", oneNaN(toBF16(readF32(t, filepath.Join(dir32, "y")))), oneNaN(toBF16(want[1])))
+		sameBits(t, name+" float32 dx", readF32(t, filepath.Join(dir32, "dx")), want[3])
 	}
 }
 

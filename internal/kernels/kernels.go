@@ -44,7 +44,7 @@ type Module struct {
 	f         struct {
 		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows          cuda.Function
 		bnStats, bnFinish, bnApply, bnInferCoef, bnAffine, bnGradStats, bnGradFinish, bnGradApply cuda.Function
-		cropResize, tally                                                                         cuda.Function
+		cropResize, tally, maxPoolForward, maxPoolBackward                                        cuda.Function
 		// bfloat16 activations
 		castF32BF16, castBF16F32, reluForwardBF16, reluBackwardBF16, dropoutBF16, biasAddRowsBF16, colSumBF16 cuda.Function
 		biasAddNCHWBF16, biasGradFinish, xentRowsBF16, tallyBF16                                              cuda.Function
@@ -260,6 +260,8 @@ func (m *Module) lookup() error {
 		{"bn_affine_bf16", &m.f.bnAffineBF16},
 		{"bn_grad_stats_bf16", &m.f.bnGradStatsBF16},
 		{"bn_grad_apply_bf16", &m.f.bnGradApplyBF16},
+		{"max_pool_forward", &m.f.maxPoolForward},
+		{"max_pool_backward", &m.f.maxPoolBackward},
 		{"max_pool_forward_bf16", &m.f.maxPoolForwardBF16},
 		{"max_pool_backward_bf16", &m.f.maxPoolBackwardBF16},
 		{"crop_resize_bf16", &m.f.cropResizeBF16},

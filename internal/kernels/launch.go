@@ -324,28 +324,38 @@ func poolArgs(planes, h, w, k, st int) ([]uint64, error) {
 	return []uint64{cuda.ArgU64(uint64(planes)), cuda.ArgU32(uint32(h)), cuda.ArgU32(uint32(w)), cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st))}, nil
 }
 
-// MaxPoolForwardBF16: y [planes, oh, ow] = the maximum of each k×k window,
-// stride st, of x [planes, h, w] (both bf16; oh = poolOut(h, k, st), ow
-// alike), NaN propagating, as the CPU backend's MaxPoolForward.
-func (m *Module) MaxPoolForwardBF16(s cuda.Stream, y, x ptr, planes, h, w, k, st int) error {
+// MaxPoolForward: y [planes, oh, ow] = the maximum of each k×k window,
+// stride st, of x [planes, h, w] (oh = poolOut(h, k, st), ow alike), NaN
+// propagating, as the CPU backend's MaxPoolForward; bf16 says both are
+// bf16, else float32.
+func (m *Module) MaxPoolForward(s cuda.Stream, y, x ptr, planes, h, w, k, st int, bf16 bool) error {
 	a, err := poolArgs(planes, h, w, k, st)
 	if err != nil {
 		return err
 	}
-	return m.launch(m.f.maxPoolForwardBF16, s, uint64(planes)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
+	f := m.f.maxPoolForward
+	if bf16 {
+		f = m.f.maxPoolForwardBF16
+	}
+	return m.launch(f, s, uint64(planes)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
 		append([]uint64{cuda.ArgPtr(y), cuda.ArgPtr(x)}, a...)...)
 }
 
-// MaxPoolBackwardBF16: dx [planes, h, w] from dy [planes, oh, ow] and the
-// forward's x (all bf16): each window's gradient goes to its first maximum
-// in row-major order and overlapping windows' gradients add, as the CPU
-// backend's MaxPoolBackward. It writes all of dx.
-func (m *Module) MaxPoolBackwardBF16(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, st int) error {
+// MaxPoolBackward: dx [planes, h, w] from dy [planes, oh, ow] and the
+// forward's x: each window's gradient goes to its first maximum in
+// row-major order and overlapping windows' gradients add, as the CPU
+// backend's MaxPoolBackward. It writes all of dx. bf16 says all three are
+// bf16, else float32.
+func (m *Module) MaxPoolBackward(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, st int, bf16 bool) error {
 	a, err := poolArgs(planes, h, w, k, st)
 	if err != nil {
 		return err
 	}
-	return m.launch(m.f.maxPoolBackwardBF16, s, uint64(planes)*uint64(h)*uint64(w),
+	f := m.f.maxPoolBackward
+	if bf16 {
+		f = m.f.maxPoolBackwardBF16
+	}
+	return m.launch(f, s, uint64(planes)*uint64(h)*uint64(w),
 		append([]uint64{cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x)}, a...)...)
 }
 

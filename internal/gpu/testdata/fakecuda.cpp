@@ -406,7 +406,8 @@ static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply
                                  "dropout_apply_bf16", "bias_add_rows_bf16", "col_sum_bf16", "bias_add_nchw_bf16",
                                  "bias_grad_finish", "softmax_xent_rows_bf16", "tally_bf16", "bn_stats_bf16",
                                  "bn_apply_bf16", "bn_affine_bf16", "bn_grad_stats_bf16", "bn_grad_apply_bf16",
-                                 "max_pool_forward_bf16", "max_pool_backward_bf16", "crop_resize_bf16"};
+                                 "max_pool_forward_bf16", "max_pool_backward_bf16", "crop_resize_bf16",
+                                 "max_pool_forward", "max_pool_backward"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
@@ -754,6 +755,24 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 			IN(im + (size_t)c[0] * 3 * side * side, 3 * side * side);
 		}
 		run = [=] { launch_seq(gx, bx, [=] { crop_resize_bf16(y, im, cr, tab, n, sz, side); }); };
+		break;
+	}
+	case 37: {  // max_pool_forward(float* y, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+		auto y = PTR(0, float); auto x = PTR(1, const float); auto planes = U64(2);
+		auto h = U32(3), w = U32(4), kk = U32(5), s = U32(6);
+		if (kk == 0 || s == 0) { fail("max_pool_forward: window %u stride %u", kk, s); return INVALID_VALUE; }
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
+		IN(y, 4 * planes * oh * ow); IN(x, 4 * planes * h * w);
+		run = [=] { launch_seq(gx, bx, [=] { max_pool_forward(y, x, planes, h, w, kk, s); }); };
+		break;
+	}
+	case 38: {  // max_pool_backward(float* dx, const float* dy, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+		auto dx = PTR(0, float); auto dy = PTR(1, const float); auto x = PTR(2, const float); auto planes = U64(3);
+		auto h = U32(4), w = U32(5), kk = U32(6), s = U32(7);
+		if (kk == 0 || s == 0) { fail("max_pool_backward: window %u stride %u", kk, s); return INVALID_VALUE; }
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
+		IN(dx, 4 * planes * h * w); IN(dy, 4 * planes * oh * ow); IN(x, 4 * planes * h * w);
+		run = [=] { launch_seq(gx, bx, [=] { max_pool_backward(dx, dy, x, planes, h, w, kk, s); }); };
 		break;
 	}
 	}
