@@ -144,6 +144,8 @@ bench "224 b64 tf32" --size 224 --batch 64 --precision tf32 --steps 10 --profile
 bench "224 b64 tf32 cudnn-bn" --size 224 --batch 64 --precision tf32 --steps 10 --fused-bn=false --profile
 bench "32 b128 tf32 cudnn-bn" --size 32 --batch 128 --precision tf32 --fused-bn=false
 bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
+# torch.compile's figures allow TF32 matmuls (torch_bench.py): the same here
+bench "32 b128 tf32 tf32-linear" --size 32 --batch 128 --precision tf32 --tf32-linear
 fi
 if want data; then # the batches from the training loop's sources
 bench "32 b128 tf32 data-gpu" --size 32 --batch 128 --precision tf32 --data gpu
