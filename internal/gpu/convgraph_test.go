@@ -142,6 +142,16 @@ func runConvs(t *testing.T, be *Backend) map[string][]float32 {
 	return out
 }
 
+// convSuites are the op tests whose convolutions the graph-API tests
+// check, per precision.
+var convSuites = []struct {
+	prec string
+	test func(t *testing.T, be *Backend)
+}{
+	{"tf32", func(t *testing.T, be *Backend) { testConvolution(t, be, 5e-3) }},
+	{"bf16", func(t *testing.T, be *Backend) { testHalfOps(t, be, bf16Tol) }},
+}
+
 // TestFakeCUDAConvGraphFallback: where the backend API builds no plan (the
 // stand-in refuses fewer than 8 input channels: every engine of
 // heuristics mode A fails to finalize, FALLBACK has none) that direction
@@ -150,13 +160,7 @@ func runConvs(t *testing.T, be *Backend) map[string][]float32 {
 // search then finds bf16 algorithms as before.
 func TestFakeCUDAConvGraphFallback(t *testing.T) {
 	t.Setenv("FAKECUDA_GRAPH_MIN_C", "8")
-	for _, c := range []struct {
-		prec string
-		test func(t *testing.T, be *Backend)
-	}{
-		{"tf32", func(t *testing.T, be *Backend) { testConvolution(t, be, 5e-3) }},
-		{"bf16", func(t *testing.T, be *Backend) { testHalfOps(t, be, bf16Tol) }},
-	} {
+	for _, c := range convSuites {
 		t.Run(c.prec, func(t *testing.T) {
 			be := fakeBackend(t, Options{Precision: c.prec, Sync: true})
 			c.test(t, be)
@@ -206,13 +210,7 @@ func TestFakeCUDAConvAPIOption(t *testing.T) {
 // wrong enum or attribute shows here first) and matches the CPU; the
 // engines chosen are logged.
 func TestConvGraphGPU(t *testing.T) {
-	for _, c := range []struct {
-		prec string
-		test func(t *testing.T, be *Backend)
-	}{
-		{"tf32", func(t *testing.T, be *Backend) { testConvolution(t, be, 5e-3) }},
-		{"bf16", func(t *testing.T, be *Backend) { testHalfOps(t, be, bf16Tol) }},
-	} {
+	for _, c := range convSuites {
 		t.Run(c.prec, func(t *testing.T) {
 			be := gpuBackend(t, c.prec)
 			if !be.dnn.HasGraph() {
