@@ -871,9 +871,12 @@ __device__ __forceinline__ u32 pool_out(u32 n, u32 k, u32 s) {
 }
 
 // pool2_fits says whether a pool takes the 2x2, stride-2 path: windows
-// that tile x exactly (even h and w), and indices that fit 32 bits.
-__device__ __forceinline__ bool pool2_fits(u64 planes, u32 h, u32 w, u32 k, u32 s) {
-	return k == 2 && s == 2 && h % 2 == 0 && w % 2 == 0 && planes * h * w < 0xffffffffULL;
+// that tile x exactly (even h and w), indices that fit 32 bits, and x (and
+// dx, where given) aligned for the pair accesses.
+template <typename T>
+__device__ __forceinline__ bool pool2_fits(u64 planes, u32 h, u32 w, u32 k, u32 s, const T* x, const T* dx = nullptr) {
+	return k == 2 && s == 2 && h % 2 == 0 && w % 2 == 0 && planes * h * w < 0xffffffffULL &&
+	       ((unsigned long long)x | (unsigned long long)dx) % (2 * sizeof(T)) == 0;
 }
 
 // pool2_window reads window i (of [planes, oh, ow]) of x [planes, h, w] into
@@ -918,7 +921,7 @@ template <typename T>
 __device__ __forceinline__ void max_pool_forward_t(T* y, const T* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
 	const float neg_inf = __uint_as_float(0xff800000u);
-	if (pool2_fits(planes, h, w, k, s)) {
+	if (pool2_fits(planes, h, w, k, s, x)) {
 		// VGG's pool: each thread one window, read as two pairs.
 		GRID_STRIDE(i, planes * oh * ow) {
 			float v[4];
@@ -966,7 +969,7 @@ template <typename T>
 __device__ __forceinline__ void max_pool_backward_t(T* dx, const T* dy, const T* x, u64 planes, u32 h, u32 w, u32 k,
 		u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
-	if (pool2_fits(planes, h, w, k, s)) {
+	if (pool2_fits(planes, h, w, k, s, x, (const T*)dx)) {
 		// VGG's pool: the windows tile x, so each thread takes one window
 		// and writes its four gradients (the generic loop below finds
 		// each element's windows with a division and rereads x four times).
