@@ -59,6 +59,8 @@ tests() { # label binary-dir binary flags...: a Go test binary, verbose
 	step "$label" 200 env -C "$dir" "$G/$bin" -test.v -test.count=1 "$@"
 	rc=$?
 	grep -E -- "^(--- FAIL|FAIL|ok|PASS)|panic:|not usable|Skip" "$W/$label.txt" | head -20
+	# what each failing test said (the lines before its --- FAIL)
+	[ $rc -eq 0 ] || grep -B12 -E -- "^\s*--- FAIL" "$W/$label.txt" | grep -vE "^\s*(=== |--- PASS)" | head -40
 	row "$label" "$([ $rc -eq 0 ] && echo pass || echo "FAIL (rc $rc)")  $(grep -c -- '--- PASS' "$W/$label.txt") passed, $(grep -c -- '--- FAIL' "$W/$label.txt") failed, $(grep -c -- '--- SKIP' "$W/$label.txt") skipped"
 }
 if want tests; then
