@@ -29,8 +29,13 @@ const (
 )
 
 // maxGraphCandidates is how many configurations each heuristics mode is
-// asked for (A, then FALLBACK for engines A did not offer); all are timed.
+// asked for (A, then FALLBACK for engines A did not offer), and
+// maxGraphTimed how many plans are built and timed in all (PyTorch's
+// cudnn.benchmark_limit is 10): a slow candidate at 224x224 costs the
+// first step tens of milliseconds.
 const maxGraphCandidates = 8
+
+var maxGraphTimed = 10 // a variable for the tests
 
 // graphRuns is how many times each candidate runs to be timed, after one
 // untimed run.
@@ -170,7 +175,7 @@ func (b *Backend) buildGraph(p *convPlan, dir cuda.ConvDir) (*convGraph, string)
 			notes = append(notes, fmt.Sprintf("heuristics %s: %v", heurName(mode), err))
 			continue
 		}
-		c, why := b.candidates(cfgs, limit, seen, len(g.cands) == 0)
+		c, why := b.candidates(cfgs, limit, seen, len(g.cands) == 0, maxGraphTimed-len(g.cands))
 		notes = append(notes, fmt.Sprintf("heuristics %s: %s", heurName(mode), why))
 		for _, x := range c {
 			seen[x.info.Index] = true
@@ -192,11 +197,11 @@ func heurName(mode int) string {
 }
 
 // candidates finalizes the plans of engine configurations cfgs (which it
-// destroys) that honour the options and fit limit, leaving out the engines
-// in seen (candidates already). Engines that compile their kernels at run
+// destroys) that honour the options and fit limit, at most most of them,
+// leaving out the engines in seen (candidates already). Engines that compile their kernels at run
 // time are taken only when compile is true and no other one is usable:
 // finalizing them takes seconds. It also says what it skipped and why.
-func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int64]bool, compile bool) ([]graphCand, string) {
+func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int64]bool, compile bool, most int) ([]graphCand, string) {
 	defer func() {
 		for _, c := range cfgs {
 			b.dnn.DestroyBackend(c)
@@ -229,7 +234,7 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int6
 	}
 	for pass := range passes {
 		for i, c := range cfgs {
-			if !usable[i] || infos[i].Compiles() != (pass == 1) {
+			if !usable[i] || infos[i].Compiles() != (pass == 1) || len(out) >= most {
 				continue
 			}
 			plan, ws, err := b.dnn.NewExecPlan(b.dnnH, c)

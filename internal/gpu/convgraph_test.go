@@ -89,6 +89,21 @@ func TestFakeCUDAConvGraph(t *testing.T) {
 	}
 }
 
+// TestFakeCUDAConvGraphTimedAtMost: no more than maxGraphTimed plans are
+// built and timed a direction, mode A's first: with one, the stand-in's
+// mode A favourite (engine 1) runs, not FALLBACK's faster engine 3.
+func TestFakeCUDAConvGraphTimedAtMost(t *testing.T) {
+	defer func(n int) { maxGraphTimed = n }(maxGraphTimed)
+	maxGraphTimed = 1
+	be := fakeBackend(t, Options{Sync: true})
+	testConvolution(t, be, 5e-3)
+	graphEngines(t, be, func(k convKey, dir cuda.ConvDir, engine int64, why string) {
+		if engine != 1 {
+			t.Errorf("%s %s: engine %d (%s), want 1", k, dir, engine, why)
+		}
+	})
+}
+
 // TestFakeCUDAConvGraphMatchesLegacy runs the same convolutions on a
 // backend through each API: the stand-in computes both with one
 // reference, so the results must be identical, bit for bit — which checks
