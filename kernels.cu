@@ -319,103 +319,61 @@ __device__ __forceinline__ u64 at(u64 j, u64 ch, u64 c, u64 hw, bool small) {
 	return (i * c + ch) * hw + (j - i * hw);
 }
 
-// each_channel_elem calls f(i, ch) for every element i of an [n, c, hw]
-// tensor, ch its channel, spread over the grid. Where a plane (one image's
+// each_channel_packs calls f(i, ch, W) for every pack of W consecutive
+// elements i..i+W-1 of one plane of an [n, c, hw] tensor (hw a multiple of
+// W), ch its channel, spread over the grid. Where a plane (one image's
 // channel, hw contiguous elements) fills a block, blocks take whole planes
 // and threads walk along them: one modulo a plane instead of a division an
 // element, which would cost the memory-bound kernels that use this a large
-// share of their time.
-template <typename F>
-__device__ __forceinline__ void each_channel_elem(u64 n, u64 c, u64 hw, F f) {
-	if (hw >= blockDim.x) {
-		for (u64 plane = blockIdx.x; plane < n * c; plane += gridDim.x) {
-			u64 ch = plane % c, base = plane * hw;
-			// Unrolled so that each thread has several loads in flight.
-#pragma unroll 4
-			for (u64 p = threadIdx.x; p < hw; p += blockDim.x) {
-				f(base + p, ch);
-			}
-		}
-		return;
-	}
-	u64 total = n * c * hw;
-	bool small = total < 0xffffffffULL;
-	GRID_STRIDE(i, total) {
-		f(i, chan_of(i, c, hw, small));
-	}
-}
-
-// each_channel_pack is each_channel_elem calling f(i, ch, n) for
-// elements i..i+n-1 of one plane: n = 4 when wide (hw a multiple of 4 and
-// the pointers aligned: packs4), else 1.
-template <typename F>
-__device__ __forceinline__ void each_channel_pack(u64 n, u64 c, u64 hw, bool wide, F f) {
-	if (!wide) {
-		each_channel_elem(n, c, hw, [&](u64 i, u64 ch) { f(i, ch, 1); });
-		return;
-	}
-	u64 q = hw / 4;  // packs a plane
+// share of their time. Unrolled so that each thread has several loads in
+// flight.
+template <int W, typename F>
+__device__ __forceinline__ void each_channel_packs(u64 n, u64 c, u64 hw, F f) {
+	u64 q = hw / W;  // packs a plane
 	if (q >= blockDim.x) {
 		for (u64 plane = blockIdx.x; plane < n * c; plane += gridDim.x) {
 			u64 ch = plane % c, base = plane * hw;
-#pragma unroll 2
+#pragma unroll(W == 1 ? 4 : 2)
 			for (u64 p = threadIdx.x; p < q; p += blockDim.x) {
-				f(base + 4 * p, ch, 4);
+				f(base + W * p, ch, W);
 			}
 		}
 		return;
 	}
 	u64 total = n * c * hw;
 	bool small = total < 0xffffffffULL;
-	GRID_STRIDE(k, total / 4) {
-		f(4 * k, chan_of(4 * k, c, hw, small), 4);
+	GRID_STRIDE(k, total / W) {
+		f(W * k, chan_of(W * k, c, hw, small), W);
 	}
 }
 
-// each_in_share calls f(k) for the index k of every element of share s of
-// channel ch (the block's part of bn_stats and its like): whole images
-// [s·⌈n/splits⌉, …) when a plane fills the block, walked along each plane
-// without division; otherwise elements [s·⌈n·hw/splits⌉, …) of the
-// channel's n·hw.
+// each_channel_pack is each_channel_packs with packs of n = 4 when wide
+// (hw a multiple of 4 and the pointers aligned: packs4), else single
+// elements: f(i, ch, n) for elements i..i+n-1 of one plane.
 template <typename F>
-__device__ __forceinline__ void each_in_share(u64 n, u64 c, u64 hw, u64 ch, u64 s, u32 splits, F f) {
+__device__ __forceinline__ void each_channel_pack(u64 n, u64 c, u64 hw, bool wide, F f) {
+	if (wide) {
+		each_channel_packs<4>(n, c, hw, f);
+	} else {
+		each_channel_packs<1>(n, c, hw, f);
+	}
+}
+
+// each_in_share_packs calls f(k, W) for the index k of every pack of W
+// consecutive elements (hw a multiple of W) of share s of channel ch (the
+// block's part of bn_stats and its like): whole images [s·⌈n/splits⌉, …)
+// when a plane fills the block, walked along each plane without division;
+// otherwise packs [s·⌈n·hw/W/splits⌉, …) of the channel's n·hw/W.
+template <int W, typename F>
+__device__ __forceinline__ void each_in_share_packs(u64 n, u64 c, u64 hw, u64 ch, u64 s, u32 splits, F f) {
+	u64 q = hw / W;  // packs a plane
 	if (hw >= RED_THREADS) {
 		u64 per = (n + splits - 1) / splits, lo = s * per, hi = lo + per < n ? lo + per : n;
 		for (u64 i = lo; i < hi; i++) {
 			u64 base = (i * c + ch) * hw;
-#pragma unroll 4
-			for (u64 p = threadIdx.x; p < hw; p += RED_THREADS) {
-				f(base + p);
-			}
-		}
-		return;
-	}
-	u64 m = n * hw, per = (m + splits - 1) / splits;
-	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
-	bool small = n * c * hw < 0xffffffffULL;
-#pragma unroll 4
-	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
-		f(at(j, ch, c, hw, small));
-	}
-}
-
-// each_in_share_pack is each_in_share calling f(k, n) for
-// elements k..k+n-1 of one plane: n = 4 when wide, the shares then
-// counted in packs of 4 elements (a plane holds whole packs), else 1.
-template <typename F>
-__device__ __forceinline__ void each_in_share_pack(u64 n, u64 c, u64 hw, u64 ch, u64 s, u32 splits, bool wide, F f) {
-	if (!wide) {
-		each_in_share(n, c, hw, ch, s, splits, [&](u64 k) { f(k, 1); });
-		return;
-	}
-	u64 q = hw / 4;  // packs a plane
-	if (hw >= RED_THREADS) {
-		u64 per = (n + splits - 1) / splits, lo = s * per, hi = lo + per < n ? lo + per : n;
-		for (u64 i = lo; i < hi; i++) {
-			u64 base = (i * c + ch) * hw;
-#pragma unroll 2
+#pragma unroll(W == 1 ? 4 : 2)
 			for (u64 p = threadIdx.x; p < q; p += RED_THREADS) {
-				f(base + 4 * p, 4);
+				f(base + W * p, W);
 			}
 		}
 		return;
@@ -423,9 +381,20 @@ __device__ __forceinline__ void each_in_share_pack(u64 n, u64 c, u64 hw, u64 ch,
 	u64 m = n * q, per = (m + splits - 1) / splits;  // the channel's packs
 	u64 lo = s * per, hi = lo + per < m ? lo + per : m;
 	bool small = n * c * hw < 0xffffffffULL;
-#pragma unroll 2
+#pragma unroll(W == 1 ? 4 : 2)
 	for (u64 j = lo + threadIdx.x; j < hi; j += RED_THREADS) {
-		f(at(4 * j, ch, c, hw, small), 4);
+		f(at(W * j, ch, c, hw, small), W);
+	}
+}
+
+// each_in_share_pack is each_in_share_packs with packs of n = 4 when wide,
+// else single elements: f(k, n) for elements k..k+n-1 of one plane.
+template <typename F>
+__device__ __forceinline__ void each_in_share_pack(u64 n, u64 c, u64 hw, u64 ch, u64 s, u32 splits, bool wide, F f) {
+	if (wide) {
+		each_in_share_packs<4>(n, c, hw, ch, s, splits, f);
+	} else {
+		each_in_share_packs<1>(n, c, hw, ch, s, splits, f);
 	}
 }
 
