@@ -90,11 +90,8 @@ func (b *Backend) ReLUForward(y, x *tensor.Tensor) {
 	}
 	defer b.op()()
 	sameSize("ReLU", x, y)
-	if halfOps("ReLU", x, y) {
-		b.must(b.k.ReLUForwardBF16(b.stream, b.ptr(y), b.ptr(x), x.Size()), "ReLU")
-		return
-	}
-	b.must(b.k.ReLUForward(b.stream, b.ptr(y), b.ptr(x), x.Size()), "ReLU")
+	half := halfOps("ReLU", x, y)
+	b.must(b.k.ReLUForward(b.stream, b.ptr(y), b.ptr(x), x.Size(), half), "ReLU")
 }
 
 // ReLUBackward: dx = dy where y > 0; dx may be dy.
@@ -104,11 +101,8 @@ func (b *Backend) ReLUBackward(dx, dy, y *tensor.Tensor) {
 	}
 	defer b.op()()
 	sameSize("ReLU gradient", y, dy, dx)
-	if halfOps("ReLU gradient", y, dy, dx) {
-		b.must(b.k.ReLUBackwardBF16(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(y), y.Size()), "ReLU gradient")
-		return
-	}
-	b.must(b.k.ReLUBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(y), y.Size()), "ReLU gradient")
+	half := halfOps("ReLU gradient", y, dy, dx)
+	b.must(b.k.ReLUBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(y), y.Size(), half), "ReLU gradient")
 }
 
 // dropout applies key's mask (tensor.DropoutHash) and the 1/(1-p) scale.
@@ -125,11 +119,8 @@ func (b *Backend) dropout(dst, src *tensor.Tensor, p float64, key uint64) {
 	defer b.op()()
 	sameSize("dropout", src, dst)
 	scale := float32(1 / (1 - p)) // as the CPU backend rounds it
-	if halfOps("dropout", src, dst) {
-		b.must(b.k.DropoutBF16(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, keyAt, tensor.DropoutThreshold(p), scale), "dropout")
-		return
-	}
-	b.must(b.k.Dropout(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, keyAt, tensor.DropoutThreshold(p), scale), "dropout")
+	half := halfOps("dropout", src, dst)
+	b.must(b.k.Dropout(b.stream, b.ptr(dst), b.ptr(src), src.Size(), key, keyAt, tensor.DropoutThreshold(p), scale, half), "dropout")
 }
 
 // DropoutForward zeroes the elements key's mask drops and scales the rest.

@@ -26,21 +26,33 @@ func (m *Module) launch(f cuda.Function, s cuda.Stream, n uint64, args ...uint64
 	return m.drv.LaunchKernel(f, m.grid(n, threads), cuda.Dim3{X: threads, Y: 1, Z: 1}, 0, s, args...)
 }
 
-// ReLUForward: y = max(x, 0) over n elements; y may be x.
-func (m *Module) ReLUForward(s cuda.Stream, y, x ptr, n int) error {
-	return m.launch(m.f.reluForward, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)))
+// pick is the bf16 kernel of a pair when bf16, else the float32 one.
+func pick(f32, bf16 cuda.Function, half bool) cuda.Function {
+	if half {
+		return bf16
+	}
+	return f32
 }
 
-// ReLUBackward: dx = dy where y > 0, else 0; dx may be dy.
-func (m *Module) ReLUBackward(s cuda.Stream, dx, dy, y ptr, n int) error {
-	return m.launch(m.f.reluBackward, s, uint64(n), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgU64(uint64(n)))
+// ReLUForward: y = max(x, 0) over n elements; y may be x. bf16 says both
+// are bf16, else float32.
+func (m *Module) ReLUForward(s cuda.Stream, y, x ptr, n int, bf16 bool) error {
+	return m.launch(pick(m.f.reluForward, m.f.reluForwardBF16, bf16), s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)))
+}
+
+// ReLUBackward: dx = dy where y > 0, else 0; dx may be dy. bf16 says all
+// three are bf16, else float32.
+func (m *Module) ReLUBackward(s cuda.Stream, dx, dy, y ptr, n int, bf16 bool) error {
+	return m.launch(pick(m.f.reluBackward, m.f.reluBackwardBF16, bf16), s, uint64(n),
+		cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgU64(uint64(n)))
 }
 
 // Dropout: y = x·scale where DropoutHash(key, i) >= threshold, else 0.
 // When keyAt is not 0 the kernel reads the key from that device address
 // (8 bytes) instead, so that a recorded step can change it between replays.
-func (m *Module) Dropout(s cuda.Stream, y, x ptr, n int, key uint64, keyAt ptr, threshold uint32, scale float32) error {
-	return m.launch(m.f.dropout, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)),
+// bf16 says x and y are bf16, else float32.
+func (m *Module) Dropout(s cuda.Stream, y, x ptr, n int, key uint64, keyAt ptr, threshold uint32, scale float32, bf16 bool) error {
+	return m.launch(pick(m.f.dropout, m.f.dropoutBF16, bf16), s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)),
 		cuda.ArgU64(key), cuda.ArgPtr(keyAt), cuda.ArgU32(threshold), cuda.ArgF32(scale))
 }
 
@@ -248,22 +260,6 @@ func (m *Module) CastBF16ToF32(s cuda.Stream, y, x ptr, n int) error {
 	return m.launch(m.f.castBF16F32, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)))
 }
 
-// ReLUForwardBF16 is ReLUForward on bf16 x and y; y may be x.
-func (m *Module) ReLUForwardBF16(s cuda.Stream, y, x ptr, n int) error {
-	return m.launch(m.f.reluForwardBF16, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)))
-}
-
-// ReLUBackwardBF16 is ReLUBackward on bf16 dx, dy and y; dx may be dy.
-func (m *Module) ReLUBackwardBF16(s cuda.Stream, dx, dy, y ptr, n int) error {
-	return m.launch(m.f.reluBackwardBF16, s, uint64(n), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgU64(uint64(n)))
-}
-
-// DropoutBF16 is Dropout on bf16 x and y (keyAt as there).
-func (m *Module) DropoutBF16(s cuda.Stream, y, x ptr, n int, key uint64, keyAt ptr, threshold uint32, scale float32) error {
-	return m.launch(m.f.dropoutBF16, s, uint64(n), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)),
-		cuda.ArgU64(key), cuda.ArgPtr(keyAt), cuda.ArgU32(threshold), cuda.ArgF32(scale))
-}
-
 // BiasAddRowsBF16: y[r, c] += b[c] for a row-major bf16 y [rows, cols] and
 // float32 b.
 func (m *Module) BiasAddRowsBF16(s cuda.Stream, y, b ptr, rows, cols int) error {
@@ -333,11 +329,7 @@ func (m *Module) MaxPoolForward(s cuda.Stream, y, x ptr, planes, h, w, k, st int
 	if err != nil {
 		return err
 	}
-	f := m.f.maxPoolForward
-	if bf16 {
-		f = m.f.maxPoolForwardBF16
-	}
-	return m.launch(f, s, uint64(planes)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
+	return m.launch(pick(m.f.maxPoolForward, m.f.maxPoolForwardBF16, bf16), s, uint64(planes)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
 		append([]uint64{cuda.ArgPtr(y), cuda.ArgPtr(x)}, a...)...)
 }
 
@@ -351,11 +343,7 @@ func (m *Module) MaxPoolBackward(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, 
 	if err != nil {
 		return err
 	}
-	f := m.f.maxPoolBackward
-	if bf16 {
-		f = m.f.maxPoolBackwardBF16
-	}
-	return m.launch(f, s, uint64(planes)*uint64(h)*uint64(w),
+	return m.launch(pick(m.f.maxPoolBackward, m.f.maxPoolBackwardBF16, bf16), s, uint64(planes)*uint64(h)*uint64(w),
 		append([]uint64{cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x)}, a...)...)
 }
 

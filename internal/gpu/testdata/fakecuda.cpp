@@ -723,22 +723,36 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply_bf16(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
 		break;
 	}
-	case 34: {  // max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
-		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto planes = U64(2);
+	case 34:    // max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+	case 37: {  // max_pool_forward(float* y, const float* x, ...): the same arguments, float32
+		bool half = k == 34;
+		auto y = PTR(0, void); auto x = PTR(1, const void); auto planes = U64(2);
 		auto h = U32(3), w = U32(4), kk = U32(5), s = U32(6);
-		if (kk == 0 || s == 0) { fail("max_pool_forward_bf16: window %u stride %u", kk, s); return INVALID_VALUE; }
-		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
-		IN(y, 2 * planes * oh * ow); IN(x, 2 * planes * h * w);
-		run = [=] { launch_seq(gx, bx, [=] { max_pool_forward_bf16(y, x, planes, h, w, kk, s); }); };
+		if (kk == 0 || s == 0) { fail("%s: window %u stride %u", kKernels[k], kk, s); return INVALID_VALUE; }
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s), e = half ? 2 : 4;
+		IN(y, e * planes * oh * ow); IN(x, e * planes * h * w);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) max_pool_forward_bf16((bf16*)y, (const bf16*)x, planes, h, w, kk, s);
+				else max_pool_forward((float*)y, (const float*)x, planes, h, w, kk, s);
+			});
+		};
 		break;
 	}
-	case 35: {  // max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
-		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto x = PTR(2, const bf16); auto planes = U64(3);
+	case 35:    // max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+	case 38: {  // max_pool_backward(float* dx, const float* dy, const float* x, ...): the same arguments, float32
+		bool half = k == 35;
+		auto dx = PTR(0, void); auto dy = PTR(1, const void); auto x = PTR(2, const void); auto planes = U64(3);
 		auto h = U32(4), w = U32(5), kk = U32(6), s = U32(7);
-		if (kk == 0 || s == 0) { fail("max_pool_backward_bf16: window %u stride %u", kk, s); return INVALID_VALUE; }
-		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
-		IN(dx, 2 * planes * h * w); IN(dy, 2 * planes * oh * ow); IN(x, 2 * planes * h * w);
-		run = [=] { launch_seq(gx, bx, [=] { max_pool_backward_bf16(dx, dy, x, planes, h, w, kk, s); }); };
+		if (kk == 0 || s == 0) { fail("%s: window %u stride %u", kKernels[k], kk, s); return INVALID_VALUE; }
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s), e = half ? 2 : 4;
+		IN(dx, e * planes * h * w); IN(dy, e * planes * oh * ow); IN(x, e * planes * h * w);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) max_pool_backward_bf16((bf16*)dx, (const bf16*)dy, (const bf16*)x, planes, h, w, kk, s);
+				else max_pool_backward((float*)dx, (const float*)dy, (const float*)x, planes, h, w, kk, s);
+			});
+		};
 		break;
 	}
 	case 36: {  // crop_resize_bf16(bf16* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
@@ -755,24 +769,6 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 			IN(im + (size_t)c[0] * 3 * side * side, 3 * side * side);
 		}
 		run = [=] { launch_seq(gx, bx, [=] { crop_resize_bf16(y, im, cr, tab, n, sz, side); }); };
-		break;
-	}
-	case 37: {  // max_pool_forward(float* y, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
-		auto y = PTR(0, float); auto x = PTR(1, const float); auto planes = U64(2);
-		auto h = U32(3), w = U32(4), kk = U32(5), s = U32(6);
-		if (kk == 0 || s == 0) { fail("max_pool_forward: window %u stride %u", kk, s); return INVALID_VALUE; }
-		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
-		IN(y, 4 * planes * oh * ow); IN(x, 4 * planes * h * w);
-		run = [=] { launch_seq(gx, bx, [=] { max_pool_forward(y, x, planes, h, w, kk, s); }); };
-		break;
-	}
-	case 38: {  // max_pool_backward(float* dx, const float* dy, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
-		auto dx = PTR(0, float); auto dy = PTR(1, const float); auto x = PTR(2, const float); auto planes = U64(3);
-		auto h = U32(4), w = U32(5), kk = U32(6), s = U32(7);
-		if (kk == 0 || s == 0) { fail("max_pool_backward: window %u stride %u", kk, s); return INVALID_VALUE; }
-		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
-		IN(dx, 4 * planes * h * w); IN(dy, 4 * planes * oh * ow); IN(x, 4 * planes * h * w);
-		run = [=] { launch_seq(gx, bx, [=] { max_pool_backward(dx, dy, x, planes, h, w, kk, s); }); };
 		break;
 	}
 	}
