@@ -998,11 +998,368 @@ extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, cons
 }
 
 // crop_resize_bf16: crop_resize with y stored as bf16 (each crop_resize
-// value rounded).
+// value rounded) and channels-last, y [n, s, s, 3] (see "Channels-last
+// bfloat16 activations" below): element i is crop_resize's element of the
+// same image, row, column and channel.
 extern "C" __global__ void crop_resize_bf16(bf16* y, const unsigned char* images, const int* crops, const float* table,
 		u64 n, u32 s, u32 side) {
 	u64 plane = (u64)s * s;
 	GRID_STRIDE(i, n * 3 * plane) {
-		y[i] = f32_to_bf16(crop_value(i, images, crops, table, s, side));
+		u64 c = i % 3, pix = i / 3, img = pix / plane;
+		y[i] = f32_to_bf16(crop_value((img * 3 + c) * plane + pix % plane, images, crops, table, s, side));
 	}
+}
+
+// ---- Channels-last bfloat16 activations --------------------------------------
+//
+// With --precision bf16 the backend stores 4-d activations channels-last
+// (NHWC): element (n, c, y, x) of a logical [N, C, H, W] tensor lies at
+// ((n·H + y)·W + x)·C + c, the layout in which cuDNN's tensor-core
+// convolutions read and write without transposing. Such a tensor is an NCHW
+// one of n·h·w images of c channels and hw = 1, so the batch-norm and bias
+// kernels above are correct on it, if slow (one block a channel, strided
+// reads). The kernels here are the fast path for c a multiple of 8 whose
+// c/8 divides NHWC_THREADS (the launchers check): each thread owns one pack
+// of 8 channels (a 16-byte access) and walks rows, and the reductions leave
+// part[] as bn_stats does, so bn_finish, bn_grad_finish and
+// bias_grad_finish serve both layouts. The arithmetic is the NCHW kernels'
+// element for element (only the order of the sums differs).
+
+#define NHWC_THREADS 256
+
+struct alignas(16) H8 {
+	bf16 v[8];
+};
+
+__device__ __forceinline__ void ld8(const bf16* p, u64 i, float* v) {
+	H8 q = *(const H8*)(p + i);
+	for (int j = 0; j < 8; j++) v[j] = bf16_to_f32(q.v[j]);
+}
+__device__ __forceinline__ void st8(bf16* p, u64 i, const float* v) {
+	H8 q;
+	for (int j = 0; j < 8; j++) q.v[j] = f32_to_bf16(v[j]);
+	*(H8*)(p + i) = q;
+}
+
+// each_row_pack calls f(i, ch) for every pack of 8 channels ch..ch+7
+// (elements i..i+7) of x [rows, c]: the grid's threads keep one pack each
+// (blockDim.x is a multiple of c/8) and stride over the rows.
+template <typename F>
+__device__ __forceinline__ void each_row_pack(u64 rows, u64 c, F f) {
+	u32 P = (u32)(c / 8), p = threadIdx.x % P;
+	u64 step = (u64)gridDim.x * blockDim.x / P;
+#pragma unroll 2
+	for (u64 r = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / P; r < rows; r += step) {
+		f(r * c + 8 * p, 8 * p);
+	}
+}
+
+// each_share_row_pack calls f(i) for the thread's pack of 8 channels in
+// every row of the block's share of rows, [b·⌈rows/splits⌉, …).
+template <typename F>
+__device__ __forceinline__ void each_share_row_pack(u64 rows, u64 c, u32 splits, F f) {
+	u32 P = (u32)(c / 8), R = blockDim.x / P, p = threadIdx.x % P;
+	u64 per = (rows + splits - 1) / splits, lo = (u64)blockIdx.x * per, hi = lo + per < rows ? lo + per : rows;
+#pragma unroll 4
+	for (u64 r = lo + threadIdx.x / P; r < hi; r += R) {
+		f(r * c + 8 * p);
+	}
+}
+
+// pack_sums adds a[j] and b[j] over the threads of the block that hold the
+// same pack (a tree, in a fixed order) and stores the block's sums of
+// channel ch = 8·pack + j as bn_stats does: part[2·(ch·splits + block)]
+// and the next double. red holds NHWC_THREADS·8 doubles.
+__device__ void pack_sums(double* part, const double* a, const double* b, u64 c, u32 splits, double* red) {
+	u32 P = (u32)(c / 8), R = blockDim.x / P, p = threadIdx.x % P, r = threadIdx.x / P;
+	for (int q = 0; q < 2; q++) {
+		const double* v = q == 0 ? a : b;
+		for (int j = 0; j < 8; j++) red[threadIdx.x * 8 + j] = v[j];
+		__syncthreads();
+		for (u32 half = R / 2; half > 0; half /= 2) {
+			if (r < half) {
+				for (int j = 0; j < 8; j++) red[threadIdx.x * 8 + j] += red[(threadIdx.x + half * P) * 8 + j];
+			}
+			__syncthreads();
+		}
+		if (r == 0) {
+			for (int j = 0; j < 8; j++) part[2 * ((8 * p + j) * splits + blockIdx.x) + q] = red[threadIdx.x * 8 + j];
+		}
+		__syncthreads();
+	}
+}
+
+// bn_stats_nhwc: bn_stats_bf16 of a channels-last x [n·hw, c] (hw is 1 from
+// the launchers), on a grid of splits blocks of NHWC_THREADS, each all
+// channels of one share of the rows.
+extern "C" __global__ void bn_stats_nhwc(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits) {
+	__shared__ double red[NHWC_THREADS * 8];
+	double sum[8], sq[8];
+	for (int j = 0; j < 8; j++) sum[j] = sq[j] = 0.0;
+	each_share_row_pack(n * hw, c, splits, [&](u64 i) {
+		float v[8];
+		ld8(x, i, v);
+		for (int j = 0; j < 8; j++) {
+			double d = (double)v[j];
+			sum[j] += d;
+			sq[j] += d * d;
+		}
+	});
+	pack_sums(part, sum, sq, c, splits, red);
+}
+
+// bn_apply_nhwc: bn_apply_bf16 of a channels-last x [n·hw, c]; y may be x.
+extern "C" __global__ void bn_apply_nhwc(bf16* y, const bf16* x, const float* mean, const float* scale,
+		const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+		float v[8];
+		ld8(x, i, v);
+		for (int j = 0; j < 8; j++) {
+			v[j] = (v[j] - mean[ch + j]) * scale[ch + j] + beta[ch + j];
+			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+		}
+		st8(y, i, v);
+	});
+}
+
+// bn_affine_nhwc: bn_affine_bf16 of a channels-last x [n·hw, c].
+extern "C" __global__ void bn_affine_nhwc(bf16* y, const bf16* x, const float* scale, const float* shift,
+		u64 n, u64 c, u64 hw, int relu) {
+	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+		float v[8];
+		ld8(x, i, v);
+		for (int j = 0; j < 8; j++) {
+			v[j] = v[j] * scale[ch + j] + shift[ch + j];
+			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+		}
+		st8(y, i, v);
+	});
+}
+
+// bn_grad_stats_nhwc: bn_grad_stats_bf16 of channels-last dy, y and x
+// (y read only when relu), blocks as bn_stats_nhwc.
+extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* y, const bf16* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+	__shared__ double red[NHWC_THREADS * 8];
+	double sg[8], sgx[8], mu[8], iv[8];
+	u64 ch = 8 * (threadIdx.x % (u32)(c / 8));
+	for (int j = 0; j < 8; j++) {
+		sg[j] = sgx[j] = 0.0;
+		mu[j] = (double)mean[ch + j];
+		iv[j] = (double)inv[ch + j];
+	}
+	each_share_row_pack(n * hw, c, splits, [&](u64 i) {
+		float gv[8], yv[8], xv[8];
+		ld8(dy, i, gv);
+		ld8(x, i, xv);
+		if (relu) ld8(y, i, yv);
+		for (int j = 0; j < 8; j++) {
+			double g = (relu && !(yv[j] > 0.0f)) ? 0.0 : (double)gv[j];
+			sg[j] += g;
+			sgx[j] += g * (((double)xv[j] - mu[j]) * iv[j]);
+		}
+	});
+	pack_sums(part, sg, sgx, c, splits, red);
+}
+
+// bn_grad_apply_nhwc: bn_grad_apply_bf16 of channels-last dx, dy, y and x
+// (y read only when relu); dx may be dy.
+extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* y, const bf16* x,
+		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
+	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+		float gv[8], yv[8], xv[8];
+		ld8(dy, i, gv);
+		ld8(x, i, xv);
+		if (relu) ld8(y, i, yv);
+		for (int j = 0; j < 8; j++) {
+			float g = (relu && !(yv[j] > 0.0f)) ? 0.0f : gv[j];
+			float xhat = (xv[j] - mean[ch + j]) * inv[ch + j];
+			gv[j] = coef[3 * (ch + j)] * (g - coef[3 * (ch + j) + 1] - xhat * coef[3 * (ch + j) + 2]);
+		}
+		st8(dx, i, gv);
+	});
+}
+
+// bias_add_nhwc: bias_add_nchw_bf16 of a channels-last y [n·hw, c].
+extern "C" __global__ void bias_add_nhwc(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
+	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+		float v[8];
+		ld8(y, i, v);
+		for (int j = 0; j < 8; j++) v[j] += b[ch + j];
+		st8(y, i, v);
+	});
+}
+
+// Max-pooling of channels-last bf16 x [n, h, w, c] into y [n, oh, ow, c],
+// with the rules of max_pool_forward and max_pool_backward. Threads take W
+// neighbouring channels of one output position: 8 (one 16-byte access)
+// when c is a multiple of 8 and the pointers allow, else 1.
+
+// ldw and stw read and write W consecutive bf16s as floats.
+template <int W> __device__ __forceinline__ void ldw(const bf16* p, u64 i, float* v) {
+	if (W == 8) {
+		ld8(p, i, v);
+	} else {
+		for (int j = 0; j < W; j++) v[j] = bf16_to_f32(p[i + j]);
+	}
+}
+template <int W> __device__ __forceinline__ void stw(bf16* p, u64 i, const float* v) {
+	if (W == 8) {
+		st8(p, i, v);
+	} else {
+		for (int j = 0; j < W; j++) p[i + j] = f32_to_bf16(v[j]);
+	}
+}
+
+// nhwc_pos splits pack index t (of [n, oh, ow, c/W]) into the first
+// element's channel and the output position.
+template <int W>
+__device__ __forceinline__ void nhwc_pos(u64 t, u64 c, u32 oh, u32 ow, u64* ch, u32* oy, u32* ox, u64* img) {
+	u64 q = c / W;
+	*ch = W * (t % q);
+	t /= q;
+	*ox = (u32)(t % ow);
+	t /= ow;
+	*oy = (u32)(t % oh);
+	*img = t / oh;
+}
+
+template <int W>
+__device__ __forceinline__ void max_pool_forward_nhwc_t(bf16* y, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k,
+		u32 s) {
+	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
+	const float neg_inf = __uint_as_float(0xff800000u);
+	GRID_STRIDE(t, n * oh * ow * (c / W)) {
+		u64 ch, img;
+		u32 oy, ox;
+		nhwc_pos<W>(t, c, oh, ow, &ch, &oy, &ox, &img);
+		float m[W], v[W];
+		for (int j = 0; j < W; j++) m[j] = neg_inf;
+		for (u32 ki = 0; ki < k; ki++) {
+			for (u32 kj = 0; kj < k; kj++) {
+				ldw<W>(x, ((img * h + oy * s + ki) * w + ox * s + kj) * c + ch, v);
+				for (int j = 0; j < W; j++) {
+					if (v[j] > m[j] || v[j] != v[j]) m[j] = v[j];
+				}
+			}
+		}
+		stw<W>(y, W * t, m);
+	}
+}
+
+// max_pool_forward_nhwc: max_pool_forward_bf16 of channels-last x and y.
+extern "C" __global__ void max_pool_forward_nhwc(bf16* y, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s) {
+	if (c % 8 == 0 && ((unsigned long long)y | (unsigned long long)x) % 16 == 0) {
+		max_pool_forward_nhwc_t<8>(y, x, n, c, h, w, k, s);
+	} else {
+		max_pool_forward_nhwc_t<1>(y, x, n, c, h, w, k, s);
+	}
+}
+
+// max_pool_backward_tiled: where the windows tile x (k = s, h and w
+// multiples of k), each thread takes W channels of one window and writes
+// the window's gradients: dy to the first maximum in row-major order (a
+// NaN wins only as the first element), 0 elsewhere.
+template <int W>
+__device__ __forceinline__ void max_pool_backward_tiled(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h,
+		u32 w, u32 k) {
+	u32 oh = h / k, ow = w / k;
+	GRID_STRIDE(t, n * oh * ow * (c / W)) {
+		u64 ch, img;
+		u32 oy, ox;
+		nhwc_pos<W>(t, c, oh, ow, &ch, &oy, &ox, &img);
+		float m[W], v[W], g[W];
+		u32 best[W];
+		u64 at = ((img * h + oy * k) * w + ox * k) * c + ch;
+		ldw<W>(x, at, m);
+		for (int j = 0; j < W; j++) best[j] = 0;
+		for (u32 e = 1; e < k * k; e++) {
+			ldw<W>(x, at + ((u64)(e / k) * w + e % k) * c, v);
+			for (int j = 0; j < W; j++) {
+				if (v[j] > m[j]) {
+					m[j] = v[j];
+					best[j] = e;
+				}
+			}
+		}
+		ldw<W>(dy, W * t, g);
+		for (u32 e = 0; e < k * k; e++) {
+			for (int j = 0; j < W; j++) v[j] = best[j] == e ? 0.0f + g[j] : 0.0f;
+			stw<W>(dx, at + ((u64)(e / k) * w + e % k) * c, v);
+		}
+	}
+}
+
+// max_pool_backward_nhwc: max_pool_backward_bf16 of channels-last dx, dy
+// and x. Tiling windows take max_pool_backward_tiled; otherwise one thread
+// an element of dx visits the windows that hold it, as the NCHW kernel.
+extern "C" __global__ void max_pool_backward_nhwc(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h, u32 w,
+		u32 k, u32 s) {
+	if (k == s && h % k == 0 && w % k == 0) {
+		if (c % 8 == 0 && ((unsigned long long)dx | (unsigned long long)dy | (unsigned long long)x) % 16 == 0) {
+			max_pool_backward_tiled<8>(dx, dy, x, n, c, h, w, k);
+		} else {
+			max_pool_backward_tiled<1>(dx, dy, x, n, c, h, w, k);
+		}
+		return;
+	}
+	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
+	GRID_STRIDE(i, n * h * w * c) {
+		u64 ch = i % c, pos = i / c;
+		u32 xx = (u32)(pos % w), yy = (u32)((pos / w) % h);
+		u64 img = pos / ((u64)h * w);
+		float sum = 0.0f;
+		for (u32 oy = yy >= k ? (yy - k) / s + 1 : 0; oy <= yy / s && oy < oh; oy++) {
+			for (u32 ox = xx >= k ? (xx - k) / s + 1 : 0; ox <= xx / s && ox < ow; ox++) {
+				const bf16* win = x + ((img * h + oy * s) * w + ox * s) * c + ch;
+				u32 best = 0;
+				float m = ldf(win, 0);
+				for (u32 ki = 0; ki < k; ki++) {
+					for (u32 kj = 0; kj < k; kj++) {
+						float v = ldf(win, ((u64)ki * w + kj) * c);
+						if (v > m) {
+							best = ki * k + kj;
+							m = v;
+						}
+					}
+				}
+				if (oy * s + best / k == yy && ox * s + best % k == xx) {
+					sum += ldf(dy, ((img * oh + oy) * ow + ox) * c + ch);
+				}
+			}
+		}
+		stf(dx, i, sum);
+	}
+}
+
+// transpose_t: y [batch, cols, rows] = x [batch, rows, cols] transposed,
+// element by element through float (one thread an element of y, so the
+// writes are coalesced). It moves the bf16 weights to and from cuDNN's
+// KRSC order, and activations between NHWC and NCHW where a row-major
+// view needs them (flatten, copies to and from float32).
+template <typename A, typename B>
+__device__ __forceinline__ void transpose_t(B* y, const A* x, u64 batch, u64 rows, u64 cols) {
+	u64 total = batch * rows * cols;
+	if (total < 0xffffffffULL) {
+		u32 r = (u32)rows, cl = (u32)cols;
+		GRID_STRIDE(o, total) {
+			u32 i = (u32)o % r, t = (u32)o / r, j = t % cl, b = t / cl;
+			stf(y, o, ldf(x, ((u64)b * r + i) * cl + j));
+		}
+		return;
+	}
+	GRID_STRIDE(o, total) {
+		u64 i = o % rows, t = o / rows, j = t % cols, b = t / cols;
+		stf(y, o, ldf(x, (b * rows + i) * cols + j));
+	}
+}
+
+extern "C" __global__ void transpose_f32_bf16(bf16* y, const float* x, u64 batch, u64 rows, u64 cols) {
+	transpose_t(y, x, batch, rows, cols);
+}
+extern "C" __global__ void transpose_bf16_f32(float* y, const bf16* x, u64 batch, u64 rows, u64 cols) {
+	transpose_t(y, x, batch, rows, cols);
+}
+extern "C" __global__ void transpose_bf16(bf16* y, const bf16* x, u64 batch, u64 rows, u64 cols) {
+	transpose_t(y, x, batch, rows, cols);
 }

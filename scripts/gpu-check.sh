@@ -9,7 +9,8 @@
 # vgg16's bf16 at 32 and 224 and bf16 epochs; eager-bf16, PyTorch's
 # autocast eager; data, bench with batches from the input pipelines;
 # bench-extra, comparisons made before and the smaller levers; torch224
-# and compiled, PyTorch at 224x224 and torch.compile at 32x32; epochs,
+# and compiled, PyTorch at 224x224 and torch.compile at 32x32 (compiled-bf16:
+# its bf16 configurations only); epochs,
 # whole epochs with the batches made on the GPU and by the CPU loader; and
 # epoch224, an epoch of the seed's recipe with cuDNN's batch norm; torchprof,
 # PyTorch's step kernel by kernel).
@@ -168,8 +169,10 @@ sed -n '/^pytorch GPU time/,/^{/p' "$W/torch-224 b64 tf32 eager profile.txt" | h
 fi
 want compiled && torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
 want compiled && torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
-want compiled && torch "32 b128 bf16 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead --precision bf16
-want compiled && torch "224 b64 bf16 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --precision bf16 --steps 10
+if want compiled || want compiled-bf16; then
+torch "32 b128 bf16 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead --precision bf16
+torch "224 b64 bf16 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --precision bf16 --steps 10
+fi
 want compiled && torch "224 b64 tf32 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --steps 10
 
 if want epochs; then # whole epochs: the input pipeline on the GPU against the CPU loader

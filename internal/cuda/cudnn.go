@@ -168,6 +168,7 @@ type (
 // cuDNN enums (cudnn_graph.h, cudnn_ops.h, cudnn_cnn.h of cuDNN 9.6).
 const (
 	DNNTensorNCHW = 0 // CUDNN_TENSOR_NCHW
+	DNNTensorNHWC = 1 // CUDNN_TENSOR_NHWC (filters: KRSC)
 	DNNFloat      = 0 // CUDNN_DATA_FLOAT
 	DNNBFloat16   = 9 // CUDNN_DATA_BFLOAT16
 
@@ -325,18 +326,19 @@ func (d *DNN) create(call string, f unsafe.Pointer) (uintptr, error) {
 
 // NewTensor4d creates an NCHW float tensor descriptor.
 func (d *DNN) NewTensor4d(n, c, h, w int) (TensorDesc, error) {
-	return d.NewTensor4dOf(DNNFloat, n, c, h, w)
+	return d.NewTensor4dOf(DNNTensorNCHW, DNNFloat, n, c, h, w)
 }
 
-// NewTensor4dOf creates an NCHW tensor descriptor of data type dtype
-// (DNNFloat or DNNBFloat16).
-func (d *DNN) NewTensor4dOf(dtype, n, c, h, w int) (TensorDesc, error) {
+// NewTensor4dOf creates a tensor descriptor of [n, c, h, w] in format
+// (DNNTensorNCHW or DNNTensorNHWC) of data type dtype (DNNFloat or
+// DNNBFloat16).
+func (d *DNN) NewTensor4dOf(format, dtype, n, c, h, w int) (TensorDesc, error) {
 	t, err := d.create("cudnnCreateTensorDescriptor", d.fn.createTensor)
 	if err != nil {
 		return 0, err
 	}
 	if err := d.check("cudnnSetTensor4dDescriptor", C.vg_setTensor4d(d.fn.setTensor4d, C.uintptr_t(t),
-		DNNTensorNCHW, C.int(dtype), C.int(n), C.int(c), C.int(h), C.int(w))); err != nil {
+		C.int(format), C.int(dtype), C.int(n), C.int(c), C.int(h), C.int(w))); err != nil {
 		d.DestroyTensor(TensorDesc(t))
 		return 0, fmt.Errorf("tensor [%d %d %d %d]: %w", n, c, h, w, err)
 	}
@@ -350,17 +352,18 @@ func (d *DNN) DestroyTensor(t TensorDesc) error {
 
 // NewFilter4d creates a KCRS float filter descriptor.
 func (d *DNN) NewFilter4d(k, c, h, w int) (FilterDesc, error) {
-	return d.NewFilter4dOf(DNNFloat, k, c, h, w)
+	return d.NewFilter4dOf(DNNTensorNCHW, DNNFloat, k, c, h, w)
 }
 
-// NewFilter4dOf creates a KCRS filter descriptor of data type dtype.
-func (d *DNN) NewFilter4dOf(dtype, k, c, h, w int) (FilterDesc, error) {
+// NewFilter4dOf creates a filter descriptor of [k, c, h, w] of data type
+// dtype, KCRS for format DNNTensorNCHW, KRSC for DNNTensorNHWC.
+func (d *DNN) NewFilter4dOf(format, dtype, k, c, h, w int) (FilterDesc, error) {
 	f, err := d.create("cudnnCreateFilterDescriptor", d.fn.createFilter)
 	if err != nil {
 		return 0, err
 	}
 	if err := d.check("cudnnSetFilter4dDescriptor", C.vg_setFilter4d(d.fn.setFilter4d, C.uintptr_t(f),
-		C.int(dtype), DNNTensorNCHW, C.int(k), C.int(c), C.int(h), C.int(w))); err != nil {
+		C.int(dtype), C.int(format), C.int(k), C.int(c), C.int(h), C.int(w))); err != nil {
 		d.DestroyFilter(FilterDesc(f))
 		return 0, fmt.Errorf("filter [%d %d %d %d]: %w", k, c, h, w, err)
 	}

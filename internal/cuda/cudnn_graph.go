@@ -291,14 +291,22 @@ func (d *DNN) build(typ int, what string, fill func(b BackendDesc) error) (Backe
 
 // NewGraphTensor is a finalized tensor descriptor: unique id uid, data
 // type dtype (DNNFloat or DNNBFloat16), dimensions dims packed in their
-// order (NCHW for [n, c, h, w], KCRS for weights), 16-byte aligned as
-// every operand of the backend is.
-func (d *DNN) NewGraphTensor(uid int64, dtype int, dims ...int64) (BackendDesc, error) {
+// order (NCHW for [n, c, h, w], KCRS for weights), or with channelsLast
+// (4 dimensions) packed with the second dimension last (NHWC, KRSC);
+// 16-byte aligned as every operand of the backend is.
+func (d *DNN) NewGraphTensor(uid int64, dtype int, channelsLast bool, dims ...int64) (BackendDesc, error) {
+	order := make([]int, len(dims)) // dimensions from the outermost
+	for i := range order {
+		order[i] = i
+	}
+	if channelsLast && len(dims) == 4 {
+		order = []int{0, 2, 3, 1}
+	}
 	strides := make([]int64, len(dims))
 	s := int64(1)
-	for i := len(dims) - 1; i >= 0; i-- {
-		strides[i] = s
-		s *= dims[i]
+	for i := len(order) - 1; i >= 0; i-- {
+		strides[order[i]] = s
+		s *= dims[order[i]]
 	}
 	return d.build(bkTensorDesc, fmt.Sprintf("tensor %d %v", uid, dims), func(b BackendDesc) error {
 		return errors.Join(

@@ -16,12 +16,18 @@ const maxWorkspace = 4 << 30
 type convKey struct {
 	n, ci, h, w, co, k, pad int
 	half                    bool // bf16 data, float accumulation
+	// nhwc: x and y channels-last, w KRSC (the bf16 path's layout; its
+	// float32 fallback keeps it)
+	nhwc bool
 }
 
 func (k convKey) String() string {
 	s := fmt.Sprintf("conv x[%d %d %d %d] w[%d %d %d %d] pad %d", k.n, k.ci, k.h, k.w, k.co, k.ci, k.k, k.k, k.pad)
 	if k.half {
 		s += " bf16"
+	}
+	if k.nhwc && !k.half {
+		s += " nhwc"
 	}
 	return s
 }
@@ -58,7 +64,7 @@ func (b *Backend) plan(x, w *tensor.Tensor, pad int) *convPlan {
 	if len(x.Shape) != 4 || len(w.Shape) != 4 || w.Shape[1] != x.Shape[1] || w.Shape[2] != w.Shape[3] || pad < 0 {
 		panic(fmt.Sprintf("gpu: convolution of %v with weights %v, pad %d", x.Shape, w.Shape, pad))
 	}
-	return b.planFor(convKey{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad, half: isHalf(x)})
+	return b.planFor(convKey{n: x.Shape[0], ci: x.Shape[1], h: x.Shape[2], w: x.Shape[3], co: w.Shape[0], k: w.Shape[2], pad: pad, half: isHalf(x), nhwc: channelsLast(x)})
 }
 
 // planFor returns the plan of the geometry key, made the first time.
@@ -72,11 +78,15 @@ func (b *Backend) planFor(key convKey) *convPlan {
 	if key.half {
 		dt = cuda.DNNBFloat16
 	}
+	f := cuda.DNNTensorNCHW
+	if key.nhwc {
+		f = cuda.DNNTensorNHWC
+	}
 	p := &convPlan{key: key,
-		x: b.tensor4of(dt, key.n, key.ci, key.h, key.w),
-		y: b.tensor4of(dt, key.n, key.co, oh, ow),
+		x: b.tensor4of(f, dt, key.n, key.ci, key.h, key.w),
+		y: b.tensor4of(f, dt, key.n, key.co, oh, ow),
 		b: b.channelDesc(key.co),
-		w: b.filter4of(dt, key.co, key.ci, key.k, key.k),
+		w: b.filter4of(f, dt, key.co, key.ci, key.k, key.k),
 	}
 	math := b.convMath()
 	if key.half {

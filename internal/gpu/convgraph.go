@@ -140,7 +140,7 @@ func (b *Backend) buildGraph(p *convPlan, dir cuda.ConvDir) (*convGraph, string)
 		{int64(k.co), int64(k.ci), int64(k.k), int64(k.k)}, // w
 		{int64(k.n), int64(k.co), int64(oh), int64(ow)},    // y
 	} {
-		t, err := b.dnn.NewGraphTensor(graphUIDs[i], dt, dims...)
+		t, err := b.dnn.NewGraphTensor(graphUIDs[i], dt, k.nhwc, dims...)
 		if err != nil {
 			return fail(err)
 		}

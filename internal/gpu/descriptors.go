@@ -11,15 +11,15 @@ import (
 // descriptors caches cuDNN descriptors by shape: made the first time a
 // shape is seen, reused after.
 type descriptors struct {
-	tensors map[[5]int]cuda.TensorDesc // data type, then the shape
-	filters map[[5]int]cuda.FilterDesc
+	tensors map[[6]int]cuda.TensorDesc // format, data type, then the shape
+	filters map[[6]int]cuda.FilterDesc
 	lrns    map[tensor.LRN]cuda.LRNDesc
 	convs   map[convKey]*convPlan
 }
 
 func (d *descriptors) init() {
-	d.tensors = map[[5]int]cuda.TensorDesc{}
-	d.filters = map[[5]int]cuda.FilterDesc{}
+	d.tensors = map[[6]int]cuda.TensorDesc{}
+	d.filters = map[[6]int]cuda.FilterDesc{}
 	d.lrns = map[tensor.LRN]cuda.LRNDesc{}
 	d.convs = map[convKey]*convPlan{}
 }
@@ -46,29 +46,30 @@ func (d *descriptors) close(dnn *cuda.DNN) error {
 
 // tensor4 is the NCHW float descriptor of [n, c, h, w].
 func (b *Backend) tensor4(n, c, h, w int) cuda.TensorDesc {
-	return b.tensor4of(cuda.DNNFloat, n, c, h, w)
+	return b.tensor4of(cuda.DNNTensorNCHW, cuda.DNNFloat, n, c, h, w)
 }
 
-// tensor4of is the NCHW descriptor of [n, c, h, w] of data type dt.
-func (b *Backend) tensor4of(dt, n, c, h, w int) cuda.TensorDesc {
-	key := [5]int{dt, n, c, h, w}
+// tensor4of is the descriptor of [n, c, h, w] in format (NCHW or NHWC) of
+// data type dt.
+func (b *Backend) tensor4of(format, dt, n, c, h, w int) cuda.TensorDesc {
+	key := [6]int{format, dt, n, c, h, w}
 	if t, ok := b.desc.tensors[key]; ok {
 		return t
 	}
-	t, err := b.dnn.NewTensor4dOf(dt, n, c, h, w)
+	t, err := b.dnn.NewTensor4dOf(format, dt, n, c, h, w)
 	b.must(err, "")
 	b.desc.tensors[key] = t
 	return t
 }
 
 // filter4of is the descriptor of convolution weights [k, c, h, w] of data
-// type dt.
-func (b *Backend) filter4of(dt, k, c, h, w int) cuda.FilterDesc {
-	key := [5]int{dt, k, c, h, w}
+// type dt, KCRS for format NCHW, KRSC for NHWC.
+func (b *Backend) filter4of(format, dt, k, c, h, w int) cuda.FilterDesc {
+	key := [6]int{format, dt, k, c, h, w}
 	if f, ok := b.desc.filters[key]; ok {
 		return f
 	}
-	f, err := b.dnn.NewFilter4dOf(dt, k, c, h, w)
+	f, err := b.dnn.NewFilter4dOf(format, dt, k, c, h, w)
 	b.must(err, "")
 	b.desc.filters[key] = f
 	return f

@@ -23,6 +23,19 @@ import (
 // Every op looks at its operands: bf16 activations take the bf16 path,
 // float32 ones the float path (TF32 convolutions), so a bf16 backend still
 // runs float32 tensors that a caller made with New.
+//
+// bf16 images — any bf16 tensor viewed with 4 dimensions [N, C, H, W] —
+// are stored channels-last (NHWC: ((n·H + y)·W + x)·C + c), the layout of
+// cuDNN's tensor-core convolutions: in NCHW they transpose internally, in
+// workspace as large as the tensor, and took twice PyTorch's channels_last
+// time at 224x224 (docs/PERFORMANCE.md). The bf16 copies of convolution
+// weights are KRSC to match, and their gradients come back to float32
+// KCRS. The layout stays inside the backend: Upload and Download transpose
+// on the host, Copy between float32 and bf16 images transposes, and the
+// model's flatten asks for NCHW order (ChannelsLast, FlattenNCHW).
+
+// channelsLast reports whether t is stored channels-last: a bf16 image.
+func channelsLast(t *tensor.Tensor) bool { return isHalf(t) && len(t.Shape) == 4 }
 
 // NewActivation implements tensor.Activations: bfloat16 storage with
 // precision bf16, float32 otherwise.
@@ -55,13 +68,36 @@ func (b *Backend) weights16(s *devBuf, w *tensor.Tensor) cuda.DevicePtr {
 	return s.ptr
 }
 
+// convWeights16 is weights16 of a convolution's weights w [K, C, R, S],
+// transposed to KRSC for p's channels-last operands.
+func (b *Backend) convWeights16(p *convPlan, w *tensor.Tensor) cuda.DevicePtr {
+	if !p.key.nhwc {
+		return b.weights16(&b.mem.w16, w)
+	}
+	k, c := w.Shape[0], w.Shape[1]
+	b.grow(&b.mem.w16, 2*int64(w.Size()), "bf16 copies of weights")
+	b.must(b.k.Transpose(b.stream, b.mem.w16.ptr, b.ptr(w), k, c, w.Size()/(k*c), true, false), "weights to bf16 KRSC")
+	return b.mem.w16.ptr
+}
+
+// convGrad32 writes dw (float32 KCRS) from the bf16 weight gradient dw16
+// that cuDNN left in p's filter layout.
+func (b *Backend) convGrad32(p *convPlan, dw *tensor.Tensor, dw16 cuda.DevicePtr) {
+	if !p.key.nhwc {
+		b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dw), dw16, dw.Size()), p.key.String())
+		return
+	}
+	k, c := dw.Shape[0], dw.Shape[1]
+	b.must(b.k.Transpose(b.stream, b.ptr(dw), dw16, k, dw.Size()/(k*c), c, false, true), p.key.String())
+}
+
 // convForwardHalf: y = conv(x, w) + bias over bf16 x and y.
 func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	if !b.findAlgorithm(p, cuda.ConvForward) {
 		b.convForwardVia32(p, y, x, w, bias)
 		return
 	}
-	w16 := b.weights16(&b.mem.w16, w)
+	w16 := b.convWeights16(p, w)
 	ptr := b.stage(in(x), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], w16, ptr[1])
 	b.unstage()
@@ -70,8 +106,8 @@ func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
 
 // addBiasHalf adds a convolution's float32 bias to its bf16 output y.
 func (b *Backend) addBiasHalf(p *convPlan, y, bias *tensor.Tensor) {
-	n, c, h, w := nchw(y)
-	b.must(b.k.BiasAddNCHWBF16(b.stream, b.ptr(y), b.ptr(bias), n, c, h*w), p.key.String())
+	g, _, _ := b.bnGeometry(y, 0)
+	b.must(b.k.BiasAddBF16(b.stream, g, b.ptr(y), b.ptr(bias)), p.key.String())
 }
 
 // convBackwardDataHalf: dx from bf16 dy and (a bf16 copy of) w.
@@ -80,7 +116,7 @@ func (b *Backend) convBackwardDataHalf(p *convPlan, dx, dy, w *tensor.Tensor) {
 		b.convBackwardDataVia32(p, dx, dy, w)
 		return
 	}
-	w16 := b.weights16(&b.mem.w16, w)
+	w16 := b.convWeights16(p, w)
 	ptr := b.stage(in(dy), out(dx))
 	b.run(p, cuda.ConvBackwardData, w16, ptr[0], ptr[1])
 	b.unstage()
@@ -97,7 +133,7 @@ func (b *Backend) convBackwardFilterHalf(p *convPlan, dw, db, x, dy *tensor.Tens
 	ptr := b.stage(in(x), in(dy))
 	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], b.mem.dw16.ptr)
 	b.unstage()
-	b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dw), b.mem.dw16.ptr, dw.Size()), p.key.String())
+	b.convGrad32(p, dw, b.mem.dw16.ptr)
 	g, part, _ := b.bnGeometry(dy, 0) // its partial sums, as batch norm's statistics
 	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), p.key.String())
 }
@@ -147,10 +183,10 @@ func (b *Backend) widen(s *devBuf, t *tensor.Tensor) cuda.DevicePtr {
 	return s.ptr
 }
 
-// weights32 is w as the bf16 path sees it: rounded to bf16, widened back
-// into the float32 scratch f32c.
-func (b *Backend) weights32(w *tensor.Tensor) cuda.DevicePtr {
-	w16 := b.weights16(&b.mem.w16, w)
+// weights32 is w as the bf16 path sees it: rounded to bf16 (KRSC for
+// channels-last p), widened back into the float32 scratch f32c.
+func (b *Backend) weights32(p *convPlan, w *tensor.Tensor) cuda.DevicePtr {
+	w16 := b.convWeights16(p, w)
 	b.grow(&b.mem.f32c, 4*int64(w.Size()), "float32 copies for a bf16 convolution")
 	b.must(b.k.CastBF16ToF32(b.stream, b.mem.f32c.ptr, w16, w.Size()), "bf16 to float32")
 	return b.mem.f32c.ptr
@@ -161,7 +197,7 @@ func (b *Backend) convForwardVia32(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	b.algorithm(q, cuda.ConvForward)
 	b.grow(&b.mem.f32a, 4*int64(x.Size()), "float32 copies for a bf16 convolution")
 	b.grow(&b.mem.f32b, 4*int64(y.Size()), "float32 copies for a bf16 convolution")
-	w32 := b.weights32(w)
+	w32 := b.weights32(p, w)
 	x32 := b.widen(&b.mem.f32a, x)
 	b.run(q, cuda.ConvForward, x32, w32, b.mem.f32b.ptr)
 	b.must(b.k.CastF32ToBF16(b.stream, b.ptr(y), b.mem.f32b.ptr, y.Size()), q.key.String())
@@ -173,7 +209,7 @@ func (b *Backend) convBackwardDataVia32(p *convPlan, dx, dy, w *tensor.Tensor) {
 	b.algorithm(q, cuda.ConvBackwardData)
 	b.grow(&b.mem.f32a, 4*int64(dy.Size()), "float32 copies for a bf16 convolution")
 	b.grow(&b.mem.f32b, 4*int64(dx.Size()), "float32 copies for a bf16 convolution")
-	w32 := b.weights32(w)
+	w32 := b.weights32(p, w)
 	dy32 := b.widen(&b.mem.f32a, dy)
 	b.run(q, cuda.ConvBackwardData, w32, dy32, b.mem.f32b.ptr)
 	b.must(b.k.CastF32ToBF16(b.stream, b.ptr(dx), b.mem.f32b.ptr, dx.Size()), q.key.String())
@@ -190,7 +226,7 @@ func (b *Backend) convBackwardFilterVia32(p *convPlan, dw, db, x, dy *tensor.Ten
 	b.run(q, cuda.ConvBackwardFilter, x32, dy32, b.mem.f32c.ptr)
 	// Through bf16, as the bf16 path's weight gradient goes.
 	b.must(b.k.CastF32ToBF16(b.stream, b.mem.dw16.ptr, b.mem.f32c.ptr, dw.Size()), q.key.String())
-	b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dw), b.mem.dw16.ptr, dw.Size()), q.key.String())
+	b.convGrad32(p, dw, b.mem.dw16.ptr)
 	g, part, _ := b.bnGeometry(dy, 0)
 	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), q.key.String())
 }

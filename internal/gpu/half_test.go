@@ -161,21 +161,53 @@ func testHalfOps(t *testing.T, be *Backend, tol float64) {
 	})
 
 	t.Run("BatchNormReLU", func(t *testing.T) {
-		for _, sh := range [][3]int{{4, 6, 5}, {8, 6, 32}} { // one block a channel, and several (kernels.Splits)
+		// One block a channel, and several (kernels.Splits); channels-last,
+		// the NCHW kernels run 6 channels, the packed ones 16 and 64
+		// (several rows a block, several blocks).
+		for _, sh := range [][3]int{{4, 6, 5}, {8, 6, 32}, {4, 16, 5}, {8, 64, 6}} {
 			testHalfBN(t, w, be, sh[0], sh[1], sh[2], tol)
 		}
 	})
 	t.Run("MaxPool", func(t *testing.T) {
-		x := w.act(w.normal(2*3*8*8, 1), 2, 3, 8, 8)
-		y := w.act(make([]float32, 2*3*4*4), 2, 3, 4, 4)
-		w.c.MaxPoolForward(y.c, x.c, 2, 2)
-		be.MaxPoolForward(y.g, x.g, 2, 2)
-		w.same("max-pool", y) // the largest of bf16 values is one of them
-		dy := w.act(w.normal(2*3*4*4, 1), 2, 3, 4, 4)
-		dx := w.act(make([]float32, 2*3*8*8), 2, 3, 8, 8)
-		w.c.MaxPoolBackward(dx.c, dy.c, x.c, y.c, 2, 2)
-		be.MaxPoolBackward(dx.g, dy.g, x.g, y.g, 2, 2)
-		w.same("max-pool gradient", dx)
+		// Tiling 2x2 windows of 3 channels and of 16 (packs of 8
+		// channels-last), overlapping 3x3 windows, and windows that
+		// leave the last row and column out.
+		for _, c := range []struct{ c, h, k, s int }{{3, 8, 2, 2}, {16, 8, 2, 2}, {16, 9, 3, 2}, {3, 9, 3, 2}, {8, 7, 2, 2}} {
+			name := fmt.Sprintf("%+v", c)
+			oh := (c.h-c.k)/c.s + 1
+			x := w.act(w.normal(2*c.c*c.h*c.h, 1), 2, c.c, c.h, c.h)
+			y := w.act(make([]float32, 2*c.c*oh*oh), 2, c.c, oh, oh)
+			w.c.MaxPoolForward(y.c, x.c, c.k, c.s)
+			be.MaxPoolForward(y.g, x.g, c.k, c.s)
+			w.same(name+" max-pool", y) // the largest of bf16 values is one of them
+			dy := w.act(w.normal(2*c.c*oh*oh, 1), 2, c.c, oh, oh)
+			dx := w.act(make([]float32, 2*c.c*c.h*c.h), 2, c.c, c.h, c.h)
+			w.c.MaxPoolBackward(dx.c, dy.c, x.c, y.c, c.k, c.s)
+			be.MaxPoolBackward(dx.g, dy.g, x.g, y.g, c.k, c.s)
+			w.sameRounded(name+" max-pool gradient", dx) // overlapping windows add in float
+		}
+	})
+
+	t.Run("ImageCopies", func(t *testing.T) {
+		// bf16 images are channels-last: copies to and from float32
+		// images and from rows transpose, Upload and Download too.
+		data := w.normal(2*16*3*5, 1)
+		x := tensor.NewActivation(be, 2, 16, 3, 5)
+		f := be.New(2, 16, 3, 5)
+		rows := tensor.NewActivation(be, 2, 16*3*5)
+		defer be.Free(x)
+		defer be.Free(f)
+		defer be.Free(rows)
+		be.Upload(f, data)
+		be.Copy(x, f)
+		compareHost(t, "float32 image to bf16", download(be, x), rounded(data), 0)
+		be.Copy(rows, x)
+		compareHost(t, "bf16 image to rows (NCHW order)", download(be, rows), rounded(data), 0)
+		be.Fill(x, 0)
+		be.Copy(x, rows)
+		be.Fill(f, 0)
+		be.Copy(f, x)
+		compareHost(t, "rows to a bf16 image to float32", download(be, f), rounded(data), 0)
 	})
 
 	t.Run("Linear", func(t *testing.T) {
@@ -268,7 +300,11 @@ func testHalfBN(t *testing.T, w *twin, be *Backend, n, c, h int, tol float64) {
 	t.Helper()
 	x := w.act(w.normal(n*c*h*h, 2), n, c, h, h)
 	gamma, beta := w.randn(1, c), w.randn(1, c)
-	rm, rv := w.randn(0.1, c), w.put([]float32{1, 2, 0.5, 1, 3, 1}, c)
+	vars := make([]float32, c)
+	for i := range vars {
+		vars[i] = []float32{1, 2, 0.5, 1, 3, 1}[i%6]
+	}
+	rm, rv := w.randn(0.1, c), w.put(vars, c)
 	sm, si := w.zeros(c), w.zeros(c)
 	y := w.act(make([]float32, n*c*h*h), n, c, h, h)
 	w.c.BatchNormReLUTrain(y.c, x.c, gamma.c, beta.c, rm.c, rv.c, sm.c, si.c, 0.1, 1e-5)

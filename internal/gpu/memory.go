@@ -332,12 +332,37 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 		b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
 		return
 	}
+	if channelsLast(dst) { // and from NCHW to NHWC
+		_, c, h, w := nchw(dst)
+		b.stageUp(b.ptr(dst), 2*int64(len(src)), func(pin []byte, off int64) {
+			u := unsafe.Slice((*uint16)(unsafe.Pointer(&pin[0])), len(pin)/2)
+			eachNHWC(int(off/2), len(u), c, h*w, func(k, j int) { u[k] = tensor.ToBF16(src[j]) })
+		})
+		return
+	}
 	b.stageUp(b.ptr(dst), 2*int64(len(src)), func(pin []byte, off int64) { // float32 to bfloat16 on the way in
 		h := unsafe.Slice((*uint16)(unsafe.Pointer(&pin[0])), len(pin)/2)
 		for i, v := range src[off/2:][:len(h)] {
 			h[i] = tensor.ToBF16(v)
 		}
 	})
+}
+
+// eachNHWC calls f(k, j) for the elements e0, e0+1, … e0+count-1 of a
+// channels-last tensor of images of c channels and hw pixels: k counts
+// from 0, j is the element's index in NCHW order.
+func eachNHWC(e0, count, c, hw int, f func(k, j int)) {
+	img, rem := e0/(c*hw), e0%(c*hw)
+	pos, ch := rem/c, rem%c
+	for k := range count {
+		f(k, (img*c+ch)*hw+pos)
+		if ch++; ch == c {
+			ch = 0
+			if pos++; pos == hw {
+				pos, img = 0, img+1
+			}
+		}
+	}
 }
 
 // Download copies t to the host once all queued work is done.
@@ -348,6 +373,12 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	b.notInStep("Download")
 	defer b.op()()
 	half, elem := isHalf(src), elemSize(src)
+	var c, hw int
+	if channelsLast(src) {
+		var h, w int
+		_, c, h, w = nchw(src)
+		hw = h * w
+	}
 	p := b.ptr(src)
 	chunk := int(stageChunk / elem)
 	for off := 0; off < len(dst); off += chunk {
@@ -355,7 +386,10 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 		pin := b.pinned(elem * int64(k)).p
 		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(elem*int64(off)), elem*int64(k), b.stream), "download")
 		b.must(b.drv.StreamSynchronize(b.stream), "download")
-		if half { // bfloat16 to float32 on the way out
+		if c > 0 { // and from NHWC to NCHW
+			u := unsafe.Slice((*uint16)(pin), k)
+			eachNHWC(off, k, c, hw, func(i, j int) { dst[j] = tensor.FromBF16(u[i]) })
+		} else if half { // bfloat16 to float32 on the way out
 			for i, h := range unsafe.Slice((*uint16)(pin), k) {
 				dst[off+i] = tensor.FromBF16(h)
 			}
@@ -378,7 +412,12 @@ func (b *Backend) Fill(t *tensor.Tensor, v float32) {
 	}
 }
 
-// Copy copies src into dst, which has the same size.
+// ChannelsLast implements tensor.Layouts: bf16 images are NHWC.
+func (b *Backend) ChannelsLast(t *tensor.Tensor) bool { return channelsLast(t) }
+
+// Copy copies src into dst, which has the same size, each in its own
+// layout: from or to a channels-last image it transposes (flatten's NCHW
+// rows, float32 images).
 func (b *Backend) Copy(dst, src *tensor.Tensor) {
 	if b.rec.mode != eager && b.recorded(newSig(sigCopy).t(dst).t(src)) {
 		return
@@ -390,6 +429,12 @@ func (b *Backend) Copy(dst, src *tensor.Tensor) {
 	n := src.Size()
 	switch {
 	case n == 0:
+	case channelsLast(src) && !channelsLast(dst):
+		in, c, h, w := nchw(src)
+		b.must(b.k.Transpose(b.stream, b.ptr(dst), b.ptr(src), in, h*w, c, isHalf(dst), true), "copy from NHWC")
+	case channelsLast(dst) && !channelsLast(src):
+		in, c, h, w := nchw(dst)
+		b.must(b.k.Transpose(b.stream, b.ptr(dst), b.ptr(src), in, c, h*w, true, isHalf(src)), "copy to NHWC")
 	case isHalf(dst) == isHalf(src):
 		b.must(b.drv.MemcpyDtoDAsync(b.ptr(dst), b.ptr(src), nbytes(src), b.stream), "copy")
 	case isHalf(dst):

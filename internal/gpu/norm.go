@@ -117,6 +117,10 @@ func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
 	poolShape(y, x, k, s)
 	half := halfOps("max-pool", x, y)
 	n, c, h, w := nchw(x)
+	if channelsLast(x) {
+		b.must(b.k.MaxPoolNHWC(b.stream, b.ptr(y), b.ptr(x), n, c, h, w, k, s), fmt.Sprintf("max-pool %v", x.Shape))
+		return
+	}
 	b.must(b.k.MaxPoolForward(b.stream, b.ptr(y), b.ptr(x), n*c, h, w, k, s, half), fmt.Sprintf("max-pool %v", x.Shape))
 }
 
@@ -132,6 +136,10 @@ func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
 	sameSize("max-pool gradient", x, dx)
 	half := halfOps("max-pool gradient", x, y, dy, dx)
 	n, c, h, w := nchw(x)
+	if channelsLast(x) {
+		b.must(b.k.MaxPoolBackwardNHWC(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n, c, h, w, k, s), fmt.Sprintf("max-pool gradient %v", x.Shape))
+		return
+	}
 	b.must(b.k.MaxPoolBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n*c, h, w, k, s, half), fmt.Sprintf("max-pool gradient %v", x.Shape))
 }
 

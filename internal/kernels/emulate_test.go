@@ -1094,8 +1094,22 @@ func TestEmulatedBF16CropResize(t *testing.T) {
 		dir := t.TempDir()
 		want := cropInputs(t, dir, r, tf, images, n)
 		run(t, dir, "bf16crop", 7, n, s, cifar.Side)
-		sameBF16(t, fmt.Sprintf("%T size %d", tf, s), readBF16(t, filepath.Join(dir, "y")), toBF16(want))
+		// The bf16 batch is channels-last.
+		sameBF16(t, fmt.Sprintf("%T size %d", tf, s), readBF16(t, filepath.Join(dir, "y")), toBF16(toNHWC(want, n, 3, s*s)))
 	}
+}
+
+// toNHWC reorders images x [n, c, hw] to [n, hw, c].
+func toNHWC(x []float32, n, c, hw int) []float32 {
+	y := make([]float32, len(x))
+	for i := range n {
+		for ch := range c {
+			for p := range hw {
+				y[(i*hw+p)*c+ch] = x[(i*c+ch)*hw+p]
+			}
+		}
+	}
+	return y
 }
 
 // cpuBNReLU is the CPU backend's batch norm (+ ReLU when relu) on x [n, ch,

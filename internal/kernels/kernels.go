@@ -19,6 +19,10 @@ import (
 const (
 	threads    = 256
 	redThreads = 128
+	// nhwcThreads must equal NHWC_THREADS: the channels-last reductions
+	// index shared memory by thread, and every channels-last launch needs a
+	// block that is a multiple of c/8.
+	nhwcThreads = 256
 )
 
 // compileOptions are passed to NVRTC besides the architecture: no fused
@@ -50,6 +54,9 @@ type Module struct {
 		biasAddNCHWBF16, biasGradFinish, xentRowsBF16, tallyBF16                                              cuda.Function
 		bnStatsBF16, bnApplyBF16, bnAffineBF16, bnGradStatsBF16, bnGradApplyBF16                              cuda.Function
 		maxPoolForwardBF16, maxPoolBackwardBF16, cropResizeBF16                                               cuda.Function
+		// channels-last bfloat16 activations
+		bnStatsNHWC, bnApplyNHWC, bnAffineNHWC, bnGradStatsNHWC, bnGradApplyNHWC, biasAddNHWC      cuda.Function
+		maxPoolForwardNHWC, maxPoolBackwardNHWC, transposeF32BF16, transposeBF16F32, transposeBF16 cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -265,6 +272,17 @@ func (m *Module) lookup() error {
 		{"max_pool_forward_bf16", &m.f.maxPoolForwardBF16},
 		{"max_pool_backward_bf16", &m.f.maxPoolBackwardBF16},
 		{"crop_resize_bf16", &m.f.cropResizeBF16},
+		{"bn_stats_nhwc", &m.f.bnStatsNHWC},
+		{"bn_apply_nhwc", &m.f.bnApplyNHWC},
+		{"bn_affine_nhwc", &m.f.bnAffineNHWC},
+		{"bn_grad_stats_nhwc", &m.f.bnGradStatsNHWC},
+		{"bn_grad_apply_nhwc", &m.f.bnGradApplyNHWC},
+		{"bias_add_nhwc", &m.f.biasAddNHWC},
+		{"max_pool_forward_nhwc", &m.f.maxPoolForwardNHWC},
+		{"max_pool_backward_nhwc", &m.f.maxPoolBackwardNHWC},
+		{"transpose_f32_bf16", &m.f.transposeF32BF16},
+		{"transpose_bf16_f32", &m.f.transposeBF16F32},
+		{"transpose_bf16", &m.f.transposeBF16},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

@@ -106,7 +106,7 @@ func b2i(b bool) int32 {
 
 // BN is one batch-norm layer's geometry for the fused batch-norm kernels:
 // x [N, C, HW...] in NCHW order, and how many blocks share each channel's
-// sums.
+// sums; or, with NHWC, a channels-last x [N·H·W, C] (NHWCGeometry).
 type BN struct {
 	N, C, HW int
 	Splits   int
@@ -114,16 +114,58 @@ type BN struct {
 	// _bf16 kernels); the parameters, statistics and their gradients are
 	// float32 either way.
 	BF16 bool
+	// NHWC says that x is bf16 and channels-last: N counts rows (image
+	// positions), HW is 1. Where C suits them (nhwc) the _nhwc kernels run
+	// it, Splits blocks of all channels each; otherwise the NCHW bf16
+	// kernels, which are correct on it as on N·H·W images of 1×1.
+	NHWC bool
+}
+
+// nhwc says whether g runs the channels-last kernels: C a multiple of 8
+// and C/8 a divisor of the block.
+func (g BN) nhwc() bool { return g.NHWC && g.C%8 == 0 && nhwcThreads%(g.C/8) == 0 }
+
+// NHWCGeometry is the geometry of a channels-last bf16 x of n images of c
+// channels, h×w each, for a GPU of sms multiprocessors: 2 blocks a
+// multiprocessor of all channels each, or fewer so that each thread walks
+// at least 8 rows. (The per-channel sums of each block are added by one
+// thread a channel afterwards, so more blocks would cost the finish.)
+func NHWCGeometry(n, c, h, w, sms int) BN {
+	g := BN{N: n * h * w, C: c, HW: 1, BF16: true, NHWC: true}
+	if !g.nhwc() {
+		g.Splits = Splits(g.N, c, 1, sms)
+		return g
+	}
+	rowsAtOnce := nhwcThreads / (c / 8)
+	g.Splits = max(1, min(2*sms, (g.N+8*rowsAtOnce-1)/(8*rowsAtOnce)))
+	return g
 }
 
 // bnKernels are the kernels that read or write g's activations.
 type bnKernels struct{ stats, apply, affine, gradStats, gradApply cuda.Function }
 
 func (m *Module) bn(g BN) bnKernels {
-	if g.BF16 {
+	switch {
+	case g.nhwc():
+		return bnKernels{m.f.bnStatsNHWC, m.f.bnApplyNHWC, m.f.bnAffineNHWC, m.f.bnGradStatsNHWC, m.f.bnGradApplyNHWC}
+	case g.BF16 || g.NHWC:
 		return bnKernels{m.f.bnStatsBF16, m.f.bnApplyBF16, m.f.bnAffineBF16, m.f.bnGradStatsBF16, m.f.bnGradApplyBF16}
 	}
 	return bnKernels{m.f.bnStats, m.f.bnApply, m.f.bnAffine, m.f.bnGradStats, m.f.bnGradApply}
+}
+
+// aligned checks the 16-byte alignment the channels-last kernels' pack
+// accesses need (always so for whole images of a multiple of 8 channels).
+func (g BN) aligned(ps ...ptr) error {
+	if !g.nhwc() {
+		return nil
+	}
+	for _, p := range ps {
+		if p%16 != 0 {
+			return fmt.Errorf("kernels: channels-last activations at %#x, not 16-byte aligned", uint64(p))
+		}
+	}
+	return nil
 }
 
 // Splits is how many blocks share one channel's sums: enough blocks to
@@ -149,8 +191,21 @@ func (g BN) dims() []uint64 {
 }
 
 func (m *Module) reduce(f cuda.Function, s cuda.Stream, g BN, args ...uint64) error {
+	if g.nhwc() {
+		return m.drv.LaunchKernel(f, cuda.Dim3{X: uint32(g.Splits), Y: 1, Z: 1}, cuda.Dim3{X: nhwcThreads, Y: 1, Z: 1}, 0, s, args...)
+	}
 	grid := cuda.Dim3{X: uint32(g.C * g.Splits), Y: 1, Z: 1}
 	return m.drv.LaunchKernel(f, grid, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s, args...)
+}
+
+// each launches one of g's element-wise kernels over its N·C·HW elements
+// (packs of 8 channels for the channels-last kernels).
+func (m *Module) each(f cuda.Function, s cuda.Stream, g BN, args ...uint64) error {
+	n := uint64(g.N) * uint64(g.C) * uint64(g.HW)
+	if g.nhwc() {
+		n /= 8
+	}
+	return m.launch(f, s, n, args...)
 }
 
 // BNTrainReLU is batch norm with batch statistics, then ReLU when relu:
@@ -160,6 +215,9 @@ func (m *Module) reduce(f cuda.Function, s cuda.Stream, g BN, args ...uint64) er
 func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, saveMean, saveInv, part, scale ptr, momentum, eps float64, relu bool) error {
 	if g.N*g.C*g.HW == 0 {
 		return nil
+	}
+	if err := g.aligned(y, x); err != nil {
+		return err
 	}
 	d := g.dims()
 	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(x), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
@@ -171,7 +229,7 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 	if err != nil {
 		return err
 	}
-	return m.launch(m.bn(g).apply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
+	return m.each(m.bn(g).apply, s, g, cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
 		cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
@@ -181,13 +239,16 @@ func (m *Module) BNInferReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 	if g.N*g.C*g.HW == 0 {
 		return nil
 	}
+	if err := g.aligned(y, x); err != nil {
+		return err
+	}
 	d := g.dims()
 	err := m.launch(m.f.bnInferCoef, s, uint64(g.C), cuda.ArgPtr(scale), cuda.ArgPtr(shift), cuda.ArgPtr(gamma), cuda.ArgPtr(beta),
 		cuda.ArgPtr(runMean), cuda.ArgPtr(runVar), d[1], cuda.ArgF64(eps))
 	if err != nil {
 		return err
 	}
-	return m.launch(m.bn(g).affine, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(scale), cuda.ArgPtr(shift),
+	return m.each(m.bn(g).affine, s, g, cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(scale), cuda.ArgPtr(shift),
 		d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
@@ -197,6 +258,9 @@ func (m *Module) BNInferReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInv, part, coef ptr, relu bool) error {
 	if g.N*g.C*g.HW == 0 {
 		return nil
+	}
+	if err := g.aligned(dx, dy, y, x); err != nil {
+		return err
 	}
 	d := g.dims()
 	err := m.reduce(m.bn(g).gradStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean),
@@ -209,7 +273,7 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x
 	if err != nil {
 		return err
 	}
-	return m.launch(m.bn(g).gradApply, s, uint64(g.N*g.C*g.HW), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x),
+	return m.each(m.bn(g).gradApply, s, g, cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x),
 		cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(coef), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
@@ -271,11 +335,18 @@ func (m *Module) ColSumBF16(s cuda.Stream, out, x ptr, rows, cols int) error {
 	return m.launch(m.f.colSumBF16, s, uint64(cols), cuda.ArgPtr(out), cuda.ArgPtr(x), cuda.ArgU64(uint64(rows)), cuda.ArgU64(uint64(cols)))
 }
 
-// BiasAddNCHWBF16: y[i, ch, p] += b[ch] for a bf16 y [n, c, hw] and float32
-// b [c] (a convolution's bias).
-func (m *Module) BiasAddNCHWBF16(s cuda.Stream, y, b ptr, n, c, hw int) error {
-	return m.launch(m.f.biasAddNCHWBF16, s, uint64(n)*uint64(c)*uint64(hw), cuda.ArgPtr(y), cuda.ArgPtr(b),
-		cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU64(uint64(hw)))
+// BiasAddBF16: y[i, ch, p] += b[ch] for a bf16 y of geometry g (NCHW, or
+// channels-last with g.NHWC) and float32 b [c] (a convolution's bias).
+func (m *Module) BiasAddBF16(s cuda.Stream, g BN, y, b ptr) error {
+	if err := g.aligned(y); err != nil {
+		return err
+	}
+	f := m.f.biasAddNCHWBF16
+	if g.nhwc() {
+		f = m.f.biasAddNHWC
+	}
+	d := g.dims()
+	return m.each(f, s, g, cuda.ArgPtr(y), cuda.ArgPtr(b), d[0], d[1], d[2])
 }
 
 // BiasGrad: db[ch] (float32) = Σ dy over channel ch of dy [N, C, HW] (a
@@ -285,6 +356,9 @@ func (m *Module) BiasAddNCHWBF16(s cuda.Stream, y, b ptr, n, c, hw int) error {
 func (m *Module) BiasGrad(s cuda.Stream, g BN, db, dy, part ptr) error {
 	if g.N*g.C*g.HW == 0 {
 		return nil
+	}
+	if err := g.aligned(dy); err != nil {
+		return err
 	}
 	d := g.dims()
 	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
@@ -350,4 +424,45 @@ func (m *Module) MaxPoolBackward(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, 
 // CropResizeBF16 is CropResize with y stored as bf16.
 func (m *Module) CropResizeBF16(s cuda.Stream, y, images, crops, table ptr, n, size, side int) error {
 	return m.cropResize(m.f.cropResizeBF16, s, y, images, crops, table, n, size, side)
+}
+
+// MaxPoolNHWC is MaxPoolForward of channels-last bf16 x [n, h, w, c] into
+// y [n, oh, ow, c].
+func (m *Module) MaxPoolNHWC(s cuda.Stream, y, x ptr, n, c, h, w, k, st int) error {
+	if k < 1 || st < 1 {
+		return fmt.Errorf("kernels: max-pool window %d stride %d", k, st)
+	}
+	return m.launch(m.f.maxPoolForwardNHWC, s, uint64(n)*uint64(c)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
+		cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU32(uint32(h)), cuda.ArgU32(uint32(w)),
+		cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st)))
+}
+
+// MaxPoolBackwardNHWC is MaxPoolBackward of channels-last bf16 dx, dy and
+// x (x [n, h, w, c]).
+func (m *Module) MaxPoolBackwardNHWC(s cuda.Stream, dx, dy, x ptr, n, c, h, w, k, st int) error {
+	if k < 1 || st < 1 {
+		return fmt.Errorf("kernels: max-pool window %d stride %d", k, st)
+	}
+	return m.launch(m.f.maxPoolBackwardNHWC, s, uint64(n)*uint64(c)*uint64(h)*uint64(w),
+		cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU32(uint32(h)),
+		cuda.ArgU32(uint32(w)), cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st)))
+}
+
+// Transpose: y [batch, cols, rows] = x [batch, rows, cols] with each
+// matrix transposed, converting float32 to bf16 (yBF16 only), bf16 to
+// float32 (xBF16 only) or neither (both bf16).
+func (m *Module) Transpose(s cuda.Stream, y, x ptr, batch, rows, cols int, yBF16, xBF16 bool) error {
+	var f cuda.Function
+	switch {
+	case yBF16 && xBF16:
+		f = m.f.transposeBF16
+	case yBF16:
+		f = m.f.transposeF32BF16
+	case xBF16:
+		f = m.f.transposeBF16F32
+	default:
+		return fmt.Errorf("kernels: a float32 transpose (only bf16 activations are channels-last)")
+	}
+	return m.launch(f, s, uint64(batch)*uint64(rows)*uint64(cols), cuda.ArgPtr(y), cuda.ArgPtr(x),
+		cuda.ArgU64(uint64(batch)), cuda.ArgU64(uint64(rows)), cuda.ArgU64(uint64(cols)))
 }

@@ -152,7 +152,7 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			idx++
 		}
 	}
-	m.mods = append(m.mods, &flatten{})
+	m.mods = append(m.mods, &flatten{be: be})
 	m.names = append(m.names, "flatten")
 	for i := 0; i < 3; i++ {
 		l := &linear{be: be}

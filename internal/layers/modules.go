@@ -253,8 +253,16 @@ func (m *lrn) backward(dy *tensor.Tensor) *tensor.Tensor {
 }
 
 // flatten is torch.flatten(x, 1): NCHW memory is already in (C,H,W) order,
-// so it is a view both ways.
-type flatten struct{ in []int }
+// so it is a view both ways. A backend that stores x channels-last
+// (tensor.Layouts) gets a copy in NCHW order instead, and the gradient
+// copied back, where the image is more than one pixel.
+type flatten struct {
+	be tensor.Backend
+	in []int
+	// copied says that forward copied x (backward copies dy back).
+	copied bool
+	bufs
+}
 
 func (m *flatten) out(in []int) []int { return []int{tensor.Volume(in)} }
 func (m *flatten) kind() string       { return "Flatten" }
@@ -262,10 +270,25 @@ func (m *flatten) kernel() string     { return "" }
 
 func (m *flatten) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.in = x.Shape
-	return x.Reshape(x.Shape[0], tensor.Volume(x.Shape[1:]))
+	rows := x.Reshape(x.Shape[0], tensor.Volume(x.Shape[1:]))
+	l, ok := m.be.(tensor.Layouts)
+	m.copied = ok && len(x.Shape) == 4 && x.Shape[2]*x.Shape[3] > 1 && l.ChannelsLast(x)
+	if !m.copied {
+		return rows
+	}
+	y := m.yBuf.get(m.be, rows.Shape...)
+	m.be.Copy(y, x)
+	return y
 }
 
-func (m *flatten) backward(dy *tensor.Tensor) *tensor.Tensor { return dy.Reshape(m.in...) }
+func (m *flatten) backward(dy *tensor.Tensor) *tensor.Tensor {
+	if !m.copied {
+		return dy.Reshape(m.in...)
+	}
+	dx := m.dx(m.be, dy, m.in...)
+	m.be.Copy(dx, dy)
+	return dx
+}
 
 // linear is y = x·wᵀ + b.
 type linear struct {

@@ -221,6 +221,15 @@ type Activations interface {
 	NewActivation(shape ...int) *Tensor
 }
 
+// Layouts is implemented by backends that may store a 4-d activation
+// [N, C, H, W] in another order than NCHW (the GPU with --precision bf16
+// stores images channels-last). Their Upload, Download and Copy convert,
+// so only code that reinterprets memory — a Reshape of an image into rows —
+// needs to ask, and Copy into a tensor of the shape it wants instead.
+type Layouts interface {
+	ChannelsLast(t *Tensor) bool
+}
+
 // NewActivation allocates an activation tensor: be's narrower storage where
 // it has one (Activations), else New.
 func NewActivation(be Backend, shape ...int) *Tensor {

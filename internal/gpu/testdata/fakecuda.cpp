@@ -407,7 +407,10 @@ static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply
                                  "bias_grad_finish", "softmax_xent_rows_bf16", "tally_bf16", "bn_stats_bf16",
                                  "bn_apply_bf16", "bn_affine_bf16", "bn_grad_stats_bf16", "bn_grad_apply_bf16",
                                  "max_pool_forward_bf16", "max_pool_backward_bf16", "crop_resize_bf16",
-                                 "max_pool_forward", "max_pool_backward"};
+                                 "max_pool_forward", "max_pool_backward",
+                                 "bn_stats_nhwc", "bn_apply_nhwc", "bn_affine_nhwc", "bn_grad_stats_nhwc", "bn_grad_apply_nhwc",
+                                 "bias_add_nhwc", "max_pool_forward_nhwc", "max_pool_backward_nhwc",
+                                 "transpose_f32_bf16", "transpose_bf16_f32", "transpose_bf16"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
@@ -433,6 +436,20 @@ CUresult cuModuleGetFunction(void** f, void* m, const char* name) {
 #define I32(i) arg<int>(params, i)
 #define U32(i) arg<unsigned int>(params, i)
 #define IN(p, bytes) if (!inside((uintptr_t)(p), (bytes))) { fail("kernel %s: argument out of bounds", kKernels[k]); return ILLEGAL_ADDRESS; }
+
+// nhwc_ok checks a channels-last launch: c a multiple of 8 whose c/8
+// divides the block, and activations aligned for 16-byte packs.
+extern "C++" {  // a template, inside the extern "C" block
+template <typename... P>
+static bool nhwc_ok(const char* name, unsigned bx, unsigned long long c, P... ps) {
+	bool aligned = ((((uintptr_t)ps % 16) == 0) && ...);
+	if (c == 0 || c % 8 != 0 || bx % (c / 8) != 0 || !aligned) {
+		fail("%s: %llu channels in blocks of %u, or activations not 16-byte aligned", name, c, bx);
+		return false;
+	}
+	return true;
+}
+}
 
 CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shmem, void* stream, void** params, void** extra) {
@@ -771,6 +788,95 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { crop_resize_bf16(y, im, cr, tab, n, sz, side); }); };
 		break;
 	}
+	// Channels-last bf16 activations [rows, c] (rows = n·hw): the packs of 8
+	// channels need c a multiple of 8 dividing the block, and 16-byte
+	// aligned activations.
+	case 39: {  // bn_stats_nhwc(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits)
+		auto part = PTR(0, double); auto x = PTR(1, const bf16); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
+		if (!nhwc_ok(kKernels[k], bx, c, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("bn_stats_nhwc: grid %u for %u splits", gx, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(x, 2 * n * c * hw);
+		run = [=] { launch_threads(gx, bx, [=] { bn_stats_nhwc(part, x, n, c, hw, sp); }); };
+		break;
+	}
+	case 40: {  // bn_apply_nhwc(bf16* y, const bf16* x, const float* mean, const float* scale, const float* beta, u64 n, u64 c, u64 hw, int relu)
+		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto mean = PTR(2, const float);
+		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
+		auto n = U64(5), c = U64(6), hw = U64(7); auto relu = I32(8);
+		if (!nhwc_ok(kKernels[k], bx, c, y, x)) return INVALID_VALUE;
+		IN(y, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(sc, 4 * c); IN(beta, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_apply_nhwc(y, x, mean, sc, beta, n, c, hw, relu); }); };
+		break;
+	}
+	case 41: {  // bn_affine_nhwc(bf16* y, const bf16* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
+		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
+		auto n = U64(4), c = U64(5), hw = U64(6); auto relu = I32(7);
+		if (!nhwc_ok(kKernels[k], bx, c, y, x)) return INVALID_VALUE;
+		IN(y, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(sc, 4 * c); IN(sh, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_affine_nhwc(y, x, sc, sh, n, c, hw, relu); }); };
+		break;
+	}
+	case 42: {  // bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
+	            //                    const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
+		auto part = PTR(0, double); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
+		auto mean = PTR(4, const float); auto inv = PTR(5, const float);
+		auto n = U64(6), c = U64(7), hw = U64(8); auto sp = U32(9); auto relu = I32(10);
+		if (!nhwc_ok(kKernels[k], bx, c, dy, y, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("bn_grad_stats_nhwc: grid %u for %u splits", gx, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
+		if (relu) { IN(y, 2 * n * c * hw); }
+		run = [=] { launch_threads(gx, bx, [=] { bn_grad_stats_nhwc(part, dy, y, x, mean, inv, n, c, hw, sp, relu); }); };
+		break;
+	}
+	case 43: {  // bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
+	            //                    const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
+		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
+		auto mean = PTR(4, const float); auto inv = PTR(5, const float); auto coef = PTR(6, const float);
+		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
+		if (!nhwc_ok(kKernels[k], bx, c, dx, dy, y, x)) return INVALID_VALUE;
+		IN(dx, 2 * n * c * hw); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
+		if (relu) { IN(y, 2 * n * c * hw); }
+		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply_nhwc(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
+		break;
+	}
+	case 44: {  // bias_add_nhwc(bf16* y, const float* b, u64 n, u64 c, u64 hw)
+		auto y = PTR(0, bf16); auto b = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4);
+		if (!nhwc_ok(kKernels[k], bx, c, y)) return INVALID_VALUE;
+		IN(y, 2 * n * c * hw); IN(b, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bias_add_nhwc(y, b, n, c, hw); }); };
+		break;
+	}
+	case 45:    // max_pool_forward_nhwc(bf16* y, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
+	case 46: {  // max_pool_backward_nhwc(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
+		bool fwd = k == 45;
+		int a = fwd ? 2 : 3;  // the first size argument
+		auto o = PTR(0, bf16); auto i1 = PTR(1, const bf16); auto x = fwd ? i1 : PTR(2, const bf16);
+		auto n = U64(a), c = U64(a + 1); auto h = U32(a + 2), w = U32(a + 3), kk = U32(a + 4), s = U32(a + 5);
+		if (kk == 0 || s == 0) { fail("%s: window %u stride %u", kKernels[k], kk, s); return INVALID_VALUE; }
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
+		IN(x, 2 * n * c * h * w);
+		if (fwd) { IN(o, 2 * n * c * oh * ow); } else { IN(o, 2 * n * c * h * w); IN(i1, 2 * n * c * oh * ow); }
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (fwd) max_pool_forward_nhwc(o, x, n, c, h, w, kk, s);
+				else max_pool_backward_nhwc(o, i1, x, n, c, h, w, kk, s);
+			});
+		};
+		break;
+	}
+	case 47:    // transpose_f32_bf16(bf16* y, const float* x, u64 batch, u64 rows, u64 cols)
+	case 48:    // transpose_bf16_f32(float* y, const bf16* x, ...)
+	case 49: {  // transpose_bf16(bf16* y, const bf16* x, ...)
+		auto y = PTR(0, void); auto x = PTR(1, const void); auto b = U64(2), r = U64(3), c = U64(4);
+		unsigned long long ey = k == 48 ? 4 : 2, ex = k == 47 ? 4 : 2;
+		IN(y, ey * b * r * c); IN(x, ex * b * r * c);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (k == 47) transpose_f32_bf16((bf16*)y, (const float*)x, b, r, c);
+				else if (k == 48) transpose_bf16_f32((float*)y, (const bf16*)x, b, r, c);
+				else transpose_bf16((bf16*)y, (const bf16*)x, b, r, c);
+			});
+		};
+		break;
+	}
 	}
 	if (!enqueue("cuLaunchKernel", stream, std::move(run))) return CAPTURE_UNSUPPORTED;
 	return OK;
@@ -1003,6 +1109,7 @@ struct Desc {
 	unsigned lrnN;         // LRN
 	double alpha, beta, k;
 	int dtype;             // tensor / filter: 0 float, 9 bfloat16
+	bool nhwc;             // tensor / filter: channels-last (NHWC, KRSC), else NCHW (KCRS)
 };
 
 size_t cudnnGetVersion(void) { return 91400; }
@@ -1066,16 +1173,19 @@ int cudnnDestroyLRNDescriptor(void* d) { return destroy(d, LRN); }
 
 int cudnnSetTensor4dDescriptor(void* d, int format, int dtype, int n, int c, int h, int w) {
 	Desc* t = (Desc*)d;
-	if (t->kind != TENSOR || format != 0 || !fk_elem(dtype, true) || n <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
+	// format 0 CUDNN_TENSOR_NCHW, 1 CUDNN_TENSOR_NHWC
+	if (t->kind != TENSOR || (format != 0 && format != 1) || !fk_elem(dtype, true) || n <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
 	*t = Desc{TENSOR, true, n, c, h, w};
 	t->dtype = dtype;
+	t->nhwc = format == 1;
 	return 0;
 }
 int cudnnSetFilter4dDescriptor(void* d, int dtype, int format, int k, int c, int h, int w) {
 	Desc* t = (Desc*)d;
-	if (t->kind != FILTER || format != 0 || !fk_elem(dtype, true) || k <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
+	if (t->kind != FILTER || (format != 0 && format != 1) || !fk_elem(dtype, true) || k <= 0 || c <= 0 || h <= 0 || w <= 0) return BAD_PARAM;
 	*t = Desc{FILTER, true, k, c, h, w};
 	t->dtype = dtype;
+	t->nhwc = format == 1;
 	return 0;
 }
 int cudnnSetConvolution2dDescriptor(void* d, int ph, int pw, int u, int v, int dh, int dw, int mode, int ctype) {
@@ -1127,8 +1237,8 @@ static Desc* Dany(void* d, int kind) {
 }
 static Desc* D(void* d, int kind) {
 	Desc* t = Dany(d, kind);
-	if (t && (kind == TENSOR || kind == FILTER) && t->dtype != 0) {
-		fail("a data type %d descriptor where this stand-in call takes float only", t->dtype);
+	if (t && (kind == TENSOR || kind == FILTER) && (t->dtype != 0 || t->nhwc)) {
+		fail("a data type %d (NHWC %d) descriptor where this stand-in call takes float NCHW only", t->dtype, t->nhwc);
 		return nullptr;
 	}
 	return t;
@@ -1223,8 +1333,13 @@ int cudnnGetConvolutionBackwardFilterWorkspaceSize(void* h, void* x, void* dy, v
 
 // conv_compute is the reference convolution of both APIs: out = alpha·op
 // + beta·out for direction dir (0 forward, 1 backward data, 2 backward
-// filter) over packed NCHW x, KCRS w and NCHW y of elements of E bytes;
-// X, W, Y are the inputs of the direction (the output's is unused).
+// filter) over packed NCHW x, KCRS w and NCHW y (or NHWC and KRSC, as the
+// descriptors say) of elements of E bytes; X, W, Y are the inputs of the
+// direction (the output's is unused).
+// at4 is the index of element (n, c, y, x) of a packed tensor or filter.
+static size_t at4(const Desc* t, size_t n, size_t c, size_t y, size_t x) {
+	return t->nhwc ? ((n * t->h + y) * t->w + x) * t->c + c : ((n * t->c + c) * t->h + y) * t->w + x;
+}
 static void conv_compute(int dir, const Desc* x, const Desc* w, const Desc* y, int P, const void* X, const void* W,
                          const void* Y, void* o, size_t E, float al, float be) {
 	int K = w->h;
@@ -1239,9 +1354,7 @@ static void conv_compute(int dir, const Desc* x, const Desc* w, const Desc* y, i
 							for (int kx = 0; kx < K; kx++) {
 								int iy = oy + ky - P, ix = ox + kx - P;
 								if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
-								size_t xi = (((size_t)n * x->c + ci) * x->h + iy) * x->w + ix;
-								size_t wi = (((size_t)co * w->c + ci) * K + ky) * K + kx;
-								size_t yi = (((size_t)n * y->c + co) * y->h + oy) * y->w + ox;
+								size_t xi = at4(x, n, ci, iy, ix), wi = at4(w, co, ci, ky, kx), yi = at4(y, n, co, oy, ox);
 								if (dir == 0) acc[yi] += (double)fk_load(X, xi, E) * fk_load(W, wi, E);
 								if (dir == 1) acc[xi] += (double)fk_load(W, wi, E) * fk_load(Y, yi, E);
 								if (dir == 2) acc[wi] += (double)fk_load(X, xi, E) * fk_load(Y, yi, E);
@@ -1813,16 +1926,22 @@ static int tensor_of(void* d, int kind, Desc* t, int64_t* uid) {
 		fail("convolution operand of %lld dimensions: this stand-in takes 4", (long long)dims.n);
 		return NOT_SUPPORTED;
 	}
-	int64_t want = 1;
-	for (int i = 3; i >= 0; i--) {
-		if (str.at<int64_t>(i) != want) {
-			fail("convolution operand strides not packed NCHW (dimension %d: stride %lld, want %lld)", i, (long long)str.at<int64_t>(i), (long long)want);
-			return NOT_SUPPORTED;
-		}
-		want *= dims.at<int64_t>(i);
+	// Packed NCHW (strides C·H·W, H·W, W, 1) or packed NHWC (H·W·C, 1, W·C, C).
+	int64_t n = dims.at<int64_t>(0), c = dims.at<int64_t>(1), h = dims.at<int64_t>(2), w = dims.at<int64_t>(3);
+	int64_t nchw[4] = {c * h * w, h * w, w, 1}, nhwc[4] = {h * w * c, 1, w * c, c};
+	bool isNCHW = true, isNHWC = true;
+	for (int i = 0; i < 4; i++) {
+		isNCHW = isNCHW && str.at<int64_t>(i) == nchw[i];
+		isNHWC = isNHWC && str.at<int64_t>(i) == nhwc[i];
 	}
-	*t = Desc{kind, true, (int)dims.at<int64_t>(0), (int)dims.at<int64_t>(1), (int)dims.at<int64_t>(2), (int)dims.at<int64_t>(3)};
+	if (!isNCHW && !isNHWC) {
+		fail("convolution operand strides {%lld %lld %lld %lld}: neither packed NCHW nor packed NHWC", (long long)str.at<int64_t>(0),
+		     (long long)str.at<int64_t>(1), (long long)str.at<int64_t>(2), (long long)str.at<int64_t>(3));
+		return NOT_SUPPORTED;
+	}
+	*t = Desc{kind, true, (int)n, (int)c, (int)h, (int)w};
 	t->dtype = b->attrs[901].at<int32_t>(0);
+	t->nhwc = !isNCHW;  // where both fit, the two orders are the same
 	*uid = b->attrs[906].at<int64_t>(0);
 	return 0;
 }
