@@ -1041,17 +1041,28 @@ __device__ __forceinline__ void st8(bf16* p, u64 i, const float* v) {
 	*(H8*)(p + i) = q;
 }
 
-// each_row_pack calls f(i, ch) for every pack of 8 channels ch..ch+7
-// (elements i..i+7) of x [rows, c]: the grid's threads keep one pack each
-// (blockDim.x is a multiple of c/8) and stride over the rows.
+// pack_channel is the first of the 8 channels that the calling thread
+// owns in each_row_pack and each_share_row_pack; the kernels load their
+// per-channel values for it once, before the loop.
+__device__ __forceinline__ u64 pack_channel(u64 c) { return 8 * (threadIdx.x % (u32)(c / 8)); }
+
+// each_row_pack calls f(i) for the elements i..i+7 of the thread's pack of
+// channels (pack_channel) in every row of x [rows, c] the thread takes: the
+// grid's threads keep one pack each (blockDim.x is a multiple of c/8) and
+// stride over the rows.
 template <typename F>
 __device__ __forceinline__ void each_row_pack(u64 rows, u64 c, F f) {
-	u32 P = (u32)(c / 8), p = threadIdx.x % P;
-	u64 step = (u64)gridDim.x * blockDim.x / P;
-#pragma unroll 2
+	u32 P = (u32)(c / 8);
+	u64 ch = pack_channel(c), step = (u64)gridDim.x * blockDim.x / P;
+#pragma unroll 4
 	for (u64 r = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / P; r < rows; r += step) {
-		f(r * c + 8 * p, 8 * p);
+		f(r * c + ch);
 	}
+}
+
+// load8 copies p[ch..ch+7] into v (per-channel values of a pack).
+__device__ __forceinline__ void load8(float* v, const float* p, u64 ch) {
+	for (int j = 0; j < 8; j++) v[j] = p[ch + j];
 }
 
 // each_share_row_pack calls f(i) for the thread's pack of 8 channels in
@@ -1089,6 +1100,27 @@ __device__ void pack_sums(double* part, const double* a, const double* b, u64 c,
 	}
 }
 
+// fold_parts adds the splits per-block sums of each channel that the
+// channels-last reductions leave in part, one block of RED_THREADS a
+// channel (grid c), into out[2·ch] and out[2·ch + 1]: bn_finish, bn_grad_finish
+// and bias_grad_finish then read one split a channel, where looping over
+// hundreds in one thread a channel took longer than the reduction.
+extern "C" __global__ void fold_parts(double* out, const double* part, u64 c, u32 splits) {
+	__shared__ double red[RED_THREADS];
+	u64 ch = blockIdx.x;
+	double a = 0.0, b = 0.0;
+	for (u32 k = threadIdx.x; k < splits; k += RED_THREADS) {
+		a += part[2 * (ch * splits + k)];
+		b += part[2 * (ch * splits + k) + 1];
+	}
+	a = block_sum(a, red);
+	b = block_sum(b, red);
+	if (threadIdx.x == 0) {
+		out[2 * ch] = a;
+		out[2 * ch + 1] = b;
+	}
+}
+
 // bn_stats_nhwc: bn_stats_bf16 of a channels-last x [n·hw, c] (hw is 1 from
 // the launchers), on a grid of splits blocks of NHWC_THREADS, each all
 // channels of one share of the rows.
@@ -1111,11 +1143,16 @@ extern "C" __global__ void bn_stats_nhwc(double* part, const bf16* x, u64 n, u64
 // bn_apply_nhwc: bn_apply_bf16 of a channels-last x [n·hw, c]; y may be x.
 extern "C" __global__ void bn_apply_nhwc(bf16* y, const bf16* x, const float* mean, const float* scale,
 		const float* beta, u64 n, u64 c, u64 hw, int relu) {
-	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+	float mu[8], sc[8], be[8];
+	u64 ch = pack_channel(c);
+	load8(mu, mean, ch);
+	load8(sc, scale, ch);
+	load8(be, beta, ch);
+	each_row_pack(n * hw, c, [&](u64 i) {
 		float v[8];
 		ld8(x, i, v);
 		for (int j = 0; j < 8; j++) {
-			v[j] = (v[j] - mean[ch + j]) * scale[ch + j] + beta[ch + j];
+			v[j] = (v[j] - mu[j]) * sc[j] + be[j];
 			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
 		}
 		st8(y, i, v);
@@ -1125,11 +1162,15 @@ extern "C" __global__ void bn_apply_nhwc(bf16* y, const bf16* x, const float* me
 // bn_affine_nhwc: bn_affine_bf16 of a channels-last x [n·hw, c].
 extern "C" __global__ void bn_affine_nhwc(bf16* y, const bf16* x, const float* scale, const float* shift,
 		u64 n, u64 c, u64 hw, int relu) {
-	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+	float sc[8], sh[8];
+	u64 ch = pack_channel(c);
+	load8(sc, scale, ch);
+	load8(sh, shift, ch);
+	each_row_pack(n * hw, c, [&](u64 i) {
 		float v[8];
 		ld8(x, i, v);
 		for (int j = 0; j < 8; j++) {
-			v[j] = v[j] * scale[ch + j] + shift[ch + j];
+			v[j] = v[j] * sc[j] + sh[j];
 			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
 		}
 		st8(y, i, v);
@@ -1142,7 +1183,7 @@ extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, cons
 		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
 	__shared__ double red[NHWC_THREADS * 8];
 	double sg[8], sgx[8], mu[8], iv[8];
-	u64 ch = 8 * (threadIdx.x % (u32)(c / 8));
+	u64 ch = pack_channel(c);
 	for (int j = 0; j < 8; j++) {
 		sg[j] = sgx[j] = 0.0;
 		mu[j] = (double)mean[ch + j];
@@ -1166,15 +1207,24 @@ extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, cons
 // (y read only when relu); dx may be dy.
 extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* y, const bf16* x,
 		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+	float mu[8], iv[8], k0[8], k1[8], k2[8];
+	u64 ch = pack_channel(c);
+	load8(mu, mean, ch);
+	load8(iv, inv, ch);
+	for (int j = 0; j < 8; j++) {
+		k0[j] = coef[3 * (ch + j)];
+		k1[j] = coef[3 * (ch + j) + 1];
+		k2[j] = coef[3 * (ch + j) + 2];
+	}
+	each_row_pack(n * hw, c, [&](u64 i) {
 		float gv[8], yv[8], xv[8];
 		ld8(dy, i, gv);
 		ld8(x, i, xv);
 		if (relu) ld8(y, i, yv);
 		for (int j = 0; j < 8; j++) {
 			float g = (relu && !(yv[j] > 0.0f)) ? 0.0f : gv[j];
-			float xhat = (xv[j] - mean[ch + j]) * inv[ch + j];
-			gv[j] = coef[3 * (ch + j)] * (g - coef[3 * (ch + j) + 1] - xhat * coef[3 * (ch + j) + 2]);
+			float xhat = (xv[j] - mu[j]) * iv[j];
+			gv[j] = k0[j] * (g - k1[j] - xhat * k2[j]);
 		}
 		st8(dx, i, gv);
 	});
@@ -1182,10 +1232,12 @@ extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf
 
 // bias_add_nhwc: bias_add_nchw_bf16 of a channels-last y [n·hw, c].
 extern "C" __global__ void bias_add_nhwc(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
-	each_row_pack(n * hw, c, [&](u64 i, u64 ch) {
+	float bv[8];
+	load8(bv, b, pack_channel(c));
+	each_row_pack(n * hw, c, [&](u64 i) {
 		float v[8];
 		ld8(y, i, v);
-		for (int j = 0; j < 8; j++) v[j] += b[ch + j];
+		for (int j = 0; j < 8; j++) v[j] += bv[j];
 		st8(y, i, v);
 	});
 }
@@ -1212,9 +1264,21 @@ template <int W> __device__ __forceinline__ void stw(bf16* p, u64 i, const float
 }
 
 // nhwc_pos splits pack index t (of [n, oh, ow, c/W]) into the first
-// element's channel and the output position.
+// element's channel and the output position, in 32-bit arithmetic when
+// every pack index fits (64-bit division costs these memory-bound kernels
+// more than their loads).
 template <int W>
-__device__ __forceinline__ void nhwc_pos(u64 t, u64 c, u32 oh, u32 ow, u64* ch, u32* oy, u32* ox, u64* img) {
+__device__ __forceinline__ void nhwc_pos(u64 t, u64 c, u32 oh, u32 ow, bool small, u64* ch, u32* oy, u32* ox, u64* img) {
+	if (small) {
+		u32 q = (u32)(c / W), u = (u32)t;
+		*ch = W * (u % q);
+		u /= q;
+		*ox = u % ow;
+		u /= ow;
+		*oy = u % oh;
+		*img = u / oh;
+		return;
+	}
 	u64 q = c / W;
 	*ch = W * (t % q);
 	t /= q;
@@ -1229,10 +1293,11 @@ __device__ __forceinline__ void max_pool_forward_nhwc_t(bf16* y, const bf16* x, 
 		u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
 	const float neg_inf = __uint_as_float(0xff800000u);
+	bool small = n * oh * ow * (c / W) < 0xffffffffULL;
 	GRID_STRIDE(t, n * oh * ow * (c / W)) {
 		u64 ch, img;
 		u32 oy, ox;
-		nhwc_pos<W>(t, c, oh, ow, &ch, &oy, &ox, &img);
+		nhwc_pos<W>(t, c, oh, ow, small, &ch, &oy, &ox, &img);
 		float m[W], v[W];
 		for (int j = 0; j < W; j++) m[j] = neg_inf;
 		for (u32 ki = 0; ki < k; ki++) {
@@ -1264,10 +1329,11 @@ template <int W>
 __device__ __forceinline__ void max_pool_backward_tiled(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h,
 		u32 w, u32 k) {
 	u32 oh = h / k, ow = w / k;
+	bool small = n * oh * ow * (c / W) < 0xffffffffULL;
 	GRID_STRIDE(t, n * oh * ow * (c / W)) {
 		u64 ch, img;
 		u32 oy, ox;
-		nhwc_pos<W>(t, c, oh, ow, &ch, &oy, &ox, &img);
+		nhwc_pos<W>(t, c, oh, ow, small, &ch, &oy, &ox, &img);
 		float m[W], v[W], g[W];
 		u32 best[W];
 		u64 at = ((img * h + oy * k) * w + ox * k) * c + ch;

@@ -56,7 +56,7 @@ type Module struct {
 		maxPoolForwardBF16, maxPoolBackwardBF16, cropResizeBF16                                               cuda.Function
 		// channels-last bfloat16 activations
 		bnStatsNHWC, bnApplyNHWC, bnAffineNHWC, bnGradStatsNHWC, bnGradApplyNHWC, biasAddNHWC      cuda.Function
-		maxPoolForwardNHWC, maxPoolBackwardNHWC, transposeF32BF16, transposeBF16F32, transposeBF16 cuda.Function
+		maxPoolForwardNHWC, maxPoolBackwardNHWC, transposeF32BF16, transposeBF16F32, transposeBF16, foldParts cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -283,6 +283,7 @@ func (m *Module) lookup() error {
 		{"transpose_f32_bf16", &m.f.transposeF32BF16},
 		{"transpose_bf16_f32", &m.f.transposeBF16F32},
 		{"transpose_bf16", &m.f.transposeBF16},
+		{"fold_parts", &m.f.foldParts},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

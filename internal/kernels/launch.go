@@ -126,10 +126,10 @@ type BN struct {
 func (g BN) nhwc() bool { return g.NHWC && g.C%8 == 0 && nhwcThreads%(g.C/8) == 0 }
 
 // NHWCGeometry is the geometry of a channels-last bf16 x of n images of c
-// channels, h×w each, for a GPU of sms multiprocessors: 2 blocks a
-// multiprocessor of all channels each, or fewer so that each thread walks
-// at least 8 rows. (The per-channel sums of each block are added by one
-// thread a channel afterwards, so more blocks would cost the finish.)
+// channels, h×w each, for a GPU of sms multiprocessors: 8 blocks a
+// multiprocessor of all channels each (a full GPU's threads), or fewer so
+// that each thread walks at least 8 rows. fold_parts adds the blocks' sums
+// per channel in parallel before the finishing kernels.
 func NHWCGeometry(n, c, h, w, sms int) BN {
 	g := BN{N: n * h * w, C: c, HW: 1, BF16: true, NHWC: true}
 	if !g.nhwc() {
@@ -137,7 +137,7 @@ func NHWCGeometry(n, c, h, w, sms int) BN {
 		return g
 	}
 	rowsAtOnce := nhwcThreads / (c / 8)
-	g.Splits = max(1, min(2*sms, (g.N+8*rowsAtOnce-1)/(8*rowsAtOnce)))
+	g.Splits = max(1, min(8*sms, (g.N+8*rowsAtOnce-1)/(8*rowsAtOnce)))
 	return g
 }
 
@@ -183,8 +183,27 @@ func Splits(n, c, hw, sms int) int {
 	return max(1, s)
 }
 
-// PartBytes is the scratch the fused kernels need for g's partial sums.
-func (g BN) PartBytes() int64 { return 16 * int64(g.C) * int64(g.Splits) }
+// PartBytes is the scratch the fused kernels need for g's partial sums
+// (and, for the channels-last kernels, their per-channel totals after).
+func (g BN) PartBytes() int64 {
+	if g.nhwc() {
+		return 16 * int64(g.C) * int64(g.Splits+1)
+	}
+	return 16 * int64(g.C) * int64(g.Splits)
+}
+
+// fold returns where the finishing kernels read g's partial sums in part,
+// and how many a channel: part and g.Splits, or for the channels-last
+// kernels the per-channel totals that fold_parts writes after them.
+func (m *Module) fold(s cuda.Stream, g BN, part ptr) (ptr, uint64, error) {
+	if !g.nhwc() {
+		return part, cuda.ArgU32(uint32(g.Splits)), nil
+	}
+	out := part + ptr(16*g.C*g.Splits)
+	err := m.drv.LaunchKernel(m.f.foldParts, cuda.Dim3{X: uint32(g.C), Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s,
+		cuda.ArgPtr(out), cuda.ArgPtr(part), cuda.ArgU64(uint64(g.C)), cuda.ArgU32(uint32(g.Splits)))
+	return out, cuda.ArgU32(1), err
+}
 
 func (g BN) dims() []uint64 {
 	return []uint64{cuda.ArgU64(uint64(g.N)), cuda.ArgU64(uint64(g.C)), cuda.ArgU64(uint64(g.HW))}
@@ -223,8 +242,12 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(x), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
 		return err
 	}
-	err := m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
-		cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(part), d[1], cuda.ArgU32(uint32(g.Splits)), cuda.ArgU64(uint64(g.N*g.HW)),
+	sums, splits, err := m.fold(s, g, part)
+	if err != nil {
+		return err
+	}
+	err = m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
+		cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(sums), d[1], splits, cuda.ArgU64(uint64(g.N*g.HW)),
 		cuda.ArgF64(eps), cuda.ArgF64(momentum))
 	if err != nil {
 		return err
@@ -268,8 +291,12 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x
 	if err != nil {
 		return err
 	}
+	sums, splits, err := m.fold(s, g, part)
+	if err != nil {
+		return err
+	}
 	err = m.launch(m.f.bnGradFinish, s, uint64(g.C), cuda.ArgPtr(dgamma), cuda.ArgPtr(dbeta), cuda.ArgPtr(coef), cuda.ArgPtr(gamma),
-		cuda.ArgPtr(saveInv), cuda.ArgPtr(part), d[1], cuda.ArgU32(uint32(g.Splits)), cuda.ArgU64(uint64(g.N*g.HW)))
+		cuda.ArgPtr(saveInv), cuda.ArgPtr(sums), d[1], splits, cuda.ArgU64(uint64(g.N*g.HW)))
 	if err != nil {
 		return err
 	}
@@ -364,7 +391,11 @@ func (m *Module) BiasGrad(s cuda.Stream, g BN, db, dy, part ptr) error {
 	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
 		return err
 	}
-	return m.launch(m.f.biasGradFinish, s, uint64(g.C), cuda.ArgPtr(db), cuda.ArgPtr(part), d[1], cuda.ArgU32(uint32(g.Splits)))
+	sums, splits, err := m.fold(s, g, part)
+	if err != nil {
+		return err
+	}
+	return m.launch(m.f.biasGradFinish, s, uint64(g.C), cuda.ArgPtr(db), cuda.ArgPtr(sums), d[1], splits)
 }
 
 // SoftmaxXentBF16 is SoftmaxXent with bf16 logits and dlogits (loss,

@@ -410,7 +410,7 @@ static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply
                                  "max_pool_forward", "max_pool_backward",
                                  "bn_stats_nhwc", "bn_apply_nhwc", "bn_affine_nhwc", "bn_grad_stats_nhwc", "bn_grad_apply_nhwc",
                                  "bias_add_nhwc", "max_pool_forward_nhwc", "max_pool_backward_nhwc",
-                                 "transpose_f32_bf16", "transpose_bf16_f32", "transpose_bf16"};
+                                 "transpose_f32_bf16", "transpose_bf16_f32", "transpose_bf16", "fold_parts"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
@@ -875,6 +875,13 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 				else transpose_bf16((bf16*)y, (const bf16*)x, b, r, c);
 			});
 		};
+		break;
+	}
+	case 50: {  // fold_parts(double* out, const double* part, u64 c, u32 splits)
+		auto o = PTR(0, double); auto part = PTR(1, const double); auto c = U64(2); auto sp = U32(3);
+		if (bx != RED_THREADS || sp == 0 || gx != c) { fail("fold_parts: grid %u for %llu channels", gx, c); return INVALID_VALUE; }
+		IN(o, 16 * c); IN(part, 16 * c * sp);
+		run = [=] { launch_threads(gx, bx, [=] { fold_parts(o, part, c, sp); }); };
 		break;
 	}
 	}

@@ -69,20 +69,24 @@ void launch_seq(unsigned grid, unsigned block, F f) {
 
 template <typename F>
 void launch_threads(unsigned grid, unsigned block, F f) {
+	// One std::thread per CUDA thread for the whole grid: each runs its
+	// thread of every block in turn, the barrier between blocks keeping
+	// them apart (a block's __shared__ arrays are static, shared by all).
 	gridDim.x = grid;
 	blockDim.x = block;
-	for (unsigned b = 0; b < grid; b++) {
-		std::barrier<> bar(block);
-		emu_barrier = &bar;
-		std::vector<std::thread> ts;
-		for (unsigned t = 0; t < block; t++) {
-			ts.emplace_back([=] {
+	std::barrier<> bar(block);
+	emu_barrier = &bar;
+	std::vector<std::thread> ts;
+	for (unsigned t = 0; t < block; t++) {
+		ts.emplace_back([=, &bar] {
+			threadIdx.x = t;
+			for (unsigned b = 0; b < grid; b++) {
 				blockIdx.x = b;
-				threadIdx.x = t;
 				f();
-			});
-		}
-		for (auto& th : ts) th.join();
-		emu_barrier = nullptr;
+				bar.arrive_and_wait();
+			}
+		});
 	}
+	for (auto& th : ts) th.join();
+	emu_barrier = nullptr;
 }
