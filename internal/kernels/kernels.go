@@ -55,7 +55,7 @@ type Module struct {
 		bnStatsBF16, bnApplyBF16, bnAffineBF16, bnGradStatsBF16, bnGradApplyBF16                              cuda.Function
 		maxPoolForwardBF16, maxPoolBackwardBF16, cropResizeBF16                                               cuda.Function
 		// channels-last bfloat16 activations
-		bnStatsNHWC, bnApplyNHWC, bnAffineNHWC, bnGradStatsNHWC, bnGradApplyNHWC, biasAddNHWC      cuda.Function
+		bnStatsNHWC, bnApplyNHWC, bnAffineNHWC, bnGradStatsNHWC, bnGradApplyNHWC, biasAddNHWC                 cuda.Function
 		maxPoolForwardNHWC, maxPoolBackwardNHWC, transposeF32BF16, transposeBF16F32, transposeBF16, foldParts cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
