@@ -529,7 +529,7 @@ __device__ __forceinline__ void bn_grad_stats_t(double* part, const T* dy, const
 	each_in_share_pack(n, c, hw, ch, s, splits, packs4(hw, dy, y, x), [&](u64 k, int N) {
 		float gv[4], yv[4], xv[4];
 		ldn(dy, k, gv, N);
-		ldn(y, k, yv, N);
+		if (relu) ldn(y, k, yv, N);  // y is null without relu
 		ldn(x, k, xv, N);
 		for (int j = 0; j < N; j++) {
 			double g = (relu && !(yv[j] > 0.0f)) ? 0.0 : (double)gv[j];
@@ -578,7 +578,7 @@ __device__ __forceinline__ void bn_grad_apply_t(T* dx, const T* dy, const T* y, 
 	each_channel_pack(n, c, hw, packs4(hw, (const T*)dx, dy, y, x), [&](u64 i, u64 ch, int N) {
 		float gv[4], yv[4], xv[4];
 		ldn(dy, i, gv, N);
-		ldn(y, i, yv, N);
+		if (relu) ldn(y, i, yv, N);  // y is null without relu
 		ldn(x, i, xv, N);
 		float mu = mean[ch], iv = inv[ch], k0 = coef[3 * ch], k1 = coef[3 * ch + 1], k2 = coef[3 * ch + 2];
 		for (int j = 0; j < N; j++) {
@@ -1010,20 +1010,22 @@ extern "C" __global__ void crop_resize_bf16(bf16* y, const unsigned char* images
 	}
 }
 
-// ---- Channels-last bfloat16 activations --------------------------------------
+// ---- Channels-last activations ----------------------------------------------
 //
-// With --precision bf16 the backend stores 4-d activations channels-last
-// (NHWC): element (n, c, y, x) of a logical [N, C, H, W] tensor lies at
+// With --precision bf16 (and with --channels-last in tf32) the backend
+// stores 4-d activations channels-last (NHWC): element (n, c, y, x) of a logical [N, C, H, W] tensor lies at
 // ((n·H + y)·W + x)·C + c, the layout in which cuDNN's tensor-core
 // convolutions read and write without transposing. Such a tensor is an NCHW
 // one of n·h·w images of c channels and hw = 1, so the batch-norm and bias
 // kernels above are correct on it, if slow (one block a channel, strided
 // reads). The kernels here are the fast path for c a multiple of 8 whose
 // c/8 divides NHWC_THREADS (the launchers check): each thread owns one pack
-// of 8 channels (a 16-byte access) and walks rows, and the reductions leave
-// part[] as bn_stats does, so bn_finish, bn_grad_finish and
-// bias_grad_finish serve both layouts. The arithmetic is the NCHW kernels'
-// element for element (only the order of the sums differs).
+// of 8 channels (one 16-byte access of bf16s, two of floats) and walks
+// rows, and the reductions leave part[] as bn_stats does, so bn_finish,
+// bn_grad_finish and bias_grad_finish serve both layouts. The arithmetic is
+// the NCHW kernels' element for element (only the order of the sums
+// differs). Each kernel is a template body over the activations' type T and
+// two entry points: NAME for bf16, NAME_f32 for float32.
 
 #define NHWC_THREADS 256
 
@@ -1039,6 +1041,14 @@ __device__ __forceinline__ void st8(bf16* p, u64 i, const float* v) {
 	H8 q;
 	for (int j = 0; j < 8; j++) q.v[j] = f32_to_bf16(v[j]);
 	*(H8*)(p + i) = q;
+}
+__device__ __forceinline__ void ld8(const float* p, u64 i, float* v) {
+	ldn(p, i, v, 4);
+	ldn(p, i + 4, v + 4, 4);
+}
+__device__ __forceinline__ void st8(float* p, u64 i, const float* v) {
+	stn(p, i, v, 4);
+	stn(p, i + 4, v + 4, 4);
 }
 
 // pack_channel is the first of the 8 channels that the calling thread
@@ -1124,8 +1134,8 @@ extern "C" __global__ void fold_parts(double* out, const double* part, u64 c, u3
 // bn_stats_nhwc: bn_stats_bf16 of a channels-last x [n·hw, c] (hw is 1 from
 // the launchers), on a grid of splits blocks of NHWC_THREADS, each all
 // channels of one share of the rows.
-extern "C" __global__ void bn_stats_nhwc(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits) {
-	__shared__ double red[NHWC_THREADS * 8];
+template <typename T>
+__device__ __forceinline__ void bn_stats_nhwc_t(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits, double* red) {
 	double sum[8], sq[8];
 	for (int j = 0; j < 8; j++) sum[j] = sq[j] = 0.0;
 	each_share_row_pack(n * hw, c, splits, [&](u64 i) {
@@ -1139,9 +1149,18 @@ extern "C" __global__ void bn_stats_nhwc(double* part, const bf16* x, u64 n, u64
 	});
 	pack_sums(part, sum, sq, c, splits, red);
 }
+extern "C" __global__ void bn_stats_nhwc(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits) {
+	__shared__ double red[NHWC_THREADS * 8];
+	bn_stats_nhwc_t(part, x, n, c, hw, splits, red);
+}
+extern "C" __global__ void bn_stats_nhwc_f32(double* part, const float* x, u64 n, u64 c, u64 hw, u32 splits) {
+	__shared__ double red[NHWC_THREADS * 8];
+	bn_stats_nhwc_t(part, x, n, c, hw, splits, red);
+}
 
 // bn_apply_nhwc: bn_apply_bf16 of a channels-last x [n·hw, c]; y may be x.
-extern "C" __global__ void bn_apply_nhwc(bf16* y, const bf16* x, const float* mean, const float* scale,
+template <typename T>
+__device__ __forceinline__ void bn_apply_nhwc_t(T* y, const T* x, const float* mean, const float* scale,
 		const float* beta, u64 n, u64 c, u64 hw, int relu) {
 	float mu[8], sc[8], be[8];
 	u64 ch = pack_channel(c);
@@ -1159,8 +1178,18 @@ extern "C" __global__ void bn_apply_nhwc(bf16* y, const bf16* x, const float* me
 	});
 }
 
+extern "C" __global__ void bn_apply_nhwc(bf16* y, const bf16* x, const float* mean, const float* scale,
+		const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	bn_apply_nhwc_t(y, x, mean, scale, beta, n, c, hw, relu);
+}
+extern "C" __global__ void bn_apply_nhwc_f32(float* y, const float* x, const float* mean, const float* scale,
+		const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	bn_apply_nhwc_t(y, x, mean, scale, beta, n, c, hw, relu);
+}
+
 // bn_affine_nhwc: bn_affine_bf16 of a channels-last x [n·hw, c].
-extern "C" __global__ void bn_affine_nhwc(bf16* y, const bf16* x, const float* scale, const float* shift,
+template <typename T>
+__device__ __forceinline__ void bn_affine_nhwc_t(T* y, const T* x, const float* scale, const float* shift,
 		u64 n, u64 c, u64 hw, int relu) {
 	float sc[8], sh[8];
 	u64 ch = pack_channel(c);
@@ -1177,11 +1206,20 @@ extern "C" __global__ void bn_affine_nhwc(bf16* y, const bf16* x, const float* s
 	});
 }
 
+extern "C" __global__ void bn_affine_nhwc(bf16* y, const bf16* x, const float* scale, const float* shift,
+		u64 n, u64 c, u64 hw, int relu) {
+	bn_affine_nhwc_t(y, x, scale, shift, n, c, hw, relu);
+}
+extern "C" __global__ void bn_affine_nhwc_f32(float* y, const float* x, const float* scale, const float* shift,
+		u64 n, u64 c, u64 hw, int relu) {
+	bn_affine_nhwc_t(y, x, scale, shift, n, c, hw, relu);
+}
+
 // bn_grad_stats_nhwc: bn_grad_stats_bf16 of channels-last dy, y and x
 // (y read only when relu), blocks as bn_stats_nhwc.
-extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* y, const bf16* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
-	__shared__ double red[NHWC_THREADS * 8];
+template <typename T>
+__device__ __forceinline__ void bn_grad_stats_nhwc_t(double* part, const T* dy, const T* y, const T* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu, double* red) {
 	double sg[8], sgx[8], mu[8], iv[8];
 	u64 ch = pack_channel(c);
 	for (int j = 0; j < 8; j++) {
@@ -1202,10 +1240,21 @@ extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, cons
 	});
 	pack_sums(part, sg, sgx, c, splits, red);
 }
+extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* y, const bf16* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+	__shared__ double red[NHWC_THREADS * 8];
+	bn_grad_stats_nhwc_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
+}
+extern "C" __global__ void bn_grad_stats_nhwc_f32(double* part, const float* dy, const float* y, const float* x,
+		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+	__shared__ double red[NHWC_THREADS * 8];
+	bn_grad_stats_nhwc_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
+}
 
 // bn_grad_apply_nhwc: bn_grad_apply_bf16 of channels-last dx, dy, y and x
 // (y read only when relu); dx may be dy.
-extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* y, const bf16* x,
+template <typename T>
+__device__ __forceinline__ void bn_grad_apply_nhwc_t(T* dx, const T* dy, const T* y, const T* x,
 		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
 	float mu[8], iv[8], k0[8], k1[8], k2[8];
 	u64 ch = pack_channel(c);
@@ -1230,8 +1279,19 @@ extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf
 	});
 }
 
-// bias_add_nhwc: bias_add_nchw_bf16 of a channels-last y [n·hw, c].
-extern "C" __global__ void bias_add_nhwc(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
+extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* y, const bf16* x,
+		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_nhwc_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
+}
+extern "C" __global__ void bn_grad_apply_nhwc_f32(float* dx, const float* dy, const float* y, const float* x,
+		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_nhwc_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
+}
+
+// bias_add_nhwc: bias_add_nchw_bf16 of a channels-last y [n·hw, c]
+// (bias_add_nhwc_f32: a float32 y, a convolution's bias in tf32).
+template <typename T>
+__device__ __forceinline__ void bias_add_nhwc_t(T* y, const float* b, u64 n, u64 c, u64 hw) {
 	float bv[8];
 	load8(bv, b, pack_channel(c));
 	each_row_pack(n * hw, c, [&](u64 i) {
@@ -1241,25 +1301,31 @@ extern "C" __global__ void bias_add_nhwc(bf16* y, const float* b, u64 n, u64 c, 
 		st8(y, i, v);
 	});
 }
+extern "C" __global__ void bias_add_nhwc(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
+	bias_add_nhwc_t(y, b, n, c, hw);
+}
+extern "C" __global__ void bias_add_nhwc_f32(float* y, const float* b, u64 n, u64 c, u64 hw) {
+	bias_add_nhwc_t(y, b, n, c, hw);
+}
 
 // Max-pooling of channels-last bf16 x [n, h, w, c] into y [n, oh, ow, c],
 // with the rules of max_pool_forward and max_pool_backward. Threads take W
 // neighbouring channels of one output position: 8 (one 16-byte access)
 // when c is a multiple of 8 and the pointers allow, else 1.
 
-// ldw and stw read and write W consecutive bf16s as floats.
-template <int W> __device__ __forceinline__ void ldw(const bf16* p, u64 i, float* v) {
+// ldw and stw read and write W consecutive elements as floats.
+template <int W, typename T> __device__ __forceinline__ void ldw(const T* p, u64 i, float* v) {
 	if (W == 8) {
 		ld8(p, i, v);
 	} else {
-		for (int j = 0; j < W; j++) v[j] = bf16_to_f32(p[i + j]);
+		for (int j = 0; j < W; j++) v[j] = ldf(p, i + j);
 	}
 }
-template <int W> __device__ __forceinline__ void stw(bf16* p, u64 i, const float* v) {
+template <int W, typename T> __device__ __forceinline__ void stw(T* p, u64 i, const float* v) {
 	if (W == 8) {
 		st8(p, i, v);
 	} else {
-		for (int j = 0; j < W; j++) p[i + j] = f32_to_bf16(v[j]);
+		for (int j = 0; j < W; j++) stf(p, i + j, v[j]);
 	}
 }
 
@@ -1288,8 +1354,8 @@ __device__ __forceinline__ void nhwc_pos(u64 t, u64 c, u32 oh, u32 ow, bool smal
 	*img = t / oh;
 }
 
-template <int W>
-__device__ __forceinline__ void max_pool_forward_nhwc_t(bf16* y, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k,
+template <int W, typename T>
+__device__ __forceinline__ void max_pool_forward_nhwc_w(T* y, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k,
 		u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
 	const float neg_inf = __uint_as_float(0xff800000u);
@@ -1313,20 +1379,28 @@ __device__ __forceinline__ void max_pool_forward_nhwc_t(bf16* y, const bf16* x, 
 }
 
 // max_pool_forward_nhwc: max_pool_forward_bf16 of channels-last x and y.
-extern "C" __global__ void max_pool_forward_nhwc(bf16* y, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s) {
+template <typename T>
+__device__ __forceinline__ void max_pool_forward_nhwc_t(T* y, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s) {
 	if (c % 8 == 0 && ((unsigned long long)y | (unsigned long long)x) % 16 == 0) {
-		max_pool_forward_nhwc_t<8>(y, x, n, c, h, w, k, s);
+		max_pool_forward_nhwc_w<8>(y, x, n, c, h, w, k, s);
 	} else {
-		max_pool_forward_nhwc_t<1>(y, x, n, c, h, w, k, s);
+		max_pool_forward_nhwc_w<1>(y, x, n, c, h, w, k, s);
 	}
+}
+extern "C" __global__ void max_pool_forward_nhwc(bf16* y, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s) {
+	max_pool_forward_nhwc_t(y, x, n, c, h, w, k, s);
+}
+extern "C" __global__ void max_pool_forward_nhwc_f32(float* y, const float* x, u64 n, u64 c, u32 h, u32 w, u32 k,
+		u32 s) {
+	max_pool_forward_nhwc_t(y, x, n, c, h, w, k, s);
 }
 
 // max_pool_backward_tiled: where the windows tile x (k = s, h and w
 // multiples of k), each thread takes W channels of one window and writes
 // the window's gradients: dy to the first maximum in row-major order (a
 // NaN wins only as the first element), 0 elsewhere.
-template <int W>
-__device__ __forceinline__ void max_pool_backward_tiled(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h,
+template <int W, typename T>
+__device__ __forceinline__ void max_pool_backward_tiled(T* dx, const T* dy, const T* x, u64 n, u64 c, u32 h,
 		u32 w, u32 k) {
 	u32 oh = h / k, ow = w / k;
 	bool small = n * oh * ow * (c / W) < 0xffffffffULL;
@@ -1359,7 +1433,8 @@ __device__ __forceinline__ void max_pool_backward_tiled(bf16* dx, const bf16* dy
 // max_pool_backward_nhwc: max_pool_backward_bf16 of channels-last dx, dy
 // and x. Tiling windows take max_pool_backward_tiled; otherwise one thread
 // an element of dx visits the windows that hold it, as the NCHW kernel.
-extern "C" __global__ void max_pool_backward_nhwc(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h, u32 w,
+template <typename T>
+__device__ __forceinline__ void max_pool_backward_nhwc_t(T* dx, const T* dy, const T* x, u64 n, u64 c, u32 h, u32 w,
 		u32 k, u32 s) {
 	if (k == s && h % k == 0 && w % k == 0) {
 		if (c % 8 == 0 && ((unsigned long long)dx | (unsigned long long)dy | (unsigned long long)x) % 16 == 0) {
@@ -1377,7 +1452,7 @@ extern "C" __global__ void max_pool_backward_nhwc(bf16* dx, const bf16* dy, cons
 		float sum = 0.0f;
 		for (u32 oy = yy >= k ? (yy - k) / s + 1 : 0; oy <= yy / s && oy < oh; oy++) {
 			for (u32 ox = xx >= k ? (xx - k) / s + 1 : 0; ox <= xx / s && ox < ow; ox++) {
-				const bf16* win = x + ((img * h + oy * s) * w + ox * s) * c + ch;
+				const T* win = x + ((img * h + oy * s) * w + ox * s) * c + ch;
 				u32 best = 0;
 				float m = ldf(win, 0);
 				for (u32 ki = 0; ki < k; ki++) {
@@ -1396,6 +1471,14 @@ extern "C" __global__ void max_pool_backward_nhwc(bf16* dx, const bf16* dy, cons
 		}
 		stf(dx, i, sum);
 	}
+}
+extern "C" __global__ void max_pool_backward_nhwc(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h, u32 w,
+		u32 k, u32 s) {
+	max_pool_backward_nhwc_t(dx, dy, x, n, c, h, w, k, s);
+}
+extern "C" __global__ void max_pool_backward_nhwc_f32(float* dx, const float* dy, const float* x, u64 n, u64 c, u32 h,
+		u32 w, u32 k, u32 s) {
+	max_pool_backward_nhwc_t(dx, dy, x, n, c, h, w, k, s);
 }
 
 // transpose_t: y [batch, cols, rows] = x [batch, rows, cols] transposed,
@@ -1428,4 +1511,17 @@ extern "C" __global__ void transpose_bf16_f32(float* y, const bf16* x, u64 batch
 }
 extern "C" __global__ void transpose_bf16(bf16* y, const bf16* x, u64 batch, u64 rows, u64 cols) {
 	transpose_t(y, x, batch, rows, cols);
+}
+extern "C" __global__ void transpose_f32(float* y, const float* x, u64 batch, u64 rows, u64 cols) {
+	transpose_t(y, x, batch, rows, cols);
+}
+
+// crop_resize_nhwc: crop_resize into a channels-last float32 y [n, s, s, 3].
+extern "C" __global__ void crop_resize_nhwc(float* y, const unsigned char* images, const int* crops, const float* table,
+		u64 n, u32 s, u32 side) {
+	u64 plane = (u64)s * s;
+	GRID_STRIDE(i, n * 3 * plane) {
+		u64 c = i % 3, pix = i / 3, img = pix / plane;
+		y[i] = crop_value((img * 3 + c) * plane + pix % plane, images, crops, table, s, side);
+	}
 }

@@ -35,6 +35,7 @@ func (d *deviceFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&d.opt.TF32Linear, "tf32-linear", false, "GPU, with --precision tf32: TF32 tensor cores for the Linear layers too (PyTorch's matmul.allow_tf32; off by default, as in PyTorch)")
 	fs.IntVar(&d.opt.Workspace, "cudnn-workspace", 0, "GPU: MiB of workspace one cuDNN convolution algorithm may use (0 = up to 4 GiB); lower trades speed for memory")
 	fs.StringVar(&d.opt.ConvAPI, "cudnn-api", "graph", "GPU: how convolutions reach cuDNN: graph (its backend API where it builds a plan, as PyTorch; the legacy API otherwise) or legacy (cudnnFindConvolution* only); --precision fp32 always takes legacy")
+	fs.BoolVar(&d.opt.ChannelsLast, "channels-last", false, "GPU, with --precision tf32: store activation images channels-last (NHWC, PyTorch's channels_last), as bf16 always does, for cuDNN's NHWC convolutions (not with vgg11-lrn)")
 	fs.BoolVar(&d.opt.NoGraphs, "no-cuda-graphs", false, "GPU: issue every training step's operations one by one instead of replaying a recorded CUDA graph (slower; for comparison and debugging)")
 }
 

@@ -20,6 +20,8 @@ type Options struct {
 	Workspace  int    // GPU: MiB one cuDNN convolution algorithm may use, 0 for the default
 	TF32Linear bool   // GPU: TF32 tensor cores for Linear too
 	ConvAPI    string // GPU: "graph" (default) or "legacy", how convolutions reach cuDNN
+	// ChannelsLast: GPU, tf32: activation images stored NHWC, as bf16's are
+	ChannelsLast bool
 }
 
 // Open returns the backend, a line that says what was chosen (and, for

@@ -24,15 +24,16 @@ func (b *Backend) bnGeometry(x *tensor.Tensor, floatsPerChannel int) (kernels.BN
 	n, c, h, w := nchw(x)
 	g := kernels.BN{N: n, C: c, HW: h * w, Splits: kernels.Splits(n, c, h*w, b.info.SMs), BF16: isHalf(x)}
 	if channelsLast(x) {
-		g = kernels.NHWCGeometry(n, c, h, w, b.info.SMs)
+		g = kernels.NHWCGeometry(n, c, h, w, b.info.SMs, isHalf(x))
 	}
 	b.grow(&b.mem.bn, g.PartBytes()+int64(4*floatsPerChannel*c), "batch-norm scratch")
 	return g, b.mem.bn.ptr, b.mem.bn.ptr + cuda.DevicePtr(g.PartBytes())
 }
 
 // fused reports whether batch norm of x runs as the fused kernels: when
-// asked, and always for bf16 data (cuDNN's batch norm is float here).
-func (b *Backend) fused(x *tensor.Tensor) bool { return b.FusedBN() || isHalf(x) }
+// asked, and always for bf16 data (cuDNN's batch norm is float here) and
+// channels-last images (the backend gives cuDNN's batch norm NCHW only).
+func (b *Backend) fused(x *tensor.Tensor) bool { return b.FusedBN() || isHalf(x) || channelsLast(x) }
 
 // BatchNormReLUTrain: batch norm with batch statistics, then ReLU on y.
 func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {

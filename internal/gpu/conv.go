@@ -240,6 +240,10 @@ func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
 		b.convForwardHalf(p, y, x, w, bias)
 		return
 	}
+	if p.key.nhwc {
+		b.convForwardNHWC(p, y, x, w, bias)
+		return
+	}
 	b.algorithm(p, cuda.ConvForward)
 	ptr := b.stage(in(x), in(w), in(bias), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], ptr[1], ptr[3])
@@ -259,6 +263,14 @@ func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
 	}
 	if halfOps("convolution gradient", dx, dy) {
 		b.convBackwardDataHalf(p, dx, dy, w)
+		return
+	}
+	if p.key.nhwc {
+		b.algorithm(p, cuda.ConvBackwardData)
+		wk := b.convWeightsKRSC(w)
+		ptr := b.stage(in(dy), out(dx))
+		b.run(p, cuda.ConvBackwardData, wk, ptr[0], ptr[1])
+		b.unstage()
 		return
 	}
 	b.algorithm(p, cuda.ConvBackwardData)
@@ -281,11 +293,50 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 		b.convBackwardFilterHalf(p, dw, db, x, dy)
 		return
 	}
+	if p.key.nhwc {
+		b.convBackwardFilterNHWC(p, dw, db, x, dy)
+		return
+	}
 	b.algorithm(p, cuda.ConvBackwardFilter)
 	ptr := b.stage(in(x), in(dy), out(dw), out(db))
 	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], ptr[2])
 	b.must(b.dnn.ConvBackwardBias(b.dnnH, 1, p.y, ptr[1], 0, p.b, ptr[3]), p.key.String())
 	b.unstage()
+}
+
+// Channels-last float32 convolutions (Options.ChannelsLast): cuDNN reads
+// KRSC weights, so each direction that reads them gets a transposed copy
+// in scratch, and the weight gradient comes back through one; the bias and
+// its gradient are the project's kernels (cuDNN's bias calls take the NCHW
+// descriptors).
+
+// convWeightsKRSC is the float32 KRSC copy of w [K, C, R, S], in scratch.
+func (b *Backend) convWeightsKRSC(w *tensor.Tensor) cuda.DevicePtr {
+	k, c := w.Shape[0], w.Shape[1]
+	b.grow(&b.mem.w16, 4*int64(w.Size()), "KRSC copies of weights")
+	b.must(b.k.Transpose(b.stream, b.mem.w16.ptr, b.ptr(w), k, c, w.Size()/(k*c), false, false), "weights to KRSC")
+	return b.mem.w16.ptr
+}
+
+func (b *Backend) convForwardNHWC(p *convPlan, y, x, w, bias *tensor.Tensor) {
+	b.algorithm(p, cuda.ConvForward)
+	wk := b.convWeightsKRSC(w)
+	ptr := b.stage(in(x), out(y))
+	b.run(p, cuda.ConvForward, ptr[0], wk, ptr[1])
+	b.unstage()
+	g, _, _ := b.bnGeometry(y, 0)
+	b.must(b.k.BiasAdd(b.stream, g, b.ptr(y), b.ptr(bias)), p.key.String())
+}
+
+func (b *Backend) convBackwardFilterNHWC(p *convPlan, dw, db, x, dy *tensor.Tensor) {
+	b.algorithm(p, cuda.ConvBackwardFilter)
+	b.grow(&b.mem.dw16, 4*int64(dw.Size()), "KRSC weight gradients")
+	ptr := b.stage(in(x), in(dy))
+	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], b.mem.dw16.ptr)
+	b.unstage()
+	b.convGrad32(p, dw, b.mem.dw16.ptr)
+	g, part, _ := b.bnGeometry(dy, 0)
+	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), p.key.String())
 }
 
 // ConvBackward runs cuDNN's two backward passes: they share nothing that

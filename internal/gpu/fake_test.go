@@ -28,9 +28,10 @@ func TestFakeCUDA(t *testing.T) {
 	for _, p := range []struct {
 		name string
 		tol  float64
-	}{{"fp32", 1e-4}, {"tf32", 5e-3}} {
+	}{{"fp32", 1e-4}, {"tf32", 5e-3}, {"tf32 channels-last", 5e-3}} {
 		t.Run(p.name, func(t *testing.T) {
-			be, err := newWithLibs(libs, Options{Precision: p.name, Sync: true, KernelCache: cache})
+			prec, layout, _ := strings.Cut(p.name, " ")
+			be, err := newWithLibs(libs, Options{Precision: prec, Sync: true, KernelCache: cache, ChannelsLast: layout == "channels-last"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,6 +55,7 @@ func TestFakeCUDA(t *testing.T) {
 				f    func(t *testing.T, be *Backend, tol float64)
 			}{
 				{"UploadDownloadFillCopy", testUploadDownloadFillCopy},
+				{"ImageCopies", testImageCopies},
 				{"MemoryAccounting", testMemoryAccounting},
 				{"OutOfMemory", testOutOfMemoryNamesSizeAndBatch},
 				{"Convolution", testConvolution},

@@ -86,6 +86,12 @@ type Options struct {
 	// (cudnnFindConvolution*Algorithm) only. Precision fp32 always takes
 	// the legacy API, whose CUDNN_FMA_MATH keeps it strict.
 	ConvAPI string
+	// ChannelsLast stores float32 activation images channels-last (NHWC)
+	// too, as precision bf16 always does (half.go): cuDNN's NHWC engines,
+	// the project's NHWC batch-norm and pooling kernels, weights
+	// transposed to KRSC for each convolution. Precision tf32 only (strict
+	// fp32 keeps cuDNN's NCHW algorithms), and not with an LRN.
+	ChannelsLast bool
 }
 
 // parseConvAPI checks Options.ConvAPI.
@@ -115,6 +121,7 @@ type Backend struct {
 	opt    Options
 	strict bool // fp32: no TF32 anywhere
 	bf16   bool // bf16: activations stored as bfloat16 (half.go)
+	nhwc   bool // activation images channels-last: bf16, or Options.ChannelsLast
 	info   DeviceInfo
 	name   string
 
@@ -159,7 +166,7 @@ func parsePrecision(p string) (strict, bf16 bool, err error) {
 // handles, and compiles (or loads from the cache) the kernels. The error
 // says what is missing when the machine cannot run it.
 func New(opt Options) (*Backend, error) {
-	if _, _, err := parsePrecision(opt.Precision); err != nil {
+	if err := checkOptions(opt); err != nil {
 		return nil, err
 	}
 	if err := parseConvAPI(opt.ConvAPI); err != nil {
@@ -181,8 +188,23 @@ func New(opt Options) (*Backend, error) {
 	return newWithLibs(libs, opt)
 }
 
+// checkOptions refuses options that do not go together.
+func checkOptions(opt Options) error {
+	strict, _, err := parsePrecision(opt.Precision)
+	if err != nil {
+		return err
+	}
+	if strict && opt.ChannelsLast {
+		return fmt.Errorf("--channels-last with precision fp32: channels-last images are for tf32 (bf16 always has them)")
+	}
+	return nil
+}
+
 // newWithLibs is New on libraries already loaded.
 func newWithLibs(libs *cuda.Libs, opt Options) (*Backend, error) {
+	if err := checkOptions(opt); err != nil {
+		return nil, err
+	}
 	strict, bf16, err := parsePrecision(opt.Precision)
 	if err != nil {
 		return nil, err
@@ -190,7 +212,7 @@ func newWithLibs(libs *cuda.Libs, opt Options) (*Backend, error) {
 	if err := parseConvAPI(opt.ConvAPI); err != nil {
 		return nil, err
 	}
-	b := &Backend{opt: opt, strict: strict, bf16: bf16, drv: libs.Driver, blas: libs.BLAS, dnn: libs.DNN, dev: -1,
+	b := &Backend{opt: opt, strict: strict, bf16: bf16, nhwc: bf16 || opt.ChannelsLast, drv: libs.Driver, blas: libs.BLAS, dnn: libs.DNN, dev: -1,
 		bnEps: map[cuda.DevicePtr]float64{}}
 	b.mem.init()
 	b.desc.init()
@@ -319,6 +341,9 @@ func (b *Backend) describe() string {
 	}
 	if b.opt.FusedBN && !b.bf16 { // bf16 always runs the fused kernels
 		prec += ", fused BN+ReLU"
+	}
+	if b.nhwc && !b.bf16 { // bf16's images are always channels-last
+		prec += ", channels-last"
 	}
 	return fmt.Sprintf("cuda:%d %s (sm_%d%d, %d SMs, %.0f GiB), CUDA %s, cuDNN %s, cuBLAS %s, precision %s",
 		i.Index, i.Name, i.Major, i.Minor, i.SMs, float64(i.TotalMem)/(1<<30), i.CUDA, i.CuDNN, i.CuBLAS, prec)

@@ -34,24 +34,45 @@ import (
 // on the host, Copy between float32 and bf16 images transposes, and the
 // model's flatten asks for NCHW order (ChannelsLast, FlattenNCHW).
 
-// channelsLast reports whether t is stored channels-last: a bf16 image.
-func channelsLast(t *tensor.Tensor) bool { return isHalf(t) && len(t.Shape) == 4 }
+// channelsLast reports whether t is stored channels-last: a 4-d view of
+// an activation (NewActivation) of a backend whose images are (bf16, or
+// Options.ChannelsLast). Tensors from New are NCHW.
+func channelsLast(t *tensor.Tensor) bool {
+	m, ok := t.Mem.(*mem)
+	return ok && m.nhwc && len(t.Shape) == 4
+}
 
 // NewActivation implements tensor.Activations: bfloat16 storage with
 // precision bf16, float32 otherwise.
-func (b *Backend) NewActivation(shape ...int) *tensor.Tensor { return b.newTensor(b.bf16, shape, "") }
+func (b *Backend) NewActivation(shape ...int) *tensor.Tensor {
+	t := b.newTensor(b.bf16, shape, "")
+	t.Mem.(*mem).nhwc = b.nhwc
+	return t
+}
 
 // BF16 reports whether activations are stored as bfloat16.
 func (b *Backend) BF16() bool { return b.bf16 }
 
 // halfOps checks that the activation operands of one op agree: all bf16
-// (the result is true) or all float32.
+// (the result is true) or all float32, and its images all channels-last
+// or all NCHW.
 func halfOps(what string, ts ...*tensor.Tensor) bool {
 	h := isHalf(ts[0])
-	for _, t := range ts[1:] {
-		if t != nil && isHalf(t) != h {
+	var img *tensor.Tensor
+	for _, t := range ts {
+		if t == nil {
+			continue
+		}
+		if isHalf(t) != h {
 			panic(fmt.Sprintf("gpu: %s mixes bf16 and float32 activations (%v and %v)", what, ts[0], t))
 		}
+		if len(t.Shape) != 4 {
+			continue
+		}
+		if img != nil && channelsLast(t) != channelsLast(img) {
+			panic(fmt.Sprintf("gpu: %s mixes channels-last and NCHW images (%v and %v): make activations with tensor.NewActivation", what, img, t))
+		}
+		img = t
 	}
 	return h
 }
@@ -80,15 +101,15 @@ func (b *Backend) convWeights16(p *convPlan, w *tensor.Tensor) cuda.DevicePtr {
 	return b.mem.w16.ptr
 }
 
-// convGrad32 writes dw (float32 KCRS) from the bf16 weight gradient dw16
-// that cuDNN left in p's filter layout.
+// convGrad32 writes dw (float32 KCRS) from the weight gradient dw16 that
+// cuDNN left in p's filter layout and precision.
 func (b *Backend) convGrad32(p *convPlan, dw *tensor.Tensor, dw16 cuda.DevicePtr) {
 	if !p.key.nhwc {
 		b.must(b.k.CastBF16ToF32(b.stream, b.ptr(dw), dw16, dw.Size()), p.key.String())
 		return
 	}
 	k, c := dw.Shape[0], dw.Shape[1]
-	b.must(b.k.Transpose(b.stream, b.ptr(dw), dw16, k, dw.Size()/(k*c), c, false, true), p.key.String())
+	b.must(b.k.Transpose(b.stream, b.ptr(dw), dw16, k, dw.Size()/(k*c), c, false, p.key.half), p.key.String())
 }
 
 // convForwardHalf: y = conv(x, w) + bias over bf16 x and y.
@@ -107,7 +128,7 @@ func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
 // addBiasHalf adds a convolution's float32 bias to its bf16 output y.
 func (b *Backend) addBiasHalf(p *convPlan, y, bias *tensor.Tensor) {
 	g, _, _ := b.bnGeometry(y, 0)
-	b.must(b.k.BiasAddBF16(b.stream, g, b.ptr(y), b.ptr(bias)), p.key.String())
+	b.must(b.k.BiasAdd(b.stream, g, b.ptr(y), b.ptr(bias)), p.key.String())
 }
 
 // convBackwardDataHalf: dx from bf16 dy and (a bf16 copy of) w.

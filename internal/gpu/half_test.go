@@ -188,27 +188,7 @@ func testHalfOps(t *testing.T, be *Backend, tol float64) {
 		}
 	})
 
-	t.Run("ImageCopies", func(t *testing.T) {
-		// bf16 images are channels-last: copies to and from float32
-		// images and from rows transpose, Upload and Download too.
-		data := w.normal(2*16*3*5, 1)
-		x := tensor.NewActivation(be, 2, 16, 3, 5)
-		f := be.New(2, 16, 3, 5)
-		rows := tensor.NewActivation(be, 2, 16*3*5)
-		defer be.Free(x)
-		defer be.Free(f)
-		defer be.Free(rows)
-		be.Upload(f, data)
-		be.Copy(x, f)
-		compareHost(t, "float32 image to bf16", download(be, x), rounded(data), 0)
-		be.Copy(rows, x)
-		compareHost(t, "bf16 image to rows (NCHW order)", download(be, rows), rounded(data), 0)
-		be.Fill(x, 0)
-		be.Copy(x, rows)
-		be.Fill(f, 0)
-		be.Copy(f, x)
-		compareHost(t, "rows to a bf16 image to float32", download(be, f), rounded(data), 0)
-	})
+	t.Run("ImageCopies", func(t *testing.T) { testImageCopies(t, be, 0) })
 
 	t.Run("Linear", func(t *testing.T) {
 		const n, in, out = 5, 40, 7

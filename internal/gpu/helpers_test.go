@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -43,7 +44,8 @@ func gpuBackend(t testing.TB, precision string) *Backend {
 	err, tried := shared.err[precision]
 	if !tried {
 		var be *Backend
-		be, err = New(Options{Precision: precision, Sync: true})
+		prec, layout, _ := strings.Cut(precision, " ")
+		be, err = New(Options{Precision: prec, Sync: true, ChannelsLast: layout == "channels-last"})
 		if err == nil {
 			shared.be[precision] = be
 			t.Logf("GPU backend: %s (kernels %s)", be.Name(), be.Info().Kernels)
@@ -59,12 +61,13 @@ func gpuBackend(t testing.TB, precision string) *Backend {
 }
 
 // precisions runs f for each precision with its tolerance for results
-// that went through a convolution: 1e-4 in strict fp32, 5e-3 with TF32.
+// that went through a convolution: 1e-4 in strict fp32, 5e-3 with TF32
+// (with NCHW and with channels-last images).
 func precisions(t *testing.T, f func(t *testing.T, be *Backend, convTol float64)) {
 	for _, p := range []struct {
 		name string
 		tol  float64
-	}{{"fp32", 1e-4}, {"tf32", 5e-3}} {
+	}{{"fp32", 1e-4}, {"tf32", 5e-3}, {"tf32 channels-last", 5e-3}} {
 		t.Run(p.name, func(t *testing.T) { f(t, gpuBackend(t, p.name), p.tol) })
 	}
 }
@@ -115,6 +118,15 @@ func rounded(v []float32) []float32 {
 		r[i] = tensor.RoundBF16(x)
 	}
 	return r
+}
+
+// actRandn and actZeros are randn and zeros for activations (act).
+func (w *twin) actRandn(scale float64, shape ...int) pair {
+	return w.act(w.normal(tensor.Volume(shape), scale), shape...)
+}
+
+func (w *twin) actZeros(shape ...int) pair {
+	return w.act(make([]float32, tensor.Volume(shape)), shape...)
 }
 
 func (w *twin) randn(scale float64, shape ...int) pair {

@@ -87,8 +87,13 @@ func (b *Backend) CropResize(dst *tensor.Tensor, set tensor.ImageSet, crops []te
 	b.must(b.drv.MemcpyHtoDAsync(m.crops.ptr, pin.p, bytes, b.stream), "upload of the crops")
 	b.copied(pin)
 	crop := b.k.CropResize
-	if isHalf(dst) {
+	switch {
+	case isHalf(dst) && channelsLast(dst):
 		crop = b.k.CropResizeBF16
+	case isHalf(dst):
+		panic(fmt.Sprintf("gpu: CropResize into a bf16 tensor %v that is not an activation (tensor.NewActivation)", dst))
+	case channelsLast(dst):
+		crop = b.k.CropResizeNHWC
 	}
 	b.must(crop(b.stream, b.ptr(dst), b.ptr(s.t), m.crops.ptr, m.tableDev.ptr, n, dst.Shape[2], s.side), "crop_resize")
 }

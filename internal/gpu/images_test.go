@@ -42,7 +42,7 @@ func testCropResize(t *testing.T, be *Backend, _ float64) {
 				crops[k] = tensor.Crop{Image: img, Top: c.Top, Left: c.Left, H: c.H, W: c.W, Flip: c.Flip}
 				cifar.ApplyCrop(want[k*3*s*s:(k+1)*3*s*s], pix[img*cifar.ImageBytes:(img+1)*cifar.ImageBytes], c, s, tf.Table())
 			}
-			x := be.New(n, 3, s, s)
+			x := tensor.NewActivation(be, n, 3, s, s) // a model input: channels-last with Options.ChannelsLast
 			be.CropResize(x, set, crops, (*[3][256]float32)(tf.Table()))
 			got := make([]float32, x.Size())
 			be.Download(got, x)

@@ -22,6 +22,9 @@ const alignment = 16
 // mem is the Storage of the GPU backend: n float32s at ptr, or n bfloat16s
 // when half (activations with --precision bf16, see half.go).
 type mem struct {
+	// nhwc: viewed with 4 dimensions, the elements are channels-last (an
+	// activation of a backend whose images are; see channelsLast).
+	nhwc bool
 	b    *Backend
 	ptr  cuda.DevicePtr
 	n    int
@@ -68,8 +71,8 @@ type memory struct {
 	arena    devBuf // aligned copies of misaligned cuDNN operands
 	rowLoss  devBuf // softmax cross-entropy's per-row losses (double)
 	crops    devBuf // CropResize's crops [n, kernels.CropWords] int32
-	w16      devBuf // bf16 copy of the weights of the current convolution or Linear (half.go)
-	dw16     devBuf // bf16 weight gradient of the current convolution
+	w16      devBuf // the current convolution's or Linear's weights as it reads them: bf16 (half.go), or float32 KRSC (channels-last tf32)
+	dw16     devBuf // the current convolution's weight gradient as cuDNN writes it (bf16, or float32 KRSC)
 	f32a     devBuf // float32 copies of a bf16 convolution's operands
 	f32b     devBuf // when it runs in float32 (half.go)
 	f32c     devBuf
@@ -328,6 +331,14 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	if len(src) == 0 {
 		return
 	}
+	if channelsLast(dst) && !isHalf(dst) { // from NCHW to NHWC on the way in
+		_, c, h, w := nchw(dst)
+		b.stageUp(b.ptr(dst), 4*int64(len(src)), func(pin []byte, off int64) {
+			u := unsafe.Slice((*float32)(unsafe.Pointer(&pin[0])), len(pin)/4)
+			eachNHWC(int(off/4), len(u), c, h*w, func(k, j int) { u[k] = src[j] })
+		})
+		return
+	}
 	if !isHalf(dst) {
 		b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
 		return
@@ -386,9 +397,12 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 		pin := b.pinned(elem * int64(k)).p
 		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(elem*int64(off)), elem*int64(k), b.stream), "download")
 		b.must(b.drv.StreamSynchronize(b.stream), "download")
-		if c > 0 { // and from NHWC to NCHW
+		if c > 0 && half { // and from NHWC to NCHW
 			u := unsafe.Slice((*uint16)(pin), k)
 			eachNHWC(off, k, c, hw, func(i, j int) { dst[j] = tensor.FromBF16(u[i]) })
+		} else if c > 0 {
+			u := unsafe.Slice((*float32)(pin), k)
+			eachNHWC(off, k, c, hw, func(i, j int) { dst[j] = u[i] })
 		} else if half { // bfloat16 to float32 on the way out
 			for i, h := range unsafe.Slice((*uint16)(pin), k) {
 				dst[off+i] = tensor.FromBF16(h)
@@ -412,7 +426,8 @@ func (b *Backend) Fill(t *tensor.Tensor, v float32) {
 	}
 }
 
-// ChannelsLast implements tensor.Layouts: bf16 images are NHWC.
+// ChannelsLast implements tensor.Layouts: activation images are NHWC with
+// precision bf16, and with Options.ChannelsLast.
 func (b *Backend) ChannelsLast(t *tensor.Tensor) bool { return channelsLast(t) }
 
 // Copy copies src into dst, which has the same size, each in its own
@@ -431,10 +446,10 @@ func (b *Backend) Copy(dst, src *tensor.Tensor) {
 	case n == 0:
 	case channelsLast(src) && !channelsLast(dst):
 		in, c, h, w := nchw(src)
-		b.must(b.k.Transpose(b.stream, b.ptr(dst), b.ptr(src), in, h*w, c, isHalf(dst), true), "copy from NHWC")
+		b.must(b.k.Transpose(b.stream, b.ptr(dst), b.ptr(src), in, h*w, c, isHalf(dst), isHalf(src)), "copy from NHWC")
 	case channelsLast(dst) && !channelsLast(src):
 		in, c, h, w := nchw(dst)
-		b.must(b.k.Transpose(b.stream, b.ptr(dst), b.ptr(src), in, c, h*w, true, isHalf(src)), "copy to NHWC")
+		b.must(b.k.Transpose(b.stream, b.ptr(dst), b.ptr(src), in, c, h*w, isHalf(dst), isHalf(src)), "copy to NHWC")
 	case isHalf(dst) == isHalf(src):
 		b.must(b.drv.MemcpyDtoDAsync(b.ptr(dst), b.ptr(src), nbytes(src), b.stream), "copy")
 	case isHalf(dst):

@@ -37,7 +37,7 @@ func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 		return
 	}
 	defer b.op()()
-	if isHalf(x) {
+	if isHalf(x) || channelsLast(x) {
 		b.fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps, false)
 		return
 	}
@@ -58,7 +58,7 @@ func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tens
 		return
 	}
 	defer b.op()()
-	if isHalf(x) {
+	if isHalf(x) || channelsLast(x) {
 		b.fusedBNInfer(y, x, gamma, beta, runMean, runVar, eps, false)
 		return
 	}
@@ -79,7 +79,7 @@ func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, s
 		return
 	}
 	defer b.op()()
-	if isHalf(x) {
+	if isHalf(x) || channelsLast(x) {
 		b.fusedBNBackward(dx, dgamma, dbeta, dy, nil, x, gamma, saveMean, saveInvStd)
 		return
 	}
@@ -118,7 +118,7 @@ func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
 	half := halfOps("max-pool", x, y)
 	n, c, h, w := nchw(x)
 	if channelsLast(x) {
-		b.must(b.k.MaxPoolNHWC(b.stream, b.ptr(y), b.ptr(x), n, c, h, w, k, s), fmt.Sprintf("max-pool %v", x.Shape))
+		b.must(b.k.MaxPoolNHWC(b.stream, b.ptr(y), b.ptr(x), n, c, h, w, k, s, half), fmt.Sprintf("max-pool %v", x.Shape))
 		return
 	}
 	b.must(b.k.MaxPoolForward(b.stream, b.ptr(y), b.ptr(x), n*c, h, w, k, s, half), fmt.Sprintf("max-pool %v", x.Shape))
@@ -137,7 +137,7 @@ func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
 	half := halfOps("max-pool gradient", x, y, dy, dx)
 	n, c, h, w := nchw(x)
 	if channelsLast(x) {
-		b.must(b.k.MaxPoolBackwardNHWC(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n, c, h, w, k, s), fmt.Sprintf("max-pool gradient %v", x.Shape))
+		b.must(b.k.MaxPoolBackwardNHWC(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n, c, h, w, k, s, half), fmt.Sprintf("max-pool gradient %v", x.Shape))
 		return
 	}
 	b.must(b.k.MaxPoolBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n*c, h, w, k, s, half), fmt.Sprintf("max-pool gradient %v", x.Shape))
@@ -172,10 +172,13 @@ func (b *Backend) LRNBackward(dx, dy, x, y *tensor.Tensor, p tensor.LRN) {
 	b.unstage()
 }
 
-// noHalfLRN refuses bf16 data: cuDNN's LRN is float here, and only
-// vgg11-lrn has one.
+// noHalfLRN refuses bf16 data and channels-last images: cuDNN's LRN is
+// float NCHW here, and only vgg11-lrn has one.
 func noHalfLRN(x *tensor.Tensor) {
 	if isHalf(x) {
 		panic(fmt.Sprintf("gpu: LRN of bf16 activations %v: not supported; train vgg11-lrn with --precision tf32 or fp32", x.Shape))
+	}
+	if channelsLast(x) {
+		panic(fmt.Sprintf("gpu: LRN of channels-last activations %v: not supported; train vgg11-lrn without --channels-last", x.Shape))
 	}
 }

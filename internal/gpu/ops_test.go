@@ -141,16 +141,16 @@ func testConvolution(t *testing.T, be *Backend, tol float64) {
 	} {
 		name := fmt.Sprintf("%+v", s)
 		oh, ow := s.h+2*s.pad-s.k+1, s.wd+2*s.pad-s.k+1
-		x := w.randn(1, s.n, s.ci, s.h, s.wd)
+		x := w.actRandn(1, s.n, s.ci, s.h, s.wd)
 		wt := w.view(s.off, w.normal(s.co*s.ci*s.k*s.k, 0.3), s.co, s.ci, s.k, s.k)
 		bias := w.view(s.off, w.normal(s.co, 1), s.co)
-		y := w.zeros(s.n, s.co, oh, ow)
+		y := w.actZeros(s.n, s.co, oh, ow)
 		w.c.ConvForward(y.c, x.c, wt.c, bias.c, s.pad)
 		be.ConvForward(y.g, x.g, wt.g, bias.g, s.pad)
 		w.check(name+" y", y, tol)
 
-		dy := w.randn(1, s.n, s.co, oh, ow)
-		dx := w.zeros(s.n, s.ci, s.h, s.wd)
+		dy := w.actRandn(1, s.n, s.co, oh, ow)
+		dx := w.actZeros(s.n, s.ci, s.h, s.wd)
 		w.c.ConvBackwardData(dx.c, dy.c, wt.c, s.pad)
 		be.ConvBackwardData(dx.g, dy.g, wt.g, s.pad)
 		w.check(name+" dx", dx, tol)
@@ -175,7 +175,7 @@ func testBatchNorm(t *testing.T, be *Backend, tol float64) {
 		gamma := w.view(1, w.normal(c, 1), c)
 		beta := w.view(2, w.normal(c, 1), c)
 		saveMean, saveInv := w.zeros(c), w.zeros(c)
-		y := w.zeros(shape...)
+		y := w.actZeros(shape...)
 		w.c.BatchNormTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, 0.1, 1e-5)
 		be.BatchNormTrain(y.g, x.g, gamma.g, beta.g, runMean.g, runVar.g, saveMean.g, saveInv.g, 0.1, 1e-5)
 		w.check(name+" y", y, 1e-4)
@@ -184,8 +184,8 @@ func testBatchNorm(t *testing.T, be *Backend, tol float64) {
 		w.check(name+" saved mean", saveMean, 1e-5)
 		w.check(name+" saved inverse std", saveInv, 1e-5)
 
-		dy := w.randn(1, shape...)
-		dx, dgamma, dbeta := w.zeros(shape...), w.view(3, make([]float32, c), c), w.zeros(c)
+		dy := w.actRandn(1, shape...)
+		dx, dgamma, dbeta := w.actZeros(shape...), w.view(3, make([]float32, c), c), w.zeros(c)
 		w.c.BatchNormBackward(dx.c, dgamma.c, dbeta.c, dy.c, x.c, gamma.c, saveMean.c, saveInv.c)
 		be.BatchNormBackward(dx.g, dgamma.g, dbeta.g, dy.g, x.g, gamma.g, saveMean.g, saveInv.g)
 		w.check(name+" dx", dx, 1e-4)
@@ -202,14 +202,14 @@ func TestMaxPool(t *testing.T) { precisions(t, testMaxPool) }
 
 func testMaxPool(t *testing.T, be *Backend, _ float64) {
 	w := newTwin(t, be, 4)
-	for _, s := range [][]int{{2, 3, 8, 6}, {4, 16, 7, 7}} {
-		x := w.randn(1, s...)
-		y := w.zeros(s[0], s[1], (s[2]-2)/2+1, (s[3]-2)/2+1)
+	for _, s := range [][]int{{2, 3, 8, 6}, {4, 16, 7, 7}, {2, 16, 8, 8}} {
+		x := w.actRandn(1, s...)
+		y := w.actZeros(s[0], s[1], (s[2]-2)/2+1, (s[3]-2)/2+1)
 		w.c.MaxPoolForward(y.c, x.c, 2, 2)
 		be.MaxPoolForward(y.g, x.g, 2, 2)
 		w.same(fmt.Sprint(s, " y"), y)
-		dy := w.randn(1, y.c.Shape...)
-		dx := w.zeros(s...)
+		dy := w.actRandn(1, y.c.Shape...)
+		dx := w.actZeros(s...)
 		w.c.MaxPoolBackward(dx.c, dy.c, x.c, y.c, 2, 2)
 		be.MaxPoolBackward(dx.g, dy.g, x.g, y.g, 2, 2)
 		w.same(fmt.Sprint(s, " dx"), dx)
@@ -366,6 +366,41 @@ func testSGDStep(t *testing.T, be *Backend, _ float64) {
 
 // bnInputs are a batch-norm input of shape, with a mean and spread away
 // from (0, 1), and running statistics to start from.
+// testImageCopies: activation images (channels-last with bf16 or
+// Options.ChannelsLast) keep NCHW values through Upload, Download and
+// copies to and from float32 images (New) and rows (flatten's).
+func testImageCopies(t *testing.T, be *Backend, _ float64) {
+	w := newTwin(t, be, 41)
+	data := w.normal(2*16*3*5, 1)
+	want := data
+	if be.BF16() {
+		want = rounded(data)
+	}
+	x := tensor.NewActivation(be, 2, 16, 3, 5)
+	f := be.New(2, 16, 3, 5)
+	rows := tensor.NewActivation(be, 2, 16*3*5)
+	defer be.Free(x)
+	defer be.Free(f)
+	defer be.Free(rows)
+	be.Upload(x, data)
+	compareHost(t, "activation image upload/download", download(be, x), want, 0)
+	be.Fill(x, 0)
+	be.Upload(f, data)
+	be.Copy(x, f)
+	compareHost(t, "float32 image to activation", download(be, x), want, 0)
+	be.Copy(rows, x)
+	compareHost(t, "activation image to rows (NCHW order)", download(be, rows), want, 0)
+	be.Fill(x, 0)
+	be.Copy(x, rows)
+	be.Fill(f, 0)
+	be.Copy(f, x)
+	compareHost(t, "rows to an activation image to float32", download(be, f), want, 0)
+	if l := tensor.Layouts(be); l.ChannelsLast(x) != be.nhwc || l.ChannelsLast(f) || l.ChannelsLast(rows) {
+		t.Errorf("ChannelsLast: activation image %v, float32 image %v, rows %v; want %v, false, false",
+			l.ChannelsLast(x), l.ChannelsLast(f), l.ChannelsLast(rows), be.nhwc)
+	}
+}
+
 func bnInputs(w *twin, shape []int) (x, runMean, runVar pair) {
 	c := shape[1]
 	xs := w.normal(tensor.Volume(shape), 2)
@@ -376,7 +411,7 @@ func bnInputs(w *twin, shape []int) (x, runMean, runVar pair) {
 	for i := range rv {
 		rv[i] = 1 + float32(math.Abs(float64(rv[i])))
 	}
-	return w.put(xs, shape...), w.randn(1, c), w.put(rv, c)
+	return w.act(xs, shape...), w.randn(1, c), w.put(rv, c)
 }
 
 // TestTally: the running metrics are the CPU's bit for bit, ties (the

@@ -57,6 +57,9 @@ type Module struct {
 		// channels-last bfloat16 activations
 		bnStatsNHWC, bnApplyNHWC, bnAffineNHWC, bnGradStatsNHWC, bnGradApplyNHWC, biasAddNHWC                 cuda.Function
 		maxPoolForwardNHWC, maxPoolBackwardNHWC, transposeF32BF16, transposeBF16F32, transposeBF16, foldParts cuda.Function
+		// channels-last float32 activations (tf32 with --channels-last)
+		bnStatsNHWCF32, bnApplyNHWCF32, bnAffineNHWCF32, bnGradStatsNHWCF32, bnGradApplyNHWCF32, biasAddNHWCF32 cuda.Function
+		maxPoolForwardNHWCF32, maxPoolBackwardNHWCF32, transposeF32, cropResizeNHWC                             cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -284,6 +287,16 @@ func (m *Module) lookup() error {
 		{"transpose_bf16_f32", &m.f.transposeBF16F32},
 		{"transpose_bf16", &m.f.transposeBF16},
 		{"fold_parts", &m.f.foldParts},
+		{"bn_stats_nhwc_f32", &m.f.bnStatsNHWCF32},
+		{"bn_apply_nhwc_f32", &m.f.bnApplyNHWCF32},
+		{"bn_affine_nhwc_f32", &m.f.bnAffineNHWCF32},
+		{"bn_grad_stats_nhwc_f32", &m.f.bnGradStatsNHWCF32},
+		{"bn_grad_apply_nhwc_f32", &m.f.bnGradApplyNHWCF32},
+		{"bias_add_nhwc_f32", &m.f.biasAddNHWCF32},
+		{"max_pool_forward_nhwc_f32", &m.f.maxPoolForwardNHWCF32},
+		{"max_pool_backward_nhwc_f32", &m.f.maxPoolBackwardNHWCF32},
+		{"transpose_f32", &m.f.transposeF32},
+		{"crop_resize_nhwc", &m.f.cropResizeNHWC},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

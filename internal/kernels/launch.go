@@ -114,10 +114,10 @@ type BN struct {
 	// _bf16 kernels); the parameters, statistics and their gradients are
 	// float32 either way.
 	BF16 bool
-	// NHWC says that x is bf16 and channels-last: N counts rows (image
-	// positions), HW is 1. Where C suits them (nhwc) the _nhwc kernels run
-	// it, Splits blocks of all channels each; otherwise the NCHW bf16
-	// kernels, which are correct on it as on N·H·W images of 1×1.
+	// NHWC says that x is channels-last: N counts rows (image positions),
+	// HW is 1. Where C suits them (nhwc) the _nhwc kernels run it, Splits
+	// blocks of all channels each; otherwise the NCHW kernels, which are
+	// correct on it as on N·H·W images of 1×1.
 	NHWC bool
 }
 
@@ -125,13 +125,13 @@ type BN struct {
 // and C/8 a divisor of the block.
 func (g BN) nhwc() bool { return g.NHWC && g.C%8 == 0 && nhwcThreads%(g.C/8) == 0 }
 
-// NHWCGeometry is the geometry of a channels-last bf16 x of n images of c
+// NHWCGeometry is the geometry of a channels-last x (bf16, else float32) of n images of c
 // channels, h×w each, for a GPU of sms multiprocessors: 8 blocks a
 // multiprocessor of all channels each (a full GPU's threads), or fewer so
 // that each thread walks at least 8 rows. fold_parts adds the blocks' sums
 // per channel in parallel before the finishing kernels.
-func NHWCGeometry(n, c, h, w, sms int) BN {
-	g := BN{N: n * h * w, C: c, HW: 1, BF16: true, NHWC: true}
+func NHWCGeometry(n, c, h, w, sms int, bf16 bool) BN {
+	g := BN{N: n * h * w, C: c, HW: 1, BF16: bf16, NHWC: true}
 	if !g.nhwc() {
 		g.Splits = Splits(g.N, c, 1, sms)
 		return g
@@ -146,9 +146,11 @@ type bnKernels struct{ stats, apply, affine, gradStats, gradApply cuda.Function 
 
 func (m *Module) bn(g BN) bnKernels {
 	switch {
-	case g.nhwc():
+	case g.nhwc() && g.BF16:
 		return bnKernels{m.f.bnStatsNHWC, m.f.bnApplyNHWC, m.f.bnAffineNHWC, m.f.bnGradStatsNHWC, m.f.bnGradApplyNHWC}
-	case g.BF16 || g.NHWC:
+	case g.nhwc():
+		return bnKernels{m.f.bnStatsNHWCF32, m.f.bnApplyNHWCF32, m.f.bnAffineNHWCF32, m.f.bnGradStatsNHWCF32, m.f.bnGradApplyNHWCF32}
+	case g.BF16:
 		return bnKernels{m.f.bnStatsBF16, m.f.bnApplyBF16, m.f.bnAffineBF16, m.f.bnGradStatsBF16, m.f.bnGradApplyBF16}
 	}
 	return bnKernels{m.f.bnStats, m.f.bnApply, m.f.bnAffine, m.f.bnGradStats, m.f.bnGradApply}
@@ -362,18 +364,24 @@ func (m *Module) ColSumBF16(s cuda.Stream, out, x ptr, rows, cols int) error {
 	return m.launch(m.f.colSumBF16, s, uint64(cols), cuda.ArgPtr(out), cuda.ArgPtr(x), cuda.ArgU64(uint64(rows)), cuda.ArgU64(uint64(cols)))
 }
 
-// BiasAddBF16: y[i, ch, p] += b[ch] for a bf16 y of geometry g (NCHW, or
-// channels-last with g.NHWC) and float32 b [c] (a convolution's bias).
-func (m *Module) BiasAddBF16(s cuda.Stream, g BN, y, b ptr) error {
+// BiasAdd: y[i, ch, p] += b[ch] for a y of geometry g (bf16 NCHW, or
+// channels-last bf16 or float32) and float32 b [c] (a convolution's bias;
+// float32 NCHW biases go through cuDNN).
+func (m *Module) BiasAdd(s cuda.Stream, g BN, y, b ptr) error {
 	if err := g.aligned(y); err != nil {
 		return err
 	}
-	f := m.f.biasAddNCHWBF16
-	if g.nhwc() {
-		f = m.f.biasAddNHWC
-	}
 	d := g.dims()
-	return m.each(f, s, g, cuda.ArgPtr(y), cuda.ArgPtr(b), d[0], d[1], d[2])
+	switch {
+	case g.nhwc():
+		return m.each(pick(m.f.biasAddNHWCF32, m.f.biasAddNHWC, g.BF16), s, g, cuda.ArgPtr(y), cuda.ArgPtr(b), d[0], d[1], d[2])
+	case g.NHWC: // rows of C channels
+		return m.launch(pick(m.f.biasAddRows, m.f.biasAddRowsBF16, g.BF16), s, uint64(g.N)*uint64(g.C), cuda.ArgPtr(y), cuda.ArgPtr(b),
+			cuda.ArgU64(uint64(g.N)), cuda.ArgU64(uint64(g.C)))
+	case g.BF16:
+		return m.each(m.f.biasAddNCHWBF16, s, g, cuda.ArgPtr(y), cuda.ArgPtr(b), d[0], d[1], d[2])
+	}
+	return fmt.Errorf("kernels: a float32 NCHW bias addition (cuDNN's)")
 }
 
 // BiasGrad: db[ch] (float32) = Σ dy over channel ch of dy [N, C, HW] (a
@@ -452,36 +460,43 @@ func (m *Module) MaxPoolBackward(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, 
 		append([]uint64{cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x)}, a...)...)
 }
 
-// CropResizeBF16 is CropResize with y stored as bf16.
+// CropResizeNHWC is CropResize into a channels-last float32 y [n, size,
+// size, 3].
+func (m *Module) CropResizeNHWC(s cuda.Stream, y, images, crops, table ptr, n, size, side int) error {
+	return m.cropResize(m.f.cropResizeNHWC, s, y, images, crops, table, n, size, side)
+}
+
+// CropResizeBF16 is CropResize with y stored as bf16, channels-last [n,
+// size, size, 3].
 func (m *Module) CropResizeBF16(s cuda.Stream, y, images, crops, table ptr, n, size, side int) error {
 	return m.cropResize(m.f.cropResizeBF16, s, y, images, crops, table, n, size, side)
 }
 
-// MaxPoolNHWC is MaxPoolForward of channels-last bf16 x [n, h, w, c] into
-// y [n, oh, ow, c].
-func (m *Module) MaxPoolNHWC(s cuda.Stream, y, x ptr, n, c, h, w, k, st int) error {
+// MaxPoolNHWC is MaxPoolForward of channels-last x [n, h, w, c] into
+// y [n, oh, ow, c], bf16 or float32.
+func (m *Module) MaxPoolNHWC(s cuda.Stream, y, x ptr, n, c, h, w, k, st int, bf16 bool) error {
 	if k < 1 || st < 1 {
 		return fmt.Errorf("kernels: max-pool window %d stride %d", k, st)
 	}
-	return m.launch(m.f.maxPoolForwardNHWC, s, uint64(n)*uint64(c)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
+	return m.launch(pick(m.f.maxPoolForwardNHWCF32, m.f.maxPoolForwardNHWC, bf16), s, uint64(n)*uint64(c)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
 		cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU32(uint32(h)), cuda.ArgU32(uint32(w)),
 		cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st)))
 }
 
-// MaxPoolBackwardNHWC is MaxPoolBackward of channels-last bf16 dx, dy and
-// x (x [n, h, w, c]).
-func (m *Module) MaxPoolBackwardNHWC(s cuda.Stream, dx, dy, x ptr, n, c, h, w, k, st int) error {
+// MaxPoolBackwardNHWC is MaxPoolBackward of channels-last dx, dy and x
+// (x [n, h, w, c]), bf16 or float32.
+func (m *Module) MaxPoolBackwardNHWC(s cuda.Stream, dx, dy, x ptr, n, c, h, w, k, st int, bf16 bool) error {
 	if k < 1 || st < 1 {
 		return fmt.Errorf("kernels: max-pool window %d stride %d", k, st)
 	}
-	return m.launch(m.f.maxPoolBackwardNHWC, s, uint64(n)*uint64(c)*uint64(h)*uint64(w),
+	return m.launch(pick(m.f.maxPoolBackwardNHWCF32, m.f.maxPoolBackwardNHWC, bf16), s, uint64(n)*uint64(c)*uint64(h)*uint64(w),
 		cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU32(uint32(h)),
 		cuda.ArgU32(uint32(w)), cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st)))
 }
 
 // Transpose: y [batch, cols, rows] = x [batch, rows, cols] with each
 // matrix transposed, converting float32 to bf16 (yBF16 only), bf16 to
-// float32 (xBF16 only) or neither (both bf16).
+// float32 (xBF16 only) or neither.
 func (m *Module) Transpose(s cuda.Stream, y, x ptr, batch, rows, cols int, yBF16, xBF16 bool) error {
 	var f cuda.Function
 	switch {
@@ -492,7 +507,7 @@ func (m *Module) Transpose(s cuda.Stream, y, x ptr, batch, rows, cols int, yBF16
 	case xBF16:
 		f = m.f.transposeBF16F32
 	default:
-		return fmt.Errorf("kernels: a float32 transpose (only bf16 activations are channels-last)")
+		f = m.f.transposeF32
 	}
 	return m.launch(f, s, uint64(batch)*uint64(rows)*uint64(cols), cuda.ArgPtr(y), cuda.ArgPtr(x),
 		cuda.ArgU64(uint64(batch)), cuda.ArgU64(uint64(rows)), cuda.ArgU64(uint64(cols)))

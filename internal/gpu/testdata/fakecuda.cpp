@@ -410,7 +410,10 @@ static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply
                                  "max_pool_forward", "max_pool_backward",
                                  "bn_stats_nhwc", "bn_apply_nhwc", "bn_affine_nhwc", "bn_grad_stats_nhwc", "bn_grad_apply_nhwc",
                                  "bias_add_nhwc", "max_pool_forward_nhwc", "max_pool_backward_nhwc",
-                                 "transpose_f32_bf16", "transpose_bf16_f32", "transpose_bf16", "fold_parts"};
+                                 "transpose_f32_bf16", "transpose_bf16_f32", "transpose_bf16", "fold_parts",
+                                 "bn_stats_nhwc_f32", "bn_apply_nhwc_f32", "bn_affine_nhwc_f32", "bn_grad_stats_nhwc_f32",
+                                 "bn_grad_apply_nhwc_f32", "bias_add_nhwc_f32", "max_pool_forward_nhwc_f32",
+                                 "max_pool_backward_nhwc_f32", "transpose_f32", "crop_resize_nhwc"};
 static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
@@ -594,22 +597,30 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
 		break;
 	}
-	case 16: {  // crop_resize(float* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
-		auto y = PTR(0, float); auto im = PTR(1, const unsigned char); auto cr = PTR(2, const int); auto tab = PTR(3, const float);
+	case 16:    // crop_resize(float* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
+	case 36:    // crop_resize_bf16(bf16* y, ...): the same arguments, y bf16 [n, s, s, 3]
+	case 60: {  // crop_resize_nhwc(float* y, ...): y float32 [n, s, s, 3]
+		auto y = PTR(0, void); auto im = PTR(1, const unsigned char); auto cr = PTR(2, const int); auto tab = PTR(3, const float);
 		auto n = U64(4); auto sz = U32(5), side = U32(6);
-		IN(y, 4 * n * 3 * sz * sz); IN(cr, 24 * n); IN(tab, 4 * 3 * 256);
+		IN(y, (k == 36 ? 2 : 4) * n * 3 * sz * sz); IN(cr, 24 * n); IN(tab, 4 * 3 * 256);
 		// Streams are synchronous here, so the crops are in memory now: every
 		// image they name must lie inside the image set's allocation, and
 		// every window must be one the kernel handles.
 		for (unsigned long long j = 0; j < n; j++) {
 			const int* c = cr + 6 * j;
 			if (c[0] < 0 || c[3] < 1 || c[4] < 1 || c[3] > (int)side || c[4] > (int)side || (c[5] != 0 && c[5] != 1)) {
-				fail("crop_resize: crop %llu is {%d %d %d %d %d %d}", j, c[0], c[1], c[2], c[3], c[4], c[5]);
+				fail("%s: crop %llu is {%d %d %d %d %d %d}", kKernels[k], j, c[0], c[1], c[2], c[3], c[4], c[5]);
 				return INVALID_VALUE;
 			}
 			IN(im + (size_t)c[0] * 3 * side * side, 3 * side * side);
 		}
-		run = [=] { launch_seq(gx, bx, [=] { crop_resize(y, im, cr, tab, n, sz, side); }); };
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (k == 16) crop_resize((float*)y, im, cr, tab, n, sz, side);
+				else if (k == 36) crop_resize_bf16((bf16*)y, im, cr, tab, n, sz, side);
+				else crop_resize_nhwc((float*)y, im, cr, tab, n, sz, side);
+			});
+		};
 		break;
 	}
 	case 17: {  // tally(float* acc, const float* loss, const float* logits, const float* labels, u64 n, u64 c)
@@ -772,106 +783,132 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		};
 		break;
 	}
-	case 36: {  // crop_resize_bf16(bf16* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
-		auto y = PTR(0, bf16); auto im = PTR(1, const unsigned char); auto cr = PTR(2, const int); auto tab = PTR(3, const float);
-		auto n = U64(4); auto sz = U32(5), side = U32(6);
-		IN(y, 2 * n * 3 * sz * sz); IN(cr, 24 * n); IN(tab, 4 * 3 * 256);
-		// The crops are checked now, as crop_resize's.
-		for (unsigned long long j = 0; j < n; j++) {
-			const int* c = cr + 6 * j;
-			if (c[0] < 0 || c[3] < 1 || c[4] < 1 || c[3] > (int)side || c[4] > (int)side || (c[5] != 0 && c[5] != 1)) {
-				fail("crop_resize_bf16: crop %llu is {%d %d %d %d %d %d}", j, c[0], c[1], c[2], c[3], c[4], c[5]);
-				return INVALID_VALUE;
-			}
-			IN(im + (size_t)c[0] * 3 * side * side, 3 * side * side);
-		}
-		run = [=] { launch_seq(gx, bx, [=] { crop_resize_bf16(y, im, cr, tab, n, sz, side); }); };
-		break;
-	}
-	// Channels-last bf16 activations [rows, c] (rows = n·hw): the packs of 8
+	// Channels-last activations [rows, c] (rows = n·hw), bf16 (cases 39-46)
+	// or float32 (the _f32 kernels, 51-58, in the same order): the packs of 8
 	// channels need c a multiple of 8 dividing the block, and 16-byte
 	// aligned activations.
-	case 39: {  // bn_stats_nhwc(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits)
-		auto part = PTR(0, double); auto x = PTR(1, const bf16); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
-		if (!nhwc_ok(kKernels[k], bx, c, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("bn_stats_nhwc: grid %u for %u splits", gx, sp); return INVALID_VALUE; }
-		IN(part, 16 * c * sp); IN(x, 2 * n * c * hw);
-		run = [=] { launch_threads(gx, bx, [=] { bn_stats_nhwc(part, x, n, c, hw, sp); }); };
+	case 39: case 51: {  // bn_stats_nhwc(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits)
+		bool half = k == 39; unsigned long long e = half ? 2 : 4;
+		auto part = PTR(0, double); auto x = PTR(1, const void); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
+		if (!nhwc_ok(kKernels[k], bx, c, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("%s: grid %u for %u splits", kKernels[k], gx, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(x, e * n * c * hw);
+		run = [=] {
+			launch_threads(gx, bx, [=] {
+				if (half) bn_stats_nhwc(part, (const bf16*)x, n, c, hw, sp);
+				else bn_stats_nhwc_f32(part, (const float*)x, n, c, hw, sp);
+			});
+		};
 		break;
 	}
-	case 40: {  // bn_apply_nhwc(bf16* y, const bf16* x, const float* mean, const float* scale, const float* beta, u64 n, u64 c, u64 hw, int relu)
-		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto mean = PTR(2, const float);
+	case 40: case 52: {  // bn_apply_nhwc(T* y, const T* x, const float* mean, const float* scale, const float* beta, u64 n, u64 c, u64 hw, int relu)
+		bool half = k == 40; unsigned long long e = half ? 2 : 4;
+		auto y = PTR(0, void); auto x = PTR(1, const void); auto mean = PTR(2, const float);
 		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
 		auto n = U64(5), c = U64(6), hw = U64(7); auto relu = I32(8);
 		if (!nhwc_ok(kKernels[k], bx, c, y, x)) return INVALID_VALUE;
-		IN(y, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(sc, 4 * c); IN(beta, 4 * c);
-		run = [=] { launch_seq(gx, bx, [=] { bn_apply_nhwc(y, x, mean, sc, beta, n, c, hw, relu); }); };
+		IN(y, e * n * c * hw); IN(x, e * n * c * hw); IN(mean, 4 * c); IN(sc, 4 * c); IN(beta, 4 * c);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) bn_apply_nhwc((bf16*)y, (const bf16*)x, mean, sc, beta, n, c, hw, relu);
+				else bn_apply_nhwc_f32((float*)y, (const float*)x, mean, sc, beta, n, c, hw, relu);
+			});
+		};
 		break;
 	}
-	case 41: {  // bn_affine_nhwc(bf16* y, const bf16* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
-		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
+	case 41: case 53: {  // bn_affine_nhwc(T* y, const T* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
+		bool half = k == 41; unsigned long long e = half ? 2 : 4;
+		auto y = PTR(0, void); auto x = PTR(1, const void); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
 		auto n = U64(4), c = U64(5), hw = U64(6); auto relu = I32(7);
 		if (!nhwc_ok(kKernels[k], bx, c, y, x)) return INVALID_VALUE;
-		IN(y, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(sc, 4 * c); IN(sh, 4 * c);
-		run = [=] { launch_seq(gx, bx, [=] { bn_affine_nhwc(y, x, sc, sh, n, c, hw, relu); }); };
+		IN(y, e * n * c * hw); IN(x, e * n * c * hw); IN(sc, 4 * c); IN(sh, 4 * c);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) bn_affine_nhwc((bf16*)y, (const bf16*)x, sc, sh, n, c, hw, relu);
+				else bn_affine_nhwc_f32((float*)y, (const float*)x, sc, sh, n, c, hw, relu);
+			});
+		};
 		break;
 	}
-	case 42: {  // bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
-	            //                    const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
-		auto part = PTR(0, double); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
+	case 42: case 54: {  // bn_grad_stats_nhwc(double* part, const T* dy, const T* y, const T* x, const float* mean,
+	                     //                    const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
+		bool half = k == 42; unsigned long long e = half ? 2 : 4;
+		auto part = PTR(0, double); auto dy = PTR(1, const void); auto y = PTR(2, const void); auto x = PTR(3, const void);
 		auto mean = PTR(4, const float); auto inv = PTR(5, const float);
 		auto n = U64(6), c = U64(7), hw = U64(8); auto sp = U32(9); auto relu = I32(10);
-		if (!nhwc_ok(kKernels[k], bx, c, dy, y, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("bn_grad_stats_nhwc: grid %u for %u splits", gx, sp); return INVALID_VALUE; }
-		IN(part, 16 * c * sp); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
-		if (relu) { IN(y, 2 * n * c * hw); }
-		run = [=] { launch_threads(gx, bx, [=] { bn_grad_stats_nhwc(part, dy, y, x, mean, inv, n, c, hw, sp, relu); }); };
+		if (!nhwc_ok(kKernels[k], bx, c, dy, y, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("%s: grid %u for %u splits", kKernels[k], gx, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(dy, e * n * c * hw); IN(x, e * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
+		if (relu) { IN(y, e * n * c * hw); }
+		run = [=] {
+			launch_threads(gx, bx, [=] {
+				if (half) bn_grad_stats_nhwc(part, (const bf16*)dy, (const bf16*)y, (const bf16*)x, mean, inv, n, c, hw, sp, relu);
+				else bn_grad_stats_nhwc_f32(part, (const float*)dy, (const float*)y, (const float*)x, mean, inv, n, c, hw, sp, relu);
+			});
+		};
 		break;
 	}
-	case 43: {  // bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
-	            //                    const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
-		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
+	case 43: case 55: {  // bn_grad_apply_nhwc(T* dx, const T* dy, const T* y, const T* x, const float* mean,
+	                     //                    const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
+		bool half = k == 43; unsigned long long e = half ? 2 : 4;
+		auto dx = PTR(0, void); auto dy = PTR(1, const void); auto y = PTR(2, const void); auto x = PTR(3, const void);
 		auto mean = PTR(4, const float); auto inv = PTR(5, const float); auto coef = PTR(6, const float);
 		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
 		if (!nhwc_ok(kKernels[k], bx, c, dx, dy, y, x)) return INVALID_VALUE;
-		IN(dx, 2 * n * c * hw); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
-		if (relu) { IN(y, 2 * n * c * hw); }
-		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply_nhwc(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
+		IN(dx, e * n * c * hw); IN(dy, e * n * c * hw); IN(x, e * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
+		if (relu) { IN(y, e * n * c * hw); }
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) bn_grad_apply_nhwc((bf16*)dx, (const bf16*)dy, (const bf16*)y, (const bf16*)x, mean, inv, coef, n, c, hw, relu);
+				else bn_grad_apply_nhwc_f32((float*)dx, (const float*)dy, (const float*)y, (const float*)x, mean, inv, coef, n, c, hw, relu);
+			});
+		};
 		break;
 	}
-	case 44: {  // bias_add_nhwc(bf16* y, const float* b, u64 n, u64 c, u64 hw)
-		auto y = PTR(0, bf16); auto b = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4);
+	case 44: case 56: {  // bias_add_nhwc(T* y, const float* b, u64 n, u64 c, u64 hw)
+		bool half = k == 44; unsigned long long e = half ? 2 : 4;
+		auto y = PTR(0, void); auto b = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4);
 		if (!nhwc_ok(kKernels[k], bx, c, y)) return INVALID_VALUE;
-		IN(y, 2 * n * c * hw); IN(b, 4 * c);
-		run = [=] { launch_seq(gx, bx, [=] { bias_add_nhwc(y, b, n, c, hw); }); };
+		IN(y, e * n * c * hw); IN(b, 4 * c);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) bias_add_nhwc((bf16*)y, b, n, c, hw);
+				else bias_add_nhwc_f32((float*)y, b, n, c, hw);
+			});
+		};
 		break;
 	}
-	case 45:    // max_pool_forward_nhwc(bf16* y, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
-	case 46: {  // max_pool_backward_nhwc(bf16* dx, const bf16* dy, const bf16* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
-		bool fwd = k == 45;
+	case 45: case 57:    // max_pool_forward_nhwc(T* y, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
+	case 46: case 58: {  // max_pool_backward_nhwc(T* dx, const T* dy, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
+		bool fwd = k == 45 || k == 57, half = k == 45 || k == 46;
+		unsigned long long e = half ? 2 : 4;
 		int a = fwd ? 2 : 3;  // the first size argument
-		auto o = PTR(0, bf16); auto i1 = PTR(1, const bf16); auto x = fwd ? i1 : PTR(2, const bf16);
+		auto o = PTR(0, void); auto i1 = PTR(1, const void); auto x = fwd ? i1 : PTR(2, const void);
 		auto n = U64(a), c = U64(a + 1); auto h = U32(a + 2), w = U32(a + 3), kk = U32(a + 4), s = U32(a + 5);
 		if (kk == 0 || s == 0) { fail("%s: window %u stride %u", kKernels[k], kk, s); return INVALID_VALUE; }
 		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
-		IN(x, 2 * n * c * h * w);
-		if (fwd) { IN(o, 2 * n * c * oh * ow); } else { IN(o, 2 * n * c * h * w); IN(i1, 2 * n * c * oh * ow); }
+		IN(x, e * n * c * h * w);
+		if (fwd) { IN(o, e * n * c * oh * ow); } else { IN(o, e * n * c * h * w); IN(i1, e * n * c * oh * ow); }
 		run = [=] {
 			launch_seq(gx, bx, [=] {
-				if (fwd) max_pool_forward_nhwc(o, x, n, c, h, w, kk, s);
-				else max_pool_backward_nhwc(o, i1, x, n, c, h, w, kk, s);
+				if (fwd && half) max_pool_forward_nhwc((bf16*)o, (const bf16*)x, n, c, h, w, kk, s);
+				else if (fwd) max_pool_forward_nhwc_f32((float*)o, (const float*)x, n, c, h, w, kk, s);
+				else if (half) max_pool_backward_nhwc((bf16*)o, (const bf16*)i1, (const bf16*)x, n, c, h, w, kk, s);
+				else max_pool_backward_nhwc_f32((float*)o, (const float*)i1, (const float*)x, n, c, h, w, kk, s);
 			});
 		};
 		break;
 	}
 	case 47:    // transpose_f32_bf16(bf16* y, const float* x, u64 batch, u64 rows, u64 cols)
 	case 48:    // transpose_bf16_f32(float* y, const bf16* x, ...)
-	case 49: {  // transpose_bf16(bf16* y, const bf16* x, ...)
+	case 49:    // transpose_bf16(bf16* y, const bf16* x, ...)
+	case 59: {  // transpose_f32(float* y, const float* x, ...)
 		auto y = PTR(0, void); auto x = PTR(1, const void); auto b = U64(2), r = U64(3), c = U64(4);
-		unsigned long long ey = k == 48 ? 4 : 2, ex = k == 47 ? 4 : 2;
+		unsigned long long ey = k == 48 || k == 59 ? 4 : 2, ex = k == 47 || k == 59 ? 4 : 2;
 		IN(y, ey * b * r * c); IN(x, ex * b * r * c);
 		run = [=] {
 			launch_seq(gx, bx, [=] {
 				if (k == 47) transpose_f32_bf16((bf16*)y, (const float*)x, b, r, c);
 				else if (k == 48) transpose_bf16_f32((float*)y, (const bf16*)x, b, r, c);
+				else if (k == 59) transpose_f32((float*)y, (const float*)x, b, r, c);
 				else transpose_bf16((bf16*)y, (const bf16*)x, b, r, c);
 			});
 		};
