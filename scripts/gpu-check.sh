@@ -6,7 +6,8 @@
 # something hangs; steps that no longer fit are reported as skipped.
 # PARTS picks what runs, in this order whatever order it names them
 # (default: tests train bench ck224; also bf16 (after tests and train),
-# vgg16's bf16 at 32 and 224 and bf16 epochs; eager-bf16, PyTorch's
+# vgg16's bf16 at 32 and 224 and bf16 epochs; channels-last, the tf32
+# benches with --channels-last (after bench); eager-bf16, PyTorch's
 # autocast eager; data, bench with batches from the input pipelines;
 # bench-extra, comparisons made before and the smaller levers; torch224
 # and compiled, PyTorch at 224x224 and torch.compile at 32x32 (compiled-bf16:
@@ -149,6 +150,12 @@ bench "32 b128 tf32 cudnn-bn" --size 32 --batch 128 --precision tf32 --fused-bn=
 bench "32 b64 tf32" --size 32 --batch 64 --precision tf32
 # torch.compile's figures allow TF32 matmuls (torch_bench.py): the same here
 bench "32 b128 tf32 tf32-linear" --size 32 --batch 128 --precision tf32 --tf32-linear
+fi
+if want channels-last; then # tf32 with channels-last images (as bf16 has them), beside the NCHW rows of bench
+bench "32 b128 tf32 channels-last" --size 32 --batch 128 --precision tf32 --channels-last --profile
+bench "32 b64 tf32 channels-last" --size 32 --batch 64 --precision tf32 --channels-last
+bench "32 b128 tf32 channels-last tf32-linear" --size 32 --batch 128 --precision tf32 --channels-last --tf32-linear
+bench "224 b64 tf32 channels-last" --size 224 --batch 64 --precision tf32 --channels-last --steps 10 --profile
 fi
 if want data; then # the batches from the training loop's sources
 bench "32 b128 tf32 data-gpu" --size 32 --batch 128 --precision tf32 --data gpu
