@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"github.com/vgg16/vgg16/internal/tensor"
 	"strings"
 	"testing"
 
@@ -170,5 +171,22 @@ func TestFakeCUDAOptions(t *testing.T) {
 	testBatchNormReLU(t, be, 5e-3)
 	if _, err := New(Options{MaxWorkspaceMiB: -1}); err == nil || !strings.Contains(err.Error(), "cuDNN workspace of -1 MiB") {
 		t.Errorf("a negative workspace: %v", err)
+	}
+	if _, err := New(Options{Precision: "fp32", ChannelsLast: true}); err == nil || !strings.Contains(err.Error(), "--channels-last with precision fp32") {
+		t.Errorf("channels-last in strict fp32: %v", err)
+	}
+	cl := fakeBackend(t, Options{ChannelsLast: true, Sync: true})
+	if want := "precision tf32 (TF32 convolutions, fp32 GEMM), channels-last"; !strings.HasSuffix(cl.Name(), want) {
+		t.Errorf("Name() = %q, want it to end with %q", cl.Name(), want)
+	}
+	w := newTwin(t, cl, 9)
+	x := w.actRandn(1, 2, 3, 4, 4)
+	y := w.actZeros(2, 3, 4, 4)
+	if msg := panicMessage(func() { cl.LRNForward(y.g, x.g, tensor.DefaultLRN) }); !strings.Contains(msg, "LRN of channels-last activations") {
+		t.Errorf("LRN of channels-last images: panic %q", msg)
+	}
+	f := w.randn(1, 2, 3, 4, 4)
+	if msg := panicMessage(func() { cl.MaxPoolForward(w.actZeros(2, 3, 2, 2).g, f.g, 2, 2) }); !strings.Contains(msg, "mixes channels-last and NCHW images") {
+		t.Errorf("max-pool from an NCHW image into a channels-last one: panic %q", msg)
 	}
 }
