@@ -405,6 +405,19 @@ __device__ __forceinline__ bool packs4(u64 hw, const T* a, const T* b = nullptr,
 	return hw % 4 == 0 && aligned4(a) && aligned4(b) && aligned4(c) && aligned4(d);
 }
 
+// bn_scale is gamma·inv as bn_apply multiplies by it and bn_grad_finish
+// saves it: from the saved (float) 1/std, so that the backward, which has
+// only that, gets the same float. relu_cut says whether the fused ReLU
+// zeroed an element x of the forward, recomputed from x as bn_apply
+// computes its output (same operations, no fused multiply-add): the
+// backward reads x, dy and the statistics, and not the forward's output.
+__device__ __forceinline__ float bn_scale(const float* gamma, const float* inv, u64 ch) {
+	return (float)((double)gamma[ch] * (double)inv[ch]);
+}
+__device__ __forceinline__ bool relu_cut(float x, float mu, float sc, float be) {
+	return !((x - mu) * sc + be > 0.0f);
+}
+
 // bn_stats: block b sums share b % splits of channel b / splits (the grid
 // is exactly c·splits blocks of RED_THREADS): part[2b] = Σx, part[2b+1] =
 // Σx². bn_stats_t is its body for x stored as T (float or bf16).
@@ -455,7 +468,7 @@ extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* r
 		save_inv[ch] = (float)inv;
 		run_mean[ch] = (float)((1.0 - momentum) * (double)run_mean[ch] + momentum * mean);
 		run_var[ch] = (float)((1.0 - momentum) * (double)run_var[ch] + momentum * unbiased);
-		scale[ch] = (float)((double)gamma[ch] * inv);
+		scale[ch] = bn_scale(gamma, save_inv, ch);
 	}
 }
 
@@ -516,23 +529,24 @@ extern "C" __global__ void bn_affine(float* y, const float* x, const float* scal
 	bn_affine_t(y, x, scale, shift, n, c, hw, relu);
 }
 
-// bn_grad_stats: blocks as bn_stats. g is dy, or dy where y > 0 when relu
-// (y the forward's output); xhat = (x - mean)·inv. part[2b] = Σg,
-// part[2b+1] = Σg·xhat. bn_grad_stats_t is its body for dy, y and x
-// stored as T.
+// bn_grad_stats: blocks as bn_stats. g is dy, or with relu dy where the
+// forward's ReLU passed the element (relu_cut, from x, gamma and beta);
+// xhat = (x - mean)·inv. part[2b] = Σg, part[2b+1] = Σg·xhat.
+// bn_grad_stats_t is its body for dy and x stored as T.
 template <typename T>
-__device__ __forceinline__ void bn_grad_stats_t(double* part, const T* dy, const T* y, const T* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu, double* red) {
+__device__ __forceinline__ void bn_grad_stats_t(double* part, const T* dy, const T* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu,
+		double* red) {
 	u64 ch = blockIdx.x / splits, s = blockIdx.x % splits;
 	double mu = (double)mean[ch], iv = (double)inv[ch];
+	float muf = mean[ch], sc = relu ? bn_scale(gamma, inv, ch) : 0.0f, be = relu ? beta[ch] : 0.0f;
 	double sg = 0.0, sgx = 0.0;
-	each_in_share_pack(n, c, hw, ch, s, splits, packs4(hw, dy, y, x), [&](u64 k, int N) {
-		float gv[4], yv[4], xv[4];
+	each_in_share_pack(n, c, hw, ch, s, splits, packs4(hw, dy, x), [&](u64 k, int N) {
+		float gv[4], xv[4];
 		ldn(dy, k, gv, N);
-		if (relu) ldn(y, k, yv, N);  // y is null without relu
 		ldn(x, k, xv, N);
 		for (int j = 0; j < N; j++) {
-			double g = (relu && !(yv[j] > 0.0f)) ? 0.0 : (double)gv[j];
+			double g = (relu && relu_cut(xv[j], muf, sc, be)) ? 0.0 : (double)gv[j];
 			sg += g;
 			sgx += g * (((double)xv[j] - mu) * iv);
 		}
@@ -545,10 +559,10 @@ __device__ __forceinline__ void bn_grad_stats_t(double* part, const T* dy, const
 	}
 }
 
-extern "C" __global__ void bn_grad_stats(double* part, const float* dy, const float* y, const float* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+extern "C" __global__ void bn_grad_stats(double* part, const float* dy, const float* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu) {
 	__shared__ double red[RED_THREADS];
-	bn_grad_stats_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
+	bn_grad_stats_t(part, dy, x, mean, inv, gamma, beta, n, c, hw, splits, relu, red);
 }
 
 // bn_grad_finish, one thread per channel: dgamma = Σg·xhat, dbeta = Σg,
@@ -563,26 +577,26 @@ extern "C" __global__ void bn_grad_finish(float* dgamma, float* dbeta, float* co
 		}
 		dgamma[ch] = (float)sgx;
 		dbeta[ch] = (float)sg;
-		coef[3 * ch] = (float)((double)gamma[ch] * (double)inv[ch]);
+		coef[3 * ch] = bn_scale(gamma, inv, ch);
 		coef[3 * ch + 1] = (float)(sg / (double)m);
 		coef[3 * ch + 2] = (float)(sgx / (double)m);
 	}
 }
 
 // bn_grad_apply: dx = gamma·inv·(g - Σg/m - xhat·Σ(g·xhat)/m), with g and
-// xhat as in bn_grad_stats; dx may be dy. bn_grad_apply_t is its body for
-// dx, dy, y and x stored as T.
+// xhat as in bn_grad_stats (coef[3ch] is bn_scale); dx may be dy.
+// bn_grad_apply_t is its body for dx, dy and x stored as T.
 template <typename T>
-__device__ __forceinline__ void bn_grad_apply_t(T* dx, const T* dy, const T* y, const T* x,
-		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	each_channel_pack(n, c, hw, packs4(hw, (const T*)dx, dy, y, x), [&](u64 i, u64 ch, int N) {
-		float gv[4], yv[4], xv[4];
+__device__ __forceinline__ void bn_grad_apply_t(T* dx, const T* dy, const T* x, const float* mean, const float* inv,
+		const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	each_channel_pack(n, c, hw, packs4(hw, (const T*)dx, dy, x), [&](u64 i, u64 ch, int N) {
+		float gv[4], xv[4];
 		ldn(dy, i, gv, N);
-		if (relu) ldn(y, i, yv, N);  // y is null without relu
 		ldn(x, i, xv, N);
 		float mu = mean[ch], iv = inv[ch], k0 = coef[3 * ch], k1 = coef[3 * ch + 1], k2 = coef[3 * ch + 2];
+		float be = relu ? beta[ch] : 0.0f;
 		for (int j = 0; j < N; j++) {
-			float g = (relu && !(yv[j] > 0.0f)) ? 0.0f : gv[j];
+			float g = (relu && relu_cut(xv[j], mu, k0, be)) ? 0.0f : gv[j];
 			float xhat = (xv[j] - mu) * iv;
 			gv[j] = k0 * (g - k1 - xhat * k2);
 		}
@@ -590,9 +604,9 @@ __device__ __forceinline__ void bn_grad_apply_t(T* dx, const T* dy, const T* y, 
 	});
 }
 
-extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float* y, const float* x,
-		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	bn_grad_apply_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
+extern "C" __global__ void bn_grad_apply(float* dx, const float* dy, const float* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_t(dx, dy, x, mean, inv, coef, beta, n, c, hw, relu);
 }
 
 // tally, one block of RED_THREADS: acc[0] += loss[0]·n and acc[1] += the
@@ -820,17 +834,17 @@ extern "C" __global__ void bn_affine_bf16(bf16* y, const bf16* x, const float* s
 	bn_affine_t(y, x, scale, shift, n, c, hw, relu);
 }
 
-// bn_grad_stats_bf16: bn_grad_stats of bf16 dy, y and x.
-extern "C" __global__ void bn_grad_stats_bf16(double* part, const bf16* dy, const bf16* y, const bf16* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+// bn_grad_stats_bf16: bn_grad_stats of bf16 dy and x.
+extern "C" __global__ void bn_grad_stats_bf16(double* part, const bf16* dy, const bf16* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu) {
 	__shared__ double red[RED_THREADS];
-	bn_grad_stats_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
+	bn_grad_stats_t(part, dy, x, mean, inv, gamma, beta, n, c, hw, splits, relu, red);
 }
 
-// bn_grad_apply_bf16: bn_grad_apply with bf16 dx, dy, y and x; dx may be dy.
-extern "C" __global__ void bn_grad_apply_bf16(bf16* dx, const bf16* dy, const bf16* y, const bf16* x,
-		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	bn_grad_apply_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
+// bn_grad_apply_bf16: bn_grad_apply with bf16 dx, dy and x; dx may be dy.
+extern "C" __global__ void bn_grad_apply_bf16(bf16* dx, const bf16* dy, const bf16* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_t(dx, dy, x, mean, inv, coef, beta, n, c, hw, relu);
 }
 
 // pool_out is the output size of a max-pool window k with stride s over n
@@ -1215,48 +1229,52 @@ extern "C" __global__ void bn_affine_nhwc_f32(float* y, const float* x, const fl
 	bn_affine_nhwc_t(y, x, scale, shift, n, c, hw, relu);
 }
 
-// bn_grad_stats_nhwc: bn_grad_stats_bf16 of channels-last dy, y and x
-// (y read only when relu), blocks as bn_stats_nhwc.
+// bn_grad_stats_nhwc: bn_grad_stats_bf16 of channels-last dy and x,
+// blocks as bn_stats_nhwc.
 template <typename T>
-__device__ __forceinline__ void bn_grad_stats_nhwc_t(double* part, const T* dy, const T* y, const T* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu, double* red) {
+__device__ __forceinline__ void bn_grad_stats_nhwc_t(double* part, const T* dy, const T* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu,
+		double* red) {
 	double sg[8], sgx[8], mu[8], iv[8];
+	float muf[8], sc[8], be[8];
 	u64 ch = pack_channel(c);
 	for (int j = 0; j < 8; j++) {
 		sg[j] = sgx[j] = 0.0;
 		mu[j] = (double)mean[ch + j];
 		iv[j] = (double)inv[ch + j];
+		muf[j] = mean[ch + j];
+		sc[j] = relu ? bn_scale(gamma, inv, ch + j) : 0.0f;
+		be[j] = relu ? beta[ch + j] : 0.0f;
 	}
 	each_share_row_pack(n * hw, c, splits, [&](u64 i) {
-		float gv[8], yv[8], xv[8];
+		float gv[8], xv[8];
 		ld8(dy, i, gv);
 		ld8(x, i, xv);
-		if (relu) ld8(y, i, yv);
 		for (int j = 0; j < 8; j++) {
-			double g = (relu && !(yv[j] > 0.0f)) ? 0.0 : (double)gv[j];
+			double g = (relu && relu_cut(xv[j], muf[j], sc[j], be[j])) ? 0.0 : (double)gv[j];
 			sg[j] += g;
 			sgx[j] += g * (((double)xv[j] - mu[j]) * iv[j]);
 		}
 	});
 	pack_sums(part, sg, sgx, c, splits, red);
 }
-extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* y, const bf16* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu) {
 	__shared__ double red[NHWC_THREADS * 8];
-	bn_grad_stats_nhwc_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
+	bn_grad_stats_nhwc_t(part, dy, x, mean, inv, gamma, beta, n, c, hw, splits, relu, red);
 }
-extern "C" __global__ void bn_grad_stats_nhwc_f32(double* part, const float* dy, const float* y, const float* x,
-		const float* mean, const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu) {
+extern "C" __global__ void bn_grad_stats_nhwc_f32(double* part, const float* dy, const float* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu) {
 	__shared__ double red[NHWC_THREADS * 8];
-	bn_grad_stats_nhwc_t(part, dy, y, x, mean, inv, n, c, hw, splits, relu, red);
+	bn_grad_stats_nhwc_t(part, dy, x, mean, inv, gamma, beta, n, c, hw, splits, relu, red);
 }
 
-// bn_grad_apply_nhwc: bn_grad_apply_bf16 of channels-last dx, dy, y and x
-// (y read only when relu); dx may be dy.
+// bn_grad_apply_nhwc: bn_grad_apply_bf16 of channels-last dx, dy and x;
+// dx may be dy.
 template <typename T>
-__device__ __forceinline__ void bn_grad_apply_nhwc_t(T* dx, const T* dy, const T* y, const T* x,
-		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	float mu[8], iv[8], k0[8], k1[8], k2[8];
+__device__ __forceinline__ void bn_grad_apply_nhwc_t(T* dx, const T* dy, const T* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	float mu[8], iv[8], k0[8], k1[8], k2[8], be[8];
 	u64 ch = pack_channel(c);
 	load8(mu, mean, ch);
 	load8(iv, inv, ch);
@@ -1264,14 +1282,14 @@ __device__ __forceinline__ void bn_grad_apply_nhwc_t(T* dx, const T* dy, const T
 		k0[j] = coef[3 * (ch + j)];
 		k1[j] = coef[3 * (ch + j) + 1];
 		k2[j] = coef[3 * (ch + j) + 2];
+		be[j] = relu ? beta[ch + j] : 0.0f;
 	}
 	each_row_pack(n * hw, c, [&](u64 i) {
-		float gv[8], yv[8], xv[8];
+		float gv[8], xv[8];
 		ld8(dy, i, gv);
 		ld8(x, i, xv);
-		if (relu) ld8(y, i, yv);
 		for (int j = 0; j < 8; j++) {
-			float g = (relu && !(yv[j] > 0.0f)) ? 0.0f : gv[j];
+			float g = (relu && relu_cut(xv[j], mu[j], k0[j], be[j])) ? 0.0f : gv[j];
 			float xhat = (xv[j] - mu[j]) * iv[j];
 			gv[j] = k0[j] * (g - k1[j] - xhat * k2[j]);
 		}
@@ -1279,13 +1297,13 @@ __device__ __forceinline__ void bn_grad_apply_nhwc_t(T* dx, const T* dy, const T
 	});
 }
 
-extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* y, const bf16* x,
-		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	bn_grad_apply_nhwc_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
+extern "C" __global__ void bn_grad_apply_nhwc(bf16* dx, const bf16* dy, const bf16* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_nhwc_t(dx, dy, x, mean, inv, coef, beta, n, c, hw, relu);
 }
-extern "C" __global__ void bn_grad_apply_nhwc_f32(float* dx, const float* dy, const float* y, const float* x,
-		const float* mean, const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu) {
-	bn_grad_apply_nhwc_t(dx, dy, y, x, mean, inv, coef, n, c, hw, relu);
+extern "C" __global__ void bn_grad_apply_nhwc_f32(float* dx, const float* dy, const float* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu) {
+	bn_grad_apply_nhwc_t(dx, dy, x, mean, inv, coef, beta, n, c, hw, relu);
 }
 
 // bias_add_nhwc: bias_add_nchw_bf16 of a channels-last y [n·hw, c]

@@ -126,7 +126,7 @@ func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.
 
 // BatchNormReLUBackward is ReLU's backward in place on dy, then
 // BatchNormBackward.
-func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, _, saveMean, saveInvStd *tensor.Tensor) {
 	b.ReLUBackward(dy, dy, y)
 	b.BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd)
 }

@@ -87,33 +87,37 @@ func (b *Backend) fusedBNInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor
 }
 
 // BatchNormReLUBackward: ReLU's backward through y, then batch norm's.
-func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+// The fused kernels tell where the ReLU cut from x, gamma and beta, as the
+// forward computed y, and do not read y.
+func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, beta, saveMean, saveInvStd *tensor.Tensor) {
 	if !b.fused(x) {
 		b.ReLUBackward(dy, dy, y)
 		b.BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd)
 		return
 	}
-	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUBackward).t(dx).t(dgamma).t(dbeta).t(dy).t(y).t(x).t(gamma).t(saveMean).t(saveInvStd)) {
+	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUBackward).t(dx).t(dgamma).t(dbeta).t(dy).t(y).t(x).t(gamma).t(beta).t(saveMean).t(saveInvStd)) {
 		return
 	}
 	defer b.op()()
-	b.fusedBNBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd)
+	sameSize("batch norm gradient", x, y)
+	halfOps("batch norm gradient", x, y)
+	b.fusedBNBackward(dx, dgamma, dbeta, dy, x, gamma, beta, saveMean, saveInvStd)
 }
 
-// fusedBNBackward is batch norm's backward, after ReLU's through y when y
-// is not nil.
-func (b *Backend) fusedBNBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+// fusedBNBackward is batch norm's backward, after the ReLU's when beta is
+// not nil.
+func (b *Backend) fusedBNBackward(dx, dgamma, dbeta, dy, x, gamma, beta, saveMean, saveInvStd *tensor.Tensor) {
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm gradient", x, dy, dx)
-	halfOps("batch norm gradient", x, dy, dx, y)
-	var yp cuda.DevicePtr
-	if y != nil {
-		sameSize("batch norm gradient", x, y)
-		yp = b.ptr(y)
+	halfOps("batch norm gradient", x, dy, dx)
+	var bp cuda.DevicePtr
+	if beta != nil {
+		channels("batch norm gradient", c, beta)
+		bp = b.ptr(beta)
 	}
 	channels("batch norm gradient", c, dgamma, dbeta, gamma, saveMean, saveInvStd)
 	g, part, coef := b.bnGeometry(x, 3)
-	err := b.k.BNBackwardReLU(b.stream, g, b.ptr(dx), b.ptr(dgamma), b.ptr(dbeta), b.ptr(dy), yp, b.ptr(x), b.ptr(gamma),
-		b.ptr(saveMean), b.ptr(saveInvStd), part, coef, y != nil)
+	err := b.k.BNBackwardReLU(b.stream, g, b.ptr(dx), b.ptr(dgamma), b.ptr(dbeta), b.ptr(dy), b.ptr(x), b.ptr(gamma), bp,
+		b.ptr(saveMean), b.ptr(saveInvStd), part, coef, beta != nil)
 	b.must(err, fmt.Sprintf("batch norm gradient %v", x.Shape))
 }

@@ -34,8 +34,8 @@ func testBatchNormReLU(t *testing.T, be *Backend, _ float64) {
 
 			dy := w.actRandn(1, shape...)
 			dx, dgamma, dbeta := w.actZeros(shape...), w.zeros(c), w.zeros(c)
-			w.c.BatchNormReLUBackward(dx.c, dgamma.c, dbeta.c, dy.c, y.c, x.c, gamma.c, saveMean.c, saveInv.c)
-			be.BatchNormReLUBackward(dx.g, dgamma.g, dbeta.g, dy.g, y.g, x.g, gamma.g, saveMean.g, saveInv.g)
+			w.c.BatchNormReLUBackward(dx.c, dgamma.c, dbeta.c, dy.c, y.c, x.c, gamma.c, beta.c, saveMean.c, saveInv.c)
+			be.BatchNormReLUBackward(dx.g, dgamma.g, dbeta.g, dy.g, y.g, x.g, gamma.g, beta.g, saveMean.g, saveInv.g)
 			w.check(name+" dx", dx, 1e-4)
 			w.check(name+" dgamma", dgamma, 1e-4)
 			w.check(name+" dbeta", dbeta, 1e-5)

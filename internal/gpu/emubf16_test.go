@@ -60,8 +60,8 @@ func (b bf16CPU) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.T
 	roundT(y)
 }
 
-func (b bf16CPU) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
-	b.Backend.BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd)
+func (b bf16CPU) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, beta, saveMean, saveInvStd *tensor.Tensor) {
+	b.Backend.BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, beta, saveMean, saveInvStd)
 	roundT(dx)
 }
 

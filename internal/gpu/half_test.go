@@ -296,8 +296,8 @@ func testHalfBN(t *testing.T, w *twin, be *Backend, n, c, h int, tol float64) {
 	dy := w.act(w.normal(n*c*h*h, 1), n, c, h, h)
 	dx := w.act(make([]float32, n*c*h*h), n, c, h, h)
 	dg, db := w.zeros(c), w.zeros(c)
-	w.c.BatchNormReLUBackward(dx.c, dg.c, db.c, dy.c, y.c, x.c, gamma.c, sm.c, si.c)
-	be.BatchNormReLUBackward(dx.g, dg.g, db.g, dy.g, y.g, x.g, gamma.g, sm.g, si.g)
+	w.c.BatchNormReLUBackward(dx.c, dg.c, db.c, dy.c, y.c, x.c, gamma.c, beta.c, sm.c, si.c)
+	be.BatchNormReLUBackward(dx.g, dg.g, db.g, dy.g, y.g, x.g, gamma.g, beta.g, sm.g, si.g)
 	w.check("dx", dx, 3*tol) // through y's rounding as well
 	w.check("dgamma", dg, 3*tol)
 	w.check("dbeta", db, 3*tol)

@@ -335,7 +335,11 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 		_, c, h, w := nchw(dst)
 		b.stageUp(b.ptr(dst), 4*int64(len(src)), func(pin []byte, off int64) {
 			u := unsafe.Slice((*float32)(unsafe.Pointer(&pin[0])), len(pin)/4)
-			eachNHWC(int(off/4), len(u), c, h*w, func(k, j int) { u[k] = src[j] })
+			it := nhwcAt(int(off/4), c, h*w)
+			for k := range u {
+				u[k] = src[it.nchw()]
+				it.next()
+			}
 		})
 		return
 	}
@@ -347,7 +351,11 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 		_, c, h, w := nchw(dst)
 		b.stageUp(b.ptr(dst), 2*int64(len(src)), func(pin []byte, off int64) {
 			u := unsafe.Slice((*uint16)(unsafe.Pointer(&pin[0])), len(pin)/2)
-			eachNHWC(int(off/2), len(u), c, h*w, func(k, j int) { u[k] = tensor.ToBF16(src[j]) })
+			it := nhwcAt(int(off/2), c, h*w)
+			for k := range u {
+				u[k] = tensor.ToBF16(src[it.nchw()])
+				it.next()
+			}
 		})
 		return
 	}
@@ -359,19 +367,25 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	})
 }
 
-// eachNHWC calls f(k, j) for the elements e0, e0+1, … e0+count-1 of a
-// channels-last tensor of images of c channels and hw pixels: k counts
-// from 0, j is the element's index in NCHW order.
-func eachNHWC(e0, count, c, hw int, f func(k, j int)) {
-	img, rem := e0/(c*hw), e0%(c*hw)
-	pos, ch := rem/c, rem%c
-	for k := range count {
-		f(k, (img*c+ch)*hw+pos)
-		if ch++; ch == c {
-			ch = 0
-			if pos++; pos == hw {
-				pos, img = 0, img+1
-			}
+// nhwcIter walks the elements of a channels-last tensor of images of c
+// channels and hw pixels in memory order, giving each one's index in NCHW
+// order (small methods, inlined: the host transposes every batch that the
+// CPU loader uploads).
+type nhwcIter struct{ img, pos, ch, c, hw int }
+
+// nhwcAt starts at element e.
+func nhwcAt(e, c, hw int) nhwcIter {
+	rem := e % (c * hw)
+	return nhwcIter{img: e / (c * hw), pos: rem / c, ch: rem % c, c: c, hw: hw}
+}
+
+func (it *nhwcIter) nchw() int { return (it.img*it.c+it.ch)*it.hw + it.pos }
+
+func (it *nhwcIter) next() {
+	if it.ch++; it.ch == it.c {
+		it.ch = 0
+		if it.pos++; it.pos == it.hw {
+			it.pos, it.img = 0, it.img+1
 		}
 	}
 }
@@ -399,10 +413,18 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 		b.must(b.drv.StreamSynchronize(b.stream), "download")
 		if c > 0 && half { // and from NHWC to NCHW
 			u := unsafe.Slice((*uint16)(pin), k)
-			eachNHWC(off, k, c, hw, func(i, j int) { dst[j] = tensor.FromBF16(u[i]) })
+			it := nhwcAt(off, c, hw)
+			for _, h := range u {
+				dst[it.nchw()] = tensor.FromBF16(h)
+				it.next()
+			}
 		} else if c > 0 {
 			u := unsafe.Slice((*float32)(pin), k)
-			eachNHWC(off, k, c, hw, func(i, j int) { dst[j] = u[i] })
+			it := nhwcAt(off, c, hw)
+			for _, v := range u {
+				dst[it.nchw()] = v
+				it.next()
+			}
 		} else if half { // bfloat16 to float32 on the way out
 			for i, h := range unsafe.Slice((*uint16)(pin), k) {
 				dst[off+i] = tensor.FromBF16(h)

@@ -80,7 +80,7 @@ func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, s
 	}
 	defer b.op()()
 	if isHalf(x) || channelsLast(x) {
-		b.fusedBNBackward(dx, dgamma, dbeta, dy, nil, x, gamma, saveMean, saveInvStd)
+		b.fusedBNBackward(dx, dgamma, dbeta, dy, x, gamma, nil, saveMean, saveInvStd)
 		return
 	}
 	_, c, _, _ := nchw(x)

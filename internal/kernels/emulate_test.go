@@ -102,9 +102,9 @@ int main(int argc, char** argv) {
 		launch(grid, 64, [&] { bn_apply(y.data(), x.data(), sm.data(), scale.data(), beta.data(), n, c, hw, relu); });
 		launch(grid, 64, [&] { bn_infer_coef(scale.data(), shift.data(), gamma.data(), beta.data(), rm.data(), rv.data(), c, eps); });
 		launch(grid, 64, [&] { bn_affine(yi.data(), x.data(), scale.data(), shift.data(), n, c, hw, relu); });
-		launch_threads(c * splits, RED_THREADS, [&] { bn_grad_stats(part.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), n, c, hw, splits, relu); });
+		launch_threads(c * splits, RED_THREADS, [&] { bn_grad_stats(part.data(), dy.data(), x.data(), sm.data(), si.data(), gamma.data(), beta.data(), n, c, hw, splits, relu); });
 		launch(grid, 64, [&] { bn_grad_finish(dg.data(), db.data(), coef.data(), gamma.data(), si.data(), part.data(), c, splits, n * hw); });
-		launch(grid, 64, [&] { bn_grad_apply(dx.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), coef.data(), n, c, hw, relu); });
+		launch(grid, 64, [&] { bn_grad_apply(dx.data(), dy.data(), x.data(), sm.data(), si.data(), coef.data(), beta.data(), n, c, hw, relu); });
 		wr(d + "y", y); wr(d + "sm", sm); wr(d + "si", si); wr(d + "rm", rm); wr(d + "rv", rv);
 		wr(d + "yi", yi); wr(d + "dx", dx); wr(d + "dg", dg); wr(d + "db", db);
 	} else if (op == "crop") {
@@ -187,9 +187,9 @@ int main(int argc, char** argv) {
 		launch(grid, 64, [&] { bn_apply_bf16(y.data(), x.data(), sm.data(), scale.data(), beta.data(), n, c, hw, relu); });
 		launch(grid, 64, [&] { bn_infer_coef(scale.data(), shift.data(), gamma.data(), beta.data(), rm.data(), rv.data(), c, eps); });
 		launch(grid, 64, [&] { bn_affine_bf16(yi.data(), x.data(), scale.data(), shift.data(), n, c, hw, relu); });
-		launch_threads(c * splits, RED_THREADS, [&] { bn_grad_stats_bf16(part.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), n, c, hw, splits, relu); });
+		launch_threads(c * splits, RED_THREADS, [&] { bn_grad_stats_bf16(part.data(), dy.data(), x.data(), sm.data(), si.data(), gamma.data(), beta.data(), n, c, hw, splits, relu); });
 		launch(grid, 64, [&] { bn_grad_finish(dg.data(), db.data(), coef.data(), gamma.data(), si.data(), part.data(), c, splits, n * hw); });
-		launch(grid, 64, [&] { bn_grad_apply_bf16(dx.data(), dy.data(), y.data(), x.data(), sm.data(), si.data(), coef.data(), n, c, hw, relu); });
+		launch(grid, 64, [&] { bn_grad_apply_bf16(dx.data(), dy.data(), x.data(), sm.data(), si.data(), coef.data(), beta.data(), n, c, hw, relu); });
 		wr(d + "y", y); wr(d + "sm", sm); wr(d + "si", si); wr(d + "rm", rm); wr(d + "rv", rv);
 		wr(d + "yi", yi); wr(d + "dx", dx); wr(d + "dg", dg); wr(d + "db", db);
 	} else if (op == "pool") {

@@ -277,19 +277,22 @@ func (m *Module) BNInferReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 		d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
-// BNBackwardReLU is ReLU's backward through y (when relu) and then batch
-// norm's: dx, dgamma and dbeta from dy, x and the saved statistics. part
-// is PartBytes of scratch, coef 3·C floats.
-func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInv, part, coef ptr, relu bool) error {
+// BNBackwardReLU is ReLU's backward (when relu) and then batch norm's: dx,
+// dgamma and dbeta from dy, x and the saved statistics. The ReLU's mask is
+// recomputed from x, gamma and beta as the forward computed its output
+// (the kernels' relu_cut), so the forward's output is not read (2 of 7
+// passes over the activations). part is PartBytes of scratch, coef 3·C
+// floats; beta is unused without relu.
+func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, x, gamma, beta, saveMean, saveInv, part, coef ptr, relu bool) error {
 	if g.N*g.C*g.HW == 0 {
 		return nil
 	}
-	if err := g.aligned(dx, dy, y, x); err != nil {
+	if err := g.aligned(dx, dy, x); err != nil {
 		return err
 	}
 	d := g.dims()
-	err := m.reduce(m.bn(g).gradStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean),
-		cuda.ArgPtr(saveInv), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits)), cuda.ArgI32(b2i(relu)))
+	err := m.reduce(m.bn(g).gradStats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), cuda.ArgPtr(x), cuda.ArgPtr(saveMean),
+		cuda.ArgPtr(saveInv), cuda.ArgPtr(gamma), cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits)), cuda.ArgI32(b2i(relu)))
 	if err != nil {
 		return err
 	}
@@ -302,8 +305,8 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, y, x
 	if err != nil {
 		return err
 	}
-	return m.each(m.bn(g).gradApply, s, g, cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(y), cuda.ArgPtr(x),
-		cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(coef), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
+	return m.each(m.bn(g).gradApply, s, g, cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x),
+		cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(coef), cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
 // CropWords is the size of one crop in CropResize's crops array, in int32s:

@@ -166,7 +166,7 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
 	dx := m.dx(m.be, dy, m.x.Shape...)
 	if m.relu {
-		m.be.BatchNormReLUBackward(dx, m.dgamma, m.dbeta, dy, m.y, m.x, m.gamma, m.saveMean, m.saveInv)
+		m.be.BatchNormReLUBackward(dx, m.dgamma, m.dbeta, dy, m.y, m.x, m.gamma, m.beta, m.saveMean, m.saveInv)
 	} else {
 		m.be.BatchNormBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.saveMean, m.saveInv)
 	}

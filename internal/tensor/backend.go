@@ -69,7 +69,9 @@ type Backend interface {
 	BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *Tensor, eps float64)
 	// BatchNormReLUBackward is ReLU's backward through y, the output of
 	// BatchNormReLUTrain, then BatchNormBackward. dy may be overwritten.
-	BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *Tensor)
+	// beta is BatchNormReLUTrain's: a backend may tell where the ReLU cut
+	// from x, gamma and beta instead of reading y.
+	BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, beta, saveMean, saveInvStd *Tensor)
 
 	// MaxPoolForward: y[N,C,H/s,W/s] is the max over each k×k window with
 	// stride s (VGG: k = s = 2).

@@ -568,15 +568,48 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_affine(y, x, sc, sh, n, c, hw, relu); }); };
 		break;
 	}
-	case 13: {  // bn_grad_stats(double* part, const float* dy, const float* y, const float* x, const float* mean,
-	            //               const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
-		auto part = PTR(0, double); auto dy = PTR(1, const float); auto y = PTR(2, const float); auto x = PTR(3, const float);
-		auto mean = PTR(4, const float); auto inv = PTR(5, const float);
-		auto n = U64(6), c = U64(7), hw = U64(8); auto sp = U32(9); auto relu = I32(10);
-		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_grad_stats: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
-		IN(part, 16 * c * sp); IN(dy, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
-		if (relu) { IN(y, 4 * n * c * hw); }
-		run = [=] { launch_threads(gx, bx, [=] { bn_grad_stats(part, dy, y, x, mean, inv, n, c, hw, sp, relu); }); };
+	// The batch-norm gradients, float32 NCHW, bf16 NCHW, bf16 and float32
+	// channels-last: the ReLU's mask comes from x, gamma and beta (read only
+	// with relu).
+	case 13: case 32: case 42: case 54: {  // bn_grad_stats(double* part, const T* dy, const T* x, const float* mean,
+	    // const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu)
+		bool half = k == 32 || k == 42, nhwc = k == 42 || k == 54;
+		unsigned long long e = half ? 2 : 4;
+		auto part = PTR(0, double); auto dy = PTR(1, const void); auto x = PTR(2, const void);
+		auto mean = PTR(3, const float); auto inv = PTR(4, const float); auto gamma = PTR(5, const float); auto beta = PTR(6, const float);
+		auto n = U64(7), c = U64(8), hw = U64(9); auto sp = U32(10); auto relu = I32(11);
+		bool grid = nhwc ? nhwc_ok(kKernels[k], bx, c, dy, x) && bx == NHWC_THREADS && gx == sp : bx == RED_THREADS && gx == c * sp;
+		if (!grid || sp == 0) { fail("%s: grid %u of %u for %llu channels x %u", kKernels[k], gx, bx, c, sp); return INVALID_VALUE; }
+		IN(part, 16 * c * sp); IN(dy, e * n * c * hw); IN(x, e * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
+		if (relu) { IN(gamma, 4 * c); IN(beta, 4 * c); }
+		run = [=] {
+			launch_threads(gx, bx, [=] {
+				if (k == 13) bn_grad_stats(part, (const float*)dy, (const float*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+				if (k == 32) bn_grad_stats_bf16(part, (const bf16*)dy, (const bf16*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+				if (k == 42) bn_grad_stats_nhwc(part, (const bf16*)dy, (const bf16*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+				if (k == 54) bn_grad_stats_nhwc_f32(part, (const float*)dy, (const float*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+			});
+		};
+		break;
+	}
+	case 15: case 33: case 43: case 55: {  // bn_grad_apply(T* dx, const T* dy, const T* x, const float* mean,
+	    // const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu)
+		bool half = k == 33 || k == 43, nhwc = k == 43 || k == 55;
+		unsigned long long e = half ? 2 : 4;
+		auto dx = PTR(0, void); auto dy = PTR(1, const void); auto x = PTR(2, const void);
+		auto mean = PTR(3, const float); auto inv = PTR(4, const float); auto coef = PTR(5, const float); auto beta = PTR(6, const float);
+		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
+		if (nhwc && !nhwc_ok(kKernels[k], bx, c, dx, dy, x)) return INVALID_VALUE;
+		IN(dx, e * n * c * hw); IN(dy, e * n * c * hw); IN(x, e * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
+		if (relu) { IN(beta, 4 * c); }
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (k == 15) bn_grad_apply((float*)dx, (const float*)dy, (const float*)x, mean, inv, coef, beta, n, c, hw, relu);
+				if (k == 33) bn_grad_apply_bf16((bf16*)dx, (const bf16*)dy, (const bf16*)x, mean, inv, coef, beta, n, c, hw, relu);
+				if (k == 43) bn_grad_apply_nhwc((bf16*)dx, (const bf16*)dy, (const bf16*)x, mean, inv, coef, beta, n, c, hw, relu);
+				if (k == 55) bn_grad_apply_nhwc_f32((float*)dx, (const float*)dy, (const float*)x, mean, inv, coef, beta, n, c, hw, relu);
+			});
+		};
 		break;
 	}
 	case 14: {  // bn_grad_finish(float* dgamma, float* dbeta, float* coef, const float* gamma, const float* inv,
@@ -585,16 +618,6 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		auto inv = PTR(4, const float); auto part = PTR(5, const double); auto c = U64(6); auto sp = U32(7); auto m = U64(8);
 		IN(dg, 4 * c); IN(db, 4 * c); IN(coef, 12 * c); IN(g, 4 * c); IN(inv, 4 * c); IN(part, 16 * c * sp);
 		run = [=] { launch_seq(gx, bx, [=] { bn_grad_finish(dg, db, coef, g, inv, part, c, sp, m); }); };
-		break;
-	}
-	case 15: {  // bn_grad_apply(float* dx, const float* dy, const float* y, const float* x, const float* mean,
-	            //               const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
-		auto dx = PTR(0, float); auto dy = PTR(1, const float); auto y = PTR(2, const float); auto x = PTR(3, const float);
-		auto mean = PTR(4, const float); auto inv = PTR(5, const float); auto coef = PTR(6, const float);
-		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
-		IN(dx, 4 * n * c * hw); IN(dy, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
-		if (relu) { IN(y, 4 * n * c * hw); }
-		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
 		break;
 	}
 	case 16:    // crop_resize(float* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
@@ -730,27 +753,6 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_affine_bf16(y, x, sc, sh, n, c, hw, relu); }); };
 		break;
 	}
-	case 32: {  // bn_grad_stats_bf16(double* part, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
-	            //                    const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
-		auto part = PTR(0, double); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
-		auto mean = PTR(4, const float); auto inv = PTR(5, const float);
-		auto n = U64(6), c = U64(7), hw = U64(8); auto sp = U32(9); auto relu = I32(10);
-		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_grad_stats_bf16: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
-		IN(part, 16 * c * sp); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
-		if (relu) { IN(y, 2 * n * c * hw); }
-		run = [=] { launch_threads(gx, bx, [=] { bn_grad_stats_bf16(part, dy, y, x, mean, inv, n, c, hw, sp, relu); }); };
-		break;
-	}
-	case 33: {  // bn_grad_apply_bf16(bf16* dx, const bf16* dy, const bf16* y, const bf16* x, const float* mean,
-	            //                    const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
-		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto x = PTR(3, const bf16);
-		auto mean = PTR(4, const float); auto inv = PTR(5, const float); auto coef = PTR(6, const float);
-		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
-		IN(dx, 2 * n * c * hw); IN(dy, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
-		if (relu) { IN(y, 2 * n * c * hw); }
-		run = [=] { launch_seq(gx, bx, [=] { bn_grad_apply_bf16(dx, dy, y, x, mean, inv, coef, n, c, hw, relu); }); };
-		break;
-	}
 	case 34:    // max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
 	case 37: {  // max_pool_forward(float* y, const float* x, ...): the same arguments, float32
 		bool half = k == 34;
@@ -825,40 +827,6 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 			launch_seq(gx, bx, [=] {
 				if (half) bn_affine_nhwc((bf16*)y, (const bf16*)x, sc, sh, n, c, hw, relu);
 				else bn_affine_nhwc_f32((float*)y, (const float*)x, sc, sh, n, c, hw, relu);
-			});
-		};
-		break;
-	}
-	case 42: case 54: {  // bn_grad_stats_nhwc(double* part, const T* dy, const T* y, const T* x, const float* mean,
-	                     //                    const float* inv, u64 n, u64 c, u64 hw, u32 splits, int relu)
-		bool half = k == 42; unsigned long long e = half ? 2 : 4;
-		auto part = PTR(0, double); auto dy = PTR(1, const void); auto y = PTR(2, const void); auto x = PTR(3, const void);
-		auto mean = PTR(4, const float); auto inv = PTR(5, const float);
-		auto n = U64(6), c = U64(7), hw = U64(8); auto sp = U32(9); auto relu = I32(10);
-		if (!nhwc_ok(kKernels[k], bx, c, dy, y, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("%s: grid %u for %u splits", kKernels[k], gx, sp); return INVALID_VALUE; }
-		IN(part, 16 * c * sp); IN(dy, e * n * c * hw); IN(x, e * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c);
-		if (relu) { IN(y, e * n * c * hw); }
-		run = [=] {
-			launch_threads(gx, bx, [=] {
-				if (half) bn_grad_stats_nhwc(part, (const bf16*)dy, (const bf16*)y, (const bf16*)x, mean, inv, n, c, hw, sp, relu);
-				else bn_grad_stats_nhwc_f32(part, (const float*)dy, (const float*)y, (const float*)x, mean, inv, n, c, hw, sp, relu);
-			});
-		};
-		break;
-	}
-	case 43: case 55: {  // bn_grad_apply_nhwc(T* dx, const T* dy, const T* y, const T* x, const float* mean,
-	                     //                    const float* inv, const float* coef, u64 n, u64 c, u64 hw, int relu)
-		bool half = k == 43; unsigned long long e = half ? 2 : 4;
-		auto dx = PTR(0, void); auto dy = PTR(1, const void); auto y = PTR(2, const void); auto x = PTR(3, const void);
-		auto mean = PTR(4, const float); auto inv = PTR(5, const float); auto coef = PTR(6, const float);
-		auto n = U64(7), c = U64(8), hw = U64(9); auto relu = I32(10);
-		if (!nhwc_ok(kKernels[k], bx, c, dx, dy, y, x)) return INVALID_VALUE;
-		IN(dx, e * n * c * hw); IN(dy, e * n * c * hw); IN(x, e * n * c * hw); IN(mean, 4 * c); IN(inv, 4 * c); IN(coef, 12 * c);
-		if (relu) { IN(y, e * n * c * hw); }
-		run = [=] {
-			launch_seq(gx, bx, [=] {
-				if (half) bn_grad_apply_nhwc((bf16*)dx, (const bf16*)dy, (const bf16*)y, (const bf16*)x, mean, inv, coef, n, c, hw, relu);
-				else bn_grad_apply_nhwc_f32((float*)dx, (const float*)dy, (const float*)y, (const float*)x, mean, inv, coef, n, c, hw, relu);
 			});
 		};
 		break;
