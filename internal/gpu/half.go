@@ -24,23 +24,7 @@ import (
 // float32 ones the float path (TF32 convolutions), so a bf16 backend still
 // runs float32 tensors that a caller made with New.
 //
-// bf16 images — any bf16 tensor viewed with 4 dimensions [N, C, H, W] —
-// are stored channels-last (NHWC: ((n·H + y)·W + x)·C + c), the layout of
-// cuDNN's tensor-core convolutions: in NCHW they transpose internally, in
-// workspace as large as the tensor, and took twice PyTorch's channels_last
-// time at 224x224 (docs/PERFORMANCE.md). The bf16 copies of convolution
-// weights are KRSC to match, and their gradients come back to float32
-// KCRS. The layout stays inside the backend: Upload and Download transpose
-// on the host, Copy between float32 and bf16 images transposes, and the
-// model's flatten asks for NCHW order (ChannelsLast, FlattenNCHW).
-
-// channelsLast reports whether t is stored channels-last: a 4-d view of
-// an activation (NewActivation) of a backend whose images are (bf16, or
-// Options.ChannelsLast). Tensors from New are NCHW.
-func channelsLast(t *tensor.Tensor) bool {
-	m, ok := t.Mem.(*mem)
-	return ok && m.nhwc && len(t.Shape) == 4
-}
+// bf16 images are channels-last (layout.go).
 
 // NewActivation implements tensor.Activations: bfloat16 storage with
 // precision bf16, float32 otherwise.

@@ -367,29 +367,6 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	})
 }
 
-// nhwcIter walks the elements of a channels-last tensor of images of c
-// channels and hw pixels in memory order, giving each one's index in NCHW
-// order (small methods, inlined: the host transposes every batch that the
-// CPU loader uploads).
-type nhwcIter struct{ img, pos, ch, c, hw int }
-
-// nhwcAt starts at element e.
-func nhwcAt(e, c, hw int) nhwcIter {
-	rem := e % (c * hw)
-	return nhwcIter{img: e / (c * hw), pos: rem / c, ch: rem % c, c: c, hw: hw}
-}
-
-func (it *nhwcIter) nchw() int { return (it.img*it.c+it.ch)*it.hw + it.pos }
-
-func (it *nhwcIter) next() {
-	if it.ch++; it.ch == it.c {
-		it.ch = 0
-		if it.pos++; it.pos == it.hw {
-			it.pos, it.img = 0, it.img+1
-		}
-	}
-}
-
 // Download copies t to the host once all queued work is done.
 func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	if len(dst) != src.Size() {
@@ -447,10 +424,6 @@ func (b *Backend) Fill(t *tensor.Tensor, v float32) {
 		b.must(b.drv.MemsetD32Async(b.ptr(t), math.Float32bits(v), int64(n), b.stream), "fill")
 	}
 }
-
-// ChannelsLast implements tensor.Layouts: activation images are NHWC with
-// precision bf16, and with Options.ChannelsLast.
-func (b *Backend) ChannelsLast(t *tensor.Tensor) bool { return channelsLast(t) }
 
 // Copy copies src into dst, which has the same size, each in its own
 // layout: from or to a channels-last image it transposes (flatten's NCHW
