@@ -1027,12 +1027,12 @@ extern "C" __global__ void crop_resize_bf16(bf16* y, const unsigned char* images
 // ---- Channels-last activations ----------------------------------------------
 //
 // With --precision bf16 (and with --channels-last in tf32) the backend
-// stores 4-d activations channels-last (NHWC): element (n, c, y, x) of a logical [N, C, H, W] tensor lies at
-// ((n·H + y)·W + x)·C + c, the layout in which cuDNN's tensor-core
-// convolutions read and write without transposing. Such a tensor is an NCHW
-// one of n·h·w images of c channels and hw = 1, so the batch-norm and bias
-// kernels above are correct on it, if slow (one block a channel, strided
-// reads). The kernels here are the fast path for c a multiple of 8 whose
+// stores 4-d activations channels-last (NHWC): element (n, c, y, x) of a
+// logical [N, C, H, W] tensor lies at ((n·H + y)·W + x)·C + c, the layout
+// in which cuDNN's tensor-core convolutions read and write without
+// transposing. Such a tensor is an NCHW one of n·h·w images of c channels
+// and hw = 1, so the batch-norm kernels above are correct on it, if slow
+// (one block a channel, strided reads), and bias_add_rows adds its bias. The kernels here are the fast path for c a multiple of 8 whose
 // c/8 divides NHWC_THREADS (the launchers check): each thread owns one pack
 // of 8 channels (one 16-byte access of bf16s, two of floats) and walks
 // rows, and the reductions leave part[] as bn_stats does, so bn_finish,
