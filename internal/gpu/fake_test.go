@@ -70,6 +70,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"SGDStep", testSGDStep},
 				{"Tally", testTally},
 				{"ModelStep", modelStep},
+				{"ModelStepOddChannels", modelStepOddChannels},
 				{"RecordedSteps", testRecordedSteps},
 				{"Profile", testProfile},
 				{"BatchNormReLU", testBatchNormReLU},
@@ -110,6 +111,9 @@ func TestFakeCUDABF16(t *testing.T) {
 	}
 	t.Run("Ops", func(t *testing.T) { testHalfOps(t, be, bf16Tol) })
 	t.Run("ModelStep", func(t *testing.T) { modelStepWithin(t, newBF16CPU(), be, bf16StepTol, bf16LaterTol) })
+	t.Run("ModelStepOddChannels", func(t *testing.T) {
+		modelStepOf(t, configOf(t, "12,M,20,M"), newBF16CPU(), be, bf16StepTol, bf16LaterTol)
+	})
 	t.Run("RecordedSteps", func(t *testing.T) { testRecordedSteps(t, be, bf16StepTol) })
 	t.Run("Parity", func(t *testing.T) { runParityBF16(t, be) })
 }

@@ -18,8 +18,11 @@ import (
 )
 
 // smallConfig is a VGG-BN with every kind of layer, dropout on.
-func smallConfig(t testing.TB) layers.Config {
-	c, err := layers.ParseCfg("16,16,M,32,M")
+func smallConfig(t testing.TB) layers.Config { return configOf(t, "16,16,M,32,M") }
+
+// configOf is smallConfig with another torchvision-style layer list.
+func configOf(t testing.TB, list string) layers.Config {
+	c, err := layers.ParseCfg(list)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,11 +69,22 @@ func modelStep(t *testing.T, be *Backend, tol float64) {
 	modelStepWithin(t, cpu.New(), be, tol, 10*tol)
 }
 
+// modelStepOddChannels is modelStep with channel counts that are not
+// multiples of 8: channels-last images take the kernels' fallbacks (the
+// NCHW batch norm on rows, bias_add_rows, single-channel max-pool).
+func modelStepOddChannels(t *testing.T, be *Backend, tol float64) {
+	modelStepOf(t, configOf(t, "12,M,20,M"), cpu.New(), be, tol, 10*tol)
+}
+
 // modelStepWithin is modelStep against the reference backend ref, with the
 // limits of the first step and of the second step and the parameters after
 // it.
 func modelStepWithin(t *testing.T, ref tensor.Backend, be *Backend, first, later float64) {
-	cfg := smallConfig(t)
+	modelStepOf(t, smallConfig(t), ref, be, first, later)
+}
+
+// modelStepOf is modelStepWithin for the model cfg.
+func modelStepOf(t *testing.T, cfg layers.Config, ref tensor.Backend, be *Backend, first, later float64) {
 	backends := []tensor.Backend{ref, be}
 	models := make([]*layers.Model, 2)
 	for i, b := range backends {
