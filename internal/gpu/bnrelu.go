@@ -22,9 +22,11 @@ func (b *Backend) FusedBN() bool { return b.opt.FusedBN }
 // need (partial sums, then per-channel floats) grown to fit.
 func (b *Backend) bnGeometry(x *tensor.Tensor, floatsPerChannel int) (kernels.BN, cuda.DevicePtr, cuda.DevicePtr) {
 	n, c, h, w := nchw(x)
-	g := kernels.BN{N: n, C: c, HW: h * w, Splits: kernels.Splits(n, c, h*w, b.info.SMs), BF16: isHalf(x)}
+	var g kernels.BN
 	if channelsLast(x) {
 		g = kernels.NHWCGeometry(n, c, h, w, b.info.SMs, isHalf(x))
+	} else {
+		g = kernels.BN{N: n, C: c, HW: h * w, Splits: kernels.Splits(n, c, h*w, b.info.SMs), BF16: isHalf(x)}
 	}
 	b.grow(&b.mem.bn, g.PartBytes()+int64(4*floatsPerChannel*c), "batch-norm scratch")
 	return g, b.mem.bn.ptr, b.mem.bn.ptr + cuda.DevicePtr(g.PartBytes())

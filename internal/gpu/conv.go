@@ -267,7 +267,7 @@ func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
 	}
 	if p.key.nhwc {
 		b.algorithm(p, cuda.ConvBackwardData)
-		wk := b.convWeightsKRSC(w)
+		wk := b.convWeights(p, w)
 		ptr := b.stage(in(dy), out(dx))
 		b.run(p, cuda.ConvBackwardData, wk, ptr[0], ptr[1])
 		b.unstage()
@@ -306,21 +306,13 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 
 // Channels-last float32 convolutions (Options.ChannelsLast): cuDNN reads
 // KRSC weights, so each direction that reads them gets a transposed copy
-// in scratch, and the weight gradient comes back through one; the bias and
-// its gradient are the project's kernels (cuDNN's bias calls take the NCHW
-// descriptors).
-
-// convWeightsKRSC is the float32 KRSC copy of w [K, C, R, S], in scratch.
-func (b *Backend) convWeightsKRSC(w *tensor.Tensor) cuda.DevicePtr {
-	k, c := w.Shape[0], w.Shape[1]
-	b.grow(&b.mem.w16, 4*int64(w.Size()), "KRSC copies of weights")
-	b.must(b.k.Transpose(b.stream, b.mem.w16.ptr, b.ptr(w), k, c, w.Size()/(k*c), false, false), "weights to KRSC")
-	return b.mem.w16.ptr
-}
+// in scratch (convWeights), and the weight gradient comes back through one;
+// the bias and its gradient are the project's kernels (cuDNN's bias calls
+// take the NCHW descriptors).
 
 func (b *Backend) convForwardNHWC(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	b.algorithm(p, cuda.ConvForward)
-	wk := b.convWeightsKRSC(w)
+	wk := b.convWeights(p, w)
 	ptr := b.stage(in(x), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], wk, ptr[1])
 	b.unstage()

@@ -166,14 +166,8 @@ func parsePrecision(p string) (strict, bf16 bool, err error) {
 // handles, and compiles (or loads from the cache) the kernels. The error
 // says what is missing when the machine cannot run it.
 func New(opt Options) (*Backend, error) {
-	if err := checkOptions(opt); err != nil {
+	if _, _, err := checkOptions(opt); err != nil { // before loading anything
 		return nil, err
-	}
-	if err := parseConvAPI(opt.ConvAPI); err != nil {
-		return nil, err
-	}
-	if opt.MaxWorkspaceMiB < 0 {
-		return nil, fmt.Errorf("cuDNN workspace of %d MiB: want 0 (the default) or more", opt.MaxWorkspaceMiB)
 	}
 	if os.Getenv("VGG16_CUDA_SYNC") == "1" {
 		opt.Sync = true
@@ -188,28 +182,28 @@ func New(opt Options) (*Backend, error) {
 	return newWithLibs(libs, opt)
 }
 
-// checkOptions refuses options that do not go together.
-func checkOptions(opt Options) error {
-	strict, _, err := parsePrecision(opt.Precision)
-	if err != nil {
-		return err
+// checkOptions refuses an option out of range or options that do not go
+// together, and reads the precision (parsePrecision).
+func checkOptions(opt Options) (strict, bf16 bool, err error) {
+	if strict, bf16, err = parsePrecision(opt.Precision); err != nil {
+		return false, false, err
+	}
+	if err := parseConvAPI(opt.ConvAPI); err != nil {
+		return false, false, err
+	}
+	if opt.MaxWorkspaceMiB < 0 {
+		return false, false, fmt.Errorf("cuDNN workspace of %d MiB: want 0 (the default) or more", opt.MaxWorkspaceMiB)
 	}
 	if strict && opt.ChannelsLast {
-		return fmt.Errorf("--channels-last with precision fp32: channels-last images are for tf32 (bf16 always has them)")
+		return false, false, fmt.Errorf("--channels-last with precision fp32: channels-last images are for tf32 (bf16 always has them)")
 	}
-	return nil
+	return strict, bf16, nil
 }
 
 // newWithLibs is New on libraries already loaded.
 func newWithLibs(libs *cuda.Libs, opt Options) (*Backend, error) {
-	if err := checkOptions(opt); err != nil {
-		return nil, err
-	}
-	strict, bf16, err := parsePrecision(opt.Precision)
+	strict, bf16, err := checkOptions(opt)
 	if err != nil {
-		return nil, err
-	}
-	if err := parseConvAPI(opt.ConvAPI); err != nil {
 		return nil, err
 	}
 	b := &Backend{opt: opt, strict: strict, bf16: bf16, nhwc: bf16 || opt.ChannelsLast, drv: libs.Driver, blas: libs.BLAS, dnn: libs.DNN, dev: -1,

@@ -73,15 +73,19 @@ func (b *Backend) weights16(s *devBuf, w *tensor.Tensor) cuda.DevicePtr {
 	return s.ptr
 }
 
-// convWeights16 is weights16 of a convolution's weights w [K, C, R, S],
-// transposed to KRSC for p's channels-last operands.
-func (b *Backend) convWeights16(p *convPlan, w *tensor.Tensor) cuda.DevicePtr {
+// convWeights is the copy of a convolution's weights w [K, C, R, S] that
+// p reads, in the scratch w16: bf16 for a bf16 p (weights16), KRSC for
+// p's channels-last operands (float32 or bf16, transposed by one kernel).
+func (b *Backend) convWeights(p *convPlan, w *tensor.Tensor) cuda.DevicePtr {
 	if !p.key.nhwc {
 		return b.weights16(&b.mem.w16, w)
 	}
-	k, c := w.Shape[0], w.Shape[1]
-	b.grow(&b.mem.w16, 2*int64(w.Size()), "bf16 copies of weights")
-	b.must(b.k.Transpose(b.stream, b.mem.w16.ptr, b.ptr(w), k, c, w.Size()/(k*c), true, false), "weights to bf16 KRSC")
+	k, c, elem := w.Shape[0], w.Shape[1], int64(4)
+	if p.key.half {
+		elem = 2
+	}
+	b.grow(&b.mem.w16, elem*int64(w.Size()), "KRSC copies of weights")
+	b.must(b.k.Transpose(b.stream, b.mem.w16.ptr, b.ptr(w), k, c, w.Size()/(k*c), p.key.half, false), "weights to KRSC")
 	return b.mem.w16.ptr
 }
 
@@ -102,7 +106,7 @@ func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
 		b.convForwardVia32(p, y, x, w, bias)
 		return
 	}
-	w16 := b.convWeights16(p, w)
+	w16 := b.convWeights(p, w)
 	ptr := b.stage(in(x), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], w16, ptr[1])
 	b.unstage()
@@ -121,7 +125,7 @@ func (b *Backend) convBackwardDataHalf(p *convPlan, dx, dy, w *tensor.Tensor) {
 		b.convBackwardDataVia32(p, dx, dy, w)
 		return
 	}
-	w16 := b.convWeights16(p, w)
+	w16 := b.convWeights(p, w)
 	ptr := b.stage(in(dy), out(dx))
 	b.run(p, cuda.ConvBackwardData, w16, ptr[0], ptr[1])
 	b.unstage()
@@ -191,7 +195,7 @@ func (b *Backend) widen(s *devBuf, t *tensor.Tensor) cuda.DevicePtr {
 // weights32 is w as the bf16 path sees it: rounded to bf16 (KRSC for
 // channels-last p), widened back into the float32 scratch f32c.
 func (b *Backend) weights32(p *convPlan, w *tensor.Tensor) cuda.DevicePtr {
-	w16 := b.convWeights16(p, w)
+	w16 := b.convWeights(p, w)
 	b.grow(&b.mem.f32c, 4*int64(w.Size()), "float32 copies for a bf16 convolution")
 	b.must(b.k.CastBF16ToF32(b.stream, b.mem.f32c.ptr, w16, w.Size()), "bf16 to float32")
 	return b.mem.f32c.ptr

@@ -478,23 +478,23 @@ func (m *Module) CropResizeBF16(s cuda.Stream, y, images, crops, table ptr, n, s
 // MaxPoolNHWC is MaxPoolForward of channels-last x [n, h, w, c] into
 // y [n, oh, ow, c], bf16 or float32.
 func (m *Module) MaxPoolNHWC(s cuda.Stream, y, x ptr, n, c, h, w, k, st int, bf16 bool) error {
-	if k < 1 || st < 1 {
-		return fmt.Errorf("kernels: max-pool window %d stride %d", k, st)
+	a, err := poolArgs(c, h, w, k, st) // (c, h, w, k, st): the kernel's arguments after n
+	if err != nil {
+		return err
 	}
 	return m.launch(pick(m.f.maxPoolForwardNHWCF32, m.f.maxPoolForwardNHWC, bf16), s, uint64(n)*uint64(c)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
-		cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU32(uint32(h)), cuda.ArgU32(uint32(w)),
-		cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st)))
+		append([]uint64{cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgU64(uint64(n))}, a...)...)
 }
 
 // MaxPoolBackwardNHWC is MaxPoolBackward of channels-last dx, dy and x
 // (x [n, h, w, c]), bf16 or float32.
 func (m *Module) MaxPoolBackwardNHWC(s cuda.Stream, dx, dy, x ptr, n, c, h, w, k, st int, bf16 bool) error {
-	if k < 1 || st < 1 {
-		return fmt.Errorf("kernels: max-pool window %d stride %d", k, st)
+	a, err := poolArgs(c, h, w, k, st)
+	if err != nil {
+		return err
 	}
 	return m.launch(pick(m.f.maxPoolBackwardNHWCF32, m.f.maxPoolBackwardNHWC, bf16), s, uint64(n)*uint64(c)*uint64(h)*uint64(w),
-		cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgU32(uint32(h)),
-		cuda.ArgU32(uint32(w)), cuda.ArgU32(uint32(k)), cuda.ArgU32(uint32(st)))
+		append([]uint64{cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x), cuda.ArgU64(uint64(n))}, a...)...)
 }
 
 // Transpose: y [batch, cols, rows] = x [batch, rows, cols] with each
