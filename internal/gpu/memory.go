@@ -76,6 +76,7 @@ type memory struct {
 	f32a     devBuf // float32 copies of a bf16 convolution's operands
 	f32b     devBuf // when it runs in float32 (half.go)
 	f32c     devBuf
+	nchw     devBuf // an NCHW copy of a channels-last image that Upload or Download transposes (layout.go)
 	tableDev devBuf // CropResize's normalisation table [3, 256]
 
 	table    [3][256]float32 // what tableDev holds, when tableSet
@@ -125,7 +126,7 @@ func (m *memory) close(b *Backend) error {
 		t.ptr, t.n = 0, 0
 	}
 	clear(m.live)
-	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev, &m.w16, &m.dw16, &m.f32a, &m.f32b, &m.f32c} {
+	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev, &m.w16, &m.dw16, &m.f32a, &m.f32b, &m.f32c, &m.nchw} {
 		if d.ptr != 0 {
 			errs = append(errs, b.drv.MemFree(d.ptr))
 		}
@@ -331,32 +332,20 @@ func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	if len(src) == 0 {
 		return
 	}
-	if channelsLast(dst) && !isHalf(dst) { // from NCHW to NHWC on the way in
-		_, c, h, w := nchw(dst)
-		b.stageUp(b.ptr(dst), 4*int64(len(src)), func(pin []byte, off int64) {
-			u := unsafe.Slice((*float32)(unsafe.Pointer(&pin[0])), len(pin)/4)
-			it := nhwcAt(int(off/4), c, h*w)
-			for k := range u {
-				u[k] = src[it.nchw()]
-				it.next()
-			}
-		})
+	if channelsLast(dst) { // up in NCHW order, then transposed on the device
+		rows := b.nchwScratch(dst)
+		b.uploadNCHW(rows, src)
+		in, c, h, w := nchw(dst)
+		b.must(b.k.Transpose(b.stream, b.ptr(dst), b.ptr(rows), in, c, h*w, isHalf(dst), isHalf(dst)), "upload to NHWC")
 		return
 	}
+	b.uploadNCHW(dst, src)
+}
+
+// uploadNCHW is Upload into a tensor stored in its shape's order.
+func (b *Backend) uploadNCHW(dst *tensor.Tensor, src []float32) {
 	if !isHalf(dst) {
 		b.upload(b.ptr(dst), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), 4*len(src)))
-		return
-	}
-	if channelsLast(dst) { // and from NCHW to NHWC
-		_, c, h, w := nchw(dst)
-		b.stageUp(b.ptr(dst), 2*int64(len(src)), func(pin []byte, off int64) {
-			u := unsafe.Slice((*uint16)(unsafe.Pointer(&pin[0])), len(pin)/2)
-			it := nhwcAt(int(off/2), c, h*w)
-			for k := range u {
-				u[k] = tensor.ToBF16(src[it.nchw()])
-				it.next()
-			}
-		})
 		return
 	}
 	b.stageUp(b.ptr(dst), 2*int64(len(src)), func(pin []byte, off int64) { // float32 to bfloat16 on the way in
@@ -375,11 +364,11 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 	b.notInStep("Download")
 	defer b.op()()
 	half, elem := isHalf(src), elemSize(src)
-	var c, hw int
-	if channelsLast(src) {
-		var h, w int
-		_, c, h, w = nchw(src)
-		hw = h * w
+	if channelsLast(src) { // transposed on the device, then down in NCHW order
+		rows := b.nchwScratch(src)
+		in, c, h, w := nchw(src)
+		b.must(b.k.Transpose(b.stream, b.ptr(rows), b.ptr(src), in, h*w, c, half, half), "download from NHWC")
+		src = rows
 	}
 	p := b.ptr(src)
 	chunk := int(stageChunk / elem)
@@ -388,21 +377,7 @@ func (b *Backend) Download(dst []float32, src *tensor.Tensor) {
 		pin := b.pinned(elem * int64(k)).p
 		b.must(b.drv.MemcpyDtoHAsync(pin, p+cuda.DevicePtr(elem*int64(off)), elem*int64(k), b.stream), "download")
 		b.must(b.drv.StreamSynchronize(b.stream), "download")
-		if c > 0 && half { // and from NHWC to NCHW
-			u := unsafe.Slice((*uint16)(pin), k)
-			it := nhwcAt(off, c, hw)
-			for _, h := range u {
-				dst[it.nchw()] = tensor.FromBF16(h)
-				it.next()
-			}
-		} else if c > 0 {
-			u := unsafe.Slice((*float32)(pin), k)
-			it := nhwcAt(off, c, hw)
-			for _, v := range u {
-				dst[it.nchw()] = v
-				it.next()
-			}
-		} else if half { // bfloat16 to float32 on the way out
+		if half { // bfloat16 to float32 on the way out
 			for i, h := range unsafe.Slice((*uint16)(pin), k) {
 				dst[off+i] = tensor.FromBF16(h)
 			}
