@@ -213,6 +213,7 @@ func TestErrorsNameTheInput(t *testing.T) {
 	writeCIFAR(t, data, 10)
 	missing := filepath.Join(t.TempDir(), "nope.safetensors")
 	notData := t.TempDir()
+	failedRun := filepath.Join(t.TempDir(), "failed")
 	for _, c := range []struct {
 		args []string
 		want string
@@ -232,7 +233,7 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"data", "download", "--format", "zip"}, "--format"},
 		{[]string{"summary", "--arch", "64,Q"}, "--arch"},
 		{[]string{"train", "--data", data, "--pretrained", missing, "--device", "cpu"}, missing},
-		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu"}, missing},
+		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu", "--run-dir", failedRun}, missing},
 		{[]string{"convert", missing, filepath.Join(t.TempDir(), "o.safetensors")}, missing},
 		{[]string{"convert", "a.pth"}, "accepts 2 arg(s)"},
 	} {
@@ -240,6 +241,9 @@ func TestErrorsNameTheInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: want an error naming %q, got %v", c.args, c.want, err)
 		}
+	}
+	if _, err := os.Stat(failedRun); !os.IsNotExist(err) {
+		t.Errorf("a run that failed before writing anything left its run directory %s behind (stat: %v)", failedRun, err)
 	}
 }
 

@@ -207,8 +207,14 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				return fmt.Errorf("--classes %d: the data has %d classes", mf.classes, len(classes))
 			}
 			o.Model.Classes = len(classes)
+			_, statErr := os.Stat(runDir)
 			if err := train.PrepareDir(runDir, resume); err != nil {
 				return err
+			}
+			if os.IsNotExist(statErr) {
+				// A run that fails before writing anything (a bad --init,
+				// no device memory) leaves no empty run directory behind.
+				defer os.Remove(runDir) // removes only an empty directory
 			}
 			val := fmt.Sprintf("%d validation images", valSet.Len())
 			fmt.Fprintf(w, "training %s (%s) at %dx%d on %d images, %s; batch %d, %d epochs, lr %g (%s), augment %s\n",
