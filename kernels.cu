@@ -450,9 +450,12 @@ extern "C" __global__ void bn_stats(double* part, const float* x, u64 n, u64 c, 
 // bn_finish, one thread per channel: the batch mean and 1/sqrt(var + eps)
 // (saved for the backward), the running statistics moved towards the batch
 // mean and unbiased variance (PyTorch's BatchNorm2d), and
-// scale = gamma·inv for bn_apply.
+// scale = gamma·inv for bn_apply. shift, when not null, is the bias of the
+// convolution before, left out of x: the running mean moves towards the
+// mean of x + shift.
 extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* run_mean, float* run_var,
-		float* scale, const float* gamma, const double* part, u64 c, u32 splits, u64 m, double eps, double momentum) {
+		float* scale, const float* gamma, const float* shift, const double* part, u64 c, u32 splits, u64 m, double eps,
+		double momentum) {
 	GRID_STRIDE(ch, c) {
 		double s = 0.0, q = 0.0;
 		for (u32 k = 0; k < splits; k++) {
@@ -466,7 +469,8 @@ extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* r
 		double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
 		save_mean[ch] = (float)mean;
 		save_inv[ch] = (float)inv;
-		run_mean[ch] = (float)((1.0 - momentum) * (double)run_mean[ch] + momentum * mean);
+		double shifted = shift ? mean + (double)shift[ch] : mean;
+		run_mean[ch] = (float)((1.0 - momentum) * (double)run_mean[ch] + momentum * shifted);
 		run_var[ch] = (float)((1.0 - momentum) * (double)run_var[ch] + momentum * unbiased);
 		scale[ch] = bn_scale(gamma, save_inv, ch);
 	}

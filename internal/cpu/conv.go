@@ -125,9 +125,9 @@ func gatherNCHW(out, t []float32, m, co, ohw int) {
 
 func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
 	g := geometry(x, w, pad)
-	Y, B := Data(y), Data(bias)
-	if len(Y) != g.n*g.co*g.ohw || len(B) != g.co {
-		panic(fmt.Sprintf("cpu: convolution output %v / bias %v for input %v, weights %v", y.Shape, bias.Shape, x.Shape, w.Shape))
+	Y, B := Data(y), optData(bias)
+	if len(Y) != g.n*g.co*g.ohw || (bias != nil && len(B) != g.co) {
+		panic(fmt.Sprintf("cpu: convolution output %v / bias %v for input %v, weights %v", y.Shape, bias, x.Shape, w.Shape))
 	}
 	b.conv(Y, Data(x), Data(w), B, g)
 }
@@ -201,9 +201,9 @@ func (b *Backend) convBackwardDataCol2im(DX, DY, W []float32, g convGeom) {
 
 func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 	g := geometry(x, dw, pad)
-	X, DY, DW, DB := Data(x), Data(dy), Data(dw), Data(db)
-	if len(DY) != g.n*g.co*g.ohw || len(DB) != g.co {
-		panic(fmt.Sprintf("cpu: convolution gradient %v / bias gradient %v for input %v, weights %v", dy.Shape, db.Shape, x.Shape, dw.Shape))
+	X, DY, DW, DB := Data(x), Data(dy), Data(dw), optData(db)
+	if len(DY) != g.n*g.co*g.ohw || (db != nil && len(DB) != g.co) {
+		panic(fmt.Sprintf("cpu: convolution gradient %v / bias gradient %v for input %v, weights %v", dy.Shape, db, x.Shape, dw.Shape))
 	}
 	sums := b.stats(g.co)
 	nb := g.chunk()
@@ -219,6 +219,9 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 		}
 		// dw [Co, kdim] (+)= dyc [Co, m·ohw] · colᵀ
 		b.sgemm(false, true, g.co, g.kdim, m*g.ohw, 1, dyc, m*g.ohw, col, m*g.ohw, beta, DW, g.kdim)
+		if DB == nil {
+			continue
+		}
 		parallelFor(g.co, 1, func(lo, hi int) {
 			for c := lo; c < hi; c++ {
 				var s float64
@@ -251,8 +254,8 @@ func (b *Backend) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
 		}
 		return
 	}
-	X, DY, W, DX, DW, DB := Data(x), Data(dy), Data(w), Data(dx), Data(dw), Data(db)
-	if len(DY) != g.n*g.co*g.ohw || len(DX) != len(X) || len(DW) != len(W) || len(DB) != g.co {
+	X, DY, W, DX, DW, DB := Data(x), Data(dy), Data(w), Data(dx), Data(dw), optData(db)
+	if len(DY) != g.n*g.co*g.ohw || len(DX) != len(X) || len(DW) != len(W) || (db != nil && len(DB) != g.co) {
 		panic(fmt.Sprintf("cpu: convolution backward of %v, weights %v, gradient %v", x.Shape, w.Shape, dy.Shape))
 	}
 	kk := g.k * g.k
@@ -281,6 +284,9 @@ func (b *Backend) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
 		b.sgemm(false, true, g.ci, t.kdim, m*g.hw, 1, xg, m*g.hw, col, m*g.hw, beta, dwt, t.kdim)
 		// db is the sum of dy: the centre tap's rows of the unrolled dy.
 		centre := (g.k-1-g.pad)*g.k + (g.k - 1 - g.pad)
+		if DB == nil {
+			continue
+		}
 		parallelFor(g.co, 1, func(lo, hi int) {
 			for o := lo; o < hi; o++ {
 				var s float64
@@ -300,7 +306,9 @@ func (b *Backend) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
 					dst[kk-1-j] = v
 				}
 			}
-			DB[o] = float32(sums[o])
+			if DB != nil {
+				DB[o] = float32(sums[o])
+			}
 		}
 	})
 }

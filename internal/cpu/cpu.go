@@ -80,6 +80,14 @@ func Data(t *tensor.Tensor) []float32 {
 	return m.data[t.Off : t.Off+t.Size()]
 }
 
+// optData is Data, or nil for a nil tensor (an optional argument).
+func optData(t *tensor.Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return Data(t)
+}
+
 func (b *Backend) Upload(dst *tensor.Tensor, src []float32) {
 	d := Data(dst)
 	if len(src) != len(d) {

@@ -106,7 +106,7 @@ func TestGradBatchNorm(t *testing.T) {
 	y := be.New(x.Shape...)
 	r := cpu.Data(weights(be, rng, x.Shape...))
 	loss := func() float64 {
-		be.BatchNormTrain(y, x, g, b, rm, rv, sm, si, 0.1, 1e-5)
+		be.BatchNormTrain(y, x, g, b, rm, rv, sm, si, nil, 0.1, 1e-5)
 		return dot(y, r)
 	}
 	loss()
@@ -119,6 +119,42 @@ func TestGradBatchNorm(t *testing.T) {
 		{"bn.gamma", cpu.Data(g), cpu.Data(dg)},
 		{"bn.beta", cpu.Data(b), cpu.Data(db)},
 	})
+}
+
+// TestBatchNormShift checks BatchNormTrain's shift: x with a shift gives
+// what x + shift gives without one (the output, the saved 1/std and the
+// running statistics), but the saved mean of x itself.
+func TestBatchNormShift(t *testing.T) {
+	be := cpu.New()
+	rng := rand.New(rand.NewPCG(4, 4))
+	x, g, b, shift := weights(be, rng, 4, 3, 3, 3), weights(be, rng, 3), weights(be, rng, 3), weights(be, rng, 3)
+	xs := be.New(x.Shape...) // x + shift
+	for i, v := range cpu.Data(x) {
+		cpu.Data(xs)[i] = v + cpu.Data(shift)[i/9%3]
+	}
+	type out struct{ y, rm, rv, sm, si *tensor.Tensor }
+	run := func(x, shift *tensor.Tensor) out {
+		o := out{be.New(x.Shape...), be.New(3), be.New(3), be.New(3), be.New(3)}
+		be.Fill(o.rv, 1)
+		be.BatchNormTrain(o.y, x, g, b, o.rm, o.rv, o.sm, o.si, shift, 0.1, 1e-5)
+		return o
+	}
+	got, want := run(x, shift), run(xs, nil)
+	for _, c := range []struct {
+		name      string
+		got, want *tensor.Tensor
+	}{{"y", got.y, want.y}, {"running mean", got.rm, want.rm}, {"running var", got.rv, want.rv}, {"saved 1/std", got.si, want.si}} {
+		for i, v := range cpu.Data(c.got) {
+			if w := cpu.Data(c.want)[i]; math.Abs(float64(v-w)) > 1e-5*(1+math.Abs(float64(w))) {
+				t.Fatalf("%s[%d] = %g with a shift, %g with it added to x", c.name, i, v, w)
+			}
+		}
+	}
+	for ch, v := range cpu.Data(got.sm) {
+		if w := cpu.Data(want.sm)[ch] - cpu.Data(shift)[ch]; math.Abs(float64(v-w)) > 1e-5 {
+			t.Fatalf("saved mean[%d] = %g, want the mean of x, %g", ch, v, w)
+		}
+	}
 }
 
 func TestGradMaxPool(t *testing.T) {

@@ -18,9 +18,9 @@ func nchw(t *tensor.Tensor) (n, c, hw int) {
 	return t.Shape[0], t.Shape[1], t.Shape[2] * t.Shape[3]
 }
 
-func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
+func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {
 	n, c, hw := nchw(x)
-	X, Y, G, B := Data(x), Data(y), Data(gamma), Data(beta)
+	X, Y, G, B, S := Data(x), Data(y), Data(gamma), Data(beta), optData(shift)
 	RM, RV, SM, SI := Data(runMean), Data(runVar), Data(saveMean), Data(saveInvStd)
 	cnt := float64(n * hw)
 	parallelFor(c, 1, func(lo, hi int) {
@@ -56,6 +56,9 @@ func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 			unbiased := variance
 			if cnt > 1 {
 				unbiased = ss / (cnt - 1)
+			}
+			if S != nil {
+				mean += float64(S[ch])
 			}
 			RM[ch] = float32((1-momentum)*float64(RM[ch]) + momentum*mean)
 			RV[ch] = float32((1-momentum)*float64(RV[ch]) + momentum*unbiased)
@@ -113,8 +116,8 @@ func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, s
 }
 
 // BatchNormReLUTrain is BatchNormTrain, then ReLU in place.
-func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
-	b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps)
+func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {
+	b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps)
 	b.ReLUForward(y, y)
 }
 

@@ -38,27 +38,32 @@ func (b *Backend) bnGeometry(x *tensor.Tensor, floatsPerChannel int) (kernels.BN
 func (b *Backend) fused(x *tensor.Tensor) bool { return b.FusedBN() || isHalf(x) || channelsLast(x) }
 
 // BatchNormReLUTrain: batch norm with batch statistics, then ReLU on y.
-func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
+func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {
 	if !b.fused(x) {
-		b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps)
+		b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps)
 		b.ReLUForward(y, y)
 		return
 	}
-	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUTrain).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).t(saveMean).t(saveInvStd).f(momentum).f(eps)) {
+	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUTrain).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).t(saveMean).t(saveInvStd).t(shift).f(momentum).f(eps)) {
 		return
 	}
 	defer b.op()()
-	b.fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps, true)
+	b.fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps, true)
 }
 
-func (b *Backend) fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64, relu bool) {
+// fusedBNTrain is batch norm with batch statistics in the project's
+// kernels, then ReLU when relu.
+func (b *Backend) fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64, relu bool) {
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
 	halfOps("batch norm", x, y)
 	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
+	if shift != nil {
+		channels("batch norm", c, shift)
+	}
 	g, part, scale := b.bnGeometry(x, 1)
 	err := b.k.BNTrainReLU(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(runMean), b.ptr(runVar),
-		b.ptr(saveMean), b.ptr(saveInvStd), part, scale, momentum, eps, relu)
+		b.ptr(saveMean), b.ptr(saveInvStd), b.optPtr(shift), part, scale, momentum, eps, relu)
 	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
 	b.bnEps[b.ptr(saveInvStd)] = eps
 }

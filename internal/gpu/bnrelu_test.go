@@ -11,21 +11,25 @@ func TestBatchNormReLU(t *testing.T) { precisions(t, testBatchNormReLU) }
 // backend, both ways the GPU does it: cuDNN's batch norm and the ReLU
 // kernel, and the fused kernels (Options.FusedBN), over shapes from 2x2
 // maps (fewer elements per channel than a block takes) to several blocks
-// per channel.
+// per channel, with and without a shift (a convolution's bias left out).
 func testBatchNormReLU(t *testing.T, be *Backend, _ float64) {
 	defer func(f bool) { be.opt.FusedBN = f }(be.opt.FusedBN)
 	for _, fused := range []bool{false, true} {
 		be.opt.FusedBN = fused
 		w := newTwin(t, be, 13)
-		for _, shape := range [][]int{{5, 3, 2, 2}, {8, 16, 4, 4}, {3, 4, 33, 31}, {6, 10}} {
+		for i, shape := range [][]int{{5, 3, 2, 2}, {8, 16, 4, 4}, {3, 4, 33, 31}, {6, 10}, {4, 8, 3, 5}} {
 			c := shape[1]
-			name := fmt.Sprintf("fused %v %v", fused, shape)
+			var shift pair
+			if i%2 == 1 {
+				shift = w.randn(1, c)
+			}
+			name := fmt.Sprintf("fused %v %v shift %v", fused, shape, shift.c != nil)
 			x, runMean, runVar := bnInputs(w, shape)
 			gamma, beta := w.randn(1, c), w.randn(1, c)
 			saveMean, saveInv := w.zeros(c), w.zeros(c)
 			y := w.actZeros(shape...)
-			w.c.BatchNormReLUTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, 0.1, 1e-5)
-			be.BatchNormReLUTrain(y.g, x.g, gamma.g, beta.g, runMean.g, runVar.g, saveMean.g, saveInv.g, 0.1, 1e-5)
+			w.c.BatchNormReLUTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, shift.c, 0.1, 1e-5)
+			be.BatchNormReLUTrain(y.g, x.g, gamma.g, beta.g, runMean.g, runVar.g, saveMean.g, saveInv.g, shift.g, 0.1, 1e-5)
 			w.check(name+" y", y, 1e-5)
 			w.check(name+" running mean", runMean, 1e-5)
 			w.check(name+" running var", runVar, 1e-5)

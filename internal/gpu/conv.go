@@ -233,8 +233,8 @@ func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
 	}
 	defer b.op()()
 	p := b.plan(x, w, pad)
-	if !tensor.SameShape(y.Shape, p.outShape()) || bias.Size() != p.key.co {
-		panic(fmt.Sprintf("gpu: convolution output %v / bias %v for %s", y.Shape, bias.Shape, p.key))
+	if !tensor.SameShape(y.Shape, p.outShape()) || (bias != nil && bias.Size() != p.key.co) {
+		panic(fmt.Sprintf("gpu: convolution output %v / bias %v for %s", y.Shape, bias, p.key))
 	}
 	if halfOps("convolution", x, y) {
 		b.convForwardHalf(p, y, x, w, bias)
@@ -247,7 +247,9 @@ func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
 	b.algorithm(p, cuda.ConvForward)
 	ptr := b.stage(in(x), in(w), in(bias), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], ptr[1], ptr[3])
-	b.must(b.dnn.AddTensor(b.dnnH, 1, p.b, ptr[2], 1, p.y, ptr[3]), p.key.String())
+	if bias != nil {
+		b.must(b.dnn.AddTensor(b.dnnH, 1, p.b, ptr[2], 1, p.y, ptr[3]), p.key.String())
+	}
 	b.unstage()
 }
 
@@ -279,15 +281,16 @@ func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
 	b.unstage()
 }
 
-// ConvBackwardFilter: dw from x and dy, db = Σ dy over batch and space.
+// ConvBackwardFilter: dw from x and dy, db = Σ dy over batch and space
+// (unless db is nil).
 func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 	if b.rec.mode != eager && b.recorded(newSig(sigConvBackwardFilter).t(dw).t(db).t(x).t(dy).v(uint64(pad))) {
 		return
 	}
 	defer b.op()()
 	p := b.plan(x, dw, pad)
-	if !tensor.SameShape(dy.Shape, p.outShape()) || db.Size() != p.key.co {
-		panic(fmt.Sprintf("gpu: convolution gradient %v / bias gradient %v for %s", dy.Shape, db.Shape, p.key))
+	if !tensor.SameShape(dy.Shape, p.outShape()) || (db != nil && db.Size() != p.key.co) {
+		panic(fmt.Sprintf("gpu: convolution gradient %v / bias gradient %v for %s", dy.Shape, db, p.key))
 	}
 	if halfOps("convolution gradient", x, dy) {
 		b.convBackwardFilterHalf(p, dw, db, x, dy)
@@ -300,7 +303,9 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 	b.algorithm(p, cuda.ConvBackwardFilter)
 	ptr := b.stage(in(x), in(dy), out(dw), out(db))
 	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], ptr[2])
-	b.must(b.dnn.ConvBackwardBias(b.dnnH, 1, p.y, ptr[1], 0, p.b, ptr[3]), p.key.String())
+	if db != nil {
+		b.must(b.dnn.ConvBackwardBias(b.dnnH, 1, p.y, ptr[1], 0, p.b, ptr[3]), p.key.String())
+	}
 	b.unstage()
 }
 
@@ -316,8 +321,26 @@ func (b *Backend) convForwardNHWC(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	ptr := b.stage(in(x), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], wk, ptr[1])
 	b.unstage()
+	b.addBias(p, y, bias)
+}
+
+// addBias adds a convolution's float32 bias (unless nil) to its output y,
+// bf16 or channels-last, in the project's kernel.
+func (b *Backend) addBias(p *convPlan, y, bias *tensor.Tensor) {
+	if bias == nil {
+		return
+	}
 	g, _, _ := b.bnGeometry(y, 0)
 	b.must(b.k.BiasAdd(b.stream, g, b.ptr(y), b.ptr(bias)), p.key.String())
+}
+
+// biasGrad sums dy (bf16 or channels-last) into db, unless db is nil.
+func (b *Backend) biasGrad(p *convPlan, db, dy *tensor.Tensor) {
+	if db == nil {
+		return
+	}
+	g, part, _ := b.bnGeometry(dy, 0) // its partial sums, as batch norm's statistics
+	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), p.key.String())
 }
 
 func (b *Backend) convBackwardFilterNHWC(p *convPlan, dw, db, x, dy *tensor.Tensor) {
@@ -327,8 +350,7 @@ func (b *Backend) convBackwardFilterNHWC(p *convPlan, dw, db, x, dy *tensor.Tens
 	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], b.mem.dw16.ptr)
 	b.unstage()
 	b.convGrad32(p, dw, b.mem.dw16.ptr)
-	g, part, _ := b.bnGeometry(dy, 0)
-	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), p.key.String())
+	b.biasGrad(p, db, dy)
 }
 
 // ConvBackward runs cuDNN's two backward passes: they share nothing that

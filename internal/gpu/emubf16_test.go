@@ -50,8 +50,8 @@ func (b bf16CPU) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
 	roundT(dx, dw) // the GPU's weight gradient passes through bf16 scratch
 }
 
-func (b bf16CPU) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
-	b.Backend.BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps)
+func (b bf16CPU) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {
+	b.Backend.BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps)
 	roundT(y)
 }
 

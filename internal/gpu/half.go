@@ -110,13 +110,7 @@ func (b *Backend) convForwardHalf(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	ptr := b.stage(in(x), out(y))
 	b.run(p, cuda.ConvForward, ptr[0], w16, ptr[1])
 	b.unstage()
-	b.addBiasHalf(p, y, bias)
-}
-
-// addBiasHalf adds a convolution's float32 bias to its bf16 output y.
-func (b *Backend) addBiasHalf(p *convPlan, y, bias *tensor.Tensor) {
-	g, _, _ := b.bnGeometry(y, 0)
-	b.must(b.k.BiasAdd(b.stream, g, b.ptr(y), b.ptr(bias)), p.key.String())
+	b.addBias(p, y, bias)
 }
 
 // convBackwardDataHalf: dx from bf16 dy and (a bf16 copy of) w.
@@ -143,8 +137,7 @@ func (b *Backend) convBackwardFilterHalf(p *convPlan, dw, db, x, dy *tensor.Tens
 	b.run(p, cuda.ConvBackwardFilter, ptr[0], ptr[1], b.mem.dw16.ptr)
 	b.unstage()
 	b.convGrad32(p, dw, b.mem.dw16.ptr)
-	g, part, _ := b.bnGeometry(dy, 0) // its partial sums, as batch norm's statistics
-	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), p.key.String())
+	b.biasGrad(p, db, dy)
 }
 
 // linearForwardHalf: y = x·wᵀ + b with bf16 x and y (see ops.go for the
@@ -210,7 +203,7 @@ func (b *Backend) convForwardVia32(p *convPlan, y, x, w, bias *tensor.Tensor) {
 	x32 := b.widen(&b.mem.f32a, x)
 	b.run(q, cuda.ConvForward, x32, w32, b.mem.f32b.ptr)
 	b.must(b.k.CastF32ToBF16(b.stream, b.ptr(y), b.mem.f32b.ptr, y.Size()), q.key.String())
-	b.addBiasHalf(p, y, bias)
+	b.addBias(p, y, bias)
 }
 
 func (b *Backend) convBackwardDataVia32(p *convPlan, dx, dy, w *tensor.Tensor) {
@@ -236,6 +229,5 @@ func (b *Backend) convBackwardFilterVia32(p *convPlan, dw, db, x, dy *tensor.Ten
 	// Through bf16, as the bf16 path's weight gradient goes.
 	b.must(b.k.CastF32ToBF16(b.stream, b.mem.dw16.ptr, b.mem.f32c.ptr, dw.Size()), q.key.String())
 	b.convGrad32(p, dw, b.mem.dw16.ptr)
-	g, part, _ := b.bnGeometry(dy, 0)
-	b.must(b.k.BiasGrad(b.stream, g, b.ptr(db), b.ptr(dy), part), q.key.String())
+	b.biasGrad(p, db, dy)
 }

@@ -287,8 +287,8 @@ func testHalfBN(t *testing.T, w *twin, be *Backend, n, c, h int, tol float64) {
 	rm, rv := w.randn(0.1, c), w.put(vars, c)
 	sm, si := w.zeros(c), w.zeros(c)
 	y := w.act(make([]float32, n*c*h*h), n, c, h, h)
-	w.c.BatchNormReLUTrain(y.c, x.c, gamma.c, beta.c, rm.c, rv.c, sm.c, si.c, 0.1, 1e-5)
-	be.BatchNormReLUTrain(y.g, x.g, gamma.g, beta.g, rm.g, rv.g, sm.g, si.g, 0.1, 1e-5)
+	w.c.BatchNormReLUTrain(y.c, x.c, gamma.c, beta.c, rm.c, rv.c, sm.c, si.c, nil, 0.1, 1e-5)
+	be.BatchNormReLUTrain(y.g, x.g, gamma.g, beta.g, rm.g, rv.g, sm.g, si.g, nil, 0.1, 1e-5)
 	w.check("y", y, tol)
 	for name, p := range map[string]pair{"saved mean": sm, "saved 1/std": si, "running mean": rm, "running var": rv} {
 		w.check(name, p, 1e-5) // float statistics of the same bf16 values

@@ -260,6 +260,14 @@ func (b *Backend) Free(t *tensor.Tensor) {
 }
 
 // ptr is the device address of t's first element.
+// optPtr is ptr, or 0 for a nil tensor (an optional argument).
+func (b *Backend) optPtr(t *tensor.Tensor) cuda.DevicePtr {
+	if t == nil {
+		return 0
+	}
+	return b.ptr(t)
+}
+
 func (b *Backend) ptr(t *tensor.Tensor) cuda.DevicePtr {
 	m, ok := t.Mem.(*mem)
 	if !ok || m.b != b {
@@ -442,13 +450,14 @@ func inout(t *tensor.Tensor) operand { return operand{t: t, in: true, out: true}
 // stage returns the device addresses of the operands, 16-byte aligned:
 // an operand that is not (a parameter view at an odd offset) is replaced
 // by a copy in the scratch arena, copied back by unstage if the call
-// writes it. The result is valid until the next stage.
+// writes it; a nil operand (an optional one left out) gets address 0. The
+// result is valid until the next stage.
 func (b *Backend) stage(ops ...operand) []cuda.DevicePtr {
 	ptrs := b.mem.ptrs[:len(ops)]
 	b.mem.backs = b.mem.backs[:0] // left over if the last op panicked
 	var need int64
 	for i, o := range ops {
-		ptrs[i] = b.ptr(o.t)
+		ptrs[i] = b.optPtr(o.t)
 		if ptrs[i]%alignment != 0 {
 			need += roundUp(nbytes(o.t), 256)
 		}

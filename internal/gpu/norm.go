@@ -31,14 +31,16 @@ func channels(what string, c int, ts ...*tensor.Tensor) {
 // momentum·batch. Like PyTorch (whose CUDA batch norm is this call), cuDNN
 // moves the running variance towards the unbiased batch variance n/(n-1),
 // normalises with the biased one, and saves the batch mean and
-// 1/sqrt(var+eps).
-func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *tensor.Tensor, momentum, eps float64) {
-	if b.rec.mode != eager && b.recorded(newSig(sigBNTrain).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).t(saveMean).t(saveInvStd).f(momentum).f(eps)) {
+// 1/sqrt(var+eps). cuDNN has no shift: the running mean gets it
+// afterwards, r += momentum·shift. bf16 or channels-last x take the
+// project's kernels instead.
+func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {
+	if b.rec.mode != eager && b.recorded(newSig(sigBNTrain).t(y).t(x).t(gamma).t(beta).t(runMean).t(runVar).t(saveMean).t(saveInvStd).t(shift).f(momentum).f(eps)) {
 		return
 	}
 	defer b.op()()
 	if isHalf(x) || channelsLast(x) {
-		b.fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, momentum, eps, false)
+		b.fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps, false)
 		return
 	}
 	_, c, _, _ := nchw(x)
@@ -49,6 +51,12 @@ func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 	err := b.dnn.BNTrain(b.dnnH, xd, p[0], xd, p[1], bd, p[2], p[3], momentum, p[4], p[5], eps, p[6], p[7])
 	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
 	b.unstage()
+	if shift != nil {
+		channels("batch norm", c, shift)
+		// The SGD kernel without momentum or decay is r -= lr·shift.
+		err := b.k.SGD(b.stream, b.ptr(runMean), b.ptr(shift), 0, c, float32(-momentum), 0, 0, 0, 1, false, false)
+		b.must(err, fmt.Sprintf("batch norm %v running mean", x.Shape))
+	}
 	b.bnEps[b.ptr(saveInvStd)] = eps
 }
 

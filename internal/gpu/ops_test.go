@@ -168,16 +168,20 @@ func TestBatchNorm(t *testing.T) { precisions(t, testBatchNorm) }
 
 func testBatchNorm(t *testing.T, be *Backend, tol float64) {
 	w := newTwin(t, be, 3)
-	for _, shape := range [][]int{{4, 3, 5, 5}, {8, 16, 4, 4}, {6, 10}} {
+	for i, shape := range [][]int{{4, 3, 5, 5}, {8, 16, 4, 4}, {6, 10}, {2, 5, 3, 3}} {
 		c := shape[1]
-		name := fmt.Sprint(shape)
+		var shift pair // a convolution's bias left out of x, on every other shape
+		if i%2 == 1 {
+			shift = w.randn(1, c)
+		}
+		name := fmt.Sprint(shape, " shift ", shift.c != nil)
 		x, runMean, runVar := bnInputs(w, shape)
 		gamma := w.view(1, w.normal(c, 1), c)
 		beta := w.view(2, w.normal(c, 1), c)
 		saveMean, saveInv := w.zeros(c), w.zeros(c)
 		y := w.actZeros(shape...)
-		w.c.BatchNormTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, 0.1, 1e-5)
-		be.BatchNormTrain(y.g, x.g, gamma.g, beta.g, runMean.g, runVar.g, saveMean.g, saveInv.g, 0.1, 1e-5)
+		w.c.BatchNormTrain(y.c, x.c, gamma.c, beta.c, runMean.c, runVar.c, saveMean.c, saveInv.c, shift.c, 0.1, 1e-5)
+		be.BatchNormTrain(y.g, x.g, gamma.g, beta.g, runMean.g, runVar.g, saveMean.g, saveInv.g, shift.g, 0.1, 1e-5)
 		w.check(name+" y", y, 1e-4)
 		w.check(name+" running mean", runMean, 1e-5)
 		w.check(name+" running var (unbiased)", runVar, 1e-5)

@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
 		std::vector<double> part(2 * c * splits);
 		std::vector<float> y(x.size()), sm(c), si(c), scale(c), shift(c), yi(x.size()), dx(x.size()), dg(c), db(c), coef(3 * c);
 		launch_threads(c * splits, RED_THREADS, [&] { bn_stats(part.data(), x.data(), n, c, hw, splits); });
-		launch(grid, 64, [&] { bn_finish(sm.data(), si.data(), rm.data(), rv.data(), scale.data(), gamma.data(), part.data(), c, splits, n * hw, eps, mom); });
+		launch(grid, 64, [&] { bn_finish(sm.data(), si.data(), rm.data(), rv.data(), scale.data(), gamma.data(), nullptr, part.data(), c, splits, n * hw, eps, mom); });
 		launch(grid, 64, [&] { bn_apply(y.data(), x.data(), sm.data(), scale.data(), beta.data(), n, c, hw, relu); });
 		launch(grid, 64, [&] { bn_infer_coef(scale.data(), shift.data(), gamma.data(), beta.data(), rm.data(), rv.data(), c, eps); });
 		launch(grid, 64, [&] { bn_affine(yi.data(), x.data(), scale.data(), shift.data(), n, c, hw, relu); });
@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
 		std::vector<bf16> y(x.size()), yi(x.size()), dx(x.size());
 		std::vector<float> sm(c), si(c), scale(c), shift(c), dg(c), db(c), coef(3 * c);
 		launch_threads(c * splits, RED_THREADS, [&] { bn_stats_bf16(part.data(), x.data(), n, c, hw, splits); });
-		launch(grid, 64, [&] { bn_finish(sm.data(), si.data(), rm.data(), rv.data(), scale.data(), gamma.data(), part.data(), c, splits, n * hw, eps, mom); });
+		launch(grid, 64, [&] { bn_finish(sm.data(), si.data(), rm.data(), rv.data(), scale.data(), gamma.data(), nullptr, part.data(), c, splits, n * hw, eps, mom); });
 		launch(grid, 64, [&] { bn_apply_bf16(y.data(), x.data(), sm.data(), scale.data(), beta.data(), n, c, hw, relu); });
 		launch(grid, 64, [&] { bn_infer_coef(scale.data(), shift.data(), gamma.data(), beta.data(), rm.data(), rv.data(), c, eps); });
 		launch(grid, 64, [&] { bn_affine_bf16(yi.data(), x.data(), scale.data(), shift.data(), n, c, hw, relu); });
@@ -1126,7 +1126,7 @@ func cpuBNReLU(x, gamma, beta, rm, rv, dy []float32, n, ch, hw int, relu bool, m
 		{make([]float32, ch), per}},
 		func(be *cpu.Backend, ts []*tensor.Tensor) {
 			X, G, B, RM, RV, Y, SM, SI, YI, DY, DX, DG, DB := ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8], ts[9], ts[10], ts[11], ts[12]
-			be.BatchNormTrain(Y, X, G, B, RM, RV, SM, SI, mom, eps)
+			be.BatchNormTrain(Y, X, G, B, RM, RV, SM, SI, nil, mom, eps)
 			if relu {
 				be.ReLUForward(Y, Y)
 				be.ReLUBackward(DY, DY, Y)

@@ -232,8 +232,10 @@ func (m *Module) each(f cuda.Function, s cuda.Stream, g BN, args ...uint64) erro
 // BNTrainReLU is batch norm with batch statistics, then ReLU when relu:
 // y = (x − mean)·gamma/sqrt(var + eps) + beta over each channel of x,
 // saving the batch mean and 1/sqrt(var + eps) and moving the running
-// statistics by momentum. part is PartBytes of scratch, scale C floats.
-func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, saveMean, saveInv, part, scale ptr, momentum, eps float64, relu bool) error {
+// statistics by momentum (towards the mean of x + shift when shift is not
+// 0: the bias of the convolution before, left out of x). part is
+// PartBytes of scratch, scale C floats.
+func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, saveMean, saveInv, shift, part, scale ptr, momentum, eps float64, relu bool) error {
 	if g.N*g.C*g.HW == 0 {
 		return nil
 	}
@@ -249,7 +251,7 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 		return err
 	}
 	err = m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
-		cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(sums), d[1], splits, cuda.ArgU64(uint64(g.N*g.HW)),
+		cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(shift), cuda.ArgPtr(sums), d[1], splits, cuda.ArgU64(uint64(g.N*g.HW)),
 		cuda.ArgF64(eps), cuda.ArgF64(momentum))
 	if err != nil {
 		return err

@@ -131,6 +131,7 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 				n.runMean, n.runVar = be.New(it.Out), be.New(it.Out)
 				be.Fill(n.runVar, 1)
 				n.saveMean, n.saveInv = be.New(it.Out), be.New(it.Out)
+				c.biasInBN, n.shift = true, c.b
 				p := "features." + strconv.Itoa(idx)
 				m.buffers = append(m.buffers, Buffer{p + ".running_mean", n.runMean}, Buffer{p + ".running_var", n.runVar})
 				m.bns = append(m.bns, n)

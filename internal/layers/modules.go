@@ -90,13 +90,23 @@ func (f *gradFlow) release(be tensor.Backend) {
 func withBatch(n int, s []int) []int { return append([]int{n}, s...) }
 
 // conv is a stride-1 convolution with "same" padding.
+//
+// When a batch norm follows (biasInBN), training leaves the bias out: batch
+// norm with batch statistics subtracts the mean again, so the bias changes
+// neither its output nor any gradient but its own, which is zero. The
+// batch norm adds it to the mean its running statistics move towards
+// (its shift), as if it had been added; evaluation, which normalises with
+// those statistics, adds it. That saves a pass over the output forward
+// and one backward (PyTorch computes both: the bias's gradient is
+// rounding noise around zero there).
 type conv struct {
-	be     tensor.Backend
-	w, b   *tensor.Tensor // [Co,Ci,K,K], [Co]
-	dw, db *tensor.Tensor
-	k, pad int
-	needDx bool // false for the first layer, whose input is the data
-	x      *tensor.Tensor
+	be       tensor.Backend
+	w, b     *tensor.Tensor // [Co,Ci,K,K], [Co]
+	dw, db   *tensor.Tensor
+	k, pad   int
+	needDx   bool // false for the first layer, whose input is the data
+	biasInBN bool // a batch norm follows: in training it takes the bias
+	x        *tensor.Tensor
 	bufs
 }
 
@@ -112,7 +122,11 @@ func (m *conv) kernel() string {
 func (m *conv) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
 	y := m.yBuf.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
-	m.be.ConvForward(y, x, m.w, m.b, m.pad)
+	b := m.b
+	if train && m.biasInBN {
+		b = nil
+	}
+	m.be.ConvForward(y, x, m.w, b, m.pad)
 	return y
 }
 
@@ -121,7 +135,12 @@ func (m *conv) backward(dy *tensor.Tensor) *tensor.Tensor {
 	if m.needDx {
 		dx = m.dx(m.be, dy, m.x.Shape...)
 	}
-	m.be.ConvBackward(dx, m.dw, m.db, m.x, dy, m.w, m.pad)
+	db := m.db
+	if m.biasInBN {
+		db = nil
+		m.be.Fill(m.db, 0)
+	}
+	m.be.ConvBackward(dx, m.dw, db, m.x, dy, m.w, m.pad)
 	return dx
 }
 
@@ -135,7 +154,8 @@ type batchNorm struct {
 	numBatches        int64
 	momentum, eps     float64
 	x, y              *tensor.Tensor
-	relu              bool // the ReLU after it is done here (BatchNormReLU*), as one op
+	relu              bool           // the ReLU after it is done here (BatchNormReLU*), as one op
+	shift             *tensor.Tensor // [C]: the bias of the convolution before, left out in training (conv.biasInBN)
 	bufs
 }
 
@@ -149,9 +169,9 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.y = y
 	switch {
 	case train && m.relu:
-		m.be.BatchNormReLUTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.momentum, m.eps)
+		m.be.BatchNormReLUTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.shift, m.momentum, m.eps)
 	case train:
-		m.be.BatchNormTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.momentum, m.eps)
+		m.be.BatchNormTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.shift, m.momentum, m.eps)
 	case m.relu:
 		m.be.BatchNormReLUInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
 	default:

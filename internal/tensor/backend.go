@@ -41,10 +41,12 @@ type Backend interface {
 
 	// ConvForward: y[N,Co,H,W] = conv(x[N,Ci,H,W], w[Co,Ci,K,K]) + b[Co],
 	// stride 1, zero padding pad on each side ("same" when pad = (K-1)/2).
+	// b may be nil: no bias.
 	ConvForward(y, x, w, b *Tensor, pad int)
 	// ConvBackwardData: dx[N,Ci,H,W] from dy[N,Co,H,W] and w[Co,Ci,K,K].
 	ConvBackwardData(dx, dy, w *Tensor, pad int)
-	// ConvBackwardFilter: dw[Co,Ci,K,K] and db[Co] from x and dy.
+	// ConvBackwardFilter: dw[Co,Ci,K,K] and db[Co] from x and dy; db may
+	// be nil (no bias gradient wanted).
 	ConvBackwardFilter(dw, db, x, dy *Tensor, pad int)
 	// ConvBackward is ConvBackwardData (skipped when dx is nil) and
 	// ConvBackwardFilter in one call, so that a backend can share work
@@ -56,7 +58,13 @@ type Backend interface {
 	// invStd[C] = 1/sqrt(var+eps) for the backward pass, and updates the
 	// running statistics: r = (1-momentum)*r + momentum*batch, using the
 	// unbiased variance n/(n-1) for runVar (PyTorch's BatchNorm2d).
-	BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *Tensor, momentum, eps float64)
+	//
+	// shift[C] may be nil. Otherwise it is a per-channel constant that x
+	// lacks: the bias of the convolution before, left out because batch
+	// norm subtracts the mean again. It changes neither y nor the saved
+	// statistics (those of x), only the running mean, which moves towards
+	// the batch mean of x + shift as if the bias had been added.
+	BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *Tensor, momentum, eps float64)
 	// BatchNormInfer normalises x with the running statistics.
 	BatchNormInfer(y, x, gamma, beta, runMean, runVar *Tensor, eps float64)
 	// BatchNormBackward: dx, dgamma[C], dbeta[C] from dy, x and the saved
@@ -65,7 +73,7 @@ type Backend interface {
 	// BatchNormReLUTrain is BatchNormTrain followed by ReLU on y, and
 	// BatchNormReLUInfer BatchNormInfer followed by ReLU: conv → BN → ReLU
 	// as one op, which a backend may fuse.
-	BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd *Tensor, momentum, eps float64)
+	BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *Tensor, momentum, eps float64)
 	BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *Tensor, eps float64)
 	// BatchNormReLUBackward is ReLU's backward through y, the output of
 	// BatchNormReLUTrain, then BatchNormBackward. dy may be overwritten.

@@ -491,9 +491,10 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 	case 3: {  // sgd_step(float* p, const float* g, float* m, u64 n, float lr, const float* lr_at, float mom, float wd,
 	           //          float damp, int nesterov, int first)
 		auto p = PTR(0, float); auto g = PTR(1, const float); auto m = PTR(2, float); auto n = U64(3);
-		IN(p, 4 * n); IN(g, 4 * n); IN(m, 4 * n);
 		auto lr = F32(4); auto lr_at = PTR(5, const float);
 		auto mom = F32(6), wd = F32(7), damp = F32(8);
+		IN(p, 4 * n); IN(g, 4 * n);
+		if (mom != 0.0f) IN(m, 4 * n);  // read only with momentum
 		auto nest = I32(9), first = I32(10);
 		if (lr_at) { IN(lr_at, 4); }
 		// The kernel reads *lr_at when it runs: a replay sees the rate of then.
@@ -536,12 +537,14 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		break;
 	}
 	case 9: {  // bn_finish(float* save_mean, float* save_inv, float* run_mean, float* run_var, float* scale,
-	           //           const float* gamma, const double* part, u64 c, u32 splits, u64 m, double eps, double momentum)
+	           //           const float* gamma, const float* shift, const double* part, u64 c, u32 splits, u64 m,
+	           //           double eps, double momentum)
 		auto sm = PTR(0, float); auto si = PTR(1, float); auto rm = PTR(2, float); auto rv = PTR(3, float);
-		auto sc = PTR(4, float); auto g = PTR(5, const float); auto part = PTR(6, const double);
-		auto c = U64(7); auto sp = U32(8); auto m = U64(9); auto eps = F64(10), mom = F64(11);
+		auto sc = PTR(4, float); auto g = PTR(5, const float); auto sh = PTR(6, const float); auto part = PTR(7, const double);
+		auto c = U64(8); auto sp = U32(9); auto m = U64(10); auto eps = F64(11), mom = F64(12);
 		IN(sm, 4 * c); IN(si, 4 * c); IN(rm, 4 * c); IN(rv, 4 * c); IN(sc, 4 * c); IN(g, 4 * c); IN(part, 16 * c * sp);
-		run = [=] { launch_seq(gx, bx, [=] { bn_finish(sm, si, rm, rv, sc, g, part, c, sp, m, eps, mom); }); };
+		if (sh) IN(sh, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_finish(sm, si, rm, rv, sc, g, sh, part, c, sp, m, eps, mom); }); };
 		break;
 	}
 	case 10: {  // bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,

@@ -1,0 +1,106 @@
+package layers
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// TestBiasInBN checks that leaving a convolution's bias out in training
+// (conv.biasInBN, the batch norm's shift) changes nothing but rounding:
+// two training steps and an evaluation of a model with nonzero biases,
+// once as built and once with every bias added where it stands, give the
+// same logits, gradients (the biases' own: zero against rounding noise),
+// parameters and running statistics.
+func TestBiasInBN(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cfg, cfg.ImageSize, cfg.Hidden = []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 1}, {Kind: Pool}}, 8, 12
+	cfg.Dropout = 0
+	be := cpu.New()
+	rng := rand.New(rand.NewPCG(7, 7))
+	x, labels := be.New(6, 3, 8, 8), be.New(6)
+	for i := range cpu.Data(x) {
+		cpu.Data(x)[i] = float32(rng.NormFloat64())
+	}
+	for i := range cpu.Data(labels) {
+		cpu.Data(labels)[i] = float32(rng.IntN(cfg.Classes))
+	}
+
+	type result struct {
+		logits, grads, weights, buffers, eval []float32
+	}
+	run := func(fold bool) result {
+		m, err := New(be, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Free()
+		m.Init(1)
+		r := rand.New(rand.NewPCG(8, 8))
+		for _, mod := range m.mods {
+			c, ok := mod.(*conv)
+			if !ok {
+				continue
+			}
+			if !c.biasInBN {
+				t.Fatal("a convolution before batch norm keeps its bias in training")
+			}
+			for i := range cpu.Data(c.b) {
+				cpu.Data(c.b)[i] = float32(r.NormFloat64()) // far from torchvision's zeros
+			}
+			if !fold {
+				c.biasInBN = false
+			}
+		}
+		if !fold {
+			for _, n := range m.bns {
+				n.shift = nil
+			}
+		}
+		var res result
+		loss, dl, mom := be.New(1), be.New(6, cfg.Classes), be.New(m.FlatSize())
+		for step := range 2 {
+			logits := m.Forward(x, true)
+			if step == 0 {
+				res.logits = append([]float32(nil), cpu.Data(logits)...)
+			}
+			be.SoftmaxCrossEntropy(loss, dl, logits, labels, 0)
+			m.Backward(dl)
+			if step == 0 {
+				res.grads = append([]float32(nil), cpu.Data(m.Grads())...)
+			}
+			be.SGDStep(m.Weights(), m.Grads(), mom, tensor.SGD{LR: 0.1, Momentum: 0.9, WeightDecay: 5e-4}, step == 0)
+		}
+		res.weights = append([]float32(nil), cpu.Data(m.Weights())...)
+		for _, b := range m.Buffers() {
+			res.buffers = append(res.buffers, cpu.Data(b.T)...)
+		}
+		res.eval = append([]float32(nil), cpu.Data(m.Forward(x, false))...)
+		return res
+	}
+	got, want := run(true), run(false)
+	for _, c := range []struct {
+		name      string
+		got, want []float32
+		tol       float64
+	}{
+		{"train logits", got.logits, want.logits, 1e-5},
+		{"first gradients", got.grads, want.grads, 1e-4},
+		{"parameters after two steps", got.weights, want.weights, 1e-5},
+		{"running statistics", got.buffers, want.buffers, 1e-5},
+		{"eval logits", got.eval, want.eval, 1e-4},
+	} {
+		var diff, norm float64
+		for i, w := range c.want {
+			d := float64(c.got[i] - w)
+			diff += d * d
+			norm += float64(w) * float64(w)
+		}
+		if e := math.Sqrt(diff / norm); !(e < c.tol) {
+			t.Errorf("%s: relative difference %.3g with the bias left to batch norm, want < %g", c.name, e, c.tol)
+		}
+	}
+}
