@@ -31,10 +31,15 @@ def main():
                                          " channels-last" if "channels-last" in r.get("device", "") else "",
                                          " data-" + r["data"] if r.get("data", "none") != "none" else "")
         for p in peers.get(key, []):
-            rows.append("%-36s %9.0f img/s / pytorch %-16s %9.0f img/s = %.2fx   peak MiB %.0f / %.0f" % (
+            rows.append("%-36s %9.0f img/s / pytorch %-16s %9.0f img/s = %.2fx   peak MiB %.0f / %.0f (steps %s / %s)" % (
                 label, r["train_images_per_sec"], p["mode"], p["train_images_per_sec"],
-                r["train_images_per_sec"] / p["train_images_per_sec"], r["peak_mib"], p["peak_mib"]))
+                r["train_images_per_sec"] / p["train_images_per_sec"], r["peak_mib"], p["peak_mib"],
+                mib(r.get("step_peak_mib")), mib(p.get("step_peak_mib"))))
     print("\n".join(rows) if rows else "(no configuration measured on both sides)")
+
+
+def mib(v):
+    return "%.0f" % v if v else "?"
 
 
 if __name__ == "__main__":

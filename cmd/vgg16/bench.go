@@ -43,6 +43,10 @@ type BenchResult struct {
 	EvalImgSec      float64 `json:"eval_images_per_sec"`
 	FirstStepSec    float64 `json:"first_step_sec"` // includes setup, algorithm search, compilation
 	PeakMiB         float64 `json:"peak_mib"`
+	// StepPeakMiB is the peak of the timed training steps alone, after the
+	// warm-up (engine timing and its scratch, graph capture) that PeakMiB
+	// includes: what a long run holds.
+	StepPeakMiB float64 `json:"step_peak_mib,omitempty"`
 	CUDAGraphs      bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
 	CUDAGraphsOff   string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
 	FusedBN         bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
@@ -57,7 +61,10 @@ type BenchResult struct {
 }
 
 // peakReporter is implemented by backends that track their memory.
-type peakReporter interface{ PeakBytes() int64 }
+type peakReporter interface {
+	PeakBytes() int64
+	ResetPeak()
+}
 
 func benchCmd() *cobra.Command {
 	var (
@@ -103,6 +110,9 @@ func benchCmd() *cobra.Command {
 			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
 				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
 			fmt.Fprintf(w, "steps back to back, batches from %s: %.2f ms a step (%.0f img/s)\n", res.Data, res.PipelinedMs, res.PipelinedImgSec)
+			if res.StepPeakMiB > 0 {
+				fmt.Fprintf(w, "peak memory of the timed steps alone (after engine timing and capture): %.0f MiB\n", res.StepPeakMiB)
+			}
 			if n := len(res.ConvEngines); n > 0 {
 				legacy := 0
 				for _, e := range res.ConvEngines {
@@ -203,6 +213,12 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool,
 	for i := 0; i < 2; i++ {
 		step(false)
 	}
+	peaks, _ := be.(peakReporter)
+	var warmPeak int64
+	if peaks != nil {
+		warmPeak = peaks.PeakBytes()
+		peaks.ResetPeak()
+	}
 	times, enqueue := make([]float64, steps), make([]float64, steps)
 	for i := range times {
 		t := time.Now()
@@ -217,6 +233,10 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool,
 	}
 	be.Download(host, loss)
 	pipe := time.Since(t1).Seconds() / float64(steps)
+	var stepPeak int64
+	if peaks != nil {
+		stepPeak = peaks.PeakBytes()
+	}
 	out := make([]float32, batch*cfg.Classes)
 	evalSteps := max(steps, 3)
 	t := time.Now()
@@ -276,8 +296,9 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile bool,
 	if c, ok := be.(interface{ ConvEngines() []string }); ok {
 		res.ConvEngines = c.ConvEngines()
 	}
-	if p, ok := be.(peakReporter); ok {
-		res.PeakMiB = float64(p.PeakBytes()) / (1 << 20)
+	if peaks != nil {
+		res.PeakMiB = float64(max(warmPeak, peaks.PeakBytes())) / (1 << 20)
+		res.StepPeakMiB = float64(stepPeak) / (1 << 20)
 	} else {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)

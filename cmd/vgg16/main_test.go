@@ -147,6 +147,10 @@ func TestTrainEvalPredict(t *testing.T) {
 		if err != nil || r.Data != c.data || !(r.PipelinedMs > 0) || !(r.PipelinedImgSec > 0) {
 			t.Errorf("bench --device %s --data %s: %v %+v\n%s", c.device, c.data, err, r, js)
 		}
+		// The GPU tracks its memory: the timed steps' peak is part of the whole run's.
+		if c.device == "cuda" && !(r.StepPeakMiB > 0 && r.StepPeakMiB <= r.PeakMiB) {
+			t.Errorf("bench --device cuda: step peak %g MiB, whole run's %g MiB", r.StepPeakMiB, r.PeakMiB)
+		}
 	}
 	if _, err := run(t, "bench", "--device", "cpu", "--data", "disk"); err == nil || !strings.Contains(err.Error(), `--data "disk": want none, gpu or cpu`) {
 		t.Errorf("bench --data disk: %v", err)
