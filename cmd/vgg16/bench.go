@@ -46,10 +46,10 @@ type BenchResult struct {
 	// StepPeakMiB is the peak of the timed training steps alone, after the
 	// warm-up (engine timing and its scratch, graph capture) that PeakMiB
 	// includes: what a long run holds.
-	StepPeakMiB float64 `json:"step_peak_mib,omitempty"`
-	CUDAGraphs      bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
-	CUDAGraphsOff   string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
-	FusedBN         bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
+	StepPeakMiB   float64 `json:"step_peak_mib,omitempty"`
+	CUDAGraphs    bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
+	CUDAGraphsOff string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
+	FusedBN       bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
 	// ConvEngines says, per convolution geometry and direction, which cuDNN
 	// API and engine ran it (or why the graph API was not used).
 	ConvEngines []string `json:"conv_engines,omitempty"`
