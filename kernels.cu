@@ -775,17 +775,6 @@ extern "C" __global__ void col_sum_bf16(float* out, const bf16* x, u64 rows, u64
 	}
 }
 
-// bias_add_nchw_bf16: y[i] = bf16(y[i] + b[ch]) for a bf16 y [n, c, hw]
-// and float32 b [c], ch the channel of element i (a convolution's bias).
-extern "C" __global__ void bias_add_nchw_bf16(bf16* y, const float* b, u64 n, u64 c, u64 hw) {
-	each_channel_pack(n, c, hw, packs4(hw, y), [&](u64 i, u64 ch, int N) {
-		float v[4];
-		ldn(y, i, v, N);
-		for (int j = 0; j < N; j++) v[j] += b[ch];
-		stn(y, i, v, N);
-	});
-}
-
 // bias_grad_finish: a convolution's bias gradient db[ch] = Σ dy over
 // channel ch, from the per-block sums that bn_stats (or bn_stats_bf16) left
 // in part (sum and sum of squares of each of the splits blocks of a
@@ -939,11 +928,6 @@ extern "C" __global__ void max_pool_forward(float* y, const float* x, u64 planes
 	max_pool_forward_t(y, x, planes, h, w, k, s);
 }
 
-// max_pool_forward_bf16: max_pool_forward with bf16 x and y.
-extern "C" __global__ void max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
-	max_pool_forward_t(y, x, planes, h, w, k, s);
-}
-
 // max_pool_backward: dx [planes, h, w] from dy [planes, oh, ow] and the
 // forward's x, as the CPU backend's MaxPoolBackward: each window's
 // gradient goes to the first maximum of the window in row-major order (a
@@ -1005,12 +989,6 @@ __device__ __forceinline__ void max_pool_backward_t(T* dx, const T* dy, const T*
 }
 
 extern "C" __global__ void max_pool_backward(float* dx, const float* dy, const float* x, u64 planes, u32 h, u32 w,
-		u32 k, u32 s) {
-	max_pool_backward_t(dx, dy, x, planes, h, w, k, s);
-}
-
-// max_pool_backward_bf16: max_pool_backward with bf16 dx, dy and x.
-extern "C" __global__ void max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w,
 		u32 k, u32 s) {
 	max_pool_backward_t(dx, dy, x, planes, h, w, k, s);
 }
@@ -1310,8 +1288,9 @@ extern "C" __global__ void bn_grad_apply_nhwc_f32(float* dx, const float* dy, co
 	bn_grad_apply_nhwc_t(dx, dy, x, mean, inv, coef, beta, n, c, hw, relu);
 }
 
-// bias_add_nhwc: bias_add_nchw_bf16 of a channels-last y [n·hw, c]
-// (bias_add_nhwc_f32: a float32 y, a convolution's bias in tf32).
+// bias_add_nhwc: y[i] = bf16(y[i] + b[ch]) for a channels-last bf16 y
+// [n·hw, c] and float32 b [c], ch the channel of element i (a
+// convolution's bias; bias_add_nhwc_f32: a float32 y, in tf32).
 template <typename T>
 __device__ __forceinline__ void bias_add_nhwc_t(T* y, const float* b, u64 n, u64 c, u64 hw) {
 	float bv[8];
@@ -1400,7 +1379,7 @@ __device__ __forceinline__ void max_pool_forward_nhwc_w(T* y, const T* x, u64 n,
 	}
 }
 
-// max_pool_forward_nhwc: max_pool_forward_bf16 of channels-last x and y.
+// max_pool_forward_nhwc: max_pool_forward of channels-last bf16 x and y.
 template <typename T>
 __device__ __forceinline__ void max_pool_forward_nhwc_t(T* y, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s) {
 	if (c % 8 == 0 && ((unsigned long long)y | (unsigned long long)x) % 16 == 0) {
@@ -1452,7 +1431,7 @@ __device__ __forceinline__ void max_pool_backward_tiled(T* dx, const T* dy, cons
 	}
 }
 
-// max_pool_backward_nhwc: max_pool_backward_bf16 of channels-last dx, dy
+// max_pool_backward_nhwc: max_pool_backward of channels-last bf16 dx, dy
 // and x. Tiling windows take max_pool_backward_tiled; otherwise one thread
 // an element of dx visits the windows that hold it, as the NCHW kernel.
 template <typename T>

@@ -129,7 +129,10 @@ func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {
 		b.must(b.k.MaxPoolNHWC(b.stream, b.ptr(y), b.ptr(x), n, c, h, w, k, s, half), fmt.Sprintf("max-pool %v", x.Shape))
 		return
 	}
-	b.must(b.k.MaxPoolForward(b.stream, b.ptr(y), b.ptr(x), n*c, h, w, k, s, half), fmt.Sprintf("max-pool %v", x.Shape))
+	if half {
+		panic(fmt.Sprintf("gpu: max-pool of bf16 NCHW images %v (bf16 images are channels-last)", x.Shape))
+	}
+	b.must(b.k.MaxPoolForward(b.stream, b.ptr(y), b.ptr(x), n*c, h, w, k, s), fmt.Sprintf("max-pool %v", x.Shape))
 }
 
 // MaxPoolBackward is the max_pool_backward kernel: each window's gradient
@@ -148,7 +151,10 @@ func (b *Backend) MaxPoolBackward(dx, dy, x, y *tensor.Tensor, k, s int) {
 		b.must(b.k.MaxPoolBackwardNHWC(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n, c, h, w, k, s, half), fmt.Sprintf("max-pool gradient %v", x.Shape))
 		return
 	}
-	b.must(b.k.MaxPoolBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n*c, h, w, k, s, half), fmt.Sprintf("max-pool gradient %v", x.Shape))
+	if half {
+		panic(fmt.Sprintf("gpu: max-pool gradient of bf16 NCHW images %v (bf16 images are channels-last)", x.Shape))
+	}
+	b.must(b.k.MaxPoolBackward(b.stream, b.ptr(dx), b.ptr(dy), b.ptr(x), n*c, h, w, k, s), fmt.Sprintf("max-pool gradient %v", x.Shape))
 }
 
 // LRNForward is cudnnLRNCrossChannelForward: y = x / (k + alpha/n·Σx²)^beta,

@@ -139,21 +139,20 @@ int main(int argc, char** argv) {
 		launch(grid, 64, [&] { dropout_apply_bf16(y.data(), x.data(), x.size(), at ? ~key : key, at ? &box : nullptr, thr, scale); });
 		wr(d + "y", y);
 	} else if (op == "bf16bias") {
-		// args: grid n c hw: y [n, c, hw] += b per row (cols c·hw, b "br")
-		// and per channel (b "bc"); db of dy per column and per channel
+		// args: grid n c hw: y [n, c, hw] += b per row (cols c·hw, b "br");
+		// db of dy per column and per channel
 		auto y = rd<bf16>(d + "y"), dy = rd<bf16>(d + "dy");
-		auto br = rd<float>(d + "br"), bc = rd<float>(d + "bc");
+		auto br = rd<float>(d + "br");
 		u64 n = std::stoull(arg(1)), c = std::stoull(arg(2)), hw = std::stoull(arg(3));
-		auto yr = y, yc = y;
+		auto yr = y;
 		std::vector<float> dbr(c * hw), dbc(c, -7.0f);
 		launch(grid, 64, [&] { bias_add_rows_bf16(yr.data(), br.data(), n, c * hw); });
 		launch(grid, 64, [&] { col_sum_bf16(dbr.data(), dy.data(), n, c * hw); });
-		launch(grid, 64, [&] { bias_add_nchw_bf16(yc.data(), bc.data(), n, c, hw); });
 		u32 splits = 3;  // as the launcher does: bn_stats_bf16's sums, then the finish
 		std::vector<double> part(2 * c * splits);
 		launch_threads(c * splits, RED_THREADS, [&] { bn_stats_bf16(part.data(), dy.data(), n, c, hw, splits); });
 		launch(grid, 64, [&] { bias_grad_finish(dbc.data(), part.data(), c, splits); });
-		wr(d + "yr", yr); wr(d + "dbr", dbr); wr(d + "yc", yc); wr(d + "dbc", dbc);
+		wr(d + "yr", yr); wr(d + "dbr", dbr); wr(d + "dbc", dbc);
 	} else if (op == "bf16xent") {
 		auto logits = rd<bf16>(d + "logits"); auto labels = rd<float>(d + "labels");
 		u64 n = labels.size(), c = logits.size() / n;
@@ -200,15 +199,6 @@ int main(int argc, char** argv) {
 		std::vector<float> y(dy.size(), -7.0f), dx(x.size(), -7.0f);  // every element must be written
 		launch(grid, 64, [&] { max_pool_forward(y.data(), x.data(), planes, h, w, k, s); });
 		launch(grid, 64, [&] { max_pool_backward(dx.data(), dy.data(), x.data(), planes, h, w, k, s); });
-		wr(d + "y", y); wr(d + "dx", dx);
-	} else if (op == "bf16pool") {
-		// args: grid planes h w k s
-		auto x = rd<bf16>(d + "x"), dy = rd<bf16>(d + "dy");
-		u64 planes = std::stoull(arg(1));
-		u32 h = std::stoul(arg(2)), w = std::stoul(arg(3)), k = std::stoul(arg(4)), s = std::stoul(arg(5));
-		std::vector<bf16> y(dy.size(), 0xc0e0), dx(x.size(), 0xc0e0);  // -7: every element must be written
-		launch(grid, 64, [&] { max_pool_forward_bf16(y.data(), x.data(), planes, h, w, k, s); });
-		launch(grid, 64, [&] { max_pool_backward_bf16(dx.data(), dy.data(), x.data(), planes, h, w, k, s); });
 		wr(d + "y", y); wr(d + "dx", dx);
 	} else if (op == "bf16crop") {
 		auto raw = rd<unsigned char>(d + "images");
@@ -801,10 +791,10 @@ func TestEmulatedBF16Dropout(t *testing.T) {
 	}
 }
 
-// The biases of Linear (bias_add_rows_bf16, col_sum_bf16) and of a
-// convolution (bias_add_nchw_bf16; bn_stats_bf16 then bias_grad_finish) on bf16 y and dy
-// [n, c, hw]. The additions are the CPU's float32 additions rounded to
-// bf16, bit for bit; col_sum_bf16 adds in col_sum's order (a double sum in
+// The biases of Linear (bias_add_rows_bf16, col_sum_bf16) and a
+// convolution's bias gradient (bn_stats_bf16 then bias_grad_finish) on bf16
+// y and dy [n, c, hw]. The addition is the CPU's float32 addition rounded
+// to bf16, bit for bit; col_sum_bf16 adds in col_sum's order (a double sum in
 // row order, the CPU Linear's) and must match exactly; the bias gradient
 // adds in another order than the CPU's ConvBackwardFilter and must match
 // to a relative 1e-6. Grids from one block (many channels each) to more
@@ -821,20 +811,17 @@ func TestEmulatedBF16Bias(t *testing.T) {
 			dy[i] = tensor.RoundBF16(dy[i] * float32(math.Ldexp(1, r.IntN(25)-12)))
 		}
 		y[1] = float32(math.NaN())
-		br, bc := randn(r, cols), randn(r, c.ch)
+		br := randn(r, cols)
 		dir := t.TempDir()
 		writeBF16(t, filepath.Join(dir, "y"), toBF16(y))
 		writeBF16(t, filepath.Join(dir, "dy"), toBF16(dy))
 		writeF32(t, filepath.Join(dir, "br"), br)
-		writeF32(t, filepath.Join(dir, "bc"), bc)
 		run(t, dir, "bf16bias", c.grid, c.n, c.ch, c.hw)
-		yr, yc := make([]float32, size), make([]float32, size)
+		yr := make([]float32, size)
 		for i := range y {
 			yr[i] = y[i] + br[i%cols]
-			yc[i] = y[i] + bc[i/c.hw%c.ch]
 		}
 		sameBF16(t, name+" bias_add_rows_bf16", readBF16(t, filepath.Join(dir, "yr")), toBF16(yr))
-		sameBF16(t, name+" bias_add_nchw_bf16", readBF16(t, filepath.Join(dir, "yc")), toBF16(yc))
 		dbr := make([]float32, cols)
 		for j := range cols {
 			var s float64
@@ -1011,11 +998,9 @@ func firstMaxPoolBackward(dx, dy, x []float32, planes, h, w, k, s int) {
 	}
 }
 
-// max_pool_forward_bf16 and max_pool_backward_bf16, and the float32
-// max_pool_forward and max_pool_backward on the same values, against the
-// CPU's MaxPoolForward and MaxPoolBackward, bit for bit (after rounding
-// to bf16 for the bf16 kernels; y compared through bf16, exact for these
-// values, so that any NaN matches any NaN):
+// max_pool_forward and max_pool_backward against the CPU's MaxPoolForward
+// and MaxPoolBackward, bit for bit (y compared through bf16, exact for
+// these values, so that any NaN matches any NaN):
 // VGG's 2x2 windows of stride 2 and overlapping 3x3 windows of stride 2,
 // on planes whose last rows and columns no window covers (their dx must
 // be 0). x holds small integers, so windows often have several maxima
@@ -1048,11 +1033,7 @@ func TestEmulatedMaxPool(t *testing.T) {
 			x[len(x)-c.w*(c.h-c.k+1)/2-2] = nan // somewhere in the last plane
 		}
 		dy := roundBF16(randn(r, c.planes*oh*ow))
-		dir, dir32 := t.TempDir(), t.TempDir()
-		writeBF16(t, filepath.Join(dir, "x"), toBF16(x))
-		writeBF16(t, filepath.Join(dir, "dy"), toBF16(dy))
-		run(t, dir, "bf16pool", 3, c.planes, c.h, c.w, c.k, c.s)
-		// The float32 kernels on the same values (all exact in bf16).
+		dir32 := t.TempDir()
 		writeF32(t, filepath.Join(dir32, "x"), x)
 		writeF32(t, filepath.Join(dir32, "dy"), dy)
 		run(t, dir32, "pool", 3, c.planes, c.h, c.w, c.k, c.s)
@@ -1071,8 +1052,6 @@ func TestEmulatedMaxPool(t *testing.T) {
 		}
 		// Any NaN for a NaN: Go's max, in the CPU's 2x2 path, returns NaNs
 		// with other operands' bits in the payload.
-		sameBF16(t, name+" y", oneNaN(readBF16(t, filepath.Join(dir, "y"))), oneNaN(toBF16(want[1])))
-		sameBF16(t, name+" dx", readBF16(t, filepath.Join(dir, "dx")), toBF16(want[3]))
 		sameBF16(t, name+" float32 y", oneNaN(toBF16(readF32(t, filepath.Join(dir32, "y")))), oneNaN(toBF16(want[1])))
 		sameBits(t, name+" float32 dx", readF32(t, filepath.Join(dir32, "dx")), want[3])
 	}

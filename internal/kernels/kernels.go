@@ -51,9 +51,9 @@ type Module struct {
 		cropResize, tally, maxPoolForward, maxPoolBackward                                        cuda.Function
 		// bfloat16 activations
 		castF32BF16, castBF16F32, reluForwardBF16, reluBackwardBF16, dropoutBF16, biasAddRowsBF16, colSumBF16 cuda.Function
-		biasAddNCHWBF16, biasGradFinish, xentRowsBF16, tallyBF16                                              cuda.Function
+		biasGradFinish, xentRowsBF16, tallyBF16                                                               cuda.Function
 		bnStatsBF16, bnApplyBF16, bnAffineBF16, bnGradStatsBF16, bnGradApplyBF16                              cuda.Function
-		maxPoolForwardBF16, maxPoolBackwardBF16, cropResizeBF16                                               cuda.Function
+		cropResizeBF16                                                                                        cuda.Function
 		// channels-last bfloat16 activations
 		bnStatsNHWC, bnApplyNHWC, bnAffineNHWC, bnGradStatsNHWC, bnGradApplyNHWC, biasAddNHWC                 cuda.Function
 		maxPoolForwardNHWC, maxPoolBackwardNHWC, transposeF32BF16, transposeBF16F32, transposeBF16, foldParts cuda.Function
@@ -261,7 +261,6 @@ func (m *Module) lookup() error {
 		{"dropout_apply_bf16", &m.f.dropoutBF16},
 		{"bias_add_rows_bf16", &m.f.biasAddRowsBF16},
 		{"col_sum_bf16", &m.f.colSumBF16},
-		{"bias_add_nchw_bf16", &m.f.biasAddNCHWBF16},
 		{"bias_grad_finish", &m.f.biasGradFinish},
 		{"softmax_xent_rows_bf16", &m.f.xentRowsBF16},
 		{"tally_bf16", &m.f.tallyBF16},
@@ -272,8 +271,6 @@ func (m *Module) lookup() error {
 		{"bn_grad_apply_bf16", &m.f.bnGradApplyBF16},
 		{"max_pool_forward", &m.f.maxPoolForward},
 		{"max_pool_backward", &m.f.maxPoolBackward},
-		{"max_pool_forward_bf16", &m.f.maxPoolForwardBF16},
-		{"max_pool_backward_bf16", &m.f.maxPoolBackwardBF16},
 		{"crop_resize_bf16", &m.f.cropResizeBF16},
 		{"bn_stats_nhwc", &m.f.bnStatsNHWC},
 		{"bn_apply_nhwc", &m.f.bnApplyNHWC},

@@ -369,9 +369,9 @@ func (m *Module) ColSumBF16(s cuda.Stream, out, x ptr, rows, cols int) error {
 	return m.launch(m.f.colSumBF16, s, uint64(cols), cuda.ArgPtr(out), cuda.ArgPtr(x), cuda.ArgU64(uint64(rows)), cuda.ArgU64(uint64(cols)))
 }
 
-// BiasAdd: y[i, ch, p] += b[ch] for a y of geometry g (bf16 NCHW, or
-// channels-last bf16 or float32) and float32 b [c] (a convolution's bias;
-// float32 NCHW biases go through cuDNN).
+// BiasAdd: y[i, ch, p] += b[ch] for a channels-last y of geometry g (bf16
+// or float32) and float32 b [c] (a convolution's bias; NCHW biases go
+// through cuDNN).
 func (m *Module) BiasAdd(s cuda.Stream, g BN, y, b ptr) error {
 	if err := g.aligned(y); err != nil {
 		return err
@@ -383,10 +383,8 @@ func (m *Module) BiasAdd(s cuda.Stream, g BN, y, b ptr) error {
 	case g.NHWC: // rows of C channels
 		return m.launch(pick(m.f.biasAddRows, m.f.biasAddRowsBF16, g.BF16), s, uint64(g.N)*uint64(g.C), cuda.ArgPtr(y), cuda.ArgPtr(b),
 			cuda.ArgU64(uint64(g.N)), cuda.ArgU64(uint64(g.C)))
-	case g.BF16:
-		return m.each(m.f.biasAddNCHWBF16, s, g, cuda.ArgPtr(y), cuda.ArgPtr(b), d[0], d[1], d[2])
 	}
-	return fmt.Errorf("kernels: a float32 NCHW bias addition (cuDNN's)")
+	return fmt.Errorf("kernels: a bias addition to NCHW images (cuDNN's)")
 }
 
 // BiasGrad: db[ch] (float32) = Σ dy over channel ch of dy [N, C, HW] (a
@@ -440,28 +438,27 @@ func poolArgs(planes, h, w, k, st int) ([]uint64, error) {
 
 // MaxPoolForward: y [planes, oh, ow] = the maximum of each k×k window,
 // stride st, of x [planes, h, w] (oh = poolOut(h, k, st), ow alike), NaN
-// propagating, as the CPU backend's MaxPoolForward; bf16 says both are
-// bf16, else float32.
-func (m *Module) MaxPoolForward(s cuda.Stream, y, x ptr, planes, h, w, k, st int, bf16 bool) error {
+// propagating, as the CPU backend's MaxPoolForward: float32 NCHW images
+// (channels-last ones take MaxPoolNHWC).
+func (m *Module) MaxPoolForward(s cuda.Stream, y, x ptr, planes, h, w, k, st int) error {
 	a, err := poolArgs(planes, h, w, k, st)
 	if err != nil {
 		return err
 	}
-	return m.launch(pick(m.f.maxPoolForward, m.f.maxPoolForwardBF16, bf16), s, uint64(planes)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
+	return m.launch(m.f.maxPoolForward, s, uint64(planes)*uint64(poolOut(h, k, st))*uint64(poolOut(w, k, st)),
 		append([]uint64{cuda.ArgPtr(y), cuda.ArgPtr(x)}, a...)...)
 }
 
 // MaxPoolBackward: dx [planes, h, w] from dy [planes, oh, ow] and the
 // forward's x: each window's gradient goes to its first maximum in
 // row-major order and overlapping windows' gradients add, as the CPU
-// backend's MaxPoolBackward. It writes all of dx. bf16 says all three are
-// bf16, else float32.
-func (m *Module) MaxPoolBackward(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, st int, bf16 bool) error {
+// backend's MaxPoolBackward. It writes all of dx. Float32 NCHW images.
+func (m *Module) MaxPoolBackward(s cuda.Stream, dx, dy, x ptr, planes, h, w, k, st int) error {
 	a, err := poolArgs(planes, h, w, k, st)
 	if err != nil {
 		return err
 	}
-	return m.launch(pick(m.f.maxPoolBackward, m.f.maxPoolBackwardBF16, bf16), s, uint64(planes)*uint64(h)*uint64(w),
+	return m.launch(m.f.maxPoolBackward, s, uint64(planes)*uint64(h)*uint64(w),
 		append([]uint64{cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x)}, a...)...)
 }
 

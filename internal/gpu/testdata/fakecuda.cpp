@@ -397,24 +397,33 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 }
 
 // Modules: the "image" must be what the fake NVRTC produced.
-static const char* kKernels[] = {"relu_forward", "relu_backward", "dropout_apply", "sgd_step",
-                                 "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows",
-                                 "bn_stats", "bn_finish", "bn_apply", "bn_infer_coef",
-                                 "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply",
-                                 "crop_resize", "tally",
-                                 "cast_f32_bf16", "cast_bf16_f32", "relu_forward_bf16", "relu_backward_bf16",
-                                 "dropout_apply_bf16", "bias_add_rows_bf16", "col_sum_bf16", "bias_add_nchw_bf16",
-                                 "bias_grad_finish", "softmax_xent_rows_bf16", "tally_bf16", "bn_stats_bf16",
-                                 "bn_apply_bf16", "bn_affine_bf16", "bn_grad_stats_bf16", "bn_grad_apply_bf16",
-                                 "max_pool_forward_bf16", "max_pool_backward_bf16", "crop_resize_bf16",
-                                 "max_pool_forward", "max_pool_backward",
-                                 "bn_stats_nhwc", "bn_apply_nhwc", "bn_affine_nhwc", "bn_grad_stats_nhwc", "bn_grad_apply_nhwc",
-                                 "bias_add_nhwc", "max_pool_forward_nhwc", "max_pool_backward_nhwc",
-                                 "transpose_f32_bf16", "transpose_bf16_f32", "transpose_bf16", "fold_parts",
-                                 "bn_stats_nhwc_f32", "bn_apply_nhwc_f32", "bn_affine_nhwc_f32", "bn_grad_stats_nhwc_f32",
-                                 "bn_grad_apply_nhwc_f32", "bias_add_nhwc_f32", "max_pool_forward_nhwc_f32",
-                                 "max_pool_backward_nhwc_f32", "transpose_f32", "crop_resize_nhwc"};
-static const int kNumKernels = sizeof kKernels / sizeof *kKernels;
+// The kernels the stand-in runs, in one list: K_<name> numbers them
+// (cuModuleGetFunction hands out K_<name> + 1), kKernels names them.
+#define FAKE_KERNELS(X) \
+	X(relu_forward) X(relu_backward) X(dropout_apply) X(sgd_step) X(bias_add_rows) X(col_sum) \
+	X(softmax_xent_rows) X(mean_rows) X(bn_stats) X(bn_finish) X(bn_apply) X(bn_infer_coef) X(bn_affine) \
+	X(bn_grad_stats) X(bn_grad_finish) X(bn_grad_apply) X(crop_resize) X(tally) X(cast_f32_bf16) \
+	X(cast_bf16_f32) X(relu_forward_bf16) X(relu_backward_bf16) X(dropout_apply_bf16) X(bias_add_rows_bf16) \
+	X(col_sum_bf16) X(bias_grad_finish) X(softmax_xent_rows_bf16) X(tally_bf16) \
+	X(bn_stats_bf16) X(bn_apply_bf16) X(bn_affine_bf16) X(bn_grad_stats_bf16) X(bn_grad_apply_bf16) \
+	X(crop_resize_bf16) X(max_pool_forward) \
+	X(max_pool_backward) X(bn_stats_nhwc) X(bn_apply_nhwc) X(bn_affine_nhwc) X(bn_grad_stats_nhwc) \
+	X(bn_grad_apply_nhwc) X(bias_add_nhwc) X(max_pool_forward_nhwc) X(max_pool_backward_nhwc) \
+	X(transpose_f32_bf16) X(transpose_bf16_f32) X(transpose_bf16) X(fold_parts) X(bn_stats_nhwc_f32) \
+	X(bn_apply_nhwc_f32) X(bn_affine_nhwc_f32) X(bn_grad_stats_nhwc_f32) X(bn_grad_apply_nhwc_f32) \
+	X(bias_add_nhwc_f32) X(max_pool_forward_nhwc_f32) X(max_pool_backward_nhwc_f32) X(transpose_f32) \
+	X(crop_resize_nhwc)
+enum Kernel {
+#define X(name) K_##name,
+	FAKE_KERNELS(X)
+#undef X
+	kNumKernels
+};
+static const char* kKernels[] = {
+#define X(name) #name,
+	FAKE_KERNELS(X)
+#undef X
+};
 CUresult cuModuleLoadData(void** m, const void* image) {
 	if (!has_ctx("cuModuleLoadData")) return INVALID_CONTEXT;
 	if (strncmp((const char*)image, "FAKE", 4) != 0) return 200;  // CUDA_ERROR_INVALID_IMAGE
@@ -467,19 +476,19 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 	// by the time a graph replays it.
 	std::function<void()> run;
 	switch (k) {
-	case 0: {  // relu_forward(float* y, const float* x, u64 n)
+	case K_relu_forward: {  // relu_forward(float* y, const float* x, u64 n)
 		auto y = PTR(0, float); auto x = PTR(1, const float); auto n = U64(2);
 		IN(y, 4 * n); IN(x, 4 * n);
 		run = [=] { launch_seq(gx, bx, [=] { relu_forward(y, x, n); }); };
 		break;
 	}
-	case 1: {  // relu_backward(float* dx, const float* dy, const float* y, u64 n)
+	case K_relu_backward: {  // relu_backward(float* dx, const float* dy, const float* y, u64 n)
 		auto dx = PTR(0, float); auto dy = PTR(1, const float); auto y = PTR(2, const float); auto n = U64(3);
 		IN(dx, 4 * n); IN(dy, 4 * n); IN(y, 4 * n);
 		run = [=] { launch_seq(gx, bx, [=] { relu_backward(dx, dy, y, n); }); };
 		break;
 	}
-	case 2: {  // dropout_apply(float* y, const float* x, u64 n, u64 key, const u64* key_at, u32 threshold, float scale)
+	case K_dropout_apply: {  // dropout_apply(float* y, const float* x, u64 n, u64 key, const u64* key_at, u32 threshold, float scale)
 		auto y = PTR(0, float); auto x = PTR(1, const float); auto n = U64(2);
 		auto key = U64(3); auto key_at = PTR(4, const unsigned long long); auto thr = U32(5); auto scale = F32(6);
 		IN(y, 4 * n); IN(x, 4 * n);
@@ -488,7 +497,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { dropout_apply(y, x, n, key, key_at, thr, scale); }); };
 		break;
 	}
-	case 3: {  // sgd_step(float* p, const float* g, float* m, u64 n, float lr, const float* lr_at, float mom, float wd,
+	case K_sgd_step: {  // sgd_step(float* p, const float* g, float* m, u64 n, float lr, const float* lr_at, float mom, float wd,
 	           //          float damp, int nesterov, int first)
 		auto p = PTR(0, float); auto g = PTR(1, const float); auto m = PTR(2, float); auto n = U64(3);
 		auto lr = F32(4); auto lr_at = PTR(5, const float);
@@ -501,19 +510,19 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { sgd_step(p, g, m, n, lr, lr_at, mom, wd, damp, nest, first); }); };
 		break;
 	}
-	case 4: {  // bias_add_rows(float* y, const float* b, u64 rows, u64 cols)
+	case K_bias_add_rows: {  // bias_add_rows(float* y, const float* b, u64 rows, u64 cols)
 		auto y = PTR(0, float); auto b = PTR(1, const float); auto rows = U64(2), cols = U64(3);
 		IN(y, 4 * rows * cols); IN(b, 4 * cols);
 		run = [=] { launch_seq(gx, bx, [=] { bias_add_rows(y, b, rows, cols); }); };
 		break;
 	}
-	case 5: {  // col_sum(float* out, const float* x, u64 rows, u64 cols)
+	case K_col_sum: {  // col_sum(float* out, const float* x, u64 rows, u64 cols)
 		auto o = PTR(0, float); auto x = PTR(1, const float); auto rows = U64(2), cols = U64(3);
 		IN(o, 4 * cols); IN(x, 4 * rows * cols);
 		run = [=] { launch_seq(gx, bx, [=] { col_sum(o, x, rows, cols); }); };
 		break;
 	}
-	case 6: {  // softmax_xent_rows(double* row_loss, float* dlogits, const float* logits, const float* labels, u64 n, u64 c, double smoothing)
+	case K_softmax_xent_rows: {  // softmax_xent_rows(double* row_loss, float* dlogits, const float* logits, const float* labels, u64 n, u64 c, double smoothing)
 		auto rl = PTR(0, double); auto dl = PTR(1, float); auto lg = PTR(2, const float); auto lb = PTR(3, const float);
 		auto n = U64(4), c = U64(5); auto sm = F64(6);
 		if (bx != RED_THREADS) return INVALID_VALUE;
@@ -522,21 +531,21 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_threads(gx, bx, [=] { softmax_xent_rows(rl, dl, lg, lb, n, c, sm); }); };
 		break;
 	}
-	case 7: {  // mean_rows(float* out, const double* rows, u64 n)
+	case K_mean_rows: {  // mean_rows(float* out, const double* rows, u64 n)
 		auto o = PTR(0, float); auto r = PTR(1, const double); auto n = U64(2);
 		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
 		IN(o, 4); IN(r, 8 * n);
 		run = [=] { launch_threads(gx, bx, [=] { mean_rows(o, r, n); }); };
 		break;
 	}
-	case 8: {  // bn_stats(double* part, const float* x, u64 n, u64 c, u64 hw, u32 splits)
+	case K_bn_stats: {  // bn_stats(double* part, const float* x, u64 n, u64 c, u64 hw, u32 splits)
 		auto part = PTR(0, double); auto x = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
 		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_stats: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
 		IN(part, 16 * c * sp); IN(x, 4 * n * c * hw);
 		run = [=] { launch_threads(gx, bx, [=] { bn_stats(part, x, n, c, hw, sp); }); };
 		break;
 	}
-	case 9: {  // bn_finish(float* save_mean, float* save_inv, float* run_mean, float* run_var, float* scale,
+	case K_bn_finish: {  // bn_finish(float* save_mean, float* save_inv, float* run_mean, float* run_var, float* scale,
 	           //           const float* gamma, const float* shift, const double* part, u64 c, u32 splits, u64 m,
 	           //           double eps, double momentum)
 		auto sm = PTR(0, float); auto si = PTR(1, float); auto rm = PTR(2, float); auto rv = PTR(3, float);
@@ -547,7 +556,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_finish(sm, si, rm, rv, sc, g, sh, part, c, sp, m, eps, mom); }); };
 		break;
 	}
-	case 10: {  // bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,
+	case K_bn_apply: {  // bn_apply(float* y, const float* x, const float* mean, const float* scale, const float* beta,
 	            //          u64 n, u64 c, u64 hw, int relu)
 		auto y = PTR(0, float); auto x = PTR(1, const float); auto mean = PTR(2, const float);
 		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
@@ -556,7 +565,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_apply(y, x, mean, sc, beta, n, c, hw, relu); }); };
 		break;
 	}
-	case 11: {  // bn_infer_coef(float* scale, float* shift, const float* gamma, const float* beta,
+	case K_bn_infer_coef: {  // bn_infer_coef(float* scale, float* shift, const float* gamma, const float* beta,
 	            //               const float* run_mean, const float* run_var, u64 c, double eps)
 		auto sc = PTR(0, float); auto sh = PTR(1, float); auto g = PTR(2, const float); auto b = PTR(3, const float);
 		auto rm = PTR(4, const float); auto rv = PTR(5, const float); auto c = U64(6); auto eps = F64(7);
@@ -564,7 +573,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_infer_coef(sc, sh, g, b, rm, rv, c, eps); }); };
 		break;
 	}
-	case 12: {  // bn_affine(float* y, const float* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
+	case K_bn_affine: {  // bn_affine(float* y, const float* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
 		auto y = PTR(0, float); auto x = PTR(1, const float); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
 		auto n = U64(4), c = U64(5), hw = U64(6); auto relu = I32(7);
 		IN(y, 4 * n * c * hw); IN(x, 4 * n * c * hw); IN(sc, 4 * c); IN(sh, 4 * c);
@@ -574,9 +583,9 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 	// The batch-norm gradients, float32 NCHW, bf16 NCHW, bf16 and float32
 	// channels-last: the ReLU's mask comes from x, gamma and beta (read only
 	// with relu).
-	case 13: case 32: case 42: case 54: {  // bn_grad_stats(double* part, const T* dy, const T* x, const float* mean,
+	case K_bn_grad_stats: case K_bn_grad_stats_bf16: case K_bn_grad_stats_nhwc: case K_bn_grad_stats_nhwc_f32: {  // bn_grad_stats(double* part, const T* dy, const T* x, const float* mean,
 	    // const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu)
-		bool half = k == 32 || k == 42, nhwc = k == 42 || k == 54;
+		bool half = k == K_bn_grad_stats_bf16 || k == K_bn_grad_stats_nhwc, nhwc = k == K_bn_grad_stats_nhwc || k == K_bn_grad_stats_nhwc_f32;
 		unsigned long long e = half ? 2 : 4;
 		auto part = PTR(0, double); auto dy = PTR(1, const void); auto x = PTR(2, const void);
 		auto mean = PTR(3, const float); auto inv = PTR(4, const float); auto gamma = PTR(5, const float); auto beta = PTR(6, const float);
@@ -587,17 +596,17 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		if (relu) { IN(gamma, 4 * c); IN(beta, 4 * c); }
 		run = [=] {
 			launch_threads(gx, bx, [=] {
-				if (k == 13) bn_grad_stats(part, (const float*)dy, (const float*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
-				if (k == 32) bn_grad_stats_bf16(part, (const bf16*)dy, (const bf16*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
-				if (k == 42) bn_grad_stats_nhwc(part, (const bf16*)dy, (const bf16*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
-				if (k == 54) bn_grad_stats_nhwc_f32(part, (const float*)dy, (const float*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+				if (k == K_bn_grad_stats) bn_grad_stats(part, (const float*)dy, (const float*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+				if (k == K_bn_grad_stats_bf16) bn_grad_stats_bf16(part, (const bf16*)dy, (const bf16*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+				if (k == K_bn_grad_stats_nhwc) bn_grad_stats_nhwc(part, (const bf16*)dy, (const bf16*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
+				if (k == K_bn_grad_stats_nhwc_f32) bn_grad_stats_nhwc_f32(part, (const float*)dy, (const float*)x, mean, inv, gamma, beta, n, c, hw, sp, relu);
 			});
 		};
 		break;
 	}
-	case 15: case 33: case 43: case 55: {  // bn_grad_apply(T* dx, const T* dy, const T* x, const float* mean,
+	case K_bn_grad_apply: case K_bn_grad_apply_bf16: case K_bn_grad_apply_nhwc: case K_bn_grad_apply_nhwc_f32: {  // bn_grad_apply(T* dx, const T* dy, const T* x, const float* mean,
 	    // const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu)
-		bool half = k == 33 || k == 43, nhwc = k == 43 || k == 55;
+		bool half = k == K_bn_grad_apply_bf16 || k == K_bn_grad_apply_nhwc, nhwc = k == K_bn_grad_apply_nhwc || k == K_bn_grad_apply_nhwc_f32;
 		unsigned long long e = half ? 2 : 4;
 		auto dx = PTR(0, void); auto dy = PTR(1, const void); auto x = PTR(2, const void);
 		auto mean = PTR(3, const float); auto inv = PTR(4, const float); auto coef = PTR(5, const float); auto beta = PTR(6, const float);
@@ -607,15 +616,15 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		if (relu) { IN(beta, 4 * c); }
 		run = [=] {
 			launch_seq(gx, bx, [=] {
-				if (k == 15) bn_grad_apply((float*)dx, (const float*)dy, (const float*)x, mean, inv, coef, beta, n, c, hw, relu);
-				if (k == 33) bn_grad_apply_bf16((bf16*)dx, (const bf16*)dy, (const bf16*)x, mean, inv, coef, beta, n, c, hw, relu);
-				if (k == 43) bn_grad_apply_nhwc((bf16*)dx, (const bf16*)dy, (const bf16*)x, mean, inv, coef, beta, n, c, hw, relu);
-				if (k == 55) bn_grad_apply_nhwc_f32((float*)dx, (const float*)dy, (const float*)x, mean, inv, coef, beta, n, c, hw, relu);
+				if (k == K_bn_grad_apply) bn_grad_apply((float*)dx, (const float*)dy, (const float*)x, mean, inv, coef, beta, n, c, hw, relu);
+				if (k == K_bn_grad_apply_bf16) bn_grad_apply_bf16((bf16*)dx, (const bf16*)dy, (const bf16*)x, mean, inv, coef, beta, n, c, hw, relu);
+				if (k == K_bn_grad_apply_nhwc) bn_grad_apply_nhwc((bf16*)dx, (const bf16*)dy, (const bf16*)x, mean, inv, coef, beta, n, c, hw, relu);
+				if (k == K_bn_grad_apply_nhwc_f32) bn_grad_apply_nhwc_f32((float*)dx, (const float*)dy, (const float*)x, mean, inv, coef, beta, n, c, hw, relu);
 			});
 		};
 		break;
 	}
-	case 14: {  // bn_grad_finish(float* dgamma, float* dbeta, float* coef, const float* gamma, const float* inv,
+	case K_bn_grad_finish: {  // bn_grad_finish(float* dgamma, float* dbeta, float* coef, const float* gamma, const float* inv,
 	            //                const double* part, u64 c, u32 splits, u64 m)
 		auto dg = PTR(0, float); auto db = PTR(1, float); auto coef = PTR(2, float); auto g = PTR(3, const float);
 		auto inv = PTR(4, const float); auto part = PTR(5, const double); auto c = U64(6); auto sp = U32(7); auto m = U64(8);
@@ -623,12 +632,12 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_grad_finish(dg, db, coef, g, inv, part, c, sp, m); }); };
 		break;
 	}
-	case 16:    // crop_resize(float* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
-	case 36:    // crop_resize_bf16(bf16* y, ...): the same arguments, y bf16 [n, s, s, 3]
-	case 60: {  // crop_resize_nhwc(float* y, ...): y float32 [n, s, s, 3]
+	case K_crop_resize:    // crop_resize(float* y, const u8* images, const int* crops, const float* table, u64 n, u32 s, u32 side)
+	case K_crop_resize_bf16:    // crop_resize_bf16(bf16* y, ...): the same arguments, y bf16 [n, s, s, 3]
+	case K_crop_resize_nhwc: {  // crop_resize_nhwc(float* y, ...): y float32 [n, s, s, 3]
 		auto y = PTR(0, void); auto im = PTR(1, const unsigned char); auto cr = PTR(2, const int); auto tab = PTR(3, const float);
 		auto n = U64(4); auto sz = U32(5), side = U32(6);
-		IN(y, (k == 36 ? 2 : 4) * n * 3 * sz * sz); IN(cr, 24 * n); IN(tab, 4 * 3 * 256);
+		IN(y, (k == K_crop_resize_bf16 ? 2 : 4) * n * 3 * sz * sz); IN(cr, 24 * n); IN(tab, 4 * 3 * 256);
 		// Streams are synchronous here, so the crops are in memory now: every
 		// image they name must lie inside the image set's allocation, and
 		// every window must be one the kernel handles.
@@ -642,14 +651,14 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		}
 		run = [=] {
 			launch_seq(gx, bx, [=] {
-				if (k == 16) crop_resize((float*)y, im, cr, tab, n, sz, side);
-				else if (k == 36) crop_resize_bf16((bf16*)y, im, cr, tab, n, sz, side);
+				if (k == K_crop_resize) crop_resize((float*)y, im, cr, tab, n, sz, side);
+				else if (k == K_crop_resize_bf16) crop_resize_bf16((bf16*)y, im, cr, tab, n, sz, side);
 				else crop_resize_nhwc((float*)y, im, cr, tab, n, sz, side);
 			});
 		};
 		break;
 	}
-	case 17: {  // tally(float* acc, const float* loss, const float* logits, const float* labels, u64 n, u64 c)
+	case K_tally: {  // tally(float* acc, const float* loss, const float* logits, const float* labels, u64 n, u64 c)
 		auto acc = PTR(0, float); auto loss = PTR(1, const float); auto lg = PTR(2, const float); auto lb = PTR(3, const float);
 		auto n = U64(4), c = U64(5);
 		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
@@ -658,31 +667,31 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		break;
 	}
 	// The bfloat16 kernels: activations are 2 bytes an element.
-	case 18: {  // cast_f32_bf16(bf16* y, const float* x, u64 n)
+	case K_cast_f32_bf16: {  // cast_f32_bf16(bf16* y, const float* x, u64 n)
 		auto y = PTR(0, bf16); auto x = PTR(1, const float); auto n = U64(2);
 		IN(y, 2 * n); IN(x, 4 * n);
 		run = [=] { launch_seq(gx, bx, [=] { cast_f32_bf16(y, x, n); }); };
 		break;
 	}
-	case 19: {  // cast_bf16_f32(float* y, const bf16* x, u64 n)
+	case K_cast_bf16_f32: {  // cast_bf16_f32(float* y, const bf16* x, u64 n)
 		auto y = PTR(0, float); auto x = PTR(1, const bf16); auto n = U64(2);
 		IN(y, 4 * n); IN(x, 2 * n);
 		run = [=] { launch_seq(gx, bx, [=] { cast_bf16_f32(y, x, n); }); };
 		break;
 	}
-	case 20: {  // relu_forward_bf16(bf16* y, const bf16* x, u64 n)
+	case K_relu_forward_bf16: {  // relu_forward_bf16(bf16* y, const bf16* x, u64 n)
 		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto n = U64(2);
 		IN(y, 2 * n); IN(x, 2 * n);
 		run = [=] { launch_seq(gx, bx, [=] { relu_forward_bf16(y, x, n); }); };
 		break;
 	}
-	case 21: {  // relu_backward_bf16(bf16* dx, const bf16* dy, const bf16* y, u64 n)
+	case K_relu_backward_bf16: {  // relu_backward_bf16(bf16* dx, const bf16* dy, const bf16* y, u64 n)
 		auto dx = PTR(0, bf16); auto dy = PTR(1, const bf16); auto y = PTR(2, const bf16); auto n = U64(3);
 		IN(dx, 2 * n); IN(dy, 2 * n); IN(y, 2 * n);
 		run = [=] { launch_seq(gx, bx, [=] { relu_backward_bf16(dx, dy, y, n); }); };
 		break;
 	}
-	case 22: {  // dropout_apply_bf16(bf16* y, const bf16* x, u64 n, u64 key, const u64* key_at, u32 threshold, float scale)
+	case K_dropout_apply_bf16: {  // dropout_apply_bf16(bf16* y, const bf16* x, u64 n, u64 key, const u64* key_at, u32 threshold, float scale)
 		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto n = U64(2);
 		auto key = U64(3); auto key_at = PTR(4, const unsigned long long); auto thr = U32(5); auto scale = F32(6);
 		IN(y, 2 * n); IN(x, 2 * n);
@@ -690,32 +699,26 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { dropout_apply_bf16(y, x, n, key, key_at, thr, scale); }); };
 		break;
 	}
-	case 23: {  // bias_add_rows_bf16(bf16* y, const float* b, u64 rows, u64 cols)
+	case K_bias_add_rows_bf16: {  // bias_add_rows_bf16(bf16* y, const float* b, u64 rows, u64 cols)
 		auto y = PTR(0, bf16); auto b = PTR(1, const float); auto rows = U64(2), cols = U64(3);
 		IN(y, 2 * rows * cols); IN(b, 4 * cols);
 		run = [=] { launch_seq(gx, bx, [=] { bias_add_rows_bf16(y, b, rows, cols); }); };
 		break;
 	}
-	case 24: {  // col_sum_bf16(float* out, const bf16* x, u64 rows, u64 cols)
+	case K_col_sum_bf16: {  // col_sum_bf16(float* out, const bf16* x, u64 rows, u64 cols)
 		auto o = PTR(0, float); auto x = PTR(1, const bf16); auto rows = U64(2), cols = U64(3);
 		IN(o, 4 * cols); IN(x, 2 * rows * cols);
 		run = [=] { launch_seq(gx, bx, [=] { col_sum_bf16(o, x, rows, cols); }); };
 		break;
 	}
-	case 25: {  // bias_add_nchw_bf16(bf16* y, const float* b, u64 n, u64 c, u64 hw)
-		auto y = PTR(0, bf16); auto b = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4);
-		IN(y, 2 * n * c * hw); IN(b, 4 * c);
-		run = [=] { launch_seq(gx, bx, [=] { bias_add_nchw_bf16(y, b, n, c, hw); }); };
-		break;
-	}
-	case 26: {  // bias_grad_finish(float* db, const double* part, u64 c, u32 splits)
+	case K_bias_grad_finish: {  // bias_grad_finish(float* db, const double* part, u64 c, u32 splits)
 		auto db = PTR(0, float); auto part = PTR(1, const double); auto c = U64(2); auto sp = U32(3);
 		if (sp == 0) return INVALID_VALUE;
 		IN(db, 4 * c); IN(part, 16 * c * sp);
 		run = [=] { launch_seq(gx, bx, [=] { bias_grad_finish(db, part, c, sp); }); };
 		break;
 	}
-	case 27: {  // softmax_xent_rows_bf16(double* row_loss, bf16* dlogits, const bf16* logits, const float* labels, u64 n, u64 c,
+	case K_softmax_xent_rows_bf16: {  // softmax_xent_rows_bf16(double* row_loss, bf16* dlogits, const bf16* logits, const float* labels, u64 n, u64 c,
 	            //                        double smoothing)
 		auto rl = PTR(0, double); auto dl = PTR(1, bf16); auto lg = PTR(2, const bf16); auto lb = PTR(3, const float);
 		auto n = U64(4), c = U64(5); auto sm = F64(6);
@@ -725,7 +728,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_threads(gx, bx, [=] { softmax_xent_rows_bf16(rl, dl, lg, lb, n, c, sm); }); };
 		break;
 	}
-	case 28: {  // tally_bf16(float* acc, const float* loss, const bf16* logits, const float* labels, u64 n, u64 c)
+	case K_tally_bf16: {  // tally_bf16(float* acc, const float* loss, const bf16* logits, const float* labels, u64 n, u64 c)
 		auto acc = PTR(0, float); auto loss = PTR(1, const float); auto lg = PTR(2, const bf16); auto lb = PTR(3, const float);
 		auto n = U64(4), c = U64(5);
 		if (bx != RED_THREADS || gx != 1) return INVALID_VALUE;
@@ -733,14 +736,14 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_threads(gx, bx, [=] { tally_bf16(acc, loss, lg, lb, n, c); }); };
 		break;
 	}
-	case 29: {  // bn_stats_bf16(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits)
+	case K_bn_stats_bf16: {  // bn_stats_bf16(double* part, const bf16* x, u64 n, u64 c, u64 hw, u32 splits)
 		auto part = PTR(0, double); auto x = PTR(1, const bf16); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
 		if (bx != RED_THREADS || sp == 0 || gx != c * sp) { fail("bn_stats_bf16: grid %u for %llu channels x %u", gx, c, sp); return INVALID_VALUE; }
 		IN(part, 16 * c * sp); IN(x, 2 * n * c * hw);
 		run = [=] { launch_threads(gx, bx, [=] { bn_stats_bf16(part, x, n, c, hw, sp); }); };
 		break;
 	}
-	case 30: {  // bn_apply_bf16(bf16* y, const bf16* x, const float* mean, const float* scale, const float* beta,
+	case K_bn_apply_bf16: {  // bn_apply_bf16(bf16* y, const bf16* x, const float* mean, const float* scale, const float* beta,
 	            //               u64 n, u64 c, u64 hw, int relu)
 		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto mean = PTR(2, const float);
 		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
@@ -749,51 +752,37 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		run = [=] { launch_seq(gx, bx, [=] { bn_apply_bf16(y, x, mean, sc, beta, n, c, hw, relu); }); };
 		break;
 	}
-	case 31: {  // bn_affine_bf16(bf16* y, const bf16* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
+	case K_bn_affine_bf16: {  // bn_affine_bf16(bf16* y, const bf16* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
 		auto y = PTR(0, bf16); auto x = PTR(1, const bf16); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
 		auto n = U64(4), c = U64(5), hw = U64(6); auto relu = I32(7);
 		IN(y, 2 * n * c * hw); IN(x, 2 * n * c * hw); IN(sc, 4 * c); IN(sh, 4 * c);
 		run = [=] { launch_seq(gx, bx, [=] { bn_affine_bf16(y, x, sc, sh, n, c, hw, relu); }); };
 		break;
 	}
-	case 34:    // max_pool_forward_bf16(bf16* y, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
-	case 37: {  // max_pool_forward(float* y, const float* x, ...): the same arguments, float32
-		bool half = k == 34;
-		auto y = PTR(0, void); auto x = PTR(1, const void); auto planes = U64(2);
+	case K_max_pool_forward: {  // max_pool_forward(float* y, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+		auto y = PTR(0, float); auto x = PTR(1, const float); auto planes = U64(2);
 		auto h = U32(3), w = U32(4), kk = U32(5), s = U32(6);
 		if (kk == 0 || s == 0) { fail("%s: window %u stride %u", kKernels[k], kk, s); return INVALID_VALUE; }
-		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s), e = half ? 2 : 4;
-		IN(y, e * planes * oh * ow); IN(x, e * planes * h * w);
-		run = [=] {
-			launch_seq(gx, bx, [=] {
-				if (half) max_pool_forward_bf16((bf16*)y, (const bf16*)x, planes, h, w, kk, s);
-				else max_pool_forward((float*)y, (const float*)x, planes, h, w, kk, s);
-			});
-		};
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
+		IN(y, 4 * planes * oh * ow); IN(x, 4 * planes * h * w);
+		run = [=] { launch_seq(gx, bx, [=] { max_pool_forward(y, x, planes, h, w, kk, s); }); };
 		break;
 	}
-	case 35:    // max_pool_backward_bf16(bf16* dx, const bf16* dy, const bf16* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
-	case 38: {  // max_pool_backward(float* dx, const float* dy, const float* x, ...): the same arguments, float32
-		bool half = k == 35;
-		auto dx = PTR(0, void); auto dy = PTR(1, const void); auto x = PTR(2, const void); auto planes = U64(3);
+	case K_max_pool_backward: {  // max_pool_backward(float* dx, const float* dy, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s)
+		auto dx = PTR(0, float); auto dy = PTR(1, const float); auto x = PTR(2, const float); auto planes = U64(3);
 		auto h = U32(4), w = U32(5), kk = U32(6), s = U32(7);
 		if (kk == 0 || s == 0) { fail("%s: window %u stride %u", kKernels[k], kk, s); return INVALID_VALUE; }
-		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s), e = half ? 2 : 4;
-		IN(dx, e * planes * h * w); IN(dy, e * planes * oh * ow); IN(x, e * planes * h * w);
-		run = [=] {
-			launch_seq(gx, bx, [=] {
-				if (half) max_pool_backward_bf16((bf16*)dx, (const bf16*)dy, (const bf16*)x, planes, h, w, kk, s);
-				else max_pool_backward((float*)dx, (const float*)dy, (const float*)x, planes, h, w, kk, s);
-			});
-		};
+		unsigned long long oh = pool_out(h, kk, s), ow = pool_out(w, kk, s);
+		IN(dx, 4 * planes * h * w); IN(dy, 4 * planes * oh * ow); IN(x, 4 * planes * h * w);
+		run = [=] { launch_seq(gx, bx, [=] { max_pool_backward(dx, dy, x, planes, h, w, kk, s); }); };
 		break;
 	}
-	// Channels-last activations [rows, c] (rows = n·hw), bf16 (cases 39-46)
+	// Channels-last activations [rows, c] (rows = n·hw), bf16
 	// or float32 (the _f32 kernels, 51-58, in the same order): the packs of 8
 	// channels need c a multiple of 8 dividing the block, and 16-byte
 	// aligned activations.
-	case 39: case 51: {  // bn_stats_nhwc(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits)
-		bool half = k == 39; unsigned long long e = half ? 2 : 4;
+	case K_bn_stats_nhwc: case K_bn_stats_nhwc_f32: {  // bn_stats_nhwc(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits)
+		bool half = k == K_bn_stats_nhwc; unsigned long long e = half ? 2 : 4;
 		auto part = PTR(0, double); auto x = PTR(1, const void); auto n = U64(2), c = U64(3), hw = U64(4); auto sp = U32(5);
 		if (!nhwc_ok(kKernels[k], bx, c, x) || bx != NHWC_THREADS || sp == 0 || gx != sp) { fail("%s: grid %u for %u splits", kKernels[k], gx, sp); return INVALID_VALUE; }
 		IN(part, 16 * c * sp); IN(x, e * n * c * hw);
@@ -805,8 +794,8 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		};
 		break;
 	}
-	case 40: case 52: {  // bn_apply_nhwc(T* y, const T* x, const float* mean, const float* scale, const float* beta, u64 n, u64 c, u64 hw, int relu)
-		bool half = k == 40; unsigned long long e = half ? 2 : 4;
+	case K_bn_apply_nhwc: case K_bn_apply_nhwc_f32: {  // bn_apply_nhwc(T* y, const T* x, const float* mean, const float* scale, const float* beta, u64 n, u64 c, u64 hw, int relu)
+		bool half = k == K_bn_apply_nhwc; unsigned long long e = half ? 2 : 4;
 		auto y = PTR(0, void); auto x = PTR(1, const void); auto mean = PTR(2, const float);
 		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
 		auto n = U64(5), c = U64(6), hw = U64(7); auto relu = I32(8);
@@ -820,8 +809,8 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		};
 		break;
 	}
-	case 41: case 53: {  // bn_affine_nhwc(T* y, const T* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
-		bool half = k == 41; unsigned long long e = half ? 2 : 4;
+	case K_bn_affine_nhwc: case K_bn_affine_nhwc_f32: {  // bn_affine_nhwc(T* y, const T* x, const float* scale, const float* shift, u64 n, u64 c, u64 hw, int relu)
+		bool half = k == K_bn_affine_nhwc; unsigned long long e = half ? 2 : 4;
 		auto y = PTR(0, void); auto x = PTR(1, const void); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
 		auto n = U64(4), c = U64(5), hw = U64(6); auto relu = I32(7);
 		if (!nhwc_ok(kKernels[k], bx, c, y, x)) return INVALID_VALUE;
@@ -834,8 +823,8 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		};
 		break;
 	}
-	case 44: case 56: {  // bias_add_nhwc(T* y, const float* b, u64 n, u64 c, u64 hw)
-		bool half = k == 44; unsigned long long e = half ? 2 : 4;
+	case K_bias_add_nhwc: case K_bias_add_nhwc_f32: {  // bias_add_nhwc(T* y, const float* b, u64 n, u64 c, u64 hw)
+		bool half = k == K_bias_add_nhwc; unsigned long long e = half ? 2 : 4;
 		auto y = PTR(0, void); auto b = PTR(1, const float); auto n = U64(2), c = U64(3), hw = U64(4);
 		if (!nhwc_ok(kKernels[k], bx, c, y)) return INVALID_VALUE;
 		IN(y, e * n * c * hw); IN(b, 4 * c);
@@ -847,9 +836,9 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		};
 		break;
 	}
-	case 45: case 57:    // max_pool_forward_nhwc(T* y, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
-	case 46: case 58: {  // max_pool_backward_nhwc(T* dx, const T* dy, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
-		bool fwd = k == 45 || k == 57, half = k == 45 || k == 46;
+	case K_max_pool_forward_nhwc: case K_max_pool_forward_nhwc_f32:    // max_pool_forward_nhwc(T* y, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
+	case K_max_pool_backward_nhwc: case K_max_pool_backward_nhwc_f32: {  // max_pool_backward_nhwc(T* dx, const T* dy, const T* x, u64 n, u64 c, u32 h, u32 w, u32 k, u32 s)
+		bool fwd = k == K_max_pool_forward_nhwc || k == K_max_pool_forward_nhwc_f32, half = k == K_max_pool_forward_nhwc || k == K_max_pool_backward_nhwc;
 		unsigned long long e = half ? 2 : 4;
 		int a = fwd ? 2 : 3;  // the first size argument
 		auto o = PTR(0, void); auto i1 = PTR(1, const void); auto x = fwd ? i1 : PTR(2, const void);
@@ -868,24 +857,24 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		};
 		break;
 	}
-	case 47:    // transpose_f32_bf16(bf16* y, const float* x, u64 batch, u64 rows, u64 cols)
-	case 48:    // transpose_bf16_f32(float* y, const bf16* x, ...)
-	case 49:    // transpose_bf16(bf16* y, const bf16* x, ...)
-	case 59: {  // transpose_f32(float* y, const float* x, ...)
+	case K_transpose_f32_bf16:    // transpose_f32_bf16(bf16* y, const float* x, u64 batch, u64 rows, u64 cols)
+	case K_transpose_bf16_f32:    // transpose_bf16_f32(float* y, const bf16* x, ...)
+	case K_transpose_bf16:    // transpose_bf16(bf16* y, const bf16* x, ...)
+	case K_transpose_f32: {  // transpose_f32(float* y, const float* x, ...)
 		auto y = PTR(0, void); auto x = PTR(1, const void); auto b = U64(2), r = U64(3), c = U64(4);
-		unsigned long long ey = k == 48 || k == 59 ? 4 : 2, ex = k == 47 || k == 59 ? 4 : 2;
+		unsigned long long ey = k == K_transpose_bf16_f32 || k == K_transpose_f32 ? 4 : 2, ex = k == K_transpose_f32_bf16 || k == K_transpose_f32 ? 4 : 2;
 		IN(y, ey * b * r * c); IN(x, ex * b * r * c);
 		run = [=] {
 			launch_seq(gx, bx, [=] {
-				if (k == 47) transpose_f32_bf16((bf16*)y, (const float*)x, b, r, c);
-				else if (k == 48) transpose_bf16_f32((float*)y, (const bf16*)x, b, r, c);
-				else if (k == 59) transpose_f32((float*)y, (const float*)x, b, r, c);
+				if (k == K_transpose_f32_bf16) transpose_f32_bf16((bf16*)y, (const float*)x, b, r, c);
+				else if (k == K_transpose_bf16_f32) transpose_bf16_f32((float*)y, (const bf16*)x, b, r, c);
+				else if (k == K_transpose_f32) transpose_f32((float*)y, (const float*)x, b, r, c);
 				else transpose_bf16((bf16*)y, (const bf16*)x, b, r, c);
 			});
 		};
 		break;
 	}
-	case 50: {  // fold_parts(double* out, const double* part, u64 c, u32 splits)
+	case K_fold_parts: {  // fold_parts(double* out, const double* part, u64 c, u32 splits)
 		auto o = PTR(0, double); auto part = PTR(1, const double); auto c = U64(2); auto sp = U32(3);
 		if (bx != RED_THREADS || sp == 0 || gx != c) { fail("fold_parts: grid %u for %llu channels", gx, c); return INVALID_VALUE; }
 		IN(o, 16 * c); IN(part, 16 * c * sp);
