@@ -476,6 +476,16 @@ extern "C" __global__ void bn_finish(float* save_mean, float* save_inv, float* r
 	}
 }
 
+// bn_scales, one thread per channel: scale = gamma·inv from the saved
+// 1/std, as bn_finish gave it to bn_apply: bn_apply after it recomputes a
+// forward's output bit for bit (a model that keeps no batch-norm outputs
+// recomputes them in the backward).
+extern "C" __global__ void bn_scales(float* scale, const float* gamma, const float* save_inv, u64 c) {
+	GRID_STRIDE(ch, c) {
+		scale[ch] = bn_scale(gamma, save_inv, ch);
+	}
+}
+
 // bn_apply: y = (x - mean[ch])·scale[ch] + beta[ch], then max(·, 0) when
 // relu (NaN kept); y may be x. bn_apply_t is its body for x and y stored
 // as T.

@@ -6,7 +6,7 @@
 # something hangs; steps that no longer fit are reported as skipped.
 # PARTS picks what runs, in this order whatever order it names them
 # (default: tests train bench ck224; also bf16 (after tests and train),
-# vgg16's bf16 at 32 and 224 and bf16 epochs; channels-last, the tf32
+# vgg16's bf16 at 32 and 224 (also with --recompute-bn) and bf16 epochs; channels-last, the tf32
 # benches with --channels-last (after bench); eager-bf16, PyTorch's
 # autocast eager; data, bench with batches from the input pipelines;
 # bench-extra, comparisons made before and the smaller levers; torch224
@@ -89,6 +89,8 @@ r = json.load(sys.stdin)
 s = "%.2f ms (issue %.2f, back to back %.2f)  %.0f img/s  eval %.0f/s  first %.1fs  peak %.0f MiB  graphs %s" % (r["step_ms"],
     r["enqueue_ms"], r.get("pipelined_step_ms", 0), r["train_images_per_sec"], r["eval_images_per_sec"], r["first_step_sec"],
     r["peak_mib"], r["cuda_graphs"])
+if r.get("step_peak_mib"):
+    s += " (steps %.0f MiB)" % r["step_peak_mib"]
 if r.get("profile"):
     s += "  GPU: op by op %.2f ms, replayed %.2f ms" % (r["profile_gpu_ms"], r["recorded_step_gpu_ms"])
 e = r.get("conv_engines", [])
@@ -130,6 +132,8 @@ echo "== bf16"
 sample train-bf16 --precision bf16
 bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
 bench "224 b64 bf16" --size 224 --batch 64 --precision bf16 --steps 10 --profile
+bench "224 b64 bf16 recompute-bn" --size 224 --batch 64 --precision bf16 --steps 10 --recompute-bn
+bench "32 b128 bf16 recompute-bn" --size 32 --batch 128 --precision bf16 --recompute-bn
 bench "224 b64 bf16 legacy-api" --size 224 --batch 64 --precision bf16 --steps 10 --cudnn-api legacy
 epoch "224 b64 bf16 gpu-augment" --limit 5000 --epochs 1 --precision bf16
 epoch "32 b128 bf16 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --precision bf16

@@ -152,6 +152,24 @@ func TestTrainEvalPredict(t *testing.T) {
 			t.Errorf("bench --device cuda: step peak %g MiB, whole run's %g MiB", r.StepPeakMiB, r.PeakMiB)
 		}
 	}
+	// Recomputing the batch-norm outputs lowers the steps' peak memory.
+	var peaks [2]float64
+	for i, flag := range []string{"--recompute-bn=false", "--recompute-bn"} {
+		js, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "8,8,8,M,M,M,M,M", "--hidden", "16",
+			"--batch", "4", "--steps", "2", "--json", flag)
+		var r BenchResult
+		if err == nil {
+			err = json.Unmarshal([]byte(js), &r)
+		}
+		if err != nil || r.RecomputeBN != (i == 1) {
+			t.Fatalf("bench %s: %v %+v", flag, err, r)
+		}
+		peaks[i] = r.StepPeakMiB
+	}
+	t.Logf("steps' peak on the stand-in GPU: %.4f MiB keeping the batch-norm outputs, %.4f MiB recomputing them", peaks[0], peaks[1])
+	if !(peaks[1] < peaks[0]) {
+		t.Errorf("steps' peak %.3f MiB recomputing the batch-norm outputs, %.3f MiB keeping them", peaks[1], peaks[0])
+	}
 	if _, err := run(t, "bench", "--device", "cpu", "--data", "disk"); err == nil || !strings.Contains(err.Error(), `--data "disk": want none, gpu or cpu`) {
 		t.Errorf("bench --data disk: %v", err)
 	}

@@ -71,6 +71,7 @@ func trainCmd() *cobra.Command {
 		initFrom            string
 		pretrained          string
 		freeze, cpuAugment  bool
+		recomputeBN         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -134,7 +135,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("seed", func() { o.Seed = seed })
 			set("init", func() { o.Init = initFrom })
 			set("freeze-features", func() { o.FreezeFeatures = freeze })
-			o.Workers, o.CPUAugment = workers, cpuAugment
+			o.Workers, o.CPUAugment, o.RecomputeBN = workers, cpuAugment, recomputeBN
 			for _, name := range []string{"arch", "size", "hidden", "dropout", "batch-norm", "classes"} {
 				if fs.Changed(name) {
 					cfg, err := mf.configOver(o.Model, fs)
@@ -164,7 +165,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if err != nil {
 					return err
 				}
-				prev.Workers, prev.CPUAugment = o.Workers, o.CPUAugment
+				prev.Workers, prev.CPUAugment, prev.RecomputeBN = o.Workers, o.CPUAugment, o.RecomputeBN
 				set("epochs", func() { prev.Epochs = epochs })
 				o = prev
 			}
@@ -268,6 +269,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.Uint64Var(&seed, "seed", 1, "seed of initialisation, shuffling, augmentation and dropout")
 	fs.IntVar(&workers, "workers", 0, "data-loading goroutines (0 = one per core)")
 	fs.BoolVar(&cpuAugment, "cpu-augment", false, "GPU: make the batches on the CPU (--workers goroutines) and upload them, instead of uploading the dataset once and augmenting on the GPU (the same batches either way)")
+	fs.BoolVar(&recomputeBN, recomputeBNFlag, false, recomputeBNUsage)
 	fs.StringVar(&pretrained, "pretrained", "", "transfer learning as in the seed's second example: start from these weights (torchvision's vgg16-*.pth or vgg16_bn-*.pth, any VGG state dict), whose layers the model takes, with a fresh last classifier layer for the data's classes")
 	fs.BoolVar(&freeze, "freeze-features", false, "train the classifier only: the feature extractor gets no gradient and no update (faster)")
 	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): torchvision's vgg16_bn-*.pth, any torch.save'd or safetensors state dict, or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")

@@ -127,6 +127,25 @@ func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.
 	b.ReLUForward(y, y)
 }
 
+// BatchNormReLUApply is BatchNormTrain's normalisation from the saved
+// (float32) statistics, then ReLU: y to within the rounding of the saved
+// mean and 1/std.
+func (b *Backend) BatchNormReLUApply(y, x, gamma, beta, saveMean, saveInvStd *tensor.Tensor) {
+	n, c, hw := nchw(x)
+	X, Y, G, B, SM, SI := Data(x), Data(y), Data(gamma), Data(beta), Data(saveMean), Data(saveInvStd)
+	parallelFor(n*c, 1, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			ch := j % c
+			scale := float64(G[ch]) * float64(SI[ch])
+			shift := float64(B[ch]) - float64(SM[ch])*scale
+			dst := Y[j*hw:][:hw]
+			for p, v := range X[j*hw:][:hw] {
+				dst[p] = max(float32(float64(v)*scale+shift), 0)
+			}
+		}
+	})
+}
+
 // BatchNormReLUBackward is ReLU's backward in place on dy, then
 // BatchNormBackward.
 func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, _, saveMean, saveInvStd *tensor.Tensor) {

@@ -68,6 +68,24 @@ func (b *Backend) fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, sav
 	b.bnEps[b.ptr(saveInvStd)] = eps
 }
 
+// BatchNormReLUApply: BatchNormReLUTrain's y again, from the saved
+// statistics. Always the project's kernels, whichever made y: from the
+// fused ones (the default) bit for bit, since it computes the scale and
+// applies it as they do; from cuDNN's batch norm to rounding.
+func (b *Backend) BatchNormReLUApply(y, x, gamma, beta, saveMean, saveInvStd *tensor.Tensor) {
+	if b.rec.mode != eager && b.recorded(newSig(sigBNReLUApply).t(y).t(x).t(gamma).t(beta).t(saveMean).t(saveInvStd)) {
+		return
+	}
+	defer b.op()()
+	_, c, _, _ := nchw(x)
+	sameSize("batch norm", x, y)
+	halfOps("batch norm", x, y)
+	channels("batch norm", c, gamma, beta, saveMean, saveInvStd)
+	g, _, scale := b.bnGeometry(x, 1)
+	err := b.k.BNApplyReLU(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(saveMean), b.ptr(saveInvStd), scale, true)
+	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
+}
+
 // BatchNormReLUInfer: batch norm with the running statistics, then ReLU.
 func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
 	if !b.fused(x) {

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"fmt"
+	"math"
 	"testing"
 )
 
@@ -35,6 +36,27 @@ func testBatchNormReLU(t *testing.T, be *Backend, _ float64) {
 			w.check(name+" running var", runVar, 1e-5)
 			w.check(name+" saved mean", saveMean, 1e-5)
 			w.check(name+" saved inverse std", saveInv, 1e-5)
+
+			// y recomputed from the saved statistics: the forward's y, bit
+			// for bit where the fused kernels made it.
+			again := w.actZeros(shape...)
+			w.c.BatchNormReLUApply(again.c, x.c, gamma.c, beta.c, saveMean.c, saveInv.c)
+			be.BatchNormReLUApply(again.g, x.g, gamma.g, beta.g, saveMean.g, saveInv.g)
+			w.check(name+" recomputed y", again, 1e-5)
+			cy, gy := w.host(y)
+			ca, ga := w.host(again)
+			if e := relErr(ca, cy); !(e <= 1e-6) {
+				t.Errorf("%s: the CPU's recomputed y is %.3g from its forward's", name, e)
+			}
+			if e := relErr(ga, gy); !(e <= 1e-6) {
+				t.Errorf("%s: the GPU's recomputed y is %.3g from its forward's", name, e)
+			}
+			for i := range gy {
+				if be.fused(x.g) && math.Float32bits(ga[i]) != math.Float32bits(gy[i]) {
+					t.Errorf("%s: recomputed y[%d] = %v, the fused forward gave %v", name, i, ga[i], gy[i])
+					break
+				}
+			}
 
 			dy := w.actRandn(1, shape...)
 			dx, dgamma, dbeta := w.actZeros(shape...), w.zeros(c), w.zeros(c)

@@ -55,6 +55,11 @@ func (b bf16CPU) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean
 	roundT(y)
 }
 
+func (b bf16CPU) BatchNormReLUApply(y, x, gamma, beta, saveMean, saveInvStd *tensor.Tensor) {
+	b.Backend.BatchNormReLUApply(y, x, gamma, beta, saveMean, saveInvStd)
+	roundT(y)
+}
+
 func (b bf16CPU) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
 	b.Backend.BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar, eps)
 	roundT(y)

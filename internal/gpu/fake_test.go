@@ -75,6 +75,8 @@ func TestFakeCUDA(t *testing.T) {
 				{"Profile", testProfile},
 				{"BatchNormReLU", testBatchNormReLU},
 				{"ModelStepFusedBN", withFusedBN(modelStep)},
+				{"RecomputeBN", testRecomputeBN},
+				{"RecomputeBNFused", withFusedBN(testRecomputeBN)},
 				{"CropResize", testCropResize},
 				{"CropResizeErrors", testCropResizeErrors},
 				{"Parity", func(t *testing.T, be *Backend, tol float64) { runParity(t, be, tol) }},
@@ -115,6 +117,7 @@ func TestFakeCUDABF16(t *testing.T) {
 		modelStepOf(t, configOf(t, "12,M,20,M"), newBF16CPU(), be, bf16StepTol, bf16LaterTol)
 	})
 	t.Run("RecordedSteps", func(t *testing.T) { testRecordedSteps(t, be, bf16StepTol) })
+	t.Run("RecomputeBN", func(t *testing.T) { testRecomputeBN(t, be, bf16StepTol) })
 	t.Run("Parity", func(t *testing.T) { runParityBF16(t, be) })
 }
 

@@ -356,6 +356,7 @@ const (
 	sigBNReLUInfer
 	sigBNReLUBackward
 	sigTally
+	sigBNReLUApply
 )
 
 func newSig(kind sig) sig { return sig(14695981039346656037).v(uint64(kind)) }

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -152,4 +153,70 @@ func panicMessage(f func()) (msg string) {
 	}()
 	f()
 	return ""
+}
+
+// testRecomputeBN trains the small VGG-BN twice on the GPU, keeping its
+// batch-norm outputs and recomputing them in the backward
+// (Model.RecomputeBN), for several steps recorded as CUDA graphs after the
+// first: the losses, gradients and weights are the same bit for bit where
+// the fused kernels run batch norm (the recomputation repeats the forward's
+// arithmetic), and to the precision's tolerance where cuDNN's did.
+func testRecomputeBN(t *testing.T, be *Backend, tol float64) {
+	cfg := smallConfig(t)
+	w := newTwin(t, be, 22)
+	n := 8
+	x := w.act(w.normal(n*3*cfg.ImageSize*cfg.ImageSize, 1), n, 3, cfg.ImageSize, cfg.ImageSize).g
+	lab := make([]float32, n)
+	for i := range lab {
+		lab[i] = float32((7 * i) % cfg.Classes)
+	}
+	labels := w.put(lab, n).g
+	loss, dl := be.New(1), be.NewActivation(n, cfg.Classes)
+	defer be.Free(loss)
+	defer be.Free(dl)
+	run := func(recompute bool) (losses []float32, grads, weights []float32) {
+		m, err := layers.New(be, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Free()
+		m.Init(11)
+		m.Seed = 5
+		m.RecomputeBN(recompute)
+		mom := be.New(m.FlatSize())
+		defer be.Free(mom)
+		for step := range 4 {
+			first := step == 0
+			work := func() {
+				logits := m.Forward(x, true)
+				be.SoftmaxCrossEntropy(loss, dl, logits, labels, 0.1)
+				m.Backward(dl)
+				be.SGDStep(m.Weights(), m.Grads(), mom, tensor.SGD{LR: 0.05, Momentum: 0.9, WeightDecay: 5e-4}, first)
+			}
+			if first {
+				work()
+			} else {
+				tensor.Step(be, fmt.Sprint("recompute ", recompute), work)
+			}
+			losses = append(losses, download(be, loss)[0])
+		}
+		return losses, download(be, m.Grads()), download(be, m.Weights())
+	}
+	lk, gk, wk := run(false)
+	lr, gr, wr := run(true)
+	exact := be.opt.FusedBN || be.nhwc
+	for _, c := range []struct {
+		name      string
+		got, want []float32
+	}{{"losses", lr, lk}, {"last gradients", gr, gk}, {"weights", wr, wk}} {
+		if e := relErr(c.got, c.want); !(e <= tol) {
+			t.Errorf("%s with the batch-norm outputs recomputed: relative error %.3g > %.3g", c.name, e, tol)
+		}
+		for i := range c.want {
+			if exact && math.Float32bits(c.got[i]) != math.Float32bits(c.want[i]) {
+				t.Errorf("%s[%d] = %v with the batch-norm outputs recomputed, %v kept (the fused kernels should repeat the forward exactly)", c.name, i, c.got[i], c.want[i])
+				break
+			}
+		}
+	}
 }

@@ -48,6 +48,7 @@ type Module struct {
 	f         struct {
 		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows          cuda.Function
 		bnStats, bnFinish, bnApply, bnInferCoef, bnAffine, bnGradStats, bnGradFinish, bnGradApply cuda.Function
+		bnScales                                                                                  cuda.Function
 		cropResize, tally, maxPoolForward, maxPoolBackward                                        cuda.Function
 		// bfloat16 activations
 		castF32BF16, castBF16F32, reluForwardBF16, reluBackwardBF16, dropoutBF16, biasAddRowsBF16, colSumBF16 cuda.Function
@@ -246,6 +247,7 @@ func (m *Module) lookup() error {
 		{"mean_rows", &m.f.meanRows},
 		{"bn_stats", &m.f.bnStats},
 		{"bn_finish", &m.f.bnFinish},
+		{"bn_scales", &m.f.bnScales},
 		{"bn_apply", &m.f.bnApply},
 		{"bn_infer_coef", &m.f.bnInferCoef},
 		{"bn_affine", &m.f.bnAffine},

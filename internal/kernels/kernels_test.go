@@ -14,7 +14,7 @@ import (
 
 // kernelNames are the kernels Module.lookup needs.
 var kernelNames = []string{"relu_forward", "relu_backward", "dropout_apply", "sgd_step", "bias_add_rows", "col_sum", "softmax_xent_rows", "mean_rows",
-	"bn_stats", "bn_finish", "bn_apply", "bn_infer_coef", "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply",
+	"bn_stats", "bn_finish", "bn_scales", "bn_apply", "bn_infer_coef", "bn_affine", "bn_grad_stats", "bn_grad_finish", "bn_grad_apply",
 	"crop_resize", "tally", "max_pool_forward", "max_pool_backward",
 	"cast_f32_bf16", "cast_bf16_f32", "relu_forward_bf16", "relu_backward_bf16", "dropout_apply_bf16", "bias_add_rows_bf16", "col_sum_bf16",
 	"bias_grad_finish", "softmax_xent_rows_bf16", "tally_bf16",

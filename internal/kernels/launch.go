@@ -260,6 +260,24 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 		cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
+// BNApplyReLU writes BNTrainReLU's y again from the statistics it saved:
+// y = (x − saveMean)·gamma·saveInv + beta, then ReLU when relu, bit for
+// bit as BNTrainReLU computed it. scale is C floats of scratch.
+func (m *Module) BNApplyReLU(s cuda.Stream, g BN, y, x, gamma, beta, saveMean, saveInv, scale ptr, relu bool) error {
+	if g.N*g.C*g.HW == 0 {
+		return nil
+	}
+	if err := g.aligned(y, x); err != nil {
+		return err
+	}
+	d := g.dims()
+	if err := m.launch(m.f.bnScales, s, uint64(g.C), cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(saveInv), d[1]); err != nil {
+		return err
+	}
+	return m.each(m.bn(g).apply, s, g, cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
+		cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
+}
+
 // BNInferReLU is batch norm with the running statistics, then ReLU when
 // relu; scale and shift are C floats of scratch.
 func (m *Module) BNInferReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, scale, shift ptr, eps float64, relu bool) error {

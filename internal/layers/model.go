@@ -44,6 +44,13 @@ type Model struct {
 	flow      gradFlow // the gradients between modules in Backward
 	frozen    bool     // FreezeFeatures
 	names     []string // "features.0", … per module
+	// bnOuts holds the batch-norm outputs when they are recomputed
+	// (RecomputeBN); bnOutSize is the largest one's per-sample size, and
+	// feeds[i] the batch norm whose output module i read in the last
+	// training forward, while they are recomputed.
+	bnOuts    bnOutputs
+	bnOutSize int
+	feeds     []*batchNorm
 }
 
 // New builds the network described by cfg on be, with zeroed parameters
@@ -141,6 +148,7 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			r := &relu{be: be}
 			if n, ok := m.mods[len(m.mods)-1].(*batchNorm); ok {
 				n.relu, r.fused = true, true // one op, which a backend may fuse
+				n.outs = &m.bnOuts
 			}
 			add("features", idx, r)
 			idx++
@@ -165,12 +173,37 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			add("classifier", 3*i+2, &dropout{be: be, p: cfg.Dropout, layer: uint64(i), model: m})
 		}
 	}
+	shape := []int{3, cfg.ImageSize, cfg.ImageSize}
 	for _, mod := range m.mods {
 		if f, ok := mod.(interface{ setFlow(*gradFlow) }); ok {
 			f.setFlow(&m.flow)
 		}
+		shape = mod.out(shape)
+		if n, ok := mod.(*batchNorm); ok && n.outs != nil {
+			m.bnOutSize = max(m.bnOutSize, tensor.Volume(shape))
+		}
 	}
+	m.feeds = make([]*batchNorm, len(m.mods))
 	return m, nil
+}
+
+// RecomputeBN sets whether training keeps every batch norm's output (the
+// default) or one at a time, recomputing each in the backward where it is
+// read (bnOutputs): about a third less activation memory for one more
+// pass over each output. The choice takes effect at the next Forward.
+func (m *Model) RecomputeBN(on bool) {
+	if m.bnOuts.on == on {
+		return
+	}
+	m.bnOuts.on, m.bnOuts.holder = on, nil
+	for _, n := range m.bns {
+		if n.outs != nil {
+			n.yBuf.free(m.be) // the other place its output lives
+		}
+	}
+	if !on {
+		m.bnOuts.buf.free(m.be)
+	}
 }
 
 // Backend is the backend the model lives on.
@@ -258,8 +291,30 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	if train {
 		m.step++
 	}
-	for _, mod := range m.mods {
+	if m.bnOuts.on {
+		// Sized once for the largest output, so that the views of the
+		// smaller ones that modules keep stay where they were.
+		m.bnOuts.buf.reserve(m.be, x.Shape[0]*m.bnOutSize)
+	}
+	var from *batchNorm // the batch norm whose output x is, when recomputed
+	for i, mod := range m.mods {
+		if train {
+			m.feeds[i] = from
+		}
 		x = mod.forward(x, train)
+		switch mod := mod.(type) {
+		case *batchNorm:
+			from = nil
+			if mod.recomputed() {
+				from = mod
+			}
+		case *relu:
+			if !mod.fused {
+				from = nil
+			} // a fused ReLU hands on the batch norm's output
+		default:
+			from = nil
+		}
 	}
 	return x
 }
@@ -272,6 +327,9 @@ func (m *Model) Backward(dlogits *tensor.Tensor) {
 	for i := len(m.mods) - 1; i >= 0 && dy != nil; i-- {
 		if _, ok := m.mods[i].(*flatten); ok && m.frozen {
 			return // the feature extractor is frozen: no gradient
+		}
+		if n := m.feeds[i]; n != nil {
+			n.restore() // the module's input, recomputed
 		}
 		dy = m.mods[i].backward(dy)
 	}
@@ -315,4 +373,5 @@ func (m *Model) Free() {
 		}
 	}
 	m.flow.release(m.be)
+	m.bnOuts.buf.free(m.be)
 }

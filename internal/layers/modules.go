@@ -42,6 +42,16 @@ func (b *buf) get(be tensor.Backend, shape ...int) *tensor.Tensor {
 	return b.view
 }
 
+// reserve makes the buffer hold at least n elements, so that views of
+// any shape up to n taken later do not move it.
+func (b *buf) reserve(be tensor.Backend, n int) {
+	if b.t != nil && b.t.Size() >= n {
+		return
+	}
+	b.free(be)
+	b.t = tensor.NewActivation(be, n)
+}
+
 func (b *buf) free(be tensor.Backend) {
 	if b.t != nil {
 		be.Free(b.t)
@@ -156,7 +166,34 @@ type batchNorm struct {
 	x, y              *tensor.Tensor
 	relu              bool           // the ReLU after it is done here (BatchNormReLU*), as one op
 	shift             *tensor.Tensor // [C]: the bias of the convolution before, left out in training (conv.biasInBN)
+	outs              *bnOutputs     // with relu: the model's, used when it recomputes (Model.RecomputeBN)
 	bufs
+}
+
+// bnOutputs is where a model that recomputes its batch-norm outputs
+// (Model.RecomputeBN) puts them: one buffer for all, holding one at a time.
+// A batch norm's output is read only by the next module's forward (a
+// convolution's or a max-pool's) and by backward passes: forward, each
+// batch norm overwrites the one before it, which nobody needs any more;
+// backward, a module whose input it was has it recomputed first
+// (batchNorm.restore), from the batch norm's input and saved statistics.
+// That keeps one output instead of every one (at 224x224, 13 of them),
+// for one more pass over each but the last.
+type bnOutputs struct {
+	on     bool
+	buf    buf
+	holder *batchNorm // whose output buf holds
+}
+
+// restore makes the model's batch-norm output buffer hold m's output of
+// the last training forward, recomputing it unless it is already there.
+func (m *batchNorm) restore() {
+	if m.outs.holder == m {
+		return
+	}
+	m.y = m.outs.buf.get(m.be, m.x.Shape...)
+	m.be.BatchNormReLUApply(m.y, m.x, m.gamma, m.beta, m.saveMean, m.saveInv)
+	m.outs.holder = m
 }
 
 func (m *batchNorm) out(in []int) []int { return in }
@@ -165,7 +202,13 @@ func (m *batchNorm) kernel() string     { return "" }
 
 func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	y := m.yBuf.get(m.be, x.Shape...)
+	var y *tensor.Tensor
+	if m.recomputed() {
+		y = m.outs.buf.get(m.be, x.Shape...)
+		m.outs.holder = m
+	} else {
+		y = m.yBuf.get(m.be, x.Shape...)
+	}
 	m.y = y
 	switch {
 	case train && m.relu:
@@ -182,6 +225,10 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	}
 	return y
 }
+
+// recomputed reports whether m's output lives in the model's shared
+// buffer, recomputed for the backward.
+func (m *batchNorm) recomputed() bool { return m.outs != nil && m.outs.on }
 
 func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
 	dx := m.dx(m.be, dy, m.x.Shape...)

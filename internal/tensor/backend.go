@@ -80,6 +80,11 @@ type Backend interface {
 	// beta is BatchNormReLUTrain's: a backend may tell where the ReLU cut
 	// from x, gamma and beta instead of reading y.
 	BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, beta, saveMean, saveInvStd *Tensor)
+	// BatchNormReLUApply writes BatchNormReLUTrain's y again from x and the
+	// statistics it saved, for a model that recomputes its batch-norm
+	// outputs in the backward instead of keeping them: the same values, to
+	// rounding (a backend may make them bit for bit the same).
+	BatchNormReLUApply(y, x, gamma, beta, saveMean, saveInvStd *Tensor)
 
 	// MaxPoolForward: y[N,C,H/s,W/s] is the max over each k×k window with
 	// stride s (VGG: k = s = 2).

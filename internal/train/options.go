@@ -48,6 +48,10 @@ type Options struct {
 	// FreezeFeatures trains the classifier only: the feature extractor
 	// gets no gradient and no update (its backward is skipped).
 	FreezeFeatures bool `json:"freeze_features,omitempty"`
+	// RecomputeBN keeps one batch-norm output at a time and recomputes the
+	// others in the backward (layers.Model.RecomputeBN): less device
+	// memory, one more pass over each output. The same training.
+	RecomputeBN bool `json:"recompute_bn,omitempty"`
 }
 
 // SeedRecipe is the PyTorch tutorial's run: VGG16-BN at 224x224,

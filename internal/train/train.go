@@ -137,6 +137,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	r.model = m
 	m.Seed = r.Opt.Seed
 	m.FreezeFeatures(r.Opt.FreezeFeatures)
+	m.RecomputeBN(r.Opt.RecomputeBN)
 	r.mom = be.New(m.FlatSize())
 	defer be.Free(r.mom)
 	skip := 0

@@ -412,7 +412,7 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 	X(transpose_f32_bf16) X(transpose_bf16_f32) X(transpose_bf16) X(fold_parts) X(bn_stats_nhwc_f32) \
 	X(bn_apply_nhwc_f32) X(bn_affine_nhwc_f32) X(bn_grad_stats_nhwc_f32) X(bn_grad_apply_nhwc_f32) \
 	X(bias_add_nhwc_f32) X(max_pool_forward_nhwc_f32) X(max_pool_backward_nhwc_f32) X(transpose_f32) \
-	X(crop_resize_nhwc)
+	X(crop_resize_nhwc) X(bn_scales)
 enum Kernel {
 #define X(name) K_##name,
 	FAKE_KERNELS(X)
@@ -872,6 +872,12 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 				else transpose_bf16((bf16*)y, (const bf16*)x, b, r, c);
 			});
 		};
+		break;
+	}
+	case K_bn_scales: {  // bn_scales(float* scale, const float* gamma, const float* save_inv, u64 c)
+		auto sc = PTR(0, float); auto g = PTR(1, const float); auto si = PTR(2, const float); auto c = U64(3);
+		IN(sc, 4 * c); IN(g, 4 * c); IN(si, 4 * c);
+		run = [=] { launch_seq(gx, bx, [=] { bn_scales(sc, g, si, c); }); };
 		break;
 	}
 	case K_fold_parts: {  // fold_parts(double* out, const double* part, u64 c, u32 splits)
