@@ -163,10 +163,23 @@ func (b *Backend) buildGraph(p *convPlan, dir cuda.ConvDir) (*convGraph, string)
 	}
 	g.descs = append(g.descs, graph)
 
+	// The engine an earlier run chose, alone, when it is still offered and
+	// fits (plancache.go).
+	limit := b.workspaceLimit()
+	if engine, ok := b.pickedEngine(b.planKey(p, dir)); ok {
+		for _, mode := range []int{cuda.HeurModeA, cuda.HeurModeFallback} {
+			if cfgs, err := b.dnn.EngineConfigs(graph, mode, maxGraphCandidates); err == nil {
+				if c, _ := b.candidates(cfgs, limit, nil, true, 1, engine); len(c) == 1 {
+					g.cands = c
+					return g, ""
+				}
+			}
+		}
+	}
+
 	// Mode A's best guesses, then the FALLBACK list's other engines, all
 	// timed: as PyTorch's cudnn.benchmark does, since mode A's ranking
 	// missed engines PyTorch finds (32x32 weight gradients took 3x its time).
-	limit := b.workspaceLimit()
 	var notes []string
 	seen := map[int64]bool{}
 	for _, mode := range []int{cuda.HeurModeA, cuda.HeurModeFallback} {
@@ -175,7 +188,7 @@ func (b *Backend) buildGraph(p *convPlan, dir cuda.ConvDir) (*convGraph, string)
 			notes = append(notes, fmt.Sprintf("heuristics %s: %v", heurName(mode), err))
 			continue
 		}
-		c, why := b.candidates(cfgs, limit, seen, len(g.cands) == 0, maxGraphTimed-len(g.cands))
+		c, why := b.candidates(cfgs, limit, seen, len(g.cands) == 0, maxGraphTimed-len(g.cands), -1)
 		notes = append(notes, fmt.Sprintf("heuristics %s: %s", heurName(mode), why))
 		for _, x := range c {
 			seen[x.info.Index] = true
@@ -198,10 +211,11 @@ func heurName(mode int) string {
 
 // candidates finalizes the plans of engine configurations cfgs (which it
 // destroys) that honour the options and fit limit, at most most of them,
-// leaving out the engines in seen (candidates already). Engines that compile their kernels at run
+// leaving out the engines in seen (candidates already), and all but
+// engine only unless only is -1. Engines that compile their kernels at run
 // time are taken only when compile is true and no other one is usable:
 // finalizing them takes seconds. It also says what it skipped and why.
-func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int64]bool, compile bool, most int) ([]graphCand, string) {
+func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int64]bool, compile bool, most int, only int64) ([]graphCand, string) {
 	defer func() {
 		for _, c := range cfgs {
 			b.dnn.DestroyBackend(c)
@@ -215,8 +229,8 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int6
 		switch {
 		case err != nil:
 			skipped = append(skipped, fmt.Sprintf("config %d: %v", i, err))
-		case seen[info.Index]:
-			// a candidate already
+		case seen[info.Index], only >= 0 && info.Index != only:
+			// a candidate already, or not the one wanted
 		case b.opt.Deterministic && info.Has(cuda.NoteNondeterministic):
 			skipped = append(skipped, fmt.Sprintf("engine %d: nondeterministic", info.Index))
 		case info.Has(cuda.NoteDownConvertInputs):
@@ -315,6 +329,7 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 	c := g.cands[best]
 	g.plan, g.ws, g.info, g.ms, g.cands = c.plan, c.ws, c.info, bestMs, nil
 	b.grow(&b.mem.ws, c.ws, "the cuDNN workspace")
+	b.rememberEngine(b.planKey(p, dir), c.info.Index)
 	return true
 }
 

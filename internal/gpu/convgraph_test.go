@@ -1,12 +1,16 @@
 package gpu
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/gpu/gputest"
 )
 
 // graphEngines returns, for every convolution direction run so far on be,
@@ -246,4 +250,78 @@ func TestConvGraphGPU(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestFakeCUDAConvGraphRemembered: the engines chosen by timing are kept
+// in a file beside the compiled kernels, and a later backend on the same
+// GPU builds each remembered engine alone, untimed, with the same results;
+// a file naming engines the heuristics no longer offer, or one that does
+// not parse, sends every direction back to the timed search.
+func TestFakeCUDAConvGraphRemembered(t *testing.T) {
+	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	open := func() *Backend {
+		be, err := newWithLibs(libs, Options{Sync: true, KernelCache: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { be.Close() })
+		return be
+	}
+	// run convolves on a new backend and reports whether every direction
+	// ran the stand-in's fastest engine 3, and whether its choice was timed.
+	run := func(stage string, wantTimed bool) map[string][]float32 {
+		be := open()
+		out := runConvs(t, be)
+		for k, p := range be.desc.convs {
+			for d, g := range p.graph {
+				if g == nil {
+					continue
+				}
+				if g.info.Index != 3 {
+					t.Errorf("%s: %s %s: engine %d, want 3", stage, k, cuda.ConvDir(d), g.info.Index)
+				}
+				if timed := g.ms > 0; timed != wantTimed {
+					t.Errorf("%s: %s %s: chosen by timing %v, want %v", stage, k, cuda.ConvDir(d), timed, wantTimed)
+				}
+			}
+		}
+		return out
+	}
+	first := run("first run", true)
+	files, _ := filepath.Glob(filepath.Join(dir, "engines-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("engine files %v, want one", files)
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var picks map[string]int64
+	if err := json.Unmarshal(data, &picks); err != nil || len(picks) == 0 {
+		t.Fatalf("engine file %s: %v %s", files[0], err, data)
+	}
+	again := run("second run", false)
+	for name, v := range first {
+		for i := range v {
+			if math.Float32bits(v[i]) != math.Float32bits(again[name][i]) {
+				t.Fatalf("%s[%d]: %v, then %v with the remembered engine", name, i, v[i], again[name][i])
+			}
+		}
+	}
+	for k := range picks {
+		picks[k] = 99 // an engine the stand-in does not have
+	}
+	data, _ = json.Marshal(picks)
+	if err := os.WriteFile(files[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("engines no longer offered", true)
+	if err := os.WriteFile(files[0], []byte("not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("a file that does not parse", true)
 }

@@ -124,6 +124,7 @@ type Backend struct {
 	nhwc   bool // activation images channels-last: bf16, or Options.ChannelsLast
 	info   DeviceInfo
 	name   string
+	plans  planCache // the convolution engines chosen in earlier runs (plancache.go)
 
 	drv    *cuda.Driver
 	blas   *cuda.BLAS

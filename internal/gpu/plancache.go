@@ -1,0 +1,105 @@
+package gpu
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vgg16/vgg16/internal/cuda"
+)
+
+// The engine each convolution direction chose through the backend API,
+// remembered on disk between runs beside the compiled kernels (Options.
+// KernelCache; "off" turns both off). A later run on the same GPU model
+// and cuDNN version builds that engine's plan alone instead of building
+// and timing every candidate, which took most of the first step's 13 s at
+// 224x224 in bf16. Where the remembered engine is not offered or does not
+// fit any more (less free memory for its workspace), the direction is
+// searched as without the file.
+
+// enginePicks is the file's content: the engine's global index by
+// planKey.
+type enginePicks map[string]int64
+
+// planCache is the backend's view of its file.
+type planCache struct {
+	path   string // "" when off
+	loaded bool
+	picks  enginePicks
+}
+
+// planCachePath is where the choices for this backend's GPU and cuDNN
+// live, "" when caching is off or there is no cache directory.
+func (b *Backend) planCachePath() string {
+	dir := b.opt.KernelCache
+	switch dir {
+	case "off":
+		return ""
+	case "":
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(base, "vgg16", "cudnn")
+	}
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '_'
+	}, fmt.Sprintf("%s-sm%d%d-cudnn%s", b.info.Name, b.info.Major, b.info.Minor, b.info.CuDNN))
+	return filepath.Join(dir, "engines-"+name+".json")
+}
+
+// planKey names a direction of a geometry together with what else decides
+// the choice: determinism and the workspace cap.
+func (b *Backend) planKey(p *convPlan, dir cuda.ConvDir) string {
+	return fmt.Sprintf("%s %s deterministic=%v workspace=%d", p.key, dir, b.opt.Deterministic, b.opt.MaxWorkspaceMiB)
+}
+
+// pickedEngine returns the engine remembered for key, if any.
+func (b *Backend) pickedEngine(key string) (int64, bool) {
+	c := &b.plans
+	if !c.loaded {
+		c.loaded, c.path = true, b.planCachePath()
+		if data, err := os.ReadFile(c.path); c.path != "" && err == nil {
+			// A file that does not parse is ignored, and replaced at the
+			// next choice.
+			_ = json.Unmarshal(data, &c.picks)
+		}
+	}
+	e, ok := c.picks[key]
+	return e, ok
+}
+
+// rememberEngine records the engine chosen for key and rewrites the file
+// through a temporary one and a rename, so that a concurrent reader never
+// sees half of it. Failing to write costs only a search next time.
+func (b *Backend) rememberEngine(key string, engine int64) {
+	c := &b.plans
+	if old, ok := b.pickedEngine(key); ok && old == engine {
+		return
+	}
+	if c.picks == nil {
+		c.picks = enginePicks{}
+	}
+	c.picks[key] = engine
+	if c.path == "" {
+		return
+	}
+	data, err := json.MarshalIndent(c.picks, "", "\t")
+	if err != nil || os.MkdirAll(filepath.Dir(c.path), 0o755) != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(c.path), ".tmp-engines-*")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.Write(append(data, '\n'))
+	cerr := tmp.Close()
+	if werr != nil || cerr != nil || os.Rename(tmp.Name(), c.path) != nil {
+		os.Remove(tmp.Name())
+	}
+}
