@@ -51,6 +51,11 @@ type convGraph struct {
 	ws    int64              // its workspace
 	info  cuda.EngineInfo    // its engine
 	ms    float32            // its measured time (0 when it was the only candidate)
+	// remembered: the one candidate is the engine an earlier run chose
+	// (plancache.go); tight: the workspace limit left candidates out, so
+	// that the choice holds for this run's free memory only and is not
+	// remembered.
+	remembered, tight bool
 }
 
 // graphCand is one finalized execution plan.
@@ -110,11 +115,11 @@ var graphUIDs = []int64{uidX, uidW, uidY}
 // leaving nothing queued, when every candidate failed to run: the caller
 // then goes to the legacy API.
 func (b *Backend) graphRun(p *convPlan, dir cuda.ConvDir, a, bb, o cuda.DevicePtr) bool {
-	g := p.graph[dir]
 	ptrs := graphOperands(dir, a, bb, o)
-	if g.plan == 0 && !b.chooseGraph(p, dir, g, ptrs) {
+	if g := p.graph[dir]; g.plan == 0 && !b.chooseGraph(p, dir, g, ptrs) {
 		return false
 	}
+	g := p.graph[dir] // chooseGraph replaces a remembered engine that failed
 	b.must(b.dnn.Execute(b.dnnH, g.plan, graphUIDs, ptrs, b.mem.ws.ptr), p.key.String()+" "+dir.String())
 	return true
 }
@@ -169,8 +174,8 @@ func (b *Backend) buildGraph(p *convPlan, dir cuda.ConvDir) (*convGraph, string)
 	if engine, ok := b.pickedEngine(b.planKey(p, dir)); ok {
 		for _, mode := range []int{cuda.HeurModeA, cuda.HeurModeFallback} {
 			if cfgs, err := b.dnn.EngineConfigs(graph, mode, maxGraphCandidates); err == nil {
-				if c, _ := b.candidates(cfgs, limit, nil, true, 1, engine); len(c) == 1 {
-					g.cands = c
+				if c, _, _ := b.candidates(cfgs, limit, nil, true, 1, engine); len(c) == 1 {
+					g.cands, g.remembered = c, true
 					return g, ""
 				}
 			}
@@ -188,7 +193,8 @@ func (b *Backend) buildGraph(p *convPlan, dir cuda.ConvDir) (*convGraph, string)
 			notes = append(notes, fmt.Sprintf("heuristics %s: %v", heurName(mode), err))
 			continue
 		}
-		c, why := b.candidates(cfgs, limit, seen, len(g.cands) == 0, maxGraphTimed-len(g.cands), -1)
+		c, why, tight := b.candidates(cfgs, limit, seen, len(g.cands) == 0, maxGraphTimed-len(g.cands), -1)
+		g.tight = g.tight || tight
 		notes = append(notes, fmt.Sprintf("heuristics %s: %s", heurName(mode), why))
 		for _, x := range c {
 			seen[x.info.Index] = true
@@ -214,14 +220,16 @@ func heurName(mode int) string {
 // leaving out the engines in seen (candidates already), and all but
 // engine only unless only is -1. Engines that compile their kernels at run
 // time are taken only when compile is true and no other one is usable:
-// finalizing them takes seconds. It also says what it skipped and why.
-func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int64]bool, compile bool, most int, only int64) ([]graphCand, string) {
+// finalizing them takes seconds. It also says what it skipped and why, and
+// whether it left any out for their workspace.
+func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int64]bool, compile bool, most int, only int64) ([]graphCand, string, bool) {
 	defer func() {
 		for _, c := range cfgs {
 			b.dnn.DestroyBackend(c)
 		}
 	}()
 	var skipped []string
+	tight := false
 	usable := make([]bool, len(cfgs))
 	infos := make([]cuda.EngineInfo, len(cfgs))
 	for i, c := range cfgs {
@@ -257,6 +265,7 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int6
 				continue
 			}
 			if ws > limit {
+				tight = true
 				b.dnn.DestroyBackend(plan)
 				skipped = append(skipped, fmt.Sprintf("engine %d: workspace %s", infos[i].Index, formatBytes(ws)))
 				continue
@@ -271,13 +280,15 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int6
 	if len(skipped) > 0 {
 		why += " (" + strings.Join(skipped, "; ") + ")"
 	}
-	return out, why
+	return out, why, tight
 }
 
 // chooseGraph times g's candidates on the operands ptrs (outputs are
 // overwritten: every direction writes with beta 0, and the real run comes
 // after) and keeps the fastest. With one candidate there is nothing to
-// time. The candidates run in scratch of their own where the shared
+// time, unless it is the engine an earlier run chose: that one is run (and
+// timed) once, and where it fails, forgotten and the direction searched
+// anew. The candidates run in scratch of their own where the shared
 // workspace is too small for them, freed once timed, so that the shared
 // workspace, held for the run, grows only to the plans chosen (growing it
 // to every candidate's need took the peak memory past PyTorch's). It
@@ -285,7 +296,7 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int6
 func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs []cuda.DevicePtr) bool {
 	best, bestMs := -1, float32(0)
 	var errs []error
-	if len(g.cands) == 1 {
+	if len(g.cands) == 1 && !g.remembered {
 		best = 0
 	} else {
 		var need int64
@@ -320,16 +331,26 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 		}
 	}
 	if best < 0 {
+		remembered := g.remembered
 		g.cands = nil
 		b.destroyGraph(g)
 		p.graph[dir] = nil
+		if remembered {
+			b.forgetEngine(b.planKey(p, dir))
+			if b.graphReady(p, dir) {
+				return b.chooseGraph(p, dir, p.graph[dir], ptrs)
+			}
+			return false
+		}
 		p.graphWhy[dir] = "cuDNN graph API: no candidate ran: " + errors.Join(errs...).Error()
 		return false
 	}
 	c := g.cands[best]
 	g.plan, g.ws, g.info, g.ms, g.cands = c.plan, c.ws, c.info, bestMs, nil
 	b.grow(&b.mem.ws, c.ws, "the cuDNN workspace")
-	b.rememberEngine(b.planKey(p, dir), c.info.Index)
+	if !g.tight {
+		b.rememberEngine(b.planKey(p, dir), c.info.Index)
+	}
 	return true
 }
 

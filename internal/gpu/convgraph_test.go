@@ -254,57 +254,56 @@ func TestConvGraphGPU(t *testing.T) {
 
 // TestFakeCUDAConvGraphRemembered: the engines chosen by timing are kept
 // in a file beside the compiled kernels, and a later backend on the same
-// GPU builds each remembered engine alone, untimed, with the same results;
-// a file naming engines the heuristics no longer offer, or one that does
-// not parse, sends every direction back to the timed search.
+// GPU builds each remembered engine alone (run once to check it), with the
+// same results; a file naming engines the heuristics no longer offer, or
+// one that does not parse, sends every direction back to the full search,
+// and so does a remembered engine that fails to run, which is forgotten.
 func TestFakeCUDAConvGraphRemembered(t *testing.T) {
 	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	open := func() *Backend {
+	// run convolves on a new backend and checks that every direction ran
+	// engine want, remembered from an earlier run or not.
+	run := func(stage string, want int64, remembered bool) map[string][]float32 {
 		be, err := newWithLibs(libs, Options{Sync: true, KernelCache: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { be.Close() })
-		return be
-	}
-	// run convolves on a new backend and reports whether every direction
-	// ran the stand-in's fastest engine 3, and whether its choice was timed.
-	run := func(stage string, wantTimed bool) map[string][]float32 {
-		be := open()
+		defer be.Close()
 		out := runConvs(t, be)
 		for k, p := range be.desc.convs {
 			for d, g := range p.graph {
 				if g == nil {
+					t.Errorf("%s: %s %s: not through the graph API (%s)", stage, k, cuda.ConvDir(d), p.graphWhy[d])
 					continue
 				}
-				if g.info.Index != 3 {
-					t.Errorf("%s: %s %s: engine %d, want 3", stage, k, cuda.ConvDir(d), g.info.Index)
-				}
-				if timed := g.ms > 0; timed != wantTimed {
-					t.Errorf("%s: %s %s: chosen by timing %v, want %v", stage, k, cuda.ConvDir(d), timed, wantTimed)
+				if g.info.Index != want || g.remembered != remembered {
+					t.Errorf("%s: %s %s: engine %d, remembered %v; want %d, %v", stage, k, cuda.ConvDir(d), g.info.Index, g.remembered, want, remembered)
 				}
 			}
 		}
 		return out
 	}
-	first := run("first run", true)
-	files, _ := filepath.Glob(filepath.Join(dir, "engines-*.json"))
-	if len(files) != 1 {
-		t.Fatalf("engine files %v, want one", files)
+	picks := func() (string, map[string]int64) {
+		files, _ := filepath.Glob(filepath.Join(dir, "engines-*.json"))
+		if len(files) != 1 {
+			t.Fatalf("engine files %v, want one", files)
+		}
+		data, err := os.ReadFile(files[0])
+		var m map[string]int64
+		if err == nil {
+			err = json.Unmarshal(data, &m)
+		}
+		if err != nil || len(m) == 0 {
+			t.Fatalf("engine file %s: %v %s", files[0], err, data)
+		}
+		return files[0], m
 	}
-	data, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var picks map[string]int64
-	if err := json.Unmarshal(data, &picks); err != nil || len(picks) == 0 {
-		t.Fatalf("engine file %s: %v %s", files[0], err, data)
-	}
-	again := run("second run", false)
+	first := run("first run", 3, false) // the stand-in's fastest
+	file, m := picks()
+	again := run("second run", 3, true)
 	for name, v := range first {
 		for i := range v {
 			if math.Float32bits(v[i]) != math.Float32bits(again[name][i]) {
@@ -312,16 +311,27 @@ func TestFakeCUDAConvGraphRemembered(t *testing.T) {
 			}
 		}
 	}
-	for k := range picks {
-		picks[k] = 99 // an engine the stand-in does not have
+
+	for k := range m {
+		m[k] = 99 // an engine the stand-in does not have
 	}
-	data, _ = json.Marshal(picks)
-	if err := os.WriteFile(files[0], data, 0o644); err != nil {
+	data, _ := json.Marshal(m)
+	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run("engines no longer offered", true)
-	if err := os.WriteFile(files[0], []byte("not json"), 0o644); err != nil {
+	run("engines no longer offered", 3, false)
+	if err := os.WriteFile(file, []byte("not json"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run("a file that does not parse", true)
+	run("a file that does not parse", 3, false)
+
+	// Engine 3 breaks: its remembered choice is tried, fails, and the
+	// search picks the next fastest, engine 1, which the file then holds.
+	t.Setenv("FAKECUDA_ENGINE_FAILS", "3")
+	run("the remembered engine fails", 1, false)
+	for k, e := range func() map[string]int64 { _, m := picks(); return m }() {
+		if e != 1 {
+			t.Errorf("after engine 3 failed: %s remembered as %d, want 1", k, e)
+		}
+	}
 }

@@ -27,14 +27,8 @@ func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
 		t.Fatal(err)
 	}
 	defer m.Free()
-	w := newTwin(t, be, 21)
 	n := 8
-	x := w.act(w.normal(n*3*cfg.ImageSize*cfg.ImageSize, 1), n, 3, cfg.ImageSize, cfg.ImageSize).g
-	lab := make([]float32, n)
-	for i := range lab {
-		lab[i] = float32((3 * i) % cfg.Classes)
-	}
-	labels := w.put(lab, n).g
+	x, labels := stepBatch(t, be, cfg, n, 21, 3)
 	loss, dl, mom := be.New(1), be.NewActivation(n, cfg.Classes), be.New(m.FlatSize())
 	defer func() {
 		for _, t := range []*tensor.Tensor{loss, dl, mom} {
@@ -104,7 +98,7 @@ func testRecordedSteps(t *testing.T, be *Backend, tol float64) {
 	compareHost(t, "losses after the recordings were dropped", againLoss, wantLoss, 10*tol)
 
 	// A step that does other work than its recording.
-	other := w.act(w.normal(n*3*cfg.ImageSize*cfg.ImageSize, 1), n, 3, cfg.ImageSize, cfg.ImageSize).g
+	other, _ := stepBatch(t, be, cfg, n, 23, 1)
 	msg := panicMessage(func() {
 		be.BeginStep("test")
 		m.Forward(other, true)
@@ -155,6 +149,18 @@ func panicMessage(f func()) (msg string) {
 	return ""
 }
 
+// stepBatch is a training batch for cfg on be: n images of normal noise
+// (seeded by seed) and labels (stride·i) mod Classes.
+func stepBatch(t *testing.T, be *Backend, cfg layers.Config, n int, seed uint64, stride int) (x, labels *tensor.Tensor) {
+	w := newTwin(t, be, seed)
+	x = w.act(w.normal(n*3*cfg.ImageSize*cfg.ImageSize, 1), n, 3, cfg.ImageSize, cfg.ImageSize).g
+	lab := make([]float32, n)
+	for i := range lab {
+		lab[i] = float32((stride * i) % cfg.Classes)
+	}
+	return x, w.put(lab, n).g
+}
+
 // testRecomputeBN trains the small VGG-BN twice on the GPU, keeping its
 // batch-norm outputs and recomputing them in the backward
 // (Model.RecomputeBN), for several steps recorded as CUDA graphs after the
@@ -163,14 +169,8 @@ func panicMessage(f func()) (msg string) {
 // arithmetic), and to the precision's tolerance where cuDNN's did.
 func testRecomputeBN(t *testing.T, be *Backend, tol float64) {
 	cfg := smallConfig(t)
-	w := newTwin(t, be, 22)
 	n := 8
-	x := w.act(w.normal(n*3*cfg.ImageSize*cfg.ImageSize, 1), n, 3, cfg.ImageSize, cfg.ImageSize).g
-	lab := make([]float32, n)
-	for i := range lab {
-		lab[i] = float32((7 * i) % cfg.Classes)
-	}
-	labels := w.put(lab, n).g
+	x, labels := stepBatch(t, be, cfg, n, 22, 7)
 	loss, dl := be.New(1), be.NewActivation(n, cfg.Classes)
 	defer be.Free(loss)
 	defer be.Free(dl)

@@ -15,9 +15,12 @@ import (
 // KernelCache; "off" turns both off). A later run on the same GPU model
 // and cuDNN version builds that engine's plan alone instead of building
 // and timing every candidate, which took most of the first step's 13 s at
-// 224x224 in bf16. Where the remembered engine is not offered or does not
-// fit any more (less free memory for its workspace), the direction is
-// searched as without the file.
+// 224x224 in bf16, and runs it once to check it. Where the remembered
+// engine is not offered, does not fit any more (less free memory for its
+// workspace) or fails to run (then it is forgotten), the direction is
+// searched as without the file. A choice that the workspace limit
+// narrowed (free memory, which another run may have more of) is not
+// remembered.
 
 // enginePicks is the file's content: the engine's global index by
 // planKey.
@@ -49,12 +52,14 @@ func (b *Backend) planCachePath() string {
 			return r
 		}
 		return '_'
-	}, fmt.Sprintf("%s-sm%d%d-cudnn%s", b.info.Name, b.info.Major, b.info.Minor, b.info.CuDNN))
+	}, fmt.Sprintf("%s-sm%d%d-%dsm-cuda%s-cudnn%s", b.info.Name, b.info.Major, b.info.Minor, b.info.SMs, b.info.CUDA, b.info.CuDNN))
 	return filepath.Join(dir, "engines-"+name+".json")
 }
 
 // planKey names a direction of a geometry together with what else decides
-// the choice: determinism and the workspace cap.
+// the choice: determinism and the workspace cap. (A pick is an engine's
+// global index, its knobs left to the heuristics, which list an engine
+// once.)
 func (b *Backend) planKey(p *convPlan, dir cuda.ConvDir) string {
 	return fmt.Sprintf("%s %s deterministic=%v workspace=%d", p.key, dir, b.opt.Deterministic, b.opt.MaxWorkspaceMiB)
 }
@@ -74,9 +79,8 @@ func (b *Backend) pickedEngine(key string) (int64, bool) {
 	return e, ok
 }
 
-// rememberEngine records the engine chosen for key and rewrites the file
-// through a temporary one and a rename, so that a concurrent reader never
-// sees half of it. Failing to write costs only a search next time.
+// rememberEngine records the engine chosen for key, and forgetEngine
+// drops it (it failed to run).
 func (b *Backend) rememberEngine(key string, engine int64) {
 	c := &b.plans
 	if old, ok := b.pickedEngine(key); ok && old == engine {
@@ -86,6 +90,22 @@ func (b *Backend) rememberEngine(key string, engine int64) {
 		c.picks = enginePicks{}
 	}
 	c.picks[key] = engine
+	b.savePicks()
+}
+
+func (b *Backend) forgetEngine(key string) {
+	if _, ok := b.pickedEngine(key); ok {
+		delete(b.plans.picks, key)
+		b.savePicks()
+	}
+}
+
+// savePicks rewrites the file through a temporary one and a rename, so
+// that a concurrent reader never sees half of it (two runs choosing at
+// once keep the last one's picks). Failing to write costs only a search
+// next time.
+func (b *Backend) savePicks() {
+	c := &b.plans
 	if c.path == "" {
 		return
 	}
@@ -98,8 +118,9 @@ func (b *Backend) rememberEngine(key string, engine int64) {
 		return
 	}
 	_, werr := tmp.Write(append(data, '\n'))
+	merr := tmp.Chmod(0o644)
 	cerr := tmp.Close()
-	if werr != nil || cerr != nil || os.Rename(tmp.Name(), c.path) != nil {
+	if werr != nil || merr != nil || cerr != nil || os.Rename(tmp.Name(), c.path) != nil {
 		os.Remove(tmp.Name())
 	}
 }

@@ -37,9 +37,14 @@ func TestRecomputeBN(t *testing.T) {
 			t.Errorf("recompute %v: the shared batch-norm output buffer exists: %v", recompute, has)
 		}
 		if recompute {
+			// Turned off, the outputs move back at the next Forward.
 			m.RecomputeBN(false)
-			if m.bnOuts.buf.t != nil {
-				t.Error("RecomputeBN(false) kept the shared buffer")
+			if m.bnOuts.buf.t == nil {
+				t.Error("RecomputeBN(false) freed the shared buffer before the next Forward")
+			}
+			m.Forward(x, true)
+			if m.bnOuts.buf.t != nil || m.bns[0].yBuf.t == nil {
+				t.Error("after RecomputeBN(false) and a Forward, the batch norms do not keep their outputs")
 			}
 		}
 		return res

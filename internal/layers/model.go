@@ -190,18 +190,23 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 // RecomputeBN sets whether training keeps every batch norm's output (the
 // default) or one at a time, recomputing each in the backward where it is
 // read (bnOutputs): about a third less activation memory for one more
-// pass over each output. The choice takes effect at the next Forward.
-func (m *Model) RecomputeBN(on bool) {
-	if m.bnOuts.on == on {
+// pass over each output. The choice takes effect at the next Forward (a
+// Backward still reads the outputs where its Forward left them).
+func (m *Model) RecomputeBN(on bool) { m.bnOuts.want = on }
+
+// switchBNOutputs applies RecomputeBN's choice, at the start of a Forward,
+// freeing the buffers that the other way kept the outputs in.
+func (m *Model) switchBNOutputs() {
+	if m.bnOuts.on == m.bnOuts.want {
 		return
 	}
-	m.bnOuts.on, m.bnOuts.holder = on, nil
+	m.bnOuts.on, m.bnOuts.holder = m.bnOuts.want, nil
 	for _, n := range m.bns {
 		if n.outs != nil {
-			n.yBuf.free(m.be) // the other place its output lives
+			n.yBuf.free(m.be)
 		}
 	}
-	if !on {
+	if !m.bnOuts.on {
 		m.bnOuts.buf.free(m.be)
 	}
 }
@@ -291,6 +296,7 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	if train {
 		m.step++
 	}
+	m.switchBNOutputs()
 	if m.bnOuts.on {
 		// Sized once for the largest output, so that the views of the
 		// smaller ones that modules keep stay where they were.

@@ -180,9 +180,9 @@ type batchNorm struct {
 // That keeps one output instead of every one (at 224x224, 13 of them),
 // for one more pass over each but the last.
 type bnOutputs struct {
-	on     bool
-	buf    buf
-	holder *batchNorm // whose output buf holds
+	on, want bool // recomputing, and what RecomputeBN asked for the next Forward
+	buf      buf
+	holder   *batchNorm // whose output buf holds
 }
 
 // restore makes the model's batch-norm output buffer hold m's output of

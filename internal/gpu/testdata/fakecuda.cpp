@@ -778,7 +778,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		break;
 	}
 	// Channels-last activations [rows, c] (rows = n·hw), bf16
-	// or float32 (the _f32 kernels, 51-58, in the same order): the packs of 8
+	// or float32 (the _f32 kernels): the packs of 8
 	// channels need c a multiple of 8 dividing the block, and 16-byte
 	// aligned activations.
 	case K_bn_stats_nhwc: case K_bn_stats_nhwc_f32: {  // bn_stats_nhwc(double* part, const T* x, u64 n, u64 c, u64 hw, u32 splits)
@@ -2203,6 +2203,12 @@ extern "C" int cudnnBackendExecute(void* h, void* plan, void* pack) {
 	if (p->handle != h) {
 		fail("cudnnBackendExecute on handle %p of a plan made for handle %p", h, p->handle);
 		return BAD_PARAM;
+	}
+	// FAKECUDA_ENGINE_FAILS=N: engine N builds but fails to run, as an
+	// engine broken by a new driver would.
+	if (const char* bad = getenv("FAKECUDA_ENGINE_FAILS"); bad && atoll(bad) == kEngines[p->engine].index) {
+		fail("engine %lld fails to run (FAKECUDA_ENGINE_FAILS)", (long long)kEngines[p->engine].index);
+		return EXEC_FAILED;
 	}
 	const Attr &uids = v->attrs[1000], &ptrs = v->attrs[1001];
 	void* ws = v->attrs[1003].at<void*>(0);
