@@ -217,8 +217,18 @@ int main(int argc, char** argv) {
 }
 `
 
+// TestMain removes the emulator's build directory once the tests are done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if emu.dir != "" {
+		os.RemoveAll(emu.dir)
+	}
+	os.Exit(code)
+}
+
 var emu struct {
 	once sync.Once
+	dir  string // the build directory, removed by TestMain
 	bin  string
 	err  error
 }
@@ -237,6 +247,7 @@ func emulator(t *testing.T) string {
 			emu.err = err
 			return
 		}
+		emu.dir = dir
 		src := filepath.Join(dir, "emu.cpp")
 		header, err := os.ReadFile(filepath.Join("testdata", "emu.h"))
 		if err != nil {
