@@ -901,10 +901,9 @@ template <typename T> __device__ __forceinline__ void store_pair(T* p, float a, 
 
 // max_pool_forward: y [planes, oh, ow] = the maximum of each k×k window,
 // stride s, of x [planes, h, w], as the CPU backend's MaxPoolForward: a
-// NaN in the window makes the output NaN (PyTorch's rule).
-// max_pool_forward_t is its body for x and y stored as T.
-template <typename T>
-__device__ __forceinline__ void max_pool_forward_t(T* y, const T* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
+// NaN in the window makes the output NaN (PyTorch's rule). Float32 NCHW
+// images (bf16 ones are channels-last: max_pool_forward_nhwc).
+extern "C" __global__ void max_pool_forward(float* y, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
 	const float neg_inf = __uint_as_float(0xff800000u);
 	if (pool2_fits(planes, h, w, k, s, x)) {
@@ -922,7 +921,7 @@ __device__ __forceinline__ void max_pool_forward_t(T* y, const T* x, u64 planes,
 	}
 	GRID_STRIDE(i, planes * oh * ow) {
 		u32 ox = (u32)(i % ow), oy = (u32)((i / ow) % oh);
-		const T* win = x + (i / ((u64)oh * ow)) * h * w + (u64)oy * s * w + (u64)ox * s;
+		const float* win = x + (i / ((u64)oh * ow)) * h * w + (u64)oy * s * w + (u64)ox * s;
 		float m = neg_inf;
 		for (u32 ki = 0; ki < k; ki++) {
 			for (u32 kj = 0; kj < k; kj++) {
@@ -934,23 +933,17 @@ __device__ __forceinline__ void max_pool_forward_t(T* y, const T* x, u64 planes,
 	}
 }
 
-extern "C" __global__ void max_pool_forward(float* y, const float* x, u64 planes, u32 h, u32 w, u32 k, u32 s) {
-	max_pool_forward_t(y, x, planes, h, w, k, s);
-}
-
 // max_pool_backward: dx [planes, h, w] from dy [planes, oh, ow] and the
 // forward's x, as the CPU backend's MaxPoolBackward: each window's
 // gradient goes to the first maximum of the window in row-major order (a
 // NaN wins only as the window's first element), and the gradients of
 // overlapping windows add, in window order. One thread per element of dx,
 // which visits the windows that contain it (no atomics), and writes every
-// element (0 where no gradient lands). max_pool_backward_t is its body
-// for dx, dy and x stored as T.
-template <typename T>
-__device__ __forceinline__ void max_pool_backward_t(T* dx, const T* dy, const T* x, u64 planes, u32 h, u32 w, u32 k,
-		u32 s) {
+// element (0 where no gradient lands). Float32 NCHW images.
+extern "C" __global__ void max_pool_backward(float* dx, const float* dy, const float* x, u64 planes, u32 h, u32 w,
+		u32 k, u32 s) {
 	u32 oh = pool_out(h, k, s), ow = pool_out(w, k, s);
-	if (pool2_fits(planes, h, w, k, s, x, (const T*)dx)) {
+	if (pool2_fits(planes, h, w, k, s, x, (const float*)dx)) {
 		// VGG's pool: the windows tile x, so each thread takes one window
 		// and writes its four gradients (the generic loop below finds
 		// each element's windows with a division and rereads x four times).
@@ -971,13 +964,13 @@ __device__ __forceinline__ void max_pool_backward_t(T* dx, const T* dy, const T*
 	GRID_STRIDE(i, planes * h * w) {
 		u32 xx = (u32)(i % w), yy = (u32)((i / w) % h);
 		u64 plane = i / ((u64)h * w);
-		const T* src = x + plane * h * w;
-		const T* g = dy + plane * oh * ow;
+		const float* src = x + plane * h * w;
+		const float* g = dy + plane * oh * ow;
 		float sum = 0.0f;
 		// The windows oy with oy·s <= yy < oy·s + k, and ox alike.
 		for (u32 oy = yy >= k ? (yy - k) / s + 1 : 0; oy <= yy / s && oy < oh; oy++) {
 			for (u32 ox = xx >= k ? (xx - k) / s + 1 : 0; ox <= xx / s && ox < ow; ox++) {
-				const T* win = src + (u64)oy * s * w + (u64)ox * s;
+				const float* win = src + (u64)oy * s * w + (u64)ox * s;
 				u32 best = 0;
 				float m = ldf(win, 0);
 				for (u32 ki = 0; ki < k; ki++) {
@@ -996,11 +989,6 @@ __device__ __forceinline__ void max_pool_backward_t(T* dx, const T* dy, const T*
 		}
 		stf(dx, i, sum);
 	}
-}
-
-extern "C" __global__ void max_pool_backward(float* dx, const float* dy, const float* x, u64 planes, u32 h, u32 w,
-		u32 k, u32 s) {
-	max_pool_backward_t(dx, dy, x, planes, h, w, k, s);
 }
 
 // crop_resize_bf16: crop_resize with y stored as bf16 (each crop_resize
