@@ -180,7 +180,7 @@ func (b *Backend) oomHint(bytes int64) string {
 	if err == nil {
 		s = fmt.Sprintf("%s free of %s, %s held by this program; ", formatBytes(free), formatBytes(total), formatBytes(b.mem.cur))
 	}
-	return s + "try a smaller --batch (or a smaller --size)"
+	return s + "try a smaller --batch (or a smaller --size), or --recompute-bn (batch-norm outputs recomputed, not kept)"
 }
 
 func (b *Backend) free(p cuda.DevicePtr, bytes int64) {
