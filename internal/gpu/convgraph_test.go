@@ -335,3 +335,39 @@ func TestFakeCUDAConvGraphRemembered(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeCUDAConvGraphTightNotRemembered: a choice made while the
+// workspace limit left an engine out (here engine 0, made to want 2 MiB
+// against a 1 MiB cap) holds for that limit only and is not remembered:
+// the next run searches again.
+func TestFakeCUDAConvGraphTightNotRemembered(t *testing.T) {
+	t.Setenv("FAKECUDA_ENGINE0_WORKSPACE", fmt.Sprint(2<<20))
+	libs, err := cuda.LoadDirs([]string{gputest.BuildFakeCUDA(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, stage := range []string{"first run", "second run"} {
+		be, err := newWithLibs(libs, Options{Sync: true, KernelCache: dir, MaxWorkspaceMiB: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runConvs(t, be)
+		graphEngines(t, be, func(k convKey, dir cuda.ConvDir, engine int64, why string) {
+			if engine != 3 {
+				t.Errorf("%s: %s %s: engine %d (%s), want 3", stage, k, dir, engine, why)
+			}
+		})
+		for k, p := range be.desc.convs {
+			for d, g := range p.graph {
+				if g != nil && (!g.tight || g.remembered) {
+					t.Errorf("%s: %s %s: tight %v, remembered %v; want a tight choice, searched", stage, k, cuda.ConvDir(d), g.tight, g.remembered)
+				}
+			}
+		}
+		be.Close()
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "engines-*.json")); len(files) != 0 {
+		t.Errorf("tight choices written to %v", files)
+	}
+}

@@ -2109,6 +2109,8 @@ extern "C" int cudnnBackendFinalize(void* d) {
 		b->conv = c->conv;
 		b->engine = c->engine;
 		b->ws = kEngines[c->engine].ws;
+		// FAKECUDA_ENGINE0_WORKSPACE=N: engine 0 wants N bytes instead.
+		if (const char* ws0 = getenv("FAKECUDA_ENGINE0_WORKSPACE"); ws0 && c->engine == 0) b->ws = (size_t)atoll(ws0);
 		break;
 	}
 	case BK_PACK: {
