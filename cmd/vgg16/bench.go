@@ -132,6 +132,9 @@ func benchCmd() *cobra.Command {
 				fmt.Fprintf(w, "%-22s %6s %9s %6s\n", "op", "calls", "ms", "share")
 				for _, r := range res.Profile {
 					fmt.Fprintf(w, "%-22s %6d %9.3f %5.1f%%\n", r.Op, r.Calls, r.Ms, 100*r.Ms/res.ProfileGPUMs)
+					for _, k := range r.Parts { // its kernels
+						fmt.Fprintf(w, "  %-28s %6d %9.3f\n", k.Op, k.Calls, k.Ms)
+					}
 				}
 			}
 			return nil

@@ -152,6 +152,11 @@ func TestTrainEvalPredict(t *testing.T) {
 			t.Errorf("bench --device cuda: step peak %g MiB, whole run's %g MiB", r.StepPeakMiB, r.PeakMiB)
 		}
 	}
+	// --profile: each op's GPU time, split among its kernels.
+	if out, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "8,M,M,M,M,M", "--hidden", "16",
+		"--batch", "4", "--steps", "2", "--profile"); err != nil || !strings.Contains(out, "SGDStep") || !strings.Contains(out, "  sgd_step") {
+		t.Errorf("bench --profile: %v\n%s", err, out)
+	}
 	// Recomputing the batch-norm outputs lowers the steps' peak memory.
 	var peaks [2]float64
 	for i, flag := range []string{"--recompute-bn=false", "--recompute-bn"} {

@@ -70,6 +70,21 @@ func testProfile(t *testing.T, be *Backend, _ float64) {
 			t.Errorf("%s: %d calls, %g ms; want %d calls and some time", op, r.Calls, r.Ms, calls)
 		}
 	}
+	// The project's kernels show within their ops, one call per op call.
+	for op, kernel := range map[string]string{"SGDStep": "sgd_step", "SoftmaxCrossEntropy": "softmax_xent_rows", "MaxPoolForward": "max_pool_forward"} {
+		if be.nhwc && op == "MaxPoolForward" {
+			kernel = "max_pool_forward_nhwc_f32"
+		}
+		r, found := got[op], false
+		for _, k := range r.Parts {
+			if k.Op == kernel {
+				found = k.Calls == r.Calls && k.Ms > 0
+			}
+		}
+		if !found {
+			t.Errorf("%s: parts %+v, want %s once a call", op, r.Parts, kernel)
+		}
+	}
 	if !be.Graphs() {
 		return
 	}

@@ -42,8 +42,14 @@ type Options struct {
 
 // Module is kernels.cu loaded into the current context.
 type Module struct {
+	// Trace, when set, is called around every kernel launch with the
+	// kernel's name, before (done false) and after: the GPU backend's op
+	// profiler records CUDA events there to time each kernel.
+	Trace func(kernel string, done bool)
+
 	drv       *cuda.Driver
 	mod       cuda.Module
+	names     map[cuda.Function]string // each kernel's name, for Trace
 	maxBlocks uint32
 	f         struct {
 		reluForward, reluBackward, dropout, sgd, biasAddRows, colSum, xentRows, meanRows          cuda.Function
@@ -233,6 +239,7 @@ func writeCache(path string, img []byte) {
 }
 
 func (m *Module) lookup() error {
+	m.names = map[cuda.Function]string{}
 	for _, k := range []struct {
 		name string
 		f    *cuda.Function
@@ -302,6 +309,7 @@ func (m *Module) lookup() error {
 			return err
 		}
 		*k.f = f
+		m.names[f] = k.name
 	}
 	return nil
 }

@@ -19,11 +19,24 @@ func (m *Module) grid(n uint64, block uint32) cuda.Dim3 {
 	return cuda.Dim3{X: uint32(min(b, uint64(m.maxBlocks))), Y: 1, Z: 1}
 }
 
+// start launches f with grid and block on stream s, between the calls to
+// Trace where it is set.
+func (m *Module) start(f cuda.Function, grid, block cuda.Dim3, s cuda.Stream, args ...uint64) error {
+	if m.Trace == nil {
+		return m.drv.LaunchKernel(f, grid, block, 0, s, args...)
+	}
+	name := m.names[f]
+	m.Trace(name, false)
+	err := m.drv.LaunchKernel(f, grid, block, 0, s, args...)
+	m.Trace(name, true)
+	return err
+}
+
 func (m *Module) launch(f cuda.Function, s cuda.Stream, n uint64, args ...uint64) error {
 	if n == 0 {
 		return nil
 	}
-	return m.drv.LaunchKernel(f, m.grid(n, threads), cuda.Dim3{X: threads, Y: 1, Z: 1}, 0, s, args...)
+	return m.start(f, m.grid(n, threads), cuda.Dim3{X: threads, Y: 1, Z: 1}, s, args...)
 }
 
 // pick is the bf16 kernel of a pair when bf16, else the float32 one.
@@ -89,12 +102,12 @@ func (m *Module) softmaxXent(f cuda.Function, s cuda.Stream, loss, dlogits, rowL
 	}
 	grid := cuda.Dim3{X: uint32(min(uint64(n), uint64(m.maxBlocks))), Y: 1, Z: 1}
 	block := cuda.Dim3{X: redThreads, Y: 1, Z: 1}
-	err := m.drv.LaunchKernel(f, grid, block, 0, s, cuda.ArgPtr(rowLoss), cuda.ArgPtr(dlogits), cuda.ArgPtr(logits),
+	err := m.start(f, grid, block, s, cuda.ArgPtr(rowLoss), cuda.ArgPtr(dlogits), cuda.ArgPtr(logits),
 		cuda.ArgPtr(labels), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)), cuda.ArgF64(smoothing))
 	if err != nil {
 		return err
 	}
-	return m.drv.LaunchKernel(m.f.meanRows, cuda.Dim3{X: 1, Y: 1, Z: 1}, block, 0, s, cuda.ArgPtr(loss), cuda.ArgPtr(rowLoss), cuda.ArgU64(uint64(n)))
+	return m.start(m.f.meanRows, cuda.Dim3{X: 1, Y: 1, Z: 1}, block, s, cuda.ArgPtr(loss), cuda.ArgPtr(rowLoss), cuda.ArgU64(uint64(n)))
 }
 
 func b2i(b bool) int32 {
@@ -202,7 +215,7 @@ func (m *Module) fold(s cuda.Stream, g BN, part ptr) (ptr, uint64, error) {
 		return part, cuda.ArgU32(uint32(g.Splits)), nil
 	}
 	out := part + ptr(16*g.C*g.Splits)
-	err := m.drv.LaunchKernel(m.f.foldParts, cuda.Dim3{X: uint32(g.C), Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s,
+	err := m.start(m.f.foldParts, cuda.Dim3{X: uint32(g.C), Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, s,
 		cuda.ArgPtr(out), cuda.ArgPtr(part), cuda.ArgU64(uint64(g.C)), cuda.ArgU32(uint32(g.Splits)))
 	return out, cuda.ArgU32(1), err
 }
@@ -213,10 +226,10 @@ func (g BN) dims() []uint64 {
 
 func (m *Module) reduce(f cuda.Function, s cuda.Stream, g BN, args ...uint64) error {
 	if g.nhwc() {
-		return m.drv.LaunchKernel(f, cuda.Dim3{X: uint32(g.Splits), Y: 1, Z: 1}, cuda.Dim3{X: nhwcThreads, Y: 1, Z: 1}, 0, s, args...)
+		return m.start(f, cuda.Dim3{X: uint32(g.Splits), Y: 1, Z: 1}, cuda.Dim3{X: nhwcThreads, Y: 1, Z: 1}, s, args...)
 	}
 	grid := cuda.Dim3{X: uint32(g.C * g.Splits), Y: 1, Z: 1}
-	return m.drv.LaunchKernel(f, grid, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s, args...)
+	return m.start(f, grid, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, s, args...)
 }
 
 // each launches one of g's element-wise kernels over its N·C·HW elements
@@ -355,7 +368,7 @@ func (m *Module) tally(f cuda.Function, s cuda.Stream, acc, loss, logits, labels
 	if n == 0 {
 		return nil
 	}
-	return m.drv.LaunchKernel(f, cuda.Dim3{X: 1, Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, 0, s,
+	return m.start(f, cuda.Dim3{X: 1, Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, s,
 		cuda.ArgPtr(acc), cuda.ArgPtr(loss), cuda.ArgPtr(logits), cuda.ArgPtr(labels), cuda.ArgU64(uint64(n)), cuda.ArgU64(uint64(c)))
 }
 

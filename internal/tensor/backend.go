@@ -194,6 +194,9 @@ type OpTime struct {
 	Op    string  `json:"op"`    // the Backend method, e.g. "ConvBackwardFilter"
 	Calls int     `json:"calls"` // times it ran
 	Ms    float64 `json:"ms"`    // milliseconds, all calls together
+	// Parts, where a backend can tell, split Ms among the kernels the op
+	// launched (by name) and the rest ("other": library calls, copies).
+	Parts []OpTime `json:"parts,omitempty"`
 }
 
 // Images is implemented by backends that can hold a set of uint8 images in
