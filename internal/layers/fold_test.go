@@ -50,6 +50,24 @@ func TestRecomputeBN(t *testing.T) {
 		return res
 	}
 	compare(t, run(true), run(false), "with the batch-norm outputs recomputed")
+
+	// Without batch norm there is nothing to recompute, and nothing changes.
+	cfg.BatchNorm = false
+	var res [2]result
+	for i, on := range []bool{false, true} {
+		m, err := New(be, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(1)
+		m.RecomputeBN(on)
+		res[i] = train(be, m, x, labels)
+		if m.bnOuts.buf.t != nil {
+			t.Errorf("recompute %v without batch norm: a shared output buffer", on)
+		}
+		m.Free()
+	}
+	compare(t, res[1], res[0], "asking a model without batch norm to recompute")
 }
 
 // testBatch is n random images of cfg's size and their labels.
@@ -117,7 +135,11 @@ func compare(t *testing.T, got, want result, how string) {
 			diff += d * d
 			norm += float64(w) * float64(w)
 		}
-		if e := math.Sqrt(diff / norm); !(e < c.tol) {
+		e := math.Sqrt(diff) // absolute where there is nothing (no batch norm: no statistics)
+		if norm > 0 {
+			e = math.Sqrt(diff / norm)
+		}
+		if !(e < c.tol) {
 			t.Errorf("%s: relative difference %.3g %s, want < %g", c.name, e, how, c.tol)
 		}
 	}

@@ -297,7 +297,7 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		m.step++
 	}
 	m.switchBNOutputs()
-	if m.bnOuts.on {
+	if m.bnOuts.on && m.bnOutSize > 0 {
 		// Sized once for the largest output, so that the views of the
 		// smaller ones that modules keep stay where they were.
 		m.bnOuts.buf.reserve(m.be, x.Shape[0]*m.bnOutSize)
