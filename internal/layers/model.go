@@ -46,11 +46,11 @@ type Model struct {
 	names     []string // "features.0", … per module
 	// bnOuts holds the batch-norm outputs when they are recomputed
 	// (RecomputeBN); bnOutSize is the largest one's per-sample size, and
-	// feeds[i] the batch norm whose output module i read in the last
-	// training forward, while they are recomputed.
+	// inputBN[i] the batch norm (one that can be recomputed) whose output
+	// is module i's input, if any.
 	bnOuts    bnOutputs
 	bnOutSize int
-	feeds     []*batchNorm
+	inputBN   []*batchNorm
 }
 
 // New builds the network described by cfg on be, with zeroed parameters
@@ -174,16 +174,29 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 		}
 	}
 	shape := []int{3, cfg.ImageSize, cfg.ImageSize}
-	for _, mod := range m.mods {
+	m.inputBN = make([]*batchNorm, len(m.mods))
+	var from *batchNorm // the batch norm whose output the next module reads
+	for i, mod := range m.mods {
 		if f, ok := mod.(interface{ setFlow(*gradFlow) }); ok {
 			f.setFlow(&m.flow)
 		}
 		shape = mod.out(shape)
-		if n, ok := mod.(*batchNorm); ok && n.outs != nil {
-			m.bnOutSize = max(m.bnOutSize, tensor.Volume(shape))
+		m.inputBN[i] = from
+		switch mod := mod.(type) {
+		case *batchNorm:
+			from = nil
+			if mod.outs != nil {
+				from = mod
+				m.bnOutSize = max(m.bnOutSize, tensor.Volume(shape))
+			}
+		case *relu:
+			if !mod.fused {
+				from = nil
+			} // a fused ReLU hands on the batch norm's output
+		default:
+			from = nil
 		}
 	}
-	m.feeds = make([]*batchNorm, len(m.mods))
 	return m, nil
 }
 
@@ -302,25 +315,8 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		// smaller ones that modules keep stay where they were.
 		m.bnOuts.buf.reserve(m.be, x.Shape[0]*m.bnOutSize)
 	}
-	var from *batchNorm // the batch norm whose output x is, when recomputed
-	for i, mod := range m.mods {
-		if train {
-			m.feeds[i] = from
-		}
+	for _, mod := range m.mods {
 		x = mod.forward(x, train)
-		switch mod := mod.(type) {
-		case *batchNorm:
-			from = nil
-			if mod.recomputed() {
-				from = mod
-			}
-		case *relu:
-			if !mod.fused {
-				from = nil
-			} // a fused ReLU hands on the batch norm's output
-		default:
-			from = nil
-		}
 	}
 	return x
 }
@@ -334,7 +330,7 @@ func (m *Model) Backward(dlogits *tensor.Tensor) {
 		if _, ok := m.mods[i].(*flatten); ok && m.frozen {
 			return // the feature extractor is frozen: no gradient
 		}
-		if n := m.feeds[i]; n != nil {
+		if n := m.inputBN[i]; n != nil && m.bnOuts.on {
 			n.restore() // the module's input, recomputed
 		}
 		dy = m.mods[i].backward(dy)
