@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/kernels"
 )
 
 // The engine each convolution direction chose through the backend API,
@@ -100,27 +101,14 @@ func (b *Backend) forgetEngine(key string) {
 	}
 }
 
-// savePicks rewrites the file through a temporary one and a rename, so
-// that a concurrent reader never sees half of it (two runs choosing at
-// once keep the last one's picks). Failing to write costs only a search
-// next time.
+// savePicks rewrites the file (kernels.WriteCache: never half a file to a
+// concurrent reader; two runs choosing at once keep the last one's picks).
 func (b *Backend) savePicks() {
 	c := &b.plans
 	if c.path == "" {
 		return
 	}
-	data, err := json.MarshalIndent(c.picks, "", "\t")
-	if err != nil || os.MkdirAll(filepath.Dir(c.path), 0o755) != nil {
-		return
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(c.path), ".tmp-engines-*")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.Write(append(data, '\n'))
-	merr := tmp.Chmod(0o644)
-	cerr := tmp.Close()
-	if werr != nil || merr != nil || cerr != nil || os.Rename(tmp.Name(), c.path) != nil {
-		os.Remove(tmp.Name())
+	if data, err := json.MarshalIndent(c.picks, "", "\t"); err == nil {
+		kernels.WriteCache(c.path, append(data, '\n'))
 	}
 }

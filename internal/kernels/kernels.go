@@ -175,7 +175,7 @@ func (m *Module) loadImage(libs *cuda.Libs, src string, targets []target, cacheD
 		}
 		m.mod, m.Target, m.CachePath = mod, t.arch, path
 		if path != "" {
-			writeCache(path, img)
+			WriteCache(path, img)
 		}
 		return nil
 	}
@@ -220,10 +220,11 @@ func CacheName(src, arch string, nvrtcVersion, driverVersion int) string {
 	return fmt.Sprintf("%s-%s-nvrtc%d-driver%d.%s", hex.EncodeToString(h.Sum(nil))[:24], arch, nvrtcVersion, driverVersion, ext)
 }
 
-// writeCache stores img at path through a temporary file and a rename, so
-// that a concurrent reader never sees half a file. Failure only costs a
-// recompilation next time.
-func writeCache(path string, img []byte) {
+// WriteCache stores data at path, a cache file (a compiled image, the GPU
+// backend's remembered cuDNN engines), through a temporary file and a
+// rename, so that a concurrent reader never sees half a file. Failure only
+// costs the work the file saves, next time.
+func WriteCache(path string, data []byte) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return
 	}
@@ -231,9 +232,10 @@ func writeCache(path string, img []byte) {
 	if err != nil {
 		return
 	}
-	_, werr := tmp.Write(img)
+	_, werr := tmp.Write(data)
+	merr := tmp.Chmod(0o644) // CreateTemp's 0600: a cache is ordinary data
 	cerr := tmp.Close()
-	if werr != nil || cerr != nil || os.Rename(tmp.Name(), path) != nil {
+	if werr != nil || merr != nil || cerr != nil || os.Rename(tmp.Name(), path) != nil {
 		os.Remove(tmp.Name())
 	}
 }
