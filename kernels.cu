@@ -1286,6 +1286,264 @@ extern "C" __global__ void bn_grad_apply_nhwc_f32(float* dx, const float* dy, co
 	bn_grad_apply_nhwc_t(dx, dy, x, mean, inv, coef, beta, n, c, hw, relu);
 }
 
+// ---- Batch norm + ReLU fused with the 2x2 max-pool after it ------------------
+//
+// Five of VGG's batch norms (the last of each block) feed a 2x2/2 max-pool.
+// Unfused, the batch norm writes its whole output, the pool reads it and
+// writes a quarter, and backward the pool writes a whole gradient that the
+// batch norm reads twice. These kernels take each 2x2 window of a
+// channels-last x [n, h, w, c] (h and w even; packs of 8 channels a thread,
+// as the kernels above) and recompute the batch norm + ReLU of its four
+// elements in registers: forward they write only the pooled output,
+// backward they read the pooled gradient and route it to the window's
+// maximum themselves. The batch norm's output is never stored (a quarter
+// less activation memory at 224x224) and 4.75 of ~10 passes over those
+// activations go. Each recomputed element is rounded to T as the unfused
+// kernels store it, and the window rules are max_pool_forward_nhwc's and
+// max_pool_backward_tiled's, so forward the results are the unfused ones
+// bit for bit and backward only the order of the sums differs.
+
+// round_as is v as stored in T and read back.
+__device__ __forceinline__ float round_as(const float*, float v) { return v; }
+__device__ __forceinline__ float round_as(const bf16*, float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// window_at is the offset of element e (row-major) of a 2x2 window in a
+// channels-last image of width w and c channels.
+__device__ __forceinline__ u64 window_at(int e, u32 w, u64 c) { return ((u64)(e >> 1) * w + (e & 1)) * c; }
+
+// window_pos calls f(t, at) for window t of x [n, h, w, c]: at is the
+// index of its first element in the thread's pack (channel ch). With h =
+// 2·oh, image row img·h + 2·oy is 2·(img·oh + oy), so one division splits t.
+template <typename F>
+__device__ __forceinline__ void window_pos(u64 t, u64 c, u32 w, u64 ch, bool small, F f) {
+	u32 ow = w / 2;
+	u64 q, x;
+	if (small) {
+		q = (u32)t / ow;
+		x = (u32)t % ow;
+	} else {
+		q = t / ow;
+		x = t % ow;
+	}
+	f(t, (2 * q * w + 2 * x) * c + ch);
+}
+
+// each_window_pack calls f(t, at) for the thread's pack of channels in
+// every window t the thread takes (threads as each_row_pack, over windows).
+template <typename F>
+__device__ __forceinline__ void each_window_pack(u64 n, u64 c, u32 h, u32 w, F f) {
+	u32 P = (u32)(c / 8);
+	u64 ch = pack_channel(c), step = (u64)gridDim.x * blockDim.x / P, windows = n * (h / 2) * (w / 2);
+	bool small = windows < 0xffffffffULL;
+	for (u64 t = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / P; t < windows; t += step) {
+		window_pos(t, c, w, ch, small, f);
+	}
+}
+
+// each_share_window_pack: each_window_pack over the block's share of the
+// windows, [b·⌈windows/splits⌉, …) (threads as each_share_row_pack).
+template <typename F>
+__device__ __forceinline__ void each_share_window_pack(u64 n, u64 c, u32 h, u32 w, u32 splits, F f) {
+	u32 P = (u32)(c / 8), R = blockDim.x / P;
+	u64 windows = n * (h / 2) * (w / 2), per = (windows + splits - 1) / splits, lo = (u64)blockIdx.x * per;
+	u64 hi = lo + per < windows ? lo + per : windows, ch = pack_channel(c);
+	bool small = windows < 0xffffffffULL;
+	for (u64 t = lo + threadIdx.x / P; t < hi; t += R) {
+		window_pos(t, c, w, ch, small, f);
+	}
+}
+
+// pool_norm writes to y [n, h/2, w/2, c] the 2x2 maxima of norm(x): norm
+// turns 8 loaded values into the batch norm + ReLU's outputs, which are
+// rounded to T before the comparison, as the pool reads them stored.
+template <typename T, typename F>
+__device__ __forceinline__ void pool_norm(T* y, const T* x, u64 n, u64 c, u32 h, u32 w, F norm) {
+	const float neg_inf = __uint_as_float(0xff800000u);
+	u64 ch = pack_channel(c);
+	each_window_pack(n, c, h, w, [&](u64 t, u64 at) {
+		float m[8], v[8];
+		for (int j = 0; j < 8; j++) m[j] = neg_inf;
+		for (int e = 0; e < 4; e++) {
+			ld8(x, at + window_at(e, w, c), v);
+			norm(v);
+			for (int j = 0; j < 8; j++) {
+				v[j] = round_as(x, v[j]);
+				if (v[j] > m[j] || v[j] != v[j]) m[j] = v[j];
+			}
+		}
+		st8(y, t * c + ch, m);
+	});
+}
+
+// bn_apply_pool_nhwc: bn_apply_nhwc with the ReLU, then the 2x2 max-pool,
+// into y [n, h/2, w/2, c] (n images of h×w).
+template <typename T>
+__device__ __forceinline__ void bn_apply_pool_nhwc_t(T* y, const T* x, const float* mean, const float* scale,
+		const float* beta, u64 n, u64 c, u32 h, u32 w) {
+	float mu[8], sc[8], be[8];
+	u64 ch = pack_channel(c);
+	load8(mu, mean, ch);
+	load8(sc, scale, ch);
+	load8(be, beta, ch);
+	pool_norm(y, x, n, c, h, w, [&](float* v) {
+		for (int j = 0; j < 8; j++) {
+			v[j] = (v[j] - mu[j]) * sc[j] + be[j];
+			if (!(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+		}
+	});
+}
+extern "C" __global__ void bn_apply_pool_nhwc(bf16* y, const bf16* x, const float* mean, const float* scale,
+		const float* beta, u64 n, u64 c, u32 h, u32 w) {
+	bn_apply_pool_nhwc_t(y, x, mean, scale, beta, n, c, h, w);
+}
+extern "C" __global__ void bn_apply_pool_nhwc_f32(float* y, const float* x, const float* mean, const float* scale,
+		const float* beta, u64 n, u64 c, u32 h, u32 w) {
+	bn_apply_pool_nhwc_t(y, x, mean, scale, beta, n, c, h, w);
+}
+
+// bn_affine_pool_nhwc: bn_affine_nhwc with the ReLU, then the 2x2
+// max-pool (inference).
+template <typename T>
+__device__ __forceinline__ void bn_affine_pool_nhwc_t(T* y, const T* x, const float* scale, const float* shift, u64 n,
+		u64 c, u32 h, u32 w) {
+	float sc[8], sh[8];
+	u64 ch = pack_channel(c);
+	load8(sc, scale, ch);
+	load8(sh, shift, ch);
+	pool_norm(y, x, n, c, h, w, [&](float* v) {
+		for (int j = 0; j < 8; j++) {
+			v[j] = v[j] * sc[j] + sh[j];
+			if (!(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+		}
+	});
+}
+extern "C" __global__ void bn_affine_pool_nhwc(bf16* y, const bf16* x, const float* scale, const float* shift, u64 n,
+		u64 c, u32 h, u32 w) {
+	bn_affine_pool_nhwc_t(y, x, scale, shift, n, c, h, w);
+}
+extern "C" __global__ void bn_affine_pool_nhwc_f32(float* y, const float* x, const float* scale, const float* shift,
+		u64 n, u64 c, u32 h, u32 w) {
+	bn_affine_pool_nhwc_t(y, x, scale, shift, n, c, h, w);
+}
+
+// window_best is, for each of the pack's 8 channels (2 bits each), which
+// element of the 2x2 window at `at` takes the pool's gradient: the first
+// maximum in row-major order of the batch norm + ReLU output recomputed
+// from x (max_pool_backward_tiled's rule; sc is bn_scale, the forward's
+// scale). The callers load the window's x again for each element, from
+// the cache, rather than keep 32 values live (registers are what bound
+// these memory-bound kernels' occupancy).
+template <typename T>
+__device__ __forceinline__ u32 window_best(const T* x, u64 at, u64 c, u32 w, const float* mu, const float* sc,
+		const float* be) {
+	float m[8], v[8];
+	u32 best = 0;
+	for (int e = 0; e < 4; e++) {
+		ld8(x, at + window_at(e, w, c), v);
+		for (int j = 0; j < 8; j++) {
+			v[j] = (v[j] - mu[j]) * sc[j] + be[j];
+			if (!(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = round_as(x, v[j]);
+			if (e == 0 || v[j] > m[j]) {
+				m[j] = v[j];
+				best = (best & ~(3u << (2 * j))) | ((u32)e << (2 * j));
+			}
+		}
+	}
+	return best;
+}
+
+// window_grad is the gradient element e of a window gets (xv its x, gp
+// the pool's output gradient): gp at the window's maximum (best), 0
+// elsewhere, and 0 where the ReLU cut (relu_cut), as the separate
+// max_pool_backward_tiled and bn_grad_stats_nhwc compute it.
+__device__ __forceinline__ float window_grad(u32 best, int e, int j, float xv, float gp, float mu, float sc, float be) {
+	return ((best >> (2 * j)) & 3u) == (u32)e && !relu_cut(xv, mu, sc, be) ? 0.0f + gp : 0.0f;
+}
+
+// bn_grad_stats_pool_nhwc: bn_grad_stats_nhwc with the ReLU of the
+// gradient that max_pool_backward_nhwc would make from dy [n, h/2, w/2, c]
+// (window_best, window_grad), blocks as bn_stats_nhwc over windows.
+template <typename T>
+__device__ __forceinline__ void bn_grad_stats_pool_nhwc_t(double* part, const T* dy, const T* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w, u32 splits, double* red) {
+	double sg[8], sgx[8], mu[8], iv[8];
+	float muf[8], sc[8], be[8];
+	u64 ch = pack_channel(c);
+	for (int j = 0; j < 8; j++) {
+		sg[j] = sgx[j] = 0.0;
+		mu[j] = (double)mean[ch + j];
+		iv[j] = (double)inv[ch + j];
+		muf[j] = mean[ch + j];
+		sc[j] = bn_scale(gamma, inv, ch + j);
+		be[j] = beta[ch + j];
+	}
+	each_share_window_pack(n, c, h, w, splits, [&](u64 t, u64 at) {
+		float xv[8], gp[8];
+		u32 best = window_best(x, at, c, w, muf, sc, be);
+		ld8(dy, t * c + ch, gp);
+		for (int e = 0; e < 4; e++) {
+			ld8(x, at + window_at(e, w, c), xv);
+			for (int j = 0; j < 8; j++) {
+				double d = (double)window_grad(best, e, j, xv[j], gp[j], muf[j], sc[j], be[j]);
+				sg[j] += d;
+				sgx[j] += d * (((double)xv[j] - mu[j]) * iv[j]);
+			}
+		}
+	});
+	pack_sums(part, sg, sgx, c, splits, red);
+}
+extern "C" __global__ void bn_grad_stats_pool_nhwc(double* part, const bf16* dy, const bf16* x, const float* mean,
+		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w, u32 splits) {
+	__shared__ double red[NHWC_THREADS * 8];
+	bn_grad_stats_pool_nhwc_t(part, dy, x, mean, inv, gamma, beta, n, c, h, w, splits, red);
+}
+extern "C" __global__ void bn_grad_stats_pool_nhwc_f32(double* part, const float* dy, const float* x,
+		const float* mean, const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w,
+		u32 splits) {
+	__shared__ double red[NHWC_THREADS * 8];
+	bn_grad_stats_pool_nhwc_t(part, dy, x, mean, inv, gamma, beta, n, c, h, w, splits, red);
+}
+
+// bn_grad_apply_pool_nhwc: bn_grad_apply_nhwc with the ReLU of window_grad's
+// gradient, into dx [n, h, w, c] (dx may not be x: x is read again).
+template <typename T>
+__device__ __forceinline__ void bn_grad_apply_pool_nhwc_t(T* dx, const T* dy, const T* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u32 h, u32 w) {
+	float mu[8], iv[8], k0[8], k1[8], k2[8], be[8];
+	u64 ch = pack_channel(c);
+	load8(mu, mean, ch);
+	load8(iv, inv, ch);
+	load8(be, beta, ch);
+	for (int j = 0; j < 8; j++) {
+		k0[j] = coef[3 * (ch + j)];
+		k1[j] = coef[3 * (ch + j) + 1];
+		k2[j] = coef[3 * (ch + j) + 2];
+	}
+	each_window_pack(n, c, h, w, [&](u64 t, u64 at) {
+		float xv[8], gp[8];
+		u32 best = window_best(x, at, c, w, mu, k0, be);
+		ld8(dy, t * c + ch, gp);
+		for (int e = 0; e < 4; e++) {
+			ld8(x, at + window_at(e, w, c), xv);
+			for (int j = 0; j < 8; j++) {
+				float g = window_grad(best, e, j, xv[j], gp[j], mu[j], k0[j], be[j]);
+				float xhat = (xv[j] - mu[j]) * iv[j];
+				xv[j] = k0[j] * (g - k1[j] - xhat * k2[j]);
+			}
+			st8(dx, at + window_at(e, w, c), xv);
+		}
+	});
+}
+extern "C" __global__ void bn_grad_apply_pool_nhwc(bf16* dx, const bf16* dy, const bf16* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u32 h, u32 w) {
+	bn_grad_apply_pool_nhwc_t(dx, dy, x, mean, inv, coef, beta, n, c, h, w);
+}
+extern "C" __global__ void bn_grad_apply_pool_nhwc_f32(float* dx, const float* dy, const float* x, const float* mean,
+		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u32 h, u32 w) {
+	bn_grad_apply_pool_nhwc_t(dx, dy, x, mean, inv, coef, beta, n, c, h, w);
+}
+
 // bias_add_nhwc: y[i] = bf16(y[i] + b[ch]) for a channels-last bf16 y
 // [n·hw, c] and float32 b [c], ch the channel of element i (a
 // convolution's bias; bias_add_nhwc_f32: a float32 y, in tf32).

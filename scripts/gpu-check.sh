@@ -134,7 +134,7 @@ bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
 bench "224 b64 bf16" --size 224 --batch 64 --precision bf16 --steps 10 --profile
 bench "224 b64 bf16 recompute-bn" --size 224 --batch 64 --precision bf16 --steps 10 --recompute-bn
 bench "32 b128 bf16 recompute-bn" --size 32 --batch 128 --precision bf16 --recompute-bn
-bench "224 b64 bf16 legacy-api" --size 224 --batch 64 --precision bf16 --steps 10 --cudnn-api legacy
+bench "224 b64 bf16 unfused-pool" --size 224 --batch 64 --precision bf16 --steps 10 --fused-pool=false
 epoch "224 b64 bf16 gpu-augment" --limit 5000 --epochs 1 --precision bf16
 epoch "32 b128 bf16 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --precision bf16
 fi
@@ -170,6 +170,7 @@ bench "32 b128 tf32 no-graphs" --size 32 --batch 128 --precision tf32 --no-cuda-
 bench "32 b128 fp32" --size 32 --batch 128 --precision fp32
 bench "224 b64 tf32 ws512" --size 224 --batch 64 --precision tf32 --steps 10 --cudnn-workspace 512
 bench "32 b128 tf32 all" --size 32 --batch 128 --precision tf32 --tf32-linear --fused-bn
+bench "224 b64 bf16 legacy-api" --size 224 --batch 64 --precision bf16 --steps 10 --cudnn-api legacy
 fi
 want torch224 && torch "224 b64 tf32 eager" --size 224 --batch 64 --mode eager --steps 10
 if want torchprof; then # where PyTorch's step goes, kernel by kernel, to set beside bench --profile

@@ -51,6 +51,7 @@ type BenchResult struct {
 	CUDAGraphsOff string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
 	FusedBN       bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
 	RecomputeBN   bool    `json:"recompute_bn,omitempty"`    // batch-norm outputs recomputed in the backward
+	UnfusedPool   bool    `json:"unfused_pool,omitempty"`    // --fused-pool=false: max-pools as separate ops
 	// ConvEngines says, per convolution geometry and direction, which cuDNN
 	// API and engine ran it (or why the graph API was not used).
 	ConvEngines []string `json:"conv_engines,omitempty"`
@@ -91,7 +92,7 @@ func benchCmd() *cobra.Command {
 			if batch < 1 || steps < 1 {
 				return fmt.Errorf("--batch and --steps must be positive")
 			}
-			be, line, err := device.Open(dev.opt)
+			be, line, err := device.Open(dev.options())
 			if err != nil {
 				return err
 			}
@@ -103,7 +104,7 @@ func benchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res.Device, res.Precision = be.Name(), dev.opt.Precision
+			res.Device, res.Precision, res.UnfusedPool = be.Name(), dev.opt.Precision, !dev.fusedPool
 			w := cmd.OutOrStdout()
 			if asJSON {
 				return json.NewEncoder(w).Encode(res)

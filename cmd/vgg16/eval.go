@@ -78,7 +78,7 @@ func evalCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
-			be, line, err := device.Open(dev.opt)
+			be, line, err := device.Open(dev.options())
 			if err != nil {
 				return err
 			}
@@ -189,7 +189,7 @@ evaluation prepares CIFAR-10 images.`,
 			if top < 1 {
 				return fmt.Errorf("--top %d: need at least 1", top)
 			}
-			be, _, err := device.Open(dev.opt)
+			be, _, err := device.Open(dev.options())
 			if err != nil {
 				return err
 			}

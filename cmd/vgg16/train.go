@@ -25,7 +25,17 @@ import (
 )
 
 // deviceFlags choose the backend.
-type deviceFlags struct{ opt device.Options }
+type deviceFlags struct {
+	opt       device.Options
+	fusedPool bool
+}
+
+// options are the device options the flags gave.
+func (d *deviceFlags) options() device.Options {
+	o := d.opt
+	o.UnfusedPool = !d.fusedPool
+	return o
+}
 
 func (d *deviceFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.opt.Kind, "device", "auto", "auto (the GPU when usable, else the CPU), cpu or cuda")
@@ -36,6 +46,7 @@ func (d *deviceFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&d.opt.Workspace, "cudnn-workspace", 0, "GPU: MiB of workspace one cuDNN convolution algorithm may use (0 = up to 4 GiB); lower trades speed for memory")
 	fs.StringVar(&d.opt.ConvAPI, "cudnn-api", "graph", "GPU: how convolutions reach cuDNN: graph (its backend API where it builds a plan, as PyTorch; the legacy API otherwise) or legacy (cudnnFindConvolution* only); --precision fp32 always takes legacy")
 	fs.BoolVar(&d.opt.ChannelsLast, "channels-last", false, "GPU, with --precision tf32: store activation images channels-last (NHWC, PyTorch's channels_last), as bf16 always does, for cuDNN's NHWC convolutions (not with vgg11-lrn)")
+	fs.BoolVar(&d.fusedPool, "fused-pool", true, "GPU: the 2x2 max-pool after a block's last batch norm + ReLU runs in the batch norm's kernels, whose output is then never stored (channels-last images: bf16, --channels-last); --fused-pool=false runs it separately, for comparison")
 	fs.BoolVar(&d.opt.NoGraphs, "no-cuda-graphs", false, "GPU: issue every training step's operations one by one instead of replaying a recorded CUDA graph (slower; for comparison and debugging)")
 }
 
@@ -94,7 +105,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
-			be, line, err := device.Open(dev.opt)
+			be, line, err := device.Open(dev.options())
 			if err != nil {
 				return err
 			}

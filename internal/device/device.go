@@ -22,6 +22,8 @@ type Options struct {
 	ConvAPI    string // GPU: "graph" (default) or "legacy", how convolutions reach cuDNN
 	// ChannelsLast: GPU, tf32: activation images stored NHWC, as bf16's are
 	ChannelsLast bool
+	// UnfusedPool: GPU: the max-pool after a batch norm a separate op
+	UnfusedPool bool
 }
 
 // Open returns the backend, a line that says what was chosen (and, for

@@ -92,6 +92,10 @@ type Options struct {
 	// transposed to KRSC for each convolution. Precision tf32 only (strict
 	// fp32 keeps cuDNN's NCHW algorithms), and not with an LRN.
 	ChannelsLast bool
+	// UnfusedPool keeps the 2x2 max-pool after a batch norm + ReLU a
+	// separate op (tensor.PooledBatchNorm, pool.go): for comparison. By
+	// default channels-last images fuse it.
+	UnfusedPool bool
 }
 
 // parseConvAPI checks Options.ConvAPI.

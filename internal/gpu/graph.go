@@ -357,6 +357,9 @@ const (
 	sigBNReLUBackward
 	sigTally
 	sigBNReLUApply
+	sigBNReLUPoolTrain
+	sigBNReLUPoolInfer
+	sigBNReLUPoolBackward
 )
 
 func newSig(kind sig) sig { return sig(14695981039346656037).v(uint64(kind)) }

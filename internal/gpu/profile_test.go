@@ -60,10 +60,17 @@ func testProfile(t *testing.T, be *Backend, _ float64) {
 		"MaxPoolForward": 2, "MaxPoolBackward": 2, "LinearForward": 3, "LinearBackward": 3,
 		"dropout": 4, "SoftmaxCrossEntropy": 1, "SGDStep": 1,
 	}
-	if be.nhwc { // fused batch norm + ReLU, and flatten copies the 4x4 maps into rows and back
-		delete(want, "BatchNormTrain")
-		delete(want, "BatchNormBackward")
-		want["BatchNormReLUTrain"], want["BatchNormReLUBackward"], want["ReLUForward"], want["ReLUBackward"], want["Copy"] = 3, 3, 2, 2, 2
+	kernels := map[string]string{"SGDStep": "sgd_step", "SoftmaxCrossEntropy": "softmax_xent_rows", "MaxPoolForward": "max_pool_forward"}
+	if be.nhwc {
+		// Fused batch norm + ReLU, two of them with the max-pool after
+		// them, and flatten copies the 4x4 maps into rows and back.
+		for _, op := range []string{"BatchNormTrain", "BatchNormBackward", "MaxPoolForward", "MaxPoolBackward"} {
+			delete(want, op)
+			delete(kernels, op)
+		}
+		want["BatchNormReLUTrain"], want["BatchNormReLUBackward"], want["ReLUForward"], want["ReLUBackward"], want["Copy"] = 1, 1, 2, 2, 2
+		want["BatchNormReLUPoolTrain"], want["BatchNormReLUPoolBackward"] = 2, 2
+		kernels["BatchNormReLUPoolTrain"] = "bn_apply_pool_nhwc_f32"
 	}
 	for op, calls := range want {
 		if r := got[op]; r.Calls != calls || !(r.Ms > 0) {
@@ -71,10 +78,7 @@ func testProfile(t *testing.T, be *Backend, _ float64) {
 		}
 	}
 	// The project's kernels show within their ops, one call per op call.
-	for op, kernel := range map[string]string{"SGDStep": "sgd_step", "SoftmaxCrossEntropy": "softmax_xent_rows", "MaxPoolForward": "max_pool_forward"} {
-		if be.nhwc && op == "MaxPoolForward" {
-			kernel = "max_pool_forward_nhwc_f32"
-		}
+	for op, kernel := range kernels {
 		r, found := got[op], false
 		for _, k := range r.Parts {
 			if k.Op == kernel {

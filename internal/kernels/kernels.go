@@ -67,6 +67,9 @@ type Module struct {
 		// channels-last float32 activations (tf32 with --channels-last)
 		bnStatsNHWCF32, bnApplyNHWCF32, bnAffineNHWCF32, bnGradStatsNHWCF32, bnGradApplyNHWCF32, biasAddNHWCF32 cuda.Function
 		maxPoolForwardNHWCF32, maxPoolBackwardNHWCF32, transposeF32, cropResizeNHWC                             cuda.Function
+		// channels-last batch norm + ReLU fused with a 2x2 max-pool (bf16, float32)
+		bnApplyPoolNHWC, bnAffinePoolNHWC, bnGradStatsPoolNHWC, bnGradApplyPoolNHWC             cuda.Function
+		bnApplyPoolNHWCF32, bnAffinePoolNHWCF32, bnGradStatsPoolNHWCF32, bnGradApplyPoolNHWCF32 cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -305,6 +308,14 @@ func (m *Module) lookup() error {
 		{"max_pool_backward_nhwc_f32", &m.f.maxPoolBackwardNHWCF32},
 		{"transpose_f32", &m.f.transposeF32},
 		{"crop_resize_nhwc", &m.f.cropResizeNHWC},
+		{"bn_apply_pool_nhwc", &m.f.bnApplyPoolNHWC},
+		{"bn_affine_pool_nhwc", &m.f.bnAffinePoolNHWC},
+		{"bn_grad_stats_pool_nhwc", &m.f.bnGradStatsPoolNHWC},
+		{"bn_grad_apply_pool_nhwc", &m.f.bnGradApplyPoolNHWC},
+		{"bn_apply_pool_nhwc_f32", &m.f.bnApplyPoolNHWCF32},
+		{"bn_affine_pool_nhwc_f32", &m.f.bnAffinePoolNHWCF32},
+		{"bn_grad_stats_pool_nhwc_f32", &m.f.bnGradStatsPoolNHWCF32},
+		{"bn_grad_apply_pool_nhwc_f32", &m.f.bnGradApplyPoolNHWCF32},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

@@ -132,6 +132,9 @@ type BN struct {
 	// blocks of all channels each; otherwise the NCHW kernels, which are
 	// correct on it as on N·H·W images of 1×1.
 	NHWC bool
+	// H and W are the image size of a channels-last x (NHWCGeometry), which
+	// the kernels fused with a 2x2 max-pool need (Poolable).
+	H, W int
 }
 
 // nhwc says whether g runs the channels-last kernels: C a multiple of 8
@@ -144,7 +147,7 @@ func (g BN) nhwc() bool { return g.NHWC && g.C%8 == 0 && nhwcThreads%(g.C/8) == 
 // that each thread walks at least 8 rows. fold_parts adds the blocks' sums
 // per channel in parallel before the finishing kernels.
 func NHWCGeometry(n, c, h, w, sms int, bf16 bool) BN {
-	g := BN{N: n * h * w, C: c, HW: 1, BF16: bf16, NHWC: true}
+	g := BN{N: n * h * w, C: c, HW: 1, BF16: bf16, NHWC: true, H: h, W: w}
 	if !g.nhwc() {
 		g.Splits = Splits(g.N, c, 1, sms)
 		return g
@@ -255,6 +258,18 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 	if err := g.aligned(y, x); err != nil {
 		return err
 	}
+	if err := m.bnBatchStats(s, g, x, gamma, runMean, runVar, saveMean, saveInv, shift, part, scale, momentum, eps); err != nil {
+		return err
+	}
+	d := g.dims()
+	return m.each(m.bn(g).apply, s, g, cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
+		cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
+}
+
+// bnBatchStats is BNTrainReLU up to its output: the batch statistics of
+// x saved, the running ones moved, and scale (C floats) set to
+// gamma·saveInv as the apply kernels multiply by it.
+func (m *Module) bnBatchStats(s cuda.Stream, g BN, x, gamma, runMean, runVar, saveMean, saveInv, shift, part, scale ptr, momentum, eps float64) error {
 	d := g.dims()
 	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(x), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
 		return err
@@ -263,14 +278,9 @@ func (m *Module) BNTrainReLU(s cuda.Stream, g BN, y, x, gamma, beta, runMean, ru
 	if err != nil {
 		return err
 	}
-	err = m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
+	return m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
 		cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(shift), cuda.ArgPtr(sums), d[1], splits, cuda.ArgU64(uint64(g.N*g.HW)),
 		cuda.ArgF64(eps), cuda.ArgF64(momentum))
-	if err != nil {
-		return err
-	}
-	return m.each(m.bn(g).apply, s, g, cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale),
-		cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
 }
 
 // BNApplyReLU writes BNTrainReLU's y again from the statistics it saved:
@@ -329,17 +339,113 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, x, g
 	if err != nil {
 		return err
 	}
-	sums, splits, err := m.fold(s, g, part)
-	if err != nil {
-		return err
-	}
-	err = m.launch(m.f.bnGradFinish, s, uint64(g.C), cuda.ArgPtr(dgamma), cuda.ArgPtr(dbeta), cuda.ArgPtr(coef), cuda.ArgPtr(gamma),
-		cuda.ArgPtr(saveInv), cuda.ArgPtr(sums), d[1], splits, cuda.ArgU64(uint64(g.N*g.HW)))
-	if err != nil {
+	if err := m.bnGradFinish(s, g, dgamma, dbeta, gamma, saveInv, part, coef); err != nil {
 		return err
 	}
 	return m.each(m.bn(g).gradApply, s, g, cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x),
 		cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(coef), cuda.ArgPtr(beta), d[0], d[1], d[2], cuda.ArgI32(b2i(relu)))
+}
+
+// bnGradFinish turns the gradient sums that a grad-stats kernel left in
+// part into dgamma, dbeta and the apply kernels' coef (3·C floats).
+func (m *Module) bnGradFinish(s cuda.Stream, g BN, dgamma, dbeta, gamma, saveInv, part, coef ptr) error {
+	sums, splits, err := m.fold(s, g, part)
+	if err != nil {
+		return err
+	}
+	return m.launch(m.f.bnGradFinish, s, uint64(g.C), cuda.ArgPtr(dgamma), cuda.ArgPtr(dbeta), cuda.ArgPtr(coef), cuda.ArgPtr(gamma),
+		cuda.ArgPtr(saveInv), cuda.ArgPtr(sums), cuda.ArgU64(uint64(g.C)), splits, cuda.ArgU64(uint64(g.N*g.HW)))
+}
+
+// ---- Batch norm + ReLU fused with a 2x2/2 max-pool ---------------------------
+//
+// The kernels of kernels.cu's section of that name: y and dy are the
+// pool's output and its gradient, [images, H/2, W/2, C] channels-last; x
+// and dx the batch norm's input and its gradient. The batch norm's output
+// is recomputed in registers and never stored.
+
+// Poolable says whether the kernels fused with a 2x2/2 max-pool take g:
+// the channels-last kernels' packs of channels, and images of even size.
+func (g BN) Poolable() bool { return g.nhwc() && g.H > 0 && g.W > 0 && g.H%2 == 0 && g.W%2 == 0 }
+
+// poolDims are the pooled kernels' geometry arguments: images, C, H, W.
+func (g BN) poolDims() []uint64 {
+	return []uint64{cuda.ArgU64(uint64(g.N / (g.H * g.W))), cuda.ArgU64(uint64(g.C)), cuda.ArgU32(uint32(g.H)), cuda.ArgU32(uint32(g.W))}
+}
+
+// poolPacks is the number of threads of the pooled element-wise kernels:
+// one a pack of 8 channels of each window.
+func (g BN) poolPacks() uint64 { return uint64(g.N/4) * uint64(g.C/8) }
+
+func (g BN) checkPool(ps ...ptr) error {
+	if !g.Poolable() {
+		return fmt.Errorf("kernels: batch norm fused with a 2x2 max-pool of %d channels of %dx%d images (channels-last, packs of 8 channels, even sizes)", g.C, g.H, g.W)
+	}
+	return g.aligned(ps...)
+}
+
+// BNTrainReLUPool is BNTrainReLU with relu, then a 2x2/2 max-pool into
+// y: the batch statistics of x saved and the running ones moved as there,
+// and y the maxima of the output BNTrainReLU would write, bit for bit.
+func (m *Module) BNTrainReLUPool(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, saveMean, saveInv, shift, part, scale ptr, momentum, eps float64) error {
+	if g.N*g.C == 0 {
+		return nil
+	}
+	if err := g.checkPool(y, x); err != nil {
+		return err
+	}
+	if err := m.bnBatchStats(s, g, x, gamma, runMean, runVar, saveMean, saveInv, shift, part, scale, momentum, eps); err != nil {
+		return err
+	}
+	d := g.poolDims()
+	f := pick(m.f.bnApplyPoolNHWCF32, m.f.bnApplyPoolNHWC, g.BF16)
+	return m.launch(f, s, g.poolPacks(), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(scale), cuda.ArgPtr(beta),
+		d[0], d[1], d[2], d[3])
+}
+
+// BNInferReLUPool is BNInferReLU with relu, then a 2x2/2 max-pool into y;
+// scale and shift are C floats of scratch.
+func (m *Module) BNInferReLUPool(s cuda.Stream, g BN, y, x, gamma, beta, runMean, runVar, scale, shift ptr, eps float64) error {
+	if g.N*g.C == 0 {
+		return nil
+	}
+	if err := g.checkPool(y, x); err != nil {
+		return err
+	}
+	err := m.launch(m.f.bnInferCoef, s, uint64(g.C), cuda.ArgPtr(scale), cuda.ArgPtr(shift), cuda.ArgPtr(gamma), cuda.ArgPtr(beta),
+		cuda.ArgPtr(runMean), cuda.ArgPtr(runVar), cuda.ArgU64(uint64(g.C)), cuda.ArgF64(eps))
+	if err != nil {
+		return err
+	}
+	d := g.poolDims()
+	f := pick(m.f.bnAffinePoolNHWCF32, m.f.bnAffinePoolNHWC, g.BF16)
+	return m.launch(f, s, g.poolPacks(), cuda.ArgPtr(y), cuda.ArgPtr(x), cuda.ArgPtr(scale), cuda.ArgPtr(shift), d[0], d[1], d[2], d[3])
+}
+
+// BNBackwardReLUPool is the 2x2/2 max-pool's backward (through the
+// output BNTrainReLUPool's batch norm + ReLU had, recomputed from x),
+// then BNBackwardReLU's: dx, dgamma and dbeta from the pool's output
+// gradient dy. part is PartBytes of scratch, coef 3·C floats.
+func (m *Module) BNBackwardReLUPool(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, x, gamma, beta, saveMean, saveInv, part, coef ptr) error {
+	if g.N*g.C == 0 {
+		return nil
+	}
+	if err := g.checkPool(dx, dy, x); err != nil {
+		return err
+	}
+	d := g.poolDims()
+	f := pick(m.f.bnGradStatsPoolNHWCF32, m.f.bnGradStatsPoolNHWC, g.BF16)
+	err := m.reduce(f, s, g, cuda.ArgPtr(part), cuda.ArgPtr(dy), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv),
+		cuda.ArgPtr(gamma), cuda.ArgPtr(beta), d[0], d[1], d[2], d[3], cuda.ArgU32(uint32(g.Splits)))
+	if err != nil {
+		return err
+	}
+	if err := m.bnGradFinish(s, g, dgamma, dbeta, gamma, saveInv, part, coef); err != nil {
+		return err
+	}
+	f = pick(m.f.bnGradApplyPoolNHWCF32, m.f.bnGradApplyPoolNHWC, g.BF16)
+	return m.launch(f, s, g.poolPacks(), cuda.ArgPtr(dx), cuda.ArgPtr(dy), cuda.ArgPtr(x), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv),
+		cuda.ArgPtr(coef), cuda.ArgPtr(beta), d[0], d[1], d[2], d[3])
 }
 
 // CropWords is the size of one crop in CropResize's crops array, in int32s:

@@ -154,7 +154,13 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			idx++
 			first = false
 		case Pool:
-			add("features", idx, &maxPool{be: be})
+			p := &maxPool{be: be}
+			if n := len(m.mods); n >= 2 {
+				if r, ok := m.mods[n-1].(*relu); ok && r.fused {
+					m.mods[n-2].(*batchNorm).pool = p // a backend may run the three as one op
+				}
+			}
+			add("features", idx, p)
 			idx++
 		case LRN:
 			add("features", idx, &lrn{be: be, p: tensor.DefaultLRN})

@@ -167,6 +167,11 @@ type batchNorm struct {
 	relu              bool           // the ReLU after it is done here (BatchNormReLU*), as one op
 	shift             *tensor.Tensor // [C]: the bias of the convolution before, left out in training (conv.biasInBN)
 	outs              *bnOutputs     // with relu: the model's, used when it recomputes (Model.RecomputeBN)
+	// pool is the 2x2 max-pool after the ReLU, if one follows: a backend
+	// that can (tensor.PooledBatchNorm) runs the three as one op, which
+	// writes the pool's output only; pooled says the last forward did so.
+	pool   *maxPool
+	pooled bool
 	bufs
 }
 
@@ -188,8 +193,8 @@ type bnOutputs struct {
 // restore makes the model's batch-norm output buffer hold m's output of
 // the last training forward, recomputing it unless it is already there.
 func (m *batchNorm) restore() {
-	if m.outs.holder == m {
-		return
+	if m.outs.holder == m || m.pooled {
+		return // there, or never stored: the pool's backward is the batch norm's
 	}
 	m.y = m.outs.buf.get(m.be, m.x.Shape...)
 	m.be.BatchNormReLUApply(m.y, m.x, m.gamma, m.beta, m.saveMean, m.saveInv)
@@ -202,6 +207,9 @@ func (m *batchNorm) kernel() string     { return "" }
 
 func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
+	if m.pooledForward(x, train) {
+		return m.pool.y
+	}
 	var y *tensor.Tensor
 	if m.recomputed() {
 		y = m.outs.buf.get(m.be, x.Shape...)
@@ -226,12 +234,41 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	return y
 }
 
+// pooledForward runs the batch norm, its ReLU and the max-pool after
+// them as one op where the backend can, writing the pool's output
+// (m.pool.y) only, and says whether it did. The pool module then passes
+// its input through, forward and backward.
+func (m *batchNorm) pooledForward(x *tensor.Tensor, train bool) bool {
+	p, ok := m.be.(tensor.PooledBatchNorm)
+	m.pooled = ok && m.pool != nil && p.PoolsBatchNorm(x)
+	if m.pool == nil {
+		return false
+	}
+	m.pool.fused = m.pooled
+	if !m.pooled {
+		return false
+	}
+	y := m.pool.yBuf.get(m.be, withBatch(x.Shape[0], m.pool.out(x.Shape[1:]))...)
+	m.pool.x, m.pool.y, m.y = nil, y, nil
+	if train {
+		p.BatchNormReLUPoolTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.shift, m.momentum, m.eps)
+		m.numBatches++
+	} else {
+		p.BatchNormReLUPoolInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
+	}
+	return true
+}
+
 // recomputed reports whether m's output lives in the model's shared
 // buffer, recomputed for the backward.
 func (m *batchNorm) recomputed() bool { return m.outs != nil && m.outs.on }
 
 func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
 	dx := m.dx(m.be, dy, m.x.Shape...)
+	if m.pooled { // dy is the pool's output gradient
+		m.be.(tensor.PooledBatchNorm).BatchNormReLUPoolBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.beta, m.saveMean, m.saveInv)
+		return dx
+	}
 	if m.relu {
 		m.be.BatchNormReLUBackward(dx, m.dgamma, m.dbeta, dy, m.y, m.x, m.gamma, m.beta, m.saveMean, m.saveInv)
 	} else {
@@ -274,6 +311,10 @@ func (m *relu) backward(dy *tensor.Tensor) *tensor.Tensor {
 type maxPool struct {
 	be   tensor.Backend
 	x, y *tensor.Tensor
+	// fused says that the batch norm before it pooled its output in its
+	// own op (batchNorm.pooledForward), into this module's buffer: forward
+	// and backward pass their input through.
+	fused bool
 	bufs
 }
 
@@ -282,6 +323,9 @@ func (m *maxPool) kind() string       { return "MaxPool2d" }
 func (m *maxPool) kernel() string     { return "2x2/2" }
 
 func (m *maxPool) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
+	if m.fused {
+		return x
+	}
 	m.x = x
 	m.y = m.yBuf.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
 	m.be.MaxPoolForward(m.y, x, 2, 2)
@@ -289,6 +333,9 @@ func (m *maxPool) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *maxPool) backward(dy *tensor.Tensor) *tensor.Tensor {
+	if m.fused {
+		return dy
+	}
 	dx := m.dx(m.be, dy, m.x.Shape...)
 	m.be.MaxPoolBackward(dx, dy, m.x, m.y, 2, 2)
 	return dx

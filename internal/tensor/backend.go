@@ -248,6 +248,23 @@ type Layouts interface {
 	ChannelsLast(t *Tensor) bool
 }
 
+// PooledBatchNorm is implemented by backends that can fuse a 2x2/2
+// max-pool into the batch norm + ReLU before it (VGG's last convolution of
+// each block): the batch norm's output is then never stored, and the
+// pool's backward is folded into the batch norm's. y and dy are the pool's
+// output and its gradient [N, C, H/2, W/2]; the rest as in the
+// BatchNormReLU ops. The results are those of BatchNormReLUTrain (or
+// Infer) then MaxPoolForward(·, ·, 2, 2), and of MaxPoolBackward then
+// BatchNormReLUBackward, to rounding. dx shares no memory with dy or x.
+type PooledBatchNorm interface {
+	// PoolsBatchNorm says whether the ops below take x, the batch norm's
+	// input (a backend may fuse some layouts and sizes only).
+	PoolsBatchNorm(x *Tensor) bool
+	BatchNormReLUPoolTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *Tensor, momentum, eps float64)
+	BatchNormReLUPoolInfer(y, x, gamma, beta, runMean, runVar *Tensor, eps float64)
+	BatchNormReLUPoolBackward(dx, dgamma, dbeta, dy, x, gamma, beta, saveMean, saveInvStd *Tensor)
+}
+
 // NewActivation allocates an activation tensor: be's narrower storage where
 // it has one (Activations), else New.
 func NewActivation(be Backend, shape ...int) *Tensor {

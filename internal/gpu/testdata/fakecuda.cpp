@@ -412,7 +412,9 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 	X(transpose_f32_bf16) X(transpose_bf16_f32) X(transpose_bf16) X(fold_parts) X(bn_stats_nhwc_f32) \
 	X(bn_apply_nhwc_f32) X(bn_affine_nhwc_f32) X(bn_grad_stats_nhwc_f32) X(bn_grad_apply_nhwc_f32) \
 	X(bias_add_nhwc_f32) X(max_pool_forward_nhwc_f32) X(max_pool_backward_nhwc_f32) X(transpose_f32) \
-	X(crop_resize_nhwc) X(bn_scales)
+	X(crop_resize_nhwc) X(bn_scales) X(bn_apply_pool_nhwc) X(bn_apply_pool_nhwc_f32) X(bn_affine_pool_nhwc) \
+	X(bn_affine_pool_nhwc_f32) X(bn_grad_stats_pool_nhwc) X(bn_grad_stats_pool_nhwc_f32) X(bn_grad_apply_pool_nhwc) \
+	X(bn_grad_apply_pool_nhwc_f32)
 enum Kernel {
 #define X(name) K_##name,
 	FAKE_KERNELS(X)
@@ -819,6 +821,74 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 			launch_seq(gx, bx, [=] {
 				if (half) bn_affine_nhwc((bf16*)y, (const bf16*)x, sc, sh, n, c, hw, relu);
 				else bn_affine_nhwc_f32((float*)y, (const float*)x, sc, sh, n, c, hw, relu);
+			});
+		};
+		break;
+	}
+	// Batch norm + ReLU fused with a 2x2 max-pool: x and dx [n, h, w, c],
+	// y and dy [n, h/2, w/2, c], channels-last, h and w even.
+	case K_bn_apply_pool_nhwc: case K_bn_apply_pool_nhwc_f32: {  // bn_apply_pool_nhwc(T* y, const T* x, const float* mean, const float* scale, const float* beta, u64 n, u64 c, u32 h, u32 w)
+		bool half = k == K_bn_apply_pool_nhwc; unsigned long long e = half ? 2 : 4;
+		auto y = PTR(0, void); auto x = PTR(1, const void); auto mean = PTR(2, const float);
+		auto sc = PTR(3, const float); auto beta = PTR(4, const float);
+		auto n = U64(5), c = U64(6); auto h = U32(7), w = U32(8);
+		if (!nhwc_ok(kKernels[k], bx, c, y, x) || h % 2 || w % 2) return INVALID_VALUE;
+		IN(y, e * n * c * h * w / 4); IN(x, e * n * c * h * w); IN(mean, 4 * c); IN(sc, 4 * c); IN(beta, 4 * c);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) bn_apply_pool_nhwc((bf16*)y, (const bf16*)x, mean, sc, beta, n, c, h, w);
+				else bn_apply_pool_nhwc_f32((float*)y, (const float*)x, mean, sc, beta, n, c, h, w);
+			});
+		};
+		break;
+	}
+	case K_bn_affine_pool_nhwc: case K_bn_affine_pool_nhwc_f32: {  // bn_affine_pool_nhwc(T* y, const T* x, const float* scale, const float* shift, u64 n, u64 c, u32 h, u32 w)
+		bool half = k == K_bn_affine_pool_nhwc; unsigned long long e = half ? 2 : 4;
+		auto y = PTR(0, void); auto x = PTR(1, const void); auto sc = PTR(2, const float); auto sh = PTR(3, const float);
+		auto n = U64(4), c = U64(5); auto h = U32(6), w = U32(7);
+		if (!nhwc_ok(kKernels[k], bx, c, y, x) || h % 2 || w % 2) return INVALID_VALUE;
+		IN(y, e * n * c * h * w / 4); IN(x, e * n * c * h * w); IN(sc, 4 * c); IN(sh, 4 * c);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) bn_affine_pool_nhwc((bf16*)y, (const bf16*)x, sc, sh, n, c, h, w);
+				else bn_affine_pool_nhwc_f32((float*)y, (const float*)x, sc, sh, n, c, h, w);
+			});
+		};
+		break;
+	}
+	case K_bn_grad_stats_pool_nhwc: case K_bn_grad_stats_pool_nhwc_f32: {  // bn_grad_stats_pool_nhwc(double* part, const T* dy, const T* x, const float* mean,
+	    // const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w, u32 splits)
+		bool half = k == K_bn_grad_stats_pool_nhwc; unsigned long long e = half ? 2 : 4;
+		auto part = PTR(0, double); auto dy = PTR(1, const void); auto x = PTR(2, const void);
+		auto mean = PTR(3, const float); auto inv = PTR(4, const float); auto gamma = PTR(5, const float); auto beta = PTR(6, const float);
+		auto n = U64(7), c = U64(8); auto h = U32(9), w = U32(10), sp = U32(11);
+		if (!nhwc_ok(kKernels[k], bx, c, dy, x) || bx != NHWC_THREADS || sp == 0 || gx != sp || h % 2 || w % 2) {
+			fail("%s: grid %u of %u for %u splits, %ux%u images", kKernels[k], gx, bx, sp, h, w);
+			return INVALID_VALUE;
+		}
+		IN(part, 16 * c * sp); IN(dy, e * n * c * h * w / 4); IN(x, e * n * c * h * w); IN(mean, 4 * c); IN(inv, 4 * c);
+		IN(gamma, 4 * c); IN(beta, 4 * c);
+		run = [=] {
+			launch_threads(gx, bx, [=] {
+				if (half) bn_grad_stats_pool_nhwc(part, (const bf16*)dy, (const bf16*)x, mean, inv, gamma, beta, n, c, h, w, sp);
+				else bn_grad_stats_pool_nhwc_f32(part, (const float*)dy, (const float*)x, mean, inv, gamma, beta, n, c, h, w, sp);
+			});
+		};
+		break;
+	}
+	case K_bn_grad_apply_pool_nhwc: case K_bn_grad_apply_pool_nhwc_f32: {  // bn_grad_apply_pool_nhwc(T* dx, const T* dy, const T* x, const float* mean,
+	    // const float* inv, const float* coef, const float* beta, u64 n, u64 c, u32 h, u32 w)
+		bool half = k == K_bn_grad_apply_pool_nhwc; unsigned long long e = half ? 2 : 4;
+		auto dx = PTR(0, void); auto dy = PTR(1, const void); auto x = PTR(2, const void);
+		auto mean = PTR(3, const float); auto inv = PTR(4, const float); auto coef = PTR(5, const float); auto beta = PTR(6, const float);
+		auto n = U64(7), c = U64(8); auto h = U32(9), w = U32(10);
+		if (!nhwc_ok(kKernels[k], bx, c, dx, dy, x) || h % 2 || w % 2) return INVALID_VALUE;
+		IN(dx, e * n * c * h * w); IN(dy, e * n * c * h * w / 4); IN(x, e * n * c * h * w); IN(mean, 4 * c); IN(inv, 4 * c);
+		IN(coef, 12 * c); IN(beta, 4 * c);
+		run = [=] {
+			launch_seq(gx, bx, [=] {
+				if (half) bn_grad_apply_pool_nhwc((bf16*)dx, (const bf16*)dy, (const bf16*)x, mean, inv, coef, beta, n, c, h, w);
+				else bn_grad_apply_pool_nhwc_f32((float*)dx, (const float*)dy, (const float*)x, mean, inv, coef, beta, n, c, h, w);
 			});
 		};
 		break;
