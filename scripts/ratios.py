@@ -24,19 +24,29 @@ def main():
     rows = []
     for r in ours:
         key = (r["size"], r["batch"], r["precision"])
-        label = "%dx%d b%d %s%s%s%s%s%s%s" % (r["size"], r["size"], r["batch"], r["precision"],
+        label = "%dx%d b%d %s%s%s%s%s%s%s%s" % (r["size"], r["size"], r["batch"], r["precision"],
                                          "" if r.get("cuda_graphs", True) else " no-graphs",
                                          " fused-bn" if r.get("fused_bn") else "",
                                          " tf32-linear" if "and GEMM" in r.get("device", "") else "",
                                          " channels-last" if "channels-last" in r.get("device", "") else "",
                                          " recompute-bn" if r.get("recompute_bn") else "",
+                                         " unfused-pool" if r.get("unfused_pool") else "",
                                          " data-" + r["data"] if r.get("data", "none") != "none" else "")
         for p in peers.get(key, []):
-            rows.append("%-36s %9.0f img/s / pytorch %-16s %9.0f img/s = %.2fx   peak MiB %.0f / %.0f (steps %s / %s)" % (
+            rows.append("%-36s %9.0f img/s / pytorch %-16s %9.0f img/s = %.2fx   peak MiB %.0f / %.0f (steps %s / %s)   first step %.1f s%s" % (
                 label, r["train_images_per_sec"], p["mode"], p["train_images_per_sec"],
                 r["train_images_per_sec"] / p["train_images_per_sec"], r["peak_mib"], p["peak_mib"],
-                mib(r.get("step_peak_mib")), mib(p.get("step_peak_mib"))))
+                mib(r.get("step_peak_mib")), mib(p.get("step_peak_mib")), r.get("first_step_sec", 0), search(r)))
     print("\n".join(rows) if rows else "(no configuration measured on both sides)")
+
+
+def search(r):
+    """What choosing the convolution engines cost, where vgg16 reports it."""
+    s = r.get("engine_search")
+    if not s:
+        return ""
+    return " (engines: %d searched, %d remembered, built %.1f s, timed %.1f s)" % (
+        s.get("directions", 0), s.get("remembered", 0), s.get("build_s", 0), s.get("timing_s", 0))
 
 
 def mib(v):

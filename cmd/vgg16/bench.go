@@ -55,6 +55,10 @@ type BenchResult struct {
 	// ConvEngines says, per convolution geometry and direction, which cuDNN
 	// API and engine ran it (or why the graph API was not used).
 	ConvEngines []string `json:"conv_engines,omitempty"`
+	// EngineSearch is what choosing the convolution algorithms cost (most
+	// of the first step on a GPU): directions searched, of them remembered
+	// from an earlier run, plans built, seconds building and timing them.
+	EngineSearch map[string]float64 `json:"engine_search,omitempty"`
 	// With --profile: each op's GPU time in a step issued op by op, their
 	// sum, and the GPU time of one replayed recorded step.
 	Profile           []tensor.OpTime `json:"profile,omitempty"`
@@ -124,6 +128,10 @@ func benchCmd() *cobra.Command {
 					}
 				}
 				fmt.Fprintf(w, "convolutions: %d of %d directions through cuDNN's graph API (the rest legacy; --json lists each)\n", n-legacy, n)
+			}
+			if s := res.EngineSearch; s != nil {
+				fmt.Fprintf(w, "choosing them: %.0f graph directions (%.0f remembered from an earlier run), %.0f plans built in %.2f s, timed in %.2f s; %.0f legacy searches, %.2f s\n",
+					s["directions"], s["remembered"], s["plans"], s["build_s"], s["timing_s"], s["legacy"], s["legacy_s"])
 			}
 			if res.CUDAGraphsOff != "" {
 				fmt.Fprintf(w, "CUDA graphs turned off: %s\n", res.CUDAGraphsOff)
@@ -309,6 +317,9 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile, reco
 	}
 	if c, ok := be.(interface{ ConvEngines() []string }); ok {
 		res.ConvEngines = c.ConvEngines()
+	}
+	if c, ok := be.(interface{ EngineSearch() map[string]float64 }); ok {
+		res.EngineSearch = c.EngineSearch()
 	}
 	if peaks != nil {
 		res.PeakMiB = float64(max(warmPeak, peaks.PeakBytes())) / (1 << 20)

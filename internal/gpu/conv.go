@@ -3,6 +3,7 @@ package gpu
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/vgg16/vgg16/internal/cuda"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -156,7 +157,10 @@ func (b *Backend) findAlgorithm(p *convPlan, dir cuda.ConvDir) bool {
 		return false
 	}
 	a, bb, o := p.descs(dir)
+	start := time.Now()
 	perfs, err := b.dnn.FindConv(dir, b.dnnH, a, bb, p.conv[dir], o)
+	b.search.legacy++
+	b.search.legacyTime += time.Since(start)
 	b.must(err, p.key.String())
 	limit := b.workspaceLimit()
 	for _, pf := range perfs {

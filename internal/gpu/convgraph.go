@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/vgg16/vgg16/internal/cuda"
 )
@@ -86,7 +87,16 @@ func (b *Backend) graphReady(p *convPlan, dir cuda.ConvDir) bool {
 	// Building runs cuDNN's heuristics and finalizes plans, and timing
 	// synchronises: neither may happen while a step is being captured.
 	b.notInStep("choosing a cuDNN convolution engine for " + p.key.String())
+	start := time.Now()
 	g, why := b.buildGraph(p, dir)
+	b.search.build += time.Since(start)
+	if g != nil {
+		b.search.directions++
+		b.search.plans += len(g.cands)
+		if g.remembered {
+			b.search.remembered++
+		}
+	}
 	if g == nil {
 		p.graphWhy[dir] = why
 		return false
@@ -309,6 +319,8 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 			b.grow(&scratch, need, "timing cuDNN's convolution plans")
 			ws = scratch.ptr
 		}
+		start := time.Now()
+		defer func() { b.search.timing += time.Since(start) }()
 		t, err := b.NewTimer()
 		b.must(err, "")
 		for i, c := range g.cands {
@@ -427,4 +439,28 @@ func (b *Backend) ConvEngines() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// searchCost is what choosing convolution algorithms has cost a backend:
+// the bulk of a run's first step at 224x224 (13 s on an H100 in bf16).
+type searchCost struct {
+	directions, remembered, plans int           // graph-API directions searched, of them remembered, plans finalized
+	build, timing                 time.Duration // heuristics and plan finalization; timing the candidates
+	legacy                        int           // directions searched by cudnnFindConvolution*
+	legacyTime                    time.Duration
+}
+
+// EngineSearch reports what choosing convolution algorithms has cost so
+// far (vgg16 bench's engine_search): directions searched through the
+// graph API (one whose remembered engine failed counts twice), how many
+// of them took an earlier run's choice, plans
+// finalized, seconds building and timing them, and the legacy API's
+// searches and seconds.
+func (b *Backend) EngineSearch() map[string]float64 {
+	s := b.search
+	return map[string]float64{
+		"directions": float64(s.directions), "remembered": float64(s.remembered), "plans": float64(s.plans),
+		"build_s": s.build.Seconds(), "timing_s": s.timing.Seconds(),
+		"legacy": float64(s.legacy), "legacy_s": s.legacyTime.Seconds(),
+	}
 }

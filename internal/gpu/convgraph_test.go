@@ -273,6 +273,26 @@ func TestFakeCUDAConvGraphRemembered(t *testing.T) {
 		}
 		defer be.Close()
 		out := runConvs(t, be)
+		// What the search cost, as vgg16 bench reports it: every direction
+		// searched through the graph API, remembered or not, at least one
+		// plan each, none through the legacy API. A remembered engine that
+		// fails counts as a search of its own before the full one.
+		dirs := 0
+		for _, p := range be.desc.convs {
+			dirs += len(p.graph)
+		}
+		s := be.EngineSearch()
+		rem := 0
+		if remembered {
+			rem = dirs
+		}
+		if os.Getenv("FAKECUDA_ENGINE_FAILS") != "" {
+			rem = dirs
+			dirs *= 2
+		}
+		if s["directions"] != float64(dirs) || s["remembered"] != float64(rem) || s["plans"] < float64(dirs) || s["legacy"] != 0 || !(s["build_s"] > 0) || !(s["timing_s"] > 0) {
+			t.Errorf("%s: EngineSearch %v; want %d directions, %d remembered, a plan or more each, no legacy search, some time", stage, s, dirs, rem)
+		}
 		for k, p := range be.desc.convs {
 			for d, g := range p.graph {
 				if g == nil {

@@ -129,6 +129,7 @@ type Backend struct {
 	info   DeviceInfo
 	name   string
 	plans  planCache // the convolution engines chosen in earlier runs (plancache.go)
+	search searchCost // what choosing convolution algorithms has cost so far
 
 	drv    *cuda.Driver
 	blas   *cuda.BLAS
