@@ -128,7 +128,7 @@ type Backend struct {
 	nhwc   bool // activation images channels-last: bf16, or Options.ChannelsLast
 	info   DeviceInfo
 	name   string
-	plans  planCache // the convolution engines chosen in earlier runs (plancache.go)
+	plans  planCache  // the convolution engines chosen in earlier runs (plancache.go)
 	search searchCost // what choosing convolution algorithms has cost so far
 
 	drv    *cuda.Driver
