@@ -1209,34 +1209,48 @@ extern "C" __global__ void bn_affine_nhwc_f32(float* y, const float* x, const fl
 	bn_affine_nhwc_t(y, x, scale, shift, n, c, hw, relu);
 }
 
+// GradSums8 is what a thread of the channels-last gradient reductions
+// keeps for its pack of 8 channels (pack_channel): the sums of g and
+// g·xhat, and the statistics that take x to xhat and tell where the ReLU
+// cut (relu_cut; sc and be are 0 without the ReLU).
+struct GradSums8 {
+	double sg[8], sgx[8], mu[8], iv[8];
+	float muf[8], sc[8], be[8];
+
+	__device__ __forceinline__ GradSums8(const float* mean, const float* inv, const float* gamma, const float* beta,
+			u64 ch, int relu) {
+		for (int j = 0; j < 8; j++) {
+			sg[j] = sgx[j] = 0.0;
+			mu[j] = (double)mean[ch + j];
+			iv[j] = (double)inv[ch + j];
+			muf[j] = mean[ch + j];
+			sc[j] = relu ? bn_scale(gamma, inv, ch + j) : 0.0f;
+			be[j] = relu ? beta[ch + j] : 0.0f;
+		}
+	}
+	// add takes element x of channel j with incoming gradient g, after the ReLU's.
+	__device__ __forceinline__ void add(int j, double g, float x) {
+		sg[j] += g;
+		sgx[j] += g * (((double)x - mu[j]) * iv[j]);
+	}
+};
+
 // bn_grad_stats_nhwc: bn_grad_stats_bf16 of channels-last dy and x,
 // blocks as bn_stats_nhwc.
 template <typename T>
 __device__ __forceinline__ void bn_grad_stats_nhwc_t(double* part, const T* dy, const T* x, const float* mean,
 		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu,
 		double* red) {
-	double sg[8], sgx[8], mu[8], iv[8];
-	float muf[8], sc[8], be[8];
-	u64 ch = pack_channel(c);
-	for (int j = 0; j < 8; j++) {
-		sg[j] = sgx[j] = 0.0;
-		mu[j] = (double)mean[ch + j];
-		iv[j] = (double)inv[ch + j];
-		muf[j] = mean[ch + j];
-		sc[j] = relu ? bn_scale(gamma, inv, ch + j) : 0.0f;
-		be[j] = relu ? beta[ch + j] : 0.0f;
-	}
+	GradSums8 s(mean, inv, gamma, beta, pack_channel(c), relu);
 	each_share_row_pack(n * hw, c, splits, [&](u64 i) {
 		float gv[8], xv[8];
 		ld8(dy, i, gv);
 		ld8(x, i, xv);
 		for (int j = 0; j < 8; j++) {
-			double g = (relu && relu_cut(xv[j], muf[j], sc[j], be[j])) ? 0.0 : (double)gv[j];
-			sg[j] += g;
-			sgx[j] += g * (((double)xv[j] - mu[j]) * iv[j]);
+			s.add(j, (relu && relu_cut(xv[j], s.muf[j], s.sc[j], s.be[j])) ? 0.0 : (double)gv[j], xv[j]);
 		}
 	});
-	pack_sums(part, sg, sgx, c, splits, red);
+	pack_sums(part, s.sg, s.sgx, c, splits, red);
 }
 extern "C" __global__ void bn_grad_stats_nhwc(double* part, const bf16* dy, const bf16* x, const float* mean,
 		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u64 hw, u32 splits, int relu) {
@@ -1249,29 +1263,42 @@ extern "C" __global__ void bn_grad_stats_nhwc_f32(double* part, const float* dy,
 	bn_grad_stats_nhwc_t(part, dy, x, mean, inv, gamma, beta, n, c, hw, splits, relu, red);
 }
 
+// GradCoef8 is what a thread of the channels-last gradient-apply kernels
+// keeps for its pack of 8 channels: the statistics and bn_grad_finish's
+// coefficients (k0 is bn_scale), and beta for the ReLU's cut (0 without).
+struct GradCoef8 {
+	float mu[8], iv[8], k0[8], k1[8], k2[8], be[8];
+
+	__device__ __forceinline__ GradCoef8(const float* mean, const float* inv, const float* coef, const float* beta,
+			u64 ch, int relu) {
+		for (int j = 0; j < 8; j++) {
+			mu[j] = mean[ch + j];
+			iv[j] = inv[ch + j];
+			k0[j] = coef[3 * (ch + j)];
+			k1[j] = coef[3 * (ch + j) + 1];
+			k2[j] = coef[3 * (ch + j) + 2];
+			be[j] = relu ? beta[ch + j] : 0.0f;
+		}
+	}
+	// dx of element x of channel j with incoming gradient g, after the ReLU's.
+	__device__ __forceinline__ float dx(int j, float g, float x) const {
+		float xhat = (x - mu[j]) * iv[j];
+		return k0[j] * (g - k1[j] - xhat * k2[j]);
+	}
+};
+
 // bn_grad_apply_nhwc: bn_grad_apply_bf16 of channels-last dx, dy and x;
 // dx may be dy.
 template <typename T>
 __device__ __forceinline__ void bn_grad_apply_nhwc_t(T* dx, const T* dy, const T* x, const float* mean,
 		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u64 hw, int relu) {
-	float mu[8], iv[8], k0[8], k1[8], k2[8], be[8];
-	u64 ch = pack_channel(c);
-	load8(mu, mean, ch);
-	load8(iv, inv, ch);
-	for (int j = 0; j < 8; j++) {
-		k0[j] = coef[3 * (ch + j)];
-		k1[j] = coef[3 * (ch + j) + 1];
-		k2[j] = coef[3 * (ch + j) + 2];
-		be[j] = relu ? beta[ch + j] : 0.0f;
-	}
+	GradCoef8 k(mean, inv, coef, beta, pack_channel(c), relu);
 	each_row_pack(n * hw, c, [&](u64 i) {
 		float gv[8], xv[8];
 		ld8(dy, i, gv);
 		ld8(x, i, xv);
 		for (int j = 0; j < 8; j++) {
-			float g = (relu && relu_cut(xv[j], mu[j], k0[j], be[j])) ? 0.0f : gv[j];
-			float xhat = (xv[j] - mu[j]) * iv[j];
-			gv[j] = k0[j] * (g - k1[j] - xhat * k2[j]);
+			gv[j] = k.dx(j, (relu && relu_cut(xv[j], k.mu[j], k.k0[j], k.be[j])) ? 0.0f : gv[j], xv[j]);
 		}
 		st8(dx, i, gv);
 	});
@@ -1467,31 +1494,20 @@ __device__ __forceinline__ float window_grad(u32 best, int e, int j, float xv, f
 template <typename T>
 __device__ __forceinline__ void bn_grad_stats_pool_nhwc_t(double* part, const T* dy, const T* x, const float* mean,
 		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w, u32 splits, double* red) {
-	double sg[8], sgx[8], mu[8], iv[8];
-	float muf[8], sc[8], be[8];
 	u64 ch = pack_channel(c);
-	for (int j = 0; j < 8; j++) {
-		sg[j] = sgx[j] = 0.0;
-		mu[j] = (double)mean[ch + j];
-		iv[j] = (double)inv[ch + j];
-		muf[j] = mean[ch + j];
-		sc[j] = bn_scale(gamma, inv, ch + j);
-		be[j] = beta[ch + j];
-	}
+	GradSums8 s(mean, inv, gamma, beta, ch, 1);
 	each_share_window_pack(n, c, h, w, splits, [&](u64 t, u64 at) {
 		float xv[8], gp[8];
-		u32 best = window_best(x, at, c, w, muf, sc, be);
+		u32 best = window_best(x, at, c, w, s.muf, s.sc, s.be);
 		ld8(dy, t * c + ch, gp);
 		for (int e = 0; e < 4; e++) {
 			ld8(x, at + window_at(e, w, c), xv);
 			for (int j = 0; j < 8; j++) {
-				double d = (double)window_grad(best, e, j, xv[j], gp[j], muf[j], sc[j], be[j]);
-				sg[j] += d;
-				sgx[j] += d * (((double)xv[j] - mu[j]) * iv[j]);
+				s.add(j, (double)window_grad(best, e, j, xv[j], gp[j], s.muf[j], s.sc[j], s.be[j]), xv[j]);
 			}
 		}
 	});
-	pack_sums(part, sg, sgx, c, splits, red);
+	pack_sums(part, s.sg, s.sgx, c, splits, red);
 }
 extern "C" __global__ void bn_grad_stats_pool_nhwc(double* part, const bf16* dy, const bf16* x, const float* mean,
 		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w, u32 splits) {
@@ -1510,26 +1526,16 @@ extern "C" __global__ void bn_grad_stats_pool_nhwc_f32(double* part, const float
 template <typename T>
 __device__ __forceinline__ void bn_grad_apply_pool_nhwc_t(T* dx, const T* dy, const T* x, const float* mean,
 		const float* inv, const float* coef, const float* beta, u64 n, u64 c, u32 h, u32 w) {
-	float mu[8], iv[8], k0[8], k1[8], k2[8], be[8];
 	u64 ch = pack_channel(c);
-	load8(mu, mean, ch);
-	load8(iv, inv, ch);
-	load8(be, beta, ch);
-	for (int j = 0; j < 8; j++) {
-		k0[j] = coef[3 * (ch + j)];
-		k1[j] = coef[3 * (ch + j) + 1];
-		k2[j] = coef[3 * (ch + j) + 2];
-	}
+	GradCoef8 k(mean, inv, coef, beta, ch, 1);
 	each_window_pack(n, c, h, w, [&](u64 t, u64 at) {
 		float xv[8], gp[8];
-		u32 best = window_best(x, at, c, w, mu, k0, be);
+		u32 best = window_best(x, at, c, w, k.mu, k.k0, k.be);
 		ld8(dy, t * c + ch, gp);
 		for (int e = 0; e < 4; e++) {
 			ld8(x, at + window_at(e, w, c), xv);
 			for (int j = 0; j < 8; j++) {
-				float g = window_grad(best, e, j, xv[j], gp[j], mu[j], k0[j], be[j]);
-				float xhat = (xv[j] - mu[j]) * iv[j];
-				xv[j] = k0[j] * (g - k1[j] - xhat * k2[j]);
+				xv[j] = k.dx(j, window_grad(best, e, j, xv[j], gp[j], k.mu[j], k.k0[j], k.be[j]), xv[j]);
 			}
 			st8(dx, at + window_at(e, w, c), xv);
 		}
