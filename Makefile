@@ -18,8 +18,10 @@ vet:
 # Unit tests, gradient checks, PyTorch parity (../shared/fixtures), GPU tests
 # (skipped without a GPU; the stand-in CUDA libraries otherwise), the race
 # detector over the concurrent packages, then a short run of every fuzz target.
+# -timeout: the stand-in GPU suite alone takes ~6 of go test's default 10
+# minutes on a 2-core machine.
 test: vet
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) --no-print-directory race
 	$(MAKE) --no-print-directory fuzz
 
