@@ -5,7 +5,9 @@
 # (BUDGET seconds, default 420), so it ends in a few minutes even when
 # something hangs; steps that no longer fit are reported as skipped.
 # PARTS picks what runs, in this order whatever order it names them
-# (default: tests train bench ck224; also bf16 (after tests and train),
+# (default: tests train bench ck224; also decide, the issue's targets each
+# beside compiled PyTorch and the bf16 sample's accuracy, in one call's time (after tests);
+# bf16 (after tests and train),
 # vgg16's bf16 at 32 and 224 (also with --recompute-bn) and bf16 epochs; channels-last, the tf32
 # benches with --channels-last (after bench); eager-bf16, PyTorch's
 # autocast eager; data, bench with batches from the input pipelines;
@@ -104,7 +106,9 @@ for e in [x for x in json.load(sys.stdin).get("conv_engines", []) if ": legacy" 
 import json, sys
 r = json.load(sys.stdin)
 for p in r.get("profile", [])[:14]:
-    print("   %-22s %4d calls %8.3f ms %5.1f%%" % (p["op"], p["calls"], p["ms"], 100 * p["ms"] / r["profile_gpu_ms"]))'
+    print("   %-22s %4d calls %8.3f ms %5.1f%%" % (p["op"], p["calls"], p["ms"], 100 * p["ms"] / r["profile_gpu_ms"]))
+    for k in (p.get("parts") or [])[:5]:
+        print("      %-26s %4d calls %8.3f ms" % (k["op"], k["calls"], k["ms"]))'
 }
 torch() { # label, torch_bench flags
 	local label=$1 j; shift
@@ -137,6 +141,24 @@ bench "32 b128 bf16 recompute-bn" --size 32 --batch 128 --precision bf16 --recom
 bench "224 b64 bf16 unfused-pool" --size 224 --batch 64 --precision bf16 --steps 10 --fused-pool=false
 epoch "224 b64 bf16 gpu-augment" --limit 5000 --epochs 1 --precision bf16
 epoch "32 b128 bf16 gpu-augment" --recipe cifar --batch 128 --epochs 2 --limit 10000 --precision bf16
+fi
+if want decide; then # the issue's targets, each vgg16 row beside compiled PyTorch's, the most telling first:
+# what one GPU call of a session can settle (PARTS="tests decide" BUDGET=540)
+echo "== the targets, vgg16 beside torch.compile (reduce-overhead), same card"
+bench "224 b64 bf16" --size 224 --batch 64 --precision bf16 --steps 10 --profile
+torch "224 b64 bf16 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --precision bf16 --steps 10
+bench "224 b64 bf16 unfused-pool" --size 224 --batch 64 --precision bf16 --steps 10 --fused-pool=false
+bench "224 b64 bf16 recompute-bn" --size 224 --batch 64 --precision bf16 --steps 10 --recompute-bn
+bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
+torch "32 b128 bf16 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead --precision bf16
+bench "32 b128 tf32 channels-last" --size 32 --batch 128 --precision tf32 --channels-last --profile
+bench "32 b128 tf32" --size 32 --batch 128 --precision tf32
+torch "32 b128 tf32 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead
+bench "32 b64 tf32 channels-last" --size 32 --batch 64 --precision tf32 --channels-last
+torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
+bench "224 b64 tf32 channels-last" --size 224 --batch 64 --precision tf32 --channels-last --steps 10 --profile
+torch "224 b64 tf32 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --steps 10
+sample train-bf16 --precision bf16
 fi
 if want eager-bf16; then
 torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16

@@ -157,23 +157,32 @@ func TestTrainEvalPredict(t *testing.T) {
 		"--batch", "4", "--steps", "2", "--profile"); err != nil || !strings.Contains(out, "SGDStep") || !strings.Contains(out, "  sgd_step") {
 		t.Errorf("bench --profile: %v\n%s", err, out)
 	}
-	// Recomputing the batch-norm outputs lowers the steps' peak memory.
-	var peaks [2]float64
-	for i, flag := range []string{"--recompute-bn=false", "--recompute-bn"} {
+	// Recomputing the batch-norm outputs lowers the steps' peak memory, and
+	// so does pooling in the batch norm (the default), which stores no
+	// output for the batch norm before a pool. Each run reports what its
+	// engine search cost.
+	var peaks [3]float64
+	for i, flag := range []string{"--fused-pool=false", "--recompute-bn=false", "--recompute-bn"} {
 		js, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "8,8,8,M,M,M,M,M", "--hidden", "16",
 			"--batch", "4", "--steps", "2", "--json", flag)
 		var r BenchResult
 		if err == nil {
 			err = json.Unmarshal([]byte(js), &r)
 		}
-		if err != nil || r.RecomputeBN != (i == 1) {
+		if err != nil || r.RecomputeBN != (i == 2) || r.UnfusedPool != (i == 0) {
 			t.Fatalf("bench %s: %v %+v", flag, err, r)
+		}
+		if s := r.EngineSearch; !(s["directions"] > 0 && s["plans"] >= s["directions"]) {
+			t.Errorf("bench %s: engine search %v", flag, s)
 		}
 		peaks[i] = r.StepPeakMiB
 	}
-	t.Logf("steps' peak on the stand-in GPU: %.4f MiB keeping the batch-norm outputs, %.4f MiB recomputing them", peaks[0], peaks[1])
+	t.Logf("steps' peak on the stand-in GPU: %.4f MiB with the pools apart, %.4f MiB pooled in the batch norm, %.4f MiB recomputing the batch-norm outputs", peaks[0], peaks[1], peaks[2])
 	if !(peaks[1] < peaks[0]) {
-		t.Errorf("steps' peak %.3f MiB recomputing the batch-norm outputs, %.3f MiB keeping them", peaks[1], peaks[0])
+		t.Errorf("steps' peak %.4f MiB pooling in the batch norm, %.4f MiB with the pools apart", peaks[1], peaks[0])
+	}
+	if !(peaks[2] < peaks[1]) {
+		t.Errorf("steps' peak %.4f MiB recomputing the batch-norm outputs, %.4f MiB keeping them", peaks[2], peaks[1])
 	}
 	if _, err := run(t, "bench", "--device", "cpu", "--data", "disk"); err == nil || !strings.Contains(err.Error(), `--data "disk": want none, gpu or cpu`) {
 		t.Errorf("bench --data disk: %v", err)
