@@ -16,15 +16,11 @@ import (
 // in bf16 at batch 64; the fusion saves writing and reading them forward
 // and the pool's gradient backward (4.75 passes over them).
 
-// PoolsBatchNorm implements tensor.PooledBatchNorm: channels-last x of
-// even size whose channels suit the packed kernels, unless
-// Options.UnfusedPool.
-func (b *Backend) PoolsBatchNorm(x *tensor.Tensor) bool {
-	if b.opt.UnfusedPool || !channelsLast(x) {
-		return false
-	}
-	n, c, h, w := nchw(x)
-	return kernels.NHWCGeometry(n, c, h, w, b.info.SMs, isHalf(x)).Poolable()
+// PoolsBatchNorm implements tensor.PooledBatchNorm: activation images
+// stored channels-last, of even size, whose channels suit the packed
+// kernels, unless Options.UnfusedPool.
+func (b *Backend) PoolsBatchNorm(c, h, w int) bool {
+	return b.nhwc && !b.opt.UnfusedPool && kernels.NHWCGeometry(1, c, h, w, b.info.SMs, b.bf16).Poolable()
 }
 
 // pooled checks the shapes of a fused op: x [N,C,H,W], y (the pool's
@@ -32,7 +28,7 @@ func (b *Backend) PoolsBatchNorm(x *tensor.Tensor) bool {
 func (b *Backend) pooled(what string, y, x *tensor.Tensor) {
 	poolShape(y, x, 2, 2)
 	halfOps(what, x, y)
-	if !b.PoolsBatchNorm(x) {
+	if _, c, h, w := nchw(x); !channelsLast(x) || !b.PoolsBatchNorm(c, h, w) {
 		panic(fmt.Sprintf("gpu: %s of %v: fused with a 2x2 max-pool for channels-last images of even size and 8k channels only", what, x.Shape))
 	}
 }

@@ -24,7 +24,7 @@ func TestPooledBatchNorm(t *testing.T) {
 func testPooledBatchNorm(t *testing.T, be *Backend, _ float64) {
 	if img := tensor.NewActivation(be, 2, 16, 4, 4); !channelsLast(img) {
 		defer be.Free(img)
-		if be.PoolsBatchNorm(img) {
+		if be.PoolsBatchNorm(16, 4, 4) {
 			t.Error("NCHW images are pooled in the batch norm")
 		}
 		return
@@ -33,27 +33,35 @@ func testPooledBatchNorm(t *testing.T, be *Backend, _ float64) {
 	}
 	w := newTwin(t, be, 21)
 	for _, c := range []struct {
-		shape  []int
-		pools  bool
-		coarse bool
+		shape       []int
+		pools       bool
+		coarse, nan bool
 	}{
-		{[]int{3, 16, 6, 10}, true, false},
-		{[]int{2, 64, 4, 4}, true, true},
-		{[]int{5, 8, 2, 2}, true, true},
-		{[]int{3, 16, 5, 6}, false, false}, // odd height
-		{[]int{3, 12, 4, 4}, false, false}, // 12 channels: no packs of 8
+		{[]int{3, 16, 6, 10}, true, false, false},
+		{[]int{2, 64, 4, 4}, true, true, false},
+		{[]int{5, 8, 2, 2}, true, true, false},
+		{[]int{3, 512, 4, 6}, true, true, false},  // several blocks share the sums (splits), 64 packs a row
+		{[]int{8, 64, 32, 32}, true, true, false}, // more windows than the grid has threads
+		{[]int{2, 16, 4, 6}, true, false, true},   // NaNs: forward and inference only
+		{[]int{3, 16, 5, 6}, false, false, false}, // odd height
+		{[]int{3, 12, 4, 4}, false, false, false}, // 12 channels: no packs of 8
 	} {
 		name := fmt.Sprintf("%v", c.shape)
 		ch := c.shape[1]
 		x, runMean, runVar := bnInputs(w, c.shape)
-		if c.coarse {
+		if c.coarse || c.nan {
 			_, xs := w.host(x)
 			for i := range xs {
-				xs[i] = float32(math.Round(float64(xs[i])*2) / 2)
+				if c.coarse {
+					xs[i] = float32(math.Round(float64(xs[i])*2) / 2)
+				}
+				if c.nan && i%37 == 5 {
+					xs[i] = float32(math.NaN())
+				}
 			}
 			w.g.Upload(x.g, xs)
 		}
-		if got := be.PoolsBatchNorm(x.g); got != c.pools {
+		if got := be.PoolsBatchNorm(ch, c.shape[2], c.shape[3]); got != c.pools {
 			t.Errorf("%s: PoolsBatchNorm %v, want %v", name, got, c.pools)
 		}
 		if !c.pools {
@@ -62,7 +70,7 @@ func testPooledBatchNorm(t *testing.T, be *Backend, _ float64) {
 		func() {
 			defer func(u bool) { be.opt.UnfusedPool = u }(be.opt.UnfusedPool)
 			be.opt.UnfusedPool = true
-			if be.PoolsBatchNorm(x.g) {
+			if be.PoolsBatchNorm(ch, c.shape[2], c.shape[3]) {
 				t.Errorf("%s: pooled with Options.UnfusedPool", name)
 			}
 		}()
@@ -86,6 +94,17 @@ func testPooledBatchNorm(t *testing.T, be *Backend, _ float64) {
 		sameBitsGPU(t, be, name+" saved mean", sm.g, saveMean.g)
 		sameBitsGPU(t, be, name+" saved inverse std", si.g, saveInv.g)
 
+		if c.nan {
+			// The batch statistics of a channel with a NaN are NaN; with
+			// running statistics that are not, only those elements are,
+			// and the pool's NaN rule decides their windows.
+			_, mean, vari := bnInputs(w, c.shape)
+			be.BatchNormReLUInfer(y.g, x.g, gamma.g, beta.g, mean.g, vari.g, 1e-5)
+			be.MaxPoolForward(want.g, y.g, 2, 2)
+			be.BatchNormReLUPoolInfer(got.g, x.g, gamma.g, beta.g, mean.g, vari.g, 1e-5)
+			sameBitsGPU(t, be, name+" inference output with NaNs", got.g, want.g)
+			continue
+		}
 		dy := w.actRandn(1, pooled...)
 		dyFull, dx, dgamma, dbeta := w.actZeros(c.shape...), w.actZeros(c.shape...), w.zeros(ch), w.zeros(ch)
 		be.MaxPoolBackward(dyFull.g, dy.g, y.g, want.g, 2, 2)

@@ -45,12 +45,10 @@ type Model struct {
 	frozen    bool     // FreezeFeatures
 	names     []string // "features.0", … per module
 	// bnOuts holds the batch-norm outputs when they are recomputed
-	// (RecomputeBN); bnOutSize is the largest one's per-sample size, and
-	// inputBN[i] the batch norm (one that can be recomputed) whose output
-	// is module i's input, if any.
-	bnOuts    bnOutputs
-	bnOutSize int
-	inputBN   []*batchNorm
+	// (RecomputeBN), and inputBN[i] is the batch norm (one that can be
+	// recomputed) whose output is module i's input, if any.
+	bnOuts  bnOutputs
+	inputBN []*batchNorm
 }
 
 // New builds the network described by cfg on be, with zeroed parameters
@@ -186,6 +184,9 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 		if f, ok := mod.(interface{ setFlow(*gradFlow) }); ok {
 			f.setFlow(&m.flow)
 		}
+		if n, ok := mod.(*batchNorm); ok {
+			n.in = shape
+		}
 		shape = mod.out(shape)
 		m.inputBN[i] = from
 		switch mod := mod.(type) {
@@ -193,7 +194,6 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			from = nil
 			if mod.outs != nil {
 				from = mod
-				m.bnOutSize = max(m.bnOutSize, tensor.Volume(shape))
 			}
 		case *relu:
 			if !mod.fused {
@@ -204,6 +204,19 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 		}
 	}
 	return m, nil
+}
+
+// sharedBNOutput is the per-sample size of the largest batch-norm output
+// that the shared buffer holds when the outputs are recomputed: not those
+// of batch norms that pool in their op, which store none.
+func (m *Model) sharedBNOutput() int {
+	size := 0
+	for _, n := range m.bns {
+		if _, pools := n.pools(); n.outs != nil && !pools {
+			size = max(size, tensor.Volume(n.in))
+		}
+	}
+	return size
 }
 
 // RecomputeBN sets whether training keeps every batch norm's output (the
@@ -316,10 +329,10 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		m.step++
 	}
 	m.switchBNOutputs()
-	if m.bnOuts.on && m.bnOutSize > 0 {
-		// Sized once for the largest output, so that the views of the
-		// smaller ones that modules keep stay where they were.
-		m.bnOuts.buf.reserve(m.be, x.Shape[0]*m.bnOutSize)
+	if size := m.sharedBNOutput(); m.bnOuts.on && size > 0 {
+		// Sized for the largest output before any is written, so that the
+		// views of the smaller ones that modules keep stay where they were.
+		m.bnOuts.buf.reserve(m.be, x.Shape[0]*size)
 	}
 	for _, mod := range m.mods {
 		x = mod.forward(x, train)

@@ -172,6 +172,7 @@ type batchNorm struct {
 	// writes the pool's output only; pooled says the last forward did so.
 	pool   *maxPool
 	pooled bool
+	in     []int // the per-sample input shape [C, H, W]
 	bufs
 }
 
@@ -239,8 +240,8 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 // (m.pool.y) only, and says whether it did. The pool module then passes
 // its input through, forward and backward.
 func (m *batchNorm) pooledForward(x *tensor.Tensor, train bool) bool {
-	p, ok := m.be.(tensor.PooledBatchNorm)
-	m.pooled = ok && m.pool != nil && p.PoolsBatchNorm(x)
+	var p tensor.PooledBatchNorm
+	p, m.pooled = m.pools()
 	if m.pool == nil {
 		return false
 	}
@@ -257,6 +258,13 @@ func (m *batchNorm) pooledForward(x *tensor.Tensor, train bool) bool {
 		p.BatchNormReLUPoolInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
 	}
 	return true
+}
+
+// pools says whether the backend runs m, its ReLU and the max-pool after
+// them as one op (tensor.PooledBatchNorm), and gives that interface.
+func (m *batchNorm) pools() (tensor.PooledBatchNorm, bool) {
+	p, ok := m.be.(tensor.PooledBatchNorm)
+	return p, ok && m.pool != nil && len(m.in) == 3 && p.PoolsBatchNorm(m.in[0], m.in[1], m.in[2])
 }
 
 // recomputed reports whether m's output lives in the model's shared

@@ -257,9 +257,11 @@ type Layouts interface {
 // Infer) then MaxPoolForward(·, ·, 2, 2), and of MaxPoolBackward then
 // BatchNormReLUBackward, to rounding. dx shares no memory with dy or x.
 type PooledBatchNorm interface {
-	// PoolsBatchNorm says whether the ops below take x, the batch norm's
-	// input (a backend may fuse some layouts and sizes only).
-	PoolsBatchNorm(x *Tensor) bool
+	// PoolsBatchNorm says whether the ops below take a batch norm's input
+	// activation of c channels of h×w images (a backend may fuse some
+	// layouts and sizes only). A model asks before its first step, to
+	// size its buffers, and at each forward.
+	PoolsBatchNorm(c, h, w int) bool
 	BatchNormReLUPoolTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *Tensor, momentum, eps float64)
 	BatchNormReLUPoolInfer(y, x, gamma, beta, runMean, runVar *Tensor, eps float64)
 	BatchNormReLUPoolBackward(dx, dgamma, dbeta, dy, x, gamma, beta, saveMean, saveInvStd *Tensor)
