@@ -70,6 +70,7 @@ type Module struct {
 		// channels-last batch norm + ReLU fused with a 2x2 max-pool (bf16, float32)
 		bnApplyPoolNHWC, bnAffinePoolNHWC, bnGradStatsPoolNHWC, bnGradApplyPoolNHWC             cuda.Function
 		bnApplyPoolNHWCF32, bnAffinePoolNHWCF32, bnGradStatsPoolNHWCF32, bnGradApplyPoolNHWCF32 cuda.Function
+		bnFoldFinish, bnGradFoldFinish                                                          cuda.Function
 	}
 	// Target is what was loaded: "sm_90" (CUBIN) or "compute_90" (PTX).
 	Target string
@@ -316,6 +317,8 @@ func (m *Module) lookup() error {
 		{"bn_affine_pool_nhwc_f32", &m.f.bnAffinePoolNHWCF32},
 		{"bn_grad_stats_pool_nhwc_f32", &m.f.bnGradStatsPoolNHWCF32},
 		{"bn_grad_apply_pool_nhwc_f32", &m.f.bnGradApplyPoolNHWCF32},
+		{"bn_fold_finish", &m.f.bnFoldFinish},
+		{"bn_grad_fold_finish", &m.f.bnGradFoldFinish},
 	} {
 		f, err := m.drv.ModuleGetFunction(m.mod, k.name)
 		if err != nil {

@@ -274,13 +274,25 @@ func (m *Module) bnBatchStats(s cuda.Stream, g BN, x, gamma, runMean, runVar, sa
 	if err := m.reduce(m.bn(g).stats, s, g, cuda.ArgPtr(part), cuda.ArgPtr(x), d[0], d[1], d[2], cuda.ArgU32(uint32(g.Splits))); err != nil {
 		return err
 	}
-	sums, splits, err := m.fold(s, g, part)
-	if err != nil {
-		return err
+	f, sums, splits := m.f.bnFinish, part, cuda.ArgU32(uint32(g.Splits))
+	if g.nhwc() { // fold_parts and bn_finish in one launch
+		f = m.f.bnFoldFinish
 	}
-	return m.launch(m.f.bnFinish, s, uint64(g.C), cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
+	return m.finish(f, s, g, cuda.ArgPtr(saveMean), cuda.ArgPtr(saveInv), cuda.ArgPtr(runMean), cuda.ArgPtr(runVar),
 		cuda.ArgPtr(scale), cuda.ArgPtr(gamma), cuda.ArgPtr(shift), cuda.ArgPtr(sums), d[1], splits, cuda.ArgU64(uint64(g.N*g.HW)),
 		cuda.ArgF64(eps), cuda.ArgF64(momentum))
+}
+
+// finish launches a per-channel finishing kernel of g: one thread a
+// channel for the NCHW kernels' bn_finish and bn_grad_finish, which add
+// each channel's splits in turn; one block a channel for the
+// channels-last kernels' bn_fold_finish and bn_grad_fold_finish, which
+// add them as fold_parts does.
+func (m *Module) finish(f cuda.Function, s cuda.Stream, g BN, args ...uint64) error {
+	if g.nhwc() {
+		return m.start(f, cuda.Dim3{X: uint32(g.C), Y: 1, Z: 1}, cuda.Dim3{X: redThreads, Y: 1, Z: 1}, s, args...)
+	}
+	return m.launch(f, s, uint64(g.C), args...)
 }
 
 // BNApplyReLU writes BNTrainReLU's y again from the statistics it saved:
@@ -349,12 +361,12 @@ func (m *Module) BNBackwardReLU(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, x, g
 // bnGradFinish turns the gradient sums that a grad-stats kernel left in
 // part into dgamma, dbeta and the apply kernels' coef (3·C floats).
 func (m *Module) bnGradFinish(s cuda.Stream, g BN, dgamma, dbeta, gamma, saveInv, part, coef ptr) error {
-	sums, splits, err := m.fold(s, g, part)
-	if err != nil {
-		return err
+	f := m.f.bnGradFinish
+	if g.nhwc() { // fold_parts and bn_grad_finish in one launch
+		f = m.f.bnGradFoldFinish
 	}
-	return m.launch(m.f.bnGradFinish, s, uint64(g.C), cuda.ArgPtr(dgamma), cuda.ArgPtr(dbeta), cuda.ArgPtr(coef), cuda.ArgPtr(gamma),
-		cuda.ArgPtr(saveInv), cuda.ArgPtr(sums), cuda.ArgU64(uint64(g.C)), splits, cuda.ArgU64(uint64(g.N*g.HW)))
+	return m.finish(f, s, g, cuda.ArgPtr(dgamma), cuda.ArgPtr(dbeta), cuda.ArgPtr(coef), cuda.ArgPtr(gamma),
+		cuda.ArgPtr(saveInv), cuda.ArgPtr(part), cuda.ArgU64(uint64(g.C)), cuda.ArgU32(uint32(g.Splits)), cuda.ArgU64(uint64(g.N*g.HW)))
 }
 
 // ---- Batch norm + ReLU fused with a 2x2/2 max-pool ---------------------------

@@ -414,7 +414,7 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
 	X(bias_add_nhwc_f32) X(max_pool_forward_nhwc_f32) X(max_pool_backward_nhwc_f32) X(transpose_f32) \
 	X(crop_resize_nhwc) X(bn_scales) X(bn_apply_pool_nhwc) X(bn_apply_pool_nhwc_f32) X(bn_affine_pool_nhwc) \
 	X(bn_affine_pool_nhwc_f32) X(bn_grad_stats_pool_nhwc) X(bn_grad_stats_pool_nhwc_f32) X(bn_grad_apply_pool_nhwc) \
-	X(bn_grad_apply_pool_nhwc_f32)
+	X(bn_grad_apply_pool_nhwc_f32) X(bn_fold_finish) X(bn_grad_fold_finish)
 enum Kernel {
 #define X(name) K_##name,
 	FAKE_KERNELS(X)
@@ -948,6 +948,24 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 		auto sc = PTR(0, float); auto g = PTR(1, const float); auto si = PTR(2, const float); auto c = U64(3);
 		IN(sc, 4 * c); IN(g, 4 * c); IN(si, 4 * c);
 		run = [=] { launch_seq(gx, bx, [=] { bn_scales(sc, g, si, c); }); };
+		break;
+	}
+	case K_bn_fold_finish: {  // bn_fold_finish: bn_finish's arguments, one block of RED_THREADS a channel
+		auto sm = PTR(0, float); auto si = PTR(1, float); auto rm = PTR(2, float); auto rv = PTR(3, float);
+		auto sc = PTR(4, float); auto g = PTR(5, const float); auto sh = PTR(6, const float); auto part = PTR(7, const double);
+		auto c = U64(8); auto sp = U32(9); auto m = U64(10); auto eps = F64(11), mom = F64(12);
+		if (bx != RED_THREADS || sp == 0 || gx != c) { fail("bn_fold_finish: grid %u of %u for %llu channels", gx, bx, c); return INVALID_VALUE; }
+		IN(sm, 4 * c); IN(si, 4 * c); IN(rm, 4 * c); IN(rv, 4 * c); IN(sc, 4 * c); IN(g, 4 * c); IN(part, 16 * c * sp);
+		if (sh) IN(sh, 4 * c);
+		run = [=] { launch_threads(gx, bx, [=] { bn_fold_finish(sm, si, rm, rv, sc, g, sh, part, c, sp, m, eps, mom); }); };
+		break;
+	}
+	case K_bn_grad_fold_finish: {  // bn_grad_fold_finish: bn_grad_finish's arguments, one block of RED_THREADS a channel
+		auto dg = PTR(0, float); auto db = PTR(1, float); auto coef = PTR(2, float); auto g = PTR(3, const float);
+		auto inv = PTR(4, const float); auto part = PTR(5, const double); auto c = U64(6); auto sp = U32(7); auto m = U64(8);
+		if (bx != RED_THREADS || sp == 0 || gx != c) { fail("bn_grad_fold_finish: grid %u of %u for %llu channels", gx, bx, c); return INVALID_VALUE; }
+		IN(dg, 4 * c); IN(db, 4 * c); IN(coef, 12 * c); IN(g, 4 * c); IN(inv, 4 * c); IN(part, 16 * c * sp);
+		run = [=] { launch_threads(gx, bx, [=] { bn_grad_fold_finish(dg, db, coef, g, inv, part, c, sp, m); }); };
 		break;
 	}
 	case K_fold_parts: {  // fold_parts(double* out, const double* part, u64 c, u32 splits)
