@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/device"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -108,7 +109,10 @@ func benchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res.Device, res.Precision, res.UnfusedPool = be.Name(), dev.opt.Precision, !dev.fusedPool
+			res.Device = be.Name()
+			if _, onCPU := be.(*cpu.Backend); !onCPU { // GPU options: meaningless on the CPU
+				res.Precision, res.UnfusedPool = dev.opt.Precision, !dev.fusedPool
+			}
 			w := cmd.OutOrStdout()
 			if asJSON {
 				return json.NewEncoder(w).Encode(res)
@@ -116,7 +120,11 @@ func benchCmd() *cobra.Command {
 			fmt.Fprintln(w, line)
 			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
 				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
-			fmt.Fprintf(w, "steps back to back, batches from %s: %.2f ms a step (%.0f img/s)\n", res.Data, res.PipelinedMs, res.PipelinedImgSec)
+			from := "batches from " + res.Data
+			if res.Data == "none" {
+				from = "the same batch each step"
+			}
+			fmt.Fprintf(w, "steps back to back, %s: %.2f ms a step (%.0f img/s)\n", from, res.PipelinedMs, res.PipelinedImgSec)
 			if res.StepPeakMiB > 0 {
 				fmt.Fprintf(w, "peak memory of the timed steps alone (after engine timing and capture): %.0f MiB\n", res.StepPeakMiB)
 			}

@@ -78,6 +78,14 @@ func evalCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
+			switch {
+			case batch < 1:
+				return fmt.Errorf("--batch %d: need at least 1", batch)
+			case limitN < 0:
+				return fmt.Errorf("--limit %d: must not be negative (0 = all)", limitN)
+			case split != "test" && split != "train":
+				return fmt.Errorf("--split %q: want test or train", split)
+			}
 			be, line, err := device.Open(dev.options())
 			if err != nil {
 				return err
@@ -93,10 +101,10 @@ func evalCmd() *cobra.Command {
 			} else if dataDir == "demo" {
 				ds, err = cifar.Demo()
 			} else {
-				if split != "test" && split != "train" {
-					return fmt.Errorf("--split %q: want test or train", split)
-				}
 				ds, err = cifar.Open(dataDir, split)
+			}
+			if err == nil && cmd.Flags().Changed("split") && (dataDir == "demo" || ds != nil && !isDir(dataDir)) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: --split applies to a CIFAR-10 directory; %s is one set\n", dataDir)
 			}
 			if err != nil {
 				return err
@@ -135,6 +143,11 @@ func evalCmd() *cobra.Command {
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	dev.register(fs)
 	return cmd
+}
+
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }
 
 func printEval(w io.Writer, path string, classes []string, r *train.EvalResult) {

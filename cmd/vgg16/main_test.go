@@ -197,6 +197,17 @@ func TestTrainEvalPredict(t *testing.T) {
 		t.Errorf("resume: %v\n%s", err, out)
 	}
 
+	// A resumed run trains on the images it started on (its checkpoint
+	// records the data flags) and says which given flags it ignores.
+	limited := filepath.Join(t.TempDir(), "limited")
+	if out, err := run(t, append([]string{"train", "--data", data, "--limit", "40", "--val-split", "0.25", "--epochs", "1", "--run-dir", limited}, tiny...)...); err != nil || !strings.Contains(out, "on 40 images") {
+		t.Fatalf("train --limit 40: %v\n%s", err, out)
+	}
+	out, err = run(t, "train", "--resume", "--run-dir", limited, "--epochs", "2", "--device", "cpu", "--download=false", "--lr", "0.3")
+	if err != nil || !strings.Contains(out, "on 40 images") || !strings.Contains(out, "--lr ignored") || !strings.Contains(out, "epoch 2/2") {
+		t.Errorf("resume without the data flags: %v\n%s", err, out)
+	}
+
 	// Transfer: the features load, a classifier of another width does not.
 	args := append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "ft"), "--init", best}, tiny...)
 	out, err = run(t, append(args, "--hidden", "48")...)

@@ -52,17 +52,40 @@ func (d *deviceFlags) register(fs *pflag.FlagSet) {
 
 // dataFlags choose the dataset.
 type dataFlags struct {
-	dir      string
-	download bool
-	limit    int
-	valSplit float64
+	dir        string
+	download   bool
+	limit      int
+	valSplit   float64
+	splitGiven bool // --val-split was given
 }
 
 func (d *dataFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.dir, "data", "./data", "CIFAR-10 directory (binary or python version), one batch file (e.g. data_batch_1.bin), or \"demo\" for the sample embedded in the binary")
 	fs.BoolVar(&d.download, "download", true, "download CIFAR-10 into --data when it is missing")
-	fs.IntVar(&d.limit, "limit", 0, "use only the first N training images (and N/5 validation images); 0 = all")
-	fs.Float64Var(&d.valSplit, "val-split", 0.1, "hold out this fraction of the training set for validation; 0 validates on the test set, as the seed's script does")
+	fs.IntVar(&d.limit, "limit", 0, "use only the first N training images (and N/5 validation images, at least 100); 0 = all")
+	fs.Float64Var(&d.valSplit, "val-split", 0.1, "hold out this fraction of the training set for validation; 0 validates on the test set, as the seed's script does (a single batch file or the demo sample, which have none, hold out 0.2 unless given)")
+}
+
+// check validates the data flags before anything is read or downloaded.
+func (d *dataFlags) check() error {
+	switch {
+	case d.limit < 0:
+		return fmt.Errorf("--limit %d: must not be negative", d.limit)
+	case d.valSplit < 0 || d.valSplit >= 1:
+		return fmt.Errorf("--val-split %g: must be in [0, 1)", d.valSplit)
+	}
+	return nil
+}
+
+// options records the data flags for a run's checkpoints (train.Options.Data).
+func (d *dataFlags) options() *train.DataOptions {
+	dir := d.dir
+	if dir != "demo" {
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
+	}
+	return &train.DataOptions{Dir: dir, Limit: d.limit, ValSplit: d.valSplit, ValSplitGiven: d.splitGiven}
 }
 
 func trainCmd() *cobra.Command {
@@ -105,6 +128,13 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
+			df.splitGiven = cmd.Flags().Changed("val-split")
+			if err := df.check(); err != nil {
+				return err
+			}
+			if workers < 0 {
+				return fmt.Errorf("--workers %d: must not be negative (0 = one per core)", workers)
+			}
 			be, line, err := device.Open(dev.options())
 			if err != nil {
 				return err
@@ -179,9 +209,22 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				prev.Workers, prev.CPUAugment, prev.RecomputeBN = o.Workers, o.CPUAugment, o.RecomputeBN
 				set("epochs", func() { prev.Epochs = epochs })
 				o = prev
+				resumeData(w, &df, o.Data, fs)
+				if err := df.check(); err != nil {
+					return err
+				}
+				if ignored := runFlagsGiven(fs); len(ignored) > 0 {
+					fmt.Fprintf(w, "note: resuming keeps the run's own settings: %s ignored (only --epochs, the data and device flags apply)\n", strings.Join(ignored, ", "))
+				}
+			} else if err := train.CheckNewDir(runDir); err != nil {
+				return err // said before any download
 			}
+			o.Data = df.options()
 			if err := o.Validate(); err != nil {
 				return err
+			}
+			if o.Warmup >= float64(o.Epochs) && (o.Schedule == "cosine" || o.Schedule == "onecycle") {
+				fmt.Fprintf(w, "note: the %g-epoch warm-up covers the whole %d-epoch run: the rate only rises (lower --warmup)\n", o.Warmup, o.Epochs)
 			}
 			if err := fitsPrecision(be, o.Model); err != nil {
 				return err
@@ -211,7 +254,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				case <-ctx.Done():
 				}
 			}()
-			trainSet, valSet, classes, err := loadData(ctx, w, df, o.Seed)
+			trainSet, valSet, classes, fromDir, err := loadData(ctx, w, df, o.Seed)
 			if err != nil {
 				return err
 			}
@@ -251,7 +294,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 			}
 			fmt.Fprintf(w, "done: best validation accuracy %.2f%%, saved as %s\n", 100*best, filepath.Join(runDir, train.BestFile))
-			if st, err := os.Stat(df.dir); err == nil && st.IsDir() {
+			if fromDir {
 				fmt.Fprintf(w, "evaluate it on the test set with: vgg16 eval %s --data %s\n", filepath.Join(runDir, train.BestFile), df.dir)
 			}
 			return nil
@@ -304,6 +347,59 @@ func cpuQuickRecipe(w io.Writer, df *dataFlags, fs *pflag.FlagSet) train.Options
 	return o
 }
 
+// resumeData gives the data flags the run's own settings (prev, from its
+// checkpoint; nil for a checkpoint of an older version) where the command
+// line does not set them, and says where it changes them.
+func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.FlagSet) {
+	if prev == nil {
+		return
+	}
+	if fs.Changed("data") {
+		if now := df.options().Dir; now != prev.Dir {
+			fmt.Fprintf(w, "note: the run trained on %s; --data now says %s\n", prev.Dir, now)
+		}
+	} else {
+		df.dir = prev.Dir
+	}
+	if fs.Changed("limit") {
+		if df.limit != prev.Limit {
+			fmt.Fprintf(w, "note: the run used --limit %d; now %d (a different training set)\n", prev.Limit, df.limit)
+		}
+	} else {
+		df.limit = prev.Limit
+	}
+	if fs.Changed("val-split") {
+		if df.valSplit != prev.ValSplit {
+			fmt.Fprintf(w, "note: the run held out --val-split %g; now %g (a different training and validation set)\n", prev.ValSplit, df.valSplit)
+		}
+	} else {
+		df.valSplit, df.splitGiven = prev.ValSplit, prev.ValSplitGiven
+	}
+}
+
+// runFlagsGiven are the flags given that --resume ignores: those that the
+// run's checkpoint settles (all but --epochs, the data and device flags,
+// and how batches are made).
+func runFlagsGiven(fs *pflag.FlagSet) []string {
+	apply := map[string]bool{"resume": true, "run-dir": true, "epochs": true, "data": true, "download": true, "limit": true,
+		"val-split": true, "workers": true, "cpu-augment": true, recomputeBNFlag: true}
+	var ignored []string
+	fs.Visit(func(f *pflag.Flag) {
+		if !apply[f.Name] && !isDeviceFlag(f.Name) {
+			ignored = append(ignored, "--"+f.Name)
+		}
+	})
+	return ignored
+}
+
+// isDeviceFlag says whether name is one of deviceFlags'.
+func isDeviceFlag(name string) bool {
+	var d deviceFlags
+	fs := pflag.NewFlagSet("", pflag.ContinueOnError)
+	d.register(fs)
+	return fs.Lookup(name) != nil
+}
+
 // resumeOptions reads the options a run was started with.
 func resumeOptions(dir string) (train.Options, error) {
 	return train.OptionsOf(filepath.Join(dir, train.LastFile))
@@ -324,20 +420,26 @@ func sanitize(s string) string {
 
 // loadData opens the training and validation sets: CIFAR-10 from
 // df.dir (downloading it when missing), or the embedded demo sample when
-// asked for or when the download is impossible.
-func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trainSet, valSet *cifar.Dataset, classes []string, err error) {
+// asked for or when the download is impossible. fromDir says the sets
+// came from a CIFAR-10 directory (which has a test set for eval).
+func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
 	demo := df.dir == "demo"
 	if st, err := os.Stat(df.dir); err == nil && st.Mode().IsRegular() {
-		return loadFile(w, df, seed)
+		trainSet, valSet, classes, err = loadFile(w, df, seed)
+		return trainSet, valSet, classes, false, err
 	}
 	if !demo && !cifar.Exists(df.dir) {
 		if !df.download {
-			return nil, nil, nil, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.dir, df.dir)
+			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.dir, df.dir)
 		}
+		_, statErr := os.Stat(df.dir)
 		fmt.Fprintf(w, "CIFAR-10 is not in %s: downloading it\n", df.dir)
 		if err := download(ctx, w, df.dir, "bin", ""); err != nil {
+			if os.IsNotExist(statErr) {
+				os.Remove(df.dir) // made for the download: removed if it stayed empty
+			}
 			if ctx.Err() != nil {
-				return nil, nil, nil, err
+				return nil, nil, nil, false, err
 			}
 			fmt.Fprintf(w, "\n!!! the download failed: %v\n", err)
 			demo = true
@@ -346,26 +448,38 @@ func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trai
 	if demo {
 		ds, err := cifar.Demo()
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, false, err
 		}
 		fmt.Fprintf(w, "!!! training on the DEMO SAMPLE embedded in the binary: %d real CIFAR-10 images, not the full set.\n", ds.Len())
 		fmt.Fprintln(w, "!!! for real training get the data with: vgg16 data download --dir ./data  (or copy cifar-10-batches-bin/ there)")
-		trainSet, valSet = ds.Split(0.2, seed)
-		return limit(trainSet, valSet, df.limit, seed, ds.Classes)
+		trainSet, valSet = ds.Split(heldOut(w, df, "the demo sample"), seed)
+		trainSet, valSet, classes, err = limit(trainSet, valSet, df.limit, seed, ds.Classes)
+		return trainSet, valSet, classes, false, err
 	}
 	trainSet, err = cifar.Open(df.dir, "train")
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	if df.valSplit < 0 || df.valSplit >= 1 {
-		return nil, nil, nil, fmt.Errorf("--val-split %g: must be in [0, 1)", df.valSplit)
+		return nil, nil, nil, false, err
 	}
 	if df.valSplit > 0 {
 		trainSet, valSet = trainSet.Split(df.valSplit, seed)
 	} else if valSet, err = cifar.Open(df.dir, "test"); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, false, err
 	}
-	return limit(trainSet, valSet, df.limit, seed, trainSet.Classes)
+	trainSet, valSet, classes, err = limit(trainSet, valSet, df.limit, seed, trainSet.Classes)
+	return trainSet, valSet, classes, true, err
+}
+
+// heldOut is the fraction of a source without a test set (one batch file,
+// the demo sample) held out for validation: --val-split when given and
+// not 0, else 0.2.
+func heldOut(w io.Writer, df dataFlags, what string) float64 {
+	if df.splitGiven && df.valSplit > 0 {
+		return df.valSplit
+	}
+	if df.splitGiven {
+		fmt.Fprintf(w, "note: --val-split 0 validates on the test set, which %s does not have: holding out 20%%\n", what)
+	}
+	return 0.2
 }
 
 // readBatchFile reads one CIFAR-10 batch file: the binary version's
@@ -384,10 +498,7 @@ func loadFile(w io.Writer, df dataFlags, seed uint64) (*cifar.Dataset, *cifar.Da
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--data: %w", err)
 	}
-	split := df.valSplit
-	if split <= 0 || split >= 1 {
-		split = 0.2
-	}
+	split := heldOut(w, df, "a single batch file")
 	fmt.Fprintf(w, "training on the single file %s (%d images), %.0f%% held out for validation\n", df.dir, ds.Len(), 100*split)
 	tr, val := ds.Split(split, seed)
 	return limit(tr, val, df.limit, seed, ds.Classes)

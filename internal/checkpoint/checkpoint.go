@@ -7,8 +7,10 @@ package checkpoint
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"sort"
@@ -91,6 +93,9 @@ func SaveState(path string, s layers.State, info Info) error {
 // torchvision's vgg16_bn weights, as a .pth file or converted to
 // safetensors), whose configuration is then inferred from the tensor shapes.
 func Load(path string) (*Checkpoint, error) {
+	if err := readable(path); err != nil {
+		return nil, err
+	}
 	if !isSafetensors(path) {
 		state, err := ReadWeights(path)
 		if err != nil {
@@ -241,6 +246,9 @@ func Exists(path string) bool {
 // with safetensors) or a PyTorch file written by torch.save (torchvision's
 // vgg16_bn-*.pth, zip or legacy format), told apart by their content.
 func ReadWeights(path string) (layers.State, error) {
+	if err := readable(path); err != nil {
+		return layers.State{}, err
+	}
 	if isSafetensors(path) {
 		f, err := safetensors.Read(path)
 		if err != nil {
@@ -281,6 +289,23 @@ func ReadWeights(path string) (layers.State, error) {
 
 // isSafetensors tells a safetensors file (an 8-byte little-endian header
 // length, then a JSON object) from a PyTorch one (a zip or a pickle).
+// readable says why path cannot be a weights file, before its content
+// is looked at: missing, a directory, or empty.
+func readable(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: no such file", path)
+	case err != nil:
+		return err
+	case st.IsDir():
+		return fmt.Errorf("%s is a directory, not a weights file", path)
+	case st.Size() == 0:
+		return fmt.Errorf("%s is empty, not a weights file", path)
+	}
+	return nil
+}
+
 func isSafetensors(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {

@@ -170,3 +170,25 @@ func TestLoadPTH(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNotAWeightsFile: a missing file, a directory and an empty file are
+// named as such by Load, ReadWeights and ConvertPTH (not taken for a
+// safetensors file whose reader then fails).
+func TestNotAWeightsFile(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "e.pth")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "o.safetensors")
+	for path, want := range map[string]string{filepath.Join(dir, "nope.pth"): "no such file", dir: "is a directory", empty: "is empty"} {
+		_, lerr := Load(path)
+		_, rerr := ReadWeights(path)
+		_, cerr := ConvertPTH(path, out)
+		for i, err := range []error{lerr, rerr, cerr} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s, call %d: %v; want %q", path, i, err, want)
+			}
+		}
+	}
+}

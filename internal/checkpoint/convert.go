@@ -24,6 +24,9 @@ func ConvertPTH(in, out string) (int, error) {
 	default:
 		return 0, fmt.Errorf("%s: name the output *.safetensors", out)
 	}
+	if err := readable(in); err != nil {
+		return 0, err
+	}
 	if isSafetensors(in) {
 		return 0, fmt.Errorf("%s is a safetensors file already: nothing to convert", in)
 	}

@@ -52,6 +52,21 @@ type Options struct {
 	// others in the backward (layers.Model.RecomputeBN): less device
 	// memory, one more pass over each output. The same training.
 	RecomputeBN bool `json:"recompute_bn,omitempty"`
+	// Data is where the images came from, so that a resumed run trains on
+	// the same ones (nil in checkpoints of older versions).
+	Data *DataOptions `json:"data,omitempty"`
+}
+
+// DataOptions are the data flags of a run: the dataset (an absolute
+// directory or file, or "demo"), how many training images were used (0:
+// all) and the fraction held out for validation.
+type DataOptions struct {
+	Dir      string  `json:"dir"`
+	Limit    int     `json:"limit"`
+	ValSplit float64 `json:"val_split"`
+	// ValSplitGiven: --val-split was given (a source without a test set
+	// holds out 0.2 otherwise).
+	ValSplitGiven bool `json:"val_split_given,omitempty"`
 }
 
 // SeedRecipe is the PyTorch tutorial's run: VGG16-BN at 224x224,

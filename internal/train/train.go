@@ -93,17 +93,37 @@ type Run struct {
 // PrepareDir makes dir a fresh run directory, refusing one that already
 // holds a run unless resume is set (and then requiring one).
 func PrepareDir(dir string, resume bool) error {
-	has := checkpoint.Exists(filepath.Join(dir, LastFile))
-	switch {
-	case resume && !has:
+	if !resume {
+		if err := CheckNewDir(dir); err != nil {
+			return err
+		}
+		return os.MkdirAll(dir, 0o755)
+	}
+	if !checkpoint.Exists(filepath.Join(dir, LastFile)) {
+		if checkpoint.Exists(filepath.Join(dir, BestFile)) {
+			return fmt.Errorf("--resume: %s has no %s: the run stopped while saving its first epoch (%s holds that epoch's weights); start again with another --run-dir", dir, LastFile, BestFile)
+		}
 		return fmt.Errorf("--resume: %s has no %s to resume from", dir, LastFile)
-	case !resume && has:
+	}
+	// What atomic writes interrupted by a crash left: temporary files
+	// (".<name>.tmp…") that nothing reads.
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
+	return nil
+}
+
+// CheckNewDir says why a new run cannot start in dir: it holds a run, or
+// anything else. A directory that does not exist yet is fine.
+func CheckNewDir(dir string) error {
+	if checkpoint.Exists(filepath.Join(dir, LastFile)) {
 		return fmt.Errorf("run directory %s already holds a run: pass --resume to continue it or choose another --run-dir", dir)
 	}
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 && !resume {
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("run directory %s exists and is not empty: choose another --run-dir", dir)
 	}
-	return os.MkdirAll(dir, 0o755)
+	return nil
 }
 
 // Model is the model being trained (after Execute started).
@@ -146,6 +166,9 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 			return nil, err
 		}
 		r.Report.Note(fmt.Sprintf("resuming %s after epoch %d, batch %d (step %d, best val acc %.2f%%)", r.Dir, r.epoch, skip, r.step, 100*r.best))
+		if r.epoch >= r.Opt.Epochs {
+			r.Report.Note(fmt.Sprintf("the run has done its %d epochs: nothing to train (a larger --epochs continues it)", r.Opt.Epochs))
+		}
 	} else {
 		m.Init(r.Opt.Seed)
 		if r.Opt.Init != "" {

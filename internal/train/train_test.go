@@ -153,6 +153,30 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	if err := PrepareDir(dir, false); err == nil || !strings.Contains(err.Error(), "--resume") {
 		t.Errorf("an existing run directory was accepted: %v", err)
 	}
+
+	// A crash while saving the first epoch leaves best without last: resume
+	// says so; and a resume clears what interrupted atomic writes left.
+	crashed := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(dir, BestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(crashed, BestFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrepareDir(crashed, true); err == nil || !strings.Contains(err.Error(), "stopped while saving its first epoch") {
+		t.Errorf("resuming a run without %s: %v", LastFile, err)
+	}
+	tmp := filepath.Join(dir, "."+LastFile+".tmp123")
+	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrepareDir(dir, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("resume left %s: %v", tmp, err)
+	}
 }
 
 // TestResumeReproduces interrupts a run in the middle of its second epoch,
