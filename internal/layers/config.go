@@ -120,7 +120,7 @@ func parseTokens(toks []string) (Cfg, error) {
 			}
 			n, err := strconv.Atoi(t)
 			if err != nil || n <= 0 {
-				return nil, fmt.Errorf("layer list entry %d %q: want a positive channel count, \"M\", \"1x1:N\" or \"LRN\"", i, toks[i])
+				return nil, fmt.Errorf("layer list entry %d (from 1) %q: want a positive channel count, \"M\", \"1x1:N\" or \"LRN\"", i+1, toks[i])
 			}
 			c = append(c, Item{Kind: Conv, Out: n, K: k})
 		}
@@ -158,8 +158,8 @@ func Arch(s string) (Cfg, error) {
 	if l, ok := archs[strings.ToLower(strings.TrimSpace(s))]; ok {
 		return ParseCfg(l)
 	}
-	if strings.ContainsAny(s, ",M") {
-		return ParseCfg(s)
+	if t := strings.TrimLeft(strings.TrimSpace(s), `["'`); strings.Contains(s, ",") || t != "" && t[0] >= '0' && t[0] <= '9' {
+		return ParseCfg(s) // a layer list, even of one entry
 	}
 	return nil, fmt.Errorf("unknown architecture %q: want one of %s, or a layer list such as \"64,M,128,M\"", s, strings.Join(Archs(), ", "))
 }

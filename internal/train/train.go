@@ -302,7 +302,11 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			if b > from+1 {
 				which = fmt.Sprintf("batches %d-%d", from+1, b)
 			}
-			return fmt.Errorf("epoch %d, %s: the loss is %v; stopping (lower --lr?). %s is untouched", r.epoch+1, which, l, filepath.Join(r.Dir, BestFile))
+			kept := "no checkpoint was written"
+			if best := filepath.Join(r.Dir, BestFile); checkpoint.Exists(best) {
+				kept = best + " is untouched"
+			}
+			return fmt.Errorf("epoch %d, %s: the loss is %v; stopping (lower --lr?). %s", r.epoch+1, which, l, kept)
 		}
 		sumLoss += l
 		correct += int(st.accHost[1])
