@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	_ "image/jpeg" // predict reads JPEG
@@ -194,7 +195,12 @@ size of CIFAR-10's images, which the model learnt from), then prepared exactly a
 evaluation prepares CIFAR-10 images.`,
 		Example: `  vgg16 predict --checkpoint runs/x/best.safetensors cat.png dog.jpg
   vgg16 predict --checkpoint best.safetensors --top 3 --json photo.jpg`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("no images: give one or more PNG or JPEG files to classify")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ckpt == "" {
 				return fmt.Errorf("--checkpoint is required: the .safetensors file to predict with")
@@ -308,9 +314,15 @@ func readImage(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("%s is a directory: give image files", path)
+	}
 	img, format, err := image.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a PNG or JPEG image: %w", path, err)
+	switch {
+	case errors.Is(err, image.ErrFormat):
+		return nil, fmt.Errorf("%s: not a PNG or JPEG image", path)
+	case err != nil:
+		return nil, fmt.Errorf("%s: a damaged or truncated image: %w", path, err)
 	}
 	b := img.Bounds()
 	if b.Dx() == 0 || b.Dy() == 0 {
