@@ -202,6 +202,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if resume {
 				// The run's own options win over the recipe; explicit flags
 				// (say, more --epochs) still apply.
+				if err := train.PrepareDir(runDir, true); err != nil {
+					return err // before reading its options: says why there is nothing to resume
+				}
 				prev, err := resumeOptions(runDir)
 				if err != nil {
 					return err
