@@ -87,7 +87,11 @@ type Run struct {
 	epoch            int     // epochs done
 	best             float64 // best validation accuracy
 	id               string
-	history          []EpochMetrics
+	// partial is the training tally of the epoch an interruption stopped
+	// in, saved with its checkpoint and carried into the resumed epoch, so
+	// that the epoch's metrics count every batch.
+	partial epochTally
+	history []EpochMetrics
 }
 
 // PrepareDir makes dir a fresh run directory, refusing one that already
@@ -276,6 +280,11 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	start := time.Now()
 	var sumLoss float64
 	var seen, correct int
+	if skip > 0 { // resumed mid-epoch: the batches before the interruption count too
+		sumLoss, correct, seen = r.partial.loss, r.partial.correct, r.partial.seen
+	}
+	r.partial = epochTally{}
+	seenBefore := seen       // images tallied by the run that was interrupted
 	pending, done := 0, skip // images trained on but not yet tallied on the host; batches done
 	lr := 0.0
 	off, k := m.Trainable() // what SGD updates: all parameters, or the classifier's
@@ -312,7 +321,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		correct += int(st.accHost[1])
 		seen += pending
 		pending, from = 0, b
-		r.Report.Step(StepStats{Batch: b, Batches: perEpoch, Loss: sumLoss / float64(seen), Acc: float64(correct) / float64(seen), LR: lr, ImagesPerSec: float64(seen) / time.Since(start).Seconds()})
+		r.Report.Step(StepStats{Batch: b, Batches: perEpoch, Loss: sumLoss / float64(seen), Acc: float64(correct) / float64(seen), LR: lr, ImagesPerSec: float64(seen-seenBefore) / time.Since(start).Seconds()})
 		return nil
 	}
 	for b := 0; b < perEpoch; b++ {
@@ -326,6 +335,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			if err := flush(b); err != nil { // no NaN weights in the checkpoint
 				return EpochMetrics{}, err
 			}
+			r.partial = epochTally{loss: sumLoss, correct: correct, seen: seen}
 			return EpochMetrics{}, r.interrupt(b)
 		}
 		n, _, ok := src.Next(st.x, st.y)
@@ -365,7 +375,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	}
 	em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: time.Since(start).Seconds()}
 	if seen > 0 {
-		em.TrainLoss, em.TrainAcc, em.ImagesPerSec = sumLoss/float64(seen), float64(correct)/float64(seen), float64(seen)/em.Seconds
+		em.TrainLoss, em.TrainAcc, em.ImagesPerSec = sumLoss/float64(seen), float64(correct)/float64(seen), float64(seen-seenBefore)/em.Seconds
 	}
 	return em, nil
 }
@@ -467,6 +477,9 @@ func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
 		Tensors:  map[string]safetensors.Tensor{"momentum": safetensors.F32([]int{len(host)}, host)},
 		Metadata: map[string]string{"vgg16.id": info.ID, "vgg16.step": strconv.Itoa(r.step)},
 	}
+	if batch > 0 { // mid-epoch: the epoch's training tally so far
+		f.Metadata[keyTally] = r.partial.String()
+	}
 	optPath := OptimPath(r.Dir, info.ID)
 	if err := safetensors.Write(optPath, f); err != nil {
 		return fmt.Errorf("saving optimizer state: %w", err)
@@ -520,6 +533,7 @@ func (r *Run) restore() (int, error) {
 	}
 	r.Backend.Upload(r.mom, mom)
 	r.step, _ = strconv.Atoi(of.Metadata["vgg16.step"])
+	r.partial = parseTally(of.Metadata[keyTally]) // zero when absent (older versions, or between epochs)
 	r.model.SetStep(ck.Info.Step)
 	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
 	// The ID is "<run id>-<step>".
@@ -532,6 +546,36 @@ func (r *Run) restore() (int, error) {
 		r.history = r.history[:r.epoch]
 	}
 	return ck.Info.Batch, nil
+}
+
+// epochTally is an epoch's training metrics so far: the loss summed over
+// images, the correct predictions and the images.
+type epochTally struct {
+	loss          float64
+	correct, seen int
+}
+
+// keyTally is the optimizer file's metadata key of a mid-epoch
+// checkpoint's epochTally.
+const keyTally = "vgg16.epoch_tally"
+
+func (t epochTally) String() string {
+	return strconv.FormatFloat(t.loss, 'g', -1, 64) + " " + strconv.Itoa(t.correct) + " " + strconv.Itoa(t.seen)
+}
+
+func parseTally(s string) epochTally {
+	var t epochTally
+	f := strings.Fields(s)
+	if len(f) != 3 {
+		return t
+	}
+	loss, err1 := strconv.ParseFloat(f[0], 64)
+	correct, err2 := strconv.Atoi(f[1])
+	seen, err3 := strconv.Atoi(f[2])
+	if err1 != nil || err2 != nil || err3 != nil || correct < 0 || seen < correct {
+		return t
+	}
+	return epochTally{loss, correct, seen}
 }
 
 // stepKey names a training step's shape for tensor.BeginStep.

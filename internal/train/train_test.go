@@ -232,6 +232,11 @@ func testResume(t *testing.T, backend func() tensor.Backend) {
 		if got[i].ValLoss != want[i].ValLoss || got[i].ValAcc != want[i].ValAcc {
 			t.Errorf("epoch %d: resumed val loss %v acc %v, uninterrupted %v %v", i+1, got[i].ValLoss, got[i].ValAcc, want[i].ValLoss, want[i].ValAcc)
 		}
+		// The interrupted epoch's training metrics count its batches from
+		// before the interruption too.
+		if math.Abs(got[i].TrainLoss-want[i].TrainLoss) > 1e-9 || got[i].TrainAcc != want[i].TrainAcc {
+			t.Errorf("epoch %d: resumed train loss %v acc %v, uninterrupted %v %v", i+1, got[i].TrainLoss, got[i].TrainAcc, want[i].TrainLoss, want[i].TrainAcc)
+		}
 	}
 	a, _ := checkpoint.Load(filepath.Join(dir, LastFile))
 	b, _ := checkpoint.Load(filepath.Join(full.Dir, LastFile))
