@@ -98,7 +98,7 @@ func evalCmd() *cobra.Command {
 			}
 			var ds *cifar.Dataset
 			if st, serr := os.Stat(dataDir); serr == nil && st.Mode().IsRegular() {
-				ds, err = readBatchFile(dataDir)
+				ds, err = cifar.ReadBatchFile(dataDir)
 			} else if dataDir == "demo" {
 				ds, err = cifar.Demo()
 			} else {
@@ -111,7 +111,7 @@ func evalCmd() *cobra.Command {
 				return err
 			}
 			if limitN > 0 && limitN < ds.Len() {
-				ds = ds.Subset(seq(limitN))
+				ds = ds.Subset(train.Seq(limitN))
 			}
 			var progress func(done, total int)
 			if !asJSON {

@@ -421,126 +421,15 @@ func sanitize(s string) string {
 	return s
 }
 
-// loadData opens the training and validation sets: CIFAR-10 from
-// df.dir (downloading it when missing), or the embedded demo sample when
-// asked for or when the download is impossible. fromDir says the sets
-// came from a CIFAR-10 directory (which has a test set for eval).
+// loadData opens the data the flags name (train.OpenData), downloading
+// CIFAR-10 with a progress bar where it is missing.
 func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
-	demo := df.dir == "demo"
-	if st, err := os.Stat(df.dir); err == nil && st.Mode().IsRegular() {
-		trainSet, valSet, classes, err = loadFile(w, df, seed)
-		return trainSet, valSet, classes, false, err
+	fetch := func(ctx context.Context, dir string) error { return download(ctx, w, dir, "bin", "") }
+	if !df.download {
+		fetch = nil
 	}
-	if !demo && !cifar.Exists(df.dir) {
-		if !df.download {
-			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.dir, df.dir)
-		}
-		_, statErr := os.Stat(df.dir)
-		fmt.Fprintf(w, "CIFAR-10 is not in %s: downloading it\n", df.dir)
-		if err := download(ctx, w, df.dir, "bin", ""); err != nil {
-			if os.IsNotExist(statErr) {
-				os.Remove(df.dir) // made for the download: removed if it stayed empty
-			}
-			if ctx.Err() != nil {
-				return nil, nil, nil, false, err
-			}
-			fmt.Fprintf(w, "\n!!! the download failed: %v\n", err)
-			demo = true
-		}
-	}
-	if demo {
-		ds, err := cifar.Demo()
-		if err != nil {
-			return nil, nil, nil, false, err
-		}
-		fmt.Fprintf(w, "!!! training on the DEMO SAMPLE embedded in the binary: %d real CIFAR-10 images, not the full set.\n", ds.Len())
-		fmt.Fprintln(w, "!!! for real training get the data with: vgg16 data download --dir ./data  (or copy cifar-10-batches-bin/ there)")
-		trainSet, valSet = ds.Split(heldOut(w, df, "the demo sample"), seed)
-		trainSet, valSet, classes, err = limit(trainSet, valSet, df.limit, seed, ds.Classes)
-		return trainSet, valSet, classes, false, err
-	}
-	trainSet, err = cifar.Open(df.dir, "train")
-	if err != nil {
-		return nil, nil, nil, false, err
-	}
-	if df.valSplit > 0 {
-		trainSet, valSet = trainSet.Split(df.valSplit, seed)
-	} else if valSet, err = cifar.Open(df.dir, "test"); err != nil {
-		return nil, nil, nil, false, err
-	}
-	trainSet, valSet, classes, err = limit(trainSet, valSet, df.limit, seed, trainSet.Classes)
-	return trainSet, valSet, classes, true, err
-}
-
-// heldOut is the fraction of a source without a test set (one batch file,
-// the demo sample) held out for validation: --val-split when given and
-// not 0, else 0.2.
-func heldOut(w io.Writer, df dataFlags, what string) float64 {
-	if df.splitGiven && df.valSplit > 0 {
-		return df.valSplit
-	}
-	if df.splitGiven {
-		fmt.Fprintf(w, "note: --val-split 0 validates on the test set, which %s does not have: holding out 20%%\n", what)
-	}
-	return 0.2
-}
-
-// readBatchFile reads one CIFAR-10 batch file: the binary version's
-// (*.bin) or the python version's (a pickle), told apart by the name or,
-// for another name, by the content: a pickle starts with its protocol
-// byte, 0x80.
-func readBatchFile(path string) (*cifar.Dataset, error) {
-	if strings.HasSuffix(path, ".bin") {
-		return cifar.ReadBinFile(path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	var head [1]byte
-	_, err = io.ReadFull(f, head[:])
-	f.Close()
-	if err == nil && head[0] != 0x80 {
-		return cifar.ReadBinFile(path)
-	}
-	return cifar.ReadPickleFile(path)
-}
-
-// loadFile trains on one batch file (binary or python version), holding
-// out --val-split of it (0.2 when unset) for validation.
-func loadFile(w io.Writer, df dataFlags, seed uint64) (*cifar.Dataset, *cifar.Dataset, []string, error) {
-	ds, err := readBatchFile(df.dir)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--data: %w", err)
-	}
-	split := heldOut(w, df, "a single batch file")
-	fmt.Fprintf(w, "training on the single file %s (%d images), %.0f%% held out for validation\n", df.dir, ds.Len(), 100*split)
-	tr, val := ds.Split(split, seed)
-	return limit(tr, val, df.limit, seed, ds.Classes)
-}
-
-func limit(tr, val *cifar.Dataset, n int, seed uint64, classes []string) (*cifar.Dataset, *cifar.Dataset, []string, error) {
-	if n < 0 {
-		return nil, nil, nil, fmt.Errorf("--limit %d: must not be negative", n)
-	}
-	if len(classes) == 0 {
-		classes = cifar.ClassNames
-	}
-	if n > 0 && n < tr.Len() {
-		tr = tr.Subset(seq(n))
-	}
-	if m := max(n/5, 100); n > 0 && m < val.Len() {
-		val = val.Subset(seq(m))
-	}
-	return tr, val, classes, nil
-}
-
-func seq(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = i
-	}
-	return s
+	d := train.DataOptions{Dir: df.dir, Limit: df.limit, ValSplit: df.valSplit, ValSplitGiven: df.splitGiven}
+	return train.OpenData(ctx, w, d, seed, fetch)
 }
 
 // usePretrained gives o the layers of the weights file path (torchvision's

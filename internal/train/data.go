@@ -1,0 +1,115 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/vgg16/vgg16/internal/cifar"
+)
+
+// OpenData opens the training and validation sets that df names:
+// CIFAR-10 from the directory df.Dir (fetched with fetch when missing;
+// nil: no download), one batch file, or the sample embedded in the binary
+// ("demo", and where the download fails), with df.ValSplit held out (or
+// the test set) and df.Limit applied. Notes go to w. fromDir says the
+// sets came from a CIFAR-10 directory (which has a test set to evaluate
+// on).
+func OpenData(ctx context.Context, w io.Writer, df DataOptions, seed uint64, fetch func(ctx context.Context, dir string) error) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
+	demo := df.Dir == "demo"
+	if st, err := os.Stat(df.Dir); err == nil && st.Mode().IsRegular() {
+		trainSet, valSet, classes, err = loadFile(w, df, seed)
+		return trainSet, valSet, classes, false, err
+	}
+	if !demo && !cifar.Exists(df.Dir) {
+		if fetch == nil {
+			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.Dir, df.Dir)
+		}
+		_, statErr := os.Stat(df.Dir)
+		fmt.Fprintf(w, "CIFAR-10 is not in %s: downloading it\n", df.Dir)
+		if err := fetch(ctx, df.Dir); err != nil {
+			if os.IsNotExist(statErr) {
+				os.Remove(df.Dir) // made for the download: removed if it stayed empty
+			}
+			if ctx.Err() != nil {
+				return nil, nil, nil, false, err
+			}
+			fmt.Fprintf(w, "\n!!! the download failed: %v\n", err)
+			demo = true
+		}
+	}
+	if demo {
+		ds, err := cifar.Demo()
+		if err != nil {
+			return nil, nil, nil, false, err
+		}
+		fmt.Fprintf(w, "!!! training on the DEMO SAMPLE embedded in the binary: %d real CIFAR-10 images, not the full set.\n", ds.Len())
+		fmt.Fprintln(w, "!!! for real training get the data with: vgg16 data download --dir ./data  (or copy cifar-10-batches-bin/ there)")
+		trainSet, valSet = ds.Split(heldOut(w, df, "the demo sample"), seed)
+		trainSet, valSet, classes, err = limit(trainSet, valSet, df.Limit, seed, ds.Classes)
+		return trainSet, valSet, classes, false, err
+	}
+	trainSet, err = cifar.Open(df.Dir, "train")
+	if err != nil {
+		return nil, nil, nil, false, err
+	}
+	if df.ValSplit > 0 {
+		trainSet, valSet = trainSet.Split(df.ValSplit, seed)
+	} else if valSet, err = cifar.Open(df.Dir, "test"); err != nil {
+		return nil, nil, nil, false, err
+	}
+	trainSet, valSet, classes, err = limit(trainSet, valSet, df.Limit, seed, trainSet.Classes)
+	return trainSet, valSet, classes, true, err
+}
+
+// heldOut is the fraction of a source without a test set (one batch file,
+// the demo sample) held out for validation: --val-split when given and
+// not 0, else 0.2.
+func heldOut(w io.Writer, df DataOptions, what string) float64 {
+	if df.ValSplitGiven && df.ValSplit > 0 {
+		return df.ValSplit
+	}
+	if df.ValSplitGiven {
+		fmt.Fprintf(w, "note: --val-split 0 validates on the test set, which %s does not have: holding out 20%%\n", what)
+	}
+	return 0.2
+}
+
+// loadFile trains on one batch file (binary or python version), holding
+// out --val-split of it (0.2 when unset) for validation.
+func loadFile(w io.Writer, df DataOptions, seed uint64) (*cifar.Dataset, *cifar.Dataset, []string, error) {
+	ds, err := cifar.ReadBatchFile(df.Dir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--data: %w", err)
+	}
+	split := heldOut(w, df, "a single batch file")
+	fmt.Fprintf(w, "training on the single file %s (%d images), %.0f%% held out for validation\n", df.Dir, ds.Len(), 100*split)
+	tr, val := ds.Split(split, seed)
+	return limit(tr, val, df.Limit, seed, ds.Classes)
+}
+
+func limit(tr, val *cifar.Dataset, n int, seed uint64, classes []string) (*cifar.Dataset, *cifar.Dataset, []string, error) {
+	if n < 0 {
+		return nil, nil, nil, fmt.Errorf("--limit %d: must not be negative", n)
+	}
+	if len(classes) == 0 {
+		classes = cifar.ClassNames
+	}
+	if n > 0 && n < tr.Len() {
+		tr = tr.Subset(Seq(n))
+	}
+	if m := max(n/5, 100); n > 0 && m < val.Len() {
+		val = val.Subset(Seq(m))
+	}
+	return tr, val, classes, nil
+}
+
+// Seq is 0, 1, …, n-1: the indices of a Subset of the first n images.
+func Seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
