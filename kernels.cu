@@ -418,6 +418,18 @@ __device__ __forceinline__ bool relu_cut(float x, float mu, float sc, float be) 
 	return !((x - mu) * sc + be > 0.0f);
 }
 
+// bn_out is an element x of batch norm's output from the batch statistics
+// (mean mu, scale sc = bn_scale) and beta, and affine_out one from the
+// running statistics folded into a scale and shift; each then max(·, 0)
+// when relu, NaN kept. Every kernel that writes or recomputes the output
+// (the pooled ones included) computes it here, so that they agree bit for
+// bit.
+__device__ __forceinline__ float relu_out(float v, int relu) { return relu && !(v > 0.0f) && v == v ? 0.0f : v; }
+__device__ __forceinline__ float bn_out(float x, float mu, float sc, float be, int relu) {
+	return relu_out((x - mu) * sc + be, relu);
+}
+__device__ __forceinline__ float affine_out(float x, float sc, float sh, int relu) { return relu_out(x * sc + sh, relu); }
+
 // bn_stats: block b sums share b % splits of channel b / splits (the grid
 // is exactly c·splits blocks of RED_THREADS): part[2b] = Σx, part[2b+1] =
 // Σx². bn_stats_t is its body for x stored as T (float or bf16).
@@ -505,8 +517,7 @@ __device__ __forceinline__ void bn_apply_t(T* y, const T* x, const float* mean, 
 		ldn(x, i, v, N);
 		float mu = mean[ch], sc = scale[ch], be = beta[ch];
 		for (int j = 0; j < N; j++) {
-			v[j] = (v[j] - mu) * sc + be;
-			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = bn_out(v[j], mu, sc, be, relu);
 		}
 		stn(y, i, v, N);
 	});
@@ -539,8 +550,7 @@ __device__ __forceinline__ void bn_affine_t(T* y, const T* x, const float* scale
 		ldn(x, i, v, N);
 		float sc = scale[ch], sh = shift[ch];
 		for (int j = 0; j < N; j++) {
-			v[j] = v[j] * sc + sh;
-			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = affine_out(v[j], sc, sh, relu);
 		}
 		stn(y, i, v, N);
 	});
@@ -1208,8 +1218,7 @@ __device__ __forceinline__ void bn_apply_nhwc_t(T* y, const T* x, const float* m
 		float v[8];
 		ld8(x, i, v);
 		for (int j = 0; j < 8; j++) {
-			v[j] = (v[j] - mu[j]) * sc[j] + be[j];
-			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = bn_out(v[j], mu[j], sc[j], be[j], relu);
 		}
 		st8(y, i, v);
 	});
@@ -1236,8 +1245,7 @@ __device__ __forceinline__ void bn_affine_nhwc_t(T* y, const T* x, const float* 
 		float v[8];
 		ld8(x, i, v);
 		for (int j = 0; j < 8; j++) {
-			v[j] = v[j] * sc[j] + sh[j];
-			if (relu && !(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = affine_out(v[j], sc[j], sh[j], relu);
 		}
 		st8(y, i, v);
 	});
@@ -1457,8 +1465,7 @@ __device__ __forceinline__ void bn_apply_pool_nhwc_t(T* y, const T* x, const flo
 	load8(be, beta, ch);
 	pool_norm(y, x, n, c, h, w, [&](float* v) {
 		for (int j = 0; j < 8; j++) {
-			v[j] = (v[j] - mu[j]) * sc[j] + be[j];
-			if (!(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = bn_out(v[j], mu[j], sc[j], be[j], 1);
 		}
 	});
 }
@@ -1482,8 +1489,7 @@ __device__ __forceinline__ void bn_affine_pool_nhwc_t(T* y, const T* x, const fl
 	load8(sh, shift, ch);
 	pool_norm(y, x, n, c, h, w, [&](float* v) {
 		for (int j = 0; j < 8; j++) {
-			v[j] = v[j] * sc[j] + sh[j];
-			if (!(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = affine_out(v[j], sc[j], sh[j], 1);
 		}
 	});
 }
@@ -1511,8 +1517,7 @@ __device__ __forceinline__ u32 window_best(const T* x, u64 at, u64 c, u32 w, con
 	for (int e = 0; e < 4; e++) {
 		ld8(x, at + window_at(e, w, c), v);
 		for (int j = 0; j < 8; j++) {
-			v[j] = (v[j] - mu[j]) * sc[j] + be[j];
-			if (!(v[j] > 0.0f) && v[j] == v[j]) v[j] = 0.0f;
+			v[j] = bn_out(v[j], mu[j], sc[j], be[j], 1);
 			v[j] = round_as(x, v[j]);
 			if (e == 0 || v[j] > m[j]) {
 				m[j] = v[j];
