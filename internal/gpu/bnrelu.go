@@ -57,10 +57,7 @@ func (b *Backend) fusedBNTrain(y, x, gamma, beta, runMean, runVar, saveMean, sav
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
 	halfOps("batch norm", x, y)
-	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
-	if shift != nil {
-		channels("batch norm", c, shift)
-	}
+	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift)
 	g, part, scale := b.bnGeometry(x, 1)
 	err := b.k.BNTrainReLU(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(runMean), b.ptr(runVar),
 		b.ptr(saveMean), b.ptr(saveInvStd), b.optPtr(shift), part, scale, momentum, eps, relu)
@@ -137,10 +134,9 @@ func (b *Backend) fusedBNBackward(dx, dgamma, dbeta, dy, x, gamma, beta, saveMea
 	halfOps("batch norm gradient", x, dy, dx)
 	var bp cuda.DevicePtr
 	if beta != nil {
-		channels("batch norm gradient", c, beta)
 		bp = b.ptr(beta)
 	}
-	channels("batch norm gradient", c, dgamma, dbeta, gamma, saveMean, saveInvStd)
+	channels("batch norm gradient", c, dgamma, dbeta, gamma, beta, saveMean, saveInvStd)
 	g, part, coef := b.bnGeometry(x, 3)
 	err := b.k.BNBackwardReLU(b.stream, g, b.ptr(dx), b.ptr(dgamma), b.ptr(dbeta), b.ptr(dy), b.ptr(x), b.ptr(gamma), bp,
 		b.ptr(saveMean), b.ptr(saveInvStd), part, coef, beta != nil)

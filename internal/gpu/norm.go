@@ -18,9 +18,11 @@ func sameSize(what string, ts ...*tensor.Tensor) {
 	}
 }
 
+// channels checks that each of ts (nil: an optional one left out) holds
+// one value a channel.
 func channels(what string, c int, ts ...*tensor.Tensor) {
 	for _, t := range ts {
-		if t.Size() != c {
+		if t != nil && t.Size() != c {
 			panic(fmt.Sprintf("gpu: %s over %d channels given %v", what, c, t.Shape))
 		}
 	}
@@ -45,14 +47,13 @@ func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 	}
 	_, c, _, _ := nchw(x)
 	sameSize("batch norm", x, y)
-	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
+	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift)
 	xd, bd := b.imageDesc(x), b.channelDesc(c)
 	p := b.stage(in(x), out(y), in(gamma), in(beta), inout(runMean), inout(runVar), out(saveMean), out(saveInvStd))
 	err := b.dnn.BNTrain(b.dnnH, xd, p[0], xd, p[1], bd, p[2], p[3], momentum, p[4], p[5], eps, p[6], p[7])
 	b.must(err, fmt.Sprintf("batch norm %v", x.Shape))
 	b.unstage()
 	if shift != nil {
-		channels("batch norm", c, shift)
 		// The SGD kernel without momentum or decay is r -= lr·shift.
 		err := b.k.SGD(b.stream, b.ptr(runMean), b.ptr(shift), 0, c, float32(-momentum), 0, 0, 0, 1, false, false)
 		b.must(err, fmt.Sprintf("batch norm %v running mean", x.Shape))

@@ -42,10 +42,7 @@ func (b *Backend) BatchNormReLUPoolTrain(y, x, gamma, beta, runMean, runVar, sav
 	defer b.op()()
 	b.pooled("batch norm + max-pool", y, x)
 	_, c, _, _ := nchw(x)
-	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd)
-	if shift != nil {
-		channels("batch norm", c, shift)
-	}
+	channels("batch norm", c, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift)
 	g, part, scale := b.bnGeometry(x, 1)
 	err := b.k.BNTrainReLUPool(b.stream, g, b.ptr(y), b.ptr(x), b.ptr(gamma), b.ptr(beta), b.ptr(runMean), b.ptr(runVar),
 		b.ptr(saveMean), b.ptr(saveInvStd), b.optPtr(shift), part, scale, momentum, eps)
