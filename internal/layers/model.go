@@ -329,10 +329,12 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		m.step++
 	}
 	m.switchBNOutputs()
-	if size := m.sharedBNOutput(); m.bnOuts.on && size > 0 {
+	if m.bnOuts.on {
 		// Sized for the largest output before any is written, so that the
 		// views of the smaller ones that modules keep stay where they were.
-		m.bnOuts.buf.reserve(m.be, x.Shape[0]*size)
+		if size := m.sharedBNOutput(); size > 0 {
+			m.bnOuts.buf.reserve(m.be, x.Shape[0]*size)
+		}
 	}
 	for _, mod := range m.mods {
 		x = mod.forward(x, train)
