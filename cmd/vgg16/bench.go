@@ -53,6 +53,7 @@ type BenchResult struct {
 	FusedBN       bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
 	RecomputeBN   bool    `json:"recompute_bn,omitempty"`    // batch-norm outputs recomputed in the backward
 	UnfusedPool   bool    `json:"unfused_pool,omitempty"`    // --fused-pool=false: max-pools as separate ops
+	Unpacked      bool    `json:"unpacked,omitempty"`        // --unpacked: a buffer per layer output, two for the gradients
 	// ConvEngines says, per convolution geometry and direction, which cuDNN
 	// API and engine ran it (or why the graph API was not used).
 	ConvEngines []string `json:"conv_engines,omitempty"`
@@ -80,8 +81,7 @@ func benchCmd() *cobra.Command {
 		batch, steps int
 		asJSON       bool
 		profile      bool
-		recomputeBN  bool
-		data         string
+		opt          benchOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -105,7 +105,8 @@ func benchCmd() *cobra.Command {
 			if err := fitsPrecision(be, cfg); err != nil {
 				return err
 			}
-			res, err := bench(be, cfg, batch, steps, profile, recomputeBN, data)
+			opt.batch, opt.steps, opt.profile = batch, steps, profile
+			res, err := bench(be, cfg, opt)
 			if err != nil {
 				return err
 			}
@@ -163,8 +164,9 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().IntVar(&steps, "steps", 20, "timed steps (after 3 warm-up steps)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&profile, "profile", false, "GPU: also time each operation of a step on the GPU and print where the time goes")
-	cmd.Flags().BoolVar(&recomputeBN, recomputeBNFlag, false, recomputeBNUsage)
-	cmd.Flags().StringVar(&data, "data", "none", "where each step's batch comes from: none (one fixed batch), gpu (augmented on the device from uint8 images it holds) or cpu (augmented by the CPU loader and uploaded)")
+	cmd.Flags().BoolVar(&opt.recomputeBN, recomputeBNFlag, false, recomputeBNUsage)
+	cmd.Flags().BoolVar(&opt.unpacked, "unpacked", false, "give every layer's output a buffer of its own and the gradients two more, as before activations were packed (to measure what packing saves)")
+	cmd.Flags().StringVar(&opt.data, "data", "none", "where each step's batch comes from: none (one fixed batch), gpu (augmented on the device from uint8 images it holds) or cpu (augmented by the CPU loader and uploaded)")
 	return cmd
 }
 
@@ -174,7 +176,16 @@ const (
 	recomputeBNUsage = "keep one batch-norm output at a time and recompute the others in the backward, as PyTorch's compiled graphs do: less device memory (about 1.4 GB at 224x224, batch 64, bf16) for one more pass over each output"
 )
 
-func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile, recomputeBN bool, data string) (*BenchResult, error) {
+// benchOptions are what bench measures, from the flags.
+type benchOptions struct {
+	batch, steps         int
+	profile, recomputeBN bool
+	unpacked             bool   // layers.Model.PackActivations(false)
+	data                 string // where each step's batch comes from: none, gpu or cpu
+}
+
+func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult, error) {
+	batch, steps, profile, recomputeBN, data := opt.batch, opt.steps, opt.profile, opt.recomputeBN, opt.data
 	switch data {
 	case "none", "gpu", "cpu":
 	default:
@@ -187,6 +198,7 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile, reco
 	defer m.Free()
 	m.Init(1)
 	m.RecomputeBN(recomputeBN)
+	m.PackActivations(!opt.unpacked)
 	rng := rand.New(rand.NewPCG(1, 2))
 	s := cfg.ImageSize
 	xh := make([]float32, batch*3*s*s)
@@ -276,7 +288,7 @@ func bench(be tensor.Backend, cfg layers.Config, batch, steps int, profile, reco
 		be.Download(out, o)
 	}
 	evalSec := time.Since(t).Seconds()
-	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, RecomputeBN: recomputeBN, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
+	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, RecomputeBN: recomputeBN, Unpacked: opt.unpacked, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first,
 		Data: data, PipelinedMs: 1e3 * pipe, PipelinedImgSec: float64(batch) / pipe}
 	if profile {

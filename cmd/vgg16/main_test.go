@@ -159,17 +159,18 @@ func TestTrainEvalPredict(t *testing.T) {
 	}
 	// Recomputing the batch-norm outputs lowers the steps' peak memory, and
 	// so does pooling in the batch norm (the default), which stores no
-	// output for the batch norm before a pool. Each run reports what its
-	// engine search cost.
-	var peaks [3]float64
-	for i, flag := range []string{"--fused-pool=false", "--recompute-bn=false", "--recompute-bn"} {
-		js, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "8,8,8,M,M,M,M,M", "--hidden", "16",
+	// output for the batch norm before a pool, and packing the activations
+	// (the default: --unpacked gives the gradients buffers of their own).
+	// Each run reports what its engine search cost.
+	var peaks [4]float64
+	for i, flag := range []string{"--fused-pool=false", "--recompute-bn=false", "--recompute-bn", "--unpacked"} {
+		js, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "8,8,M,16,16,M,32,32,M,M,M", "--hidden", "16",
 			"--batch", "4", "--steps", "2", "--json", flag)
 		var r BenchResult
 		if err == nil {
 			err = json.Unmarshal([]byte(js), &r)
 		}
-		if err != nil || r.RecomputeBN != (i == 2) || r.UnfusedPool != (i == 0) {
+		if err != nil || r.RecomputeBN != (i == 2) || r.UnfusedPool != (i == 0) || r.Unpacked != (i == 3) {
 			t.Fatalf("bench %s: %v %+v", flag, err, r)
 		}
 		if s := r.EngineSearch; !(s["directions"] > 0 && s["plans"] >= s["directions"]) {
@@ -177,12 +178,15 @@ func TestTrainEvalPredict(t *testing.T) {
 		}
 		peaks[i] = r.StepPeakMiB
 	}
-	t.Logf("steps' peak on the stand-in GPU: %.4f MiB with the pools apart, %.4f MiB pooled in the batch norm, %.4f MiB recomputing the batch-norm outputs", peaks[0], peaks[1], peaks[2])
+	t.Logf("steps' peak on the stand-in GPU: %.4f MiB with the pools apart, %.4f MiB pooled in the batch norm, %.4f MiB recomputing the batch-norm outputs, %.4f MiB unpacked", peaks[0], peaks[1], peaks[2], peaks[3])
 	if !(peaks[1] < peaks[0]) {
 		t.Errorf("steps' peak %.4f MiB pooling in the batch norm, %.4f MiB with the pools apart", peaks[1], peaks[0])
 	}
 	if !(peaks[2] < peaks[1]) {
 		t.Errorf("steps' peak %.4f MiB recomputing the batch-norm outputs, %.4f MiB keeping them", peaks[2], peaks[1])
+	}
+	if !(peaks[1] < peaks[3]) {
+		t.Errorf("steps' peak %.4f MiB packed, %.4f MiB unpacked", peaks[1], peaks[3])
 	}
 	if _, err := run(t, "bench", "--device", "cpu", "--data", "disk"); err == nil || !strings.Contains(err.Error(), `--data "disk": want none, gpu or cpu`) {
 		t.Errorf("bench --data disk: %v", err)

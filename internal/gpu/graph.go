@@ -141,6 +141,10 @@ func (b *Backend) forgetSteps() {
 	clear(r.seen)
 }
 
+// Recording reports whether a step is being captured or replayed, when
+// nothing may be allocated or freed (tensor.Recording).
+func (b *Backend) Recording() bool { return b.rec.mode != eager }
+
 // Graphs reports whether training steps are recorded as CUDA graphs.
 func (b *Backend) Graphs() bool { return b.rec.on }
 

@@ -29,7 +29,7 @@ func TestRecomputeBN(t *testing.T) {
 		m.RecomputeBN(recompute)
 		res := train(be, m, x, labels)
 		for _, n := range m.bns {
-			if kept := n.yBuf.t != nil; kept == recompute {
+			if kept := n.yBuf.view != nil; kept == recompute {
 				t.Errorf("recompute %v: a batch norm keeps its own output buffer: %v", recompute, kept)
 			}
 		}
@@ -43,7 +43,7 @@ func TestRecomputeBN(t *testing.T) {
 				t.Error("RecomputeBN(false) freed the shared buffer before the next Forward")
 			}
 			m.Forward(x, true)
-			if m.bnOuts.buf.t != nil || m.bns[0].yBuf.t == nil {
+			if m.bnOuts.buf.t != nil || m.bns[0].yBuf.view == nil {
 				t.Error("after RecomputeBN(false) and a Forward, the batch norms do not keep their outputs")
 			}
 		}

@@ -41,9 +41,9 @@ type Model struct {
 	buffers   []Buffer
 	bns       []*batchNorm
 	mods      []module
-	flow      gradFlow // the gradients between modules in Backward
-	frozen    bool     // FreezeFeatures
-	names     []string // "features.0", … per module
+	acts      activations // the modules' outputs and the gradients between them
+	frozen    bool        // FreezeFeatures
+	names     []string    // "features.0", … per module
 	// bnOuts holds the batch-norm outputs when they are recomputed
 	// (RecomputeBN), and inputBN[i] is the batch norm (one that can be
 	// recomputed) whose output is module i's input, if any.
@@ -59,6 +59,7 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{Config: cfg, be: be}
+	m.acts.on = true
 
 	// First pass: the shapes of every parameter, in state-dict order.
 	type spec struct {
@@ -181,8 +182,8 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 	m.inputBN = make([]*batchNorm, len(m.mods))
 	var from *batchNorm // the batch norm whose output the next module reads
 	for i, mod := range m.mods {
-		if f, ok := mod.(interface{ setFlow(*gradFlow) }); ok {
-			f.setFlow(&m.flow)
+		if f, ok := mod.(interface{ setActs(*activations) }); ok {
+			f.setActs(&m.acts)
 		}
 		if n, ok := mod.(*batchNorm); ok {
 			n.in = shape
@@ -336,17 +337,21 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 			m.bnOuts.buf.reserve(m.be, x.Shape[0]*size)
 		}
 	}
-	for _, mod := range m.mods {
+	m.acts.begin(m.be, len(m.mods))
+	for i, mod := range m.mods {
 		x = mod.forward(x, train)
+		m.acts.mark(i)
 	}
 	return x
 }
 
 // Backward propagates dlogits [N,Classes] from the last training Forward
 // and overwrites every gradient (the classifier's only, when the features
-// are frozen).
+// are frozen). It reuses the memory of that Forward's outputs, the
+// logits included: read them first.
 func (m *Model) Backward(dlogits *tensor.Tensor) {
 	dy := dlogits
+	m.acts.backward()
 	for i := len(m.mods) - 1; i >= 0 && dy != nil; i-- {
 		if _, ok := m.mods[i].(*flatten); ok && m.frozen {
 			return // the feature extractor is frozen: no gradient
@@ -354,8 +359,34 @@ func (m *Model) Backward(dlogits *tensor.Tensor) {
 		if n := m.inputBN[i]; n != nil && m.bnOuts.on {
 			n.restore() // the module's input, recomputed
 		}
+		m.acts.enter(i)
 		dy = m.mods[i].backward(dy)
 	}
+}
+
+// PackActivations sets whether the modules' outputs and the gradients
+// between them share one buffer, the gradients reusing the memory of
+// outputs that the backward no longer needs (activations; the default),
+// or each output has a buffer of its own and the gradients two more. The
+// results are the same either way; packed takes less memory. The choice
+// takes effect at the next Forward, and not within a Forward and its
+// Backward.
+func (m *Model) PackActivations(on bool) {
+	if on != m.acts.on {
+		m.releaseActivations()
+		m.acts.on = on
+	}
+}
+
+// releaseActivations frees every module's output and gradient buffer.
+func (m *Model) releaseActivations() {
+	for _, mod := range m.mods {
+		if b, ok := mod.(interface{ release(tensor.Backend) }); ok {
+			b.release(m.be)
+		}
+	}
+	m.acts.release(m.be)
+	m.acts.need = 0
 }
 
 // FreezeFeatures makes Backward stop at the classifier, so that the
@@ -390,11 +421,6 @@ func (m *Model) Free() {
 			m.be.Free(t)
 		}
 	}
-	for _, mod := range m.mods {
-		if b, ok := mod.(interface{ release(tensor.Backend) }); ok {
-			b.release(m.be)
-		}
-	}
-	m.flow.release(m.be)
+	m.releaseActivations()
 	m.bnOuts.buf.free(m.be)
 }

@@ -59,25 +59,30 @@ func (b *buf) free(be tensor.Backend) {
 	b.t, b.view = nil, nil
 }
 
-// bufs are a module's output buffer and the model's gradient flow, where
-// its backward writes the gradient of its input.
+// bufs are a module's output buffer and the model's activations, where
+// its output goes forward and the gradient of its input backward.
 type bufs struct {
 	yBuf buf
-	flow *gradFlow
+	acts *activations
 }
 
 func (b *bufs) release(be tensor.Backend) { b.yBuf.free(be) }
 
-func (b *bufs) setFlow(f *gradFlow) { b.flow = f }
+func (b *bufs) setActs(a *activations) { b.acts = a }
+
+// output is the buffer for the module's output, of shape.
+func (b *bufs) output(be tensor.Backend, shape ...int) *tensor.Tensor {
+	return b.acts.output(be, &b.yBuf, shape)
+}
 
 // dx is the buffer for the gradient of the module's input, given the
 // gradient dy of its output.
 func (b *bufs) dx(be tensor.Backend, dy *tensor.Tensor, shape ...int) *tensor.Tensor {
-	return b.flow.next(be, dy, shape...)
+	return b.acts.grad(be, dy, shape)
 }
 
-// gradFlow holds the gradients passed between modules during Backward:
-// two buffers used in turn (each module reads its output's gradient from
+// gradFlow holds the gradients passed between modules during Backward
+// where they are not packed (activations): two buffers used in turn (each module reads its output's gradient from
 // one and writes its input's into the other), instead of one per module.
 // No module needs its output's gradient once it has its input's, so two
 // suffice; at 224x224 this halves the memory a training step needs.
@@ -131,7 +136,7 @@ func (m *conv) kernel() string {
 
 func (m *conv) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	y := m.yBuf.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
+	y := m.output(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
 	b := m.b
 	if train && m.biasInBN {
 		b = nil
@@ -216,7 +221,7 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		y = m.outs.buf.get(m.be, x.Shape...)
 		m.outs.holder = m
 	} else {
-		y = m.yBuf.get(m.be, x.Shape...)
+		y = m.output(m.be, x.Shape...)
 	}
 	m.y = y
 	switch {
@@ -249,7 +254,7 @@ func (m *batchNorm) pooledForward(x *tensor.Tensor, train bool) bool {
 	if !m.pooled {
 		return false
 	}
-	y := m.pool.yBuf.get(m.be, withBatch(x.Shape[0], m.pool.out(x.Shape[1:]))...)
+	y := m.pool.output(m.be, withBatch(x.Shape[0], m.pool.out(x.Shape[1:]))...)
 	m.pool.x, m.pool.y, m.y = nil, y, nil
 	if train {
 		p.BatchNormReLUPoolTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.shift, m.momentum, m.eps)
@@ -335,7 +340,7 @@ func (m *maxPool) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		return x
 	}
 	m.x = x
-	m.y = m.yBuf.get(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
+	m.y = m.output(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
 	m.be.MaxPoolForward(m.y, x, 2, 2)
 	return m.y
 }
@@ -363,7 +368,7 @@ func (m *lrn) kernel() string     { return "5" }
 
 func (m *lrn) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	m.y = m.yBuf.get(m.be, x.Shape...)
+	m.y = m.output(m.be, x.Shape...)
 	m.be.LRNForward(m.y, x, m.p)
 	return m.y
 }
@@ -398,7 +403,7 @@ func (m *flatten) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	if !m.copied {
 		return rows
 	}
-	y := m.yBuf.get(m.be, rows.Shape...)
+	y := m.output(m.be, rows.Shape...)
 	m.be.Copy(y, x)
 	return y
 }
@@ -427,7 +432,7 @@ func (m *linear) kernel() string     { return "" }
 
 func (m *linear) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
-	y := m.yBuf.get(m.be, x.Shape[0], m.w.Shape[0])
+	y := m.output(m.be, x.Shape[0], m.w.Shape[0])
 	m.be.LinearForward(y, x, m.w, m.b)
 	return y
 }
@@ -458,7 +463,7 @@ func (m *dropout) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		return x
 	}
 	m.key = tensor.DropoutKey(m.model.Seed, m.model.step, m.layer)
-	y := m.yBuf.get(m.be, x.Shape...)
+	y := m.output(m.be, x.Shape...)
 	m.be.DropoutForward(y, x, m.p, m.key)
 	return y
 }

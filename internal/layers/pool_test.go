@@ -80,7 +80,7 @@ func TestPooledBatchNorm(t *testing.T) {
 			if pooled := n.pool != nil; pooled != (i > 0) {
 				t.Errorf("batch norm %d followed by a pool: %v", i, pooled)
 			}
-			if n.pool != nil && n.yBuf.t != nil {
+			if n.pool != nil && n.yBuf.view != nil {
 				t.Errorf("%s: batch norm %d, pooled, keeps an output buffer", how, i)
 			}
 		}

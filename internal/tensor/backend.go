@@ -172,6 +172,14 @@ type StepRecorder interface {
 	Step(key string, f func())
 }
 
+// Recording reports whether be is recording or replaying a step now,
+// when it may not allocate or free memory (a backend that records steps
+// says so with a Recording() bool method).
+func Recording(be Backend) bool {
+	r, ok := be.(interface{ Recording() bool })
+	return ok && r.Recording()
+}
+
 // Step runs f, one step, recorded where be can.
 func Step(be Backend, key string, f func()) {
 	if r, ok := be.(StepRecorder); ok {

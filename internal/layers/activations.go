@@ -1,0 +1,134 @@
+package layers
+
+import "github.com/vgg16/vgg16/internal/tensor"
+
+// activations is where a model's modules keep their outputs and where
+// Backward passes gradients between them: one buffer (the arena), packed
+// as a stack, as llm.c keeps its activations in one block.
+//
+// Forward, each module's output goes on top of the stack, so after module
+// i the outputs of modules 0..i lie below marks[i]. Backward, module i
+// reads only those (its input and its own output) and the gradient of its
+// output; everything above marks[i] is dead until the next Forward. The
+// gradient of module i's input therefore goes just above marks[i] (or
+// above the gradient it reads, where they would overlap). At 224x224 the
+// largest gradients, those of the first block, fall where the outputs of
+// the later blocks were: the two whole-size gradient buffers that
+// Backward needed otherwise (a fifth of a VGG16 step's activation memory
+// at 224x224) are not needed.
+//
+// The arena's size is learnt: a pass that needs more than it has (the
+// first step, or a larger batch) puts what does not fit in buffers of
+// their own, as the modules had before, and records what it needed; the
+// next Forward where the backend may allocate (not inside a recorded step,
+// tensor.Recording) frees those and sizes the arena to fit. Offsets are a
+// function of the shapes alone, so steps of the same shape use the same
+// addresses, as recorded steps require.
+type activations struct {
+	on    bool           // packing (Model.PackActivations); off: a buffer per output, two for the gradients
+	arena *tensor.Tensor // [cap] (tensor.NewActivation), nil until a pass has shown its size
+	need  int            // elements the largest pass so far asked for, arena or not
+	top   int            // Forward: the next free element
+	marks []int          // top after each module of the last Forward
+	// Backward: the outputs below frontier are live (marks of the module
+	// running); [dyOff, dyEnd) is where the gradient it reads was placed,
+	// empty for the loss's.
+	frontier, dyOff, dyEnd int
+	spills                 []*buf   // outputs that did not fit in the arena, in buffers of their own
+	flow                   gradFlow // gradients that did not fit
+}
+
+// packAlign is the alignment of each tensor in the arena, in elements: 512
+// bytes in float32, 256 in bfloat16, as cudaMalloc aligns, so that the GPU's
+// vectorised kernels and cuDNN see what they would see in a buffer of its own.
+const packAlign = 128
+
+func alignUp(n int) int { return (n + packAlign - 1) / packAlign * packAlign }
+
+// begin starts a Forward of a model with modules modules: the arena grows
+// to what earlier passes needed, when the backend may allocate now.
+func (a *activations) begin(be tensor.Backend, modules int) {
+	a.top = 0
+	if len(a.marks) != modules {
+		a.marks = make([]int, modules)
+	}
+	if !a.on || a.need <= a.size() || tensor.Recording(be) {
+		return
+	}
+	a.release(be)
+	a.arena = tensor.NewActivation(be, a.need)
+}
+
+// size is the arena's length in elements.
+func (a *activations) size() int {
+	if a.arena == nil {
+		return 0
+	}
+	return a.arena.Size()
+}
+
+// output returns the buffer for a module's output of shape, taken from the
+// top of the stack; b is the module's own buffer, used when packing is
+// off or the arena has no room.
+func (a *activations) output(be tensor.Backend, b *buf, shape []int) *tensor.Tensor {
+	if !a.on {
+		return b.get(be, shape...)
+	}
+	off, n := a.top, tensor.Volume(shape)
+	a.top = alignUp(off + n)
+	a.need = max(a.need, a.top)
+	if off+n <= a.size() {
+		if v := b.view; v == nil || v.Mem != a.arena.Mem || v.Off != a.arena.Off+off || !tensor.SameShape(v.Shape, shape) {
+			b.view = a.arena.View(off, shape...)
+		}
+		return b.view
+	}
+	if b.t == nil {
+		b.view = nil // an arena view of an earlier pass
+		a.spills = append(a.spills, b)
+	}
+	return b.get(be, shape...)
+}
+
+// mark records the top of the stack after module i's forward.
+func (a *activations) mark(i int) { a.marks[i] = a.top }
+
+// backward starts a Backward: the gradient of the logits is the caller's.
+func (a *activations) backward() { a.dyOff, a.dyEnd = 0, 0 }
+
+// enter says that module i's backward runs next.
+func (a *activations) enter(i int) { a.frontier = a.marks[i] }
+
+// grad returns the buffer for the gradient of a module's input, of shape,
+// given the gradient dy of its output: above the live outputs and clear
+// of dy.
+func (a *activations) grad(be tensor.Backend, dy *tensor.Tensor, shape []int) *tensor.Tensor {
+	if !a.on {
+		return a.flow.next(be, dy, shape...)
+	}
+	off, n := alignUp(a.frontier), tensor.Volume(shape)
+	if off < a.dyEnd && a.dyOff < off+n {
+		off = alignUp(a.dyEnd)
+	}
+	// Where it goes with an arena large enough, whether or not this one
+	// is: placements depend on the shapes only.
+	a.dyOff, a.dyEnd = off, off+n
+	a.need = max(a.need, off+n)
+	if off+n <= a.size() {
+		return a.arena.View(off, shape...)
+	}
+	return a.flow.next(be, dy, shape...)
+}
+
+// release frees the arena and every buffer that stood in for it.
+func (a *activations) release(be tensor.Backend) {
+	for _, b := range a.spills {
+		b.free(be)
+	}
+	a.spills = nil
+	a.flow.release(be)
+	if a.arena != nil {
+		be.Free(a.arena)
+		a.arena = nil
+	}
+}

@@ -1,0 +1,192 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// TestPackedActivations checks that packing the outputs and gradients in
+// one arena (activations) changes no result: the same logits, gradients,
+// parameters and statistics bit for bit as buffers of their own, through
+// training steps of two batch sizes, evaluations between them, dropout,
+// local response normalisation, recomputed and pooled batch norms and a
+// frozen feature extractor. A gradient written over an output that a
+// later backward reads would change them.
+func TestPackedActivations(t *testing.T) {
+	vgg := []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 1}, {Kind: Pool}, {Kind: Conv, Out: 12, K: 3}, {Kind: Pool}}
+	lrn := []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: LRN}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Pool}}
+	plain := cpu.New()
+	for _, c := range []struct {
+		name                  string
+		items                 []Item
+		bn, recompute, freeze bool
+		be                    tensor.Backend
+	}{
+		{"vgg", vgg, true, false, false, plain},
+		{"vgg recompute-bn", vgg, true, true, false, plain},
+		{"vgg pooled", vgg, true, false, false, &pooledCPU{Backend: plain}},
+		{"vgg pooled recompute-bn", vgg, true, true, false, &pooledCPU{Backend: plain}},
+		{"vgg without batch norm", vgg, false, false, false, plain},
+		{"vgg frozen", vgg, true, false, true, plain},
+		{"lrn", lrn, false, false, false, plain},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout = c.items, 16, 24, c.bn, 0.5
+			want := packedRun(t, c.be, cfg, false, c.recompute, c.freeze)
+			got := packedRun(t, c.be, cfg, true, c.recompute, c.freeze)
+			if len(got) != len(want) {
+				t.Fatalf("%d results packed, %d not", len(got), len(want))
+			}
+			for i := range want {
+				if got[i].name != want[i].name || len(got[i].v) != len(want[i].v) {
+					t.Fatalf("result %d: %s [%d] packed, %s [%d] not", i, got[i].name, len(got[i].v), want[i].name, len(want[i].v))
+				}
+				for j, w := range want[i].v {
+					if g := got[i].v[j]; math.Float32bits(g) != math.Float32bits(w) {
+						t.Fatalf("%s[%d] = %g packed, %g in buffers of their own", want[i].name, j, g, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+type named struct {
+	name string
+	v    []float32
+}
+
+// packedRun trains m through steps of batch 6 and 4 with evaluations
+// between them and returns everything it computed, in order.
+func packedRun(t *testing.T, be tensor.Backend, cfg Config, pack, recompute, freeze bool) []named {
+	t.Helper()
+	m, err := New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	m.Init(3)
+	m.Seed = 9
+	m.PackActivations(pack)
+	m.RecomputeBN(recompute)
+	m.FreezeFeatures(freeze)
+	host := cpu.New()
+	x6, l6 := testBatch(host, cfg, 6)
+	x4, l4 := x6.View(0, 4, 3, cfg.ImageSize, cfg.ImageSize), l6.View(0, 4)
+	mom := be.New(m.FlatSize())
+	defer be.Free(mom)
+	var out []named
+	keep := func(name string, t *tensor.Tensor) {
+		out = append(out, named{name, append([]float32(nil), cpu.Data(t)...)})
+	}
+	for step, n := range []int{6, 6, 0, 4, 6, 6, 0, 4} {
+		x, labels := x6, l6
+		if n == 4 || n == 0 && step > 3 {
+			x, labels = x4, l4
+		}
+		if n == 0 {
+			keep(fmt.Sprint("eval logits ", step), m.Forward(x, false))
+			continue
+		}
+		loss, dl := be.New(1), be.New(n, cfg.Classes)
+		logits := m.Forward(x, true)
+		keep(fmt.Sprint("logits ", step), logits)
+		be.SoftmaxCrossEntropy(loss, dl, logits, labels, 0)
+		m.Backward(dl)
+		keep(fmt.Sprint("gradients ", step), m.Grads())
+		be.SGDStep(m.Weights(), m.Grads(), mom, tensor.SGD{LR: 0.05, Momentum: 0.9, WeightDecay: 5e-4}, step == 0)
+		be.Free(loss)
+		be.Free(dl)
+	}
+	keep("parameters", m.Weights())
+	for _, b := range m.Buffers() {
+		keep(b.Name, b.T)
+	}
+	if pack {
+		// Sized by then: everything in the arena, nothing beside it.
+		if m.acts.arena == nil || len(m.acts.spills) > 0 || m.acts.flow.bufs[0].t != nil || m.acts.flow.bufs[1].t != nil {
+			t.Errorf("after 8 passes: arena %v, %d outputs and flow %v beside it", m.acts.arena, len(m.acts.spills), m.acts.flow.bufs)
+		}
+	}
+	return out
+}
+
+// countingCPU is the CPU backend counting the elements it holds.
+type countingCPU struct {
+	*cpu.Backend
+	held, peak int
+}
+
+func (b *countingCPU) New(shape ...int) *tensor.Tensor {
+	t := b.Backend.New(shape...)
+	b.held += t.Size()
+	b.peak = max(b.peak, b.held)
+	return t
+}
+
+func (b *countingCPU) Free(t *tensor.Tensor) {
+	b.held -= t.Size()
+	b.Backend.Free(t)
+}
+
+// TestPackedActivationsMemory checks what packing saves: once the arena
+// is sized, a training step holds the outputs and no gradient buffer of
+// its own (the gradients reuse the memory of outputs no longer needed),
+// the arena keeps its place from step to step (as recorded steps need),
+// and Free gives everything back.
+func TestPackedActivationsMemory(t *testing.T) {
+	cfg := DefaultConfig()
+	// VGG's proportions: each block has half the elements of the one
+	// before, so the later blocks' outputs have room for the first's
+	// gradients.
+	cfg.Cfg, cfg.ImageSize, cfg.Hidden = []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool},
+		{Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 32, K: 3}, {Kind: Conv, Out: 32, K: 3}, {Kind: Pool}}, 32, 16
+	var peaks [2]int
+	for i, pack := range []bool{false, true} {
+		be := &countingCPU{Backend: cpu.New()}
+		m, err := New(be, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(1)
+		m.PackActivations(pack)
+		x, labels := testBatch(be.Backend, cfg, 8)
+		loss, dl, mom := be.New(1), be.New(8, cfg.Classes), be.New(m.FlatSize())
+		var arena *tensor.Tensor
+		for step := range 4 {
+			if step == 2 {
+				be.peak = be.held
+				arena = m.acts.arena
+			}
+			logits := m.Forward(x, true)
+			be.SoftmaxCrossEntropy(loss, dl, logits, labels, 0)
+			m.Backward(dl)
+			be.SGDStep(m.Weights(), m.Grads(), mom, tensor.SGD{LR: 0.05, Momentum: 0.9}, step == 0)
+		}
+		peaks[i] = be.peak
+		if pack && (arena == nil || m.acts.arena != arena) {
+			t.Errorf("the arena moved after the second step: %p, then %p", arena, m.acts.arena)
+		}
+		m.Free()
+		for _, t := range []*tensor.Tensor{loss, dl, mom} {
+			be.Free(t)
+		}
+		if be.held != 0 {
+			t.Errorf("pack %v: %d elements still held after Free", pack, be.held)
+		}
+	}
+	// Unpacked, the steps also hold two gradient buffers the size of the
+	// largest output, 8 images of 8x32x32. Packed, the gradients of the
+	// last block (8 images of 32x8x8), which have only the classifier's
+	// small outputs above them, still go above the outputs (with the
+	// classifier's and the alignment, another 4096 at most).
+	const flow, tail = 2 * 8 * 8 * 32 * 32, 2*8*32*8*8 + 4096
+	if saved := peaks[0] - peaks[1]; saved < flow-tail {
+		t.Errorf("step peak %d elements packed, %d not: saved %d, want at least %d", peaks[1], peaks[0], saved, flow-tail)
+	}
+}
