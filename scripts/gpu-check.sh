@@ -100,6 +100,11 @@ s += "  conv graph-API %d/%d" % (sum(": legacy" not in x for x in e), len(e))
 print(s)')"
 	echo "$j" | python3 -c '
 import json, sys
+p = json.load(sys.stdin).get("step_peak_parts") or {}
+if p:
+    print("   steps peak: " + " + ".join("%.0f MiB %s" % (v, k) for k, v in sorted(p.items(), key=lambda kv: -kv[1]) if v >= 1))'
+	echo "$j" | python3 -c '
+import json, sys
 for e in [x for x in json.load(sys.stdin).get("conv_engines", []) if ": legacy" in x][:4]:
     print("   " + e[:400])'
 	echo "$j" | python3 -c '
@@ -161,6 +166,7 @@ bench "224 b64 tf32 channels-last" --size 224 --batch 64 --precision tf32 --chan
 torch "224 b64 tf32 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --steps 10
 sample train-bf16 --precision bf16
 bench "224 b64 bf16 unpacked" --size 224 --batch 64 --precision bf16 --steps 10 --unpacked # what packing saved
+bench "32 b128 bf16 recompute-bn" --size 32 --batch 128 --precision bf16 --recompute-bn # the memory target at 32x32
 fi
 if want eager-bf16; then
 torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -47,13 +50,15 @@ type BenchResult struct {
 	// StepPeakMiB is the peak of the timed training steps alone, after the
 	// warm-up (engine timing and its scratch, graph capture) that PeakMiB
 	// includes: what a long run holds.
-	StepPeakMiB   float64 `json:"step_peak_mib,omitempty"`
-	CUDAGraphs    bool    `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
-	CUDAGraphsOff string  `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
-	FusedBN       bool    `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
-	RecomputeBN   bool    `json:"recompute_bn,omitempty"`    // batch-norm outputs recomputed in the backward
-	UnfusedPool   bool    `json:"unfused_pool,omitempty"`    // --fused-pool=false: max-pools as separate ops
-	Unpacked      bool    `json:"unpacked,omitempty"`        // --unpacked: a buffer per layer output, two for the gradients
+	StepPeakMiB float64 `json:"step_peak_mib,omitempty"`
+	// StepPeakParts is what StepPeakMiB was made of, in MiB (peakParts).
+	StepPeakParts map[string]float64 `json:"step_peak_parts,omitempty"`
+	CUDAGraphs    bool               `json:"cuda_graphs"`               // steps recorded and replayed as CUDA graphs
+	CUDAGraphsOff string             `json:"cuda_graphs_off,omitempty"` // why a failed capture turned them off
+	FusedBN       bool               `json:"fused_bn,omitempty"`        // batch norm + ReLU as vgg16's fused kernels
+	RecomputeBN   bool               `json:"recompute_bn,omitempty"`    // batch-norm outputs recomputed in the backward
+	UnfusedPool   bool               `json:"unfused_pool,omitempty"`    // --fused-pool=false: max-pools as separate ops
+	Unpacked      bool               `json:"unpacked,omitempty"`        // --unpacked: a buffer per layer output, two for the gradients
 	// ConvEngines says, per convolution geometry and direction, which cuDNN
 	// API and engine ran it (or why the graph API was not used).
 	ConvEngines []string `json:"conv_engines,omitempty"`
@@ -66,6 +71,30 @@ type BenchResult struct {
 	Profile           []tensor.OpTime `json:"profile,omitempty"`
 	ProfileGPUMs      float64         `json:"profile_gpu_ms,omitempty"`
 	RecordedStepGPUMs float64         `json:"recorded_step_gpu_ms,omitempty"`
+}
+
+// peakParts is what the backend's peak memory was made of, in MiB, where
+// it says (the GPU's PeakParts): the model's parameters, their gradients
+// and the momentum taken out of the float32 tensors, the rest as the
+// backend names it.
+func peakParts(be tensor.Backend, m *layers.Model) map[string]float64 {
+	p, ok := be.(interface{ PeakParts() map[string]int64 })
+	if !ok {
+		return nil
+	}
+	out := map[string]float64{}
+	params := int64(3 * 4 * m.FlatSize())
+	for k, v := range p.PeakParts() {
+		if k == "float32 tensors" {
+			out["parameters, gradients, momentum"] = float64(min(v, params)) / (1 << 20)
+			v -= min(v, params)
+			k = "other float32 tensors"
+		}
+		if v > 0 {
+			out[k] = float64(v) / (1 << 20)
+		}
+	}
+	return out
 }
 
 // peakReporter is implemented by backends that track their memory.
@@ -127,7 +156,7 @@ func benchCmd() *cobra.Command {
 			}
 			fmt.Fprintf(w, "steps back to back, %s: %.2f ms a step (%.0f img/s)\n", from, res.PipelinedMs, res.PipelinedImgSec)
 			if res.StepPeakMiB > 0 {
-				fmt.Fprintf(w, "peak memory of the timed steps alone (after engine timing and capture): %.0f MiB\n", res.StepPeakMiB)
+				fmt.Fprintf(w, "peak memory of the timed steps alone (after engine timing and capture): %.0f MiB%s\n", res.StepPeakMiB, formatParts(res.StepPeakParts))
 			}
 			if n := len(res.ConvEngines); n > 0 {
 				legacy := 0
@@ -173,8 +202,28 @@ func benchCmd() *cobra.Command {
 // recomputeBNFlag is train's and bench's flag for layers.Model.RecomputeBN.
 const (
 	recomputeBNFlag  = "recompute-bn"
-	recomputeBNUsage = "keep one batch-norm output at a time and recompute the others in the backward, as PyTorch's compiled graphs do: less device memory (about 1.4 GB at 224x224, batch 64, bf16) for one more pass over each output"
+	recomputeBNUsage = "keep one batch-norm output at a time and recompute the others in the backward, as PyTorch's compiled graphs do: less device memory (about 1 GB at 224x224, batch 64, bf16) for one more pass over each output"
 )
+
+// formatParts lists peak memory's parts, largest first: " = 1536 MiB
+// parameters, gradients, momentum + …".
+func formatParts(parts map[string]float64) string {
+	keys := slices.Collect(maps.Keys(parts))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(parts[b], parts[a]) })
+	var b strings.Builder
+	for i, k := range keys {
+		sep := " + "
+		if i == 0 {
+			sep = " = "
+		}
+		prec := 0
+		if parts[k] < 10 {
+			prec = 2
+		}
+		fmt.Fprintf(&b, "%s%.*f MiB %s", sep, prec, parts[k], k)
+	}
+	return b.String()
+}
 
 // benchOptions are what bench measures, from the flags.
 type benchOptions struct {
@@ -276,8 +325,10 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 	be.Download(host, loss)
 	pipe := time.Since(t1).Seconds() / float64(steps)
 	var stepPeak int64
+	var stepParts map[string]float64
 	if peaks != nil {
 		stepPeak = peaks.PeakBytes()
+		stepParts = peakParts(be, m)
 	}
 	out := make([]float32, batch*cfg.Classes)
 	evalSteps := max(steps, 3)
@@ -344,6 +395,7 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 	if peaks != nil {
 		res.PeakMiB = float64(max(warmPeak, peaks.PeakBytes())) / (1 << 20)
 		res.StepPeakMiB = float64(stepPeak) / (1 << 20)
+		res.StepPeakParts = stepParts
 	} else {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)

@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -175,6 +176,15 @@ func TestTrainEvalPredict(t *testing.T) {
 		}
 		if s := r.EngineSearch; !(s["directions"] > 0 && s["plans"] >= s["directions"]) {
 			t.Errorf("bench %s: engine search %v", flag, s)
+		}
+		// The steps' peak, part by part: bf16 activations, the float32
+		// parameters' state, the scratch buffers, summing to the peak.
+		var sum float64
+		for _, v := range r.StepPeakParts {
+			sum += v
+		}
+		if p := r.StepPeakParts; !(p["bf16 tensors"] > 0 && p["parameters, gradients, momentum"] > 0 && p["the cuBLAS workspace"] == 32 && math.Abs(sum-r.StepPeakMiB) < 1e-6) {
+			t.Errorf("bench %s: steps' peak %g MiB, parts %v (sum %g)", flag, r.StepPeakMiB, p, sum)
 		}
 		peaks[i] = r.StepPeakMiB
 	}

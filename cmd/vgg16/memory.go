@@ -14,7 +14,8 @@ import (
 // CPU: every module's output (ReLU works in place, Flatten is a view), the
 // two gradient buffers that Backward passes between modules, the
 // parameters, their gradients and momentum, and the backend's scratch
-// space.
+// space. That is the first step's need, the most: later steps pack the
+// outputs and gradients into less (internal/layers/activations.go).
 func estimateBytes(cfg layers.Config, batch int) (int64, error) {
 	rows, params, err := layers.Describe(cfg)
 	if err != nil {

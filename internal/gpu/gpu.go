@@ -291,7 +291,8 @@ func (b *Backend) open(libs *cuda.Libs) error {
 	}
 	// cuBLAS's own workspace, so that it never allocates one while a step
 	// is being captured; 32 MiB is what it takes by default on Hopper.
-	b.mem.blasWS.ptr, b.mem.blasWS.bytes = b.alloc(blasWorkspace, "the cuBLAS workspace"), blasWorkspace
+	const what = "the cuBLAS workspace"
+	b.mem.blasWS = devBuf{ptr: b.alloc(blasWorkspace, what, what), bytes: blasWorkspace, what: what}
 	if _, err := b.blas.SetWorkspace(b.blasH, b.mem.blasWS.ptr, blasWorkspace); err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func (b *Backend) openGraphs() error {
 	if r.upload, err = b.drv.EventCreate(cuda.EventDisableTiming); err != nil {
 		return err
 	}
-	r.slotsDev.ptr = b.alloc(8*maxSlots, "recorded-step scalars")
+	r.slotsDev.ptr = b.alloc(8*maxSlots, "recorded-step scalars", "other")
 	r.slotsDev.bytes = 8 * maxSlots
 	r.on = true
 	return nil

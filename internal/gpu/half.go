@@ -140,23 +140,73 @@ func (b *Backend) convBackwardFilterHalf(p *convPlan, dw, db, x, dy *tensor.Tens
 	b.biasGrad(p, db, dy)
 }
 
+// linearChunk bounds the bf16 copy of a Linear's weights (elements): the
+// weights are cast and multiplied a chunk of rows at a time, so the copy
+// of VGG16's first Linear at 224x224 (4096 x 25088) takes 16 MiB of scratch
+// instead of 196 (and of the second at 32x32, 16 instead of 32). Smaller
+// chunks would cost time: the input gradient adds up the chunks' products
+// in float32, one more pass over it a chunk (at 224x224, 6.4 MB each).
+var linearChunk = 1 << 23
+
+// linearRows is how many rows of a Linear's weights [out, in] go in one
+// chunk: all of them where they fit, else a multiple of 64 (so that each
+// chunk's outputs start 128-byte aligned) where that fits.
+func linearRows(in, out int) int {
+	rows := max(1, linearChunk/in)
+	if rows >= 64 {
+		rows &^= 63
+	}
+	return min(rows, out)
+}
+
 // linearForwardHalf: y = x·wᵀ + b with bf16 x and y (see ops.go for the
-// row-major to column-major mapping).
+// row-major to column-major mapping), a chunk of w's rows (y's columns)
+// at a time.
 func (b *Backend) linearForwardHalf(y, x, w, bias *tensor.Tensor, n, in, out int) {
-	w16 := b.weights16(&b.mem.w16, w)
-	b.must(b.blas.GemmEx(b.blasH, cuda.OpT, cuda.OpN, out, n, in, 1, w16, cuda.R16BF, in, b.ptr(x), cuda.R16BF, in,
-		0, b.ptr(y), cuda.R16BF, out), fmt.Sprintf("linear %v·%vᵀ (bf16)", x.Shape, w.Shape))
+	rows := linearRows(in, out)
+	for r := 0; r < out; r += rows {
+		k := min(rows, out-r)
+		w16 := b.weightRows16(w, r, k, in)
+		b.must(b.blas.GemmEx(b.blasH, cuda.OpT, cuda.OpN, k, n, in, 1, w16, cuda.R16BF, in, b.ptr(x), cuda.R16BF, in,
+			0, b.ptr(y)+cuda.DevicePtr(2*r), cuda.R16BF, out), fmt.Sprintf("linear %v·%vᵀ (bf16)", x.Shape, w.Shape))
+	}
 	b.must(b.k.BiasAddRowsBF16(b.stream, b.ptr(y), b.ptr(bias), n, out), "linear bias")
 }
 
+// weightRows16 casts rows [r, r+k) of the float32 weights w [out, in] to
+// bf16 in the scratch w16 (see weights16).
+func (b *Backend) weightRows16(w *tensor.Tensor, r, k, in int) cuda.DevicePtr {
+	if r == 0 && k*in == w.Size() {
+		return b.weights16(&b.mem.w16, w)
+	}
+	return b.weights16(&b.mem.w16, w.View(r*in, k*in))
+}
+
 // linearBackwardHalf: dx (bf16, unless nil), dw (float32, straight from
-// cuBLAS), db from bf16 dy.
+// cuBLAS), db from bf16 dy. dx sums over all of w's rows: chunked, the
+// chunks' products add up in float32 scratch, rounded to bf16 once at the
+// end, as cuBLAS rounds the whole product.
 func (b *Backend) linearBackwardHalf(dx, dw, db, dy, x, w *tensor.Tensor, n, in, out int) {
 	what := fmt.Sprintf("linear gradient %v·%vᵀ (bf16)", x.Shape, w.Shape)
 	if dx != nil && n > 0 {
-		w16 := b.weights16(&b.mem.w16, w)
-		b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpN, in, n, out, 1, w16, cuda.R16BF, in, b.ptr(dy), cuda.R16BF, out,
-			0, b.ptr(dx), cuda.R16BF, in), what)
+		rows := linearRows(in, out)
+		if rows == out {
+			w16 := b.weights16(&b.mem.w16, w)
+			b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpN, in, n, out, 1, w16, cuda.R16BF, in, b.ptr(dy), cuda.R16BF, out,
+				0, b.ptr(dx), cuda.R16BF, in), what)
+		} else {
+			b.grow(&b.mem.f32a, 4*int64(n*in), "float32 sums of a Linear's input gradient")
+			for r := 0; r < out; r += rows {
+				k := min(rows, out-r)
+				w16, beta := b.weightRows16(w, r, k, in), float32(1)
+				if r == 0 {
+					beta = 0
+				}
+				b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpN, in, n, k, 1, w16, cuda.R16BF, in, b.ptr(dy)+cuda.DevicePtr(2*r), cuda.R16BF, out,
+					beta, b.mem.f32a.ptr, cuda.R32F, in), what)
+			}
+			b.must(b.k.CastF32ToBF16(b.stream, b.ptr(dx), b.mem.f32a.ptr, n*in), what)
+		}
 	}
 	b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpT, in, out, n, 1, b.ptr(x), cuda.R16BF, in, b.ptr(dy), cuda.R16BF, out,
 		0, b.ptr(dw), cuda.R32F, in), what)

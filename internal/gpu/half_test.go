@@ -196,16 +196,25 @@ func testHalfOps(t *testing.T, be *Backend, tol float64) {
 		wt, bias := w.put(rounded(w.normal(out*in, 0.2)), out, in), w.randn(0.3, out)
 		y := w.act(make([]float32, n*out), n, out)
 		w.c.LinearForward(y.c, x.c, wt.c, bias.c)
-		be.LinearForward(y.g, x.g, wt.g, bias.g)
-		w.check("y", y, tol)
 		dy := w.act(w.normal(n*out, 1), n, out)
 		dx := w.act(make([]float32, n*in), n, in)
 		dw, db := w.zeros(out, in), w.zeros(out)
 		w.c.LinearBackward(dx.c, dw.c, db.c, dy.c, x.c, wt.c)
-		be.LinearBackward(dx.g, dw.g, db.g, dy.g, x.g, wt.g)
-		w.check("dx", dx, tol)
-		w.check("dw", dw, 1e-5) // float output of sums of bf16 products
-		w.check("db", db, 1e-5)
+		// The weights whole, then a chunk of 2 rows at a time (3 of 2 and
+		// one of 1): the same results to rounding.
+		defer func(old int) { linearChunk = old }(linearChunk)
+		for _, chunk := range []int{linearChunk, 2 * in} {
+			linearChunk = chunk
+			name := fmt.Sprintf("%d rows a chunk", linearRows(in, out))
+			be.Fill(y.g, 9)
+			be.LinearForward(y.g, x.g, wt.g, bias.g)
+			w.check(name+": y", y, tol)
+			be.Fill(dx.g, 9)
+			be.LinearBackward(dx.g, dw.g, db.g, dy.g, x.g, wt.g)
+			w.check(name+": dx", dx, tol)
+			w.check(name+": dw", dw, 1e-5) // float output of sums of bf16 products
+			w.check(name+": db", db, 1e-5)
+		}
 	})
 
 	t.Run("ReLUDropout", func(t *testing.T) {

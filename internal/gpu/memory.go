@@ -3,6 +3,7 @@ package gpu
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"unsafe"
 
@@ -51,6 +52,7 @@ func (m *mem) bytes() int64 { return roundUp(m.elem()*int64(m.n), 4) }
 type devBuf struct {
 	ptr   cuda.DevicePtr
 	bytes int64
+	what  string // what it holds (grow's what), for PeakParts
 }
 
 // copyBack is an output staged in aligned scratch, copied to its tensor
@@ -64,6 +66,9 @@ type copyBack struct {
 type memory struct {
 	live      map[*mem]struct{}
 	cur, peak int64 // bytes of device memory held by this backend
+	// peakParts is what made up peak when it was reached: bytes by
+	// tensor kind and by scratch buffer (PeakParts).
+	peakParts map[string]int64
 
 	ws       devBuf // cuDNN workspace, shared by all convolutions
 	blasWS   devBuf // cuBLAS workspace (cublasSetWorkspace)
@@ -90,6 +95,11 @@ type memory struct {
 }
 
 func (m *memory) init() { m.live = map[*mem]struct{}{} }
+
+// scratch lists the backend's scratch buffers.
+func (m *memory) scratch() []*devBuf {
+	return []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev, &m.w16, &m.dw16, &m.f32a, &m.f32b, &m.f32c, &m.nchw}
+}
 
 // stageSlots is how many page-locked staging buffers transfers take in
 // turn. A buffer is rewritten only once the copy from it stageSlots
@@ -126,7 +136,7 @@ func (m *memory) close(b *Backend) error {
 		t.ptr, t.n = 0, 0
 	}
 	clear(m.live)
-	for _, d := range []*devBuf{&m.ws, &m.blasWS, &m.bn, &m.arena, &m.rowLoss, &m.crops, &m.tableDev, &m.w16, &m.dw16, &m.f32a, &m.f32b, &m.f32c, &m.nchw} {
+	for _, d := range m.scratch() {
 		if d.ptr != 0 {
 			errs = append(errs, b.drv.MemFree(d.ptr))
 		}
@@ -155,11 +165,55 @@ func (b *Backend) PeakBytes() int64 { return b.mem.peak }
 func (b *Backend) CurrentBytes() int64 { return b.mem.cur }
 
 // ResetPeak restarts PeakBytes from the current amount.
-func (b *Backend) ResetPeak() { b.mem.peak = b.mem.cur }
+func (b *Backend) ResetPeak() {
+	b.mem.peak = b.mem.cur
+	b.mem.peakParts = b.parts("", 0)
+}
+
+// PeakParts is what PeakBytes was made of when it was reached: bytes of
+// float32 tensors (parameters, gradients, momentum; activations too in
+// float32), of bf16 tensors (activations in bf16), and of each scratch
+// buffer by what it holds ("the cuDNN workspace", …); "other" is the rest
+// (the recorded steps' scalars, scratch an op held for the moment).
+func (b *Backend) PeakParts() map[string]int64 { return maps.Clone(b.mem.peakParts) }
+
+// parts is what the backend holds now, by kind, with an allocation of
+// bytes for part under way (counted in cur, not yet where it goes).
+func (b *Backend) parts(part string, bytes int64) map[string]int64 {
+	p := map[string]int64{}
+	for m := range b.mem.live {
+		if m.ptr != 0 {
+			p[tensorPart(m.half)] += m.bytes()
+		}
+	}
+	for _, d := range b.mem.scratch() {
+		if d.bytes > 0 {
+			p[d.what] += d.bytes
+		}
+	}
+	if bytes > 0 {
+		p[part] += bytes
+	}
+	rest := b.mem.cur
+	for _, v := range p {
+		rest -= v
+	}
+	if rest != 0 {
+		p["other"] += rest
+	}
+	return p
+}
+
+func tensorPart(half bool) string {
+	if half {
+		return "bf16 tensors"
+	}
+	return "float32 tensors"
+}
 
 // alloc allocates device memory, counting it; what names the request in
-// an out-of-memory error.
-func (b *Backend) alloc(bytes int64, what string) cuda.DevicePtr {
+// an out-of-memory error, part in PeakParts.
+func (b *Backend) alloc(bytes int64, what, part string) cuda.DevicePtr {
 	p, err := b.drv.MemAlloc(bytes)
 	if err != nil {
 		var ce *cuda.Error
@@ -169,7 +223,10 @@ func (b *Backend) alloc(bytes int64, what string) cuda.DevicePtr {
 		b.must(err, "")
 	}
 	b.mem.cur += bytes
-	b.mem.peak = max(b.mem.peak, b.mem.cur)
+	if b.mem.cur > b.mem.peak {
+		b.mem.peak = b.mem.cur
+		b.mem.peakParts = b.parts(part, bytes)
+	}
 	return p
 }
 
@@ -203,8 +260,8 @@ func (b *Backend) grow(d *devBuf, need int64, what string) {
 	b.free(d.ptr, d.bytes)
 	*d = devBuf{}
 	need = (need + 1<<20 - 1) &^ (1<<20 - 1)
-	d.ptr = b.alloc(need, what)
-	d.bytes = need
+	d.ptr = b.alloc(need, what, what)
+	d.bytes, d.what = need, what
 }
 
 func formatBytes(n int64) string {
@@ -238,7 +295,7 @@ func (b *Backend) newTensor(half bool, shape []int, what string) *tensor.Tensor 
 		default:
 			what = fmt.Sprintf("a tensor %v", shape)
 		}
-		m.ptr = b.alloc(m.bytes(), what)
+		m.ptr = b.alloc(m.bytes(), what, tensorPart(half))
 		b.must(b.drv.MemsetD32Async(m.ptr, 0, m.bytes()/4, b.stream), "")
 	}
 	b.mem.live[m] = struct{}{}

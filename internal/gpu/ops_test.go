@@ -86,12 +86,23 @@ func TestMemoryAccounting(t *testing.T) { precisions(t, testMemoryAccounting) }
 
 func testMemoryAccounting(t *testing.T, be *Backend, _ float64) {
 	before := be.CurrentBytes()
+	be.ResetPeak()
 	x := be.New(1 << 20)
 	if got := be.CurrentBytes() - before; got != 4<<20 {
 		t.Errorf("New(1<<20) holds %d bytes more", got)
 	}
 	if be.PeakBytes() < be.CurrentBytes() {
 		t.Errorf("peak %d below current %d", be.PeakBytes(), be.CurrentBytes())
+	}
+	// The peak's parts: the new float32 tensor among the float32 tensors,
+	// the cuBLAS workspace, nothing unaccounted; all of it the peak.
+	var sum int64
+	parts := be.PeakParts()
+	for _, v := range parts {
+		sum += v
+	}
+	if sum != be.PeakBytes() || parts["float32 tensors"] < 4<<20 || parts["the cuBLAS workspace"] != blasWorkspace || parts["other"] > 8*maxSlots {
+		t.Errorf("peak %d bytes, parts %v (sum %d)", be.PeakBytes(), parts, sum)
 	}
 	be.Free(x)
 	be.Free(x) // a second Free does nothing

@@ -77,15 +77,17 @@ func (a *activations) output(be tensor.Backend, b *buf, shape []int) *tensor.Ten
 	off, n := a.top, tensor.Volume(shape)
 	a.top = alignUp(off + n)
 	a.need = max(a.need, a.top)
-	if off+n <= a.size() {
+	if a.arena != nil && off+n <= a.size() {
 		if v := b.view; v == nil || v.Mem != a.arena.Mem || v.Off != a.arena.Off+off || !tensor.SameShape(v.Shape, shape) {
 			b.view = a.arena.View(off, shape...)
 		}
 		return b.view
 	}
 	if b.t == nil {
-		b.view = nil // an arena view of an earlier pass
 		a.spills = append(a.spills, b)
+	}
+	if b.view != nil && (b.t == nil || b.view.Mem != b.t.Mem) {
+		b.view = nil // an arena view of an earlier pass, which get must not hand out
 	}
 	return b.get(be, shape...)
 }
@@ -114,7 +116,7 @@ func (a *activations) grad(be tensor.Backend, dy *tensor.Tensor, shape []int) *t
 	// is: placements depend on the shapes only.
 	a.dyOff, a.dyEnd = off, off+n
 	a.need = max(a.need, off+n)
-	if off+n <= a.size() {
+	if a.arena != nil && off+n <= a.size() {
 		return a.arena.View(off, shape...)
 	}
 	return a.flow.next(be, dy, shape...)

@@ -190,3 +190,154 @@ func TestPackedActivationsMemory(t *testing.T) {
 		t.Errorf("step peak %d elements packed, %d not: saved %d, want at least %d", peaks[1], peaks[0], saved, flow-tail)
 	}
 }
+
+// recordingCPU is the CPU backend with the GPU's rules for recorded steps
+// (internal/gpu/graph.go): the first step of a key runs eagerly, later ones
+// are recorded, nothing may be allocated or freed while recording, and a
+// Free drops every recording (their addresses may be gone).
+type recordingCPU struct {
+	*cpu.Backend
+	t         *testing.T
+	recording bool
+	seen      map[string]bool
+	frees     int
+}
+
+func (b *recordingCPU) Recording() bool { return b.recording }
+
+func (b *recordingCPU) Step(key string, f func()) {
+	b.recording = b.seen[key]
+	b.seen[key] = true
+	f()
+	b.recording = false
+}
+
+func (b *recordingCPU) New(shape ...int) *tensor.Tensor {
+	if b.recording {
+		b.t.Errorf("New%v while recording", shape)
+	}
+	return b.Backend.New(shape...)
+}
+
+func (b *recordingCPU) Free(t *tensor.Tensor) {
+	if b.recording {
+		b.t.Errorf("Free(%v) while recording", t)
+	}
+	b.frees++
+	clear(b.seen)
+	b.Backend.Free(t)
+}
+
+// TestPackedActivationsRecorded runs training and evaluation steps of
+// several batch sizes interleaved, under the GPU's rules for recorded
+// steps, switching RecomputeBN on half way: the same results as unpacked,
+// bit for bit, nothing allocated or freed while recording, and the switch
+// frees the old layout (which drops the recordings that hold it).
+func TestPackedActivationsRecorded(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cfg = []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Pool}}
+	cfg.ImageSize, cfg.Hidden, cfg.Dropout = 8, 24, 0.5
+	run := func(pack bool) []named {
+		be := &recordingCPU{Backend: cpu.New(), t: t, seen: map[string]bool{}}
+		m, err := New(be, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Free()
+		m.Init(3)
+		m.Seed = 1
+		m.PackActivations(pack)
+		x, labels := testBatch(be.Backend, cfg, 4)
+		// The momentum, the loss and its gradient for each batch size,
+		// made once, as the training loop makes them.
+		mom, loss := be.New(m.FlatSize()), be.New(1)
+		dls := map[int]*tensor.Tensor{4: be.New(4, cfg.Classes), 3: be.New(3, cfg.Classes), 2: be.New(2, cfg.Classes)}
+		var out []named
+		keep := func(name string, t *tensor.Tensor) {
+			out = append(out, named{name, append([]float32(nil), cpu.Data(t)...)})
+		}
+		frees := 0
+		// Evaluations size the arena for themselves first; training needs
+		// more, which waits for an eager Forward; then a smaller batch, and
+		// the switch (which takes effect at the next Forward, one that may
+		// free: a batch size not seen before).
+		for i, s := range []string{"eval 4", "eval 2", "eval 4", "eval 4", "train 4", "eval 4", "train 4", "eval 4", "train 4", "eval 2",
+			"train 4", "train 2", "train 2", "recompute", "train 3", "train 4", "train 4", "eval 4", "train 4", "eval 4"} {
+			if s == "recompute" {
+				m.RecomputeBN(true)
+				frees = be.frees
+				continue
+			}
+			var n int
+			var mode string
+			fmt.Sscan(s, &mode, &n)
+			xb, yb, dl := x.View(0, n, 3, 8, 8), labels.View(0, n), dls[n]
+			name := fmt.Sprint(i, " ", s)
+			if mode == "eval" {
+				tensor.Step(be, s, func() { keep(name+" logits", m.Forward(xb, false)) })
+				continue
+			}
+			tensor.Step(be, s, func() {
+				logits := m.Forward(xb, true)
+				keep(name+" logits", logits)
+				be.SoftmaxCrossEntropy(loss, dl, logits, yb, 0)
+				m.Backward(dl)
+				keep(name+" gradients", m.Grads())
+				be.SGDStep(m.Weights(), m.Grads(), mom, tensor.SGD{LR: 0.05, Momentum: 0.9}, i == 4)
+			})
+			if s == "train 3" && pack && be.frees == frees {
+				t.Errorf("switching to recomputed batch norms freed nothing: the recorded steps keep the old layout")
+			}
+		}
+		return out
+	}
+	want, got := run(false), run(true)
+	for i := range want {
+		for j, w := range want[i].v {
+			if g := got[i].v[j]; math.Float32bits(g) != math.Float32bits(w) {
+				t.Fatalf("%s[%d] = %g packed, %g unpacked", want[i].name, j, g, w)
+			}
+		}
+	}
+}
+
+// TestPackedOutputSpillsAgain: a module output that spilled, then fitted
+// in the arena in another pass (an evaluation's layout), and spills again
+// at its first pass's place gets its own buffer back, not the arena view
+// of the other pass (memory another output now holds).
+func TestPackedOutputSpillsAgain(t *testing.T) {
+	be := cpu.New()
+	a := activations{on: true}
+	var b buf
+	pass := func(at int) *tensor.Tensor {
+		a.begin(be, 1)
+		a.top = at
+		return a.output(be, &b, []int{2, 64})
+	}
+	first := pass(0) // no arena yet: its own buffer
+	a.arena = tensor.NewActivation(be, packAlign) // room for one output, spills kept
+	if v := pass(0); v.Mem != a.arena.Mem {
+		t.Fatalf("output at 0 of a %d-element arena not in it", a.size())
+	}
+	a.need = a.size() // no growth: as while recording
+	if v := pass(packAlign); v.Mem != first.Mem {
+		t.Errorf("output past the arena's end: %v at %d of the arena, want its own buffer", v.Shape, v.Off)
+	}
+	a.release(be)
+}
+
+// TestPackedActivationsEmptyBatch: a model that has run nothing yet takes
+// an empty batch (as the GPU ops do).
+func TestPackedActivationsEmptyBatch(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cfg, cfg.ImageSize, cfg.Hidden = []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Pool}}, 8, 12
+	be := cpu.New()
+	m, err := New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if y := m.Forward(be.New(0, 3, 8, 8), false); y.Size() != 0 {
+		t.Errorf("logits %v for an empty batch", y.Shape)
+	}
+}

@@ -242,6 +242,10 @@ func (m *Model) switchBNOutputs() {
 	if !m.bnOuts.on {
 		m.bnOuts.buf.free(m.be)
 	}
+	// The packed layout changes: learnt anew (and freeing the old one
+	// drops the backend's recorded steps, whose addresses it held).
+	m.acts.release(m.be)
+	m.acts.need = 0
 }
 
 // Backend is the backend the model lives on.
