@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -29,6 +30,25 @@ type loaded struct {
 	model   *layers.Model
 	classes []string
 	eval    cifar.EvalTransform
+	data    *train.DataOptions // what it was trained on, where the checkpoint says
+}
+
+// trainedOn says whether evaluating on dataDir (split of a CIFAR-10
+// directory) reads the images that data, a run's recorded data, trained
+// on: the same batch file, the demo sample, or the same directory's
+// training set.
+func trainedOn(data *train.DataOptions, dataDir, split string) bool {
+	if data == nil {
+		return false
+	}
+	if dataDir == "demo" || data.Dir == "demo" {
+		return dataDir == data.Dir
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil || abs != data.Dir {
+		return false
+	}
+	return !isDir(dataDir) || split == "train"
 }
 
 func loadModel(be tensor.Backend, path string) (*loaded, error) {
@@ -60,7 +80,7 @@ func loadModel(be tensor.Backend, path string) (*loaded, error) {
 			}
 		}
 	}
-	return &loaded{model: m, classes: classes, eval: train.EvalTransformFor(augment, ck.Info.Config.ImageSize)}, nil
+	return &loaded{model: m, classes: classes, eval: train.EvalTransformFor(augment, ck.Info.Config.ImageSize), data: o.Data}, nil
 }
 
 func evalCmd() *cobra.Command {
@@ -110,6 +130,9 @@ func evalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if trainedOn(l.data, dataDir, split) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s trained on %s (all but its held-out part): this accuracy is mostly on training images\n", args[0], dataDir)
+			}
 			if limitN > 0 && limitN < ds.Len() {
 				ds = ds.Subset(train.Seq(limitN))
 			}
@@ -122,11 +145,18 @@ func evalCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
+				perClass := make([]*float64, len(res.PerClass)) // null for a class without images (NaN has no JSON)
+				for i, a := range res.PerClass {
+					if !math.IsNaN(a) {
+						perClass[i] = &a
+					}
+				}
 				out := struct {
-					Checkpoint string   `json:"checkpoint"`
-					Classes    []string `json:"classes"`
+					Checkpoint string     `json:"checkpoint"`
+					Classes    []string   `json:"classes"`
+					PerClass   []*float64 `json:"per_class_accuracy"`
 					*train.EvalResult
-				}{args[0], l.classes, res}
+				}{args[0], l.classes, perClass, res}
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)

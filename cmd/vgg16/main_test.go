@@ -21,6 +21,7 @@ import (
 	"github.com/vgg16/vgg16/internal/gpu/gputest"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/safetensors"
+	"github.com/vgg16/vgg16/internal/train"
 )
 
 // run executes the CLI with args and returns what it printed.
@@ -112,6 +113,24 @@ func TestTrainEvalPredict(t *testing.T) {
 	}
 	if res.Images != 40 || total != 40 || float64(diag)/40 != res.Accuracy || len(res.Classes) != 10 || res.Classes[3] != "cat" {
 		t.Errorf("eval result inconsistent: %+v", res)
+	}
+	// Five images leave classes without any: their accuracy is null, not
+	// a NaN that JSON cannot hold.
+	out, err = run(t, "eval", best, "--data", data, "--device", "cpu", "--json", "--limit", "5")
+	var few struct {
+		PerClass []*float64 `json:"per_class_accuracy"`
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &few)
+	}
+	nulls := 0
+	for _, a := range few.PerClass {
+		if a == nil {
+			nulls++
+		}
+	}
+	if err != nil || len(few.PerClass) != 10 || nulls < 5 {
+		t.Errorf("eval --json --limit 5: %v, per class %v\n%s", err, few.PerClass, out)
 	}
 	out, err = run(t, "eval", best, "--data", data, "--device", "cpu")
 	if err != nil || !strings.Contains(out, "true \\ predicted") || !strings.Contains(out, "airplane") {
@@ -474,4 +493,34 @@ func fixture(t *testing.T, name string) string {
 		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
 	}
 	return path
+}
+
+// TestTrainedOn: eval notes when its images are the ones a checkpoint
+// trained on (the same batch file, the demo sample, a directory's
+// training set), not a directory's test set or other data.
+func TestTrainedOn(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "data_batch_1.bin")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ran         string
+		data, split string
+		want        bool
+	}{
+		{file, file, "test", true},
+		{file, filepath.Join(dir, "other.bin"), "test", false},
+		{dir, dir, "test", false},
+		{dir, dir, "train", true},
+		{"demo", "demo", "test", true},
+		{"demo", file, "test", false},
+	} {
+		if got := trainedOn(&train.DataOptions{Dir: c.ran}, c.data, c.split); got != c.want {
+			t.Errorf("trained on %s, eval on %s (%s): %v, want %v", c.ran, c.data, c.split, got, c.want)
+		}
+	}
+	if trainedOn(nil, file, "test") {
+		t.Error("a checkpoint that records no data")
+	}
 }

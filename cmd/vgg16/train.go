@@ -210,7 +210,12 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 					return err
 				}
 				prev.Workers, prev.CPUAugment, prev.RecomputeBN = o.Workers, o.CPUAugment, o.RecomputeBN
-				set("epochs", func() { prev.Epochs = epochs })
+				set("epochs", func() {
+					if epochs != prev.Epochs && (prev.Schedule == "cosine" || prev.Schedule == "onecycle") {
+						fmt.Fprintf(w, "note: the run's %s schedule spanned %d epochs, now %d: the learning rate follows the new schedule from here, not the old one's\n", prev.Schedule, prev.Epochs, epochs)
+					}
+					prev.Epochs = epochs
+				})
 				o = prev
 				resumeData(w, &df, o.Data, fs)
 				if err := df.check(); err != nil {
@@ -257,7 +262,8 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				case <-ctx.Done():
 				}
 			}()
-			trainSet, valSet, classes, fromDir, err := loadData(ctx, w, df, o.Seed)
+			o.Data.Fallback = auto
+			trainSet, valSet, classes, fromDir, err := loadData(ctx, w, o.Data, df.download, o.Seed)
 			if err != nil {
 				return err
 			}
@@ -421,14 +427,14 @@ func sanitize(s string) string {
 	return s
 }
 
-// loadData opens the data the flags name (train.OpenData), downloading
-// CIFAR-10 with a progress bar where it is missing.
-func loadData(ctx context.Context, w io.Writer, df dataFlags, seed uint64) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
+// loadData opens the data d names (train.OpenData, which leaves in d what
+// it opened), downloading CIFAR-10 with a progress bar where it is missing
+// if allowed.
+func loadData(ctx context.Context, w io.Writer, d *train.DataOptions, allowDownload bool, seed uint64) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
 	fetch := func(ctx context.Context, dir string) error { return download(ctx, w, dir, "bin", "") }
-	if !df.download {
+	if !allowDownload {
 		fetch = nil
 	}
-	d := train.DataOptions{Dir: df.dir, Limit: df.limit, ValSplit: df.valSplit, ValSplitGiven: df.splitGiven}
 	return train.OpenData(ctx, w, d, seed, fetch)
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/vgg16/vgg16/internal/cifar"
 )
@@ -12,30 +14,36 @@ import (
 // OpenData opens the training and validation sets that df names:
 // CIFAR-10 from the directory df.Dir (fetched with fetch when missing;
 // nil: no download), one batch file, or the sample embedded in the binary
-// ("demo", and where the download fails), with df.ValSplit held out (or
-// the test set) and df.Limit applied. Notes go to w. fromDir says the
-// sets came from a CIFAR-10 directory (which has a test set to evaluate
-// on).
-func OpenData(ctx context.Context, w io.Writer, df DataOptions, seed uint64, fetch func(ctx context.Context, dir string) error) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
+// ("demo", and where the download fails if df.Fallback), with df.ValSplit
+// held out (or the test set) and df.Limit applied. Notes go to w. fromDir
+// says the sets came from a CIFAR-10 directory (which has a test set to
+// evaluate on). It leaves in df what it opened, which a checkpoint records
+// for a resumed run to open again: Dir "demo" where it fell back on the
+// sample, and the fraction held out of a source without a test set.
+func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fetch func(ctx context.Context, dir string) error) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
 	demo := df.Dir == "demo"
-	if st, err := os.Stat(df.Dir); err == nil && st.Mode().IsRegular() {
+	st, statErr := os.Stat(df.Dir)
+	if statErr == nil && st.Mode().IsRegular() {
 		trainSet, valSet, classes, err = loadFile(w, df, seed)
 		return trainSet, valSet, classes, false, err
+	}
+	if !demo && os.IsNotExist(statErr) && looksLikeFile(df.Dir) {
+		return nil, nil, nil, false, fmt.Errorf("--data %s: no such file", df.Dir)
 	}
 	if !demo && !cifar.Exists(df.Dir) {
 		if fetch == nil {
 			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.Dir, df.Dir)
 		}
-		_, statErr := os.Stat(df.Dir)
 		fmt.Fprintf(w, "CIFAR-10 is not in %s: downloading it\n", df.Dir)
 		if err := fetch(ctx, df.Dir); err != nil {
 			if os.IsNotExist(statErr) {
 				os.Remove(df.Dir) // made for the download: removed if it stayed empty
 			}
-			if ctx.Err() != nil {
-				return nil, nil, nil, false, err
+			if ctx.Err() != nil || !df.Fallback {
+				return nil, nil, nil, false, fmt.Errorf("downloading CIFAR-10 into %s: %w (or train on the sample embedded in the binary: --data demo)", df.Dir, err)
 			}
 			fmt.Fprintf(w, "\n!!! the download failed: %v\n", err)
+			fmt.Fprintf(w, "!!! for real training get the data with: vgg16 data download --dir %s  (or copy cifar-10-batches-bin/ there)\n", df.Dir)
 			demo = true
 		}
 	}
@@ -45,7 +53,7 @@ func OpenData(ctx context.Context, w io.Writer, df DataOptions, seed uint64, fet
 			return nil, nil, nil, false, err
 		}
 		fmt.Fprintf(w, "!!! training on the DEMO SAMPLE embedded in the binary: %d real CIFAR-10 images, not the full set.\n", ds.Len())
-		fmt.Fprintln(w, "!!! for real training get the data with: vgg16 data download --dir ./data  (or copy cifar-10-batches-bin/ there)")
+		df.Dir = "demo"
 		trainSet, valSet = ds.Split(heldOut(w, df, "the demo sample"), seed)
 		trainSet, valSet, classes, err = limit(trainSet, valSet, df.Limit, seed, ds.Classes)
 		return trainSet, valSet, classes, false, err
@@ -63,22 +71,35 @@ func OpenData(ctx context.Context, w io.Writer, df DataOptions, seed uint64, fet
 	return trainSet, valSet, classes, true, err
 }
 
+// looksLikeFile says whether a --data path that is not there names a
+// batch file (data_batch_1.bin, test_batch, …) rather than a directory to
+// download CIFAR-10 into.
+func looksLikeFile(path string) bool {
+	base := filepath.Base(path)
+	switch strings.ToLower(filepath.Ext(base)) {
+	case ".bin", ".gz", ".tgz", ".tar", ".pkl", ".pickle":
+		return true
+	}
+	return strings.HasPrefix(base, "data_batch") || strings.HasPrefix(base, "test_batch")
+}
+
 // heldOut is the fraction of a source without a test set (one batch file,
 // the demo sample) held out for validation: --val-split when given and
-// not 0, else 0.2.
-func heldOut(w io.Writer, df DataOptions, what string) float64 {
-	if df.ValSplitGiven && df.ValSplit > 0 {
-		return df.ValSplit
+// not 0, else 0.2. It records the fraction in df as given.
+func heldOut(w io.Writer, df *DataOptions, what string) float64 {
+	if !df.ValSplitGiven || df.ValSplit == 0 {
+		if df.ValSplitGiven {
+			fmt.Fprintf(w, "note: --val-split 0 validates on the test set, which %s does not have: holding out 20%%\n", what)
+		}
+		df.ValSplit = 0.2
 	}
-	if df.ValSplitGiven {
-		fmt.Fprintf(w, "note: --val-split 0 validates on the test set, which %s does not have: holding out 20%%\n", what)
-	}
-	return 0.2
+	df.ValSplitGiven = true
+	return df.ValSplit
 }
 
 // loadFile trains on one batch file (binary or python version), holding
 // out --val-split of it (0.2 when unset) for validation.
-func loadFile(w io.Writer, df DataOptions, seed uint64) (*cifar.Dataset, *cifar.Dataset, []string, error) {
+func loadFile(w io.Writer, df *DataOptions, seed uint64) (*cifar.Dataset, *cifar.Dataset, []string, error) {
 	ds, err := cifar.ReadBatchFile(df.Dir)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--data: %w", err)

@@ -67,6 +67,9 @@ type DataOptions struct {
 	// ValSplitGiven: --val-split was given (a source without a test set
 	// holds out 0.2 otherwise).
 	ValSplitGiven bool `json:"val_split_given,omitempty"`
+	// Fallback: where the download fails, train on the demo sample in the
+	// binary instead of failing (make run's --auto-settings). Not recorded.
+	Fallback bool `json:"-"`
 }
 
 // SeedRecipe is the PyTorch tutorial's run: VGG16-BN at 224x224,

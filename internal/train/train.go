@@ -169,9 +169,13 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		if skip, err = r.restore(); err != nil {
 			return nil, err
 		}
-		r.Report.Note(fmt.Sprintf("resuming %s after epoch %d, batch %d (step %d, best val acc %.2f%%)", r.Dir, r.epoch, skip, r.step, 100*r.best))
+		best := "no validation yet"
+		if r.best >= 0 {
+			best = fmt.Sprintf("best val acc %.2f%%", 100*r.best)
+		}
+		r.Report.Note(fmt.Sprintf("resuming %s after epoch %d, batch %d (step %d, %s)", r.Dir, r.epoch, skip, r.step, best))
 		if r.epoch >= r.Opt.Epochs {
-			r.Report.Note(fmt.Sprintf("the run has done its %d epochs: nothing to train (a larger --epochs continues it)", r.Opt.Epochs))
+			r.Report.Note(fmt.Sprintf("the run has done %d epochs, --epochs %d: nothing to train (a larger --epochs continues it)", r.epoch, r.Opt.Epochs))
 		}
 	} else {
 		m.Init(r.Opt.Seed)

@@ -1,0 +1,76 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cifar"
+)
+
+// TestOpenData checks what OpenData opens and what it leaves in the
+// options a checkpoint records: a batch file's held-out fraction as used,
+// a missing batch file as an error naming it, a failed download as an
+// error (or, with Fallback, the demo sample, recorded as "demo").
+func TestOpenData(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "data_batch_1.bin")
+	rec := make([]byte, 50*cifar.RecordBytes)
+	for i := range 50 {
+		rec[i*cifar.RecordBytes] = byte(i % 10)
+	}
+	if err := os.WriteFile(file, rec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var w bytes.Buffer
+
+	// A batch file without --val-split holds out 0.2, recorded as given.
+	df := &DataOptions{Dir: file, ValSplit: 0.1}
+	tr, val, _, fromDir, err := OpenData(ctx, &w, df, 1, nil)
+	if err != nil || fromDir || tr.Len() != 40 || val.Len() != 10 || df.ValSplit != 0.2 || !df.ValSplitGiven {
+		t.Errorf("batch file: %v, %d + %d images, recorded %+v", err, lenOf(tr), lenOf(val), df)
+	}
+	// Given, it is kept.
+	df = &DataOptions{Dir: file, ValSplit: 0.1, ValSplitGiven: true}
+	if tr, val, _, _, err = OpenData(ctx, &w, df, 1, nil); err != nil || val.Len() != 5 || df.ValSplit != 0.1 {
+		t.Errorf("batch file, --val-split 0.1: %v, %d + %d images, recorded %+v", err, lenOf(tr), lenOf(val), df)
+	}
+
+	// A batch file that is not there (a typo, a moved file) is not a
+	// directory to download into.
+	fetched := false
+	fetch := func(ctx context.Context, dir string) error { fetched = true; return errors.New("offline") }
+	missing := filepath.Join(dir, "data_batch_9.bin")
+	if _, _, _, _, err := OpenData(ctx, &w, &DataOptions{Dir: missing}, 1, fetch); err == nil || !strings.Contains(err.Error(), missing+": no such file") || fetched {
+		t.Errorf("missing batch file: %v (download tried: %v)", err, fetched)
+	}
+
+	// A failed download is an error, and leaves no empty directory...
+	target := filepath.Join(dir, "data")
+	_, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: target}, 1, fetch)
+	if err == nil || !strings.Contains(err.Error(), "offline") || !strings.Contains(err.Error(), "--data demo") {
+		t.Errorf("failed download: %v", err)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Errorf("failed download left %s: %v", target, err)
+	}
+	// ...unless falling back on the demo sample is allowed (make run),
+	// which is then what the run records.
+	df = &DataOptions{Dir: target, ValSplit: 0.1, Fallback: true}
+	tr, val, _, _, err = OpenData(ctx, &w, df, 1, fetch)
+	if err != nil || df.Dir != "demo" || df.ValSplit != 0.2 || !df.ValSplitGiven || tr.Len()+val.Len() == 0 {
+		t.Errorf("fallback: %v, recorded %+v", err, df)
+	}
+}
+
+func lenOf(ds *cifar.Dataset) int {
+	if ds == nil {
+		return -1
+	}
+	return ds.Len()
+}
