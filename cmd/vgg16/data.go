@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,7 +20,8 @@ import (
 )
 
 func dataCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "data", Short: "Manage the CIFAR-10 dataset"}
+	cmd := &cobra.Command{Use: "data", Short: "Manage the CIFAR-10 dataset", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }} // an unknown subcommand is an error
 	var dir, format, url string
 	dl := &cobra.Command{
 		Use:   "download",
@@ -54,9 +57,21 @@ var httpClient = &http.Client{Transport: &http.Transport{
 }}
 
 func download(ctx context.Context, w io.Writer, dir, format, url string) error {
-	if cifar.Exists(dir) {
-		fmt.Fprintf(w, "CIFAR-10 is already in %s\n", dir)
+	if cifar.HasFormat(dir, format) {
+		fmt.Fprintf(w, "CIFAR-10 (%s version) is already in %s\n", format, dir)
 		return nil
+	}
+	// The download goes into dir/cifar-10-batches-bin (or -py), which must
+	// not hold the user's partial copy: it would be replaced.
+	target := filepath.Join(dir, cifar.BinFolder)
+	if format == "py" {
+		target = filepath.Join(dir, cifar.PyFolder)
+	}
+	if folder, missing := cifar.Incomplete(dir); folder == target {
+		return fmt.Errorf("--dir %s: %s holds part of CIFAR-10, without %s: complete it or move it away, then download", dir, folder, strings.Join(missing, ", "))
+	}
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		defer os.Remove(dir) // made for the download: removed if a failure left it empty
 	}
 	var bar *progressbar.ProgressBar
 	tty := isTerminal(w)

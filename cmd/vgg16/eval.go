@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	_ "image/jpeg" // predict reads JPEG
 	_ "image/png"  // and PNG
 	"io"
@@ -247,22 +248,38 @@ evaluation prepares CIFAR-10 images.`,
 			if err != nil {
 				return err
 			}
-			preds, err := predict(l, args, top)
-			if err != nil {
-				return err
+			preds := predict(l, args, top)
+			failed := 0
+			for _, p := range preds {
+				if p.Error != "" {
+					failed++
+				}
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
-				return enc.Encode(preds)
-			}
-			for _, p := range preds {
-				var parts []string
-				for _, c := range p.Top {
-					parts = append(parts, fmt.Sprintf("%s %.1f%%", c.Class, 100*c.Prob))
+				if err := enc.Encode(preds); err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "%s: %s\n", p.Image, strings.Join(parts, ", "))
+			} else {
+				for _, p := range preds {
+					if p.Error != "" {
+						fmt.Fprintf(cmd.ErrOrStderr(), "%s\n", p.Error)
+						continue
+					}
+					var parts []string
+					for _, c := range p.Top {
+						parts = append(parts, fmt.Sprintf("%s %.1f%%", c.Class, 100*c.Prob))
+					}
+					fmt.Fprintf(w, "%s: %s\n", p.Image, strings.Join(parts, ", "))
+				}
+			}
+			switch {
+			case failed == len(preds) && failed == 1:
+				return errors.New(preds[0].Error)
+			case failed > 0:
+				return fmt.Errorf("%d of %d images could not be read (the others are predicted above)", failed, len(preds))
 			}
 			return nil
 		},
@@ -275,10 +292,11 @@ evaluation prepares CIFAR-10 images.`,
 	return cmd
 }
 
-// Prediction is the top classes of one image.
+// Prediction is the top classes of one image, or why it could not be read.
 type Prediction struct {
 	Image string  `json:"image"`
-	Top   []Score `json:"top"`
+	Top   []Score `json:"top,omitempty"`
+	Error string  `json:"error,omitempty"`
 }
 
 // Score is one class's probability.
@@ -287,7 +305,9 @@ type Score struct {
 	Prob  float64 `json:"probability"`
 }
 
-func predict(l *loaded, paths []string, top int) ([]Prediction, error) {
+// predict classifies each image of paths; one that cannot be read gets
+// its error instead, and the rest are still predicted.
+func predict(l *loaded, paths []string, top int) []Prediction {
 	be := l.model.Backend()
 	size := l.model.Config.ImageSize
 	classes := l.model.Config.Classes
@@ -299,7 +319,8 @@ func predict(l *loaded, paths []string, top int) ([]Prediction, error) {
 	for _, p := range paths {
 		img, err := readImage(p)
 		if err != nil {
-			return nil, err
+			out = append(out, Prediction{Image: p, Error: err.Error()})
+			continue
 		}
 		l.eval.Apply(host, img, nil)
 		be.Upload(x, host)
@@ -316,7 +337,7 @@ func predict(l *loaded, paths []string, top int) ([]Prediction, error) {
 		}
 		out = append(out, pr)
 	}
-	return out, nil
+	return out
 }
 
 func softmax(v []float32) []float64 {
@@ -338,6 +359,8 @@ func softmax(v []float32) []float64 {
 
 // readImage decodes a PNG or JPEG and scales it to CIFAR's 32x32, as
 // 3×32×32 bytes: each output pixel averages the source pixels it covers.
+// Transparency is dropped, the colours kept as they are (as PIL's
+// convert("RGB") does), not darkened by the alpha.
 func readImage(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -367,8 +390,8 @@ func readImage(path string) ([]byte, error) {
 			var r, g, bl, n uint64
 			for y := y0; y < y1; y++ {
 				for x := x0; x < x1; x++ {
-					cr, cg, cb, _ := img.At(x, y).RGBA()
-					r, g, bl, n = r+uint64(cr), g+uint64(cg), bl+uint64(cb), n+1
+					c := color.NRGBA64Model.Convert(img.At(x, y)).(color.NRGBA64)
+					r, g, bl, n = r+uint64(c.R), g+uint64(c.G), bl+uint64(c.B), n+1
 				}
 			}
 			p := oy*side + ox

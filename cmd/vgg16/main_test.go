@@ -143,6 +143,13 @@ func TestTrainEvalPredict(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, img+": ") || strings.Count(out, "%") != 2 {
 		t.Errorf("predict: %v\n%s", err, out)
 	}
+	// An image that cannot be read does not stop the others: they are
+	// predicted, and the command fails after, counting it.
+	missingImg := filepath.Join(t.TempDir(), "gone.png")
+	if o, err := run(t, "predict", "--checkpoint", best, "--device", "cpu", "--top", "2", missingImg, img); err == nil ||
+		!strings.Contains(err.Error(), "1 of 2 images could not be read") || !strings.Contains(o, out) {
+		t.Errorf("predict of a missing and a good image: %v\n%s", err, o)
+	}
 	// The same on the stand-in GPU in every precision: the same top class.
 	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
 	top := strings.Fields(strings.TrimPrefix(out, img+": "))[0]
@@ -522,5 +529,30 @@ func TestTrainedOn(t *testing.T) {
 	}
 	if trainedOn(nil, file, "test") {
 		t.Error("a checkpoint that records no data")
+	}
+}
+
+// TestReadImageDropsAlpha: a half-transparent image reads as its colours,
+// as PIL's convert("RGB") gives them, not darkened by the alpha.
+func TestReadImageDropsAlpha(t *testing.T) {
+	dir := t.TempDir()
+	opaque, clear := filepath.Join(dir, "opaque.png"), filepath.Join(dir, "clear.png")
+	for path, alpha := range map[string]uint8{opaque: 255, clear: 100} {
+		img := image.NewNRGBA(image.Rect(0, 0, 40, 40)) // stored as given, not premultiplied
+		for i := 0; i < len(img.Pix); i += 4 {
+			copy(img.Pix[i:], []byte{220, 30, 90, alpha})
+		}
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, img); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err1 := readImage(opaque)
+	b, err2 := readImage(clear)
+	if err1 != nil || err2 != nil || !bytes.Equal(a, b) || a[0] != 220 {
+		t.Errorf("opaque %v %v…, half-transparent %v %v…", err1, a[:2], err2, b[:2])
 	}
 }

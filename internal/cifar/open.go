@@ -78,6 +78,29 @@ func complete(folder string, f format) bool {
 	return true
 }
 
+// Incomplete finds a dataset folder in dir (as Exists looks for one) that
+// holds some batch files but not all six: the folder and the files it
+// lacks, or "" where there is none.
+func Incomplete(dir string) (folder string, missing []string) {
+	for _, f := range formats {
+		for _, c := range candidates(dir, f) {
+			if !hasAny(c, f) || complete(c, f) {
+				continue
+			}
+			for _, split := range []string{"train", "test"} {
+				for _, name := range f.files(split) {
+					fi, err := os.Stat(filepath.Join(c, name))
+					if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 || f.name == "bin" && fi.Size()%RecordBytes != 0 {
+						missing = append(missing, name)
+					}
+				}
+			}
+			return c, missing
+		}
+	}
+	return "", nil
+}
+
 // hasAny reports whether folder holds at least one batch file of format f,
 // which is how Open decides which layout the user pointed it at.
 func hasAny(folder string, f format) bool {
@@ -98,6 +121,17 @@ func Exists(dir string) bool {
 	for _, f := range formats {
 		if existsFormat(dir, f) {
 			return true
+		}
+	}
+	return false
+}
+
+// HasFormat reports whether dir holds the whole dataset in the version
+// name ("bin" or "py"), where Exists would take either.
+func HasFormat(dir, name string) bool {
+	for _, f := range formats {
+		if f.name == name {
+			return existsFormat(dir, f)
 		}
 	}
 	return false

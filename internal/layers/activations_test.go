@@ -314,7 +314,7 @@ func TestPackedOutputSpillsAgain(t *testing.T) {
 		a.top = at
 		return a.output(be, &b, []int{2, 64})
 	}
-	first := pass(0) // no arena yet: its own buffer
+	first := pass(0)                              // no arena yet: its own buffer
 	a.arena = tensor.NewActivation(be, packAlign) // room for one output, spills kept
 	if v := pass(0); v.Mem != a.arena.Mem {
 		t.Fatalf("output at 0 of a %d-element arena not in it", a.size())

@@ -50,6 +50,20 @@ func TestOpenData(t *testing.T) {
 		t.Errorf("missing batch file: %v (download tried: %v)", err, fetched)
 	}
 
+	// A folder with part of CIFAR-10 is the user's: named with what it
+	// lacks, not downloaded over.
+	part := filepath.Join(dir, "part")
+	if err := os.MkdirAll(filepath.Join(part, cifar.BinFolder), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(part, cifar.BinFolder, "data_batch_1.bin"), rec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: part}, 1, fetch)
+	if err == nil || !strings.Contains(err.Error(), "without data_batch_2.bin, data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin") || fetched {
+		t.Errorf("part of CIFAR-10: %v (download tried: %v)", err, fetched)
+	}
+
 	// A failed download is an error, and leaves no empty directory...
 	target := filepath.Join(dir, "data")
 	_, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: target}, 1, fetch)
