@@ -107,6 +107,10 @@ func evalCmd() *cobra.Command {
 				return fmt.Errorf("--limit %d: must not be negative (0 = all)", limitN)
 			case split != "test" && split != "train":
 				return fmt.Errorf("--split %q: want test or train", split)
+			case isDir(args[0]) && checkpoint.Exists(filepath.Join(args[0], train.BestFile)):
+				return fmt.Errorf("%s is a run directory: evaluate its checkpoint, %s", args[0], filepath.Join(args[0], train.BestFile))
+			case dataDir != "demo" && !exists(dataDir) && train.LooksLikeFile(dataDir):
+				return fmt.Errorf("--data %s: no such file", dataDir)
 			}
 			be, line, err := device.Open(dev.options())
 			if err != nil {
@@ -175,6 +179,11 @@ func evalCmd() *cobra.Command {
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	dev.register(fs)
 	return cmd
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func isDir(path string) bool {

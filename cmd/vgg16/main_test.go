@@ -248,6 +248,28 @@ func TestTrainEvalPredict(t *testing.T) {
 		t.Errorf("resume without the data flags: %v\n%s", err, out)
 	}
 
+	// Messages for a run directory given to eval, a batch file not there,
+	// a file given as the run directory; notes for a warm-up the schedule
+	// does not use and for the images a short last batch leaves out.
+	if _, err := run(t, "eval", runDir, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "is a run directory: evaluate its checkpoint, "+best) {
+		t.Errorf("eval of a run directory: %v", err)
+	}
+	gone := filepath.Join(t.TempDir(), "data_batch_9.bin")
+	if _, err := run(t, "eval", best, "--data", gone, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), gone+": no such file") {
+		t.Errorf("eval of a missing batch file: %v", err)
+	}
+	if _, err := run(t, append([]string{"train", "--data", gone, "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "g")}, tiny...)...); err == nil || !strings.Contains(err.Error(), gone+": no such file") {
+		t.Errorf("train on a missing batch file: %v", err)
+	}
+	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", best}, tiny...)...); err == nil || !strings.Contains(err.Error(), "--run-dir "+best+": a file") {
+		t.Errorf("train into a file: %v", err)
+	}
+	out, err = run(t, append([]string{"train", "--data", data, "--limit", "30", "--epochs", "1", "--schedule", "step", "--warmup", "1", "--run-dir", filepath.Join(t.TempDir(), "w")}, tiny...)...)
+	if err != nil || !strings.Contains(out, "--warmup applies to the cosine and onecycle schedules, not step: ignored") ||
+		!strings.Contains(out, "each epoch trains on 20 of them: the last 10 of each shuffle do not fill a batch of 20") {
+		t.Errorf("train --schedule step --warmup 1 --limit 30: %v\n%s", err, out)
+	}
+
 	// Transfer: the features load, a classifier of another width does not.
 	args := append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "ft"), "--init", best}, tiny...)
 	out, err = run(t, append(args, "--hidden", "48")...)

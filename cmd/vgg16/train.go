@@ -231,6 +231,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if err := o.Validate(); err != nil {
 				return err
 			}
+			if fs.Changed("warmup") && o.Warmup > 0 && o.Schedule != "cosine" && o.Schedule != "onecycle" {
+				fmt.Fprintf(w, "note: --warmup applies to the cosine and onecycle schedules, not %s: ignored\n", o.Schedule)
+			}
 			if o.Warmup >= float64(o.Epochs) && (o.Schedule == "cosine" || o.Schedule == "onecycle") {
 				fmt.Fprintf(w, "note: the %g-epoch warm-up covers the whole %d-epoch run: the rate only rises (lower --warmup)\n", o.Warmup, o.Epochs)
 			}
@@ -283,6 +286,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			val := fmt.Sprintf("%d validation images", valSet.Len())
 			fmt.Fprintf(w, "training %s (%s) at %dx%d on %d images, %s; batch %d, %d epochs, lr %g (%s), augment %s\n",
 				o.Model.Arch, o.Model.Cfg, o.Model.ImageSize, o.Model.ImageSize, trainSet.Len(), val, o.Batch, o.Epochs, o.LR, o.Schedule, o.Augment)
+			if n := trainSet.Len(); n > o.Batch && n%o.Batch != 0 {
+				fmt.Fprintf(w, "each epoch trains on %d of them: the last %d of each shuffle do not fill a batch of %d (they are in the next epoch's)\n", n-n%o.Batch, n%o.Batch, o.Batch)
+			}
 			fmt.Fprintf(w, "run directory: %s\n", runDir)
 
 			run := &train.Run{Dir: runDir, Opt: o, Classes: classes, Train: trainSet, Val: valSet, Backend: be, Report: newReporter(w), Resume: resume}

@@ -27,7 +27,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 		trainSet, valSet, classes, err = loadFile(w, df, seed)
 		return trainSet, valSet, classes, false, err
 	}
-	if !demo && os.IsNotExist(statErr) && looksLikeFile(df.Dir) {
+	if !demo && os.IsNotExist(statErr) && LooksLikeFile(df.Dir) {
 		return nil, nil, nil, false, fmt.Errorf("--data %s: no such file", df.Dir)
 	}
 	if !demo && !cifar.Exists(df.Dir) {
@@ -76,10 +76,10 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 	return trainSet, valSet, classes, true, err
 }
 
-// looksLikeFile says whether a --data path that is not there names a
+// LooksLikeFile says whether a --data path that is not there names a
 // batch file (data_batch_1.bin, test_batch, …) rather than a directory to
 // download CIFAR-10 into.
-func looksLikeFile(path string) bool {
+func LooksLikeFile(path string) bool {
 	base := filepath.Base(path)
 	switch strings.ToLower(filepath.Ext(base)) {
 	case ".bin", ".gz", ".tgz", ".tar", ".pkl", ".pickle":

@@ -124,6 +124,9 @@ func CheckNewDir(dir string) error {
 	if checkpoint.Exists(filepath.Join(dir, LastFile)) {
 		return fmt.Errorf("run directory %s already holds a run: pass --resume to continue it or choose another --run-dir", dir)
 	}
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("--run-dir %s: a file, not a directory", dir)
+	}
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("run directory %s exists and is not empty: choose another --run-dir", dir)
 	}
