@@ -264,8 +264,9 @@ func TestTrainEvalPredict(t *testing.T) {
 	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", best}, tiny...)...); err == nil || !strings.Contains(err.Error(), "--run-dir "+best+": a file") {
 		t.Errorf("train into a file: %v", err)
 	}
-	out, err = run(t, append([]string{"train", "--data", data, "--limit", "30", "--epochs", "1", "--schedule", "step", "--warmup", "1", "--run-dir", filepath.Join(t.TempDir(), "w")}, tiny...)...)
+	out, err = run(t, append([]string{"train", "--data", data, "--limit", "30", "--epochs", "1", "--schedule", "step", "--warmup", "1", "--val-split", "0", "--run-dir", filepath.Join(t.TempDir(), "w")}, tiny...)...)
 	if err != nil || !strings.Contains(out, "--warmup applies to the cosine and onecycle schedules, not step: ignored") ||
+		!strings.Contains(out, "test images (--val-split 0: the best checkpoint is the best on the test set)") ||
 		!strings.Contains(out, "each epoch trains on 20 of them: the last 10 of each shuffle do not fill a batch of 20") {
 		t.Errorf("train --schedule step --warmup 1 --limit 30: %v\n%s", err, out)
 	}
