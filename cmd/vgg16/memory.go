@@ -11,30 +11,30 @@ import (
 )
 
 // estimateBytes is roughly what training cfg at batch size takes on the
-// CPU: every module's output (ReLU works in place, Flatten is a view), the
-// two gradient buffers that Backward passes between modules, the
-// parameters, their gradients and momentum, and the backend's scratch
-// space. That is the first step's need, the most: later steps pack the
-// outputs and gradients into less (internal/layers/activations.go).
+// CPU: the parameters, their gradients and momentum, the backend's scratch
+// space, and the buffer that packs every module's output (ReLU works in
+// place, Flatten is a view) and the gradients passed between them
+// (internal/layers/activations.go): backward, the gradients of a module's
+// output and input go above the outputs up to that module.
 func estimateBytes(cfg layers.Config, batch int) (int64, error) {
 	rows, params, err := layers.Describe(cfg)
 	if err != nil {
 		return 0, err
 	}
-	var perSample, largest int64
+	var below, need, prev int64 // per sample: outputs so far, the most the stack holds, the last output's size
 	for _, r := range rows {
 		n := int64(1)
 		for _, d := range r.Out {
 			n *= int64(d)
 		}
-		largest = max(largest, n)
 		if r.Kind != "ReLU" && r.Kind != "Flatten" {
-			perSample += n
+			below += n
 		}
+		need = max(need, below, below+n+prev)
+		prev = n
 	}
-	perSample += 2 * largest
 	const scratch = 3 * 32 << 20 // im2col and GEMM buffers, bounded per call
-	return 4*(perSample*int64(batch)+3*int64(params)) + scratch, nil
+	return 4*(need*int64(batch)+3*int64(params)) + scratch, nil
 }
 
 // availableBytes is MemAvailable from /proc/meminfo, or 0 when unknown.

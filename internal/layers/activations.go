@@ -17,13 +17,16 @@ import "github.com/vgg16/vgg16/internal/tensor"
 // Backward needed otherwise (a fifth of a VGG16 step's activation memory
 // at 224x224) are not needed.
 //
-// The arena's size is learnt: a pass that needs more than it has (the
-// first step, or a larger batch) puts what does not fit in buffers of
-// their own, as the modules had before, and records what it needed; the
-// next Forward where the backend may allocate (not inside a recorded step,
-// tensor.Recording) frees those and sizes the arena to fit. Offsets are a
-// function of the shapes alone, so steps of the same shape use the same
-// addresses, as recorded steps require.
+// The arena is sized before a pass needs it: a Forward where the backend
+// may allocate (not inside a recorded step, tensor.Recording) first runs
+// the modules dry (Model.plan: each takes its buffers as it would, and no
+// op runs), which says how much the pass and its Backward need, and grows
+// the arena to that. A pass that finds too little room anyway (a recorded
+// step of a larger batch than any planned) puts what does not fit in
+// buffers of their own, as the modules had before, and records what it
+// needed for the next Forward that may allocate. Offsets are a function of
+// the shapes alone, so steps of the same shape use the same addresses, as
+// recorded steps require.
 type activations struct {
 	on    bool           // packing (Model.PackActivations); off: a buffer per output, two for the gradients
 	arena *tensor.Tensor // [cap] (tensor.NewActivation), nil until a pass has shown its size
@@ -36,6 +39,12 @@ type activations struct {
 	frontier, dyOff, dyEnd int
 	spills                 []*buf   // outputs that did not fit in the arena, in buffers of their own
 	flow                   gradFlow // gradients that did not fit
+	// dry: a planning pass (Model.plan) places and counts buffers, and
+	// hands out virtual tensors: probe's storage (an empty activation, so
+	// that the backend answers layout questions as for a real one) with
+	// no elements behind them. Modules run no op on them.
+	dry   bool
+	probe *tensor.Tensor
 }
 
 // packAlign is the alignment of each tensor in the arena, in elements: 512
@@ -45,18 +54,31 @@ const packAlign = 128
 
 func alignUp(n int) int { return (n + packAlign - 1) / packAlign * packAlign }
 
-// begin starts a Forward of a model with modules modules: the arena grows
-// to what earlier passes needed, when the backend may allocate now.
-func (a *activations) begin(be tensor.Backend, modules int) {
+// begin starts a Forward (or its plan) of a model with modules modules.
+func (a *activations) begin(modules int) {
 	a.top = 0
 	if len(a.marks) != modules {
 		a.marks = make([]int, modules)
 	}
+}
+
+// fit grows the arena to what the passes so far needed, planned or run,
+// when the backend may allocate now.
+func (a *activations) fit(be tensor.Backend) {
 	if !a.on || a.need <= a.size() || tensor.Recording(be) {
 		return
 	}
 	a.release(be)
 	a.arena = tensor.NewActivation(be, a.need)
+}
+
+// virtual is a tensor of shape for a planning pass: no elements, the
+// storage of an activation.
+func (a *activations) virtual(be tensor.Backend, shape []int) *tensor.Tensor {
+	if a.probe == nil {
+		a.probe = tensor.NewActivation(be, 0)
+	}
+	return &tensor.Tensor{Shape: append([]int(nil), shape...), Mem: a.probe.Mem}
 }
 
 // size is the arena's length in elements.
@@ -77,6 +99,9 @@ func (a *activations) output(be tensor.Backend, b *buf, shape []int) *tensor.Ten
 	off, n := a.top, tensor.Volume(shape)
 	a.top = alignUp(off + n)
 	a.need = max(a.need, a.top)
+	if a.dry {
+		return a.virtual(be, shape)
+	}
 	if a.arena != nil && off+n <= a.size() {
 		if v := b.view; v == nil || v.Mem != a.arena.Mem || v.Off != a.arena.Off+off || !tensor.SameShape(v.Shape, shape) {
 			b.view = a.arena.View(off, shape...)
@@ -116,6 +141,9 @@ func (a *activations) grad(be tensor.Backend, dy *tensor.Tensor, shape []int) *t
 	// is: placements depend on the shapes only.
 	a.dyOff, a.dyEnd = off, off+n
 	a.need = max(a.need, off+n)
+	if a.dry {
+		return a.virtual(be, shape)
+	}
 	if a.arena != nil && off+n <= a.size() {
 		return a.arena.View(off, shape...)
 	}
@@ -129,8 +157,10 @@ func (a *activations) release(be tensor.Backend) {
 	}
 	a.spills = nil
 	a.flow.release(be)
-	if a.arena != nil {
-		be.Free(a.arena)
-		a.arena = nil
+	for _, t := range []**tensor.Tensor{&a.arena, &a.probe} {
+		if *t != nil {
+			be.Free(*t)
+			*t = nil
+		}
 	}
 }

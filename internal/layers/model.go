@@ -341,7 +341,11 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 			m.bnOuts.buf.reserve(m.be, x.Shape[0]*size)
 		}
 	}
-	m.acts.begin(m.be, len(m.mods))
+	if m.acts.on && !tensor.Recording(m.be) {
+		m.plan(x, train)
+		m.acts.fit(m.be)
+	}
+	m.acts.begin(len(m.mods))
 	for i, mod := range m.mods {
 		x = mod.forward(x, train)
 		m.acts.mark(i)
@@ -349,18 +353,41 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	return x
 }
 
+// plan runs a Forward of x, and in training its Backward, dry: each module
+// takes its buffers as it would (activations.dry) and runs no op, so that
+// the arena can be sized for the pass before it runs. The modules make the
+// same choices as in the real pass (pooled or not, copied or not), which
+// depend on shapes and the backend only.
+func (m *Model) plan(x *tensor.Tensor, train bool) {
+	a := &m.acts
+	a.dry = true
+	defer func() { a.dry = false }()
+	a.begin(len(m.mods))
+	y := a.virtual(m.be, x.Shape)
+	for i, mod := range m.mods {
+		y = mod.forward(y, train)
+		a.mark(i)
+	}
+	if train {
+		m.backward(a.virtual(m.be, y.Shape))
+	}
+}
+
 // Backward propagates dlogits [N,Classes] from the last training Forward
 // and overwrites every gradient (the classifier's only, when the features
 // are frozen). It reuses the memory of that Forward's outputs, the
 // logits included: read them first.
-func (m *Model) Backward(dlogits *tensor.Tensor) {
+func (m *Model) Backward(dlogits *tensor.Tensor) { m.backward(dlogits) }
+
+// backward is Backward, or its plan (activations.dry).
+func (m *Model) backward(dlogits *tensor.Tensor) {
 	dy := dlogits
 	m.acts.backward()
 	for i := len(m.mods) - 1; i >= 0 && dy != nil; i-- {
 		if _, ok := m.mods[i].(*flatten); ok && m.frozen {
 			return // the feature extractor is frozen: no gradient
 		}
-		if n := m.inputBN[i]; n != nil && m.bnOuts.on {
+		if n := m.inputBN[i]; n != nil && m.bnOuts.on && !m.acts.dry {
 			n.restore() // the module's input, recomputed
 		}
 		m.acts.enter(i)

@@ -81,6 +81,10 @@ func (b *bufs) dx(be tensor.Backend, dy *tensor.Tensor, shape ...int) *tensor.Te
 	return b.acts.grad(be, dy, shape)
 }
 
+// dry says that the model is planning its buffers (activations.dry): a
+// module takes them and runs no op.
+func (b *bufs) dry() bool { return b.acts.dry }
+
 // gradFlow holds the gradients passed between modules during Backward
 // where they are not packed (activations): two buffers used in turn (each module reads its output's gradient from
 // one and writes its input's into the other), instead of one per module.
@@ -141,6 +145,9 @@ func (m *conv) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	if train && m.biasInBN {
 		b = nil
 	}
+	if m.dry() {
+		return y
+	}
 	m.be.ConvForward(y, x, m.w, b, m.pad)
 	return y
 }
@@ -149,6 +156,9 @@ func (m *conv) backward(dy *tensor.Tensor) *tensor.Tensor {
 	var dx *tensor.Tensor
 	if m.needDx {
 		dx = m.dx(m.be, dy, m.x.Shape...)
+	}
+	if m.dry() {
+		return dx
 	}
 	db := m.db
 	if m.biasInBN {
@@ -217,13 +227,19 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		return m.pool.y
 	}
 	var y *tensor.Tensor
-	if m.recomputed() {
+	switch {
+	case m.recomputed() && m.dry():
+		y = m.acts.virtual(m.be, x.Shape) // the shared buffer, outside the arena
+	case m.recomputed():
 		y = m.outs.buf.get(m.be, x.Shape...)
 		m.outs.holder = m
-	} else {
+	default:
 		y = m.output(m.be, x.Shape...)
 	}
 	m.y = y
+	if m.dry() {
+		return y
+	}
 	switch {
 	case train && m.relu:
 		m.be.BatchNormReLUTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.shift, m.momentum, m.eps)
@@ -256,6 +272,9 @@ func (m *batchNorm) pooledForward(x *tensor.Tensor, train bool) bool {
 	}
 	y := m.pool.output(m.be, withBatch(x.Shape[0], m.pool.out(x.Shape[1:]))...)
 	m.pool.x, m.pool.y, m.y = nil, y, nil
+	if m.dry() {
+		return true
+	}
 	if train {
 		p.BatchNormReLUPoolTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.shift, m.momentum, m.eps)
 		m.numBatches++
@@ -278,6 +297,9 @@ func (m *batchNorm) recomputed() bool { return m.outs != nil && m.outs.on }
 
 func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
 	dx := m.dx(m.be, dy, m.x.Shape...)
+	if m.dry() {
+		return dx
+	}
 	if m.pooled { // dy is the pool's output gradient
 		m.be.(tensor.PooledBatchNorm).BatchNormReLUPoolBackward(dx, m.dgamma, m.dbeta, dy, m.x, m.gamma, m.beta, m.saveMean, m.saveInv)
 		return dx
@@ -296,15 +318,18 @@ func (m *batchNorm) backward(dy *tensor.Tensor) *tensor.Tensor {
 type relu struct {
 	be    tensor.Backend
 	y     *tensor.Tensor
-	fused bool // the batch norm before it applies it (and its backward)
+	fused bool         // the batch norm before it applies it (and its backward)
+	acts  *activations // the model's, to know a planning pass
 }
+
+func (m *relu) setActs(a *activations) { m.acts = a }
 
 func (m *relu) out(in []int) []int { return in }
 func (m *relu) kind() string       { return "ReLU" }
 func (m *relu) kernel() string     { return "" }
 
 func (m *relu) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
-	if m.fused {
+	if m.fused || m.acts.dry {
 		return x
 	}
 	m.be.ReLUForward(x, x)
@@ -313,7 +338,7 @@ func (m *relu) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 }
 
 func (m *relu) backward(dy *tensor.Tensor) *tensor.Tensor {
-	if m.fused {
+	if m.fused || m.acts.dry {
 		return dy
 	}
 	m.be.ReLUBackward(dy, dy, m.y)
@@ -341,6 +366,9 @@ func (m *maxPool) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	}
 	m.x = x
 	m.y = m.output(m.be, withBatch(x.Shape[0], m.out(x.Shape[1:]))...)
+	if m.dry() {
+		return m.y
+	}
 	m.be.MaxPoolForward(m.y, x, 2, 2)
 	return m.y
 }
@@ -350,6 +378,9 @@ func (m *maxPool) backward(dy *tensor.Tensor) *tensor.Tensor {
 		return dy
 	}
 	dx := m.dx(m.be, dy, m.x.Shape...)
+	if m.dry() {
+		return dx
+	}
 	m.be.MaxPoolBackward(dx, dy, m.x, m.y, 2, 2)
 	return dx
 }
@@ -369,12 +400,18 @@ func (m *lrn) kernel() string     { return "5" }
 func (m *lrn) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
 	m.y = m.output(m.be, x.Shape...)
+	if m.dry() {
+		return m.y
+	}
 	m.be.LRNForward(m.y, x, m.p)
 	return m.y
 }
 
 func (m *lrn) backward(dy *tensor.Tensor) *tensor.Tensor {
 	dx := m.dx(m.be, dy, m.x.Shape...)
+	if m.dry() {
+		return dx
+	}
 	m.be.LRNBackward(dx, dy, m.x, m.y, m.p)
 	return dx
 }
@@ -404,7 +441,9 @@ func (m *flatten) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		return rows
 	}
 	y := m.output(m.be, rows.Shape...)
-	m.be.Copy(y, x)
+	if !m.dry() {
+		m.be.Copy(y, x)
+	}
 	return y
 }
 
@@ -413,7 +452,9 @@ func (m *flatten) backward(dy *tensor.Tensor) *tensor.Tensor {
 		return dy.Reshape(m.in...)
 	}
 	dx := m.dx(m.be, dy, m.in...)
-	m.be.Copy(dx, dy)
+	if !m.dry() {
+		m.be.Copy(dx, dy)
+	}
 	return dx
 }
 
@@ -433,12 +474,18 @@ func (m *linear) kernel() string     { return "" }
 func (m *linear) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	m.x = x
 	y := m.output(m.be, x.Shape[0], m.w.Shape[0])
+	if m.dry() {
+		return y
+	}
 	m.be.LinearForward(y, x, m.w, m.b)
 	return y
 }
 
 func (m *linear) backward(dy *tensor.Tensor) *tensor.Tensor {
 	dx := m.dx(m.be, dy, m.x.Shape...)
+	if m.dry() {
+		return dx
+	}
 	m.be.LinearBackward(dx, m.dw, m.db, dy, m.x, m.w)
 	return dx
 }
@@ -464,6 +511,9 @@ func (m *dropout) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	}
 	m.key = tensor.DropoutKey(m.model.Seed, m.model.step, m.layer)
 	y := m.output(m.be, x.Shape...)
+	if m.dry() {
+		return y
+	}
 	m.be.DropoutForward(y, x, m.p, m.key)
 	return y
 }
@@ -473,6 +523,9 @@ func (m *dropout) backward(dy *tensor.Tensor) *tensor.Tensor {
 		return dy
 	}
 	dx := m.dx(m.be, dy, dy.Shape...)
+	if m.dry() {
+		return dx
+	}
 	m.be.DropoutBackward(dx, dy, m.p, m.key)
 	return dx
 }
