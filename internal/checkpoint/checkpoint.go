@@ -155,7 +155,7 @@ func StateFromFile(f *safetensors.File) (layers.State, error) {
 				return s, err
 			}
 			if len(v) != 1 {
-				return s, fmt.Errorf("tensor %s: integer tensor of shape %v, want a scalar count", name, t.Shape)
+				return s, fmt.Errorf("tensor %s: integer tensor of shape %v: a VGG state dict holds integers only as scalar counts (num_batches_tracked): not a model's weights?", name, t.Shape)
 			}
 			s.Counts[name] = v[0]
 		default:
