@@ -306,6 +306,9 @@ func (b *Backend) newTensor(half bool, shape []int, what string) *tensor.Tensor 
 func (b *Backend) Free(t *tensor.Tensor) {
 	m, ok := t.Mem.(*mem)
 	if !ok || m.b != b || m.ptr == 0 {
+		if ok && m.b == b && m.n == 0 {
+			delete(b.mem.live, m) // an empty tensor: nothing to free
+		}
 		return
 	}
 	b.notInStep("Free")

@@ -29,7 +29,7 @@ import "github.com/vgg16/vgg16/internal/tensor"
 // recorded steps require.
 type activations struct {
 	on    bool           // packing (Model.PackActivations); off: a buffer per output, two for the gradients
-	arena *tensor.Tensor // [cap] (tensor.NewActivation), nil until a pass has shown its size
+	arena *tensor.Tensor // [cap] (tensor.NewActivation), nil until a pass has been planned
 	need  int            // elements the largest pass so far asked for, arena or not
 	top   int            // Forward: the next free element
 	marks []int          // top after each module of the last Forward
@@ -150,17 +150,16 @@ func (a *activations) grad(be tensor.Backend, dy *tensor.Tensor, shape []int) *t
 	return a.flow.next(be, dy, shape...)
 }
 
-// release frees the arena and every buffer that stood in for it.
+// release frees the arena and every buffer that stood in for it (the
+// probe stays: it holds no memory).
 func (a *activations) release(be tensor.Backend) {
 	for _, b := range a.spills {
 		b.free(be)
 	}
 	a.spills = nil
 	a.flow.release(be)
-	for _, t := range []**tensor.Tensor{&a.arena, &a.probe} {
-		if *t != nil {
-			be.Free(*t)
-			*t = nil
-		}
+	if a.arena != nil {
+		be.Free(a.arena)
+		a.arena = nil
 	}
 }

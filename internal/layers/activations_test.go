@@ -33,6 +33,8 @@ func TestPackedActivations(t *testing.T) {
 		{"vgg without batch norm", vgg, false, false, false, plain},
 		{"vgg frozen", vgg, true, false, true, plain},
 		{"lrn", lrn, false, false, false, plain},
+		{"vgg flatten copied", vgg, true, false, false, nhwcCPU{plain}},
+		{"vgg flatten copied pooled", vgg, true, false, false, &nhwcPooledCPU{pooledCPU{Backend: plain}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -55,6 +57,17 @@ func TestPackedActivations(t *testing.T) {
 		})
 	}
 }
+
+// nhwcCPU is the CPU backend saying that it stores 4-d activations
+// channels-last (tensor.Layouts), so that flatten copies them into rows as
+// it does on the GPU (the copy is a plain one here: the same results).
+type nhwcCPU struct{ *cpu.Backend }
+
+func (nhwcCPU) ChannelsLast(t *tensor.Tensor) bool { return len(t.Shape) == 4 }
+
+type nhwcPooledCPU struct{ pooledCPU }
+
+func (*nhwcPooledCPU) ChannelsLast(t *tensor.Tensor) bool { return len(t.Shape) == 4 }
 
 type named struct {
 	name string

@@ -418,6 +418,10 @@ func (m *Model) releaseActivations() {
 	}
 	m.acts.release(m.be)
 	m.acts.need = 0
+	if m.acts.probe != nil {
+		m.be.Free(m.acts.probe)
+		m.acts.probe = nil
+	}
 }
 
 // FreezeFeatures makes Backward stop at the classifier, so that the
