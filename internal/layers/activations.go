@@ -163,3 +163,90 @@ func (a *activations) release(be tensor.Backend) {
 		a.arena = nil
 	}
 }
+
+// buf is an activation buffer (tensor.NewActivation) owned by a module, reallocated only when a
+// batch needs more room than it has, so steady-state steps allocate no
+// backend memory.
+type buf struct {
+	t    *tensor.Tensor
+	view *tensor.Tensor
+}
+
+func (b *buf) get(be tensor.Backend, shape ...int) *tensor.Tensor {
+	if b.view != nil && tensor.SameShape(b.view.Shape, shape) {
+		return b.view
+	}
+	n := tensor.Volume(shape)
+	if b.t == nil || b.t.Size() < n {
+		if b.t != nil {
+			be.Free(b.t)
+		}
+		b.t = tensor.NewActivation(be, n)
+	}
+	b.view = b.t.View(0, shape...)
+	return b.view
+}
+
+// reserve makes the buffer hold at least n elements, so that views of
+// any shape up to n taken later do not move it.
+func (b *buf) reserve(be tensor.Backend, n int) {
+	if b.t != nil && b.t.Size() >= n {
+		return
+	}
+	b.free(be)
+	b.t = tensor.NewActivation(be, n)
+}
+
+func (b *buf) free(be tensor.Backend) {
+	if b.t != nil {
+		be.Free(b.t)
+	}
+	b.t, b.view = nil, nil
+}
+
+// bufs are a module's output buffer and the model's activations, where
+// its output goes forward and the gradient of its input backward.
+type bufs struct {
+	yBuf buf
+	acts *activations
+}
+
+func (b *bufs) release(be tensor.Backend) { b.yBuf.free(be) }
+
+func (b *bufs) setActs(a *activations) { b.acts = a }
+
+// output is the buffer for the module's output, of shape.
+func (b *bufs) output(be tensor.Backend, shape ...int) *tensor.Tensor {
+	return b.acts.output(be, &b.yBuf, shape)
+}
+
+// dx is the buffer for the gradient of the module's input, given the
+// gradient dy of its output.
+func (b *bufs) dx(be tensor.Backend, dy *tensor.Tensor, shape ...int) *tensor.Tensor {
+	return b.acts.grad(be, dy, shape)
+}
+
+// dry says that the model is planning its buffers (activations.dry): a
+// module takes them and runs no op.
+func (b *bufs) dry() bool { return b.acts.dry }
+
+// gradFlow holds the gradients passed between modules during Backward
+// where they are not packed (activations): two buffers used in turn (each module reads its output's gradient from
+// one and writes its input's into the other), instead of one per module.
+// No module needs its output's gradient once it has its input's, so two
+// suffice; at 224x224 this halves the memory a training step needs.
+type gradFlow struct{ bufs [2]buf }
+
+// next returns a tensor of shape in the buffer that does not hold dy.
+func (f *gradFlow) next(be tensor.Backend, dy *tensor.Tensor, shape ...int) *tensor.Tensor {
+	i := 0
+	if f.bufs[0].t != nil && dy.Mem == f.bufs[0].t.Mem {
+		i = 1
+	}
+	return f.bufs[i].get(be, shape...)
+}
+
+func (f *gradFlow) release(be tensor.Backend) {
+	f.bufs[0].free(be)
+	f.bufs[1].free(be)
+}
