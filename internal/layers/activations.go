@@ -164,9 +164,10 @@ func (a *activations) release(be tensor.Backend) {
 	}
 }
 
-// buf is an activation buffer (tensor.NewActivation) owned by a module, reallocated only when a
-// batch needs more room than it has, so steady-state steps allocate no
-// backend memory.
+// buf is a module's output buffer: the view it was last handed (in the
+// arena, or of t), and t, an activation (tensor.NewActivation) of its own
+// where packing is off or the arena had no room, reallocated only when a
+// batch needs more room than it has.
 type buf struct {
 	t    *tensor.Tensor
 	view *tensor.Tensor
