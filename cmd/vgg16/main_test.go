@@ -579,3 +579,16 @@ func TestReadImageDropsAlpha(t *testing.T) {
 		t.Errorf("opaque %v %v…, half-transparent %v %v…", err1, a[:2], err2, b[:2])
 	}
 }
+
+// TestEstimateBytes: the CPU memory check's estimate for VGG16-BN at
+// 224x224, batch 64: the float32 parameters, gradients and momentum (1.6
+// GB) and the packed activations (about 7.4 GB planned), less with the
+// batch-norm outputs recomputed.
+func TestEstimateBytes(t *testing.T) {
+	cfg := layers.DefaultConfig()
+	plain, err1 := estimateBytes(cfg, 64, false)
+	recompute, err2 := estimateBytes(cfg, 64, true)
+	if err1 != nil || err2 != nil || plain < 9.0e9 || plain > 10.0e9 || !(recompute < plain-2e9) {
+		t.Errorf("estimate %.2f GB, %.2f GB recomputing (%v, %v)", float64(plain)/1e9, float64(recompute)/1e9, err1, err2)
+	}
+}

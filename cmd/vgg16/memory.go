@@ -15,26 +15,30 @@ import (
 // space, and the buffer that packs every module's output (ReLU works in
 // place, Flatten is a view) and the gradients passed between them
 // (internal/layers/activations.go): backward, the gradients of a module's
-// output and input go above the outputs up to that module.
-func estimateBytes(cfg layers.Config, batch int) (int64, error) {
+// output and input go above the outputs up to that module. With recompute
+// (--recompute-bn) the batch norms' outputs share one buffer instead.
+func estimateBytes(cfg layers.Config, batch int, recompute bool) (int64, error) {
 	rows, params, err := layers.Describe(cfg)
 	if err != nil {
 		return 0, err
 	}
-	var below, need, prev int64 // per sample: outputs so far, the most the stack holds, the last output's size
+	var below, need, prev, shared int64 // per sample: outputs so far, the most the stack holds, the last output's size, the shared batch-norm output
 	for _, r := range rows {
 		n := int64(1)
 		for _, d := range r.Out {
 			n *= int64(d)
 		}
-		if r.Kind != "ReLU" && r.Kind != "Flatten" {
+		switch {
+		case recompute && r.Kind == "BatchNorm2d":
+			shared = max(shared, n)
+		case r.Kind != "ReLU" && r.Kind != "Flatten":
 			below += n
 		}
 		need = max(need, below, below+n+prev)
 		prev = n
 	}
 	const scratch = 3 * 32 << 20 // im2col and GEMM buffers, bounded per call
-	need += need / 20            // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
+	need += need/20 + shared     // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
 	return 4*(need*int64(batch)+3*int64(params)) + scratch, nil
 }
 
@@ -59,13 +63,13 @@ func availableBytes() int64 {
 
 // checkCPUMemory refuses a run that cannot fit in the machine's memory,
 // before it allocates and dies.
-func checkCPUMemory(cfg layers.Config, batch int) error {
-	need, err := estimateBytes(cfg, batch)
+func checkCPUMemory(cfg layers.Config, batch int, recompute bool) error {
+	need, err := estimateBytes(cfg, batch, recompute)
 	if err != nil {
 		return err
 	}
 	if have := availableBytes(); have > 0 && need > have {
-		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU, this machine has %.1f GB available: lower --batch or --size",
+		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU, this machine has %.1f GB available: lower --batch or --size (or --recompute-bn)",
 			batch, cfg.ImageSize, cfg.ImageSize, float64(need)/1e9, float64(have)/1e9)
 	}
 	return nil

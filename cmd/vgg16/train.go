@@ -241,7 +241,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				return err
 			}
 			if onCPU {
-				if err := checkCPUMemory(o.Model, o.Batch); err != nil {
+				if err := checkCPUMemory(o.Model, o.Batch, o.RecomputeBN); err != nil {
 					return err
 				}
 			}
