@@ -430,7 +430,7 @@ func TestPretrainedFreezeFeatures(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "r")
 		out, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--recipe", "cifar", "--epochs", "2", "--batch", "16",
 			"--pretrained", c.file, "--freeze-features", "--run-dir", dir)
-		if err != nil || !strings.Contains(out, c.says+"; its last layer is replaced") {
+		if err != nil || !strings.Contains(out, c.says+"; its last layer is replaced") || !strings.Contains(out, "; the last layer (classifier.6) new, for 10 classes") || strings.Contains(out, "absent") {
 			t.Fatalf("--pretrained %s: %v\n%s", c.file, err, out)
 		}
 		before, err := checkpoint.ReadWeights(c.file)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -398,9 +399,10 @@ func (r *Run) initFrom(path string, newHead bool) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", flag, err)
 	}
+	var head string
 	if newHead {
 		last := r.model.Params()[len(r.model.Params())-1].Name // classifier.6.bias
-		head := last[:strings.LastIndex(last, ".")+1]
+		head = last[:strings.LastIndex(last, ".")+1]
 		for name := range s.Floats {
 			if strings.HasPrefix(name, head) {
 				delete(s.Floats, name)
@@ -412,6 +414,10 @@ func (r *Run) initFrom(path string, newHead bool) error {
 		return fmt.Errorf("%s %s: %w", flag, path, err)
 	}
 	msg := fmt.Sprintf("initialised from %s", path)
+	if newHead {
+		skipped = slices.DeleteFunc(skipped, func(s string) bool { return strings.HasPrefix(s, head) })
+		msg += fmt.Sprintf("; the last layer (%s) new, for %d classes", strings.TrimSuffix(head, "."), r.Opt.Model.Classes)
+	}
 	if len(skipped) > 0 {
 		msg += "; kept freshly initialised: " + strings.Join(skipped, ", ")
 	}
