@@ -271,6 +271,25 @@ func TestTrainEvalPredict(t *testing.T) {
 		t.Errorf("train --schedule step --warmup 1 --limit 30: %v\n%s", err, out)
 	}
 
+	// A run on a batch file that has moved since says so on resume.
+	moved := filepath.Join(t.TempDir(), "data_batch_1.bin")
+	src, err := os.ReadFile(filepath.Join(data, "cifar-10-batches-bin", "data_batch_1.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(moved, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	movedRun := filepath.Join(t.TempDir(), "moved")
+	if out, err := run(t, append([]string{"train", "--data", moved, "--epochs", "1", "--run-dir", movedRun}, tiny...)...); err != nil {
+		t.Fatalf("train on a batch file: %v\n%s", err, out)
+	}
+	os.Remove(moved)
+	if _, err := run(t, "train", "--resume", "--run-dir", movedRun, "--epochs", "2", "--device", "cpu"); err == nil ||
+		!strings.Contains(err.Error(), "the run trained on "+moved+", which is not there any more") {
+		t.Errorf("resume after its batch file moved: %v", err)
+	}
+
 	// Transfer: the features load, a classifier of another width does not.
 	args := append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "ft"), "--init", best}, tiny...)
 	out, err = run(t, append(args, "--hidden", "48")...)

@@ -221,6 +221,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if err := df.check(); err != nil {
 					return err
 				}
+				if !fs.Changed("data") && df.dir != "demo" && !exists(df.dir) && train.LooksLikeFile(df.dir) {
+					return fmt.Errorf("the run trained on %s, which is not there any more: give --data where that file is now", df.dir)
+				}
 				if ignored := runFlagsGiven(fs); len(ignored) > 0 {
 					fmt.Fprintf(w, "note: resuming keeps the run's own settings: %s ignored (only --epochs, the data and device flags apply)\n", strings.Join(ignored, ", "))
 				}
