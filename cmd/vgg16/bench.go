@@ -202,7 +202,7 @@ func benchCmd() *cobra.Command {
 // recomputeBNFlag is train's and bench's flag for layers.Model.RecomputeBN.
 const (
 	recomputeBNFlag  = "recompute-bn"
-	recomputeBNUsage = "keep one batch-norm output at a time and recompute the others in the backward, as PyTorch's compiled graphs do: less device memory (about 1 GB at 224x224, batch 64, bf16) for one more pass over each output"
+	recomputeBNUsage = "keep one batch-norm output at a time and recompute the others in the backward, as PyTorch's compiled graphs do: less device memory (about 0.5 GB at 224x224, batch 64, bf16) for one more pass over each output"
 )
 
 // formatParts lists peak memory's parts, largest first: " = 1536 MiB
