@@ -176,9 +176,6 @@ func (b *Backend) linearForwardHalf(y, x, w, bias *tensor.Tensor, n, in, out int
 // weightRows16 casts rows [r, r+k) of the float32 weights w [out, in] to
 // bf16 in the scratch w16 (see weights16).
 func (b *Backend) weightRows16(w *tensor.Tensor, r, k, in int) cuda.DevicePtr {
-	if r == 0 && k*in == w.Size() {
-		return b.weights16(&b.mem.w16, w)
-	}
 	return b.weights16(&b.mem.w16, w.View(r*in, k*in))
 }
 

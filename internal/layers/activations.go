@@ -62,10 +62,10 @@ func (a *activations) begin(modules int) {
 	}
 }
 
-// fit grows the arena to what the passes so far needed, planned or run,
-// when the backend may allocate now.
+// fit grows the arena to what the passes so far needed, planned or run.
+// The backend must be able to allocate now (not tensor.Recording).
 func (a *activations) fit(be tensor.Backend) {
-	if !a.on || a.need <= a.size() || tensor.Recording(be) {
+	if a.need <= a.size() {
 		return
 	}
 	a.release(be)
@@ -110,9 +110,6 @@ func (a *activations) output(be tensor.Backend, b *buf, shape []int) *tensor.Ten
 	}
 	if b.t == nil {
 		a.spills = append(a.spills, b)
-	}
-	if b.view != nil && (b.t == nil || b.view.Mem != b.t.Mem) {
-		b.view = nil // an arena view of an earlier pass, which get must not hand out
 	}
 	return b.get(be, shape...)
 }
@@ -173,8 +170,10 @@ type buf struct {
 	view *tensor.Tensor
 }
 
+// get returns a view of shape of the buffer's own tensor, made to fit
+// (the last view again where it is one of t: not an arena view).
 func (b *buf) get(be tensor.Backend, shape ...int) *tensor.Tensor {
-	if b.view != nil && tensor.SameShape(b.view.Shape, shape) {
+	if b.view != nil && b.t != nil && b.view.Mem == b.t.Mem && tensor.SameShape(b.view.Shape, shape) {
 		return b.view
 	}
 	n := tensor.Volume(shape)
@@ -232,10 +231,10 @@ func (b *bufs) dx(be tensor.Backend, dy *tensor.Tensor, shape ...int) *tensor.Te
 func (b *bufs) dry() bool { return b.acts.dry }
 
 // gradFlow holds the gradients passed between modules during Backward
-// where they are not packed (activations): two buffers used in turn (each module reads its output's gradient from
-// one and writes its input's into the other), instead of one per module.
-// No module needs its output's gradient once it has its input's, so two
-// suffice; at 224x224 this halves the memory a training step needs.
+// where they are not packed (activations): two buffers used in turn (each
+// module reads its output's gradient from one and writes its input's into
+// the other), instead of one per module. No module needs its output's
+// gradient once it has its input's, so two suffice.
 type gradFlow struct{ bufs [2]buf }
 
 // next returns a tensor of shape in the buffer that does not hold dy.

@@ -234,18 +234,13 @@ func (m *Model) switchBNOutputs() {
 		return
 	}
 	m.bnOuts.on, m.bnOuts.holder = m.bnOuts.want, nil
-	for _, n := range m.bns {
-		if n.outs != nil {
-			n.yBuf.free(m.be)
-		}
-	}
 	if !m.bnOuts.on {
 		m.bnOuts.buf.free(m.be)
 	}
-	// The packed layout changes: learnt anew (and freeing the old one
-	// drops the backend's recorded steps, whose addresses it held).
-	m.acts.release(m.be)
-	m.acts.need = 0
+	// Every output moves (the batch norms' into or out of the shared
+	// buffer, the rest in the packed layout): planned anew, and freeing
+	// the old buffers drops the backend's recorded steps that held them.
+	m.releaseActivations()
 }
 
 // Backend is the backend the model lives on.
