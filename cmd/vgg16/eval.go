@@ -109,7 +109,7 @@ func evalCmd() *cobra.Command {
 				return fmt.Errorf("--split %q: want test or train", split)
 			case isDir(args[0]) && checkpoint.Exists(filepath.Join(args[0], train.BestFile)):
 				return fmt.Errorf("%s is a run directory: evaluate its checkpoint, %s", args[0], filepath.Join(args[0], train.BestFile))
-			case dataDir != "demo" && !exists(dataDir) && train.LooksLikeFile(dataDir):
+			case dataDir != "demo" && train.MissingFile(dataDir):
 				return fmt.Errorf("--data %s: no such file", dataDir)
 			}
 			be, line, err := device.Open(dev.options())
@@ -179,11 +179,6 @@ func evalCmd() *cobra.Command {
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	dev.register(fs)
 	return cmd
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 func isDir(path string) bool {

@@ -211,7 +211,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 				prev.Workers, prev.CPUAugment, prev.RecomputeBN = o.Workers, o.CPUAugment, o.RecomputeBN
 				set("epochs", func() {
-					if epochs != prev.Epochs && (prev.Schedule == "cosine" || prev.Schedule == "onecycle") {
+					if epochs != prev.Epochs && prev.SpansRun() {
 						fmt.Fprintf(w, "note: the run's %s schedule spanned %d epochs, now %d: the learning rate follows the new schedule from here, not the old one's\n", prev.Schedule, prev.Epochs, epochs)
 					}
 					prev.Epochs = epochs
@@ -221,7 +221,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if err := df.check(); err != nil {
 					return err
 				}
-				if !fs.Changed("data") && df.dir != "demo" && !exists(df.dir) && train.LooksLikeFile(df.dir) {
+				if !fs.Changed("data") && df.dir != "demo" && train.MissingFile(df.dir) {
 					return fmt.Errorf("the run trained on %s, which is not there any more: give --data where that file is now", df.dir)
 				}
 				if ignored := runFlagsGiven(fs); len(ignored) > 0 {
@@ -234,10 +234,10 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			if fs.Changed("warmup") && o.Warmup > 0 && o.Schedule != "cosine" && o.Schedule != "onecycle" {
+			if fs.Changed("warmup") && o.Warmup > 0 && !o.SpansRun() {
 				fmt.Fprintf(w, "note: --warmup applies to the cosine and onecycle schedules, not %s: ignored\n", o.Schedule)
 			}
-			if o.Warmup >= float64(o.Epochs) && (o.Schedule == "cosine" || o.Schedule == "onecycle") {
+			if o.Warmup >= float64(o.Epochs) && o.SpansRun() {
 				fmt.Fprintf(w, "note: the %g-epoch warm-up covers the whole %d-epoch run: the rate only rises (lower --warmup)\n", o.Warmup, o.Epochs)
 			}
 			if err := fitsPrecision(be, o.Model); err != nil {

@@ -27,7 +27,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 		trainSet, valSet, classes, err = loadFile(w, df, seed)
 		return trainSet, valSet, classes, false, err
 	}
-	if !demo && os.IsNotExist(statErr) && LooksLikeFile(df.Dir) {
+	if !demo && MissingFile(df.Dir) {
 		return nil, nil, nil, false, fmt.Errorf("--data %s: no such file", df.Dir)
 	}
 	if !demo && !cifar.Exists(df.Dir) {
@@ -76,10 +76,13 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 	return trainSet, valSet, classes, true, err
 }
 
-// LooksLikeFile says whether a --data path that is not there names a
-// batch file (data_batch_1.bin, test_batch, …) rather than a directory to
+// MissingFile says whether a --data path is not there and names a batch
+// file (data_batch_1.bin, test_batch, …) rather than a directory to
 // download CIFAR-10 into.
-func LooksLikeFile(path string) bool {
+func MissingFile(path string) bool {
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		return false
+	}
 	base := filepath.Base(path)
 	switch strings.ToLower(filepath.Ext(base)) {
 	case ".bin", ".gz", ".tgz", ".tar", ".pkl", ".pickle":

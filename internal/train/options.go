@@ -133,6 +133,10 @@ func (o Options) Validate() error {
 	return nil
 }
 
+// SpansRun says whether the schedule is shaped by the run's length (and
+// warms up, with Warmup): cosine and onecycle, not step or constant.
+func (o Options) SpansRun() bool { return o.Schedule == "cosine" || o.Schedule == "onecycle" }
+
 // LearningRate is the rate for the step-th batch (from 0) of a run with
 // perEpoch batches per epoch.
 func (o Options) LearningRate(step, perEpoch int) float64 {
