@@ -59,6 +59,7 @@ type BenchResult struct {
 	RecomputeBN   bool               `json:"recompute_bn,omitempty"`    // batch-norm outputs recomputed in the backward
 	UnfusedPool   bool               `json:"unfused_pool,omitempty"`    // --fused-pool=false: max-pools as separate ops
 	Unpacked      bool               `json:"unpacked,omitempty"`        // --unpacked: a buffer per layer output, two for the gradients
+	SGDInBackward bool               `json:"sgd_in_backward,omitempty"` // each layer updated in the backward, gradients shared
 	// ConvEngines says, per convolution geometry and direction, which cuDNN
 	// API and engine ran it (or why the graph API was not used).
 	ConvEngines []string `json:"conv_engines,omitempty"`
@@ -83,7 +84,7 @@ func peakParts(be tensor.Backend, m *layers.Model) map[string]float64 {
 		return nil
 	}
 	out := map[string]float64{}
-	params := int64(3 * 4 * m.FlatSize())
+	params := int64(4 * (2*m.FlatSize() + m.Grads().Size())) // the gradients may be one layer's (--sgd-in-backward)
 	for k, v := range p.PeakParts() {
 		if k == "float32 tensors" {
 			out["parameters, gradients, momentum"] = float64(min(v, params)) / (1 << 20)
@@ -194,6 +195,7 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&profile, "profile", false, "GPU: also time each operation of a step on the GPU and print where the time goes")
 	cmd.Flags().BoolVar(&opt.recomputeBN, recomputeBNFlag, false, recomputeBNUsage)
+	cmd.Flags().BoolVar(&opt.sgdInBackward, sgdInBackwardFlag, false, sgdInBackwardUsage)
 	cmd.Flags().BoolVar(&opt.unpacked, "unpacked", false, "give every layer's output a buffer of its own and the gradients two more, as before activations were packed (to measure what packing saves)")
 	cmd.Flags().StringVar(&opt.data, "data", "none", "where each step's batch comes from: none (one fixed batch), gpu (augmented on the device from uint8 images it holds) or cpu (augmented by the CPU loader and uploaded)")
 	return cmd
@@ -203,6 +205,10 @@ func benchCmd() *cobra.Command {
 const (
 	recomputeBNFlag  = "recompute-bn"
 	recomputeBNUsage = "keep one batch-norm output at a time and recompute the others in the backward, as PyTorch's compiled graphs do: less device memory (about 0.5 GB at 224x224, batch 64, bf16) for one more pass over each output"
+	// sgdInBackwardFlag is train's and bench's flag for
+	// layers.Model.BackwardUpdate with shared gradients.
+	sgdInBackwardFlag  = "sgd-in-backward"
+	sgdInBackwardUsage = "update each layer's parameters as soon as the backward has their gradients, so that the gradients take the memory of the largest layer only (VGG16: 64 of 128 MiB at 32x32, 392 of 537 MiB at 224x224); the same training, one SGD launch per layer instead of one per step"
 )
 
 // formatParts lists peak memory's parts, largest first: " = 1536 MiB
@@ -229,6 +235,7 @@ func formatParts(parts map[string]float64) string {
 type benchOptions struct {
 	batch, steps         int
 	profile, recomputeBN bool
+	sgdInBackward        bool   // layers.Model.BackwardUpdate, gradients shared
 	unpacked             bool   // layers.Model.PackActivations(false)
 	data                 string // where each step's batch comes from: none, gpu or cpu
 }
@@ -248,6 +255,7 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 	m.Init(1)
 	m.RecomputeBN(recomputeBN)
 	m.PackActivations(!opt.unpacked)
+	m.ShareGradients(opt.sgdInBackward)
 	rng := rand.New(rand.NewPCG(1, 2))
 	s := cfg.ImageSize
 	xh := make([]float32, batch*3*s*s)
@@ -288,6 +296,10 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 		work := func() {
 			logits := m.Forward(x, true)
 			be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
+			if opt.sgdInBackward {
+				m.BackwardUpdate(dl, func(w, g *tensor.Tensor, off int) { be.SGDStep(w, g, mom.View(off, w.Size()), h, first) })
+				return
+			}
 			m.Backward(dl)
 			be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
 		}
@@ -339,7 +351,7 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 		be.Download(out, o)
 	}
 	evalSec := time.Since(t).Seconds()
-	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, RecomputeBN: recomputeBN, Unpacked: opt.unpacked, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
+	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, RecomputeBN: recomputeBN, Unpacked: opt.unpacked, SGDInBackward: opt.sgdInBackward, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first,
 		Data: data, PipelinedMs: 1e3 * pipe, PipelinedImgSec: float64(batch) / pipe}
 	if profile {

@@ -187,17 +187,20 @@ func TestTrainEvalPredict(t *testing.T) {
 	// Recomputing the batch-norm outputs lowers the steps' peak memory, and
 	// so does pooling in the batch norm (the default), which stores no
 	// output for the batch norm before a pool, and packing the activations
-	// (the default: --unpacked gives the gradients buffers of their own).
+	// (the default: --unpacked gives the gradients buffers of their own),
+	// and updating in the backward (the gradients take the largest layer's
+	// memory: the last convolution's with its batch norm's here).
 	// Each run reports what its engine search cost.
-	var peaks [4]float64
-	for i, flag := range []string{"--fused-pool=false", "--recompute-bn=false", "--recompute-bn", "--unpacked"} {
+	var peaks [5]float64
+	var state [5]float64 // the parameters' float32 state at the peak, MiB
+	for i, flag := range []string{"--fused-pool=false", "--recompute-bn=false", "--recompute-bn", "--unpacked", "--sgd-in-backward"} {
 		js, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "8,8,M,16,16,M,32,32,M,M,M", "--hidden", "16",
 			"--batch", "4", "--steps", "2", "--json", flag)
 		var r BenchResult
 		if err == nil {
 			err = json.Unmarshal([]byte(js), &r)
 		}
-		if err != nil || r.RecomputeBN != (i == 2) || r.UnfusedPool != (i == 0) || r.Unpacked != (i == 3) {
+		if err != nil || r.RecomputeBN != (i == 2) || r.UnfusedPool != (i == 0) || r.Unpacked != (i == 3) || r.SGDInBackward != (i == 4) {
 			t.Fatalf("bench %s: %v %+v", flag, err, r)
 		}
 		if s := r.EngineSearch; !(s["directions"] > 0 && s["plans"] >= s["directions"]) {
@@ -212,9 +215,12 @@ func TestTrainEvalPredict(t *testing.T) {
 		if p := r.StepPeakParts; !(p["bf16 tensors"] > 0 && p["parameters, gradients, momentum"] > 0 && p["the cuBLAS workspace"] == 32 && math.Abs(sum-r.StepPeakMiB) < 1e-6) {
 			t.Errorf("bench %s: steps' peak %g MiB, parts %v (sum %g)", flag, r.StepPeakMiB, p, sum)
 		}
-		peaks[i] = r.StepPeakMiB
+		peaks[i], state[i] = r.StepPeakMiB, r.StepPeakParts["parameters, gradients, momentum"]
 	}
-	t.Logf("steps' peak on the stand-in GPU: %.4f MiB with the pools apart, %.4f MiB pooled in the batch norm, %.4f MiB recomputing the batch-norm outputs, %.4f MiB unpacked", peaks[0], peaks[1], peaks[2], peaks[3])
+	t.Logf("steps' peak on the stand-in GPU: %.4f MiB with the pools apart, %.4f MiB pooled in the batch norm, %.4f MiB recomputing the batch-norm outputs, %.4f MiB unpacked, %.4f MiB with SGD in the backward", peaks[0], peaks[1], peaks[2], peaks[3], peaks[4])
+	if !(peaks[4] < peaks[1]) || !(state[4] < state[1]) {
+		t.Errorf("steps' peak %.4f MiB (parameters' state %.4f) with SGD in the backward, %.4f MiB (%.4f) after it", peaks[4], state[4], peaks[1], state[1])
+	}
 	if !(peaks[1] < peaks[0]) {
 		t.Errorf("steps' peak %.4f MiB pooling in the batch norm, %.4f MiB with the pools apart", peaks[1], peaks[0])
 	}
@@ -602,12 +608,19 @@ func TestReadImageDropsAlpha(t *testing.T) {
 // TestEstimateBytes: the CPU memory check's estimate for VGG16-BN at
 // 224x224, batch 64: the float32 parameters, gradients and momentum (1.6
 // GB) and the packed activations (about 7.4 GB planned), less with the
-// batch-norm outputs recomputed.
+// batch-norm outputs recomputed, and by the gradients of all but the first
+// Linear (102.8 M of 134.3 M parameters) with SGD in the backward.
 func TestEstimateBytes(t *testing.T) {
-	cfg := layers.DefaultConfig()
-	plain, err1 := estimateBytes(cfg, 64, false)
-	recompute, err2 := estimateBytes(cfg, 64, true)
-	if err1 != nil || err2 != nil || plain < 9.0e9 || plain > 10.0e9 || !(recompute < plain-2e9) {
-		t.Errorf("estimate %.2f GB, %.2f GB recomputing (%v, %v)", float64(plain)/1e9, float64(recompute)/1e9, err1, err2)
+	o := train.Options{Model: layers.DefaultConfig(), Batch: 64}
+	plain, err1 := estimateBytes(&o)
+	o.RecomputeBN = true
+	recompute, err2 := estimateBytes(&o)
+	o.RecomputeBN, o.SGDInBackward = false, true
+	inBackward, err3 := estimateBytes(&o)
+	if err1 != nil || err2 != nil || err3 != nil || plain < 9.0e9 || plain > 10.0e9 || !(recompute < plain-2e9) {
+		t.Errorf("estimate %.2f GB, %.2f GB recomputing (%v, %v, %v)", float64(plain)/1e9, float64(recompute)/1e9, err1, err2, err3)
+	}
+	if got, want := plain-inBackward, int64(4*(134_309_962-(25088*4096+4096))); got != want {
+		t.Errorf("--sgd-in-backward saves %d bytes, want %d (the gradients of all but the first Linear)", got, want)
 	}
 }

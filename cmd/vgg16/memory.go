@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/train"
 )
 
 // estimateBytes is roughly what training cfg at batch size takes on the
@@ -15,12 +16,25 @@ import (
 // space, and the buffer that packs every module's output (ReLU works in
 // place, Flatten is a view) and the gradients passed between them
 // (internal/layers/activations.go): backward, the gradients of a module's
-// output and input go above the outputs up to that module. With recompute
-// (--recompute-bn) the batch norms' outputs share one buffer instead.
-func estimateBytes(cfg layers.Config, batch int, recompute bool) (int64, error) {
+// output and input go above the outputs up to that module. With
+// --recompute-bn the batch norms' outputs share one buffer instead; with
+// --sgd-in-backward the gradients take the largest layer's size.
+func estimateBytes(o *train.Options) (int64, error) {
+	cfg, batch, recompute := o.Model, o.Batch, o.RecomputeBN
 	rows, params, err := layers.Describe(cfg)
 	if err != nil {
 		return 0, err
+	}
+	grads := int64(params)
+	if o.SGDInBackward {
+		grads = 0
+		for i, r := range rows { // a convolution's gradients share the buffer with its batch norm's
+			n := int64(r.Params)
+			if r.Kind == "Conv2d" && i+1 < len(rows) && rows[i+1].Kind == "BatchNorm2d" {
+				n += int64(rows[i+1].Params)
+			}
+			grads = max(grads, n)
+		}
 	}
 	var below, need, prev, shared int64 // per sample: outputs so far, the most the stack holds, the last output's size, the shared batch-norm output
 	for _, r := range rows {
@@ -39,7 +53,7 @@ func estimateBytes(cfg layers.Config, batch int, recompute bool) (int64, error) 
 	}
 	const scratch = 3 * 32 << 20 // im2col and GEMM buffers, bounded per call
 	need += need/20 + shared     // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
-	return 4*(need*int64(batch)+3*int64(params)) + scratch, nil
+	return 4*(need*int64(batch)+2*int64(params)+grads) + scratch, nil
 }
 
 // availableBytes is MemAvailable from /proc/meminfo, or 0 when unknown.
@@ -63,14 +77,14 @@ func availableBytes() int64 {
 
 // checkCPUMemory refuses a run that cannot fit in the machine's memory,
 // before it allocates and dies.
-func checkCPUMemory(cfg layers.Config, batch int, recompute bool) error {
-	need, err := estimateBytes(cfg, batch, recompute)
+func checkCPUMemory(o *train.Options) error {
+	need, err := estimateBytes(o)
 	if err != nil {
 		return err
 	}
 	if have := availableBytes(); have > 0 && need > have {
-		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU, this machine has %.1f GB available: lower --batch or --size (or --recompute-bn)",
-			batch, cfg.ImageSize, cfg.ImageSize, float64(need)/1e9, float64(have)/1e9)
+		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU, this machine has %.1f GB available: lower --batch or --size (or --recompute-bn, --sgd-in-backward)",
+			o.Batch, o.Model.ImageSize, o.Model.ImageSize, float64(need)/1e9, float64(have)/1e9)
 	}
 	return nil
 }

@@ -106,6 +106,7 @@ func trainCmd() *cobra.Command {
 		pretrained          string
 		freeze, cpuAugment  bool
 		recomputeBN         bool
+		sgdInBackward       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -176,7 +177,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("seed", func() { o.Seed = seed })
 			set("init", func() { o.Init = initFrom })
 			set("freeze-features", func() { o.FreezeFeatures = freeze })
-			o.Workers, o.CPUAugment, o.RecomputeBN = workers, cpuAugment, recomputeBN
+			o.Workers, o.CPUAugment, o.RecomputeBN, o.SGDInBackward = workers, cpuAugment, recomputeBN, sgdInBackward
 			for _, name := range []string{"arch", "size", "hidden", "dropout", "batch-norm", "classes"} {
 				if fs.Changed(name) {
 					cfg, err := mf.configOver(o.Model, fs)
@@ -209,7 +210,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if err != nil {
 					return err
 				}
-				prev.Workers, prev.CPUAugment, prev.RecomputeBN = o.Workers, o.CPUAugment, o.RecomputeBN
+				prev.Workers, prev.CPUAugment, prev.RecomputeBN, prev.SGDInBackward = o.Workers, o.CPUAugment, o.RecomputeBN, o.SGDInBackward
 				set("epochs", func() {
 					if epochs != prev.Epochs && prev.SpansRun() {
 						fmt.Fprintf(w, "note: the run's %s schedule spanned %d epochs, now %d: the learning rate follows the new schedule from here, not the old one's\n", prev.Schedule, prev.Epochs, epochs)
@@ -244,7 +245,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				return err
 			}
 			if onCPU {
-				if err := checkCPUMemory(o.Model, o.Batch, o.RecomputeBN); err != nil {
+				if err := checkCPUMemory(&o); err != nil {
 					return err
 				}
 			}
@@ -345,6 +346,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.IntVar(&workers, "workers", 0, "data-loading goroutines (0 = one per core)")
 	fs.BoolVar(&cpuAugment, "cpu-augment", false, "GPU: make the batches on the CPU (--workers goroutines) and upload them, instead of uploading the dataset once and augmenting on the GPU (the same batches either way)")
 	fs.BoolVar(&recomputeBN, recomputeBNFlag, false, recomputeBNUsage)
+	fs.BoolVar(&sgdInBackward, sgdInBackwardFlag, false, sgdInBackwardUsage)
 	fs.StringVar(&pretrained, "pretrained", "", "transfer learning as in the seed's second example: start from these weights (torchvision's vgg16-*.pth or vgg16_bn-*.pth, any VGG state dict), whose layers the model takes, with a fresh last classifier layer for the data's classes")
 	fs.BoolVar(&freeze, "freeze-features", false, "train the classifier only: the feature extractor gets no gradient and no update (faster)")
 	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): torchvision's vgg16_bn-*.pth, any torch.save'd or safetensors state dict, or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")
@@ -403,7 +405,7 @@ func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.F
 // and how batches are made).
 func runFlagsGiven(fs *pflag.FlagSet) []string {
 	apply := map[string]bool{"resume": true, "run-dir": true, "epochs": true, "data": true, "download": true, "limit": true,
-		"val-split": true, "workers": true, "cpu-augment": true, recomputeBNFlag: true}
+		"val-split": true, "workers": true, "cpu-augment": true, recomputeBNFlag: true, sgdInBackwardFlag: true}
 	var ignored []string
 	fs.Visit(func(f *pflag.Flag) {
 		if !apply[f.Name] && !isDeviceFlag(f.Name) {

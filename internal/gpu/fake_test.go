@@ -77,6 +77,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"ModelStepFusedBN", withFusedBN(modelStep)},
 				{"RecomputeBN", testRecomputeBN},
 				{"RecomputeBNFused", withFusedBN(testRecomputeBN)},
+				{"SGDInBackward", testSGDInBackward},
 				{"PooledBatchNorm", testPooledBatchNorm},
 				{"CropResize", testCropResize},
 				{"CropResizeErrors", testCropResizeErrors},
@@ -119,6 +120,7 @@ func TestFakeCUDABF16(t *testing.T) {
 	})
 	t.Run("RecordedSteps", func(t *testing.T) { testRecordedSteps(t, be, bf16StepTol) })
 	t.Run("RecomputeBN", func(t *testing.T) { testRecomputeBN(t, be, bf16StepTol) })
+	t.Run("SGDInBackward", func(t *testing.T) { testSGDInBackward(t, be, bf16StepTol) })
 	t.Run("PooledBatchNorm", func(t *testing.T) { testPooledBatchNorm(t, be, 0) })
 	t.Run("Parity", func(t *testing.T) { runParityBF16(t, be) })
 }

@@ -52,6 +52,11 @@ type Options struct {
 	// others in the backward (layers.Model.RecomputeBN): less device
 	// memory, one more pass over each output. The same training.
 	RecomputeBN bool `json:"recompute_bn,omitempty"`
+	// SGDInBackward updates each layer's parameters as soon as the
+	// backward has their gradients (layers.Model.BackwardUpdate), which
+	// then share one buffer the size of the largest layer's: less device
+	// memory, the same training (SGD is element-wise).
+	SGDInBackward bool `json:"sgd_in_backward,omitempty"`
 	// Data is where the images came from, so that a resumed run trains on
 	// the same ones (nil in checkpoints of older versions).
 	Data *DataOptions `json:"data,omitempty"`

@@ -166,6 +166,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	m.Seed = r.Opt.Seed
 	m.FreezeFeatures(r.Opt.FreezeFeatures)
 	m.RecomputeBN(r.Opt.RecomputeBN)
+	m.ShareGradients(r.Opt.SGDInBackward)
 	r.mom = be.New(m.FlatSize())
 	defer be.Free(r.mom)
 	skip := 0
@@ -296,7 +297,11 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	pending, done := 0, skip // images trained on but not yet tallied on the host; batches done
 	lr := 0.0
 	off, k := m.Trainable() // what SGD updates: all parameters, or the classifier's
-	w, g, mom := m.Weights().View(off, k), m.Grads().View(off, k), r.mom.View(off, k)
+	w, mom := m.Weights().View(off, k), r.mom.View(off, k)
+	var g *tensor.Tensor // the gradients, unless each layer's go to SGD in the backward
+	if !r.Opt.SGDInBackward {
+		g = m.Grads().View(off, k)
+	}
 	// The loss and the correct predictions add up on the device (Tally) and
 	// come to the host every tallyEvery steps on a backend that records
 	// steps (the GPU): a step does not wait for the one before it, so the
@@ -357,13 +362,20 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		lr = r.Opt.LearningRate(r.step, perEpoch)
 		first := r.step == 0
 		modelStep := m.Step()
+		h := tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}
 		step := func() {
 			m.SetStep(modelStep) // the same dropout masks if it runs twice
 			logits := m.Forward(xb, true)
 			be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
 			be.Tally(st.acc, st.loss, logits, yb)
+			if r.Opt.SGDInBackward {
+				m.BackwardUpdate(db, func(w, g *tensor.Tensor, off int) {
+					be.SGDStep(w, g, r.mom.View(off, w.Size()), h, first)
+				})
+				return
+			}
 			m.Backward(db)
-			be.SGDStep(w, g, mom, tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}, first)
+			be.SGDStep(w, g, mom, h, first)
 		}
 		if first { // its SGD differs from the others' (it fills the momentum)
 			step()

@@ -442,3 +442,61 @@ func TestDeviceBatchesAreTheLoaders(t *testing.T) {
 		}
 	}
 }
+
+// TestSGDInBackward checks that updating each layer in the backward
+// (Options.SGDInBackward: gradients in one layer's buffer) trains exactly
+// as the step after the backward: the same metrics every epoch and the
+// same weights, statistics and momentum at the end, bit for bit, with the
+// features trained and frozen.
+func TestSGDInBackward(t *testing.T) {
+	for _, freeze := range []bool{false, true} {
+		o := smallOptions()
+		o.Epochs, o.FreezeFeatures = 2, freeze
+		var runs [2]*Run
+		var hist [2][]EpochMetrics
+		for i, in := range []bool{false, true} {
+			o.SGDInBackward = in
+			runs[i] = newRun(t, t.TempDir(), o, &quiet{})
+			h, err := runs[i].Execute(context.Background())
+			if err != nil {
+				t.Fatalf("freeze %v, sgd in backward %v: %v", freeze, in, err)
+			}
+			hist[i] = h
+		}
+		for e := range hist[0] {
+			a, b := hist[0][e], hist[1][e]
+			if a.TrainLoss != b.TrainLoss || a.ValLoss != b.ValLoss || a.ValAcc != b.ValAcc {
+				t.Errorf("freeze %v, epoch %d: train loss %v, val %v %v with SGD in the backward; %v, %v %v after it", freeze, e+1, b.TrainLoss, b.ValLoss, b.ValAcc, a.TrainLoss, a.ValLoss, a.ValAcc)
+			}
+		}
+		want, err := checkpoint.Load(filepath.Join(runs[0].Dir, LastFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := checkpoint.Load(filepath.Join(runs[1].Dir, LastFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, tw := range want.State.Floats {
+			tg := got.State.Floats[name]
+			for i := range tw.Data {
+				if math.Float32bits(tg.Data[i]) != math.Float32bits(tw.Data[i]) {
+					t.Fatalf("freeze %v: %s[%d] = %g with SGD in the backward, %g after it", freeze, name, i, tg.Data[i], tw.Data[i])
+				}
+			}
+		}
+		moms := [2][]float32{}
+		for i, ck := range []*checkpoint.Checkpoint{want, got} {
+			f, err := safetensors.Read(OptimPath(runs[i].Dir, ck.Info.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if moms[i], _, err = f.Float32("momentum"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.Equal(moms[0], moms[1]) || len(moms[0]) == 0 {
+			t.Errorf("freeze %v: momentum differs (%d and %d elements)", freeze, len(moms[0]), len(moms[1]))
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/tensor"
+)
+
+// TestBackwardUpdate checks that updating each group of parameters as the
+// backward reaches it (BackwardUpdate), with gradients of their own or
+// sharing one group's buffer (ShareGradients), trains exactly as one SGD
+// step over all parameters after Backward: the same logits, parameters,
+// momentum and running statistics bit for bit over steps of two batch
+// sizes, with Nesterov momentum, evaluations between steps, recomputed and
+// pooled batch norms, a frozen feature extractor, and channel counts that
+// leave gaps between parameters (which must stay zero). An update that ran
+// before its module's backward, read a gradient another group had written
+// over, or missed a group would change them.
+func TestBackwardUpdate(t *testing.T) {
+	vgg := []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 1}, {Kind: Pool}, {Kind: Conv, Out: 12, K: 3}, {Kind: Pool}}
+	// 5 and 7 channels: biases and batch-norm parameters of 5 and 7 leave
+	// gaps; 3x3 kernels over 5 inputs, weights of 7*5*9.
+	odd := []Item{{Kind: Conv, Out: 5, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 7, K: 3}, {Kind: LRN}, {Kind: Pool}}
+	plain := cpu.New()
+	for _, c := range []struct {
+		name                  string
+		items                 []Item
+		bn, recompute, freeze bool
+		be                    tensor.Backend
+	}{
+		{"vgg", vgg, true, false, false, plain},
+		{"vgg recompute-bn", vgg, true, true, false, plain},
+		{"vgg pooled", vgg, true, false, false, &pooledCPU{Backend: plain}},
+		{"vgg without batch norm", vgg, false, false, false, plain},
+		{"vgg frozen", vgg, true, false, true, plain},
+		{"odd channels", odd, true, false, false, plain},
+		{"odd channels without batch norm", odd, false, false, false, plain},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout, cfg.Classes = c.items, 16, 22, c.bn, 0.5, 7
+			want := updateRun(t, c.be, cfg, c.recompute, c.freeze, "after")
+			for _, how := range []string{"in backward", "shared"} {
+				got := updateRun(t, c.be, cfg, c.recompute, c.freeze, how)
+				if len(got) != len(want) {
+					t.Fatalf("%s: %d results, %d after Backward", how, len(got), len(want))
+				}
+				for i := range want {
+					if got[i].name != want[i].name || len(got[i].v) != len(want[i].v) {
+						t.Fatalf("%s: result %d is %s [%d], after Backward %s [%d]", how, i, got[i].name, len(got[i].v), want[i].name, len(want[i].v))
+					}
+					for j, w := range want[i].v {
+						if g := got[i].v[j]; math.Float32bits(g) != math.Float32bits(w) {
+							t.Fatalf("%s: %s[%d] = %g, after Backward %g", how, want[i].name, j, g, w)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// updateRun trains a model through steps of batch 6 and 4, with
+// evaluations between them, updating after Backward, in BackwardUpdate, or
+// in BackwardUpdate with shared gradients, and returns the logits, the
+// parameters and the momentum after each step, and the running statistics.
+func updateRun(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bool, how string) []named {
+	t.Helper()
+	m, err := New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	m.Init(3)
+	m.Seed = 9
+	m.RecomputeBN(recompute)
+	m.FreezeFeatures(freeze)
+	m.ShareGradients(how == "shared")
+	host := cpu.New()
+	x6, l6 := testBatch(host, cfg, 6)
+	x4, l4 := x6.View(0, 4, 3, cfg.ImageSize, cfg.ImageSize), l6.View(0, 4)
+	mom := be.New(m.FlatSize())
+	defer be.Free(mom)
+	var out []named
+	keep := func(name string, t *tensor.Tensor) {
+		out = append(out, named{name, append([]float32(nil), cpu.Data(t)...)})
+	}
+	for step, n := range []int{6, 6, 0, 4, 6} {
+		x, labels := x6, l6
+		if n == 4 || n == 0 {
+			x, labels = x4, l4
+		}
+		if n == 0 {
+			keep(fmt.Sprint("eval logits ", step), m.Forward(x, false))
+			continue
+		}
+		h := tensor.SGD{LR: 0.05, Momentum: 0.9, WeightDecay: 5e-4, Nesterov: step == 4}
+		loss, dl := be.New(1), be.New(n, cfg.Classes)
+		logits := m.Forward(x, true)
+		keep(fmt.Sprint("logits ", step), logits)
+		be.SoftmaxCrossEntropy(loss, dl, logits, labels, 0)
+		groups := 0 // updates
+		if how == "after" {
+			m.Backward(dl)
+			off, k := m.Trainable()
+			be.SGDStep(m.Weights().View(off, k), m.Grads().View(off, k), mom.View(off, k), h, step == 0)
+		} else {
+			m.BackwardUpdate(dl, func(w, g *tensor.Tensor, off int) {
+				groups++
+				be.SGDStep(w, g, mom.View(off, w.Size()), h, step == 0)
+			})
+		}
+		runs := 0
+		for _, g := range m.groups {
+			runs += len(g.runs)
+		}
+		if how != "after" && !freeze && groups != runs {
+			t.Errorf("%s, step %d: %d updates, want one for each of the groups' %d runs", how, step, groups, runs)
+		}
+		keep(fmt.Sprint("parameters ", step), m.Weights())
+		keep(fmt.Sprint("momentum ", step), mom)
+		be.Free(loss)
+		be.Free(dl)
+	}
+	for _, b := range m.Buffers() {
+		keep(b.Name, b.T)
+	}
+	return out
+}
+
+// TestShareGradients checks the shared gradient buffer: one group's size
+// (the largest's), every parameter's gradient inside it at its offset in
+// its group, and switching back gives each gradient its own place again.
+func TestShareGradients(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.Classes = []Item{{Kind: Conv, Out: 5, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool}}, 8, 30, 10
+	be := &countingCPU{Backend: cpu.New()}
+	m, err := New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Groups: conv 0 (weights 5*3*9, bias 5) with its batch norm (5 + 5),
+	// each parameter followed by a gap; conv 3 (8*5*9 + 8) with its batch
+	// norm (8 + 8); the Linears 32 -> 30 -> 30 -> 10.
+	if len(m.groups) != 5 {
+		t.Fatalf("%d groups, want 5 (two convolutions with their batch norms, three Linears)", len(m.groups))
+	}
+	largest := 30*32 + 30 // the first Linear
+	if got, want := fmt.Sprint(m.groups[0].runs), "[[0 135] [136 5] [144 5] [152 5]]"; got != want {
+		t.Errorf("first group's runs %s, want %s (each parameter padded to 4 elements)", got, want)
+	}
+	if got, want := fmt.Sprint(m.groups[1].runs), "[[160 384]]"; got != want {
+		t.Errorf("second group's runs %s, want %s", got, want)
+	}
+	before := be.held
+	m.ShareGradients(true)
+	if got := be.held - before; got != largest-m.FlatSize() {
+		t.Errorf("sharing changed the elements held by %d, want %d (%d for the largest group instead of %d)", got, largest-m.FlatSize(), largest, m.FlatSize())
+	}
+	for _, g := range m.groups {
+		for _, i := range g.params {
+			p := m.params[i]
+			if p.Grad.Mem != m.grads.Mem || p.Grad.Off != m.paramOff[i]-g.lo || !tensor.SameShape(p.Grad.Shape, p.W.Shape) {
+				t.Errorf("%s: gradient at %d %v, want %d %v in the shared buffer", p.Name, p.Grad.Off, p.Grad.Shape, m.paramOff[i]-g.lo, p.W.Shape)
+			}
+		}
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Backward with shared gradients did not panic")
+			}
+		}()
+		m.Backward(be.New(1, cfg.Classes))
+	}()
+	m.ShareGradients(false)
+	for i, p := range m.params {
+		if p.Grad.Mem != m.grads.Mem || p.Grad.Off != m.paramOff[i] {
+			t.Errorf("%s: gradient at %d, want %d in a buffer of every gradient", p.Name, p.Grad.Off, m.paramOff[i])
+		}
+	}
+	if m.grads.Size() != m.FlatSize() {
+		t.Errorf("gradient buffer of %d, want %d", m.grads.Size(), m.FlatSize())
+	}
+}
