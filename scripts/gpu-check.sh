@@ -156,6 +156,7 @@ bench "224 b64 bf16 unfused-pool" --size 224 --batch 64 --precision bf16 --steps
 bench "224 b64 bf16 recompute-bn" --size 224 --batch 64 --precision bf16 --steps 10 --recompute-bn
 bench "32 b128 bf16" --size 32 --batch 128 --precision bf16 --profile
 torch "32 b128 bf16 reduce-overhead" --size 32 --batch 128 --mode reduce-overhead --precision bf16
+bench "32 b128 bf16 sgd-in-backward" --size 32 --batch 128 --precision bf16 --sgd-in-backward # the memory target at 32x32
 # compiled PyTorch allows TF32 matmuls (torch_bench.py), so the tf32 rows set beside it do too
 bench "32 b128 tf32 channels-last" --size 32 --batch 128 --precision tf32 --channels-last --tf32-linear --profile
 bench "32 b128 tf32" --size 32 --batch 128 --precision tf32 --tf32-linear
@@ -166,6 +167,7 @@ bench "224 b64 tf32 channels-last" --size 224 --batch 64 --precision tf32 --chan
 torch "224 b64 tf32 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --steps 10
 sample train-bf16 --precision bf16
 bench "224 b64 bf16 unpacked" --size 224 --batch 64 --precision bf16 --steps 10 --unpacked # what packing saved
+bench "224 b64 bf16 sgd-in-backward" --size 224 --batch 64 --precision bf16 --steps 10 --sgd-in-backward
 bench "32 b128 bf16 recompute-bn" --size 32 --batch 128 --precision bf16 --recompute-bn # the memory target at 32x32
 fi
 if want eager-bf16; then

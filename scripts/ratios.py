@@ -24,7 +24,7 @@ def main():
     rows = []
     for r in ours:
         key = (r["size"], r["batch"], r["precision"])
-        label = "%dx%d b%d %s%s%s%s%s%s%s%s%s" % (r["size"], r["size"], r["batch"], r["precision"],
+        label = "%dx%d b%d %s%s%s%s%s%s%s%s%s%s" % (r["size"], r["size"], r["batch"], r["precision"],
                                          "" if r.get("cuda_graphs", True) else " no-graphs",
                                          " fused-bn" if r.get("fused_bn") else "",
                                          " tf32-linear" if "and GEMM" in r.get("device", "") else "",
@@ -32,6 +32,7 @@ def main():
                                          " recompute-bn" if r.get("recompute_bn") else "",
                                          " unfused-pool" if r.get("unfused_pool") else "",
                                          " unpacked" if r.get("unpacked") else "",
+                                         " sgd-in-backward" if r.get("sgd_in_backward") else "",
                                          " data-" + r["data"] if r.get("data", "none") != "none" else "")
         for p in peers.get(key, []):
             rows.append("%-36s %9.0f img/s / pytorch %-16s %9.0f img/s = %.2fx   peak MiB %.0f / %.0f (steps %s / %s)   first step %.1f s%s" % (

@@ -485,7 +485,7 @@ func (m *Model) updateGroups(i int, update Update) {
 // its own (false, the default) or the gradients of each group take the
 // one buffer the size of the largest group, used by each group in turn
 // (true): for VGG16 at 32x32, 64 MiB (the second Linear's) instead of
-// 128 MiB; at 224x224, 392 MiB instead of 537. Only BackwardUpdate can
+// 128 MiB; at 224x224, 392 MiB instead of 512. Only BackwardUpdate can
 // train then: Backward would leave the last group's gradients alone.
 // Not within a Forward and its Backward.
 func (m *Model) ShareGradients(on bool) {
