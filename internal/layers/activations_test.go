@@ -40,20 +40,7 @@ func TestPackedActivations(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout = c.items, 16, 24, c.bn, 0.5
 			want := packedRun(t, c.be, cfg, false, c.recompute, c.freeze)
-			got := packedRun(t, c.be, cfg, true, c.recompute, c.freeze)
-			if len(got) != len(want) {
-				t.Fatalf("%d results packed, %d not", len(got), len(want))
-			}
-			for i := range want {
-				if got[i].name != want[i].name || len(got[i].v) != len(want[i].v) {
-					t.Fatalf("result %d: %s [%d] packed, %s [%d] not", i, got[i].name, len(got[i].v), want[i].name, len(want[i].v))
-				}
-				for j, w := range want[i].v {
-					if g := got[i].v[j]; math.Float32bits(g) != math.Float32bits(w) {
-						t.Fatalf("%s[%d] = %g packed, %g in buffers of their own", want[i].name, j, g, w)
-					}
-				}
-			}
+			sameResults(t, "packed", "in buffers of their own", packedRun(t, c.be, cfg, true, c.recompute, c.freeze), want)
 		})
 	}
 }
@@ -72,6 +59,25 @@ func (*nhwcPooledCPU) ChannelsLast(t *tensor.Tensor) bool { return len(t.Shape) 
 type named struct {
 	name string
 	v    []float32
+}
+
+// sameResults fails t unless got and want are the same results bit for
+// bit: got computed one way (how), want the other (other).
+func sameResults(t *testing.T, how, other string, got, want []named) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d results %s, %d %s", len(got), how, len(want), other)
+	}
+	for i := range want {
+		if got[i].name != want[i].name || len(got[i].v) != len(want[i].v) {
+			t.Fatalf("result %d: %s [%d] %s, %s [%d] %s", i, got[i].name, len(got[i].v), how, want[i].name, len(want[i].v), other)
+		}
+		for j, w := range want[i].v {
+			if g := got[i].v[j]; math.Float32bits(g) != math.Float32bits(w) {
+				t.Fatalf("%s[%d] = %g %s, %g %s", want[i].name, j, g, how, w, other)
+			}
+		}
+	}
 }
 
 // packedRun trains m through steps of batch 6 and 4 with evaluations

@@ -2,7 +2,6 @@ package layers
 
 import (
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/vgg16/vgg16/internal/cpu"
@@ -44,20 +43,7 @@ func TestBackwardUpdate(t *testing.T) {
 			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout, cfg.Classes = c.items, 16, 22, c.bn, 0.5, 7
 			want := updateRun(t, c.be, cfg, c.recompute, c.freeze, "after")
 			for _, how := range []string{"in backward", "shared"} {
-				got := updateRun(t, c.be, cfg, c.recompute, c.freeze, how)
-				if len(got) != len(want) {
-					t.Fatalf("%s: %d results, %d after Backward", how, len(got), len(want))
-				}
-				for i := range want {
-					if got[i].name != want[i].name || len(got[i].v) != len(want[i].v) {
-						t.Fatalf("%s: result %d is %s [%d], after Backward %s [%d]", how, i, got[i].name, len(got[i].v), want[i].name, len(want[i].v))
-					}
-					for j, w := range want[i].v {
-						if g := got[i].v[j]; math.Float32bits(g) != math.Float32bits(w) {
-							t.Fatalf("%s: %s[%d] = %g, after Backward %g", how, want[i].name, j, g, w)
-						}
-					}
-				}
+				sameResults(t, "updating "+how, "after Backward", updateRun(t, c.be, cfg, c.recompute, c.freeze, how), want)
 			}
 		})
 	}
