@@ -111,6 +111,15 @@ func TestTrainOnStandInGPU(t *testing.T) {
 			t.Errorf("epoch %d: batches from the CPU loader give train/val loss %.9g/%.9g, from the device %.9g/%.9g", i+1, m.TrainLoss, m.ValLoss, hg[i].TrainLoss, hg[i].ValLoss)
 		}
 	}
+	// Each layer updated in the backward, in recorded steps: the same
+	// training exactly.
+	o.CPUAugment, o.SGDInBackward = false, true
+	h = &train.Run{Dir: t.TempDir(), Opt: o, Classes: cifar.ClassNames, Train: tr, Val: val, Backend: gpuBE, Report: nopReport{}}
+	for i, m := range run(gpuBE, h) {
+		if m.TrainLoss != hg[i].TrainLoss || m.ValLoss != hg[i].ValLoss || m.ValAcc != hg[i].ValAcc {
+			t.Errorf("epoch %d: SGD in the backward gives train/val loss %.9g/%.9g, after it %.9g/%.9g", i+1, m.TrainLoss, m.ValLoss, hg[i].TrainLoss, hg[i].ValLoss)
+		}
+	}
 	for i := range hc {
 		if d := math.Abs(hg[i].TrainLoss - hc[i].TrainLoss); d > 1e-4*math.Abs(hc[i].TrainLoss) {
 			t.Errorf("epoch %d: train loss %.7f on the stand-in GPU, %.7f on the CPU", i+1, hg[i].TrainLoss, hc[i].TrainLoss)
