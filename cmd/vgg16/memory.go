@@ -18,22 +18,18 @@ import (
 // (internal/layers/activations.go): backward, the gradients of a module's
 // output and input go above the outputs up to that module. With
 // --recompute-bn the batch norms' outputs share one buffer instead; with
-// --sgd-in-backward the gradients take the largest layer's size.
+// --sgd-in-backward the gradients take one layer's size (a part of a large
+// Linear's).
 func estimateBytes(o *train.Options) (int64, error) {
 	cfg, batch, recompute := o.Model, o.Batch, o.RecomputeBN
 	rows, params, err := layers.Describe(cfg)
 	if err != nil {
 		return 0, err
 	}
-	grads := int64(params)
+	grads := params
 	if o.SGDInBackward {
-		grads = 0
-		for i, r := range rows { // a convolution's gradients share the buffer with its batch norm's
-			n := int64(r.Params)
-			if r.Kind == "Conv2d" && i+1 < len(rows) && rows[i+1].Kind == "BatchNorm2d" {
-				n += int64(rows[i+1].Params)
-			}
-			grads = max(grads, n)
+		if grads, err = layers.SharedGradients(cfg); err != nil {
+			return 0, err
 		}
 	}
 	var below, need, prev, shared int64 // per sample: outputs so far, the most the stack holds, the last output's size, the shared batch-norm output
@@ -53,7 +49,7 @@ func estimateBytes(o *train.Options) (int64, error) {
 	}
 	const scratch = 3 * 32 << 20 // im2col and GEMM buffers, bounded per call
 	need += need/20 + shared     // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
-	return 4*(need*int64(batch)+2*int64(params)+grads) + scratch, nil
+	return 4*(need*int64(batch)+2*int64(params)+int64(grads)) + scratch, nil
 }
 
 // availableBytes is MemAvailable from /proc/meminfo, or 0 when unknown.

@@ -352,11 +352,13 @@ func (b *Backend) LinearForward(y, x, w, bias *tensor.Tensor) {
 
 func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
 	n, in, out := x.Shape[0], w.Shape[1], w.Shape[0]
-	X, W, DW, DB, DY := Data(x), Data(w), Data(dw), Data(db), Data(dy)
+	W, DB, DY := Data(w), Data(db), Data(dy)
 	if dx != nil {
 		b.sgemm(false, false, n, in, out, 1, DY, out, W, in, 0, Data(dx), in)
 	}
-	b.sgemm(true, false, out, in, n, 1, DY, out, X, in, 0, DW, in)
+	if dw != nil {
+		b.LinearWeightGrad(dw, dy, x, 0)
+	}
 	for o := 0; o < out; o++ {
 		var s float64
 		for i := 0; i < n; i++ {
@@ -364,6 +366,15 @@ func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
 		}
 		DB[o] = float32(s)
 	}
+}
+
+func (b *Backend) LinearWeightGrad(dw, dy, x *tensor.Tensor, row int) {
+	n, in, out, k := x.Shape[0], x.Shape[1], dy.Shape[1], dw.Shape[0]
+	if len(dw.Shape) != 2 || dw.Shape[1] != in || dy.Shape[0] != n || row < 0 || row+k > out {
+		panic(fmt.Sprintf("cpu: linear weight gradient %v of rows from %d, for dy %v and x %v", dw.Shape, row, dy.Shape, x.Shape))
+	}
+	// dy's columns [row, row+k): a matrix of k columns, row stride out.
+	b.sgemm(true, false, k, in, n, 1, Data(dy)[row:], out, Data(x), in, 0, Data(dw), in)
 }
 
 func (b *Backend) ReLUForward(y, x *tensor.Tensor) {

@@ -364,6 +364,7 @@ const (
 	sigBNReLUPoolTrain
 	sigBNReLUPoolInfer
 	sigBNReLUPoolBackward
+	sigLinearWeightGrad
 )
 
 func newSig(kind sig) sig { return sig(14695981039346656037).v(uint64(kind)) }

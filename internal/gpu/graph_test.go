@@ -240,7 +240,9 @@ func testSGDInBackward(t *testing.T, be *Backend, tol float64) {
 	loss, dl := be.New(1), be.NewActivation(n, cfg.Classes)
 	defer be.Free(loss)
 	defer be.Free(dl)
-	run := func(inBackward bool) (losses, weights, mom []float32) {
+	// part: the shared gradients hold part elements of a Linear's weights
+	// (0: the default, which every layer of this model fits).
+	run := func(inBackward bool, part int) (losses, weights, mom []float32) {
 		m, err := layers.New(be, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -248,6 +250,7 @@ func testSGDInBackward(t *testing.T, be *Backend, tol float64) {
 		defer m.Free()
 		m.Init(11)
 		m.Seed = 5
+		m.GradPart = part
 		m.ShareGradients(inBackward)
 		moms := be.New(m.FlatSize())
 		defer be.Free(moms)
@@ -267,31 +270,70 @@ func testSGDInBackward(t *testing.T, be *Backend, tol float64) {
 			if first {
 				work()
 			} else {
-				tensor.Step(be, fmt.Sprint("sgd in backward ", inBackward, step == 3), work)
+				tensor.Step(be, fmt.Sprint("sgd in backward ", inBackward, part, step == 3), work)
 			}
 			losses = append(losses, download(be, loss)[0])
 		}
 		return losses, download(be, m.Weights()), download(be, moms)
 	}
-	l0, w0, m0 := run(false)
-	l1, w1, m1 := run(false)
+	l0, w0, m0 := run(false, 0)
+	l1, w1, m1 := run(false, 0)
 	exact := slices.Equal(l0, l1) && slices.Equal(w0, w1) && slices.Equal(m0, m1)
-	l, w, m := run(true)
-	for _, c := range []struct {
-		name      string
-		got, want []float32
-	}{{"losses", l, l0}, {"weights", w, w0}, {"momentum", m, m0}} {
-		if e := relErr(c.got, c.want); !(e <= tol) {
-			t.Errorf("%s with SGD in the backward: relative error %.3g > %.3g", c.name, e, tol)
-		}
-		for i := range c.want {
-			if exact && math.Float32bits(c.got[i]) != math.Float32bits(c.want[i]) {
-				t.Errorf("%s[%d] = %v with SGD in the backward, %v after it (two runs after it agree bit for bit)", c.name, i, c.got[i], c.want[i])
-				break
-			}
-		}
-	}
 	if !exact {
 		t.Logf("two runs with one SGD step differ (engines that add in a varying order): compared to %.3g", tol)
 	}
+	// In parts of 5000 elements: 9 rows of the first Linear's 64 (512
+	// inputs) at a time; the others whole.
+	partsExact := exact && weightGradPartsExact(be, 8, 512, 64, 9)
+	for _, r := range []struct {
+		name  string
+		part  int
+		exact bool
+	}{{"SGD in the backward", 0, exact}, {"SGD in the backward, Linear gradients in parts", 5000, partsExact}} {
+		l, w, m := run(true, r.part)
+		for _, c := range []struct {
+			name      string
+			got, want []float32
+		}{{"losses", l, l0}, {"weights", w, w0}, {"momentum", m, m0}} {
+			if e := relErr(c.got, c.want); !(e <= tol) {
+				t.Errorf("%s with %s: relative error %.3g > %.3g", c.name, r.name, e, tol)
+			}
+			for i := range c.want {
+				if r.exact && math.Float32bits(c.got[i]) != math.Float32bits(c.want[i]) {
+					t.Errorf("%s[%d] = %v with %s, %v after it (two runs after it agree bit for bit)", c.name, i, c.got[i], r.name, c.want[i])
+					break
+				}
+			}
+		}
+	}
+}
+
+// weightGradPartsExact reports whether be's LinearWeightGrad over parts of
+// rows rows gives the bits of LinearBackward's whole weight gradient, for
+// a Linear of in inputs and out outputs at batch n: true on the stand-in,
+// and where the card's cuBLAS rounds a part's GEMM as the whole's.
+func weightGradPartsExact(be *Backend, n, in, out, rows int) bool {
+	w := newTwin(nil, be, 41)
+	x, dy := w.normal(n*in, 1), w.normal(n*out, 1)
+	if be.BF16() {
+		x, dy = rounded(x), rounded(dy)
+	}
+	xt, dyt := tensor.NewActivation(be, n, in), tensor.NewActivation(be, n, out)
+	whole, part, wt, db := be.New(out, in), be.New(rows, in), be.New(out, in), be.New(out)
+	defer func() {
+		for _, t := range []*tensor.Tensor{xt, dyt, whole, part, wt, db} {
+			be.Free(t)
+		}
+	}()
+	be.Upload(xt, x)
+	be.Upload(dyt, dy)
+	be.LinearBackward(nil, whole, db, dyt, xt, wt)
+	all := download(be, whole)
+	for r := 0; r+rows <= out; r += rows {
+		be.LinearWeightGrad(part, dyt, xt, r)
+		if !slices.Equal(download(be, part), all[r*in:(r+rows)*in]) {
+			return false
+		}
+	}
+	return true
 }

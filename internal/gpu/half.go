@@ -180,7 +180,7 @@ func (b *Backend) weightRows16(w *tensor.Tensor, r, k, in int) cuda.DevicePtr {
 }
 
 // linearBackwardHalf: dx (bf16, unless nil), dw (float32, straight from
-// cuBLAS), db from bf16 dy. dx sums over all of w's rows: chunked, the
+// cuBLAS, unless nil), db from bf16 dy. dx sums over all of w's rows: chunked, the
 // chunks' products add up in float32 scratch, rounded to bf16 once at the
 // end, as cuBLAS rounds the whole product.
 func (b *Backend) linearBackwardHalf(dx, dw, db, dy, x, w *tensor.Tensor, n, in, out int) {
@@ -205,8 +205,9 @@ func (b *Backend) linearBackwardHalf(dx, dw, db, dy, x, w *tensor.Tensor, n, in,
 			b.must(b.k.CastF32ToBF16(b.stream, b.ptr(dx), b.mem.f32a.ptr, n*in), what)
 		}
 	}
-	b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpT, in, out, n, 1, b.ptr(x), cuda.R16BF, in, b.ptr(dy), cuda.R16BF, out,
-		0, b.ptr(dw), cuda.R32F, in), what)
+	if dw != nil {
+		b.linearWeightGrad(dw, dy, x, 0, n, in, out)
+	}
 	b.must(b.k.ColSumBF16(b.stream, b.ptr(db), b.ptr(dy), n, out), what)
 }
 

@@ -215,6 +215,7 @@ func testHalfOps(t *testing.T, be *Backend, tol float64) {
 			w.check(name+": dw", dw, 1e-5) // float output of sums of bf16 products
 			w.check(name+": db", db, 1e-5)
 		}
+		w.checkWeightGradRows("bf16", dw, dy, x, 1e-5)
 	})
 
 	t.Run("ReLUDropout", func(t *testing.T) {

@@ -62,7 +62,7 @@ func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
 	}
 	defer b.op()()
 	n, in, out := linearDims(dy, x, w, db)
-	if dw.Size() != out*in {
+	if dw != nil && dw.Size() != out*in {
 		panic(fmt.Sprintf("gpu: linear weight gradient %v for weights %v", dw.Shape, w.Shape))
 	}
 	if halfOps("linear gradient", x, dy, dx) {
@@ -79,8 +79,43 @@ func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
 		}
 		b.must(b.blas.Sgemm(b.blasH, cuda.OpN, cuda.OpN, in, n, out, 1, b.ptr(w), in, b.ptr(dy), out, 0, b.ptr(dx), in), what)
 	}
-	b.must(b.blas.Sgemm(b.blasH, cuda.OpN, cuda.OpT, in, out, n, 1, b.ptr(x), in, b.ptr(dy), out, 0, b.ptr(dw), in), what)
+	if dw != nil {
+		b.linearWeightGrad(dw, dy, x, 0, n, in, out)
+	}
 	b.must(b.k.ColSum(b.stream, b.ptr(db), b.ptr(dy), n, out), what)
+}
+
+// LinearWeightGrad: rows [row, row+k) of a Linear's weight gradient, the
+// rows LinearBackward's GEMM writes, by the same GEMM over k of dy's
+// columns.
+func (b *Backend) LinearWeightGrad(dw, dy, x *tensor.Tensor, row int) {
+	if b.rec.mode != eager && b.recorded(newSig(sigLinearWeightGrad).t(dw).t(dy).t(x).v(uint64(row))) {
+		return
+	}
+	defer b.op()()
+	if len(dw.Shape) != 2 || len(dy.Shape) != 2 || len(x.Shape) != 2 || isHalf(dw) {
+		panic(fmt.Sprintf("gpu: linear weight gradient %v from dy %v and x %v", dw.Shape, dy.Shape, x.Shape))
+	}
+	n, in, out, k := x.Shape[0], x.Shape[1], dy.Shape[1], dw.Shape[0]
+	if dw.Shape[1] != in || dy.Shape[0] != n || row < 0 || row+k > out {
+		panic(fmt.Sprintf("gpu: linear weight gradient %v of rows from %d, for dy %v and x %v", dw.Shape, row, dy.Shape, x.Shape))
+	}
+	b.linearWeightGrad(dw, dy, x, row, n, in, out)
+}
+
+// linearWeightGrad writes dw, rows [row, row+dw.Shape[0]) of the weight
+// gradient of a Linear from x [n, in] and dy [n, out] (float32, or bf16
+// with float32 dw): dwᵀ = xᵀ·dy[:, row:], dy's columns from row on with
+// leading dimension out.
+func (b *Backend) linearWeightGrad(dw, dy, x *tensor.Tensor, row, n, in, out int) {
+	k := dw.Size() / in
+	what := fmt.Sprintf("linear weight gradient %v·%v rows %d-%d", dy.Shape, x.Shape, row, row+k)
+	if halfOps("linear gradient", x, dy) {
+		b.must(b.blas.GemmEx(b.blasH, cuda.OpN, cuda.OpT, in, k, n, 1, b.ptr(x), cuda.R16BF, in, b.ptr(dy)+cuda.DevicePtr(2*row), cuda.R16BF, out,
+			0, b.ptr(dw), cuda.R32F, in), what+" (bf16)")
+		return
+	}
+	b.must(b.blas.Sgemm(b.blasH, cuda.OpN, cuda.OpT, in, k, n, 1, b.ptr(x), in, b.ptr(dy)+cuda.DevicePtr(4*row), out, 0, b.ptr(dw), in), what)
 }
 
 // ReLUForward: y = max(x, 0); y may be x.

@@ -277,10 +277,46 @@ func testLinear(t *testing.T, be *Backend, _ float64) {
 		w.check(name+" dx", dx, 1e-5)
 		w.check(name+" dw", dw, 1e-5)
 		w.same(name+" db", db)
+		w.checkWeightGradRows(name, dw, dy, x, 1e-5)
 		be.Fill(dw.g, 7)
 		be.LinearBackward(nil, dw.g, db.g, dy.g, x.g, wt.g)
 		w.check(name+" dw without dx", dw, 1e-5)
+		be.Fill(dx.g, 7)
+		be.Fill(db.g, 7)
+		be.LinearBackward(dx.g, nil, db.g, dy.g, x.g, wt.g)
+		w.check(name+" dx without dw", dx, 1e-5)
+		w.same(name+" db without dw", db)
 	}
+}
+
+// checkWeightGradRows computes the weight gradient dw [out, in] (which
+// both backends hold, from LinearBackward) again in parts of rows
+// (LinearWeightGrad: 3 rows at a time, the last part shorter): each part
+// within tol of the CPU's, and within 1e-6 of the rows the GPU's whole
+// GEMM wrote (bit for bit where its cuBLAS rounds a part as the whole:
+// logged).
+func (w *twin) checkWeightGradRows(name string, dw, dy, x pair, tol float64) {
+	w.t.Helper()
+	out, in := dw.c.Shape[0], dw.c.Shape[1]
+	_, whole := w.host(dw)
+	same := true
+	for r := 0; r < out; r += 3 {
+		k := min(3, out-r)
+		part := w.zeros(k, in)
+		w.c.LinearWeightGrad(part.c, dy.c, x.c, r)
+		w.g.LinearWeightGrad(part.g, dy.g, x.g, r)
+		what := fmt.Sprintf("%s dw rows %d-%d", name, r, r+k)
+		w.check(what, part, tol)
+		_, g := w.host(part)
+		rows := whole[r*in : (r+k)*in]
+		if e := relErr(g, rows); !(e <= 1e-6) {
+			w.t.Errorf("%s: relative error %.3g from the whole GEMM's rows", what, e)
+		}
+		for i := range rows {
+			same = same && math.Float32bits(g[i]) == math.Float32bits(rows[i])
+		}
+	}
+	w.t.Logf("%s: the weight gradient in parts of 3 rows is the whole GEMM's bit for bit: %v", name, same)
 }
 
 func TestReLU(t *testing.T) { precisions(t, testReLU) }

@@ -12,6 +12,17 @@ func Describe(cfg Config) ([]Row, int, error) {
 	return m.Summary(), m.NumParams(), nil
 }
 
+// SharedGradients is how many elements the gradient buffer of cfg's
+// model holds with ShareGradients, without allocating it.
+func SharedGradients(cfg Config) (int, error) {
+	m, err := New(shapes{}, cfg)
+	if err != nil {
+		return 0, err
+	}
+	m.ShareGradients(true)
+	return m.Grads().Size(), nil
+}
+
 // shapes is a Backend that only tracks shapes: New hands out tensors
 // without memory, and the few calls New makes on a backend do nothing.
 type shapes struct{ tensor.Backend }

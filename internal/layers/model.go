@@ -32,6 +32,10 @@ type Model struct {
 	// Seed and the step counter key the dropout masks.
 	Seed uint64
 	step uint64
+	// GradPart is, with ShareGradients, the most elements of a Linear's
+	// weight gradient that the shared buffer holds at once: larger layers
+	// take their rows in parts (0: DefaultGradPart). Read by ShareGradients.
+	GradPart int
 
 	be        tensor.Backend
 	weights   *tensor.Tensor // [FlatSize], every parameter (16-byte aligned, zero gaps)
@@ -458,6 +462,10 @@ func (m *Model) backward(dlogits *tensor.Tensor, update Update) {
 			n.restore() // the module's input, recomputed
 		}
 		m.acts.enter(i)
+		if l, ok := m.mods[i].(*linear); ok && l.part > 0 && update != nil && !m.acts.dry {
+			dy = l.backwardUpdate(dy, m.grads, func(w, g *tensor.Tensor) { update(w, g, w.Off-m.weights.Off) })
+			continue
+		}
 		dy = m.mods[i].backward(dy)
 		if update != nil && !m.acts.dry {
 			m.updateGroups(i, update)
@@ -484,18 +492,36 @@ func (m *Model) updateGroups(i int, update Update) {
 // ShareGradients sets whether every parameter's gradient has memory of
 // its own (false, the default) or the gradients of each group take the
 // one buffer the size of the largest group, used by each group in turn
-// (true): for VGG16 at 32x32, 64 MiB (the second Linear's) instead of
-// 128 MiB; at 224x224, 392 MiB instead of 512. Only BackwardUpdate can
-// train then: Backward would leave the last group's gradients alone.
-// Not within a Forward and its Backward.
+// (true); a Linear larger than GradPart elements computes and hands on
+// its weights' gradient a part of its rows at a time (linear.part), so
+// that the buffer holds one part. For VGG16: 16 MiB instead of 128 MiB at
+// 32x32, and of 512 MiB at 224x224. Only BackwardUpdate can train then:
+// Backward would leave the last group's gradients alone, and such a
+// Linear's weight gradient is its first part's rows. Not within a Forward
+// and its Backward.
 func (m *Model) ShareGradients(on bool) {
 	if on == m.shared {
 		return
 	}
-	size := m.FlatSize()
+	size, part := m.FlatSize(), m.GradPart
 	if on {
 		size = 0
-		for _, g := range m.groups {
+	}
+	if part <= 0 {
+		part = DefaultGradPart
+	}
+	for _, g := range m.groups {
+		l, _ := m.mods[g.first].(*linear)
+		if l != nil {
+			l.part = 0
+		}
+		if !on {
+			continue
+		}
+		if rows := linearPart(l, part); rows > 0 {
+			l.part = rows
+			size = max(size, rows*l.w.Shape[1], l.w.Shape[0])
+		} else {
 			size = max(size, g.n)
 		}
 	}
@@ -505,13 +531,43 @@ func (m *Model) ShareGradients(on bool) {
 		if on {
 			base = g.lo
 		}
+		l, _ := m.mods[g.first].(*linear)
 		for _, i := range g.params {
 			p := m.params[i]
-			*p.Grad = *grads.View(m.paramOff[i]-base, p.W.Shape...) // the modules hold p.Grad
+			switch { // the modules hold p.Grad
+			case l != nil && l.part > 0 && p.W == l.w:
+				*p.Grad = *grads.View(0, l.part, l.w.Shape[1])
+			case l != nil && l.part > 0:
+				*p.Grad = *grads.View(0, p.W.Shape...)
+			default:
+				*p.Grad = *grads.View(m.paramOff[i]-base, p.W.Shape...)
+			}
 		}
 	}
 	m.be.Free(m.grads)
 	m.grads, m.shared = grads, on
+}
+
+// DefaultGradPart is Model.GradPart's default: 16 MiB of float32.
+const DefaultGradPart = 1 << 22
+
+// linearPart is how many rows of l's weights make a part of its gradient,
+// or 0 where l is not a Linear or its whole gradient fits part elements: a
+// multiple of 64 rows where that fits (as the GPU's bf16 weight chunks,
+// so that each part's columns of dy start 128-byte aligned).
+func linearPart(l *linear, part int) int {
+	if l == nil {
+		return 0
+	}
+	out, in := l.w.Shape[0], l.w.Shape[1]
+	rows := max(1, part/in)
+	if rows >= 64 {
+		rows &^= 63
+	}
+	if rows >= out {
+		return 0
+	}
+	return rows
 }
 
 // PackActivations sets whether the modules' outputs and the gradients

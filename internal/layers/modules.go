@@ -377,6 +377,9 @@ type linear struct {
 	w, b   *tensor.Tensor // [Out,In], [Out]
 	dw, db *tensor.Tensor
 	x      *tensor.Tensor
+	// part is how many rows of the weights backwardUpdate takes at a time
+	// (Model.ShareGradients sets it; 0: the layer is one group).
+	part int
 	bufs
 }
 
@@ -400,6 +403,25 @@ func (m *linear) backward(dy *tensor.Tensor) *tensor.Tensor {
 		return dx
 	}
 	m.be.LinearBackward(dx, m.dw, m.db, dy, m.x, m.w)
+	return dx
+}
+
+// backwardUpdate is backward for a layer larger than the gradient buffer
+// g (part > 0): dx first, from the weights as they were; then the bias's
+// gradient, handed to update; then the weights' gradient part rows at a
+// time, each part handed to update before the next takes its place in g.
+func (m *linear) backwardUpdate(dy, g *tensor.Tensor, update func(w, g *tensor.Tensor)) *tensor.Tensor {
+	dx := m.dx(m.be, dy, m.x.Shape...)
+	out, in := m.w.Shape[0], m.w.Shape[1]
+	db := g.View(0, out)
+	m.be.LinearBackward(dx, nil, db, dy, m.x, m.w)
+	update(m.b, db)
+	for r := 0; r < out; r += m.part {
+		k := min(m.part, out-r)
+		dw := g.View(0, k, in)
+		m.be.LinearWeightGrad(dw, dy, m.x, r)
+		update(m.w.View(r*in, k, in), dw)
+	}
 	return dx
 }
 

@@ -2,6 +2,7 @@ package layers
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/vgg16/vgg16/internal/cpu"
@@ -42,7 +43,7 @@ func TestBackwardUpdate(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout, cfg.Classes = c.items, 16, 22, c.bn, 0.5, 7
 			want := updateRun(t, c.be, cfg, c.recompute, c.freeze, "after")
-			for _, how := range []string{"in backward", "shared"} {
+			for _, how := range []string{"in backward", "shared", "shared in parts"} {
 				sameResults(t, "updating "+how, "after Backward", updateRun(t, c.be, cfg, c.recompute, c.freeze, how), want)
 			}
 		})
@@ -64,7 +65,13 @@ func updateRun(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bo
 	m.Seed = 9
 	m.RecomputeBN(recompute)
 	m.FreezeFeatures(freeze)
-	m.ShareGradients(how == "shared")
+	if how == "shared in parts" {
+		// Every Linear takes its weights' gradient a few rows at a time,
+		// the last part shorter: 100/48 = 2 rows of the first (in 48), 4
+		// of the others (in 22; 7 outputs for the last).
+		m.GradPart = 100
+	}
+	m.ShareGradients(strings.HasPrefix(how, "shared"))
 	host := cpu.New()
 	x6, l6 := testBatch(host, cfg, 6)
 	x4, l4 := x6.View(0, 4, 3, cfg.ImageSize, cfg.ImageSize), l6.View(0, 4)
@@ -99,12 +106,16 @@ func updateRun(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bo
 				be.SGDStep(w, g, mom.View(off, w.Size()), h, step == 0)
 			})
 		}
-		runs := 0
+		runs := 0 // the updates expected: each run of each group, or a Linear's bias and each part of its weights
 		for _, g := range m.groups {
-			runs += len(g.runs)
+			if l, ok := m.mods[g.first].(*linear); ok && l.part > 0 {
+				runs += 1 + (l.w.Shape[0]+l.part-1)/l.part
+			} else {
+				runs += len(g.runs)
+			}
 		}
 		if how != "after" && !freeze && groups != runs {
-			t.Errorf("%s, step %d: %d updates, want one for each of the groups' %d runs", how, step, groups, runs)
+			t.Errorf("%s, step %d: %d updates, want %d: one for each of the groups' runs (for a Linear in parts, its bias and each part)", how, step, groups, runs)
 		}
 		keep(fmt.Sprint("parameters ", step), m.Weights())
 		keep(fmt.Sprint("momentum ", step), mom)
@@ -170,5 +181,38 @@ func TestShareGradients(t *testing.T) {
 	}
 	if m.grads.Size() != m.FlatSize() {
 		t.Errorf("gradient buffer of %d, want %d", m.grads.Size(), m.FlatSize())
+	}
+}
+
+// TestShareGradientsVGG16: VGG16's shared gradient buffer is one part of
+// the second Linear's weights, 1024 of its 4096 rows (16 MiB), at 32x32
+// and at 224x224, where the first Linear (25088 inputs) takes 128 rows a
+// part (a multiple of 64 under 16 MiB) and the largest convolution with
+// its batch norm 2.36 M elements.
+func TestShareGradientsVGG16(t *testing.T) {
+	for _, size := range []int{32, 224} {
+		cfg := DefaultConfig()
+		cfg.ImageSize = size
+		m, err := New(shapes{}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.ShareGradients(true)
+		if got, want := m.Grads().Size(), 1024*4096; got != want {
+			t.Errorf("%dx%d: shared gradients of %d elements, want %d", size, size, got, want)
+		}
+		var parts []int
+		for _, mod := range m.mods {
+			if l, ok := mod.(*linear); ok {
+				parts = append(parts, l.part)
+			}
+		}
+		want := "[0 1024 0]"
+		if size == 224 {
+			want = "[128 1024 0]"
+		}
+		if got := fmt.Sprint(parts); got != want {
+			t.Errorf("%dx%d: the Linears' parts %s rows, want %s", size, size, got, want)
+		}
 	}
 }

@@ -101,8 +101,13 @@ type Backend interface {
 
 	// LinearForward: y[N,Out] = x[N,In] · w[Out,In]ᵀ + b[Out].
 	LinearForward(y, x, w, b *Tensor)
-	// LinearBackward: dx[N,In] (skipped when nil), dw[Out,In], db[Out].
+	// LinearBackward: dx[N,In] (skipped when nil), dw[Out,In] (skipped
+	// when nil), db[Out].
 	LinearBackward(dx, dw, db, dy, x, w *Tensor)
+	// LinearWeightGrad: rows [row, row+K) of a Linear's weight gradient,
+	// dw[K,In] = dy[N,Out][:, row:row+K]ᵀ · x[N,In], as LinearBackward
+	// computes them: a large layer's gradient a part at a time.
+	LinearWeightGrad(dw, dy, x *Tensor, row int)
 
 	// ReLUForward: y = max(x, 0); y may be x.
 	ReLUForward(y, x *Tensor)

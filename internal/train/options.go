@@ -54,8 +54,8 @@ type Options struct {
 	RecomputeBN bool `json:"recompute_bn,omitempty"`
 	// SGDInBackward updates each layer's parameters as soon as the
 	// backward has their gradients (layers.Model.BackwardUpdate), which
-	// then share one buffer the size of the largest layer's: less device
-	// memory, the same training (SGD is element-wise).
+	// then share one buffer of a layer's size (a part of a large Linear's):
+	// less memory, the same training (SGD is element-wise).
 	SGDInBackward bool `json:"sgd_in_backward,omitempty"`
 	// Data is where the images came from, so that a resumed run trains on
 	// the same ones (nil in checkpoints of older versions).
