@@ -11,7 +11,9 @@ import (
 )
 
 // Param is one named parameter: a view into the model's parameter buffer
-// and the matching view into its gradient buffer.
+// and the matching view into its gradient buffer (with ShareGradients, a
+// view into the buffer each layer's gradients take in turn; of a Linear
+// in parts, the shape of a part).
 type Param struct {
 	Name string // torchvision's state-dict key, e.g. "features.0.weight"
 	W    *tensor.Tensor
