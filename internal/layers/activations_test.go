@@ -17,31 +17,44 @@ import (
 // frozen feature extractor. A gradient written over an output that a
 // later backward reads would change them.
 func TestPackedActivations(t *testing.T) {
-	vgg := []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 1}, {Kind: Pool}, {Kind: Conv, Out: 12, K: 3}, {Kind: Pool}}
 	lrn := []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: LRN}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Pool}}
 	plain := cpu.New()
-	for _, c := range []struct {
-		name                  string
-		items                 []Item
-		bn, recompute, freeze bool
-		be                    tensor.Backend
-	}{
-		{"vgg", vgg, true, false, false, plain},
-		{"vgg recompute-bn", vgg, true, true, false, plain},
-		{"vgg pooled", vgg, true, false, false, &pooledCPU{Backend: plain}},
-		{"vgg pooled recompute-bn", vgg, true, true, false, &pooledCPU{Backend: plain}},
-		{"vgg without batch norm", vgg, false, false, false, plain},
-		{"vgg frozen", vgg, true, false, true, plain},
-		{"lrn", lrn, false, false, false, plain},
-		{"vgg flatten copied", vgg, true, false, false, nhwcCPU{plain}},
-		{"vgg flatten copied pooled", vgg, true, false, false, &nhwcPooledCPU{pooledCPU{Backend: plain}}},
-	} {
+	cases := append(vggCases(plain),
+		modelCase{"vgg pooled recompute-bn", smallVGG, true, true, false, &pooledCPU{Backend: plain}},
+		modelCase{"lrn", lrn, false, false, false, plain},
+		modelCase{"vgg flatten copied", smallVGG, true, false, false, nhwcCPU{plain}},
+		modelCase{"vgg flatten copied pooled", smallVGG, true, false, false, &nhwcPooledCPU{pooledCPU{Backend: plain}}})
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout = c.items, 16, 24, c.bn, 0.5
 			want := packedRun(t, c.be, cfg, false, c.recompute, c.freeze)
 			sameResults(t, "packed", "in buffers of their own", packedRun(t, c.be, cfg, true, c.recompute, c.freeze), want)
 		})
+	}
+}
+
+// modelCase is a small model and how it trains, for the tests that train
+// it two ways and want the same results.
+type modelCase struct {
+	name                  string
+	items                 []Item
+	bn, recompute, freeze bool
+	be                    tensor.Backend
+}
+
+// smallVGG has VGG's kinds of layers: 3x3 and 1x1 convolutions, pools.
+var smallVGG = []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 1}, {Kind: Pool}, {Kind: Conv, Out: 12, K: 3}, {Kind: Pool}}
+
+// vggCases are smallVGG with batch norm plain, recomputed and pooled,
+// without batch norm, and with its features frozen.
+func vggCases(plain *cpu.Backend) []modelCase {
+	return []modelCase{
+		{"vgg", smallVGG, true, false, false, plain},
+		{"vgg recompute-bn", smallVGG, true, true, false, plain},
+		{"vgg pooled", smallVGG, true, false, false, &pooledCPU{Backend: plain}},
+		{"vgg without batch norm", smallVGG, false, false, false, plain},
+		{"vgg frozen", smallVGG, true, false, true, plain},
 	}
 }
 

@@ -20,25 +20,14 @@ import (
 // before its module's backward, read a gradient another group had written
 // over, or missed a group would change them.
 func TestBackwardUpdate(t *testing.T) {
-	vgg := []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 1}, {Kind: Pool}, {Kind: Conv, Out: 12, K: 3}, {Kind: Pool}}
 	// 5 and 7 channels: biases and batch-norm parameters of 5 and 7 leave
 	// gaps; 3x3 kernels over 5 inputs, weights of 7*5*9.
 	odd := []Item{{Kind: Conv, Out: 5, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 7, K: 3}, {Kind: LRN}, {Kind: Pool}}
 	plain := cpu.New()
-	for _, c := range []struct {
-		name                  string
-		items                 []Item
-		bn, recompute, freeze bool
-		be                    tensor.Backend
-	}{
-		{"vgg", vgg, true, false, false, plain},
-		{"vgg recompute-bn", vgg, true, true, false, plain},
-		{"vgg pooled", vgg, true, false, false, &pooledCPU{Backend: plain}},
-		{"vgg without batch norm", vgg, false, false, false, plain},
-		{"vgg frozen", vgg, true, false, true, plain},
-		{"odd channels", odd, true, false, false, plain},
-		{"odd channels without batch norm", odd, false, false, false, plain},
-	} {
+	cases := append(vggCases(plain),
+		modelCase{"odd channels", odd, true, false, false, plain},
+		modelCase{"odd channels without batch norm", odd, false, false, false, plain})
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout, cfg.Classes = c.items, 16, 22, c.bn, 0.5, 7
