@@ -79,6 +79,23 @@ epoch() { # label, train flags: one training run on the sample; its last epoch's
 	r=$(grep -oE '[0-9]+ img/s' "$W/$label.txt" | tail -1)
 	row "train $label" "${r:-$(failed "$label")}"
 }
+cifar50k() { # a CIFAR-10 folder of 50,000 training and 10,000 test images: the sample's 5,000, repeated
+	local d=$R/cifar50k/cifar-10-batches-bin i
+	[ -d "$d" ] && return
+	mkdir -p "$d"
+	for i in 1 2 3 4 5; do cat "$G/cifar-sample/data_batch_1.bin" "$G/cifar-sample/data_batch_1.bin" > "$d/data_batch_$i.bin"; done
+	cat "$G/cifar-sample/data_batch_1.bin" "$G/cifar-sample/data_batch_1.bin" > "$d/test_batch.bin"
+}
+epoch50k() { # label, train flags: one epoch of the seed's recipe on 50,000 images, validated on 10,000 (as the
+	# seed's script: --val-split 0); the issue's item 3 wants the epoch in <= 20 s on the H100 in bf16
+	local label=$1 t0 rc l; shift
+	cifar50k
+	t0=$SECONDS
+	step "$label" 150 "$G/vgg16" train --device cuda --data "$R/cifar50k" --val-split 0 --epochs 1 --run-dir "$R/$label" "$@"
+	rc=$?
+	l=$(grep -E '^epoch 1/1  train' "$W/$label.txt" | tail -1 | grep -oE '[0-9]+s  [0-9]+ img/s')
+	row "train $label" "$([ $rc -eq 0 ] && echo "epoch ${l:-?}, the whole run $((SECONDS - t0)) s (engines, validation, checkpoints)" || failed "$label")"
+}
 bench() { # label, vgg16 bench flags
 	local label=$1 j; shift
 	step "bench-$label" 90 "$G/vgg16" bench --device cuda --json "$@"
@@ -166,8 +183,9 @@ torch "32 b64 tf32 reduce-overhead" --size 32 --batch 64 --mode reduce-overhead
 bench "224 b64 tf32 channels-last" --size 224 --batch 64 --precision tf32 --channels-last --tf32-linear --steps 10 --profile
 torch "224 b64 tf32 reduce-overhead" --size 224 --batch 64 --mode reduce-overhead --steps 10
 sample train-bf16 --precision bf16
-bench "224 b64 bf16 unpacked" --size 224 --batch 64 --precision bf16 --steps 10 --unpacked # what packing saved
+epoch50k "224 bf16 50k-image epoch" --precision bf16
 bench "224 b64 bf16 sgd-in-backward" --size 224 --batch 64 --precision bf16 --steps 10 --sgd-in-backward
+bench "224 b64 bf16 unpacked" --size 224 --batch 64 --precision bf16 --steps 10 --unpacked # what packing saved
 bench "32 b128 bf16 recompute-bn" --size 32 --batch 128 --precision bf16 --recompute-bn # the memory target at 32x32
 fi
 if want eager-bf16; then
