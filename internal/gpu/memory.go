@@ -237,7 +237,7 @@ func (b *Backend) oomHint(bytes int64) string {
 	if err == nil {
 		s = fmt.Sprintf("%s free of %s, %s held by this program; ", formatBytes(free), formatBytes(total), formatBytes(b.mem.cur))
 	}
-	return s + "try a smaller --batch (or a smaller --size), or --recompute-bn (batch-norm outputs recomputed, not kept)"
+	return s + "try a smaller --batch (or a smaller --size), --recompute-bn (batch-norm outputs recomputed, not kept) or --sgd-in-backward (each layer updated in the backward: gradients of 16 MiB, not one float per parameter)"
 }
 
 func (b *Backend) free(p cuda.DevicePtr, bytes int64) {

@@ -129,7 +129,7 @@ func testOutOfMemoryNamesSizeAndBatch(t *testing.T, be *Backend, _ float64) {
 			t.Fatalf("panic %v (%T), want a *cuda.Error", r, r)
 		}
 		msg := err.Error()
-		if !cuda.IsOutOfMemory(err) || !strings.Contains(msg, "--batch") || !strings.Contains(msg, "--recompute-bn") || !strings.Contains(msg, "4096.00 GiB") {
+		if !cuda.IsOutOfMemory(err) || !strings.Contains(msg, "--batch") || !strings.Contains(msg, "--recompute-bn") || !strings.Contains(msg, "--sgd-in-backward") || !strings.Contains(msg, "4096.00 GiB") {
 			t.Errorf("out-of-memory error: %s", msg)
 		}
 		t.Log(msg)
