@@ -86,15 +86,16 @@ cifar50k() { # a CIFAR-10 folder of 50,000 training and 10,000 test images: the 
 	for i in 1 2 3 4 5; do cat "$G/cifar-sample/data_batch_1.bin" "$G/cifar-sample/data_batch_1.bin" > "$d/data_batch_$i.bin"; done
 	cat "$G/cifar-sample/data_batch_1.bin" "$G/cifar-sample/data_batch_1.bin" > "$d/test_batch.bin"
 }
-epoch50k() { # label, train flags: one epoch of the seed's recipe on 50,000 images, validated on 10,000 (as the
-	# seed's script: --val-split 0); the issue's item 3 wants the epoch in <= 20 s on the H100 in bf16
+epoch50k() { # label, train flags: two epochs of the seed's recipe on 50,000 images, validated on 10,000 (as
+	# the seed's script: --val-split 0); the issue's item 3 wants an epoch in <= 20 s on the H100 in bf16:
+	# the second epoch's time, without the first step's engine search
 	local label=$1 t0 rc l; shift
-	cifar50k
+	(($(limit 150) > 0)) && cifar50k
 	t0=$SECONDS
-	step "$label" 150 "$G/vgg16" train --device cuda --data "$R/cifar50k" --val-split 0 --epochs 1 --run-dir "$R/$label" "$@"
+	step "$label" 150 "$G/vgg16" train --device cuda --data "$R/cifar50k" --val-split 0 --epochs 2 --run-dir "$R/$label" "$@"
 	rc=$?
-	l=$(grep -E '^epoch 1/1  train' "$W/$label.txt" | tail -1 | grep -oE '[0-9]+s  [0-9]+ img/s')
-	row "train $label" "$([ $rc -eq 0 ] && echo "epoch ${l:-?}, the whole run $((SECONDS - t0)) s (engines, validation, checkpoints)" || failed "$label")"
+	l=$(grep -E '^epoch 2/2  train' "$W/$label.txt" | tail -1 | grep -oE '[0-9]+s  [0-9]+ img/s')
+	row "train $label" "$([ $rc -eq 0 ] && echo "epoch 2: ${l:-?}; the whole run $((SECONDS - t0)) s (2 epochs, engines, validation, checkpoints)" || failed "$label")"
 }
 bench() { # label, vgg16 bench flags
 	local label=$1 j; shift

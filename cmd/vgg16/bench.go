@@ -208,7 +208,7 @@ const (
 	// sgdInBackwardFlag is train's and bench's flag for
 	// layers.Model.BackwardUpdate with shared gradients.
 	sgdInBackwardFlag  = "sgd-in-backward"
-	sgdInBackwardUsage = "update each layer's parameters as soon as the backward has their gradients, a large Linear's weights a part of their rows at a time, so that the gradients take 16 MiB instead of one float per parameter (VGG16: 128 MiB at 32x32, 512 MiB at 224x224); the same training, one SGD launch per layer or part instead of one per step"
+	sgdInBackwardUsage = "update each layer's parameters as soon as the backward has their gradients, a large Linear's weights a part of their rows at a time, so that VGG16's gradients take 16 MiB instead of 128 MiB at 32x32 and 512 MiB at 224x224; the same training, one SGD launch per layer or part instead of one per step"
 )
 
 // formatParts lists peak memory's parts, largest first: " = 1536 MiB

@@ -78,6 +78,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"RecomputeBN", testRecomputeBN},
 				{"RecomputeBNFused", withFusedBN(testRecomputeBN)},
 				{"SGDInBackward", testSGDInBackward},
+				{"ManySGDCalls", testManySGDCalls},
 				{"PooledBatchNorm", testPooledBatchNorm},
 				{"CropResize", testCropResize},
 				{"CropResizeErrors", testCropResizeErrors},

@@ -62,6 +62,11 @@ type recorder struct {
 	cur    *stepGraph
 	next   int // replay: index of the next op in cur.sigs
 	slot   int // next scalar slot
+	// lrAt is the slot of this step's learning rate lrBits, which every
+	// SGD call of the step that has it reads (a model updated layer by
+	// layer in the backward makes dozens); 0 until one takes it.
+	lrAt   cuda.DevicePtr
+	lrBits uint64
 
 	slotsDev  devBuf         // maxSlots × 8 bytes on the device
 	slotsHost unsafe.Pointer // page-locked mirror of slotsDev
@@ -157,7 +162,7 @@ func (b *Backend) BeginStep(key string) {
 	if r.inStep {
 		panic("gpu: BeginStep inside a step (EndStep missing)")
 	}
-	r.inStep, r.key, r.slot = true, key, 0
+	r.inStep, r.key, r.slot, r.lrAt = true, key, 0, 0
 	if !r.on {
 		return
 	}
@@ -320,6 +325,18 @@ func (b *Backend) scalar(v uint64) cuda.DevicePtr {
 	p := r.slotsDev.ptr + cuda.DevicePtr(8*r.slot)
 	r.slot++
 	return p
+}
+
+// lrSlot is the slot holding the learning rate lr in a recorded step:
+// one for every SGD call of the step with that rate, so that the slots
+// bound the steps of a model updated in parts no more than one SGD call.
+func (b *Backend) lrSlot(lr float32) cuda.DevicePtr {
+	r := &b.rec
+	bits := uint64(math.Float32bits(lr))
+	if r.lrAt == 0 || r.lrBits != bits {
+		r.lrAt, r.lrBits = b.scalar(bits), bits
+	}
+	return r.lrAt
 }
 
 // notInStep panics when what (an allocation, a transfer) is attempted

@@ -17,6 +17,8 @@ func TestSGDInBackward(t *testing.T) { precisions(t, testSGDInBackward) }
 
 func TestSGDInBackwardBF16(t *testing.T) { testSGDInBackward(t, gpuBackendBF16(t), bf16StepTol) }
 
+func TestManySGDCalls(t *testing.T) { precisions(t, testManySGDCalls) }
+
 // testRecordedSteps trains the small VGG-BN with dropout twice from the same
 // weights on one backend: once issuing every op, once as the training loop
 // does, with steps bracketed by BeginStep/EndStep (a warm-up, a capture,
@@ -308,6 +310,51 @@ func testSGDInBackward(t *testing.T, be *Backend, tol float64) {
 	}
 }
 
+// testManySGDCalls: a recorded step of more SGD calls than it has slots
+// for scalars (a Linear updated in many parts), all with the step's one
+// learning rate, records and replays, each replay with its own rate: the
+// same parameters as one SGD call over all of them each step.
+func testManySGDCalls(t *testing.T, be *Backend, _ float64) {
+	const n = maxSlots + 100
+	w := newTwin(t, be, 17)
+	p0, g := w.normal(n, 1), w.normal(n, 1)
+	type state struct{ p, m *tensor.Tensor }
+	var runs [2]state
+	for i := range runs {
+		runs[i] = state{be.New(n), be.New(n)}
+		be.Upload(runs[i].p, p0)
+		defer be.Free(runs[i].p)
+		defer be.Free(runs[i].m)
+	}
+	gt := be.New(n)
+	defer be.Free(gt)
+	be.Upload(gt, g)
+	replays, on := be.rec.Replays, be.rec.on
+	for step := range 5 {
+		h := tensor.SGD{LR: 0.1 / float64(step+1), Momentum: 0.9, WeightDecay: 1e-3}
+		first := step == 0
+		be.SGDStep(runs[0].p, gt, runs[0].m, h, first)
+		work := func() {
+			for i := range n {
+				be.SGDStep(runs[1].p.View(i, 1), gt.View(i, 1), runs[1].m.View(i, 1), h, first)
+			}
+		}
+		if first {
+			work()
+		} else {
+			tensor.Step(be, "many SGD calls", work)
+		}
+	}
+	if want, got := download(be, runs[0].p), download(be, runs[1].p); !slices.Equal(got, want) {
+		t.Errorf("parameters after %d SGD calls a step differ from one call's: %v… against %v…", n, got[:4], want[:4])
+	}
+	// Steps 3 and 4 replay the graph captured in step 2 (a capture that
+	// failed would have run them op by op, with the same results).
+	if got := be.rec.Replays - replays; on && (got != 2 || !be.rec.on) {
+		t.Errorf("%d steps of %d SGD calls replayed, want 2 (recorded steps turned off: %v)", got, n, be.rec.off)
+	}
+}
+
 // weightGradPartsExact reports whether be's LinearWeightGrad over parts of
 // rows rows gives the bits of LinearBackward's whole weight gradient, for
 // a Linear of in inputs and out outputs at batch n: true on the stand-in,
@@ -329,9 +376,11 @@ func weightGradPartsExact(be *Backend, n, in, out, rows int) bool {
 	be.Upload(dyt, dy)
 	be.LinearBackward(nil, whole, db, dyt, xt, wt)
 	all := download(be, whole)
-	for r := 0; r+rows <= out; r += rows {
-		be.LinearWeightGrad(part, dyt, xt, r)
-		if !slices.Equal(download(be, part), all[r*in:(r+rows)*in]) {
+	for r := 0; r < out; r += rows {
+		k := min(rows, out-r) // the last part shorter
+		p := part.View(0, k, in)
+		be.LinearWeightGrad(p, dyt, xt, r)
+		if !slices.Equal(download(be, p), all[r*in:(r+k)*in]) {
 			return false
 		}
 	}

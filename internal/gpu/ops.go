@@ -2,7 +2,6 @@ package gpu
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/vgg16/vgg16/internal/cuda"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -218,7 +217,7 @@ func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
 	lr := float32(h.LR)
 	var lrAt cuda.DevicePtr
 	if b.rec.mode != eager {
-		lrAt = b.scalar(uint64(math.Float32bits(lr)))
+		lrAt = b.lrSlot(lr)
 		s := newSig(sigSGD).t(p).t(g).t(m).f(h.Momentum).f(h.WeightDecay).f(h.Dampening)
 		if b.recorded(s.b(h.Nesterov).b(first)) {
 			return

@@ -31,9 +31,13 @@ func TestBackwardUpdate(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.BatchNorm, cfg.Dropout, cfg.Classes = c.items, 16, 22, c.bn, 0.5, 7
-			want := updateRun(t, c.be, cfg, c.recompute, c.freeze, "after")
+			want := updateRun(t, c.be, cfg, c.recompute, c.freeze, "after", 0)
 			for _, how := range []string{"in backward", "shared", "shared in parts"} {
-				sameResults(t, "updating "+how, "after Backward", updateRun(t, c.be, cfg, c.recompute, c.freeze, how), want)
+				// in parts: every Linear takes its weights' gradient a few
+				// rows at a time, the last part shorter: 100/48 = 2 rows of
+				// the first (in 48), 4 of the others (in 22; 7 outputs for
+				// the last).
+				sameResults(t, "updating "+how, "after Backward", updateRun(t, c.be, cfg, c.recompute, c.freeze, how, 100), want)
 			}
 		})
 	}
@@ -43,7 +47,9 @@ func TestBackwardUpdate(t *testing.T) {
 // evaluations between them, updating after Backward, in BackwardUpdate, or
 // in BackwardUpdate with shared gradients, and returns the logits, the
 // parameters and the momentum after each step, and the running statistics.
-func updateRun(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bool, how string) []named {
+// With "shared in parts" the shared buffer holds part elements of a
+// Linear's weights.
+func updateRun(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bool, how string, part int) []named {
 	t.Helper()
 	m, err := New(be, cfg)
 	if err != nil {
@@ -55,10 +61,7 @@ func updateRun(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bo
 	m.RecomputeBN(recompute)
 	m.FreezeFeatures(freeze)
 	if how == "shared in parts" {
-		// Every Linear takes its weights' gradient a few rows at a time,
-		// the last part shorter: 100/48 = 2 rows of the first (in 48), 4
-		// of the others (in 22; 7 outputs for the last).
-		m.GradPart = 100
+		m.GradPart = part
 	}
 	m.ShareGradients(strings.HasPrefix(how, "shared"))
 	host := cpu.New()
@@ -154,13 +157,16 @@ func TestShareGradients(t *testing.T) {
 			}
 		}
 	}
+	x, _ := testBatch(be.Backend, cfg, 2)
+	m.Init(1)
+	m.Forward(x, true)
 	func() {
 		defer func() {
-			if recover() == nil {
-				t.Error("Backward with shared gradients did not panic")
+			if msg := fmt.Sprint(recover()); !strings.Contains(msg, "use BackwardUpdate") {
+				t.Errorf("Backward with shared gradients: panic %q, want one that says to use BackwardUpdate", msg)
 			}
 		}()
-		m.Backward(be.New(1, cfg.Classes))
+		m.Backward(be.New(2, cfg.Classes))
 	}()
 	m.ShareGradients(false)
 	for i, p := range m.params {
@@ -202,6 +208,48 @@ func TestShareGradientsVGG16(t *testing.T) {
 		}
 		if got := fmt.Sprint(parts); got != want {
 			t.Errorf("%dx%d: the Linears' parts %s rows, want %s", size, size, got, want)
+		}
+	}
+}
+
+// TestSharedGradientsInParts: a model whose Linears all take their
+// weights' gradient in parts of 8 elements (2 rows of the first, of 4
+// inputs; 1 row of the others, of 64), each with a bias larger than a
+// part: the shared buffer is a bias's 64 elements, training gives the
+// results of the step after Backward bit for bit, and switching back
+// gives every parameter its whole gradient again.
+func TestSharedGradientsInParts(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cfg, cfg.ImageSize, cfg.Hidden, cfg.Classes, cfg.Dropout = []Item{{Kind: Conv, Out: 1, K: 3}, {Kind: Pool}}, 4, 64, 10, 0.5
+	be := cpu.New()
+	want := updateRun(t, be, cfg, false, false, "after", 0)
+	sameResults(t, "updating in parts", "after Backward", updateRun(t, be, cfg, false, false, "shared in parts", 8), want)
+
+	m, err := New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	m.GradPart = 8
+	m.ShareGradients(true)
+	var parts []int
+	for _, mod := range m.mods {
+		if l, ok := mod.(*linear); ok {
+			parts = append(parts, l.part)
+		}
+	}
+	if got := fmt.Sprint(parts); got != "[2 1 1]" || m.grads.Size() != 64 {
+		t.Errorf("the Linears' parts %s rows, shared gradients of %d elements; want [2 1 1] and 64", got, m.grads.Size())
+	}
+	m.ShareGradients(false)
+	for i, p := range m.params {
+		if p.Grad.Mem != m.grads.Mem || p.Grad.Off != m.paramOff[i] || !tensor.SameShape(p.Grad.Shape, p.W.Shape) {
+			t.Errorf("%s: gradient %v at %d, want %v at %d", p.Name, p.Grad.Shape, p.Grad.Off, p.W.Shape, m.paramOff[i])
+		}
+	}
+	for _, mod := range m.mods {
+		if l, ok := mod.(*linear); ok && l.part != 0 {
+			t.Errorf("a Linear still takes its gradient in parts of %d rows", l.part)
 		}
 	}
 }
