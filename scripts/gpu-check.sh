@@ -16,7 +16,7 @@
 # its bf16 configurations only); epochs,
 # whole epochs with the batches made on the GPU and by the CPU loader; and
 # epoch224, an epoch of the seed's recipe with cuDNN's batch norm; torchprof,
-# PyTorch's step kernel by kernel).
+# PyTorch's step kernel by kernel; sanitize, the kernels under compute-sanitizer).
 #   bash scripts/gpu-check.sh        # logs also in $OUT/gpu-check-logs.tar.gz when OUT is set
 #   PARTS="bench compiled" bash scripts/gpu-check.sh
 set -uo pipefail
@@ -188,6 +188,21 @@ epoch50k "224 bf16 50k-image epoch" --precision bf16
 bench "224 b64 bf16 sgd-in-backward" --size 224 --batch 64 --precision bf16 --steps 10 --sgd-in-backward
 bench "224 b64 bf16 unpacked" --size 224 --batch 64 --precision bf16 --steps 10 --unpacked # what packing saved
 bench "32 b128 bf16 recompute-bn" --size 32 --batch 128 --precision bf16 --recompute-bn # the memory target at 32x32
+fi
+if want sanitize; then # the project's kernels under compute-sanitizer (out-of-bounds and misaligned accesses,
+# shared-memory races, barriers) on a tiny model: what the host emulation of kernels.cu cannot see
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for tool in memcheck racecheck synccheck; do
+	for prec in bf16 "tf32 --channels-last"; do
+		label="sanitize $tool ${prec%% *}"
+		# shellcheck disable=SC2086 # prec carries a flag
+		step "$label" 120 "$CS" --tool "$tool" --error-exitcode 9 --print-limit 10 "$G/vgg16" bench --device cuda \
+			--precision $prec --size 32 --batch 4 --arch 64,64,M,128,M,M,M,M --hidden 16 --steps 1 --cudnn-api legacy
+		rc=$?
+		row "$label" "$([ $rc -eq 0 ] && echo pass || echo "FAIL (rc $rc)")  $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$W/$label.txt" | tail -1)"
+		[ $rc -eq 0 ] || grep -E '^=+ +(Invalid|Race|Barrier|Error|Warning)' "$W/$label.txt" | head -5
+	done
+done
 fi
 if want eager-bf16; then
 torch "32 b128 bf16 eager" --size 32 --batch 128 --mode eager --precision bf16
