@@ -56,7 +56,8 @@ type Update func(w, g *tensor.Tensor, off int)
 // parameter's gradient is the one Backward computes, and no later module
 // reads the parameters updated, so an element-wise optimizer (SGD) gives
 // the parameters an optimizer step after Backward gives, bit for bit.
-// update runs once for each gap-free run of a group's parameters.
+// update runs once for each gap-free run of a group's parameters (for a
+// Linear in parts, ShareGradients: once for its bias, then once a part).
 func (m *Model) BackwardUpdate(dlogits *tensor.Tensor, update Update) {
 	m.backward(dlogits, update)
 }
