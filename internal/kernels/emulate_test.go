@@ -1158,3 +1158,49 @@ func cropInputs(t *testing.T, dir string, r *rand.Rand, tf cifar.Planner, images
 	writeF32(t, filepath.Join(dir, "table"), append(append(tab[0][:], tab[1][:]...), tab[2][:]...))
 	return want
 }
+
+// TestEmulatorCatchesDivergentBarrier: a kernel in which one thread of a
+// block returns before a __syncthreads the others reach (undefined on a
+// GPU) stops the emulator with a message, instead of its barrier pairing
+// with the block's end unnoticed; the same kernel with every thread at
+// the barrier runs.
+func TestEmulatorCatchesDivergentBarrier(t *testing.T) {
+	cxx, err := exec.LookPath("g++")
+	if err != nil {
+		t.Skip("g++ not installed: cannot emulate the kernels")
+	}
+	header, err := os.ReadFile(filepath.Join("testdata", "emu.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prog = `
+static int out[64];
+__global__ void kernel(unsigned skipper) {
+	if (threadIdx.x == skipper) return;
+	__syncthreads();
+	out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+}
+int main(int argc, char** argv) {
+	unsigned skipper = (unsigned)std::atoi(argv[1]);
+	launch_threads(3, 8, [=] { kernel(skipper); });
+	return 0;
+}
+`
+	dir := t.TempDir()
+	src, bin := filepath.Join(dir, "divergent.cpp"), filepath.Join(dir, "divergent")
+	if err := os.WriteFile(src, append(header, prog...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(cxx, "-std=c++20", "-O1", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("compiling: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "99").CombinedOutput(); err != nil { // no thread 99: every thread at the barrier
+		t.Errorf("a kernel whose threads all reach the barrier: %v\n%s", err, out)
+	}
+	for _, skipper := range []string{"0", "5"} {
+		out, err := exec.Command(bin, skipper).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "a barrier not every thread of a block reaches") {
+			t.Errorf("thread %s skipping the barrier: %v\n%s", skipper, err, out)
+		}
+	}
+}
