@@ -296,12 +296,7 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 		work := func() {
 			logits := m.Forward(x, true)
 			be.SoftmaxCrossEntropy(loss, dl, logits, y, 0)
-			if opt.sgdInBackward {
-				m.BackwardUpdate(dl, func(w, g *tensor.Tensor, off int) { be.SGDStep(w, g, mom.View(off, w.Size()), h, first) })
-				return
-			}
-			m.Backward(dl)
-			be.SGDStep(m.Weights(), m.Grads(), mom, h, first)
+			m.BackwardSGD(dl, mom, h, first)
 		}
 		if first || opByOp {
 			work()

@@ -62,6 +62,23 @@ func (m *Model) BackwardUpdate(dlogits *tensor.Tensor, update Update) {
 	m.backward(dlogits, update)
 }
 
+// BackwardSGD is a training step's backward and SGD with momentum mom
+// [FlatSize]: Backward, then one SGD step over the trainable parameters
+// (Trainable); with ShareGradients, BackwardUpdate with SGD for each
+// layer's parameters in the backward. first says the step fills the
+// momentum (the first of a run).
+func (m *Model) BackwardSGD(dlogits, mom *tensor.Tensor, h tensor.SGD, first bool) {
+	if m.shared {
+		m.BackwardUpdate(dlogits, func(w, g *tensor.Tensor, off int) {
+			m.be.SGDStep(w, g, mom.View(off, w.Size()), h, first)
+		})
+		return
+	}
+	m.Backward(dlogits)
+	off, n := m.Trainable()
+	m.be.SGDStep(m.weights.View(off, n), m.grads.View(off, n), mom.View(off, n), h, first)
+}
+
 // updateGroups calls update for the groups whose first module is i.
 func (m *Model) updateGroups(i int, update Update) {
 	for _, g := range m.groups {

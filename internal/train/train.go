@@ -296,12 +296,6 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	seenBefore := seen       // images tallied by the run that was interrupted
 	pending, done := 0, skip // images trained on but not yet tallied on the host; batches done
 	lr := 0.0
-	off, k := m.Trainable() // what SGD updates: all parameters, or the classifier's
-	w, mom := m.Weights().View(off, k), r.mom.View(off, k)
-	var g *tensor.Tensor // the gradients, unless each layer's go to SGD in the backward
-	if !r.Opt.SGDInBackward {
-		g = m.Grads().View(off, k)
-	}
 	// The loss and the correct predictions add up on the device (Tally) and
 	// come to the host every tallyEvery steps on a backend that records
 	// steps (the GPU): a step does not wait for the one before it, so the
@@ -368,14 +362,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			logits := m.Forward(xb, true)
 			be.SoftmaxCrossEntropy(st.loss, db, logits, yb, r.Opt.LabelSmoothing)
 			be.Tally(st.acc, st.loss, logits, yb)
-			if r.Opt.SGDInBackward {
-				m.BackwardUpdate(db, func(w, g *tensor.Tensor, off int) {
-					be.SGDStep(w, g, r.mom.View(off, w.Size()), h, first)
-				})
-				return
-			}
-			m.Backward(db)
-			be.SGDStep(w, g, mom, h, first)
+			m.BackwardSGD(db, r.mom, h, first) // all parameters, or the classifier's; in the backward with SGDInBackward
 		}
 		if first { // its SGD differs from the others' (it fills the momentum)
 			step()
