@@ -74,6 +74,35 @@ type named struct {
 	v    []float32
 }
 
+// caseModel is cfg's model on be as the tests that train a modelCase two
+// ways make it: initialised from seed 3, dropout from seed 9, its batch
+// norms recomputed and its features frozen as asked; with a momentum
+// buffer. Both are freed when t ends.
+func caseModel(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bool) (*Model, *tensor.Tensor) {
+	t.Helper()
+	m, err := New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(3)
+	m.Seed = 9
+	m.RecomputeBN(recompute)
+	m.FreezeFeatures(freeze)
+	mom := be.New(m.FlatSize())
+	t.Cleanup(func() {
+		be.Free(mom)
+		m.Free()
+	})
+	return m, mom
+}
+
+// caseBatches are those tests' batches: 6 images and labels on the host,
+// and views of their first 4.
+func caseBatches(cfg Config) (x6, l6, x4, l4 *tensor.Tensor) {
+	x6, l6 = testBatch(cpu.New(), cfg, 6)
+	return x6, l6, x6.View(0, 4, 3, cfg.ImageSize, cfg.ImageSize), l6.View(0, 4)
+}
+
 // sameResults fails t unless got and want are the same results bit for
 // bit: got computed one way (how), want the other (other).
 func sameResults(t *testing.T, how, other string, got, want []named) {
@@ -97,21 +126,9 @@ func sameResults(t *testing.T, how, other string, got, want []named) {
 // between them and returns everything it computed, in order.
 func packedRun(t *testing.T, be tensor.Backend, cfg Config, pack, recompute, freeze bool) []named {
 	t.Helper()
-	m, err := New(be, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	m.Init(3)
-	m.Seed = 9
+	m, mom := caseModel(t, be, cfg, recompute, freeze)
 	m.PackActivations(pack)
-	m.RecomputeBN(recompute)
-	m.FreezeFeatures(freeze)
-	host := cpu.New()
-	x6, l6 := testBatch(host, cfg, 6)
-	x4, l4 := x6.View(0, 4, 3, cfg.ImageSize, cfg.ImageSize), l6.View(0, 4)
-	mom := be.New(m.FlatSize())
-	defer be.Free(mom)
+	x6, l6, x4, l4 := caseBatches(cfg)
 	var out []named
 	keep := func(name string, t *tensor.Tensor) {
 		out = append(out, named{name, append([]float32(nil), cpu.Data(t)...)})

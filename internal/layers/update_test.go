@@ -51,24 +51,12 @@ func TestBackwardUpdate(t *testing.T) {
 // Linear's weights.
 func updateRun(t *testing.T, be tensor.Backend, cfg Config, recompute, freeze bool, how string, part int) []named {
 	t.Helper()
-	m, err := New(be, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Free()
-	m.Init(3)
-	m.Seed = 9
-	m.RecomputeBN(recompute)
-	m.FreezeFeatures(freeze)
+	m, mom := caseModel(t, be, cfg, recompute, freeze)
 	if how == "shared in parts" {
 		m.GradPart = part
 	}
 	m.ShareGradients(strings.HasPrefix(how, "shared"))
-	host := cpu.New()
-	x6, l6 := testBatch(host, cfg, 6)
-	x4, l4 := x6.View(0, 4, 3, cfg.ImageSize, cfg.ImageSize), l6.View(0, 4)
-	mom := be.New(m.FlatSize())
-	defer be.Free(mom)
+	x6, l6, x4, l4 := caseBatches(cfg)
 	var out []named
 	keep := func(name string, t *tensor.Tensor) {
 		out = append(out, named{name, append([]float32(nil), cpu.Data(t)...)})
