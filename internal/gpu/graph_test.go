@@ -182,13 +182,8 @@ func testRecomputeBN(t *testing.T, be *Backend, tol float64) {
 	defer be.Free(loss)
 	defer be.Free(dl)
 	run := func(recompute bool) (losses []float32, grads, weights []float32) {
-		m, err := layers.New(be, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := stepModel(t, be, cfg)
 		defer m.Free()
-		m.Init(11)
-		m.Seed = 5
 		m.RecomputeBN(recompute)
 		mom := be.New(m.FlatSize())
 		defer be.Free(mom)
@@ -245,13 +240,8 @@ func testSGDInBackward(t *testing.T, be *Backend, tol float64) {
 	// part: the shared gradients hold part elements of a Linear's weights
 	// (0: the default, which every layer of this model fits).
 	run := func(inBackward bool, part int) (losses, weights, mom []float32) {
-		m, err := layers.New(be, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := stepModel(t, be, cfg)
 		defer m.Free()
-		m.Init(11)
-		m.Seed = 5
 		m.GradPart = part
 		m.ShareGradients(inBackward)
 		moms := be.New(m.FlatSize())
@@ -262,12 +252,7 @@ func testSGDInBackward(t *testing.T, be *Backend, tol float64) {
 			work := func() {
 				logits := m.Forward(x, true)
 				be.SoftmaxCrossEntropy(loss, dl, logits, labels, 0.1)
-				if inBackward {
-					m.BackwardUpdate(dl, func(w, g *tensor.Tensor, off int) { be.SGDStep(w, g, moms.View(off, w.Size()), h, first) })
-					return
-				}
-				m.Backward(dl)
-				be.SGDStep(m.Weights(), m.Grads(), moms, h, first)
+				m.BackwardSGD(dl, moms, h, first) // in the backward with shared gradients
 			}
 			if first {
 				work()

@@ -83,19 +83,26 @@ func modelStepWithin(t *testing.T, ref tensor.Backend, be *Backend, first, later
 	modelStepOf(t, smallConfig(t), ref, be, first, later)
 }
 
+// stepModel is cfg's model on be as the model tests train it: initialised
+// from seed 11, dropout from seed 5. The caller frees it.
+func stepModel(t *testing.T, be tensor.Backend, cfg layers.Config) *layers.Model {
+	t.Helper()
+	m, err := layers.New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(11)
+	m.Seed = 5
+	return m
+}
+
 // modelStepOf is modelStepWithin for the model cfg.
 func modelStepOf(t *testing.T, cfg layers.Config, ref tensor.Backend, be *Backend, first, later float64) {
 	backends := []tensor.Backend{ref, be}
 	models := make([]*layers.Model, 2)
 	for i, b := range backends {
-		m, err := layers.New(b, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Free()
-		m.Init(11)
-		m.Seed = 5
-		models[i] = m
+		models[i] = stepModel(t, b, cfg)
+		defer models[i].Free()
 	}
 	w := newTwin(t, be, 12)
 	n := 8
