@@ -13,7 +13,7 @@ import (
 
 // colLimit bounds the im2col buffer (in float32s) so that 224x224 inputs do
 // not need gigabytes: at least one image is always unrolled.
-const colLimit = 8 << 20
+var colLimit = 8 << 20 // a variable so that tests can force several chunks
 
 // convGeom is the geometry of one stride-1 convolution.
 type convGeom struct {
@@ -134,6 +134,10 @@ func (b *Backend) ConvForward(y, x, w, bias *tensor.Tensor, pad int) {
 
 // conv computes Y = conv(X, W) (+ B unless B is nil) for geometry g.
 func (b *Backend) conv(Y, X, W, B []float32, g convGeom) {
+	if b.winograd(g) {
+		b.convWinograd(Y, X, W, B, g)
+		return
+	}
 	nb := g.chunk()
 	for b0 := 0; b0 < g.n; b0 += nb {
 		m := min(nb, g.n-b0)
@@ -205,6 +209,10 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 	if len(DY) != g.n*g.co*g.ohw || (db != nil && len(DB) != g.co) {
 		panic(fmt.Sprintf("cpu: convolution gradient %v / bias gradient %v for input %v, weights %v", dy.Shape, db, x.Shape, dw.Shape))
 	}
+	if b.winograd(g) {
+		b.filterGradWinograd(DW, DB, X, DY, g)
+		return
+	}
 	sums := b.stats(g.co)
 	nb := g.chunk()
 	for b0 := 0; b0 < g.n; b0 += nb {
@@ -247,7 +255,7 @@ func (b *Backend) ConvBackwardFilter(dw, db, x, dy *tensor.Tensor, pad int) {
 // separate passes.
 func (b *Backend) ConvBackward(dx, dw, db, x, dy, w *tensor.Tensor, pad int) {
 	g := geometry(x, w, pad)
-	if dx == nil || g.oh != g.h || g.ow != g.w || g.ci < 16 {
+	if dx == nil || g.oh != g.h || g.ow != g.w || g.ci < 16 || b.winograd(g) {
 		b.ConvBackwardFilter(dw, db, x, dy, pad)
 		if dx != nil {
 			b.ConvBackwardData(dx, dy, w, pad)

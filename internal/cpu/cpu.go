@@ -6,6 +6,7 @@ package cpu
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 
@@ -21,11 +22,13 @@ func (m *mem) Len() int { return len(m.data) }
 // concurrent use: one training loop drives one backend.
 type Backend struct {
 	forceGonum bool
+	noWinograd bool // every convolution as im2col + SGEMM (WinogradEnv=0)
 
 	// Scratch buffers, grown on first use and reused by later calls so that
 	// a training step allocates nothing after the first.
-	colBuf    []float32 // im2col matrix [Ci·K·K, images·H·W]
-	gemmBuf   []float32 // GEMM output / gathered gradient [Co, images·H·W]
+	colBuf    []float32 // im2col matrix [Ci·K·K, images·H·W], or Winograd's V [16, Ci, images·H·W/4]
+	gemmBuf   []float32 // GEMM output / gathered gradient [Co, images·H·W], or Winograd's M [16, Co, images·H·W/4]
+	winoBuf   []float32 // Winograd's transformed filters or their gradient [16, Co, Ci]
 	transBuf  []float32 // transposed operand for gonum
 	wtBuf     []float32 // flipped, transposed conv weights [Ci, Co, K, K]
 	dwtBuf    []float32 // weight gradient of the transposed convolution [Ci, Co·K·K]
@@ -36,12 +39,14 @@ type Backend struct {
 // New returns a CPU backend. It loads the CBLAS library on first use.
 func New() *Backend {
 	loadBLAS()
-	return &Backend{}
+	return &Backend{noWinograd: os.Getenv(WinogradEnv) == "0"}
 }
 
 // NewGonum returns a CPU backend that uses gonum's SGEMM even when a CBLAS
 // is installed (for tests and benchmarks of the fallback).
-func NewGonum() *Backend { return &Backend{forceGonum: true} }
+func NewGonum() *Backend {
+	return &Backend{forceGonum: true, noWinograd: os.Getenv(WinogradEnv) == "0"}
+}
 
 // Name says which SGEMM the backend uses and on how many threads.
 func (b *Backend) Name() string {

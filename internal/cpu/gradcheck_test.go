@@ -326,13 +326,26 @@ func TestMaxPoolTiesAndOddSizes(t *testing.T) {
 }
 
 // TestConvMatchesDirect compares the convolution (im2col + SGEMM, both
-// backward-data forms) with a direct six-loop convolution, on shapes down
-// to 1x1 maps where every border case of the unrolling meets.
+// backward-data forms, and Winograd F(2x2, 3x3)) with a direct six-loop
+// convolution, on shapes down to 1x1 maps where every border case of the
+// unrolling meets, and on Winograd's shapes (even planes, ≥ 16 channels
+// each side) in several chunks of images, with either SGEMM.
 func TestConvMatchesDirect(t *testing.T) {
-	be := cpu.New()
+	defer cpu.SetColLimit(4096)()
+	for _, be := range []struct {
+		name string
+		be   *cpu.Backend
+	}{{"winograd", cpu.New()}, {"im2col", cpu.NewIm2col()}, {"gonum", cpu.NewGonum()}} {
+		t.Run(be.name, func(t *testing.T) { testConvMatchesDirect(t, be.be) })
+	}
+}
+
+func testConvMatchesDirect(t *testing.T, be *cpu.Backend) {
 	for _, c := range []struct{ n, ci, co, h, w, k, pad int }{
 		{2, 3, 4, 1, 1, 3, 1}, {1, 17, 3, 1, 3, 3, 1}, {2, 16, 5, 2, 2, 3, 1}, {1, 20, 4, 5, 6, 3, 1},
 		{2, 4, 3, 4, 4, 1, 0}, {1, 18, 2, 3, 2, 1, 0}, {1, 3, 2, 6, 5, 3, 0}, {1, 2, 2, 5, 5, 5, 2},
+		// Winograd's: one 2x2 tile, a row of tiles, several chunks of images.
+		{2, 16, 16, 2, 2, 3, 1}, {3, 17, 20, 2, 8, 3, 1}, {5, 24, 16, 6, 4, 3, 1}, {3, 16, 32, 8, 8, 3, 1},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(c.h), uint64(c.ci)))
 		oh, ow := c.h+2*c.pad-c.k+1, c.w+2*c.pad-c.k+1

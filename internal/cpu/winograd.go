@@ -1,0 +1,156 @@
+package cpu
+
+/*
+#cgo CFLAGS: -O3
+int wino_input(float *v, const float *x, int lo, int hi, int c, int h, int w, long t, long xs);
+void wino_output(float *y, const float *mm, const float *bias, int lo, int hi, int c, int h, int w, long t, long xs);
+int wino_output_adjoint(float *dm, const float *dy, int lo, int hi, int c, int h, int w, long t, long xs);
+void wino_filter(float *u, const float *w, int lo, int hi, int co, int ci, long xs);
+void wino_filter_adjoint(float *dw, const float *du, int lo, int hi, int co, int ci, long xs);
+*/
+import "C"
+
+import "unsafe"
+
+// Winograd F(2x2, 3x3) for VGG's 3x3 "same" convolutions (winograd.c holds
+// the transforms). Each 2x2 output tile takes 16 multiplications per input
+// channel instead of 36, so the GEMMs between the transforms do 2.25x
+// fewer flops than im2col's, and the transformed input is 4x the input
+// instead of 9x. The three passes of a training step all take this form:
+//
+//	forward          Y  = out(U · V)           U = filter(w), V = input(x)
+//	backward-data    dX = the forward with the flipped, transposed weights
+//	backward-filter  dw = filterᵀ(Σ outᵀ(dY) · Vᵀ)
+//
+// where each product is 16 GEMMs, one per element of the 4x4 tile. The
+// rounding differs from im2col's by a few float32 steps (the transforms add
+// and halve), well inside the PyTorch fixtures' 1e-4.
+
+// WinogradEnv names the environment variable that, set to "0", makes the
+// CPU backend run every convolution as im2col + SGEMM (for comparison).
+const WinogradEnv = "VGG16_WINOGRAD"
+
+// winograd reports whether geometry g runs as Winograd F(2x2, 3x3): 3x3
+// filters with padding 1 on even planes, and at least 16 channels on each
+// side (with fewer, im2col's GEMM is as short and the transforms cost more
+// than they save).
+func (b *Backend) winograd(g convGeom) bool {
+	return !b.noWinograd && g.k == 3 && g.pad == 1 && g.h%2 == 0 && g.w%2 == 0 && g.ci >= 16 && g.co >= 16
+}
+
+// winoChunk is the number of images transformed at once: the larger of the
+// transformed input and output, 4·C·H·W floats an image, within colLimit.
+func (g convGeom) winoChunk() int {
+	return max(1, min(g.n, winoLimit/max(1, 4*max(g.ci, g.co)*g.hw)))
+}
+
+// winoLimit bounds Winograd's transformed input and output (each) in
+// floats: 8 MiB, so that they stay in the caches between the transforms
+// and the GEMMs (measured on the 2-core build machines: a VGG16 training
+// step at 32x32 took ~10% longer with im2col's 32 MiB bound).
+var winoLimit = 2 << 20
+
+func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
+
+// winoStride is the distance in floats between the 16 matrices of V or M,
+// each of n floats: past a multiple of 4 KiB by one cache line, so that
+// the transforms' 16 streams do not fall into one cache set.
+func winoStride(n int) int { return (n+1023)/1024*1024 + 16 }
+
+// winoFilter writes U [16, Co, Ci] (matrices us apart) for w [Co, Ci, 3, 3].
+func winoFilter(u, w []float32, co, ci, us int) {
+	parallelFor(co, 4, func(lo, hi int) {
+		C.wino_filter(fptr(u), fptr(w), C.int(lo), C.int(hi), C.int(co), C.int(ci), C.long(us))
+	})
+}
+
+// winoInput writes V [16, C, m·H·W/4] (matrices xs apart) for images
+// [0, m) of x [m, C, H, W].
+func winoInput(v, x []float32, m, c, h, w, xs int) {
+	t := m * h * w / 4
+	parallelFor(m*c, 1, func(lo, hi int) {
+		if C.wino_input(fptr(v), fptr(x), C.int(lo), C.int(hi), C.int(c), C.int(h), C.int(w), C.long(t), C.long(xs)) != 0 {
+			panic("cpu: out of memory for Winograd's scratch")
+		}
+	})
+}
+
+// convWinograd computes Y = conv(X, W) (+ B unless B is nil) for
+// geometry g, which winograd accepts.
+func (b *Backend) convWinograd(Y, X, W, B []float32, g convGeom) {
+	us := winoStride(g.co * g.ci)
+	u := b.scratch(&b.winoBuf, 16*us) // U [16, Co, Ci]
+	winoFilter(u, W, g.co, g.ci, us)
+	var bias *C.float
+	if B != nil {
+		bias = fptr(B)
+	}
+	nb := g.winoChunk()
+	for b0 := 0; b0 < g.n; b0 += nb {
+		m := min(nb, g.n-b0)
+		t := m * g.hw / 4
+		vs, ms := winoStride(g.ci*t), winoStride(g.co*t)
+		v := b.scratch(&b.colBuf, 16*vs) // V [16, Ci, T]
+		winoInput(v, X[b0*g.ci*g.hw:], m, g.ci, g.h, g.w, vs)
+		mm := b.scratch(&b.gemmBuf, 16*ms) // M [16, Co, T]
+		for xi := range 16 {
+			b.sgemm(false, false, g.co, t, g.ci, 1, u[xi*us:], g.ci, v[xi*vs:], t, 0, mm[xi*ms:], t)
+		}
+		y := Y[b0*g.co*g.hw:]
+		parallelFor(m*g.co, 1, func(lo, hi int) {
+			C.wino_output(fptr(y), fptr(mm), bias, C.int(lo), C.int(hi), C.int(g.co), C.int(g.h), C.int(g.w), C.long(t), C.long(ms))
+		})
+	}
+}
+
+// filterGradWinograd computes dw [Co, Ci, 3, 3] and, unless db is nil,
+// db [Co] from x and dy for geometry g, which winograd accepts.
+func (b *Backend) filterGradWinograd(DW, DB, X, DY []float32, g convGeom) {
+	us := winoStride(g.co * g.ci)
+	du := b.scratch(&b.winoBuf, 16*us) // dU [16, Co, Ci]
+	nb := g.winoChunk()
+	for b0 := 0; b0 < g.n; b0 += nb {
+		m := min(nb, g.n-b0)
+		t := m * g.hw / 4
+		vs, ms := winoStride(g.ci*t), winoStride(g.co*t)
+		v := b.scratch(&b.colBuf, 16*vs) // V [16, Ci, T]
+		winoInput(v, X[b0*g.ci*g.hw:], m, g.ci, g.h, g.w, vs)
+		dm := b.scratch(&b.gemmBuf, 16*ms) // dM [16, Co, T]
+		dy := DY[b0*g.co*g.hw:]
+		parallelFor(m*g.co, 1, func(lo, hi int) {
+			if C.wino_output_adjoint(fptr(dm), fptr(dy), C.int(lo), C.int(hi), C.int(g.co), C.int(g.h), C.int(g.w), C.long(t), C.long(ms)) != 0 {
+				panic("cpu: out of memory for Winograd's scratch")
+			}
+		})
+		var beta float32
+		if b0 > 0 {
+			beta = 1
+		}
+		for xi := range 16 {
+			// dU[ξ] [Co, Ci] (+)= dM[ξ] [Co, T] · V[ξ]ᵀ
+			b.sgemm(false, true, g.co, g.ci, t, 1, dm[xi*ms:], t, v[xi*vs:], t, beta, du[xi*us:], g.ci)
+		}
+	}
+	parallelFor(g.co, 4, func(lo, hi int) {
+		C.wino_filter_adjoint(fptr(DW), fptr(du), C.int(lo), C.int(hi), C.int(g.co), C.int(g.ci), C.long(us))
+	})
+	if DB != nil {
+		biasGrad(DB, DY, g.n, g.co, g.hw)
+	}
+}
+
+// biasGrad writes db [C], the sums of dy [N, C, HW] over images and
+// positions, accumulated in float64.
+func biasGrad(DB, DY []float32, n, c, hw int) {
+	parallelFor(c, 1, func(lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			var s float64
+			for i := range n {
+				for _, v := range DY[(i*c+ch)*hw:][:hw] {
+					s += float64(v)
+				}
+			}
+			DB[ch] = float32(s)
+		}
+	})
+}
