@@ -1,7 +1,8 @@
-// Package cpu is the Backend on the CPU: float32, NCHW, convolution and
-// Linear as im2col + SGEMM (a CBLAS found at run time, gonum otherwise),
-// goroutine-parallel loops for everything else. It is the reference that
-// the GPU backend is checked against.
+// Package cpu is the Backend on the CPU: float32, NCHW, 3x3 convolutions as
+// Winograd F(2x2, 3x3) and the others as im2col, each around SGEMM (a CBLAS
+// found at run time, gonum otherwise), Linear as SGEMM, goroutine-parallel
+// loops for everything else. It is the reference that the GPU backend is
+// checked against.
 package cpu
 
 import (
