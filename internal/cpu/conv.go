@@ -175,6 +175,10 @@ func (b *Backend) ConvBackwardData(dx, dy, w *tensor.Tensor, pad int) {
 	if len(DY) != g.n*g.co*g.ohw {
 		panic(fmt.Sprintf("cpu: convolution gradient %v for input %v, weights %v", dy.Shape, dx.Shape, w.Shape))
 	}
+	if b.winograd(g) {
+		b.dataGradWinograd(DX, DY, W, g)
+		return
+	}
 	// The transposed convolution's GEMM has Ci rows: with few input
 	// channels (the first layer's 3) col2im is faster.
 	if g.oh != g.h || g.ow != g.w || g.ci < 16 {

@@ -20,6 +20,7 @@ import "unsafe"
 //
 //	forward          Y  = out(U · V)           U = filter(w), V = input(x)
 //	backward-data    dX = the forward with the flipped, transposed weights
+//	                      (whose transform is U's, reordered and transposed)
 //	backward-filter  dw = filterᵀ(Σ outᵀ(dY) · Vᵀ)
 //
 // where each product is 16 GEMMs, one per element of the 4x4 tile. The
@@ -81,6 +82,31 @@ func (b *Backend) convWinograd(Y, X, W, B []float32, g convGeom) {
 	us := winoStride(g.co * g.ci)
 	u := b.scratch(&b.winoBuf, 16*us) // U [16, Co, Ci]
 	winoFilter(u, W, g.co, g.ci, us)
+	b.winoProducts(Y, X, u, us, B, g, false)
+}
+
+// dataGradWinograd computes dx [N, Ci, H, W] for geometry g (the forward
+// convolution's), which winograd accepts: the convolution of dy with the
+// weights flipped in space and transposed, whose transformed filters are
+// U's, transposed, at the tile element with rows and columns 0 and 3
+// swapped (G reverses as G·J = P·G with P that swap), so neither the
+// flipped weights nor their transform is made.
+func (b *Backend) dataGradWinograd(DX, DY, W []float32, g convGeom) {
+	us := winoStride(g.co * g.ci)
+	u := b.scratch(&b.winoBuf, 16*us) // U [16, Co, Ci]
+	winoFilter(u, W, g.co, g.ci, us)
+	t := g
+	t.ci, t.co = g.co, g.ci
+	b.winoProducts(DX, DY, u, us, nil, t, true)
+}
+
+// winoSwap is the tile element ξ = 4k+l with k and l each mapped 0↔3.
+var winoSwap = [16]int{15, 13, 14, 12, 7, 5, 6, 4, 11, 9, 10, 8, 3, 1, 2, 0}
+
+// winoProducts computes Y from X through the transformed filters u
+// (matrices us apart) for geometry g: U[ξ]·V[ξ], or with transposed
+// U[winoSwap[ξ]]ᵀ·V[ξ] (u then holds [16, g.ci, g.co]).
+func (b *Backend) winoProducts(Y, X, u []float32, us int, B []float32, g convGeom, transposed bool) {
 	var bias *C.float
 	if B != nil {
 		bias = fptr(B)
@@ -94,7 +120,11 @@ func (b *Backend) convWinograd(Y, X, W, B []float32, g convGeom) {
 		winoInput(v, X[b0*g.ci*g.hw:], m, g.ci, g.h, g.w, vs)
 		mm := b.scratch(&b.gemmBuf, 16*ms) // M [16, Co, T]
 		for xi := range 16 {
-			b.sgemm(false, false, g.co, t, g.ci, 1, u[xi*us:], g.ci, v[xi*vs:], t, 0, mm[xi*ms:], t)
+			if transposed {
+				b.sgemm(true, false, g.co, t, g.ci, 1, u[winoSwap[xi]*us:], g.co, v[xi*vs:], t, 0, mm[xi*ms:], t)
+			} else {
+				b.sgemm(false, false, g.co, t, g.ci, 1, u[xi*us:], g.ci, v[xi*vs:], t, 0, mm[xi*ms:], t)
+			}
 		}
 		y := Y[b0*g.co*g.hw:]
 		parallelFor(m*g.co, 1, func(lo, hi int) {
