@@ -19,50 +19,38 @@ func nchw(t *tensor.Tensor) (n, c, hw int) {
 }
 
 func (b *Backend) BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {
+	b.batchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps, false)
+}
+
+// batchNormTrain is BatchNormTrain, with ReLU in the same pass over y
+// where relu is set. The passes over the planes are bn.c's.
+func (b *Backend) batchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64, relu bool) {
 	n, c, hw := nchw(x)
 	X, Y, G, B, S := Data(x), Data(y), Data(gamma), Data(beta), optData(shift)
 	RM, RV, SM, SI := Data(runMean), Data(runVar), Data(saveMean), Data(saveInvStd)
+	st := b.stats(4 * c)
+	mean, ss, scale, shiftBy := st[:c], st[c:2*c], st[2*c:3*c], st[3*c:]
 	cnt := float64(n * hw)
 	parallelFor(c, 1, func(lo, hi int) {
+		bnStats(X, n, c, hw, lo, hi, mean, ss)
 		for ch := lo; ch < hi; ch++ {
-			// Two passes in float64: the mean first, then the centred sum
-			// of squares, which does not cancel as E[x²]-E[x]² would.
-			var s float64
-			for i := 0; i < n; i++ {
-				for _, v := range X[(i*c+ch)*hw:][:hw] {
-					s += float64(v)
-				}
-			}
-			mean := s / cnt
-			var ss float64
-			for i := 0; i < n; i++ {
-				for _, v := range X[(i*c+ch)*hw:][:hw] {
-					d := float64(v) - mean
-					ss += d * d
-				}
-			}
-			variance := ss / cnt
+			variance := ss[ch] / cnt
 			inv := 1 / math.Sqrt(variance+eps)
-			scale := float64(G[ch]) * inv
-			shift := float64(B[ch]) - mean*scale
-			for i := 0; i < n; i++ {
-				src := X[(i*c+ch)*hw:][:hw]
-				dst := Y[(i*c+ch)*hw:][:hw]
-				for p, v := range src {
-					dst[p] = float32(float64(v)*scale + shift)
-				}
-			}
-			SM[ch], SI[ch] = float32(mean), float32(inv)
+			scale[ch] = float64(G[ch]) * inv
+			shiftBy[ch] = float64(B[ch]) - mean[ch]*scale[ch]
+			SM[ch], SI[ch] = float32(mean[ch]), float32(inv)
 			unbiased := variance
 			if cnt > 1 {
-				unbiased = ss / (cnt - 1)
+				unbiased = ss[ch] / (cnt - 1)
 			}
+			m := mean[ch]
 			if S != nil {
-				mean += float64(S[ch])
+				m += float64(S[ch])
 			}
-			RM[ch] = float32((1-momentum)*float64(RM[ch]) + momentum*mean)
+			RM[ch] = float32((1-momentum)*float64(RM[ch]) + momentum*m)
 			RV[ch] = float32((1-momentum)*float64(RV[ch]) + momentum*unbiased)
 		}
+		bnApply(Y, X, n, c, hw, lo, hi, scale, shiftBy, relu)
 	})
 }
 
@@ -84,41 +72,37 @@ func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tens
 }
 
 func (b *Backend) BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
+	b.batchNormBackward(dx, dgamma, dbeta, dy, nil, x, gamma, saveMean, saveInvStd)
+}
+
+// batchNormBackward is BatchNormBackward of dy masked by the ReLU output y
+// where y is not nil: ReLU's backward in the same passes, dy left as it is.
+func (b *Backend) batchNormBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd *tensor.Tensor) {
 	n, c, hw := nchw(x)
-	X, DY, DX, G := Data(x), Data(dy), Data(dx), Data(gamma)
+	X, DY, DX, G, Y := Data(x), Data(dy), Data(dx), Data(gamma), optData(y)
 	DG, DB, SM, SI := Data(dgamma), Data(dbeta), Data(saveMean), Data(saveInvStd)
+	st := b.stats(7 * c)
+	mean, inv, sdy, sdyx, k, mdy, mdyx := st[:c], st[c:2*c], st[2*c:3*c], st[3*c:4*c], st[4*c:5*c], st[5*c:6*c], st[6*c:]
 	cnt := float64(n * hw)
 	parallelFor(c, 1, func(lo, hi int) {
 		for ch := lo; ch < hi; ch++ {
-			mean, inv := float64(SM[ch]), float64(SI[ch])
-			var sdy, sdyx float64 // Σdy, Σdy·xhat
-			for i := 0; i < n; i++ {
-				xs := X[(i*c+ch)*hw:][:hw]
-				for p, g := range DY[(i*c+ch)*hw:][:hw] {
-					sdy += float64(g)
-					sdyx += float64(g) * (float64(xs[p]) - mean) * inv
-				}
-			}
-			DG[ch], DB[ch] = float32(sdyx), float32(sdy)
-			// dx = γ·inv·(dy − Σdy/M − xhat·Σ(dy·xhat)/M)
-			k := float64(G[ch]) * inv
-			mdy, mdyx := sdy/cnt, sdyx/cnt
-			for i := 0; i < n; i++ {
-				xs := X[(i*c+ch)*hw:][:hw]
-				dst := DX[(i*c+ch)*hw:][:hw]
-				for p, g := range DY[(i*c+ch)*hw:][:hw] {
-					xhat := (float64(xs[p]) - mean) * inv
-					dst[p] = float32(k * (float64(g) - mdy - xhat*mdyx))
-				}
-			}
+			mean[ch], inv[ch] = float64(SM[ch]), float64(SI[ch])
 		}
+		bnGradSums(DY, X, Y, n, c, hw, lo, hi, mean, sdy, sdyx)
+		for ch := lo; ch < hi; ch++ {
+			sdyx[ch] *= inv[ch] // Σdy·xhat
+			DG[ch], DB[ch] = float32(sdyx[ch]), float32(sdy[ch])
+			// dx = γ·inv·(dy − Σdy/M − xhat·Σ(dy·xhat)/M)
+			k[ch] = float64(G[ch]) * inv[ch]
+			mdy[ch], mdyx[ch] = sdy[ch]/cnt, sdyx[ch]/cnt
+		}
+		bnGradApply(DX, DY, X, Y, n, c, hw, lo, hi, mean, inv, k, mdy, mdyx)
 	})
 }
 
-// BatchNormReLUTrain is BatchNormTrain, then ReLU in place.
+// BatchNormReLUTrain is BatchNormTrain, then ReLU, in one pass over y.
 func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {
-	b.BatchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps)
-	b.ReLUForward(y, y)
+	b.batchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps, true)
 }
 
 // BatchNormReLUInfer is BatchNormInfer, then ReLU in place.
@@ -146,11 +130,10 @@ func (b *Backend) BatchNormReLUApply(y, x, gamma, beta, saveMean, saveInvStd *te
 	})
 }
 
-// BatchNormReLUBackward is ReLU's backward in place on dy, then
-// BatchNormBackward.
+// BatchNormReLUBackward is ReLU's backward, then BatchNormBackward, in
+// the same passes (dy is left as it is).
 func (b *Backend) BatchNormReLUBackward(dx, dgamma, dbeta, dy, y, x, gamma, _, saveMean, saveInvStd *tensor.Tensor) {
-	b.ReLUBackward(dy, dy, y)
-	b.BatchNormBackward(dx, dgamma, dbeta, dy, x, gamma, saveMean, saveInvStd)
+	b.batchNormBackward(dx, dgamma, dbeta, dy, y, x, gamma, saveMean, saveInvStd)
 }
 
 func (b *Backend) MaxPoolForward(y, x *tensor.Tensor, k, s int) {

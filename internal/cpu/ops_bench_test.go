@@ -45,3 +45,28 @@ func BenchmarkMaxPool(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkBatchNormReLU times batch norm + ReLU's training forward and
+// backward at VGG16's largest activation (32x32, batch 64, 64 channels).
+func BenchmarkBatchNormReLU(b *testing.B) {
+	be := cpu.New()
+	shape := []int{64, 64, 32, 32}
+	x, y, dy, dx := be.New(shape...), be.New(shape...), be.New(shape...), be.New(shape...)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for i := range cpu.Data(x) {
+		cpu.Data(x)[i] = float32(rng.NormFloat64())
+		cpu.Data(dy)[i] = float32(rng.NormFloat64())
+	}
+	gamma, beta, rm, rv, sm, si, dg, db := be.New(64), be.New(64), be.New(64), be.New(64), be.New(64), be.New(64), be.New(64), be.New(64)
+	be.Fill(gamma, 1)
+	b.Run("train", func(b *testing.B) {
+		for range b.N {
+			be.BatchNormReLUTrain(y, x, gamma, beta, rm, rv, sm, si, nil, 0.1, 1e-5)
+		}
+	})
+	b.Run("backward", func(b *testing.B) {
+		for range b.N {
+			be.BatchNormReLUBackward(dx, dg, db, dy, y, x, gamma, beta, sm, si)
+		}
+	})
+}

@@ -18,6 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Each operation rounds on its own, as Go's do, in every version that
+// target_clones builds: no fused multiply-adds.
+#pragma GCC optimize("fp-contract=off")
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define VGG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
