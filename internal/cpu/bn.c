@@ -9,15 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-// Each operation rounds on its own, as Go's do, in every version that
-// target_clones builds: no fused multiply-adds.
-#pragma GCC optimize("fp-contract=off")
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VGG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VGG_CLONES
-#endif
+#include "clones.h"
 
 #define LANES 8
 

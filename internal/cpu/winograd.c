@@ -18,15 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Each operation rounds on its own, as Go's do, in every version that
-// target_clones builds: no fused multiply-adds.
-#pragma GCC optimize("fp-contract=off")
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VGG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VGG_CLONES
-#endif
+#include "clones.h"
 
 // The 16 matrices of V and M lie xs floats apart, where Go pads xs past a
 // multiple of the page size: 16 streams a multiple of 4 KiB apart would

@@ -103,6 +103,18 @@ func (b *Backend) dataGradWinograd(DX, DY, W []float32, g convGeom) {
 // winoSwap is the tile element ξ = 4k+l with k and l each mapped 0↔3.
 var winoSwap = [16]int{15, 13, 14, 12, 7, 5, 6, 4, 11, 9, 10, 8, 3, 1, 2, 0}
 
+// winoChunkInput transforms the chunk of at most nb images of X from image
+// b0 into V [16, Ci, T] (matrices vs apart, in colBuf): m images, T tiles,
+// and the stride ms of the M [16, Co, T] that goes with it.
+func (b *Backend) winoChunkInput(X []float32, b0, nb int, g convGeom) (m, t int, v []float32, vs, ms int) {
+	m = min(nb, g.n-b0)
+	t = m * g.hw / 4
+	vs, ms = winoStride(g.ci*t), winoStride(g.co*t)
+	v = b.scratch(&b.colBuf, 16*vs)
+	winoInput(v, X[b0*g.ci*g.hw:], m, g.ci, g.h, g.w, vs)
+	return m, t, v, vs, ms
+}
+
 // winoProducts computes Y from X through the transformed filters u
 // (matrices us apart) for geometry g: U[ξ]·V[ξ], or with transposed
 // U[winoSwap[ξ]]ᵀ·V[ξ] (u then holds [16, g.ci, g.co]).
@@ -113,11 +125,7 @@ func (b *Backend) winoProducts(Y, X, u []float32, us int, B []float32, g convGeo
 	}
 	nb := g.winoChunk()
 	for b0 := 0; b0 < g.n; b0 += nb {
-		m := min(nb, g.n-b0)
-		t := m * g.hw / 4
-		vs, ms := winoStride(g.ci*t), winoStride(g.co*t)
-		v := b.scratch(&b.colBuf, 16*vs) // V [16, Ci, T]
-		winoInput(v, X[b0*g.ci*g.hw:], m, g.ci, g.h, g.w, vs)
+		m, t, v, vs, ms := b.winoChunkInput(X, b0, nb, g)
 		mm := b.scratch(&b.gemmBuf, 16*ms) // M [16, Co, T]
 		for xi := range 16 {
 			if transposed {
@@ -140,11 +148,7 @@ func (b *Backend) filterGradWinograd(DW, DB, X, DY []float32, g convGeom) {
 	du := b.scratch(&b.winoBuf, 16*us) // dU [16, Co, Ci]
 	nb := g.winoChunk()
 	for b0 := 0; b0 < g.n; b0 += nb {
-		m := min(nb, g.n-b0)
-		t := m * g.hw / 4
-		vs, ms := winoStride(g.ci*t), winoStride(g.co*t)
-		v := b.scratch(&b.colBuf, 16*vs) // V [16, Ci, T]
-		winoInput(v, X[b0*g.ci*g.hw:], m, g.ci, g.h, g.w, vs)
+		m, t, v, vs, ms := b.winoChunkInput(X, b0, nb, g)
 		dm := b.scratch(&b.gemmBuf, 16*ms) // dM [16, Co, T]
 		dy := DY[b0*g.co*g.hw:]
 		parallelFor(m*g.co, 1, func(lo, hi int) {

@@ -1,0 +1,13 @@
+// What the CPU backend's C files (winograd.c, bn.c) share.
+
+// Each operation rounds on its own, as Go's do, in every version that
+// target_clones builds: no fused multiply-adds.
+#pragma GCC optimize("fp-contract=off")
+
+// VGG_CLONES builds a function for AVX-512, AVX2 and plain x86-64, and the
+// loader picks the one the CPU runs (GCC on x86-64; elsewhere one version).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VGG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VGG_CLONES
+#endif
