@@ -36,7 +36,7 @@ const WinogradEnv = "VGG16_WINOGRAD"
 // side (with fewer, im2col's GEMM is as short and the transforms cost more
 // than they save).
 func (b *Backend) winograd(g convGeom) bool {
-	return !b.noWinograd && g.k == 3 && g.pad == 1 && g.h%2 == 0 && g.w%2 == 0 && g.ci >= 16 && g.co >= 16
+	return !b.noWinograd && g.k == 3 && g.pad == 1 && g.h >= 2 && g.w >= 2 && g.h%2 == 0 && g.w%2 == 0 && g.ci >= 16 && g.co >= 16
 }
 
 // winoChunk is the number of images transformed at once: the larger of the
