@@ -49,12 +49,17 @@ func NewGonum() *Backend {
 	return &Backend{forceGonum: true, noWinograd: os.Getenv(WinogradEnv) == "0"}
 }
 
-// Name says which SGEMM the backend uses and on how many threads.
+// Name says which SGEMM the backend uses, on how many threads, and how
+// it runs 3x3 convolutions.
 func (b *Backend) Name() string {
-	if b.forceGonum {
-		return fmt.Sprintf("cpu, %d threads, SGEMM: gonum (forced)", runtime.GOMAXPROCS(0))
+	conv := "Winograd F(2x2, 3x3), " + simd()
+	if b.noWinograd {
+		conv = "im2col (" + WinogradEnv + "=0)"
 	}
-	return fmt.Sprintf("cpu, %d threads, %s", runtime.GOMAXPROCS(0), BLAS())
+	if b.forceGonum {
+		return fmt.Sprintf("cpu, %d threads, SGEMM: gonum (forced), 3x3 convolutions: %s", runtime.GOMAXPROCS(0), conv)
+	}
+	return fmt.Sprintf("cpu, %d threads, %s, 3x3 convolutions: %s", runtime.GOMAXPROCS(0), BLAS(), conv)
 }
 
 func (b *Backend) New(shape ...int) *tensor.Tensor {

@@ -20,6 +20,19 @@
 
 #include "clones.h"
 
+// vgg_simd names the version of the VGG_CLONES functions the loader
+// picks on this CPU.
+const char *vgg_simd(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f")) return "AVX-512";
+	if (__builtin_cpu_supports("avx2")) return "AVX2";
+	return "SSE2";
+#else
+	return "the compiler's default";
+#endif
+}
+
 // The 16 matrices of V and M lie xs floats apart, where Go pads xs past a
 // multiple of the page size: 16 streams a multiple of 4 KiB apart would
 // fall into one cache set. Each function writes its 16 streams one after

@@ -7,6 +7,7 @@ void wino_output(float *y, const float *mm, const float *bias, int lo, int hi, i
 int wino_output_adjoint(float *dm, const float *dy, int lo, int hi, int c, int h, int w, long t, long xs);
 void wino_filter(float *u, const float *w, int lo, int hi, int co, int ci, long xs);
 void wino_filter_adjoint(float *dw, const float *du, int lo, int hi, int co, int ci, long xs);
+const char *vgg_simd(void);
 */
 import "C"
 
@@ -50,6 +51,10 @@ func (g convGeom) winoChunk() int {
 // and the GEMMs (measured on the 2-core build machines: a VGG16 training
 // step at 32x32 took ~10% longer with im2col's 32 MiB bound).
 var winoLimit = 2 << 20
+
+// simd names the vector instructions the C loops run with ("AVX-512",
+// "AVX2" or "SSE2"), as target_clones picked them for this CPU.
+func simd() string { return C.GoString(C.vgg_simd()) }
 
 func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
 
