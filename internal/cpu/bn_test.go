@@ -8,10 +8,10 @@ import (
 	"github.com/vgg16/vgg16/internal/cpu"
 )
 
-// TestBatchNormReLUFused checks that batch norm + ReLU in one pass (train)
-// and in the same passes (backward) give the bits of BatchNormTrain then
-// ReLUForward, and ReLUBackward then BatchNormBackward, on planes whose
-// lengths leave remainders for the eight-lane sums.
+// TestBatchNormReLUFused checks that batch norm + ReLU in one pass (train,
+// inference) and in the same passes (backward) give the bits of the batch
+// norm then ReLUForward, and ReLUBackward then BatchNormBackward, on
+// planes whose lengths leave remainders for the eight-lane sums.
 func TestBatchNormReLUFused(t *testing.T) {
 	be := cpu.New()
 	for _, shape := range [][]int{{3, 5, 3, 3}, {2, 4, 8, 8}, {7, 3}, {2, 3, 5, 7}} {
@@ -49,6 +49,16 @@ func TestBatchNormReLUFused(t *testing.T) {
 			if !slices.Equal(pair[0], pair[1]) {
 				t.Errorf("%v %s: fused %v, separate %v", shape, name, pair[0], pair[1])
 			}
+		}
+		// Inference: one pass, the bits of BatchNormInfer then ReLUForward.
+		rm, rv := weights(be, rng, c), be.New(c)
+		be.Fill(rv, 0.5)
+		fusedY, sepY := be.New(shape...), be.New(shape...)
+		be.BatchNormReLUInfer(fusedY, x, gamma, beta, rm, rv, 1e-5)
+		be.BatchNormInfer(sepY, x, gamma, beta, rm, rv, 1e-5)
+		be.ReLUForward(sepY, sepY)
+		if !slices.Equal(cpu.Data(fusedY), cpu.Data(sepY)) {
+			t.Errorf("%v inference: fused %v, separate %v", shape, cpu.Data(fusedY), cpu.Data(sepY))
 		}
 		if !slices.ContainsFunc(got.y, func(v float32) bool { return v == 0 }) || !slices.ContainsFunc(got.y, func(v float32) bool { return v > 0 }) {
 			t.Errorf("%v: the ReLU should both pass and stop some values: %v", shape, got.y)

@@ -55,6 +55,12 @@ func (b *Backend) batchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 }
 
 func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
+	batchNormInfer(y, x, gamma, beta, runMean, runVar, eps, false)
+}
+
+// batchNormInfer is BatchNormInfer, with ReLU in the same pass where relu
+// is set.
+func batchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64, relu bool) {
 	n, c, hw := nchw(x)
 	X, Y, G, B, RM, RV := Data(x), Data(y), Data(gamma), Data(beta), Data(runMean), Data(runVar)
 	parallelFor(n*c, 1, func(lo, hi int) {
@@ -64,6 +70,12 @@ func (b *Backend) BatchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tens
 			shift := float64(B[ch]) - float64(RM[ch])*scale
 			s32, h32 := float32(scale), float32(shift)
 			dst := Y[j*hw:][:hw]
+			if relu {
+				for p, v := range X[j*hw:][:hw] {
+					dst[p] = max(v*s32+h32, 0)
+				}
+				continue
+			}
 			for p, v := range X[j*hw:][:hw] {
 				dst[p] = v*s32 + h32
 			}
@@ -105,10 +117,9 @@ func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMea
 	b.batchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift, momentum, eps, true)
 }
 
-// BatchNormReLUInfer is BatchNormInfer, then ReLU in place.
+// BatchNormReLUInfer is BatchNormInfer, then ReLU, in one pass over y.
 func (b *Backend) BatchNormReLUInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float64) {
-	b.BatchNormInfer(y, x, gamma, beta, runMean, runVar, eps)
-	b.ReLUForward(y, y)
+	batchNormInfer(y, x, gamma, beta, runMean, runVar, eps, true)
 }
 
 // BatchNormReLUApply is BatchNormTrain's normalisation from the saved
