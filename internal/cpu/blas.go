@@ -15,6 +15,10 @@ typedef char *(*config_fn)(void);
 static sgemm_fn vgg_sgemm;
 static config_fn vgg_config;
 static config_fn vgg_core;
+typedef void (*set_threads_fn)(int);
+typedef int (*get_threads_fn)(void);
+static set_threads_fn vgg_set_threads_fn;
+static get_threads_fn vgg_get_threads_fn;
 
 static const char *vgg_open_blas(const char *name) {
 	void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
@@ -24,8 +28,21 @@ static const char *vgg_open_blas(const char *name) {
 	vgg_sgemm = (sgemm_fn)f;
 	vgg_config = (config_fn)dlsym(h, "openblas_get_config");
 	vgg_core = (config_fn)dlsym(h, "openblas_get_corename");
+	vgg_set_threads_fn = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
+	vgg_get_threads_fn = (get_threads_fn)dlsym(h, "openblas_get_num_threads");
 	return 0;
 }
+
+// vgg_blas_threads sets OpenBLAS's thread count to n and returns the one
+// before, or returns 0 where the library cannot say.
+static int vgg_blas_threads(int n) {
+	if (!vgg_set_threads_fn || !vgg_get_threads_fn) return 0;
+	int old = vgg_get_threads_fn();
+	vgg_set_threads_fn(n);
+	return old;
+}
+
+static int vgg_blas_thread_count(void) { return vgg_get_threads_fn ? vgg_get_threads_fn() : 0; }
 
 static const char *vgg_blas_config(void) { return vgg_config ? vgg_config() : ""; }
 static const char *vgg_blas_core(void) { return vgg_core ? vgg_core() : ""; }
@@ -42,6 +59,7 @@ import "C"
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -167,6 +185,46 @@ func (b *Backend) sgemm(transA, transB bool, m, n, k int, alpha float32, a []flo
 		tB = blas.Trans
 	}
 	gonum.Implementation{}.Sgemm(tA, tB, m, n, k, alpha, a, lda, bm, ldb, beta, c, ldc)
+}
+
+var blasThreadsMu sync.Mutex
+
+// blasThreadCount is OpenBLAS's thread count, 0 for another library.
+func blasThreadCount() int {
+	if !blasCgo {
+		return 0
+	}
+	return int(C.vgg_blas_thread_count())
+}
+
+// sgemms runs body(i) for i in [0, n), each making SGEMM calls that touch
+// memory of their own: with OpenBLAS, as many at a time as there are cores,
+// each call on one thread (many small GEMMs run faster side by side than
+// each split between threads); otherwise one after another.
+func (b *Backend) sgemms(n int, body func(i int)) {
+	if !blasCgo || b.forceGonum || runtime.GOMAXPROCS(0) < 2 {
+		for i := range n {
+			body(i)
+		}
+		return
+	}
+	// The thread count is the library's, for the whole process: one
+	// backend at a time changes and restores it.
+	blasThreadsMu.Lock()
+	defer blasThreadsMu.Unlock()
+	old := C.vgg_blas_threads(1)
+	if old == 0 {
+		for i := range n {
+			body(i)
+		}
+		return
+	}
+	defer C.vgg_blas_threads(old)
+	parallelFor(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			body(i)
+		}
+	})
 }
 
 // cgemm calls cblas_sgemm on one block.

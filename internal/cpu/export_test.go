@@ -15,3 +15,6 @@ func SetColLimit(n int) (restore func()) {
 	colLimit, winoLimit = n, n
 	return func() { colLimit, winoLimit = oldCol, oldWino }
 }
+
+// BLASThreadCount is OpenBLAS's thread count (0 for another library).
+func BLASThreadCount() int { return blasThreadCount() }

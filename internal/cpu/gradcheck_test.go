@@ -341,6 +341,14 @@ func TestConvMatchesDirect(t *testing.T) {
 }
 
 func testConvMatchesDirect(t *testing.T, be *cpu.Backend) {
+	// Winograd's GEMMs run side by side on one OpenBLAS thread each; the
+	// library's thread count is restored after them.
+	threads := cpu.BLASThreadCount()
+	defer func() {
+		if n := cpu.BLASThreadCount(); n != threads {
+			t.Errorf("OpenBLAS runs on %d threads after the convolutions, %d before", n, threads)
+		}
+	}()
 	for _, c := range []struct{ n, ci, co, h, w, k, pad int }{
 		{2, 3, 4, 1, 1, 3, 1}, {1, 17, 3, 1, 3, 3, 1}, {2, 16, 5, 2, 2, 3, 1}, {1, 20, 4, 5, 6, 3, 1},
 		{2, 4, 3, 4, 4, 1, 0}, {1, 18, 2, 3, 2, 1, 0}, {1, 3, 2, 6, 5, 3, 0}, {1, 2, 2, 5, 5, 5, 2},

@@ -132,13 +132,13 @@ func (b *Backend) winoProducts(Y, X, u []float32, us int, B []float32, g convGeo
 	for b0 := 0; b0 < g.n; b0 += nb {
 		m, t, v, vs, ms := b.winoChunkInput(X, b0, nb, g)
 		mm := b.scratch(&b.gemmBuf, 16*ms) // M [16, Co, T]
-		for xi := range 16 {
+		b.sgemms(16, func(xi int) {
 			if transposed {
 				b.sgemm(true, false, g.co, t, g.ci, 1, u[winoSwap[xi]*us:], g.co, v[xi*vs:], t, 0, mm[xi*ms:], t)
 			} else {
 				b.sgemm(false, false, g.co, t, g.ci, 1, u[xi*us:], g.ci, v[xi*vs:], t, 0, mm[xi*ms:], t)
 			}
-		}
+		})
 		y := Y[b0*g.co*g.hw:]
 		parallelFor(m*g.co, 1, func(lo, hi int) {
 			C.wino_output(fptr(y), fptr(mm), bias, C.int(lo), C.int(hi), C.int(g.co), C.int(g.h), C.int(g.w), C.long(t), C.long(ms))
@@ -165,10 +165,10 @@ func (b *Backend) filterGradWinograd(DW, DB, X, DY []float32, g convGeom) {
 		if b0 > 0 {
 			beta = 1
 		}
-		for xi := range 16 {
+		b.sgemms(16, func(xi int) {
 			// dU[ξ] [Co, Ci] (+)= dM[ξ] [Co, T] · V[ξ]ᵀ
 			b.sgemm(false, true, g.co, g.ci, t, 1, dm[xi*ms:], t, v[xi*vs:], t, beta, du[xi*us:], g.ci)
-		}
+		})
 	}
 	parallelFor(g.co, 4, func(lo, hi int) {
 		C.wino_filter_adjoint(fptr(DW), fptr(du), C.int(lo), C.int(hi), C.int(g.co), C.int(g.ci), C.long(us))
