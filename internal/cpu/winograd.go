@@ -41,7 +41,7 @@ func (b *Backend) winograd(g convGeom) bool {
 }
 
 // winoChunk is the number of images transformed at once: the larger of the
-// transformed input and output, 4·C·H·W floats an image, within colLimit.
+// transformed input and output, 4·C·H·W floats an image, within winoLimit.
 func (g convGeom) winoChunk() int {
 	return max(1, min(g.n, winoLimit/max(1, 4*max(g.ci, g.co)*g.hw)))
 }
