@@ -352,8 +352,10 @@ func testConvMatchesDirect(t *testing.T, be *cpu.Backend) {
 	for _, c := range []struct{ n, ci, co, h, w, k, pad int }{
 		{2, 3, 4, 1, 1, 3, 1}, {1, 17, 3, 1, 3, 3, 1}, {2, 16, 5, 2, 2, 3, 1}, {1, 20, 4, 5, 6, 3, 1},
 		{2, 4, 3, 4, 4, 1, 0}, {1, 18, 2, 3, 2, 1, 0}, {1, 3, 2, 6, 5, 3, 0}, {1, 2, 2, 5, 5, 5, 2},
-		// Winograd's: one 2x2 tile, a row of tiles, several chunks of images.
+		// Winograd's: one 2x2 tile, a row of tiles, several chunks of images,
+		// and rows of more than 8 tiles (the transforms' row-at-a-time loops).
 		{2, 16, 16, 2, 2, 3, 1}, {3, 17, 20, 2, 8, 3, 1}, {5, 24, 16, 6, 4, 3, 1}, {3, 16, 32, 8, 8, 3, 1},
+		{2, 16, 16, 4, 20, 3, 1},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(c.h), uint64(c.ci)))
 		oh, ow := c.h+2*c.pad-c.k+1, c.w+2*c.pad-c.k+1
