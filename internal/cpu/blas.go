@@ -202,29 +202,24 @@ func blasThreadCount() int {
 // each call on one thread (many small GEMMs run faster side by side than
 // each split between threads); otherwise one after another.
 func (b *Backend) sgemms(n int, body func(i int)) {
-	if !blasCgo || b.forceGonum || runtime.GOMAXPROCS(0) < 2 {
-		for i := range n {
-			body(i)
+	if blasCgo && !b.forceGonum && runtime.GOMAXPROCS(0) > 1 {
+		// The thread count is the library's, for the whole process: one
+		// backend at a time changes and restores it.
+		blasThreadsMu.Lock()
+		defer blasThreadsMu.Unlock()
+		if old := C.vgg_blas_threads(1); old != 0 {
+			defer C.vgg_blas_threads(old)
+			parallelFor(n, 1, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					body(i)
+				}
+			})
+			return
 		}
-		return
 	}
-	// The thread count is the library's, for the whole process: one
-	// backend at a time changes and restores it.
-	blasThreadsMu.Lock()
-	defer blasThreadsMu.Unlock()
-	old := C.vgg_blas_threads(1)
-	if old == 0 {
-		for i := range n {
-			body(i)
-		}
-		return
+	for i := range n {
+		body(i)
 	}
-	defer C.vgg_blas_threads(old)
-	parallelFor(n, 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			body(i)
-		}
-	})
 }
 
 // cgemm calls cblas_sgemm on one block.

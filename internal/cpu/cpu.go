@@ -56,10 +56,11 @@ func (b *Backend) Name() string {
 	if b.noWinograd {
 		conv = "im2col (" + WinogradEnv + "=0)"
 	}
-	if b.forceGonum {
-		return fmt.Sprintf("cpu, %d threads, SGEMM: gonum (forced), 3x3 convolutions: %s", runtime.GOMAXPROCS(0), conv)
+	sgemm := "SGEMM: gonum (forced)"
+	if !b.forceGonum {
+		sgemm = BLAS()
 	}
-	return fmt.Sprintf("cpu, %d threads, %s, 3x3 convolutions: %s", runtime.GOMAXPROCS(0), BLAS(), conv)
+	return fmt.Sprintf("cpu, %d threads, %s, 3x3 convolutions: %s", runtime.GOMAXPROCS(0), sgemm, conv)
 }
 
 func (b *Backend) New(shape ...int) *tensor.Tensor {

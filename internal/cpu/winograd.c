@@ -161,29 +161,32 @@ VGG_CLONES void wino_output(float *y, const float *mm, const float *bias, int lo
 // Returns nonzero where it could not allocate its scratch.
 VGG_CLONES int wino_output_adjoint(float *dm, const float *dy, int lo, int hi, int c, int h, int w, long t, long xs) {
 	int th = h / 2, tw = w / 2;
-	float *buf = malloc((size_t)tw * 8 * sizeof(float));
-	if (!buf) return 1;
-	float *e0 = buf, *o0 = e0 + tw, *e1 = o0 + tw, *o1 = e1 + tw, *se = o1 + tw, *so = se + tw;
-	for (int p = lo; p < hi && tw <= SMALL_TILES; p++) { // small planes: a tile at a time
-		int img = p / c, ch = p % c;
-		const float *src = dy + (long)p * h * w;
-		float *out = dm + (long)ch * t + (long)img * th * tw;
-		for (int ty = 0; ty < th; ty++) {
-			const float *g0 = src + (long)(2 * ty) * w, *g1 = g0 + w;
-			float *o = out + (long)ty * tw;
-			for (int tx = 0; tx < tw; tx++) {
-				float p00 = g0[2 * tx], p01 = g0[2 * tx + 1], p10 = g1[2 * tx], p11 = g1[2 * tx + 1];
-				float s[4][2] = {{p00, p01}, {p00 + p10, p01 + p11}, {p00 - p10, p01 - p11}, {-p10, -p11}};
-				for (int k = 0; k < 4; k++) {
-					o[(4 * k + 0) * xs + tx] = s[k][0];
-					o[(4 * k + 1) * xs + tx] = s[k][0] + s[k][1];
-					o[(4 * k + 2) * xs + tx] = s[k][0] - s[k][1];
-					o[(4 * k + 3) * xs + tx] = -s[k][1];
+	if (tw <= SMALL_TILES) { // small planes: a tile at a time
+		for (int p = lo; p < hi; p++) {
+			int img = p / c, ch = p % c;
+			const float *src = dy + (long)p * h * w;
+			float *out = dm + (long)ch * t + (long)img * th * tw;
+			for (int ty = 0; ty < th; ty++) {
+				const float *g0 = src + (long)(2 * ty) * w, *g1 = g0 + w;
+				float *o = out + (long)ty * tw;
+				for (int tx = 0; tx < tw; tx++) {
+					float p00 = g0[2 * tx], p01 = g0[2 * tx + 1], p10 = g1[2 * tx], p11 = g1[2 * tx + 1];
+					float s[4][2] = {{p00, p01}, {p00 + p10, p01 + p11}, {p00 - p10, p01 - p11}, {-p10, -p11}};
+					for (int k = 0; k < 4; k++) {
+						o[(4 * k + 0) * xs + tx] = s[k][0];
+						o[(4 * k + 1) * xs + tx] = s[k][0] + s[k][1];
+						o[(4 * k + 2) * xs + tx] = s[k][0] - s[k][1];
+						o[(4 * k + 3) * xs + tx] = -s[k][1];
+					}
 				}
 			}
 		}
+		return 0;
 	}
-	for (int p = lo; p < hi && tw > SMALL_TILES; p++) {
+	float *buf = malloc((size_t)tw * 6 * sizeof(float));
+	if (!buf) return 1;
+	float *e0 = buf, *o0 = e0 + tw, *e1 = o0 + tw, *o1 = e1 + tw, *se = o1 + tw, *so = se + tw;
+	for (int p = lo; p < hi; p++) {
 		int img = p / c, ch = p % c;
 		const float *src = dy + (long)p * h * w;
 		float *out = dm + (long)ch * t + (long)img * th * tw;
