@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     ?= ./vgg16
 
-.PHONY: build test run bench fuzz race vet kernels-check gpu-build clean
+.PHONY: build test run bench fuzz race vet portable kernels-check gpu-build clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vgg16
@@ -23,12 +23,32 @@ vet:
 test: vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) --no-print-directory race
+	$(MAKE) --no-print-directory portable
 	$(MAKE) --no-print-directory fuzz
 
 # The concurrent parts (loader, training loop, signals, CLI) under the race
 # detector.
 race:
 	$(GO) test -race -count=1 ./cmd/vgg16 ./internal/train ./internal/cifar ./internal/cpu ./internal/device ./internal/pickle
+
+# Other platforms and builds. The pure-Go build (CGO_ENABLED=0: what
+# `go install` makes where there is no C compiler) runs every test; macOS,
+# Windows and Linux on arm64 are type-checked, tests included. Where the
+# tools are installed (.ci/run installs them), the CPU backend's C is
+# tested as clang compiles it (macOS's compiler) and on arm64 under qemu.
+ARM64_SYSROOT ?= /usr/aarch64-linux-gnu
+portable:
+	CGO_ENABLED=0 $(GO) test -count=1 ./...
+	for t in darwin/arm64 windows/amd64 linux/arm64; do \
+		GOOS=$${t%/*} GOARCH=$${t#*/} CGO_ENABLED=0 $(GO) vet ./... || exit 1; done
+	@if command -v clang >/dev/null; then \
+		echo "CC=clang go test ./internal/cpu"; CC=clang $(GO) test -count=1 ./internal/cpu || exit 1; \
+	else echo "portable: clang not installed: the CPU backend's C is not tested as clang builds it"; fi
+	@if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then \
+		echo "GOARCH=arm64 go test ./internal/cpu (qemu)"; \
+		CC=aarch64-linux-gnu-gcc GOARCH=arm64 CGO_ENABLED=1 $(GO) test -count=1 \
+			-exec "qemu-aarch64 -L $(ARM64_SYSROOT)" ./internal/cpu || exit 1; \
+	else echo "portable: aarch64-linux-gnu-gcc or qemu-aarch64 missing: the CPU backend is not tested on arm64"; fi
 
 # Execution counts, not durations: with a duration, Go 1.26's fuzz
 # coordinator can fail a clean run with "context deadline exceeded" when the

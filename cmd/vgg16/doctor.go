@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vgg16/vgg16/internal/cpu"
-	"github.com/vgg16/vgg16/internal/cuda"
+	"github.com/vgg16/vgg16/internal/device"
 )
 
 func doctorCmd() *cobra.Command {
@@ -20,9 +20,9 @@ loaded from), and the CPU's SGEMM library. It says why --device auto would fall 
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
-			r := cuda.Probe()
-			fmt.Fprint(w, r.String())
-			if ok, why := r.Usable(); ok {
+			report, ok, why := device.GPUReport()
+			fmt.Fprint(w, report)
+			if ok {
 				fmt.Fprintln(w, "GPU: usable (--device auto picks it)")
 			} else {
 				fmt.Fprintf(w, "GPU: not usable: %s\n", why)

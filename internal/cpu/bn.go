@@ -1,51 +1,145 @@
 package cpu
 
-/*
-void bn_stats(const float *x, int n, int c, int hw, int lo, int hi, double *mean, double *ss);
-void bn_apply(float *y, const float *x, int n, int c, int hw, int lo, int hi, const double *scale, const double *shift, int relu);
-void bn_grad_sums(const float *dy, const float *x, const float *y, int n, int c, int hw, int lo, int hi, const double *mean, double *sdy, double *sdyx);
-void bn_grad_apply(float *dx, const float *dy, const float *x, const float *y, int n, int c, int hw, int lo, int hi, const double *mean, const double *inv, const double *k, const double *mdy, const double *mdyx);
-*/
-import "C"
+// Batch norm's passes over channels [lo, hi) of NCHW tensors [n, c, hw],
+// with per-channel float64 factors: in C (bn.c, vectorised by the
+// compiler) where cgo is on, and these Go functions otherwise. Both sum in
+// eight lanes added in a fixed order and compute the same expressions in
+// the same order, so they give the same bits (TestBatchNormGoMatchesC);
+// the explicit float64 conversions keep Go from fusing a multiply into an
+// add, as fp-contract=off does for the C.
 
-import "unsafe"
+const bnLanes = 8
 
-// Go's side of bn.c: batch norm's passes over channels [lo, hi) of NCHW
-// tensors [n, c, hw], with per-channel float64 factors.
+func fold(acc *[bnLanes]float64) float64 {
+	return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
 
-func dptr(s []float64) *C.double { return (*C.double)(unsafe.Pointer(unsafe.SliceData(s))) }
+// plane is channel ch of image i in an NCHW tensor [n, c, hw].
+func plane(t []float32, i, c, ch, hw int) []float32 { return t[(i*c+ch)*hw:][:hw] }
 
-// optPtr is fptr, or NULL for an empty slice (an absent ReLU output).
-func optPtr(s []float32) *C.float {
-	if len(s) == 0 {
-		return nil
+// bnStatsGo writes mean[ch] and ss[ch] = Σ(x - mean)² for channels
+// [lo, hi) (two passes: no cancellation).
+func bnStatsGo(x []float32, n, c, hw, lo, hi int, mean, ss []float64) {
+	for ch := lo; ch < hi; ch++ {
+		var acc [bnLanes]float64
+		var tail float64
+		for i := range n {
+			v := plane(x, i, c, ch, hw)
+			p := 0
+			for ; p+bnLanes <= hw; p += bnLanes {
+				for j := range bnLanes {
+					acc[j] += float64(v[p+j])
+				}
+			}
+			for ; p < hw; p++ {
+				tail += float64(v[p])
+			}
+		}
+		m := (fold(&acc) + tail) / (float64(n) * float64(hw))
+		var sq [bnLanes]float64
+		var sqt float64
+		for i := range n {
+			v := plane(x, i, c, ch, hw)
+			p := 0
+			for ; p+bnLanes <= hw; p += bnLanes {
+				for j := range bnLanes {
+					d := float64(v[p+j]) - m
+					sq[j] += float64(d * d)
+				}
+			}
+			for ; p < hw; p++ {
+				d := float64(v[p]) - m
+				sqt += float64(d * d)
+			}
+		}
+		mean[ch] = m
+		ss[ch] = fold(&sq) + sqt
 	}
-	return fptr(s)
 }
 
-// bnStats writes mean[ch] and ss[ch] = Σ(x - mean)² for channels [lo, hi).
-func bnStats(x []float32, n, c, hw, lo, hi int, mean, ss []float64) {
-	C.bn_stats(fptr(x), C.int(n), C.int(c), C.int(hw), C.int(lo), C.int(hi), dptr(mean), dptr(ss))
-}
-
-// bnApply writes y = x·scale + shift, then max(y, 0) where relu is set.
-func bnApply(y, x []float32, n, c, hw, lo, hi int, scale, shift []float64, relu bool) {
-	var r C.int
-	if relu {
-		r = 1
+// bnApplyGo writes y = x·scale[ch] + shift[ch] (in float64, rounded once),
+// then max(y, 0) where relu is set (NaN kept, as Go's max).
+func bnApplyGo(y, x []float32, n, c, hw, lo, hi int, scale, shift []float64, relu bool) {
+	for ch := lo; ch < hi; ch++ {
+		s, h := scale[ch], shift[ch]
+		for i := range n {
+			v, o := plane(x, i, c, ch, hw), plane(y, i, c, ch, hw)
+			for p, xv := range v {
+				r := float32(float64(float64(xv)*s) + h)
+				if relu && !(r > 0) && r == r {
+					r = 0
+				}
+				o[p] = r
+			}
+		}
 	}
-	C.bn_apply(fptr(y), fptr(x), C.int(n), C.int(c), C.int(hw), C.int(lo), C.int(hi), dptr(scale), dptr(shift), r)
 }
 
-// bnGradSums writes Σdy and Σdy·(x - mean), dy masked by the ReLU output y
-// (unless y is empty).
-func bnGradSums(dy, x, y []float32, n, c, hw, lo, hi int, mean, sdy, sdyx []float64) {
-	C.bn_grad_sums(fptr(dy), fptr(x), optPtr(y), C.int(n), C.int(c), C.int(hw), C.int(lo), C.int(hi), dptr(mean), dptr(sdy), dptr(sdyx))
+// masked is g where y > 0 (the ReLU passed it), +0 otherwise.
+func masked(g, y float32) float32 {
+	if y > 0 {
+		return g
+	}
+	return 0
 }
 
-// bnGradApply writes dx = k·(dy − mdy − (x − mean)·inv·mdyx), dy masked
-// by y (unless y is empty).
-func bnGradApply(dx, dy, x, y []float32, n, c, hw, lo, hi int, mean, inv, k, mdy, mdyx []float64) {
-	C.bn_grad_apply(fptr(dx), fptr(dy), fptr(x), optPtr(y), C.int(n), C.int(c), C.int(hw), C.int(lo), C.int(hi),
-		dptr(mean), dptr(inv), dptr(k), dptr(mdy), dptr(mdyx))
+// bnGradSumsGo writes Σdy and Σdy·(x - mean) for channels [lo, hi), dy
+// masked by the ReLU output y unless y is empty.
+func bnGradSumsGo(dy, x, y []float32, n, c, hw, lo, hi int, mean, sdy, sdyx []float64) {
+	for ch := lo; ch < hi; ch++ {
+		m := mean[ch]
+		var a, b [bnLanes]float64
+		var at, bt float64
+		for i := range n {
+			g, v := plane(dy, i, c, ch, hw), plane(x, i, c, ch, hw)
+			var r []float32
+			if len(y) > 0 {
+				r = plane(y, i, c, ch, hw)
+			}
+			grad := func(p int) float64 {
+				if r != nil {
+					return float64(masked(g[p], r[p]))
+				}
+				return float64(g[p])
+			}
+			p := 0
+			for ; p+bnLanes <= hw; p += bnLanes {
+				for j := range bnLanes {
+					gv := grad(p + j)
+					a[j] += gv
+					b[j] += float64(gv * (float64(v[p+j]) - m))
+				}
+			}
+			for ; p < hw; p++ {
+				gv := grad(p)
+				at += gv
+				bt += float64(gv * (float64(v[p]) - m))
+			}
+		}
+		sdy[ch] = fold(&a) + at
+		sdyx[ch] = fold(&b) + bt
+	}
+}
+
+// bnGradApplyGo writes dx = k·(dy − mdy − (x − mean)·inv·mdyx) for
+// channels [lo, hi), dy masked by y unless y is empty.
+func bnGradApplyGo(dx, dy, x, y []float32, n, c, hw, lo, hi int, mean, inv, k, mdy, mdyx []float64) {
+	for ch := lo; ch < hi; ch++ {
+		m, iv, kk, md, mx := mean[ch], inv[ch], k[ch], mdy[ch], mdyx[ch]
+		for i := range n {
+			g, v, o := plane(dy, i, c, ch, hw), plane(x, i, c, ch, hw), plane(dx, i, c, ch, hw)
+			var r []float32
+			if len(y) > 0 {
+				r = plane(y, i, c, ch, hw)
+			}
+			for p := range o {
+				gv := g[p]
+				if r != nil {
+					gv = masked(gv, r[p])
+				}
+				xhat := float64((float64(v[p]) - m) * iv)
+				o[p] = float32(kk * (float64(gv) - md - float64(xhat*mx)))
+			}
+		}
+	}
 }

@@ -1,8 +1,13 @@
 // What the CPU backend's C files (winograd.c, bn.c) share.
 
 // Each operation rounds on its own, as Go's do, in every version that
-// target_clones builds: no fused multiply-adds.
+// target_clones builds and on every architecture: no fused multiply-adds
+// (which clang, unlike GCC, makes by default on arm64).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 // VGG_CLONES builds a function for AVX-512, AVX2 and plain x86-64, and the
 // loader picks the one the CPU runs (GCC on x86-64; elsewhere one version).

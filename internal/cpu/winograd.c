@@ -28,8 +28,12 @@ const char *vgg_simd(void) {
 	if (__builtin_cpu_supports("avx512f")) return "AVX-512";
 	if (__builtin_cpu_supports("avx2")) return "AVX2";
 	return "SSE2";
+#elif defined(__aarch64__)
+	return "NEON";
+#elif defined(__x86_64__)
+	return "SSE2";
 #else
-	return "the compiler's default";
+	return "C";
 #endif
 }
 

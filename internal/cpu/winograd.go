@@ -1,21 +1,9 @@
 package cpu
 
-/*
-#cgo CFLAGS: -O3
-int wino_input(float *v, const float *x, int lo, int hi, int c, int h, int w, long t, long xs);
-void wino_output(float *y, const float *mm, const float *bias, int lo, int hi, int c, int h, int w, long t, long xs);
-int wino_output_adjoint(float *dm, const float *dy, int lo, int hi, int c, int h, int w, long t, long xs);
-void wino_filter(float *u, const float *w, int lo, int hi, int co, int ci, long xs);
-void wino_filter_adjoint(float *dw, const float *du, int lo, int hi, int co, int ci, long xs);
-const char *vgg_simd(void);
-*/
-import "C"
-
-import "unsafe"
-
 // Winograd F(2x2, 3x3) for VGG's 3x3 "same" convolutions (winograd.c holds
-// the transforms). Each 2x2 output tile takes 16 multiplications per input
-// channel instead of 36, so the GEMMs between the transforms do 2.25x
+// the transforms; winograd_go.go the same in Go, for builds without cgo).
+// Each 2x2 output tile takes 16 multiplications per input channel instead
+// of 36, so the GEMMs between the transforms do 2.25x
 // fewer flops than im2col's, and the transformed input is 4x the input
 // instead of 9x. The three passes of a training step all take this form:
 //
@@ -52,12 +40,6 @@ func (g convGeom) winoChunk() int {
 // step at 32x32 took ~10% longer with im2col's 32 MiB bound).
 var winoLimit = 2 << 20
 
-// simd names the vector instructions the C loops run with ("AVX-512",
-// "AVX2" or "SSE2"), as target_clones picked them for this CPU.
-func simd() string { return C.GoString(C.vgg_simd()) }
-
-func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
-
 // winoStride is the distance in floats between the 16 matrices of V or M,
 // each of n floats: past a multiple of 4 KiB by one cache line, so that
 // the transforms' 16 streams do not fall into one cache set.
@@ -66,7 +48,7 @@ func winoStride(n int) int { return (n+1023)/1024*1024 + 16 }
 // winoFilter writes U [16, Co, Ci] (matrices us apart) for w [Co, Ci, 3, 3].
 func winoFilter(u, w []float32, co, ci, us int) {
 	parallelFor(co, 4, func(lo, hi int) {
-		C.wino_filter(fptr(u), fptr(w), C.int(lo), C.int(hi), C.int(co), C.int(ci), C.long(us))
+		winoFilterRange(u, w, lo, hi, co, ci, us)
 	})
 }
 
@@ -75,9 +57,7 @@ func winoFilter(u, w []float32, co, ci, us int) {
 func winoInput(v, x []float32, m, c, h, w, xs int) {
 	t := m * h * w / 4
 	parallelFor(m*c, 1, func(lo, hi int) {
-		if C.wino_input(fptr(v), fptr(x), C.int(lo), C.int(hi), C.int(c), C.int(h), C.int(w), C.long(t), C.long(xs)) != 0 {
-			panic("cpu: out of memory for Winograd's scratch")
-		}
+		winoInputRange(v, x, lo, hi, c, h, w, t, xs)
 	})
 }
 
@@ -124,10 +104,6 @@ func (b *Backend) winoChunkInput(X []float32, b0, nb int, g convGeom) (m, t int,
 // (matrices us apart) for geometry g: U[ξ]·V[ξ], or with transposed
 // U[winoSwap[ξ]]ᵀ·V[ξ] (u then holds [16, g.ci, g.co]).
 func (b *Backend) winoProducts(Y, X, u []float32, us int, B []float32, g convGeom, transposed bool) {
-	var bias *C.float
-	if B != nil {
-		bias = fptr(B)
-	}
 	nb := g.winoChunk()
 	for b0 := 0; b0 < g.n; b0 += nb {
 		m, t, v, vs, ms := b.winoChunkInput(X, b0, nb, g)
@@ -141,7 +117,7 @@ func (b *Backend) winoProducts(Y, X, u []float32, us int, B []float32, g convGeo
 		})
 		y := Y[b0*g.co*g.hw:]
 		parallelFor(m*g.co, 1, func(lo, hi int) {
-			C.wino_output(fptr(y), fptr(mm), bias, C.int(lo), C.int(hi), C.int(g.co), C.int(g.h), C.int(g.w), C.long(t), C.long(ms))
+			winoOutputRange(y, mm, B, lo, hi, g.co, g.h, g.w, t, ms)
 		})
 	}
 }
@@ -157,9 +133,7 @@ func (b *Backend) filterGradWinograd(DW, DB, X, DY []float32, g convGeom) {
 		dm := b.scratch(&b.gemmBuf, 16*ms) // dM [16, Co, T]
 		dy := DY[b0*g.co*g.hw:]
 		parallelFor(m*g.co, 1, func(lo, hi int) {
-			if C.wino_output_adjoint(fptr(dm), fptr(dy), C.int(lo), C.int(hi), C.int(g.co), C.int(g.h), C.int(g.w), C.long(t), C.long(ms)) != 0 {
-				panic("cpu: out of memory for Winograd's scratch")
-			}
+			winoOutputAdjointRange(dm, dy, lo, hi, g.co, g.h, g.w, t, ms)
 		})
 		var beta float32
 		if b0 > 0 {
@@ -171,7 +145,7 @@ func (b *Backend) filterGradWinograd(DW, DB, X, DY []float32, g convGeom) {
 		})
 	}
 	parallelFor(g.co, 4, func(lo, hi int) {
-		C.wino_filter_adjoint(fptr(DW), fptr(du), C.int(lo), C.int(hi), C.int(g.co), C.int(g.ci), C.long(us))
+		winoFilterAdjointRange(DW, du, lo, hi, g.co, g.ci, us)
 	})
 	if DB != nil {
 		biasGrad(DB, DY, g.n, g.co, g.hw)

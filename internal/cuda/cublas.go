@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 package cuda
 
 // cuBLAS, through its v2 API (cublas_api.h, CUDA 12.6; the same symbols in

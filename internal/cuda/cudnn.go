@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 package cuda
 
 // cuDNN 9 through its legacy (descriptor) API, which cuDNN 9 keeps,

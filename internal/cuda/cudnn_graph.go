@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 package cuda
 
 // cuDNN 9's backend (graph) API: descriptors built attribute by attribute,

@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 // Package cuda binds the parts of the CUDA driver API, cuBLAS, cuDNN 9 and
 // NVRTC that the project uses. Nothing is linked at build time: the
 // libraries are opened with dlopen when Load (or Probe) first runs and every

@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 package cuda
 
 // The CUDA driver API. Prototypes follow cuda.h of CUDA 12.6/13.0. The

@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 package cuda
 
 // NVRTC, the runtime CUDA C++ compiler (nvrtc.h, CUDA 12.6/13.0).

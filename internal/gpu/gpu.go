@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 // Package gpu is the tensor.Backend on an NVIDIA GPU: cuDNN for
 // convolution, batch norm, max-pool and LRN, cuBLAS for Linear, and the
 // project's own kernels (kernels.cu, through internal/kernels) for ReLU,

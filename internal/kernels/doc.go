@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 // Package kernels compiles the project's own CUDA kernels (kernels.cu at
 // the repository root, embedded as vgg16.KernelsSource) with NVRTC for the
 // GPU present, caches the result on disk, loads it into the current CUDA

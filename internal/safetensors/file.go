@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 )
 
 // Read loads and validates the whole file at path. Tensors' Data share the
@@ -70,7 +71,16 @@ func Write(path string, f *File) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	// The rename is durable only once the directory entry is on disk.
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable: it is, only once the directory
+// entry is on disk. Windows has no such call (FlushFileBuffers on a
+// directory fails with "Access is denied"); NTFS journals the rename.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

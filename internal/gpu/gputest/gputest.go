@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 // Package gputest builds the stand-in CUDA libraries that the GPU tests run
 // on where no GPU is: internal/gpu/testdata/fakecuda.cpp plays the driver,
 // cuBLAS, cuDNN and NVRTC on the host and runs the real kernels.cu through

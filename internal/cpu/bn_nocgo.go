@@ -1,0 +1,12 @@
+//go:build !cgo
+
+package cpu
+
+// Built without cgo: batch norm's passes in Go (bn.go).
+
+var (
+	bnStats     = bnStatsGo
+	bnApply     = bnApplyGo
+	bnGradSums  = bnGradSumsGo
+	bnGradApply = bnGradApplyGo
+)

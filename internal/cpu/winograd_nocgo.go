@@ -1,0 +1,18 @@
+//go:build !cgo
+
+package cpu
+
+// Built without cgo: the transforms in Go (winograd_go.go).
+
+func simd() string { return "pure Go (built without cgo)" }
+
+var (
+	winoFilterRange        = winoFilterGo
+	winoFilterAdjointRange = winoFilterAdjointGo
+	winoInputRange         = winoInputGo
+	winoOutputRange        = winoOutputGo
+	winoOutputAdjointRange = winoOutputAdjointGo
+)
+
+// withC says the transforms and batch norm's passes run in C.
+const withC = false
