@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -9,7 +10,8 @@ import (
 )
 
 func convertCmd() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "convert IN.pth OUT.safetensors",
 		Short: "Convert PyTorch weights (.pth) to safetensors",
 		Long: `Convert a PyTorch state dict — torchvision's vgg16-*.pth / vgg16_bn-*.pth or any
@@ -20,10 +22,14 @@ ones as int64.
 
 Only this direction: writing .pth (a Python pickle) is not supported. PyTorch reads
 the result with safetensors.torch.load_file, and vgg16 reads either format wherever
-it takes weights (--pretrained, --init, eval, predict).`,
+it takes weights (--pretrained, --init, eval, predict). An existing OUT is kept
+unless --force is given.`,
 		Example: `  vgg16 convert vgg16_bn-6c64b313.pth vgg16_bn.safetensors`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := os.Stat(args[1]); err == nil && !force {
+				return fmt.Errorf("%s exists: give another name, or --force to replace it", args[1])
+			}
 			n, err := checkpoint.ConvertPTH(args[0], args[1])
 			if err != nil {
 				return err
@@ -32,4 +38,6 @@ it takes weights (--pretrained, --init, eval, predict).`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "replace OUT if it exists")
+	return cmd
 }

@@ -522,6 +522,22 @@ func TestConvert(t *testing.T) {
 			t.Errorf("%s: %s %v (%d bytes), PyTorch wrote %s %v (%d bytes)", name, g.DType, g.Shape, len(g.Data), w.DType, w.Shape, len(w.Data))
 		}
 	}
+	// An existing output is kept, unless --force.
+	kept := filepath.Join(t.TempDir(), "trained.safetensors")
+	if err := os.WriteFile(kept, []byte("a trained model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "convert", filepath.Join(dir, "init.pth"), kept); err == nil || !strings.Contains(err.Error(), kept+" exists") {
+		t.Errorf("convert onto an existing file: %v, want an error naming it", err)
+	}
+	if b, _ := os.ReadFile(kept); string(b) != "a trained model" {
+		t.Errorf("convert without --force changed %s", kept)
+	}
+	if _, err := run(t, "convert", "--force", filepath.Join(dir, "init.pth"), kept); err != nil {
+		t.Errorf("convert --force: %v", err)
+	} else if f, err := safetensors.Read(kept); err != nil || len(f.Names()) != 97 {
+		t.Errorf("convert --force wrote %v", err)
+	}
 	for _, c := range []struct{ in, out, says string }{
 		{filepath.Join(dir, "init.pth"), filepath.Join(t.TempDir(), "x.pth"), "vgg16 writes safetensors only"},
 		{out, filepath.Join(t.TempDir(), "y.safetensors"), "is a safetensors file already"},

@@ -91,6 +91,7 @@ func (d *dataFlags) options() *train.DataOptions {
 func trainCmd() *cobra.Command {
 	var (
 		recipe, runDir      string
+		namedDir            bool // runDir is the default name, not --run-dir
 		resume, auto        bool
 		mf                  modelFlags
 		df                  dataFlags
@@ -199,6 +200,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 					return fmt.Errorf("--resume needs --run-dir: the run directory to continue")
 				}
 				runDir = filepath.Join("runs", fmt.Sprintf("%s-%s-%d", time.Now().Format("20060102-150405"), sanitize(o.Model.Arch), o.Model.ImageSize))
+				namedDir = true
 			}
 			if resume {
 				// The run's own options win over the recipe; explicit flags
@@ -279,10 +281,15 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			}
 			o.Model.Classes = len(classes)
 			_, statErr := os.Stat(runDir)
-			if err := train.PrepareDir(runDir, resume); err != nil {
+			if namedDir {
+				// Named here: another run may have taken the name since.
+				if runDir, err = train.NewDir(runDir); err != nil {
+					return err
+				}
+			} else if err := train.PrepareDir(runDir, resume); err != nil {
 				return err
 			}
-			if os.IsNotExist(statErr) {
+			if namedDir || os.IsNotExist(statErr) {
 				// A run that fails before writing anything (a bad --init,
 				// no device memory) leaves no empty run directory behind.
 				defer os.Remove(runDir) // removes only an empty directory

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strconv"
@@ -28,9 +29,9 @@ func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch,
 	defer bufs.free()
 	if set := UploadImages(m.Backend(), ds); set != nil {
 		defer set.Free()
-		return evaluate(m, ds, set, tf, bufs, workers, progress)
+		return evaluate(context.Background(), m, ds, set, tf, bufs, workers, progress)
 	}
-	return evaluate(m, ds, nil, tf, bufs, workers, progress)
+	return evaluate(context.Background(), m, ds, nil, tf, bufs, workers, progress)
 }
 
 // evalBuffers are the tensors an evaluation needs besides the model's. A
@@ -56,8 +57,9 @@ func (e *evalBuffers) free() {
 }
 
 // evaluate is Evaluate with the batches made from set when it is not nil,
-// in the buffers bufs (whose batch is the evaluation's).
-func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.EvalTransform, bufs *evalBuffers, workers int, progress func(done, total int)) (*EvalResult, error) {
+// in the buffers bufs (whose batch is the evaluation's); it stops with
+// ctx's error between batches once ctx is done.
+func evaluate(ctx context.Context, m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.EvalTransform, bufs *evalBuffers, workers int, progress func(done, total int)) (*EvalResult, error) {
 	be := m.Backend()
 	batch := bufs.batch
 	classes := m.Config.Classes
@@ -79,6 +81,9 @@ func evaluate(m *layers.Model, ds *cifar.Dataset, set tensor.ImageSet, tf cifar.
 	lossHost := make([]float32, 1)
 	var sum float64
 	for {
+		if err := ctx.Err(); err != nil { // the training run was interrupted
+			return nil, err
+		}
 		n, labels, ok := src.Next(x, y)
 		if !ok {
 			break

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -89,9 +90,11 @@ type Run struct {
 	best             float64 // best validation accuracy
 	id               string
 	// partial is the training tally of the epoch an interruption stopped
-	// in, saved with its checkpoint and carried into the resumed epoch, so
-	// that the epoch's metrics count every batch.
+	// in (all of it, once its training is done: an interruption during the
+	// validation), saved with its checkpoint and carried into the resumed
+	// epoch, so that the epoch's metrics count every batch.
 	partial epochTally
+	resumed string // "(step N, best val acc …)", for the note on resuming
 	history []EpochMetrics
 }
 
@@ -117,6 +120,30 @@ func PrepareDir(dir string, resume bool) error {
 		os.Remove(t)
 	}
 	return nil
+}
+
+// NewDir creates the directory of a new run named dir, or, where that name
+// is taken (another run started in the same second), dir-2, dir-3, …, and
+// returns the one it made: creating it claims it, so two runs never share
+// one.
+func NewDir(dir string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	for i := 1; i <= 100; i++ {
+		d := dir
+		if i > 1 {
+			d = fmt.Sprintf("%s-%d", dir, i)
+		}
+		err := os.Mkdir(d, 0o755)
+		if err == nil {
+			return d, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("run directory %s and 99 more with suffixes exist: choose a --run-dir", dir)
 }
 
 // CheckNewDir says why a new run cannot start in dir: it holds a run, or
@@ -178,7 +205,10 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		if r.best >= 0 {
 			best = fmt.Sprintf("best val acc %.2f%%", 100*r.best)
 		}
-		r.Report.Note(fmt.Sprintf("resuming %s after epoch %d, batch %d (step %d, %s)", r.Dir, r.epoch, skip, r.step, best))
+		r.resumed = fmt.Sprintf("(step %d, %s)", r.step, best)
+		if skip == 0 { // else trainEpoch says where in the epoch
+			r.Report.Note(fmt.Sprintf("resuming %s after epoch %d %s", r.Dir, r.epoch, r.resumed))
+		}
 		if r.epoch >= r.Opt.Epochs {
 			r.Report.Note(fmt.Sprintf("the run has done %d epochs, --epochs %d: nothing to train (a larger --epochs continues it)", r.epoch, r.Opt.Epochs))
 		}
@@ -220,7 +250,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 
 	var evalBufs *evalBuffers // made at the first validation, kept for the run
 	for ; r.epoch < r.Opt.Epochs; r.epoch++ {
-		em, err := r.trainEpoch(ctx, skip, st)
+		em, batches, err := r.trainEpoch(ctx, skip, st)
 		if err != nil {
 			return r.history, err
 		}
@@ -231,7 +261,12 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 				evalBufs = newEvalBuffers(m, bs)
 				defer evalBufs.free()
 			}
-			ev, err := evaluate(m, r.Val, r.valSet, r.evalTransform(), evalBufs, r.Opt.Workers, r.Report.Validating)
+			ev, err := evaluate(ctx, m, r.Val, r.valSet, r.evalTransform(), evalBufs, r.Opt.Workers, r.Report.Validating)
+			if err != nil && ctx.Err() != nil {
+				// Interrupted while validating: the epoch's training is
+				// saved whole, and resuming validates it.
+				return r.history, r.interrupt(batches, batches)
+			}
 			if err != nil {
 				return r.history, err
 			}
@@ -272,8 +307,9 @@ type stepBuffers struct {
 const tallyEvery = 8
 
 // trainEpoch trains one epoch, skipping its first skip batches (done before
-// an interruption), and returns its training metrics.
-func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochMetrics, error) {
+// an interruption), and returns its training metrics and number of batches.
+// Its tally stays in r.partial, for an interruption during validation.
+func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochMetrics, int, error) {
 	be, m := r.Backend, r.model
 	size, classes := r.Opt.Model.ImageSize, r.Opt.Model.Classes
 	src, err := NewSource(be, r.Train, r.trainSet, cifar.LoaderOptions{
@@ -281,10 +317,13 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
 	})
 	if err != nil {
-		return EpochMetrics{}, err
+		return EpochMetrics{}, 0, err
 	}
 	defer src.Close()
 	perEpoch := src.Batches()
+	if skip > 0 {
+		r.Report.Note(fmt.Sprintf("resuming %s %s %s", r.Dir, r.position(skip, perEpoch), r.resumed))
+	}
 	r.Report.EpochStart(r.epoch+1, r.Opt.Epochs, perEpoch)
 	start := time.Now()
 	var sumLoss float64
@@ -333,17 +372,17 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	}
 	for b := 0; b < perEpoch; b++ {
 		if b < skip { // resuming mid-epoch: these batches were trained on
-			if !src.skip() {
+			if skip < perEpoch && !src.skip() { // (all of them: nothing to make)
 				break
 			}
 			continue
 		}
 		if ctx.Err() != nil {
 			if err := flush(b); err != nil { // no NaN weights in the checkpoint
-				return EpochMetrics{}, err
+				return EpochMetrics{}, 0, err
 			}
 			r.partial = epochTally{loss: sumLoss, correct: correct, seen: seen}
-			return EpochMetrics{}, r.interrupt(b)
+			return EpochMetrics{}, 0, r.interrupt(b, perEpoch)
 		}
 		n, _, ok := src.Next(st.x, st.y)
 		if !ok {
@@ -373,18 +412,22 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		pending, done = pending+n, b+1
 		if done-from >= every || done == perEpoch {
 			if err := flush(done); err != nil {
-				return EpochMetrics{}, err
+				return EpochMetrics{}, 0, err
 			}
 		}
 	}
 	if err := flush(done); err != nil { // the source ended early
-		return EpochMetrics{}, err
+		return EpochMetrics{}, 0, err
+	}
+	if skip >= perEpoch { // resumed after the training, before the validation
+		lr = r.Opt.LearningRate(r.step-1, perEpoch)
 	}
 	em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: time.Since(start).Seconds()}
 	if seen > 0 {
 		em.TrainLoss, em.TrainAcc, em.ImagesPerSec = sumLoss/float64(seen), float64(correct)/float64(seen), float64(seen-seenBefore)/em.Seconds
 	}
-	return em, nil
+	r.partial = epochTally{loss: sumLoss, correct: correct, seen: seen}
+	return em, done, nil
 }
 
 // initFrom loads the matching tensors of a weights file; newHead leaves
@@ -508,13 +551,23 @@ func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
 	return nil
 }
 
-// interrupt saves a checkpoint that resumes at batch b of the current epoch.
-func (r *Run) interrupt(b int) error {
+// interrupt saves a checkpoint that resumes after batch b of the current
+// epoch's perEpoch (all of them: interrupted while validating).
+func (r *Run) interrupt(b, perEpoch int) error {
 	if err := r.saveLast(r.epoch, b, math.NaN()); err != nil {
 		return err
 	}
-	r.Report.Note(fmt.Sprintf("interrupted at epoch %d, batch %d: saved %s; continue with --resume --run-dir %s", r.epoch+1, b, filepath.Join(r.Dir, LastFile), r.Dir))
+	r.Report.Note(fmt.Sprintf("interrupted %s: saved %s; continue with --resume --run-dir %s", r.position(b, perEpoch), filepath.Join(r.Dir, LastFile), r.Dir))
 	return ErrInterrupted
+}
+
+// position says where in the run batch b of the current epoch is, as the
+// interruption and the resumption say it.
+func (r *Run) position(b, perEpoch int) string {
+	if b >= perEpoch {
+		return fmt.Sprintf("after training epoch %d, before its validation", r.epoch+1)
+	}
+	return fmt.Sprintf("in epoch %d after %d of its %d batches", r.epoch+1, b, perEpoch)
 }
 
 // restore loads the last checkpoint and its optimizer state, returning the

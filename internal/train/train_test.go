@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -57,8 +58,9 @@ func smallOptions() Options {
 }
 
 type quiet struct {
-	step func(StepStats)
-	note func(string)
+	step       func(StepStats)
+	note       func(string)
+	validating func(done, total int)
 }
 
 func (q *quiet) EpochStart(epoch, epochs, batches int) {}
@@ -67,8 +69,12 @@ func (q *quiet) Step(s StepStats) {
 		q.step(s)
 	}
 }
-func (q *quiet) EpochEnd(m EpochMetrics)    {}
-func (q *quiet) Validating(done, total int) {}
+func (q *quiet) EpochEnd(m EpochMetrics) {}
+func (q *quiet) Validating(done, total int) {
+	if q.validating != nil {
+		q.validating(done, total)
+	}
+}
 func (q *quiet) Note(s string) {
 	if q.note != nil {
 		q.note(s)
@@ -200,35 +206,66 @@ func testResume(t *testing.T, backend func() tensor.Backend) {
 		t.Fatal(err)
 	}
 
+	// Interrupted in epoch 2 after 3 of its 16 batches, or while validating
+	// epoch 2 (the epoch's training is saved whole; resuming validates it).
+	for _, c := range []struct {
+		name         string
+		duringVal    bool
+		batch        int
+		said, resume string
+	}{
+		{"mid-epoch", false, 3, "interrupted in epoch 2 after 3 of its 16 batches", "resuming %s in epoch 2 after 3 of its 16 batches"},
+		{"validating", true, 16, "interrupted after training epoch 2, before its validation", "resuming %s after training epoch 2, before its validation"},
+	} {
+		t.Run(c.name, func(t *testing.T) { testResumeAt(t, newRun, o, want, full.Dir, c.duringVal, c.batch, c.said, c.resume) })
+	}
+}
+
+func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporter) *Run, o Options, want []EpochMetrics, fullDir string, duringVal bool, batch int, said, resumeNote string) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	epoch := 0
+	var notes []string
 	rep := &quiet{step: func(s StepStats) {
 		if s.Batch == 1 {
 			epoch++
 		}
-		if epoch == 2 && s.Batch == 3 {
+		if !duringVal && epoch == 2 && s.Batch == 3 {
 			cancel()
 		}
-	}}
-	_, err = newRun(t, dir, o, rep).Execute(ctx)
+	}, validating: func(done, total int) {
+		if duringVal && epoch == 2 {
+			cancel()
+		}
+	}, note: func(s string) { notes = append(notes, s) }}
+	_, err := newRun(t, dir, o, rep).Execute(ctx)
 	if !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("interrupted run returned %v", err)
 	}
 	ck, err := checkpoint.Load(filepath.Join(dir, LastFile))
-	if err != nil || ck.Info.Epoch != 1 || ck.Info.Batch != 3 {
-		t.Fatalf("interruption checkpoint: %v %+v", err, ck.Info)
+	if err != nil || ck.Info.Epoch != 1 || ck.Info.Batch != batch {
+		t.Fatalf("interruption checkpoint: %v %+v, want epoch 1 batch %d", err, ck.Info, batch)
 	}
-	resumed := newRun(t, dir, o, &quiet{})
+	if len(notes) == 0 || !strings.HasPrefix(notes[len(notes)-1], said) {
+		t.Errorf("interruption said %q, want %q…", notes, said)
+	}
+	notes = nil
+	resumed := newRun(t, dir, o, &quiet{note: func(s string) { notes = append(notes, s) }})
 	resumed.Resume = true
 	got, err := resumed.Execute(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	if want := fmt.Sprintf(resumeNote, dir); !slices.ContainsFunc(notes, func(s string) bool { return strings.HasPrefix(s, want) }) {
+		t.Errorf("resuming said %q, want %q…", notes, want)
+	}
 	if len(got) != 3 {
 		t.Fatalf("resumed history has %d epochs", len(got))
 	}
 	for i := range want {
+		if got[i].LR != want[i].LR {
+			t.Errorf("epoch %d: resumed lr %v, uninterrupted %v", i+1, got[i].LR, want[i].LR)
+		}
 		if got[i].ValLoss != want[i].ValLoss || got[i].ValAcc != want[i].ValAcc {
 			t.Errorf("epoch %d: resumed val loss %v acc %v, uninterrupted %v %v", i+1, got[i].ValLoss, got[i].ValAcc, want[i].ValLoss, want[i].ValAcc)
 		}
@@ -239,7 +276,7 @@ func testResume(t *testing.T, backend func() tensor.Backend) {
 		}
 	}
 	a, _ := checkpoint.Load(filepath.Join(dir, LastFile))
-	b, _ := checkpoint.Load(filepath.Join(full.Dir, LastFile))
+	b, _ := checkpoint.Load(filepath.Join(fullDir, LastFile))
 	for name, tb := range b.State.Floats {
 		ta := a.State.Floats[name]
 		for i := range tb.Data {
@@ -498,5 +535,47 @@ func TestSGDInBackward(t *testing.T) {
 		if !slices.Equal(moms[0], moms[1]) || len(moms[0]) == 0 {
 			t.Errorf("freeze %v: momentum differs (%d and %d elements)", freeze, len(moms[0]), len(moms[1]))
 		}
+	}
+}
+
+// TestNewDirNeverShares starts runs named in the same second: each gets a
+// directory of its own (the name, then the name with -2, -3, …), and a
+// name that is a file is passed over too.
+func TestNewDirNeverShares(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "runs", "20261207-012552-vgg16-32")
+	const runs = 8
+	dirs := make(chan string, runs)
+	errs := make(chan error, runs)
+	for range runs {
+		go func() {
+			d, err := NewDir(base)
+			dirs <- d
+			errs <- err
+		}()
+	}
+	seen := map[string]bool{}
+	for range runs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		d := <-dirs
+		if seen[d] {
+			t.Errorf("two runs got %s", d)
+		}
+		seen[d] = true
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			t.Errorf("%s: %v", d, err)
+		}
+	}
+	for i := 2; i <= runs; i++ {
+		if !seen[fmt.Sprintf("%s-%d", base, i)] {
+			t.Errorf("no run got %s-%d: %v", base, i, seen)
+		}
+	}
+	if err := os.WriteFile(base+"-9", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := NewDir(base); err != nil || d != base+"-10" {
+		t.Errorf("NewDir with -9 a file: %q %v, want %s-10", d, err, base)
 	}
 }
