@@ -139,6 +139,11 @@ func Load(path string) (*Checkpoint, error) {
 	if err := ck.Info.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// Before any model is made: metadata that does not describe the
+	// tensors (a damaged or edited file) must not size an allocation.
+	if err := layers.CheckState(ck.Info.Config, ck.State); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	return ck, nil
 }
 

@@ -192,3 +192,39 @@ func TestNotAWeightsFile(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadDistrustsMetadata: a checkpoint whose vgg16.config was edited
+// (or damaged) so that it no longer describes its tensors is an error that
+// names the file, before any model is made from it.
+func TestLoadDistrustsMetadata(t *testing.T) {
+	m := model(t, "8,M,16,M", 32, true)
+	path := filepath.Join(t.TempDir(), "c.safetensors")
+	if err := Save(path, m, Info{Config: m.Config}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := safetensors.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := f.Metadata["vgg16.config"]
+	for _, c := range []struct{ from, to, says string }{
+		{`"cfg":[8,"M",16,"M"]`, `"cfg":[99999999999999,"M",16,"M"]`, "channels"},
+		{`"classes":7`, `"classes":99999999999999`, "classes"},
+		{`"image_size":32`, `"image_size":9999999999968`, "image size"},
+		{`"image_size":32`, `"image_size":4096`, "classifier.0.weight: have [24 1024], model wants [24 16777216]"},
+		{`"hidden":24`, `"hidden":48`, "classifier.3.weight"},
+		{`"cfg":[8,"M",16,"M"]`, `"cfg":[8,"M",16,"M",32]`, "missing"},
+	} {
+		if !strings.Contains(good, c.from) {
+			t.Fatalf("metadata %s has no %s", good, c.from)
+		}
+		f.Metadata["vgg16.config"] = strings.Replace(good, c.from, c.to, 1)
+		edited := filepath.Join(t.TempDir(), "edited.safetensors")
+		if err := safetensors.Write(edited, f); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(edited); err == nil || !strings.Contains(err.Error(), edited) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("config %s: %v, want an error naming the file and saying %q", c.to, err, c.says)
+		}
+	}
+}

@@ -210,22 +210,44 @@ func DefaultConfig() Config {
 
 // Validate checks that the configuration describes a network that can be
 // built, naming the field that is wrong.
+// Bounds on a configuration, far above any VGG's, so that a mistyped
+// flag or a damaged checkpoint is an error, not an allocation that fails.
+const (
+	MaxChannels  = 1 << 14
+	MaxImageSize = 4096
+	MaxHidden    = 1 << 16
+	MaxClasses   = 1 << 16
+	MaxLayers    = 256
+	// MaxParams bounds the parameter count (8 GiB of float32; VGG19 at
+	// 224x224 has 143.7M).
+	MaxParams = 1 << 31
+)
+
 func (c Config) Validate() error {
 	pools := 0
-	for _, it := range c.Cfg {
-		if it.Kind == Pool {
+	for i, it := range c.Cfg {
+		switch {
+		case it.Kind == Pool:
 			pools++
+		case it.Kind == Conv && (it.Out <= 0 || it.Out > MaxChannels):
+			return fmt.Errorf("model: layer %d (from 1) has %d channels: want 1 to %d", i+1, it.Out, MaxChannels)
+		case it.Kind == Conv && it.K != 1 && it.K != 3:
+			return fmt.Errorf("model: layer %d (from 1) has a %dx%d kernel: want 3x3 or 1x1", i+1, it.K, it.K)
 		}
 	}
 	switch {
 	case len(c.Cfg) == 0:
 		return fmt.Errorf("model: empty layer list")
-	case c.ImageSize <= 0 || c.ImageSize%(1<<pools) != 0:
+	case len(c.Cfg) > MaxLayers:
+		return fmt.Errorf("model: %d layers in the list: at most %d", len(c.Cfg), MaxLayers)
+	case c.ImageSize <= 0 || c.ImageSize > MaxImageSize:
+		return fmt.Errorf("model: image size %d: want 1 to %d", c.ImageSize, MaxImageSize)
+	case pools > 12 || c.ImageSize%(1<<pools) != 0:
 		return fmt.Errorf("model: image size %d must be a positive multiple of %d (the layer list has %d max-pools)", c.ImageSize, 1<<pools, pools)
-	case c.Hidden <= 0:
-		return fmt.Errorf("model: hidden width %d must be positive", c.Hidden)
-	case c.Classes < 2:
-		return fmt.Errorf("model: %d classes: need at least 2", c.Classes)
+	case c.Hidden <= 0 || c.Hidden > MaxHidden:
+		return fmt.Errorf("model: hidden width %d: want 1 to %d", c.Hidden, MaxHidden)
+	case c.Classes < 2 || c.Classes > MaxClasses:
+		return fmt.Errorf("model: %d classes: want 2 to %d", c.Classes, MaxClasses)
 	case c.Dropout < 0 || c.Dropout >= 1:
 		return fmt.Errorf("model: dropout %g must be in [0, 1)", c.Dropout)
 	case c.BNEps < 0 || c.BNMomentum < 0 || c.BNMomentum > 1:

@@ -12,6 +12,17 @@ func Describe(cfg Config) ([]Row, int, error) {
 	return m.Summary(), m.NumParams(), nil
 }
 
+// CheckState says what LoadState would say of s for a model of cfg (which
+// tensors are missing, unexpected or of the wrong shape), without
+// allocating the model.
+func CheckState(cfg Config, s State) error {
+	m, err := New(shapes{}, cfg)
+	if err != nil {
+		return err
+	}
+	return m.LoadState(s)
+}
+
 // SharedGradients is how many elements the gradient buffer of cfg's
 // model holds with ShareGradients, without allocating it.
 func SharedGradients(cfg Config) (int, error) {
@@ -34,5 +45,6 @@ func (n noMem) Len() int { return int(n) }
 func (shapes) New(shape ...int) *tensor.Tensor {
 	return &tensor.Tensor{Shape: append([]int(nil), shape...), Mem: noMem(tensor.Volume(shape))}
 }
-func (shapes) Fill(*tensor.Tensor, float32) {}
-func (shapes) Free(*tensor.Tensor)          {}
+func (shapes) Fill(*tensor.Tensor, float32)     {}
+func (shapes) Upload(*tensor.Tensor, []float32) {}
+func (shapes) Free(*tensor.Tensor)              {}

@@ -114,6 +114,41 @@ func TestParseCfg(t *testing.T) {
 	}
 }
 
+// TestConfigBounds: sizes no VGG has are errors that say the bound, before
+// anything is allocated, and so is a model too large to hold.
+func TestConfigBounds(t *testing.T) {
+	for _, c := range []struct {
+		edit func(*layers.Config)
+		says string
+	}{
+		{func(c *layers.Config) { c.Cfg[0].Out = 1 << 40 }, "channels: want 1 to 16384"},
+		{func(c *layers.Config) { c.Cfg[0].K = 5 }, "5x5 kernel"},
+		{func(c *layers.Config) { c.ImageSize = 1 << 40 }, "image size 1099511627776: want 1 to 4096"},
+		{func(c *layers.Config) { c.Hidden = 1 << 40 }, "hidden width"},
+		{func(c *layers.Config) { c.Classes = 1 << 40 }, "classes: want 2 to 65536"},
+		{func(c *layers.Config) {
+			for range 70 {
+				c.Cfg = append(c.Cfg, layers.Item{Kind: layers.Pool})
+			}
+		}, "max-pools"},
+		{func(c *layers.Config) {
+			for len(c.Cfg) <= layers.MaxLayers {
+				c.Cfg = append(c.Cfg, layers.Item{Kind: layers.Conv, Out: 8, K: 3})
+			}
+		}, "at most 256"},
+		// Allowed one by one, too large together: 4096 channels at 4096x4096
+		// into the first Linear.
+		{func(c *layers.Config) { c.Cfg, c.ImageSize = layers.Cfg{{Kind: layers.Conv, Out: 4096, K: 1}}, 4096 }, "parameters"},
+	} {
+		cfg := config(t, "vgg11", 32)
+		c.edit(&cfg)
+		_, err := layers.New(cpu.New(), cfg)
+		if err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%v: want an error saying %q", err, c.says)
+		}
+	}
+}
+
 // TestInit checks torchvision's initialisation statistics.
 func TestInit(t *testing.T) {
 	cfg := config(t, "vgg11", 32)

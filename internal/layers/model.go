@@ -116,6 +116,9 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 		total += (tensor.Volume(s.shape) + paramAlign - 1) / paramAlign * paramAlign
 		m.numParams += tensor.Volume(s.shape)
 	}
+	if total > MaxParams {
+		return nil, fmt.Errorf("model: %d parameters (%.1f GB as float32): at most %d (the first Linear's input is %d wide: fewer channels, a smaller image or more max-pools shrink it)", m.numParams, 4*float64(m.numParams)/1e9, MaxParams, flat)
+	}
 	m.weights, m.grads, m.paramOff = be.New(total), be.New(total), offs
 	for i, s := range specs {
 		m.params = append(m.params, Param{Name: s.name, W: m.weights.View(offs[i], s.shape...), Grad: m.grads.View(offs[i], s.shape...)})
