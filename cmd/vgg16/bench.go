@@ -352,7 +352,7 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 	if profile {
 		p, ok := be.(tensor.Profiler)
 		if !ok {
-			return nil, fmt.Errorf("--profile: the %s backend has no op profiler (the GPU has)", be.Name())
+			return nil, fmt.Errorf("--profile: the %s backend has no op profiler (the GPU has)", kind(be))
 		}
 		// Steps issued op by op, each op timed on the GPU; then recorded
 		// steps, whose replays show as EndStep.
@@ -437,7 +437,7 @@ func benchFeed(be tensor.Backend, data string, x, y *tensor.Tensor, s, batch int
 	var set tensor.ImageSet
 	if data == "gpu" {
 		if set = train.UploadImages(be, ds); set == nil {
-			return nil, nil, fmt.Errorf("--data gpu: the %s backend cannot hold the images (the GPU can); use --data cpu", be.Name())
+			return nil, nil, fmt.Errorf("--data gpu: the %s backend cannot hold the images (the GPU can); use --data cpu", kind(be))
 		}
 	}
 	var tf cifar.Transform = cifar.SeedTransform{Size: s}
@@ -471,4 +471,10 @@ func benchFeed(be tensor.Backend, data string, x, y *tensor.Tensor, s, batch int
 		}
 	}
 	return feed, done, nil
+}
+
+// kind is the first part of a backend's name: "cpu", or the GPU's "cuda:0 …".
+func kind(be tensor.Backend) string {
+	k, _, _ := strings.Cut(be.Name(), ",")
+	return k
 }

@@ -289,7 +289,7 @@ evaluation prepares CIFAR-10 images.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&ckpt, "checkpoint", "", "checkpoint (.safetensors) to predict with")
+	fs.StringVar(&ckpt, "checkpoint", "", "checkpoint to predict with (.safetensors, or a PyTorch .pth state dict)")
 	fs.IntVar(&top, "top", 3, "how many classes to show per image")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	dev.register(fs)

@@ -370,6 +370,10 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu", "--run-dir", failedRun}, missing},
 		{[]string{"convert", missing, filepath.Join(t.TempDir(), "o.safetensors")}, missing},
 		{[]string{"convert", "a.pth"}, "accepts 2 arg(s)"},
+		{[]string{"train", "--data", data, "--freeze-features", "--device", "cpu"}, "--freeze-features trains the classifier over features that --pretrained or --init loads"},
+		{[]string{"train", "--data", data, "--arch", "99999999999999", "--device", "cpu"}, "channels: want 1 to 16384"},
+		{[]string{"summary", "--size", "99999999999968"}, "image size 99999999999968: want 1 to 4096"},
+		{[]string{"bench", "--device", "cpu", "--data", "gpu"}, "--data gpu: the cpu backend cannot hold the images"},
 	} {
 		_, err := run(t, c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

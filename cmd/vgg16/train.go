@@ -154,8 +154,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			default:
 				return fmt.Errorf("--recipe %q: want seed or cifar", recipe)
 			}
-			if auto && onCPU && !cmd.Flags().Changed("recipe") {
-				o = cpuQuickRecipe(w, &df, cmd.Flags())
+			quick := auto && onCPU && !cmd.Flags().Changed("recipe")
+			if quick {
+				o = cpuQuickRecipe(&df, cmd.Flags())
 			}
 			fs := cmd.Flags()
 			set := func(name string, apply func()) {
@@ -178,6 +179,13 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("seed", func() { o.Seed = seed })
 			set("init", func() { o.Init = initFrom })
 			set("freeze-features", func() { o.FreezeFeatures = freeze })
+			if quick { // said once the flags are applied
+				fmt.Fprintf(w, "no GPU: a short CPU run (VGG16-BN at 32x32, %d epoch%s on up to %d images, batch %d).\n", o.Epochs, plural(o.Epochs), df.limit, o.Batch)
+				fmt.Fprintln(w, "the seed's full recipe (224x224, 100 epochs) needs a GPU: vgg16 train --device cuda")
+			}
+			if o.FreezeFeatures && !resume && o.Init == "" && pretrained == "" {
+				return fmt.Errorf("--freeze-features trains the classifier over features that --pretrained or --init loads: give one of them")
+			}
 			o.Workers, o.CPUAugment, o.RecomputeBN, o.SGDInBackward = workers, cpuAugment, recomputeBN, sgdInBackward
 			for _, name := range []string{"arch", "size", "hidden", "dropout", "batch-norm", "classes"} {
 				if fs.Changed(name) {
@@ -362,7 +370,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 
 // cpuQuickRecipe is make run's choice on a CPU: the native 32x32 recipe on
 // a slice of the data, sized so that an epoch takes minutes.
-func cpuQuickRecipe(w io.Writer, df *dataFlags, fs *pflag.FlagSet) train.Options {
+func cpuQuickRecipe(df *dataFlags, fs *pflag.FlagSet) train.Options {
 	o := train.CIFARRecipe()
 	o.Epochs, o.Batch, o.Warmup = 5, 64, 1
 	limit := 5000
@@ -372,8 +380,6 @@ func cpuQuickRecipe(w io.Writer, df *dataFlags, fs *pflag.FlagSet) train.Options
 	if !fs.Changed("limit") {
 		df.limit = limit
 	}
-	fmt.Fprintf(w, "no GPU: a short CPU run (VGG16-BN at 32x32, %d epochs on up to %d images, batch %d).\n", o.Epochs, df.limit, o.Batch)
-	fmt.Fprintln(w, "the seed's full recipe (224x224, 100 epochs) needs a GPU: vgg16 train --device cuda")
 	return o
 }
 
@@ -503,4 +509,12 @@ func fitsPrecision(be tensor.Backend, cfg layers.Config) error {
 		}
 	}
 	return nil
+}
+
+// plural is "s" unless n is 1.
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

@@ -169,7 +169,7 @@ func Open(dir string, split string) (*Dataset, error) {
 		}
 	}
 	if len(found) == 0 {
-		return nil, fmt.Errorf("cifar: no CIFAR-10 dataset in %s (looked for %s/ and %s/ with data_batch_1..5 and test_batch): run `vgg16 data download`: %w",
+		return nil, fmt.Errorf("cifar: no CIFAR-10 dataset in %s (looked for %s/ and %s/ with data_batch_1..5 and test_batch): run `vgg16 data download` (offline: one batch file, or the embedded sample, demo, works too): %w",
 			dir, BinFolder, PyFolder, fs.ErrNotExist)
 	}
 	pick := found[0]
@@ -197,7 +197,7 @@ func openFolder(folder string, f format, split string) (*Dataset, error) {
 		p := filepath.Join(folder, name)
 		if _, err := os.Stat(p); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("cifar: %s is missing (incomplete dataset): run `vgg16 data download`: %w", p, fs.ErrNotExist)
+				return nil, fmt.Errorf("cifar: %s is missing (incomplete dataset): move %s away and run `vgg16 data download`, or use one batch file: %w", p, folder, fs.ErrNotExist)
 			}
 			return nil, fmt.Errorf("cifar: %w", err)
 		}

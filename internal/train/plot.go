@@ -63,11 +63,10 @@ func panel(img *image.RGBA, r image.Rectangle, title string, train, val []float6
 	n := max(len(train), 2)
 	px := func(i int) int { return plot.Min.X + i*(plot.Dx()-1)/(n-1) }
 	py := func(v float64) int { return plot.Max.Y - int((v-lo)/(hi-lo)*float64(plot.Dy()-1)) }
-	for k := 0; k <= 4; k++ { // horizontal grid with labels
-		v := lo + (hi-lo)*float64(k)/4
-		y := py(v)
+	for k, label := range tickLabels(lo, hi) { // horizontal grid with labels
+		y := py(lo + (hi-lo)*float64(k)/4)
 		hline(img, plot.Min.X, plot.Max.X, y, colGrid)
-		text(img, r.Min.X+4, y+4, fmt.Sprintf("%7.3g", v), colAxis)
+		text(img, r.Min.X+4, y+4, label, colAxis)
 	}
 	hline(img, plot.Min.X, plot.Max.X, plot.Max.Y, colAxis)
 	vline(img, plot.Min.X, plot.Min.Y, plot.Max.Y, colAxis)
@@ -79,6 +78,22 @@ func panel(img *image.RGBA, r image.Rectangle, title string, train, val []float6
 	text(img, plot.Max.X-60, r.Min.Y+18, "val", colVal)
 	curve(img, train, px, py, colTrain)
 	curve(img, val, px, py, colVal)
+}
+
+// tickLabels are the labels of the five grid lines from lo to hi, with
+// the decimals of the step between them, or one more where it has more (a
+// loss from 2.30 to 2.32 needs three), so that no two read the same.
+func tickLabels(lo, hi float64) []string {
+	step := (hi - lo) / 4
+	decimals := max(int(math.Ceil(-math.Log10(step))), 0)
+	if s := step * math.Pow10(decimals); math.Abs(s-math.Round(s)) > 1e-6*s {
+		decimals++ // 0.25 needs two
+	}
+	labels := make([]string, 5)
+	for k := range labels {
+		labels[k] = fmt.Sprintf("%7.*f", decimals, lo+step*float64(k))
+	}
+	return labels
 }
 
 func curve(img *image.RGBA, v []float64, px func(int) int, py func(float64) int, c color.Color) {
