@@ -75,6 +75,11 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	if existsFormat(opt.Dir, f) {
 		return nil
 	}
+	// A folder of that name that is not a complete dataset is the user's
+	// (a partial copy, or something else): never replaced.
+	if target := filepath.Join(opt.Dir, f.folder); fileExists(target) {
+		return fmt.Errorf("cifar: %s exists but is not a complete CIFAR-10 dataset: complete it, or move it away and download again", target)
+	}
 	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
 		return fmt.Errorf("cifar: %w", err)
 	}
@@ -288,20 +293,11 @@ func validateFolder(folder string, f format) error {
 	return nil
 }
 
-// install renames the validated folder src to target. An incomplete folder
-// already at target (left by hand or by an older tool) is moved aside first.
+// install renames the validated folder src to target, which Download
+// checked is not there.
 func install(src, target string) error {
-	if _, err := os.Lstat(target); err == nil {
-		old, err := os.MkdirTemp(filepath.Dir(target), tempPrefix+"old-*")
-		if err != nil {
-			return fmt.Errorf("cifar: %w", err)
-		}
-		aside := filepath.Join(old, "previous")
-		if err := os.Rename(target, aside); err != nil {
-			os.Remove(old)
-			return fmt.Errorf("cifar: moving the incomplete %s aside: %w", target, err)
-		}
-		defer os.RemoveAll(old)
+	if fileExists(target) { // made while this download ran
+		return fmt.Errorf("cifar: %s appeared during the download: left as it is", target)
 	}
 	if err := os.Rename(src, target); err != nil {
 		return fmt.Errorf("cifar: %w", err)

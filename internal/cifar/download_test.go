@@ -254,16 +254,23 @@ func TestDownloadValidatesContents(t *testing.T) {
 	assertNothingLeft(t, dir)
 }
 
-func TestDownloadReplacesIncompleteFolder(t *testing.T) {
+// TestDownloadKeepsIncompleteFolder: a partial copy where the dataset
+// would go is the user's: Download says so, fetches nothing and leaves it.
+func TestDownloadKeepsIncompleteFolder(t *testing.T) {
 	arc := archiveOf(t, "bin", 2)
-	url, _ := serve(t, arc)
+	url, fetched := serve(t, arc)
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, BinFolder, "data_batch_1.bin"), binBytes(synth(1, 0, 1)))
-	if err := Download(context.Background(), DownloadOptions{Dir: dir, URL: url, MD5: md5hex(arc)}); err != nil {
-		t.Fatal(err)
+	mine := binBytes(synth(1, 0, 1))
+	writeFile(t, filepath.Join(dir, BinFolder, "data_batch_1.bin"), mine)
+	err := Download(context.Background(), DownloadOptions{Dir: dir, URL: url, MD5: md5hex(arc)})
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, BinFolder)+" exists but is not a complete CIFAR-10 dataset") {
+		t.Fatalf("download over a partial copy: %v", err)
 	}
-	if !Exists(dir) || strings.Join(listDir(t, dir), ",") != BinFolder {
-		t.Fatalf("after download: Exists=%v, dir holds %v", Exists(dir), listDir(t, dir))
+	if got, _ := os.ReadFile(filepath.Join(dir, BinFolder, "data_batch_1.bin")); !bytes.Equal(got, mine) || strings.Join(listDir(t, dir), ",") != BinFolder {
+		t.Fatalf("the partial copy changed: dir holds %v", listDir(t, dir))
+	}
+	if n := fetched.Load(); n != 0 {
+		t.Errorf("fetched the archive %d times", n)
 	}
 }
 
