@@ -33,14 +33,17 @@ race:
 
 # Other platforms and builds. The pure-Go build (CGO_ENABLED=0: what
 # `go install` makes where there is no C compiler) runs every test; macOS,
-# Windows and Linux on arm64 are type-checked, tests included. Where the
+# Windows (with and without cgo: its CPU backend is pure Go either way),
+# Linux on arm64 and 32-bit x86 are type-checked, tests included. Where the
 # tools are installed (.ci/run installs them), the CPU backend's C is
 # tested as clang compiles it (macOS's compiler) and on arm64 under qemu.
+# Not covered: the C as macOS's SDK builds it.
 ARM64_SYSROOT ?= /usr/aarch64-linux-gnu
 portable:
 	CGO_ENABLED=0 $(GO) test -count=1 ./...
-	for t in darwin/arm64 windows/amd64 linux/arm64; do \
+	for t in darwin/arm64 windows/amd64 linux/arm64 linux/386; do \
 		GOOS=$${t%/*} GOARCH=$${t#*/} CGO_ENABLED=0 $(GO) vet ./... || exit 1; done
+	GOOS=windows GOARCH=amd64 CGO_ENABLED=1 $(GO) vet ./...
 	@if command -v clang >/dev/null; then \
 		echo "CC=clang go test ./internal/cpu"; CC=clang $(GO) test -count=1 ./internal/cpu || exit 1; \
 	else echo "portable: clang not installed: the CPU backend's C is not tested as clang builds it"; fi

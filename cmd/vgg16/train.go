@@ -274,7 +274,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 					// A second Ctrl-C kills at once: checkpoints are written
 					// atomically, so the last good one survives.
 					signal.Stop(sigs)
-					fmt.Fprintln(w, "\ninterrupted: saving a checkpoint after this batch (Ctrl-C again to quit at once)")
+					fmt.Fprintln(w, "\ninterrupted: saving a checkpoint after this batch, or at once if validating (Ctrl-C again to quit at once)")
 					cancel()
 				case <-ctx.Done():
 				}

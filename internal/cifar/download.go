@@ -110,7 +110,17 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	if err := validateFolder(src, f); err != nil {
 		return fmt.Errorf("cifar: archive from %s: %w", opt.URL, err)
 	}
-	return install(src, filepath.Join(opt.Dir, f.folder))
+	target := filepath.Join(opt.Dir, f.folder)
+	if fileExists(target) { // made while this download ran
+		if existsFormat(opt.Dir, f) {
+			return nil // by another download that finished first
+		}
+		return fmt.Errorf("cifar: %s appeared during the download and is not a complete dataset: left as it is", target)
+	}
+	if err := os.Rename(src, target); err != nil {
+		return fmt.Errorf("cifar: %w", err)
+	}
+	return nil
 }
 
 // tempPrefix starts the names of Download's temporary files and folders:
@@ -289,18 +299,6 @@ func validateFolder(folder string, f format) error {
 		if _, err := f.readMeta(mp); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// install renames the validated folder src to target, which Download
-// checked is not there.
-func install(src, target string) error {
-	if fileExists(target) { // made while this download ran
-		return fmt.Errorf("cifar: %s appeared during the download: left as it is", target)
-	}
-	if err := os.Rename(src, target); err != nil {
-		return fmt.Errorf("cifar: %w", err)
 	}
 	return nil
 }

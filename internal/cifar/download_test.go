@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -271,6 +272,37 @@ func TestDownloadKeepsIncompleteFolder(t *testing.T) {
 	}
 	if n := fetched.Load(); n != 0 {
 		t.Errorf("fetched the archive %d times", n)
+	}
+}
+
+// TestConcurrentDownloads: runs started together each download the
+// dataset into one folder; the first to finish installs it, and the others
+// find it complete and succeed too.
+func TestConcurrentDownloads(t *testing.T) {
+	arc := archiveOf(t, "bin", 1)
+	const n = 3
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		arrived.Wait() // every download has started before any finishes
+		w.Write(arc)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			errs <- Download(context.Background(), DownloadOptions{Dir: dir, URL: srv.URL, MD5: md5hex(arc)})
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("a concurrent download: %v", err)
+		}
+	}
+	if !Exists(dir) || strings.Join(listDir(t, dir), ",") != BinFolder {
+		t.Fatalf("after the downloads: Exists=%v, dir holds %v", Exists(dir), listDir(t, dir))
 	}
 }
 

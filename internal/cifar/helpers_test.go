@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -141,7 +142,7 @@ func (p *pickler) raw(s []byte) {
 	p.b.Write(s)
 }
 
-func (p *pickler) int(v int) {
+func (p *pickler) int(v int64) {
 	switch {
 	case v >= 0 && v < 256:
 		p.b.WriteByte('K')
@@ -149,7 +150,7 @@ func (p *pickler) int(v int) {
 	case v >= 0 && v < 65536:
 		p.b.WriteByte('M')
 		binary.Write(&p.b, binary.LittleEndian, uint16(v))
-	case v >= -1<<31 && v < 1<<31:
+	case v >= math.MinInt32 && v <= math.MaxInt32:
 		p.b.WriteByte('J')
 		binary.Write(&p.b, binary.LittleEndian, int32(v))
 	default: // LONG1, as Python 2 writes a long
@@ -208,7 +209,7 @@ func (p *pickler) ndarray(shape []int, data []byte) {
 	p.b.WriteByte('(')
 	p.int(1)
 	for _, d := range shape {
-		p.int(d)
+		p.int(int64(d))
 	}
 	p.b.WriteByte(0x84 + byte(len(shape))) // TUPLE1..3
 	p.global("numpy", "dtype")
@@ -273,7 +274,7 @@ func batchPickle(ds *Dataset, label string, py3 bool) []byte {
 		case "data":
 			p.ndarray([]int{ds.Len(), ImageBytes}, ds.Images)
 		case "labels":
-			p.list(ds.Len(), func(i int) { p.int(int(ds.Labels[i])) })
+			p.list(ds.Len(), func(i int) { p.int(int64(ds.Labels[i])) })
 		case "batch_label":
 			p.text(label)
 		case "filenames":
@@ -290,7 +291,7 @@ func metaPickle(names []string, perBatch int, py3 bool) []byte {
 	p.dict([]string{"num_cases_per_batch", "label_names", "num_vis"}, func(k string) {
 		switch k {
 		case "num_cases_per_batch":
-			p.int(perBatch)
+			p.int(int64(perBatch))
 		case "label_names":
 			p.list(len(names), func(i int) { p.text(names[i]) })
 		case "num_vis":

@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Batch norm's passes over NCHW planes for the CPU backend (ops.go), in C
 // so that the compiler vectorises them: float64 arithmetic on float32 data,
 // as the Go loops did, with sums kept in eight lanes that are added in a

@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Winograd F(2x2, 3x3) transforms for the CPU backend's 3x3 convolutions
 // (winograd.go). C so that the compiler vectorises the loops over tiles;
 // the GEMMs between the transforms go through the same SGEMM as im2col's.
@@ -23,7 +25,7 @@
 // vgg_simd names the version of the VGG_CLONES functions the loader
 // picks on this CPU.
 const char *vgg_simd(void) {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(VGG_HAVE_CLONES)
 	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx512f")) return "AVX-512";
 	if (__builtin_cpu_supports("avx2")) return "AVX2";

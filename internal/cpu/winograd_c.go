@@ -1,4 +1,4 @@
-//go:build cgo
+//go:build cgo && !windows
 
 package cpu
 
@@ -18,8 +18,9 @@ import "unsafe"
 // Go's side of winograd.c: each function transforms the planes or
 // channels [lo, hi) (see winograd_go.go for what each computes).
 
-// simd names the vector instructions the C loops run with ("AVX-512",
-// "AVX2" or "SSE2"), as target_clones picked them for this CPU.
+// simd names the vector instructions the C loops run with: "AVX-512",
+// "AVX2" or "SSE2" as target_clones picked them for this CPU (GCC on
+// x86-64 Linux), else the compiler's baseline ("SSE2", "NEON").
 func simd() string { return C.GoString(C.vgg_simd()) }
 
 func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }

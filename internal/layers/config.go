@@ -208,8 +208,6 @@ func DefaultConfig() Config {
 	return Config{Arch: "vgg16", Cfg: cfg, BatchNorm: true, ImageSize: 224, Hidden: 4096, Classes: 10, Dropout: 0.5}
 }
 
-// Validate checks that the configuration describes a network that can be
-// built, naming the field that is wrong.
 // Bounds on a configuration, far above any VGG's, so that a mistyped
 // flag or a damaged checkpoint is an error, not an allocation that fails.
 const (
@@ -219,10 +217,12 @@ const (
 	MaxClasses   = 1 << 16
 	MaxLayers    = 256
 	// MaxParams bounds the parameter count (8 GiB of float32; VGG19 at
-	// 224x224 has 143.7M).
-	MaxParams = 1 << 31
+	// 224x224 has 143.7M), within a 32-bit int.
+	MaxParams = 1<<31 - 1
 )
 
+// Validate checks that the configuration describes a network that can be
+// built, within the bounds above, naming the field that is wrong.
 func (c Config) Validate() error {
 	pools := 0
 	for i, it := range c.Cfg {

@@ -121,11 +121,11 @@ func TestConfigBounds(t *testing.T) {
 		edit func(*layers.Config)
 		says string
 	}{
-		{func(c *layers.Config) { c.Cfg[0].Out = 1 << 40 }, "channels: want 1 to 16384"},
+		{func(c *layers.Config) { c.Cfg[0].Out = 1 << 30 }, "channels: want 1 to 16384"},
 		{func(c *layers.Config) { c.Cfg[0].K = 5 }, "5x5 kernel"},
-		{func(c *layers.Config) { c.ImageSize = 1 << 40 }, "image size 1099511627776: want 1 to 4096"},
-		{func(c *layers.Config) { c.Hidden = 1 << 40 }, "hidden width"},
-		{func(c *layers.Config) { c.Classes = 1 << 40 }, "classes: want 2 to 65536"},
+		{func(c *layers.Config) { c.ImageSize = 1 << 30 }, "image size 1073741824: want 1 to 4096"},
+		{func(c *layers.Config) { c.Hidden = 1 << 30 }, "hidden width"},
+		{func(c *layers.Config) { c.Classes = 1 << 30 }, "classes: want 2 to 65536"},
 		{func(c *layers.Config) {
 			for range 70 {
 				c.Cfg = append(c.Cfg, layers.Item{Kind: layers.Pool})

@@ -89,6 +89,7 @@ func tickLabels(lo, hi float64) []string {
 	if s := step * math.Pow10(decimals); math.Abs(s-math.Round(s)) > 1e-6*s {
 		decimals++ // 0.25 needs two
 	}
+	decimals = min(decimals, 5) // within the margin
 	labels := make([]string, 5)
 	for k := range labels {
 		labels[k] = fmt.Sprintf("%7.*f", decimals, lo+step*float64(k))

@@ -210,7 +210,11 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 			r.Report.Note(fmt.Sprintf("resuming %s after epoch %d %s", r.Dir, r.epoch, r.resumed))
 		}
 		if r.epoch >= r.Opt.Epochs {
-			r.Report.Note(fmt.Sprintf("the run has done %d epochs, --epochs %d: nothing to train (a larger --epochs continues it)", r.epoch, r.Opt.Epochs))
+			more := ""
+			if skip > 0 {
+				more = fmt.Sprintf(" and %d batches of epoch %d, which this leaves out of the best checkpoint", skip, r.epoch+1)
+			}
+			r.Report.Note(fmt.Sprintf("the run has done %d epochs%s, --epochs %d: nothing to train (a larger --epochs continues it)", r.epoch, more, r.Opt.Epochs))
 		}
 	} else {
 		m.Init(r.Opt.Seed)
@@ -326,15 +330,18 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	}
 	r.Report.EpochStart(r.epoch+1, r.Opt.Epochs, perEpoch)
 	start := time.Now()
-	var sumLoss float64
+	var sumLoss, before float64 // before: seconds the interrupted run trained this epoch
 	var seen, correct int
+	lr := 0.0
 	if skip > 0 { // resumed mid-epoch: the batches before the interruption count too
-		sumLoss, correct, seen = r.partial.loss, r.partial.correct, r.partial.seen
+		sumLoss, correct, seen, before, lr = r.partial.loss, r.partial.correct, r.partial.seen, r.partial.seconds, r.partial.lr
 	}
 	r.partial = epochTally{}
+	tally := func() epochTally {
+		return epochTally{loss: sumLoss, correct: correct, seen: seen, seconds: before + time.Since(start).Seconds(), lr: lr}
+	}
 	seenBefore := seen       // images tallied by the run that was interrupted
 	pending, done := 0, skip // images trained on but not yet tallied on the host; batches done
-	lr := 0.0
 	// The loss and the correct predictions add up on the device (Tally) and
 	// come to the host every tallyEvery steps on a backend that records
 	// steps (the GPU): a step does not wait for the one before it, so the
@@ -381,7 +388,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			if err := flush(b); err != nil { // no NaN weights in the checkpoint
 				return EpochMetrics{}, 0, err
 			}
-			r.partial = epochTally{loss: sumLoss, correct: correct, seen: seen}
+			r.partial = tally()
 			return EpochMetrics{}, 0, r.interrupt(b, perEpoch)
 		}
 		n, _, ok := src.Next(st.x, st.y)
@@ -419,15 +426,15 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	if err := flush(done); err != nil { // the source ended early
 		return EpochMetrics{}, 0, err
 	}
-	if skip >= perEpoch { // resumed after the training, before the validation
-		lr = r.Opt.LearningRate(r.step-1, perEpoch)
-	}
-	em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: time.Since(start).Seconds()}
+	r.partial = tally()
+	em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: r.partial.seconds}
 	if seen > 0 {
-		em.TrainLoss, em.TrainAcc, em.ImagesPerSec = sumLoss/float64(seen), float64(correct)/float64(seen), float64(seen-seenBefore)/em.Seconds
+		em.TrainLoss, em.TrainAcc = sumLoss/float64(seen), float64(correct)/float64(seen)
 	}
-	r.partial = epochTally{loss: sumLoss, correct: correct, seen: seen}
-	return em, done, nil
+	if em.Seconds > 0 {
+		em.ImagesPerSec = float64(seen) / em.Seconds
+	}
+	return em, perEpoch, nil
 }
 
 // initFrom loads the matching tensors of a weights file; newHead leaves
@@ -618,6 +625,7 @@ func (r *Run) restore() (int, error) {
 type epochTally struct {
 	loss          float64
 	correct, seen int
+	seconds, lr   float64 // the epoch's training time so far, and its last step's learning rate
 }
 
 // keyTally is the optimizer file's metadata key of a mid-epoch
@@ -625,13 +633,16 @@ type epochTally struct {
 const keyTally = "vgg16.epoch_tally"
 
 func (t epochTally) String() string {
-	return strconv.FormatFloat(t.loss, 'g', -1, 64) + " " + strconv.Itoa(t.correct) + " " + strconv.Itoa(t.seen)
+	g := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	return g(t.loss) + " " + strconv.Itoa(t.correct) + " " + strconv.Itoa(t.seen) + " " + g(t.seconds) + " " + g(t.lr)
 }
 
+// parseTally reads String's form, or the three fields (loss, correct,
+// seen) that versions before the time and rate wrote.
 func parseTally(s string) epochTally {
 	var t epochTally
 	f := strings.Fields(s)
-	if len(f) != 3 {
+	if len(f) != 3 && len(f) != 5 {
 		return t
 	}
 	loss, err1 := strconv.ParseFloat(f[0], 64)
@@ -640,7 +651,15 @@ func parseTally(s string) epochTally {
 	if err1 != nil || err2 != nil || err3 != nil || correct < 0 || seen < correct {
 		return t
 	}
-	return epochTally{loss, correct, seen}
+	t = epochTally{loss: loss, correct: correct, seen: seen}
+	if len(f) == 5 {
+		secs, err1 := strconv.ParseFloat(f[3], 64)
+		lr, err2 := strconv.ParseFloat(f[4], 64)
+		if err1 == nil && err2 == nil && secs >= 0 {
+			t.seconds, t.lr = secs, lr
+		}
+	}
+	return t
 }
 
 // stepKey names a training step's shape for tensor.BeginStep.

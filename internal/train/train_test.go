@@ -263,6 +263,11 @@ func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporte
 		t.Fatalf("resumed history has %d epochs", len(got))
 	}
 	for i := range want {
+		// The interrupted epoch's time and rate count the run before the
+		// interruption too (after a whole epoch's training, nothing else).
+		if !(got[i].Seconds > 0) || !(got[i].ImagesPerSec > 0) || math.IsInf(got[i].ImagesPerSec, 0) {
+			t.Errorf("epoch %d: resumed %g s, %g img/s", i+1, got[i].Seconds, got[i].ImagesPerSec)
+		}
 		if got[i].LR != want[i].LR {
 			t.Errorf("epoch %d: resumed lr %v, uninterrupted %v", i+1, got[i].LR, want[i].LR)
 		}
@@ -577,5 +582,22 @@ func TestNewDirNeverShares(t *testing.T) {
 	}
 	if d, err := NewDir(base); err != nil || d != base+"-10" {
 		t.Errorf("NewDir with -9 a file: %q %v, want %s-10", d, err, base)
+	}
+}
+
+// TestParseTally reads what String writes, and the three fields that
+// checkpoints of earlier versions hold.
+func TestParseTally(t *testing.T) {
+	in := epochTally{loss: 12.5, correct: 7, seen: 32, seconds: 1.25, lr: 0.003}
+	if got := parseTally(in.String()); got != in {
+		t.Errorf("round trip: %+v, want %+v", got, in)
+	}
+	if got, want := parseTally("12.5 7 32"), (epochTally{loss: 12.5, correct: 7, seen: 32}); got != want {
+		t.Errorf("three fields: %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{"", "1 2", "x 1 2", "1 9 2", "1 2 3 4", "1 2 3 -1 0.1"} {
+		if got := parseTally(bad); got.seconds < 0 || got.seen < got.correct {
+			t.Errorf("%q: %+v", bad, got)
+		}
 	}
 }
