@@ -2,7 +2,7 @@
 
 package cpu
 
-// Built without cgo: batch norm's passes in Go (bn.go).
+// Built without cgo, or for Windows: batch norm's passes in Go (bn.go).
 
 var (
 	bnStats     = bnStatsGo

@@ -124,7 +124,7 @@ func loadBLAS() {
 			}
 			errs = append(errs, C.GoString(e))
 		}
-		blasDesc = fmt.Sprintf("SGEMM: gonum (pure Go: a training step ~5x slower than with OpenBLAS; no CBLAS found: %s; install libopenblas0 for speed)", strings.Join(errs, "; "))
+		blasDesc = fmt.Sprintf("SGEMM: gonum (pure Go: a training step ~6x slower than with OpenBLAS; no CBLAS found: %s; install libopenblas0 for speed)", strings.Join(errs, "; "))
 	})
 }
 

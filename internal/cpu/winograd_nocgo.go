@@ -2,9 +2,9 @@
 
 package cpu
 
-// Built without cgo: the transforms in Go (winograd_go.go).
+// Built without cgo, or for Windows: the transforms in Go (winograd_go.go).
 
-func simd() string { return "pure Go (built without cgo)" }
+func simd() string { return "pure Go" }
 
 var (
 	winoFilterRange        = winoFilterGo
