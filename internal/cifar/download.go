@@ -110,17 +110,23 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	if err := validateFolder(src, f); err != nil {
 		return fmt.Errorf("cifar: archive from %s: %w", opt.URL, err)
 	}
+	// Another download into opt.Dir may have finished first (before this
+	// check, or between it and the rename, which then fails: a folder is
+	// never renamed over one with files): then the dataset is there.
 	target := filepath.Join(opt.Dir, f.folder)
-	if fileExists(target) { // made while this download ran
-		if existsFormat(opt.Dir, f) {
-			return nil // by another download that finished first
+	var renameErr error
+	if !fileExists(target) {
+		if renameErr = os.Rename(src, target); renameErr == nil {
+			return nil
 		}
-		return fmt.Errorf("cifar: %s appeared during the download and is not a complete dataset: left as it is", target)
 	}
-	if err := os.Rename(src, target); err != nil {
-		return fmt.Errorf("cifar: %w", err)
+	if existsFormat(opt.Dir, f) {
+		return nil
 	}
-	return nil
+	if renameErr != nil {
+		return fmt.Errorf("cifar: %w", renameErr)
+	}
+	return fmt.Errorf("cifar: %s appeared during the download and is not a complete dataset: left as it is", target)
 }
 
 // tempPrefix starts the names of Download's temporary files and folders:

@@ -280,7 +280,7 @@ func TestDownloadKeepsIncompleteFolder(t *testing.T) {
 // find it complete and succeed too.
 func TestConcurrentDownloads(t *testing.T) {
 	arc := archiveOf(t, "bin", 1)
-	const n = 3
+	const n = 6
 	var arrived sync.WaitGroup
 	arrived.Add(n)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -336,9 +336,10 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	if skip > 0 { // resumed mid-epoch: the batches before the interruption count too
 		sumLoss, correct, seen, before, lr = r.partial.loss, r.partial.correct, r.partial.seen, r.partial.seconds, r.partial.lr
 	}
+	untimed := skip > 0 && !r.partial.timed // a tally of an earlier version: no time, no rate
 	r.partial = epochTally{}
 	tally := func() epochTally {
-		return epochTally{loss: sumLoss, correct: correct, seen: seen, seconds: before + time.Since(start).Seconds(), lr: lr}
+		return epochTally{loss: sumLoss, correct: correct, seen: seen, seconds: before + time.Since(start).Seconds(), lr: lr, timed: true}
 	}
 	seenBefore := seen       // images tallied by the run that was interrupted
 	pending, done := 0, skip // images trained on but not yet tallied on the host; batches done
@@ -378,6 +379,9 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		return nil
 	}
 	for b := 0; b < perEpoch; b++ {
+		if b == skip && skip > 0 {
+			start = time.Now() // making the skipped batches is not training time
+		}
 		if b < skip { // resuming mid-epoch: these batches were trained on
 			if skip < perEpoch && !src.skip() { // (all of them: nothing to make)
 				break
@@ -426,13 +430,20 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	if err := flush(done); err != nil { // the source ended early
 		return EpochMetrics{}, 0, err
 	}
+	if lr == 0 && r.step > 0 { // nothing trained here, and no rate saved
+		lr = r.Opt.LearningRate(r.step-1, perEpoch)
+	}
 	r.partial = tally()
 	em := EpochMetrics{Epoch: r.epoch + 1, LR: lr, Seconds: r.partial.seconds}
 	if seen > 0 {
 		em.TrainLoss, em.TrainAcc = sumLoss/float64(seen), float64(correct)/float64(seen)
 	}
+	counted := seen
+	if untimed {
+		counted -= seenBefore // this session's images, over this session's time
+	}
 	if em.Seconds > 0 {
-		em.ImagesPerSec = float64(seen) / em.Seconds
+		em.ImagesPerSec = float64(counted) / em.Seconds
 	}
 	return em, perEpoch, nil
 }
@@ -626,6 +637,7 @@ type epochTally struct {
 	loss          float64
 	correct, seen int
 	seconds, lr   float64 // the epoch's training time so far, and its last step's learning rate
+	timed         bool    // seconds and lr were saved (not by versions before them)
 }
 
 // keyTally is the optimizer file's metadata key of a mid-epoch
@@ -655,8 +667,9 @@ func parseTally(s string) epochTally {
 	if len(f) == 5 {
 		secs, err1 := strconv.ParseFloat(f[3], 64)
 		lr, err2 := strconv.ParseFloat(f[4], 64)
-		if err1 == nil && err2 == nil && secs >= 0 {
-			t.seconds, t.lr = secs, lr
+		finite := !math.IsInf(secs, 0) && !math.IsNaN(secs) && !math.IsInf(lr, 0) && !math.IsNaN(lr)
+		if err1 == nil && err2 == nil && finite && secs >= 0 && lr >= 0 {
+			t.seconds, t.lr, t.timed = secs, lr, true
 		}
 	}
 	return t

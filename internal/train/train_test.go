@@ -208,20 +208,26 @@ func testResume(t *testing.T, backend func() tensor.Backend) {
 
 	// Interrupted in epoch 2 after 3 of its 16 batches, or while validating
 	// epoch 2 (the epoch's training is saved whole; resuming validates it).
+	// And mid-epoch from a checkpoint of an earlier version, whose tally has
+	// no time and learning rate.
 	for _, c := range []struct {
 		name         string
 		duringVal    bool
 		batch        int
 		said, resume string
+		oldTally     bool
 	}{
-		{"mid-epoch", false, 3, "interrupted in epoch 2 after 3 of its 16 batches", "resuming %s in epoch 2 after 3 of its 16 batches"},
-		{"validating", true, 16, "interrupted after training epoch 2, before its validation", "resuming %s after training epoch 2, before its validation"},
+		{"mid-epoch", false, 3, "interrupted in epoch 2 after 3 of its 16 batches", "resuming %s in epoch 2 after 3 of its 16 batches", false},
+		{"validating", true, 16, "interrupted after training epoch 2, before its validation", "resuming %s after training epoch 2, before its validation", false},
+		{"mid-epoch-old-tally", false, 3, "interrupted in epoch 2 after 3 of its 16 batches", "resuming %s in epoch 2 after 3 of its 16 batches", true},
 	} {
-		t.Run(c.name, func(t *testing.T) { testResumeAt(t, newRun, o, want, full.Dir, c.duringVal, c.batch, c.said, c.resume) })
+		t.Run(c.name, func(t *testing.T) {
+			testResumeAt(t, newRun, o, want, full.Dir, c.duringVal, c.batch, c.said, c.resume, c.oldTally)
+		})
 	}
 }
 
-func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporter) *Run, o Options, want []EpochMetrics, fullDir string, duringVal bool, batch int, said, resumeNote string) {
+func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporter) *Run, o Options, want []EpochMetrics, fullDir string, duringVal bool, batch int, said, resumeNote string, oldTally bool) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	epoch := 0
@@ -248,6 +254,21 @@ func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporte
 	}
 	if len(notes) == 0 || !strings.HasPrefix(notes[len(notes)-1], said) {
 		t.Errorf("interruption said %q, want %q…", notes, said)
+	}
+	if oldTally {
+		paths, _ := filepath.Glob(filepath.Join(dir, optimPrefix+"*.safetensors"))
+		if len(paths) != 1 {
+			t.Fatalf("optimizer files %v", paths)
+		}
+		f, err := safetensors.Read(paths[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := strings.Fields(f.Metadata[keyTally])
+		f.Metadata[keyTally] = strings.Join(fields[:3], " ")
+		if err := safetensors.Write(paths[0], f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	notes = nil
 	resumed := newRun(t, dir, o, &quiet{note: func(s string) { notes = append(notes, s) }})
@@ -588,15 +609,15 @@ func TestNewDirNeverShares(t *testing.T) {
 // TestParseTally reads what String writes, and the three fields that
 // checkpoints of earlier versions hold.
 func TestParseTally(t *testing.T) {
-	in := epochTally{loss: 12.5, correct: 7, seen: 32, seconds: 1.25, lr: 0.003}
+	in := epochTally{loss: 12.5, correct: 7, seen: 32, seconds: 1.25, lr: 0.003, timed: true}
 	if got := parseTally(in.String()); got != in {
 		t.Errorf("round trip: %+v, want %+v", got, in)
 	}
 	if got, want := parseTally("12.5 7 32"), (epochTally{loss: 12.5, correct: 7, seen: 32}); got != want {
 		t.Errorf("three fields: %+v, want %+v", got, want)
 	}
-	for _, bad := range []string{"", "1 2", "x 1 2", "1 9 2", "1 2 3 4", "1 2 3 -1 0.1"} {
-		if got := parseTally(bad); got.seconds < 0 || got.seen < got.correct {
+	for _, bad := range []string{"", "1 2", "x 1 2", "1 9 2", "1 2 3 4", "1 2 3 -1 0.1", "1 2 3 +Inf 0.1", "1 2 3 1 NaN", "1 2 3 1 -0.1"} {
+		if got := parseTally(bad); got.timed || got.seen < got.correct {
 			t.Errorf("%q: %+v", bad, got)
 		}
 	}
