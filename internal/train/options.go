@@ -154,7 +154,8 @@ func (o Options) LearningRate(step, perEpoch int) float64 {
 		return o.LR
 	}
 	if o.Warmup > 0 && epoch < o.Warmup {
-		return o.LR * (float64(step) + 1) / (o.Warmup * float64(perEpoch))
+		// Up to the peak, not past it where the warm-up ends inside a step.
+		return o.LR * math.Min(1, (float64(step)+1)/(o.Warmup*float64(perEpoch)))
 	}
 	t := (epoch - o.Warmup) / math.Max(total-o.Warmup, 1e-9) // 0 → 1 after warm-up
 	t = math.Min(math.Max(t, 0), 1)

@@ -106,6 +106,20 @@ func TestLearningRate(t *testing.T) {
 	if got := o.LearningRate(1600, 100); math.Abs(got-0.025) > 1e-12 {
 		t.Errorf("half-way through the decay: %g, want 0.025", got)
 	}
+	// A warm-up that ends inside a step (0.2 epochs of 3 batches, or 2.5 of
+	// 7) rises to the peak, never past it.
+	for _, c := range []struct {
+		warmup   float64
+		perEpoch int
+	}{{0.2, 3}, {2.5, 7}, {0.5, 781}} {
+		w := o
+		w.Warmup = c.warmup
+		for step := range 3 * c.perEpoch {
+			if got := w.LearningRate(step, c.perEpoch); got > w.LR {
+				t.Fatalf("warm-up %g of %d batches: step %d at %g, past the peak %g", c.warmup, c.perEpoch, step, got, w.LR)
+			}
+		}
+	}
 	o.Schedule = "cosine"
 	if got := o.LearningRate(1600, 100); math.Abs(got-0.025) > 1e-12 {
 		t.Errorf("cosine half-way: %g, want 0.025", got)
