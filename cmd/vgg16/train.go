@@ -179,10 +179,10 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("seed", func() { o.Seed = seed })
 			set("init", func() { o.Init = initFrom })
 			set("freeze-features", func() { o.FreezeFeatures = freeze })
-			if quick && !fs.Changed("warmup") {
-				o.Warmup = min(o.Warmup, float64(o.Epochs)/5) // a shorter run warms up for less
-			}
 			if quick { // said once the flags are applied
+				if !fs.Changed("warmup") {
+					o.Warmup = min(o.Warmup, float64(o.Epochs)/5) // a shorter run warms up for less
+				}
 				fmt.Fprintf(w, "no GPU: a short CPU run (VGG16-BN at 32x32, %d epoch%s on up to %d images, batch %d).\n", o.Epochs, plural(o.Epochs), df.limit, o.Batch)
 				fmt.Fprintln(w, "the seed's full recipe (224x224, 100 epochs) needs a GPU: vgg16 train --device cuda")
 			}

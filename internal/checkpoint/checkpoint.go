@@ -136,11 +136,10 @@ func Load(path string) (*Checkpoint, error) {
 	ck.Info.ValAcc, _ = strconv.ParseFloat(md[keyValAcc], 64)
 	ck.Info.Flags = md[keyFlags]
 	ck.Info.ID = md[keyID]
-	if err := ck.Info.Config.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	// Before any model is made: metadata that does not describe the
-	// tensors (a damaged or edited file) must not size an allocation.
+	// The configuration within its bounds (CheckState validates it) and
+	// matching the tensors, before any model is made: metadata that does
+	// not describe them (a damaged or edited file) must not size an
+	// allocation.
 	if err := layers.CheckState(ck.Info.Config, ck.State); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -94,7 +94,6 @@ type Run struct {
 	// validation), saved with its checkpoint and carried into the resumed
 	// epoch, so that the epoch's metrics count every batch.
 	partial epochTally
-	resumed string // "(step N, best val acc …)", for the note on resuming
 	history []EpochMetrics
 }
 
@@ -201,13 +200,8 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		if skip, err = r.restore(); err != nil {
 			return nil, err
 		}
-		best := "no validation yet"
-		if r.best >= 0 {
-			best = fmt.Sprintf("best val acc %.2f%%", 100*r.best)
-		}
-		r.resumed = fmt.Sprintf("(step %d, %s)", r.step, best)
 		if skip == 0 { // else trainEpoch says where in the epoch
-			r.Report.Note(fmt.Sprintf("resuming %s after epoch %d %s", r.Dir, r.epoch, r.resumed))
+			r.Report.Note(r.resuming(fmt.Sprintf("after epoch %d", r.epoch)))
 		}
 		if r.epoch >= r.Opt.Epochs {
 			more := ""
@@ -326,7 +320,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	defer src.Close()
 	perEpoch := src.Batches()
 	if skip > 0 {
-		r.Report.Note(fmt.Sprintf("resuming %s %s %s", r.Dir, r.position(skip, perEpoch), r.resumed))
+		r.Report.Note(r.resuming(r.position(skip, perEpoch)))
 	}
 	r.Report.EpochStart(r.epoch+1, r.Opt.Epochs, perEpoch)
 	start := time.Now()
@@ -577,6 +571,15 @@ func (r *Run) interrupt(b, perEpoch int) error {
 	}
 	r.Report.Note(fmt.Sprintf("interrupted %s: saved %s; continue with --resume --run-dir %s", r.position(b, perEpoch), filepath.Join(r.Dir, LastFile), r.Dir))
 	return ErrInterrupted
+}
+
+// resuming is the note that the run goes on from where (a position).
+func (r *Run) resuming(where string) string {
+	best := "no validation yet"
+	if r.best >= 0 {
+		best = fmt.Sprintf("best val acc %.2f%%", 100*r.best)
+	}
+	return fmt.Sprintf("resuming %s %s (step %d, %s)", r.Dir, where, r.step, best)
 }
 
 // position says where in the run batch b of the current epoch is, as the
