@@ -13,7 +13,18 @@ import (
 // BenchmarkTrainStep times one VGG16-BN training step at 32x32, batch 64:
 // forward, loss, backward and the SGD update.
 func BenchmarkTrainStep(b *testing.B) {
-	be := cpu.New()
+	for _, c := range []struct {
+		name string
+		be   func() *cpu.Backend
+	}{{"default", cpu.New}, {"go", cpu.NewGoSGEMM}, {"gonum", cpu.NewGonum}} {
+		if c.name != "default" && testing.Short() {
+			continue
+		}
+		b.Run(c.name, func(b *testing.B) { benchTrainStep(b, c.be()) })
+	}
+}
+
+func benchTrainStep(b *testing.B, be *cpu.Backend) {
 	cfg := layers.DefaultConfig()
 	cfg.ImageSize = 32
 	m, err := layers.New(be, cfg)

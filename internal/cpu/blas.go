@@ -6,17 +6,43 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
+
+	"github.com/vgg16/vgg16/internal/sgemm"
 )
 
 // BLASEnv names the environment variable that picks the CBLAS library to
-// load (a file name or path), or "gonum" to use the pure-Go fallback.
+// load (a file name or path), or "go" for vgg16's own SGEMM (package
+// sgemm), or "gonum" for gonum's.
 const BLASEnv = "VGG16_BLAS"
+
+// gemmKind says whose SGEMM a backend calls.
+type gemmKind int
+
+const (
+	gemmCBLAS gemmKind = iota // the CBLAS library loaded at run time
+	gemmGo                    // package sgemm: Go, with an assembly kernel
+	gemmGonum                 // gonum's, where package sgemm has no kernel
+)
 
 var (
 	blasOnce sync.Once
-	blasCgo  bool   // cblas_sgemm resolved
-	blasDesc string // one line: which SGEMM is in use and why
+	blasCgo  bool     // cblas_sgemm resolved
+	blasKind gemmKind // what New's backends call
+	blasDesc string   // one line: which SGEMM is in use and why
 )
+
+// pureGo picks the SGEMM where no CBLAS is loaded: package sgemm where its
+// assembly kernel runs on this CPU (or where the user asks for it), gonum's
+// otherwise (also when asked), and says which.
+func pureGo(env string) (gemmKind, string) {
+	switch {
+	case env == "gonum":
+		return gemmGonum, "gonum (pure Go; " + BLASEnv + "=gonum)"
+	case sgemm.Available() || env == "go":
+		return gemmGo, "vgg16's own in Go, " + goKernel()
+	}
+	return gemmGonum, "gonum (pure Go: no AVX2 and FMA for vgg16's own kernel)"
+}
 
 // BLAS describes the SGEMM implementation in use, in one line.
 func BLAS() string {
@@ -24,14 +50,21 @@ func BLAS() string {
 	return blasDesc
 }
 
+// goKernel names package sgemm's kernel.
+func goKernel() string { return sgemm.Kernel() + " kernel" }
+
 // sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, with
 // op(A) m×k and op(B) k×n.
 func (b *Backend) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, bm []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
-	if blasCgo && !b.forceGonum {
+	switch b.gemm {
+	case gemmCBLAS:
 		cgemm(transA, transB, m, n, k, alpha, a, lda, bm, ldb, beta, c, ldc)
+		return
+	case gemmGo:
+		sgemm.Gemm(transA, transB, m, n, k, alpha, a, lda, bm, ldb, beta, c, ldc, b.gemmThreads)
 		return
 	}
 	if transA {
@@ -54,23 +87,35 @@ func (b *Backend) sgemm(transA, transB bool, m, n, k int, alpha float32, a []flo
 var blasThreadsMu sync.Mutex
 
 // sgemms runs body(i) for i in [0, n), each making SGEMM calls that touch
-// memory of their own: with OpenBLAS, as many at a time as there are cores,
-// each call on one thread (many small GEMMs run faster side by side than
-// each split between threads); otherwise one after another.
+// memory of their own: with OpenBLAS or package sgemm, as many at a time as
+// there are cores, each call on one thread (many small GEMMs run faster side
+// by side than each split between threads); otherwise one after another.
 func (b *Backend) sgemms(n int, body func(i int)) {
-	if blasCgo && !b.forceGonum && runtime.GOMAXPROCS(0) > 1 {
-		// The thread count is the library's, for the whole process: one
-		// backend at a time changes and restores it.
-		blasThreadsMu.Lock()
-		defer blasThreadsMu.Unlock()
-		if old := swapBLASThreads(1); old != 0 {
-			defer swapBLASThreads(old)
-			parallelFor(n, 1, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					body(i)
-				}
-			})
+	side := func() {
+		parallelFor(n, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				body(i)
+			}
+		})
+	}
+	if runtime.GOMAXPROCS(0) > 1 {
+		switch b.gemm {
+		case gemmGo:
+			// Read by the concurrent calls, written only here.
+			b.gemmThreads = 1
+			defer func() { b.gemmThreads = 0 }()
+			side()
 			return
+		case gemmCBLAS:
+			// The thread count is the library's, for the whole process: one
+			// backend at a time changes and restores it.
+			blasThreadsMu.Lock()
+			defer blasThreadsMu.Unlock()
+			if old := swapBLASThreads(1); old != 0 {
+				defer swapBLASThreads(old)
+				side()
+				return
+			}
 		}
 	}
 	for i := range n {

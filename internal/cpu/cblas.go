@@ -88,8 +88,10 @@ func loadBLAS() {
 	blasOnce.Do(func() {
 		names := blasCandidates()
 		if v := strings.TrimSpace(os.Getenv(BLASEnv)); v != "" {
-			if v == "gonum" {
-				blasDesc = "SGEMM: gonum (pure Go; " + BLASEnv + "=gonum)"
+			if v == "gonum" || v == "go" {
+				var desc string
+				blasKind, desc = pureGo(v)
+				blasDesc = "SGEMM: " + desc + " (" + BLASEnv + "=" + v + ")"
 				return
 			}
 			names = []string{v}
@@ -124,7 +126,9 @@ func loadBLAS() {
 			}
 			errs = append(errs, C.GoString(e))
 		}
-		blasDesc = fmt.Sprintf("SGEMM: gonum (pure Go: a training step ~6x slower than with OpenBLAS; no CBLAS found: %s; install libopenblas0 for speed)", strings.Join(errs, "; "))
+		var desc string
+		blasKind, desc = pureGo("")
+		blasDesc = fmt.Sprintf("SGEMM: %s (no CBLAS found: %s; install libopenblas0 for speed)", desc, strings.Join(errs, "; "))
 	})
 }
 

@@ -2,17 +2,24 @@
 
 package cpu
 
-import "runtime"
+import (
+	"os"
+	"runtime"
+	"strings"
+)
 
 // Built without cgo (CGO_ENABLED=0, or no C compiler), or for Windows: no
-// CBLAS is loaded, so every SGEMM is gonum's.
+// CBLAS is loaded: every SGEMM is package sgemm's (gonum's on CPUs
+// without AVX2 and FMA, or with VGG16_BLAS=gonum).
 
 func loadBLAS() {
 	blasOnce.Do(func() {
-		blasDesc = "SGEMM: gonum (pure Go: this vgg16 was built without cgo; built with a C compiler and CGO_ENABLED=1 it uses OpenBLAS, a training step ~6x faster)"
+		kind, desc := pureGo(strings.TrimSpace(os.Getenv(BLASEnv)))
+		why := "this vgg16 was built without cgo; built with a C compiler and CGO_ENABLED=1 it loads OpenBLAS"
 		if runtime.GOOS == "windows" {
-			blasDesc = "SGEMM: gonum (pure Go, as every Windows build: a training step ~6x slower than with OpenBLAS on Linux)"
+			why = "as every Windows build: no CBLAS is loaded"
 		}
+		blasKind, blasDesc = kind, "SGEMM: "+desc+" ("+why+")"
 	})
 }
 

@@ -22,8 +22,9 @@ func (m *mem) Len() int { return len(m.data) }
 // Backend implements tensor.Backend on the CPU. It is not safe for
 // concurrent use: one training loop drives one backend.
 type Backend struct {
-	forceGonum bool
-	noWinograd bool // every convolution as im2col + SGEMM (WinogradEnv=0)
+	gemm        gemmKind // whose SGEMM
+	gemmThreads int      // package sgemm's goroutines a call (0: GOMAXPROCS)
+	noWinograd  bool     // every convolution as im2col + SGEMM (WinogradEnv=0)
 
 	// Scratch buffers, grown on first use and reused by later calls so that
 	// a training step allocates nothing after the first.
@@ -40,13 +41,19 @@ type Backend struct {
 // New returns a CPU backend. It loads the CBLAS library on first use.
 func New() *Backend {
 	loadBLAS()
-	return &Backend{noWinograd: os.Getenv(WinogradEnv) == "0"}
+	return &Backend{gemm: blasKind, noWinograd: os.Getenv(WinogradEnv) == "0"}
 }
 
 // NewGonum returns a CPU backend that uses gonum's SGEMM even when a CBLAS
 // is installed (for tests and benchmarks of the fallback).
 func NewGonum() *Backend {
-	return &Backend{forceGonum: true, noWinograd: os.Getenv(WinogradEnv) == "0"}
+	return &Backend{gemm: gemmGonum, noWinograd: os.Getenv(WinogradEnv) == "0"}
+}
+
+// NewGoSGEMM returns a CPU backend that uses package sgemm even when a CBLAS
+// is installed (for tests and benchmarks of the builds without one).
+func NewGoSGEMM() *Backend {
+	return &Backend{gemm: gemmGo, noWinograd: os.Getenv(WinogradEnv) == "0"}
 }
 
 // Name says which SGEMM the backend uses, on how many threads, and how
@@ -56,11 +63,15 @@ func (b *Backend) Name() string {
 	if b.noWinograd {
 		conv = "im2col (" + WinogradEnv + "=0)"
 	}
-	sgemm := "SGEMM: gonum (forced)"
-	if !b.forceGonum {
-		sgemm = BLAS()
+	gemm := BLAS()
+	switch {
+	case b.gemm == blasKind:
+	case b.gemm == gemmGonum:
+		gemm = "SGEMM: gonum (forced)"
+	case b.gemm == gemmGo:
+		gemm = "SGEMM: vgg16's own in Go, " + goKernel() + " (forced)"
 	}
-	return fmt.Sprintf("cpu, %d threads, %s, 3x3 convolutions: %s", runtime.GOMAXPROCS(0), sgemm, conv)
+	return fmt.Sprintf("cpu, %d threads, %s, 3x3 convolutions: %s", runtime.GOMAXPROCS(0), gemm, conv)
 }
 
 func (b *Backend) New(shape ...int) *tensor.Tensor {

@@ -335,7 +335,7 @@ func TestConvMatchesDirect(t *testing.T) {
 	for _, be := range []struct {
 		name string
 		be   *cpu.Backend
-	}{{"winograd", cpu.New()}, {"im2col", cpu.NewIm2col()}, {"gonum", cpu.NewGonum()}} {
+	}{{"winograd", cpu.New()}, {"im2col", cpu.NewIm2col()}, {"gonum", cpu.NewGonum()}, {"go", cpu.NewGoSGEMM()}} {
 		t.Run(be.name, func(t *testing.T) { testConvMatchesDirect(t, be.be) })
 	}
 }

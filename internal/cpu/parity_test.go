@@ -40,6 +40,12 @@ func TestParityGonum(t *testing.T) {
 	runParity(t, cpu.NewGonum())
 }
 
+// TestParityGoSGEMM replays the fixtures with package sgemm, the SGEMM of
+// builds without cgo and of machines without a CBLAS.
+func TestParityGoSGEMM(t *testing.T) {
+	runParity(t, cpu.NewGoSGEMM())
+}
+
 func runParity(t *testing.T, be tensor.Backend) {
 	root := fixtures()
 	dirs, err := parity.Dirs(root)

@@ -12,11 +12,14 @@ func BenchmarkSGEMM(b *testing.B) {
 	layers := []struct{ ci, co, hw int }{{3, 64, 32}, {64, 64, 32}, {64, 128, 16}, {128, 128, 16}, {128, 256, 8}, {256, 256, 8}, {256, 512, 4}, {512, 512, 4}, {512, 512, 2}}
 	for _, l := range layers {
 		m, n, k := l.co, 64*l.hw*l.hw, l.ci*9
-		for _, impl := range []string{"cblas", "gonum"} {
+		for _, impl := range []string{"cblas", "go", "gonum"} {
 			be := New()
-			if impl == "gonum" {
+			switch {
+			case impl == "gonum":
 				be = NewGonum()
-			} else if !blasCgo {
+			case impl == "go":
+				be = NewGoSGEMM()
+			case !blasCgo:
 				continue
 			}
 			b.Run(fmt.Sprintf("%s/%dx%d-%dto%d/%dx%dx%d", impl, l.hw, l.hw, l.ci, l.co, m, n, k), func(b *testing.B) {

@@ -1,0 +1,310 @@
+// Package sgemm multiplies float32 matrices in Go: C = alpha·op(A)·op(B) +
+// beta·C, row-major, blocked for the caches as GotoBLAS and BLIS do, with an
+// AVX2/FMA assembly micro-kernel on amd64. It is the CPU backend's SGEMM
+// where no CBLAS library can be loaded: builds without cgo, and Windows.
+package sgemm
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// The blocking. A micro-kernel computes an mr×nr tile of C from an mr-row
+// panel of A and an nr-column panel of B, kc deep; a kc×nc block of B is
+// packed once into nr-column panels and shared by the threads (it lives in
+// the last-level cache), each thread packs an mc×kc block of A (its L2) and
+// sweeps it across the B block, one kc×nr panel (its L1) at a time.
+const (
+	mr = 6
+	nr = 16
+	kc = 256
+	mc = 96 // a multiple of mr
+	nc = 2048
+)
+
+// Available reports whether the assembly kernel runs on this CPU. Without
+// it Gemm still works, with a portable Go kernel several times slower.
+func Available() bool { return haveKernel }
+
+// Kernel names the micro-kernel in use, for reports.
+func Kernel() string {
+	if haveKernel {
+		return "AVX2/FMA 6x16"
+	}
+	return "Go 6x16"
+}
+
+// Gemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, op(A)
+// m×k (A is k×m with transA) and op(B) k×n (B is n×k with transB), on up to
+// threads goroutines (0: GOMAXPROCS). With beta = 0, C is written without
+// being read. lda, ldb and ldc are the row strides.
+func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, threads int) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	checkSizes(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	if k == 0 || alpha == 0 {
+		scale(m, n, beta, c, ldc)
+		return
+	}
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	// Below ~2 MFLOP a second goroutine costs more than it saves.
+	if work := 2 * m * n * k; work < threads<<21 {
+		threads = max(1, work>>21)
+	}
+	ws := getWork(threads)
+	defer putWork(ws)
+	for jc := 0; jc < n; jc += nc {
+		ncb := min(nc, n-jc)
+		panels := (ncb + nr - 1) / nr
+		for pc := 0; pc < k; pc += kc {
+			kcb := min(kc, k-pc)
+			betaBlock := float32(1)
+			if pc == 0 {
+				betaBlock = beta
+			}
+			bp := ws.packedB(panels * nr * kcb)
+			packB(bp, transB, b, ldb, pc, kcb, jc, ncb, threads)
+			// Tasks: each block of mc rows, times column ranges: about
+			// four tasks a thread, so that the blocks' unequal sizes even
+			// out, but no range narrower than 4 panels (each task packs
+			// its block of A again).
+			rowBlocks := (m + mc - 1) / mc
+			split := 1
+			if threads > 1 {
+				split = min(max(1, panels/4), max(1, (4*threads+rowBlocks-1)/rowBlocks))
+			}
+			parallel(threads, rowBlocks*split, func(w, t int) {
+				ic := (t / split) * mc
+				mcb := min(mc, m-ic)
+				p0, p1 := panels*(t%split)/split, panels*(t%split+1)/split
+				ap := ws.packedA(w, ((mcb+mr-1)/mr)*mr*kcb)
+				packA(ap, transA, a, lda, ic, mcb, pc, kcb)
+				for p := p0; p < p1; p++ {
+					j := jc + p*nr
+					nrb := min(nr, n-j)
+					bpan := bp[p*nr*kcb : (p+1)*nr*kcb]
+					for ir := 0; ir < mcb; ir += mr {
+						mrb := min(mr, mcb-ir)
+						apan := ap[ir*kcb : (ir+mr)*kcb]
+						ci := (ic+ir)*ldc + j
+						if mrb == mr && nrb == nr {
+							kernel(kcb, apan, bpan, c[ci:], ldc, alpha, betaBlock)
+							continue
+						}
+						edge(kcb, apan, bpan, c[ci:], ldc, mrb, nrb, alpha, betaBlock)
+					}
+				}
+			})
+		}
+	}
+}
+
+// edge computes a tile at the bottom or right border of C: the kernel
+// writes a whole tile into a buffer, which is added into C's part.
+func edge(k int, a, b, c []float32, ldc, rows, cols int, alpha, beta float32) {
+	var t [mr * nr]float32
+	kernel(k, a, b, t[:], nr, alpha, 0)
+	for i := range rows {
+		row := c[i*ldc : i*ldc+cols]
+		tr := t[i*nr : i*nr+cols]
+		if beta == 0 {
+			copy(row, tr)
+			continue
+		}
+		for j := range row {
+			row[j] = tr[j] + beta*row[j]
+		}
+	}
+}
+
+// kernel computes the mr×nr tile C = alpha·a·b + beta·C from packed panels
+// (a: k×mr, b: k×nr).
+func kernel(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+	_ = a[k*mr-1]
+	_ = b[k*nr-1]
+	_ = c[(mr-1)*ldc+nr-1]
+	if haveKernel {
+		kernel6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+		return
+	}
+	kernelGo(k, a, b, c, ldc, alpha, beta)
+}
+
+// kernelGo is the kernel in Go, for CPUs without AVX2 and FMA.
+func kernelGo(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+	var acc [mr][nr]float32
+	for p := range k {
+		ap := a[p*mr : p*mr+mr]
+		bp := (*[nr]float32)(b[p*nr : p*nr+nr])
+		for i, av := range ap {
+			r := &acc[i]
+			for j, bv := range bp {
+				r[j] += av * bv
+			}
+		}
+	}
+	for i := range mr {
+		row := c[i*ldc : i*ldc+nr]
+		for j := range row {
+			if beta == 0 {
+				row[j] = alpha * acc[i][j]
+			} else {
+				row[j] = alpha*acc[i][j] + beta*row[j]
+			}
+		}
+	}
+}
+
+// packA copies rows [i0, i0+rows) and columns [p0, p0+k) of op(A) into
+// mr-row panels, each k×mr (column p of the panel's rows contiguous), the
+// rows past the end zero.
+func packA(dst []float32, trans bool, a []float32, lda, i0, rows, p0, k int) {
+	for ir := 0; ir < rows; ir += mr {
+		pan := dst[ir*k : (ir+mr)*k]
+		n := min(mr, rows-ir)
+		if trans { // A is k×m: a row of A holds consecutive rows of op(A)
+			for p := range k {
+				src := a[(p0+p)*lda+i0+ir:]
+				d := pan[p*mr : p*mr+mr]
+				copy(d, src[:n])
+				clear(d[n:])
+			}
+			continue
+		}
+		for i := range n {
+			src := a[(i0+ir+i)*lda+p0:]
+			src = src[:k]
+			for p, v := range src {
+				pan[p*mr+i] = v
+			}
+		}
+		for i := n; i < mr; i++ {
+			for p := range k {
+				pan[p*mr+i] = 0
+			}
+		}
+	}
+}
+
+// packB copies rows [p0, p0+k) and columns [j0, j0+cols) of op(B) into
+// k×nr panels, one after another, the columns past cols zero.
+func packB(dst []float32, trans bool, b []float32, ldb, p0, k, j0, cols, threads int) {
+	panels := (cols + nr - 1) / nr
+	if trans {
+		// B is n×k: column j of op(B) is row j of B, read in order.
+		parallel(threads, panels, func(_, q int) {
+			pan := dst[q*nr*k : (q+1)*nr*k]
+			n := min(nr, cols-q*nr)
+			for j := range n {
+				src := b[(j0+q*nr+j)*ldb+p0:][:k]
+				for p, v := range src {
+					pan[p*nr+j] = v
+				}
+			}
+			for j := n; j < nr; j++ {
+				for p := range k {
+					pan[p*nr+j] = 0
+				}
+			}
+		})
+		return
+	}
+	// Row by row of B, each read in order (a panel at a time would read
+	// 64 bytes from each of k rows, a page apart when B is wide); each
+	// panel's row is one aligned cache line, copied as an array.
+	full := cols / nr
+	rowsPer := max(16, (k+threads-1)/threads)
+	parallel(threads, (k+rowsPer-1)/rowsPer, func(_, t int) {
+		for p := t * rowsPer; p < min(k, (t+1)*rowsPer); p++ {
+			row := b[(p0+p)*ldb+j0:][:cols]
+			for q := range full {
+				*(*[nr]float32)(dst[q*nr*k+p*nr:]) = *(*[nr]float32)(row[q*nr:])
+			}
+			if full < panels {
+				d := dst[full*nr*k+p*nr:][:nr]
+				n := copy(d, row[full*nr:])
+				clear(d[n:])
+			}
+		}
+	})
+}
+
+// scale computes C = beta·C (zero for beta = 0, whatever C held).
+func scale(m, n int, beta float32, c []float32, ldc int) {
+	for i := range m {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
+
+// parallel runs f(worker, task) for every task in [0, tasks) on up to
+// threads goroutines, worker being the goroutine's number.
+func parallel(threads, tasks int, f func(worker, task int)) {
+	threads = min(threads, tasks)
+	if threads <= 1 {
+		for t := range tasks {
+			f(0, t)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range threads {
+		wg.Go(func() {
+			for {
+				t := int(next.Add(1) - 1)
+				if t >= tasks {
+					return
+				}
+				f(w, t)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// work holds one call's packing buffers, kept between calls in a pool so
+// that a training step allocates nothing once warm.
+type work struct {
+	b []float32   // packed kc×nc block of B
+	a [][]float32 // per worker: packed mc×kc block of A
+}
+
+var pool sync.Pool
+
+func getWork(threads int) *work {
+	w, _ := pool.Get().(*work)
+	if w == nil {
+		w = new(work)
+	}
+	for len(w.a) < threads {
+		w.a = append(w.a, nil)
+	}
+	return w
+}
+
+func putWork(w *work) { pool.Put(w) }
+
+func (w *work) packedB(n int) []float32 {
+	if cap(w.b) < n {
+		w.b = make([]float32, n)
+	}
+	return w.b[:n]
+}
+
+func (w *work) packedA(worker, n int) []float32 {
+	if cap(w.a[worker]) < n {
+		w.a[worker] = make([]float32, n)
+	}
+	return w.a[worker][:n]
+}
