@@ -2,9 +2,40 @@ package sgemm
 
 import "golang.org/x/sys/cpu"
 
-var haveKernel = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+var (
+	avx512Tile = tile{name: "AVX-512 12x32", mr: 12, nr: 32, asm: kernel12x32}
+	avx2Tile   = tile{name: "AVX2/FMA 6x16", mr: 6, nr: 16, asm: kernel6x16}
+)
 
-// kernel6x16 is kernel in assembly (kernel_amd64.s).
+// best is the widest kernel this CPU runs (x/sys/cpu counts a feature only
+// where the OS saves its registers).
+func best() tile {
+	switch {
+	case cpu.X86.HasAVX512F:
+		return avx512Tile
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return avx2Tile
+	}
+	return goTile
+}
+
+// tiles lists the kernels that run here, for tests and benchmarks.
+func tiles() []tile {
+	t := []tile{goTile}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		t = append(t, avx2Tile)
+	}
+	if cpu.X86.HasAVX512F {
+		t = append(t, avx512Tile)
+	}
+	return t
+}
+
+// kernel6x16 and kernel12x32 are the assembly kernels (kernel_amd64.s):
+// C = alpha·a·b + beta·C for one tile, C not read when beta is ±0.
 //
 //go:noescape
 func kernel6x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func kernel12x32(k int, a, b, c *float32, ldc int, alpha, beta float32)

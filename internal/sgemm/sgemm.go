@@ -16,24 +16,33 @@ import (
 // the last-level cache), each thread packs an mc×kc block of A (its L2) and
 // sweeps it across the B block, one kc×nr panel (its L1) at a time.
 const (
-	mr = 6
-	nr = 16
 	kc = 256
-	mc = 96 // a multiple of mr
-	nc = 2048
+	mc = 96   // a multiple of every kernel's mr
+	nc = 2048 // a multiple of every kernel's nr
+
+	mrMax = 12
+	nrMax = 32
 )
 
-// Available reports whether the assembly kernel runs on this CPU. Without
-// it Gemm still works, with a portable Go kernel several times slower.
-func Available() bool { return haveKernel }
+// tile is a micro-kernel and the shape of its tile.
+type tile struct {
+	name   string
+	mr, nr int
+	asm    func(k int, a, b, c *float32, ldc int, alpha, beta float32) // nil: kernelGo
+}
+
+var (
+	goTile = tile{name: "Go 6x16", mr: 6, nr: 16}
+	// use is the kernel Gemm calls: the widest this CPU runs.
+	use = best()
+)
+
+// Available reports whether an assembly kernel runs on this CPU. Without
+// one Gemm still works, with a portable Go kernel many times slower.
+func Available() bool { return use.asm != nil }
 
 // Kernel names the micro-kernel in use, for reports.
-func Kernel() string {
-	if haveKernel {
-		return "AVX2/FMA 6x16"
-	}
-	return "Go 6x16"
-}
+func Kernel() string { return use.name }
 
 // Gemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, op(A)
 // m×k (A is k×m with transA) and op(B) k×n (B is n×k with transB), on up to
@@ -51,6 +60,8 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
+	kern := use
+	mr, nr := kern.mr, kern.nr
 	// Below ~2 MFLOP a second goroutine costs more than it saves.
 	if work := 2 * m * n * k; work < threads<<21 {
 		threads = max(1, work>>21)
@@ -67,7 +78,7 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 				betaBlock = beta
 			}
 			bp := ws.packedB(panels * nr * kcb)
-			packB(bp, transB, b, ldb, pc, kcb, jc, ncb, threads)
+			packB(bp, nr, transB, b, ldb, pc, kcb, jc, ncb, threads)
 			// Tasks: each block of mc rows, times column ranges: about
 			// four tasks a thread, so that the blocks' unequal sizes even
 			// out, but no range narrower than 4 panels (each task packs
@@ -82,7 +93,7 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 				mcb := min(mc, m-ic)
 				p0, p1 := panels*(t%split)/split, panels*(t%split+1)/split
 				ap := ws.packedA(w, ((mcb+mr-1)/mr)*mr*kcb)
-				packA(ap, transA, a, lda, ic, mcb, pc, kcb)
+				packA(ap, mr, transA, a, lda, ic, mcb, pc, kcb)
 				for p := p0; p < p1; p++ {
 					j := jc + p*nr
 					nrb := min(nr, n-j)
@@ -92,10 +103,10 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 						apan := ap[ir*kcb : (ir+mr)*kcb]
 						ci := (ic+ir)*ldc + j
 						if mrb == mr && nrb == nr {
-							kernel(kcb, apan, bpan, c[ci:], ldc, alpha, betaBlock)
+							kern.run(kcb, apan, bpan, c[ci:], ldc, alpha, betaBlock)
 							continue
 						}
-						edge(kcb, apan, bpan, c[ci:], ldc, mrb, nrb, alpha, betaBlock)
+						kern.edge(kcb, apan, bpan, c[ci:], ldc, mrb, nrb, alpha, betaBlock)
 					}
 				}
 			})
@@ -105,12 +116,13 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 
 // edge computes a tile at the bottom or right border of C: the kernel
 // writes a whole tile into a buffer, which is added into C's part.
-func edge(k int, a, b, c []float32, ldc, rows, cols int, alpha, beta float32) {
-	var t [mr * nr]float32
-	kernel(k, a, b, t[:], nr, alpha, 0)
+func (kern tile) edge(k int, a, b, c []float32, ldc, rows, cols int, alpha, beta float32) {
+	var buf [mrMax * nrMax]float32
+	nr := kern.nr
+	kern.run(k, a, b, buf[:], nr, alpha, 0)
 	for i := range rows {
 		row := c[i*ldc : i*ldc+cols]
-		tr := t[i*nr : i*nr+cols]
+		tr := buf[i*nr : i*nr+cols]
 		if beta == 0 {
 			copy(row, tr)
 			continue
@@ -121,27 +133,23 @@ func edge(k int, a, b, c []float32, ldc, rows, cols int, alpha, beta float32) {
 	}
 }
 
-// kernel computes the mr×nr tile C = alpha·a·b + beta·C from packed panels
+// run computes the mr×nr tile C = alpha·a·b + beta·C from packed panels
 // (a: k×mr, b: k×nr).
-func kernel(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+func (kern tile) run(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+	mr, nr := kern.mr, kern.nr
 	_ = a[k*mr-1]
 	_ = b[k*nr-1]
 	_ = c[(mr-1)*ldc+nr-1]
-	if haveKernel {
-		kernel6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+	if kern.asm != nil {
+		kern.asm(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
 		return
 	}
-	kernelGo(k, a, b, c, ldc, alpha, beta)
-}
-
-// kernelGo is the kernel in Go, for CPUs without AVX2 and FMA.
-func kernelGo(k int, a, b, c []float32, ldc int, alpha, beta float32) {
-	var acc [mr][nr]float32
+	var acc [mrMax][nrMax]float32
 	for p := range k {
 		ap := a[p*mr : p*mr+mr]
-		bp := (*[nr]float32)(b[p*nr : p*nr+nr])
+		bp := b[p*nr : p*nr+nr]
 		for i, av := range ap {
-			r := &acc[i]
+			r := acc[i][:nr]
 			for j, bv := range bp {
 				r[j] += av * bv
 			}
@@ -162,29 +170,26 @@ func kernelGo(k int, a, b, c []float32, ldc int, alpha, beta float32) {
 // packA copies rows [i0, i0+rows) and columns [p0, p0+k) of op(A) into
 // mr-row panels, each k×mr (column p of the panel's rows contiguous), the
 // rows past the end zero.
-func packA(dst []float32, trans bool, a []float32, lda, i0, rows, p0, k int) {
+func packA(dst []float32, mr int, trans bool, a []float32, lda, i0, rows, p0, k int) {
 	for ir := 0; ir < rows; ir += mr {
 		pan := dst[ir*k : (ir+mr)*k]
 		n := min(mr, rows-ir)
-		if trans { // A is k×m: a row of A holds consecutive rows of op(A)
-			for p := range k {
-				src := a[(p0+p)*lda+i0+ir:]
-				d := pan[p*mr : p*mr+mr]
-				copy(d, src[:n])
-				clear(d[n:])
-			}
+		if !trans {
+			interleave(pan, mr, a[(i0+ir)*lda+p0:], lda, n, k)
 			continue
 		}
-		for i := range n {
-			src := a[(i0+ir+i)*lda+p0:]
-			src = src[:k]
-			for p, v := range src {
-				pan[p*mr+i] = v
-			}
-		}
-		for i := n; i < mr; i++ {
-			for p := range k {
-				pan[p*mr+i] = 0
+		// A is k×m: a row of A holds consecutive rows of op(A).
+		for p := range k {
+			src := a[(p0+p)*lda+i0+ir:]
+			d := pan[p*mr : p*mr+mr]
+			switch {
+			case n == 12 && mr == 12:
+				*(*[12]float32)(d) = *(*[12]float32)(src)
+			case n == 6 && mr == 6:
+				*(*[6]float32)(d) = *(*[6]float32)(src)
+			default:
+				copy(d, src[:n])
+				clear(d[n:])
 			}
 		}
 	}
@@ -192,37 +197,24 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, rows, p0, k int) {
 
 // packB copies rows [p0, p0+k) and columns [j0, j0+cols) of op(B) into
 // k×nr panels, one after another, the columns past cols zero.
-func packB(dst []float32, trans bool, b []float32, ldb, p0, k, j0, cols, threads int) {
+func packB(dst []float32, nr int, trans bool, b []float32, ldb, p0, k, j0, cols, threads int) {
 	panels := (cols + nr - 1) / nr
 	if trans {
-		// B is n×k: column j of op(B) is row j of B, read in order.
+		// B is n×k: column j of op(B) is row j of B.
 		parallel(threads, panels, func(_, q int) {
-			pan := dst[q*nr*k : (q+1)*nr*k]
-			n := min(nr, cols-q*nr)
-			for j := range n {
-				src := b[(j0+q*nr+j)*ldb+p0:][:k]
-				for p, v := range src {
-					pan[p*nr+j] = v
-				}
-			}
-			for j := n; j < nr; j++ {
-				for p := range k {
-					pan[p*nr+j] = 0
-				}
-			}
+			interleave(dst[q*nr*k:(q+1)*nr*k], nr, b[(j0+q*nr)*ldb+p0:], ldb, min(nr, cols-q*nr), k)
 		})
 		return
 	}
 	// Row by row of B, each read in order (a panel at a time would read
-	// 64 bytes from each of k rows, a page apart when B is wide); each
-	// panel's row is one aligned cache line, copied as an array.
+	// nr floats from each of k rows, a page apart when B is wide).
 	full := cols / nr
 	rowsPer := max(16, (k+threads-1)/threads)
 	parallel(threads, (k+rowsPer-1)/rowsPer, func(_, t int) {
 		for p := t * rowsPer; p < min(k, (t+1)*rowsPer); p++ {
 			row := b[(p0+p)*ldb+j0:][:cols]
 			for q := range full {
-				*(*[nr]float32)(dst[q*nr*k+p*nr:]) = *(*[nr]float32)(row[q*nr:])
+				copy(dst[q*nr*k+p*nr:][:nr], row[q*nr:])
 			}
 			if full < panels {
 				d := dst[full*nr*k+p*nr:][:nr]
@@ -231,6 +223,41 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, k, j0, cols, threads
 			}
 		}
 	})
+}
+
+// interleave writes rows [0, n) of src (row r at src[r*ld:], k long) as the
+// columns of the k×width panel pan, and zero in its columns [n, width). It
+// reads eight rows side by side, so that each store fills eight
+// neighbouring floats of a panel row rather than one float of a cache line.
+func interleave(pan []float32, width int, src []float32, ld, n, k int) {
+	_ = pan[k*width-1]
+	r := 0
+	for ; r+8 <= n; r += 8 {
+		r0, r1, r2, r3 := src[r*ld:][:k], src[(r+1)*ld:][:k], src[(r+2)*ld:][:k], src[(r+3)*ld:][:k]
+		r4, r5, r6, r7 := src[(r+4)*ld:][:k], src[(r+5)*ld:][:k], src[(r+6)*ld:][:k], src[(r+7)*ld:][:k]
+		for p := range k {
+			d := (*[8]float32)(pan[p*width+r:])
+			d[0], d[1], d[2], d[3] = r0[p], r1[p], r2[p], r3[p]
+			d[4], d[5], d[6], d[7] = r4[p], r5[p], r6[p], r7[p]
+		}
+	}
+	for ; r+4 <= n; r += 4 {
+		r0, r1, r2, r3 := src[r*ld:][:k], src[(r+1)*ld:][:k], src[(r+2)*ld:][:k], src[(r+3)*ld:][:k]
+		for p := range k {
+			d := (*[4]float32)(pan[p*width+r:])
+			d[0], d[1], d[2], d[3] = r0[p], r1[p], r2[p], r3[p]
+		}
+	}
+	for ; r < n; r++ {
+		for p, v := range src[r*ld:][:k] {
+			pan[p*width+r] = v
+		}
+	}
+	for ; r < width; r++ {
+		for p := range k {
+			pan[p*width+r] = 0
+		}
+	}
 }
 
 // scale computes C = beta·C (zero for beta = 0, whatever C held).

@@ -47,8 +47,7 @@ func randSlice(r *rand.Rand, n int) []float32 {
 	return s
 }
 
-// check runs one product with both kernels where the assembly one exists
-// and compares C, its padding included, against the reference.
+// check runs one product with every kernel this CPU runs and compares C, its padding included, against the reference.
 func check(t *testing.T, r *rand.Rand, transA, transB bool, m, n, k int, alpha, beta float32, pad, threads int) {
 	t.Helper()
 	lda, ldb, ldc := k+pad, n+pad, n+pad
@@ -74,18 +73,14 @@ func check(t *testing.T, r *rand.Rand, transA, transB bool, m, n, k int, alpha, 
 		}
 	}
 	want := reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc)
-	kernels := []bool{false}
-	if haveKernel {
-		kernels = append(kernels, true)
-	}
-	for _, asm := range kernels {
+	for _, kern := range tiles() {
 		c := append([]float32(nil), c0...)
 		func() {
-			defer func(h bool) { haveKernel = h }(haveKernel)
-			haveKernel = asm
+			defer func(u tile) { use = u }(use)
+			use = kern
 			Gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads)
 		}()
-		name := fmt.Sprintf("transA=%v transB=%v m=%d n=%d k=%d alpha=%g beta=%g pad=%d threads=%d asm=%v", transA, transB, m, n, k, alpha, beta, pad, threads, asm)
+		name := fmt.Sprintf("%s: transA=%v transB=%v m=%d n=%d k=%d alpha=%g beta=%g pad=%d threads=%d", kern.name, transA, transB, m, n, k, alpha, beta, pad, threads)
 		// Each product's rounding error is within k·eps of the sum of the
 		// terms' magnitudes; sqrt(k)·4 standard deviations is generous for
 		// random signs and far below any mistake in indexing.
@@ -110,8 +105,8 @@ func TestGemmSmall(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, tA := range []bool{false, true} {
 		for _, tB := range []bool{false, true} {
-			for _, m := range []int{1, 5, 6, 7, 13} {
-				for _, n := range []int{1, 15, 16, 17, 33} {
+			for _, m := range []int{1, 5, 6, 7, 12, 13, 25} {
+				for _, n := range []int{1, 15, 16, 17, 32, 33, 65} {
 					for _, k := range []int{0, 1, 3, 4, 9} {
 						check(t, r, tA, tB, m, n, k, 1, 0, 0, 1)
 						check(t, r, tA, tB, m, n, k, -0.5, 0.75, 3, 2)
@@ -129,7 +124,7 @@ func TestGemmBlocks(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, s := range []struct{ m, n, k int }{
 		{mc + 5, 70, kc + 3},
-		{2*mc + mr + 1, nc + nr + 3, 2*kc + 1},
+		{2*mc + mrMax + 1, nc + nrMax + 3, 2*kc + 1},
 		{64, 2048, 64},
 		{3, nc + 1, 600},
 		{300, 5, 37},
