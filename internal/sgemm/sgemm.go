@@ -28,8 +28,16 @@ const (
 type tile struct {
 	name   string
 	mr, nr int
-	asm    func(k int, a, b, c *float32, ldc int, alpha, beta float32) // nil: kernelGo
+	asm    int // which assembly kernel; 0: none, the loops in Go
 }
+
+// The assembly kernels, called directly rather than through a func value:
+// escape analysis cannot see through one, and edge's buffer would move to
+// the heap at every call.
+const (
+	asmAVX2 = 1 + iota
+	asmAVX512
+)
 
 var (
 	goTile = tile{name: "Go 6x16", mr: 6, nr: 16}
@@ -39,7 +47,7 @@ var (
 
 // Available reports whether an assembly kernel runs on this CPU. Without
 // one Gemm still works, with a portable Go kernel many times slower.
-func Available() bool { return use.asm != nil }
+func Available() bool { return use.asm != 0 }
 
 // Kernel names the micro-kernel in use, for reports.
 func Kernel() string { return use.name }
@@ -60,14 +68,53 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	kern := use
-	mr, nr := kern.mr, kern.nr
 	// Below ~2 MFLOP a second goroutine costs more than it saves.
 	if work := 2 * m * n * k; work < threads<<21 {
 		threads = max(1, work>>21)
 	}
-	ws := getWork(threads)
-	defer putWork(ws)
+	kern := use
+	// Each goroutine takes a part of C of its own, columns where C is
+	// wide enough, else rows, and multiplies it as a whole product: no
+	// buffer is shared, nothing waits, one goroutine a part. (Sharing one
+	// packed block of B among the threads needs them in step at every
+	// block, and a goroutine and a closure each time: kilobytes of garbage
+	// a call, which let the heap of a large model grow by gigabytes
+	// before the collector ran.)
+	units, unit := (n+kern.nr-1)/kern.nr, kern.nr
+	byRows := units < 4*threads
+	if byRows {
+		units, unit = (m+kern.mr-1)/kern.mr, kern.mr
+		if units < 2*threads {
+			threads = max(1, units/2)
+		}
+	}
+	limit := n
+	if byRows {
+		limit = m
+	}
+	parallel(threads, threads, func(_, t int) {
+		lo, hi := min(units*t/threads*unit, limit), min(units*(t+1)/threads*unit, limit)
+		w := getWork()
+		defer putWork(w)
+		if byRows {
+			ai := lo * lda
+			if transA {
+				ai = lo
+			}
+			kern.gemm(w, transA, transB, hi-lo, n, k, alpha, a[ai:], lda, b, ldb, beta, c[lo*ldc:], ldc)
+			return
+		}
+		bj := lo
+		if transB {
+			bj = lo * ldb
+		}
+		kern.gemm(w, transA, transB, m, hi-lo, k, alpha, a, lda, b[bj:], ldb, beta, c[lo:], ldc)
+	})
+}
+
+// gemm is Gemm on one goroutine, blocked for the caches.
+func (kern tile) gemm(w *work, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	mr, nr := kern.mr, kern.nr
 	for jc := 0; jc < n; jc += nc {
 		ncb := min(nc, n-jc)
 		panels := (ncb + nr - 1) / nr
@@ -77,24 +124,13 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 			if pc == 0 {
 				betaBlock = beta
 			}
-			bp := ws.packedB(panels * nr * kcb)
-			packB(bp, nr, transB, b, ldb, pc, kcb, jc, ncb, threads)
-			// Tasks: each block of mc rows, times column ranges: about
-			// four tasks a thread, so that the blocks' unequal sizes even
-			// out, but no range narrower than 4 panels (each task packs
-			// its block of A again).
-			rowBlocks := (m + mc - 1) / mc
-			split := 1
-			if threads > 1 {
-				split = min(max(1, panels/4), max(1, (4*threads+rowBlocks-1)/rowBlocks))
-			}
-			parallel(threads, rowBlocks*split, func(w, t int) {
-				ic := (t / split) * mc
+			bp := grow(&w.b, panels*nr*kcb)
+			packB(bp, nr, transB, b, ldb, pc, kcb, jc, ncb)
+			for ic := 0; ic < m; ic += mc {
 				mcb := min(mc, m-ic)
-				p0, p1 := panels*(t%split)/split, panels*(t%split+1)/split
-				ap := ws.packedA(w, ((mcb+mr-1)/mr)*mr*kcb)
+				ap := grow(&w.a, ((mcb+mr-1)/mr)*mr*kcb)
 				packA(ap, mr, transA, a, lda, ic, mcb, pc, kcb)
-				for p := p0; p < p1; p++ {
+				for p := range panels {
 					j := jc + p*nr
 					nrb := min(nr, n-j)
 					bpan := bp[p*nr*kcb : (p+1)*nr*kcb]
@@ -109,7 +145,7 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 						kern.edge(kcb, apan, bpan, c[ci:], ldc, mrb, nrb, alpha, betaBlock)
 					}
 				}
-			})
+			}
 		}
 	}
 }
@@ -140,8 +176,12 @@ func (kern tile) run(k int, a, b, c []float32, ldc int, alpha, beta float32) {
 	_ = a[k*mr-1]
 	_ = b[k*nr-1]
 	_ = c[(mr-1)*ldc+nr-1]
-	if kern.asm != nil {
-		kern.asm(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+	switch kern.asm {
+	case asmAVX2:
+		kernel6x16(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+		return
+	case asmAVX512:
+		kernel12x32(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
 		return
 	}
 	var acc [mrMax][nrMax]float32
@@ -197,32 +237,29 @@ func packA(dst []float32, mr int, trans bool, a []float32, lda, i0, rows, p0, k 
 
 // packB copies rows [p0, p0+k) and columns [j0, j0+cols) of op(B) into
 // k×nr panels, one after another, the columns past cols zero.
-func packB(dst []float32, nr int, trans bool, b []float32, ldb, p0, k, j0, cols, threads int) {
+func packB(dst []float32, nr int, trans bool, b []float32, ldb, p0, k, j0, cols int) {
 	panels := (cols + nr - 1) / nr
 	if trans {
 		// B is n×k: column j of op(B) is row j of B.
-		parallel(threads, panels, func(_, q int) {
+		for q := range panels {
 			interleave(dst[q*nr*k:(q+1)*nr*k], nr, b[(j0+q*nr)*ldb+p0:], ldb, min(nr, cols-q*nr), k)
-		})
+		}
 		return
 	}
 	// Row by row of B, each read in order (a panel at a time would read
 	// nr floats from each of k rows, a page apart when B is wide).
 	full := cols / nr
-	rowsPer := max(16, (k+threads-1)/threads)
-	parallel(threads, (k+rowsPer-1)/rowsPer, func(_, t int) {
-		for p := t * rowsPer; p < min(k, (t+1)*rowsPer); p++ {
-			row := b[(p0+p)*ldb+j0:][:cols]
-			for q := range full {
-				copy(dst[q*nr*k+p*nr:][:nr], row[q*nr:])
-			}
-			if full < panels {
-				d := dst[full*nr*k+p*nr:][:nr]
-				n := copy(d, row[full*nr:])
-				clear(d[n:])
-			}
+	for p := range k {
+		row := b[(p0+p)*ldb+j0:][:cols]
+		for q := range full {
+			copy(dst[q*nr*k+p*nr:][:nr], row[q*nr:])
 		}
-	})
+		if full < panels {
+			d := dst[full*nr*k+p*nr:][:nr]
+			n := copy(d, row[full*nr:])
+			clear(d[n:])
+		}
+	}
 }
 
 // interleave writes rows [0, n) of src (row r at src[r*ld:], k long) as the
@@ -300,38 +337,41 @@ func parallel(threads, tasks int, f func(worker, task int)) {
 	wg.Wait()
 }
 
-// work holds one call's packing buffers, kept between calls in a pool so
-// that a training step allocates nothing once warm.
+// work holds one goroutine's packing buffers, kept between calls so that
+// a training step allocates nothing once warm. Not a sync.Pool: the garbage
+// collector empties that, and megabytes reallocated after every collection
+// grow the heap of a process whose live heap is gigabytes of activations.
 type work struct {
-	b []float32   // packed kc×nc block of B
-	a [][]float32 // per worker: packed mc×kc block of A
+	b []float32 // packed kc×nc block of B
+	a []float32 // packed mc×kc block of A
 }
 
-var pool sync.Pool
+var (
+	freeMu sync.Mutex
+	free   []*work // at most one per goroutine that ran Gemm at once
+)
 
-func getWork(threads int) *work {
-	w, _ := pool.Get().(*work)
-	if w == nil {
-		w = new(work)
+func getWork() *work {
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	if n := len(free); n > 0 {
+		w := free[n-1]
+		free = free[:n-1]
+		return w
 	}
-	for len(w.a) < threads {
-		w.a = append(w.a, nil)
-	}
-	return w
+	return new(work)
 }
 
-func putWork(w *work) { pool.Put(w) }
-
-func (w *work) packedB(n int) []float32 {
-	if cap(w.b) < n {
-		w.b = make([]float32, n)
-	}
-	return w.b[:n]
+func putWork(w *work) {
+	freeMu.Lock()
+	free = append(free, w)
+	freeMu.Unlock()
 }
 
-func (w *work) packedA(worker, n int) []float32 {
-	if cap(w.a[worker]) < n {
-		w.a[worker] = make([]float32, n)
+// grow returns (*buf)[:n], reallocated first where it is shorter.
+func grow(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
 	}
-	return w.a[worker][:n]
+	return (*buf)[:n]
 }
