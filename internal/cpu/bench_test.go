@@ -16,11 +16,22 @@ func BenchmarkTrainStep(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		be   func() *cpu.Backend
-	}{{"default", cpu.New}, {"go", cpu.NewGoSGEMM}, {"gonum", cpu.NewGonum}} {
+	}{{"default", cpu.New}, {"go", cpu.NewGoSGEMM}, {"cblas", nil}, {"gonum", cpu.NewGonum}} {
 		if c.name != "default" && testing.Short() {
 			continue
 		}
-		b.Run(c.name, func(b *testing.B) { benchTrainStep(b, c.be()) })
+		be := cpu.New()
+		switch {
+		case c.be != nil:
+			be = c.be()
+		default:
+			var err error
+			if be, err = cpu.NewCBLAS(); err != nil {
+				b.Logf("cblas: %v", err)
+				continue
+			}
+		}
+		b.Run(c.name, func(b *testing.B) { benchTrainStep(b, be) })
 	}
 }
 

@@ -25,10 +25,11 @@ const (
 )
 
 var (
-	blasOnce sync.Once
-	blasCgo  bool     // cblas_sgemm resolved
-	blasKind gemmKind // what New's backends call
-	blasDesc string   // one line: which SGEMM is in use and why
+	blasOnce  sync.Once
+	blasCgo   bool     // cblas_sgemm resolved
+	cblasDesc string   // the CBLAS library's name, version and kernel
+	blasKind  gemmKind // what New's backends call
+	blasDesc  string   // one line: which SGEMM is in use and why
 )
 
 // pureGo picks the SGEMM where no CBLAS is loaded: package sgemm where its

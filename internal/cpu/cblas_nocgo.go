@@ -3,6 +3,7 @@
 package cpu
 
 import (
+	"errors"
 	"os"
 	"runtime"
 	"strings"
@@ -29,4 +30,12 @@ func swapBLASThreads(int) int { return 0 }
 
 func cgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	panic("cpu: cgemm without cgo")
+}
+
+// NewCBLAS says that no CBLAS can be loaded here.
+func NewCBLAS() (*Backend, error) {
+	if runtime.GOOS == "windows" {
+		return nil, errors.New("no CBLAS is loaded on Windows")
+	}
+	return nil, errors.New("no CBLAS: this vgg16 was built without cgo")
 }

@@ -64,12 +64,15 @@ func (b *Backend) Name() string {
 		conv = "im2col (" + WinogradEnv + "=0)"
 	}
 	gemm := BLAS()
-	switch {
-	case b.gemm == blasKind:
-	case b.gemm == gemmGonum:
-		gemm = "SGEMM: gonum (forced)"
-	case b.gemm == gemmGo:
-		gemm = "SGEMM: vgg16's own in Go, " + goKernel() + " (forced)"
+	if b.gemm != blasKind {
+		switch b.gemm {
+		case gemmCBLAS:
+			gemm = "SGEMM: " + cblasDesc
+		case gemmGo:
+			gemm = "SGEMM: vgg16's own in Go, " + goKernel()
+		case gemmGonum:
+			gemm = "SGEMM: gonum (pure Go)"
+		}
 	}
 	return fmt.Sprintf("cpu, %d threads, %s, 3x3 convolutions: %s", runtime.GOMAXPROCS(0), gemm, conv)
 }

@@ -335,8 +335,16 @@ func TestConvMatchesDirect(t *testing.T) {
 	for _, be := range []struct {
 		name string
 		be   *cpu.Backend
-	}{{"winograd", cpu.New()}, {"im2col", cpu.NewIm2col()}, {"gonum", cpu.NewGonum()}, {"go", cpu.NewGoSGEMM()}} {
-		t.Run(be.name, func(t *testing.T) { testConvMatchesDirect(t, be.be) })
+	}{{"winograd", cpu.New()}, {"im2col", cpu.NewIm2col()}, {"gonum", cpu.NewGonum()}, {"go", cpu.NewGoSGEMM()}, {"cblas", nil}} {
+		t.Run(be.name, func(t *testing.T) {
+			if be.be == nil {
+				var err error
+				if be.be, err = cpu.NewCBLAS(); err != nil {
+					t.Skip(err)
+				}
+			}
+			testConvMatchesDirect(t, be.be)
+		})
 	}
 }
 

@@ -40,6 +40,16 @@ func TestParityGonum(t *testing.T) {
 	runParity(t, cpu.NewGonum())
 }
 
+// TestParityCBLAS replays the fixtures with the CBLAS library (OpenBLAS),
+// which New picks where package sgemm has no kernel for the CPU.
+func TestParityCBLAS(t *testing.T) {
+	be, err := cpu.NewCBLAS()
+	if err != nil {
+		t.Skip(err)
+	}
+	runParity(t, be)
+}
+
 // TestParityGoSGEMM replays the fixtures with package sgemm, the SGEMM of
 // builds without cgo and of machines without a CBLAS.
 func TestParityGoSGEMM(t *testing.T) {

@@ -13,14 +13,15 @@ func BenchmarkSGEMM(b *testing.B) {
 	for _, l := range layers {
 		m, n, k := l.co, 64*l.hw*l.hw, l.ci*9
 		for _, impl := range []string{"cblas", "go", "gonum"} {
-			be := New()
-			switch {
-			case impl == "gonum":
+			be := NewGoSGEMM()
+			switch impl {
+			case "gonum":
 				be = NewGonum()
-			case impl == "go":
-				be = NewGoSGEMM()
-			case !blasCgo:
-				continue
+			case "cblas":
+				var err error
+				if be, err = NewCBLAS(); err != nil {
+					continue
+				}
 			}
 			b.Run(fmt.Sprintf("%s/%dx%d-%dto%d/%dx%dx%d", impl, l.hw, l.hw, l.ci, l.co, m, n, k), func(b *testing.B) {
 				a, bb, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)

@@ -3,8 +3,8 @@ package sgemm
 import "golang.org/x/sys/cpu"
 
 var (
-	avx512Tile = tile{name: "AVX-512 12x32", mr: 12, nr: 32, asm: asmAVX512}
-	avx2Tile   = tile{name: "AVX2/FMA 6x16", mr: 6, nr: 16, asm: asmAVX2}
+	avx512Tile = tile{key: "avx512", name: "AVX-512 12x32", mr: 12, nr: 32, asm: asmAVX512}
+	avx2Tile   = tile{key: "avx2", name: "AVX2/FMA 6x16", mr: 6, nr: 16, asm: asmAVX2}
 )
 
 // best is the widest kernel this CPU runs (x/sys/cpu counts a feature only

@@ -5,6 +5,7 @@
 package sgemm
 
 import (
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ const (
 
 // tile is a micro-kernel and the shape of its tile.
 type tile struct {
+	key    string // as KernelEnv names it
 	name   string
 	mr, nr int
 	asm    int // which assembly kernel; 0: none, the loops in Go
@@ -39,11 +41,26 @@ const (
 	asmAVX512
 )
 
+// KernelEnv names the environment variable that picks a narrower kernel
+// than the widest this CPU runs, for comparisons: "avx2" or "go" (or
+// "avx512", the widest where it runs).
+const KernelEnv = "VGG16_SGEMM_KERNEL"
+
 var (
-	goTile = tile{name: "Go 6x16", mr: 6, nr: 16}
-	// use is the kernel Gemm calls: the widest this CPU runs.
-	use = best()
+	goTile = tile{key: "go", name: "Go 6x16", mr: 6, nr: 16}
+	// use is the kernel Gemm calls: the widest this CPU runs, or the one
+	// KernelEnv names where this CPU runs it.
+	use = choose(os.Getenv(KernelEnv))
 )
+
+func choose(name string) tile {
+	for _, t := range tiles() {
+		if t.key == name {
+			return t
+		}
+	}
+	return best()
+}
 
 // Available reports whether an assembly kernel runs on this CPU. Without
 // one Gemm still works, with a portable Go kernel many times slower.
