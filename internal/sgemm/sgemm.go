@@ -85,9 +85,10 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	// Below ~2 MFLOP a second goroutine costs more than it saves.
-	if work := 2 * m * n * k; work < threads<<21 {
-		threads = max(1, work>>21)
+	// Below ~2 MFLOP a second goroutine costs more than it saves. (int64:
+	// the product overflows a 32-bit int.)
+	if work := 2 * int64(m) * int64(n) * int64(k); work < int64(threads)<<21 {
+		threads = int(max(1, work>>21))
 	}
 	kern := use
 	// Each goroutine takes a part of C of its own, columns where C is
