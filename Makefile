@@ -29,7 +29,7 @@ test: vet
 # The concurrent parts (loader, training loop, signals, CLI) under the race
 # detector.
 race:
-	$(GO) test -race -count=1 ./cmd/vgg16 ./internal/train ./internal/cifar ./internal/cpu ./internal/device ./internal/pickle
+	$(GO) test -race -count=1 ./cmd/vgg16 ./internal/train ./internal/cifar ./internal/cpu ./internal/sgemm ./internal/device ./internal/pickle
 
 # Other platforms and builds. The pure-Go build (CGO_ENABLED=0: what
 # `go install` makes where there is no C compiler) runs every test; macOS,
@@ -48,9 +48,9 @@ portable:
 		echo "CC=clang go test ./internal/cpu"; CC=clang $(GO) test -count=1 ./internal/cpu || exit 1; \
 	else echo "portable: clang not installed: the CPU backend's C is not tested as clang builds it"; fi
 	@if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then \
-		echo "GOARCH=arm64 go test ./internal/cpu (qemu)"; \
+		echo "GOARCH=arm64 go test ./internal/cpu ./internal/sgemm (qemu)"; \
 		CC=aarch64-linux-gnu-gcc GOARCH=arm64 CGO_ENABLED=1 $(GO) test -count=1 \
-			-exec "qemu-aarch64 -L $(ARM64_SYSROOT)" ./internal/cpu || exit 1; \
+			-exec "qemu-aarch64 -L $(ARM64_SYSROOT)" ./internal/cpu ./internal/sgemm || exit 1; \
 	else echo "portable: aarch64-linux-gnu-gcc or qemu-aarch64 missing: the CPU backend is not tested on arm64"; fi
 
 # Execution counts, not durations: with a duration, Go 1.26's fuzz
