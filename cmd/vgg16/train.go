@@ -377,7 +377,7 @@ func cpuQuickRecipe(df *dataFlags, fs *pflag.FlagSet) train.Options {
 	o := train.CIFARRecipe()
 	o.Epochs, o.Batch, o.Warmup = 5, 64, 1
 	limit := 5000
-	if strings.Contains(cpu.BLAS(), "gonum") {
+	if !cpu.FastSGEMM() {
 		o.Epochs, limit = 2, 1000
 	}
 	if !fs.Changed("limit") {

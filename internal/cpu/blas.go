@@ -38,11 +38,18 @@ var (
 func pureGo(env string) (gemmKind, string) {
 	switch {
 	case env == "gonum":
-		return gemmGonum, "gonum (pure Go; " + BLASEnv + "=gonum)"
+		return gemmGonum, "gonum's, pure Go"
 	case sgemm.Available() || env == "go":
-		return gemmGo, "vgg16's own in Go, " + goKernel()
+		return gemmGo, "vgg16's own in Go, " + sgemm.Kernel()
 	}
-	return gemmGonum, "gonum (pure Go: no AVX2 and FMA for vgg16's own kernel)"
+	return gemmGonum, "gonum's, pure Go: no AVX2 and FMA for vgg16's own kernel"
+}
+
+// FastSGEMM reports whether the SGEMM in use is a fast one (a CBLAS, or
+// package sgemm with an assembly kernel), not gonum's or the Go loops.
+func FastSGEMM() bool {
+	loadBLAS()
+	return blasKind == gemmCBLAS || blasKind == gemmGo && sgemm.Fast()
 }
 
 // BLAS describes the SGEMM implementation in use, in one line.
@@ -50,9 +57,6 @@ func BLAS() string {
 	loadBLAS()
 	return blasDesc
 }
-
-// goKernel names package sgemm's kernel.
-func goKernel() string { return sgemm.Kernel() + " kernel" }
 
 // sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, with
 // op(A) m×k and op(B) k×n.

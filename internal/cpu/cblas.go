@@ -112,7 +112,10 @@ func loadBLAS() {
 			return
 		}
 		blasKind, desc = pureGo("")
-		blasDesc = fmt.Sprintf("SGEMM: %s (%v; install libopenblas0 for speed)", desc, err)
+		blasDesc = fmt.Sprintf("SGEMM: %s (%v)", desc, err)
+		if blasKind == gemmGonum {
+			blasDesc = fmt.Sprintf("SGEMM: %s, several times slower (%v; install libopenblas0 for speed)", desc, err)
+		}
 	})
 }
 

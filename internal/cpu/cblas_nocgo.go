@@ -15,10 +15,17 @@ import (
 
 func loadBLAS() {
 	blasOnce.Do(func() {
-		kind, desc := pureGo(strings.TrimSpace(os.Getenv(BLASEnv)))
-		why := "this vgg16 was built without cgo; built with a C compiler and CGO_ENABLED=1 it loads OpenBLAS"
+		env := strings.TrimSpace(os.Getenv(BLASEnv))
+		kind, desc := pureGo(env)
+		why := "built without cgo"
 		if runtime.GOOS == "windows" {
-			why = "as every Windows build: no CBLAS is loaded"
+			why = "a Windows build: no CBLAS is loaded"
+		}
+		if env != "" {
+			why += "; " + BLASEnv + "=" + env
+		}
+		if kind == gemmGonum && env != "gonum" {
+			why += "; built with cgo, vgg16 would load OpenBLAS"
 		}
 		blasKind, blasDesc = kind, "SGEMM: "+desc+" ("+why+")"
 	})

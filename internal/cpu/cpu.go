@@ -1,7 +1,7 @@
 // Package cpu is the Backend on the CPU: float32, NCHW, 3x3 convolutions as
-// Winograd F(2x2, 3x3) and the others as im2col, each around SGEMM (a CBLAS
-// found at run time, gonum otherwise), Linear as SGEMM, goroutine-parallel
-// loops for everything else. It is the reference that the GPU backend is
+// Winograd F(2x2, 3x3) and the others as im2col, each around SGEMM (package
+// sgemm's on x86-64, a CBLAS found at run time elsewhere, gonum's where none
+// is), Linear as SGEMM, goroutine-parallel loops for everything else. It is the reference that the GPU backend is
 // checked against.
 package cpu
 
@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/vgg16/vgg16/internal/sgemm"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
@@ -38,7 +39,8 @@ type Backend struct {
 	statBuf   []float64 // per-channel partial sums
 }
 
-// New returns a CPU backend. It loads the CBLAS library on first use.
+// New returns a CPU backend with the SGEMM loadBLAS picks (once per
+// process).
 func New() *Backend {
 	loadBLAS()
 	return &Backend{gemm: blasKind, noWinograd: os.Getenv(WinogradEnv) == "0"}
@@ -69,9 +71,9 @@ func (b *Backend) Name() string {
 		case gemmCBLAS:
 			gemm = "SGEMM: " + cblasDesc
 		case gemmGo:
-			gemm = "SGEMM: vgg16's own in Go, " + goKernel()
+			gemm = "SGEMM: vgg16's own in Go, " + sgemm.Kernel()
 		case gemmGonum:
-			gemm = "SGEMM: gonum (pure Go)"
+			gemm = "SGEMM: gonum's, pure Go"
 		}
 	}
 	return fmt.Sprintf("cpu, %d threads, %s, 3x3 convolutions: %s", runtime.GOMAXPROCS(0), gemm, conv)

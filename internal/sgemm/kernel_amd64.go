@@ -39,3 +39,9 @@ func kernel6x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
 func kernel12x32(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// transpose8 writes blocks 8x8 blocks of src (rows sstride floats apart),
+// transposed, to dst (rows dstride floats apart): see interleave. AVX.
+//
+//go:noescape
+func transpose8(dst *float32, dstride int, src *float32, sstride int, blocks int)

@@ -1,21 +1,24 @@
 // Package sgemm multiplies float32 matrices in Go: C = alpha·op(A)·op(B) +
-// beta·C, row-major, blocked for the caches as GotoBLAS and BLIS do, with an
-// AVX2/FMA assembly micro-kernel on amd64. It is the CPU backend's SGEMM
-// where no CBLAS library can be loaded: builds without cgo, and Windows.
+// beta·C, row-major, blocked for the caches as GotoBLAS and BLIS do, with
+// AVX-512 and AVX2/FMA assembly micro-kernels on amd64. It is the CPU
+// backend's SGEMM wherever one of those kernels runs (as fast as OpenBLAS
+// there), in every build, those without cgo and Windows's included.
 package sgemm
 
 import (
+	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
 
 // The blocking. A micro-kernel computes an mr×nr tile of C from an mr-row
-// panel of A and an nr-column panel of B, kc deep; a kc×nc block of B is
-// packed once into nr-column panels and shared by the threads (it lives in
-// the last-level cache), each thread packs an mc×kc block of A (its L2) and
-// sweeps it across the B block, one kc×nr panel (its L1) at a time.
+// panel of A and an nr-column panel of B, kc deep; each goroutine packs a
+// kc×nc block of B into nr-column panels (its L2 and the L3), then an
+// mc×kc block of A into mr-row panels (its L2) and sweeps it across the B
+// block, one kc×nr panel (its L1) at a time.
 const (
 	kc = 256
 	mc = 96   // a multiple of every kernel's mr
@@ -50,24 +53,37 @@ var (
 	goTile = tile{key: "go", name: "Go 6x16", mr: 6, nr: 16}
 	// use is the kernel Gemm calls: the widest this CPU runs, or the one
 	// KernelEnv names where this CPU runs it.
-	use = choose(os.Getenv(KernelEnv))
+	use, useNote = choose(os.Getenv(KernelEnv))
 )
 
-func choose(name string) tile {
+// choose returns the kernel KernelEnv's value names, or the widest with a
+// note that says why where the value names none this CPU runs.
+func choose(name string) (tile, string) {
+	name = strings.ToLower(strings.TrimSpace(name))
+	if name == "" {
+		return best(), ""
+	}
+	var keys []string
 	for _, t := range tiles() {
 		if t.key == name {
-			return t
+			return t, ""
 		}
+		keys = append(keys, t.key)
 	}
-	return best()
+	return best(), fmt.Sprintf(" (%s=%s: not a kernel this CPU runs, which are %s)", KernelEnv, name, strings.Join(keys, ", "))
 }
 
-// Available reports whether an assembly kernel runs on this CPU. Without
-// one Gemm still works, with a portable Go kernel many times slower.
-func Available() bool { return use.asm != 0 }
+// Available reports whether an assembly kernel runs on this CPU (whichever
+// KernelEnv picks). Without one Gemm still works, with a portable Go kernel
+// many times slower.
+func Available() bool { return best().asm != 0 }
 
-// Kernel names the micro-kernel in use, for reports.
-func Kernel() string { return use.name }
+// Fast reports whether the kernel in use is an assembly one.
+func Fast() bool { return use.asm != 0 }
+
+// Kernel names the micro-kernel in use, for reports ("AVX-512 12x32
+// kernel").
+func Kernel() string { return use.name + " kernel" + useNote }
 
 // Gemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, op(A)
 // m×k (A is k×m with transA) and op(B) k×n (B is n×k with transB), on up to
@@ -143,11 +159,11 @@ func (kern tile) gemm(w *work, transA, transB bool, m, n, k int, alpha float32, 
 				betaBlock = beta
 			}
 			bp := grow(&w.b, panels*nr*kcb)
-			packB(bp, nr, transB, b, ldb, pc, kcb, jc, ncb)
+			packB(bp, nr, transB, b, ldb, pc, kcb, jc, ncb, kern.asm != 0)
 			for ic := 0; ic < m; ic += mc {
 				mcb := min(mc, m-ic)
 				ap := grow(&w.a, ((mcb+mr-1)/mr)*mr*kcb)
-				packA(ap, mr, transA, a, lda, ic, mcb, pc, kcb)
+				packA(ap, mr, transA, a, lda, ic, mcb, pc, kcb, kern.asm != 0)
 				for p := range panels {
 					j := jc + p*nr
 					nrb := min(nr, n-j)
@@ -228,12 +244,12 @@ func (kern tile) run(k int, a, b, c []float32, ldc int, alpha, beta float32) {
 // packA copies rows [i0, i0+rows) and columns [p0, p0+k) of op(A) into
 // mr-row panels, each k×mr (column p of the panel's rows contiguous), the
 // rows past the end zero.
-func packA(dst []float32, mr int, trans bool, a []float32, lda, i0, rows, p0, k int) {
+func packA(dst []float32, mr int, trans bool, a []float32, lda, i0, rows, p0, k int, fast bool) {
 	for ir := 0; ir < rows; ir += mr {
 		pan := dst[ir*k : (ir+mr)*k]
 		n := min(mr, rows-ir)
 		if !trans {
-			interleave(pan, mr, a[(i0+ir)*lda+p0:], lda, n, k)
+			interleave(pan, mr, a[(i0+ir)*lda+p0:], lda, n, k, fast)
 			continue
 		}
 		// A is k×m: a row of A holds consecutive rows of op(A).
@@ -255,12 +271,12 @@ func packA(dst []float32, mr int, trans bool, a []float32, lda, i0, rows, p0, k 
 
 // packB copies rows [p0, p0+k) and columns [j0, j0+cols) of op(B) into
 // k×nr panels, one after another, the columns past cols zero.
-func packB(dst []float32, nr int, trans bool, b []float32, ldb, p0, k, j0, cols int) {
+func packB(dst []float32, nr int, trans bool, b []float32, ldb, p0, k, j0, cols int, fast bool) {
 	panels := (cols + nr - 1) / nr
 	if trans {
 		// B is n×k: column j of op(B) is row j of B.
 		for q := range panels {
-			interleave(dst[q*nr*k:(q+1)*nr*k], nr, b[(j0+q*nr)*ldb+p0:], ldb, min(nr, cols-q*nr), k)
+			interleave(dst[q*nr*k:(q+1)*nr*k], nr, b[(j0+q*nr)*ldb+p0:], ldb, min(nr, cols-q*nr), k, fast)
 		}
 		return
 	}
@@ -283,14 +299,23 @@ func packB(dst []float32, nr int, trans bool, b []float32, ldb, p0, k, j0, cols 
 // interleave writes rows [0, n) of src (row r at src[r*ld:], k long) as the
 // columns of the k×width panel pan, and zero in its columns [n, width). It
 // reads eight rows side by side, so that each store fills eight
-// neighbouring floats of a panel row rather than one float of a cache line.
-func interleave(pan []float32, width int, src []float32, ld, n, k int) {
+// neighbouring floats of a panel row rather than one float of a cache line;
+// with fast (a CPU with AVX), eight columns at a time too, as 8x8 blocks
+// transposed in registers.
+func interleave(pan []float32, width int, src []float32, ld, n, k int, fast bool) {
 	_ = pan[k*width-1]
 	r := 0
 	for ; r+8 <= n; r += 8 {
 		r0, r1, r2, r3 := src[r*ld:][:k], src[(r+1)*ld:][:k], src[(r+2)*ld:][:k], src[(r+3)*ld:][:k]
 		r4, r5, r6, r7 := src[(r+4)*ld:][:k], src[(r+5)*ld:][:k], src[(r+6)*ld:][:k], src[(r+7)*ld:][:k]
-		for p := range k {
+		p0 := 0
+		if fast && k >= 8 {
+			// 8x8 blocks transposed in registers; the slices above and
+			// pan's check at the top bound what it reads and writes.
+			p0 = k / 8 * 8
+			transpose8(&pan[r], width, &r0[0], ld, k/8)
+		}
+		for p := p0; p < k; p++ {
 			d := (*[8]float32)(pan[p*width+r:])
 			d[0], d[1], d[2], d[3] = r0[p], r1[p], r2[p], r3[p]
 			d[4], d[5], d[6], d[7] = r4[p], r5[p], r6[p], r7[p]

@@ -64,9 +64,10 @@ func check(t *testing.T, r *rand.Rand, transA, transB bool, m, n, k int, alpha, 
 	if transB {
 		rowsB = n
 	}
-	a := randSlice(r, rowsA*lda)
-	b := randSlice(r, rowsB*ldb)
-	c0 := randSlice(r, m*ldc)
+	// Each slice ends at its matrix's last element: no slack after it.
+	a := randSlice(r, max(0, rowsA*lda-pad))
+	b := randSlice(r, max(0, rowsB*ldb-pad))
+	c0 := randSlice(r, m*ldc-pad)
 	if beta == 0 {
 		for i := range c0 {
 			c0[i] = float32(math.NaN()) // never read
@@ -92,7 +93,7 @@ func check(t *testing.T, r *rand.Rand, transA, transB bool, m, n, k int, alpha, 
 					t.Fatalf("%s: C[%d,%d] = %v, want %v", name, i, j, got, w)
 				}
 			}
-			for j := n; j < ldc && i < m; j++ { // the stride's padding is untouched
+			for j := n; j < ldc && i*ldc+j < len(c); j++ { // the stride's padding is untouched
 				if c[i*ldc+j] != c0[i*ldc+j] && !(math.IsNaN(float64(c[i*ldc+j])) && math.IsNaN(float64(c0[i*ldc+j]))) {
 					t.Fatalf("%s: padding C[%d,%d] changed", name, i, j)
 				}
@@ -118,8 +119,8 @@ func TestGemmSmall(t *testing.T) {
 }
 
 // TestGemmBlocks crosses every blocking boundary: k past kc (C accumulates
-// over blocks with beta 1), m past mc, n past nc, and several threads
-// sharing the packed B.
+// over blocks with beta 1), m past mc, n past nc, and several threads, each
+// with its part of C (columns, or rows where C is narrow).
 func TestGemmBlocks(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, s := range []struct{ m, n, k int }{
@@ -195,5 +196,21 @@ func TestGemmAllocations(t *testing.T) {
 		if allocs > 10 {
 			t.Errorf("%d threads: %v allocations a call, want at most 10", threads, allocs)
 		}
+	}
+}
+
+func TestChooseKernel(t *testing.T) {
+	for _, k := range tiles() {
+		if got, note := choose(" " + strings.ToUpper(k.key) + " "); got != k || note != "" {
+			t.Errorf("choose(%q) = %s%s, want %s", k.key, got.name, note, k.name)
+		}
+	}
+	if got, note := choose("avx9"); got != best() || !strings.Contains(note, "avx9: not a kernel this CPU runs, which are go") {
+		t.Errorf("choose(avx9) = %s%s, want %s and a note", got.name, note, best().name)
+	}
+	defer func(u tile) { use = u }(use)
+	use = goTile
+	if Available() != (best().asm != 0) || Fast() {
+		t.Errorf("with the Go kernel chosen: Available() = %v, Fast() = %v; want %v, false", Available(), Fast(), best().asm != 0)
 	}
 }
