@@ -94,7 +94,8 @@ var blasThreadsMu sync.Mutex
 // sgemms runs body(i) for i in [0, n), each making SGEMM calls that touch
 // memory of their own: with OpenBLAS or package sgemm, as many at a time as
 // there are cores, each call on one thread (many small GEMMs run faster side
-// by side than each split between threads); otherwise one after another.
+// by side than each split between threads; package sgemm's calls take
+// several where the cores outnumber them); otherwise one after another.
 func (b *Backend) sgemms(n int, body func(i int)) {
 	side := func() {
 		parallelFor(n, 1, func(lo, hi int) {
@@ -106,8 +107,9 @@ func (b *Backend) sgemms(n int, body func(i int)) {
 	if runtime.GOMAXPROCS(0) > 1 {
 		switch b.gemm {
 		case gemmGo:
-			// Read by the concurrent calls, written only here.
-			b.gemmThreads = 1
+			// Read by the concurrent calls, written only here. More
+			// cores than calls share the cores out among them.
+			b.gemmThreads = max(1, runtime.GOMAXPROCS(0)/n)
 			defer func() { b.gemmThreads = 0 }()
 			side()
 			return
