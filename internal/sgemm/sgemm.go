@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 )
 
 // The blocking. A micro-kernel computes an mr×nr tile of C from an mr-row
@@ -126,7 +125,7 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	if byRows {
 		limit = m
 	}
-	parallel(threads, threads, func(_, t int) {
+	parallel(threads, func(t int) {
 		lo, hi := min(units*t/threads*unit, limit), min(units*(t+1)/threads*unit, limit)
 		w := getWork()
 		defer putWork(w)
@@ -354,29 +353,14 @@ func scale(m, n int, beta float32, c []float32, ldc int) {
 	}
 }
 
-// parallel runs f(worker, task) for every task in [0, tasks) on up to
-// threads goroutines, worker being the goroutine's number.
-func parallel(threads, tasks int, f func(worker, task int)) {
-	threads = min(threads, tasks)
-	if threads <= 1 {
-		for t := range tasks {
-			f(0, t)
-		}
-		return
-	}
-	var next atomic.Int64
+// parallel runs f(0), …, f(parts-1), each on a goroutine of its own but
+// the last, which runs on the caller's.
+func parallel(parts int, f func(part int)) {
 	var wg sync.WaitGroup
-	for w := range threads {
-		wg.Go(func() {
-			for {
-				t := int(next.Add(1) - 1)
-				if t >= tasks {
-					return
-				}
-				f(w, t)
-			}
-		})
+	for t := range parts - 1 {
+		wg.Go(func() { f(t) })
 	}
+	f(parts - 1)
 	wg.Wait()
 }
 
