@@ -1,8 +1,8 @@
 // Package cpu is the Backend on the CPU: float32, NCHW, 3x3 convolutions as
 // Winograd F(2x2, 3x3) and the others as im2col, each around SGEMM (package
 // sgemm's on x86-64, a CBLAS found at run time elsewhere, gonum's where none
-// is), Linear as SGEMM, goroutine-parallel loops for everything else. It is the reference that the GPU backend is
-// checked against.
+// is), Linear as SGEMM, goroutine-parallel loops for everything else. It is
+// the reference that the GPU backend is checked against.
 package cpu
 
 import (
@@ -46,14 +46,15 @@ func New() *Backend {
 	return &Backend{gemm: blasKind, noWinograd: os.Getenv(WinogradEnv) == "0"}
 }
 
-// NewGonum returns a CPU backend that uses gonum's SGEMM even when a CBLAS
-// is installed (for tests and benchmarks of the fallback).
+// NewGonum returns a CPU backend that uses gonum's SGEMM whatever New would
+// pick (for tests and benchmarks of the last fallback).
 func NewGonum() *Backend {
 	return &Backend{gemm: gemmGonum, noWinograd: os.Getenv(WinogradEnv) == "0"}
 }
 
-// NewGoSGEMM returns a CPU backend that uses package sgemm even when a CBLAS
-// is installed (for tests and benchmarks of the builds without one).
+// NewGoSGEMM returns a CPU backend that uses package sgemm whatever New
+// would pick (for tests and benchmarks: where its assembly kernel does not
+// run, with its Go loops).
 func NewGoSGEMM() *Backend {
 	return &Backend{gemm: gemmGo, noWinograd: os.Getenv(WinogradEnv) == "0"}
 }
