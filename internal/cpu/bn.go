@@ -1,5 +1,7 @@
 package cpu
 
+import "math"
+
 // Batch norm's passes over channels [lo, hi) of NCHW tensors [n, c, hw],
 // with per-channel float64 factors: in C (bn.c, vectorised by the
 // compiler) where cgo is on, and these Go functions otherwise. Both sum in
@@ -64,23 +66,30 @@ func bnApplyGo(y, x []float32, n, c, hw, lo, hi int, scale, shift []float64, rel
 		s, h := scale[ch], shift[ch]
 		for i := range n {
 			v, o := plane(x, i, c, ch, hw), plane(y, i, c, ch, hw)
-			for p, xv := range v {
-				r := float32(float64(float64(xv)*s) + h)
-				if relu && !(r > 0) && r == r {
-					r = 0
+			o = o[:len(v)]
+			if !relu {
+				for p, xv := range v {
+					o[p] = float32(float64(float64(xv)*s) + h)
 				}
-				o[p] = r
+				continue
+			}
+			for p, xv := range v {
+				// max keeps NaN and makes -0 +0, as the C; it compiles
+				// without a branch, which would mispredict half the time.
+				o[p] = max(float32(float64(float64(xv)*s)+h), 0)
 			}
 		}
 	}
 }
 
-// masked is g where y > 0 (the ReLU passed it), +0 otherwise.
+// masked is g where y > 0 (the ReLU passed it), +0 otherwise: a mask, not
+// a branch (which activations are positive is close to random).
 func masked(g, y float32) float32 {
+	var m uint32
 	if y > 0 {
-		return g
+		m = ^uint32(0)
 	}
-	return 0
+	return math.Float32frombits(math.Float32bits(g) & m)
 }
 
 // bnGradSumsGo writes Σdy and Σdy·(x - mean) for channels [lo, hi), dy
@@ -104,10 +113,20 @@ func bnGradSumsGo(dy, x, y []float32, n, c, hw, lo, hi int, mean, sdy, sdyx []fl
 			}
 			p := 0
 			for ; p+bnLanes <= hw; p += bnLanes {
+				gs, vs := (*[bnLanes]float32)(g[p:]), (*[bnLanes]float32)(v[p:])
+				var gm [bnLanes]float32
+				if r != nil {
+					rs := (*[bnLanes]float32)(r[p:])
+					for j := range bnLanes {
+						gm[j] = masked(gs[j], rs[j])
+					}
+				} else {
+					gm = *gs
+				}
 				for j := range bnLanes {
-					gv := grad(p + j)
+					gv := float64(gm[j])
 					a[j] += gv
-					b[j] += float64(gv * (float64(v[p+j]) - m))
+					b[j] += float64(gv * (float64(vs[j]) - m))
 				}
 			}
 			for ; p < hw; p++ {

@@ -173,3 +173,44 @@ func TestBatchNormGoMatchesC(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchNormReLUSpecials holds the ReLU of batch norm's apply and
+// gradient passes, C and Go, to the same bits on NaN, infinities and both
+// zeros: y = x·1 + (−0) keeps −0 (which the ReLU makes +0) and NaN (which
+// it keeps); a gradient passes only where y > 0, and is +0 elsewhere.
+func TestBatchNormReLUSpecials(t *testing.T) {
+	needC(t)
+	nan, inf, nz := float32(math.NaN()), float32(math.Inf(1)), float32(math.Copysign(0, -1))
+	x := []float32{nan, inf, -inf, nz, 0, 1, -1, 1e-45, -1e-45, nan, 2, -3, nz, 5, -inf, 7} // n 1, c 1, hw 16
+	scale, shift := []float64{1}, []float64{math.Copysign(0, -1)}
+	oc, og := make([]float32, len(x)), make([]float32, len(x))
+	bnApply(oc, x, 1, 1, len(x), 0, 1, scale, shift, true)
+	bnApplyGo(og, x, 1, 1, len(x), 0, 1, scale, shift, true)
+	if err := sameBits(og, oc); err != nil {
+		t.Errorf("apply with the ReLU: Go %v", err)
+	}
+	if math.Float32bits(og[3]) != 0 || og[0] == og[0] {
+		t.Errorf("ReLU(−0) = %v (bits %#x), ReLU(NaN) = %v: want +0 and NaN", og[3], math.Float32bits(og[3]), og[0])
+	}
+	dy := []float32{-1, 2, -3, 4, -5, 6, -7, 8, -9, 10, -11, 12, -13, 14, -15, 16}
+	mean, one := []float64{0}, []float64{1}
+	dc, dg := make([]float32, len(x)), make([]float32, len(x))
+	bnGradApply(dc, dy, dy, x, 1, 1, len(x), 0, 1, mean, one, one, []float64{0}, []float64{0})
+	bnGradApplyGo(dg, dy, dy, x, 1, 1, len(x), 0, 1, mean, one, one, []float64{0}, []float64{0})
+	if err := sameBits(dg, dc); err != nil {
+		t.Errorf("gradient masked by y: Go %v", err)
+	}
+	sc, sxc, sg, sxg := make([]float64, 1), make([]float64, 1), make([]float64, 1), make([]float64, 1)
+	bnGradSums(dy, dy, x, 1, 1, len(x), 0, 1, mean, sc, sxc)
+	bnGradSumsGo(dy, dy, x, 1, 1, len(x), 0, 1, mean, sg, sxg)
+	if err := sameBits64(sg, sc); err != nil {
+		t.Errorf("Σdy masked by y: Go %v", err)
+	}
+	if err := sameBits64(sxg, sxc); err != nil {
+		t.Errorf("Σdy·(x-mean) masked by y: Go %v", err)
+	}
+	// Passed where y is +Inf, 1, 1e-45, 2, 5, 7: 2 + 6 + 8 − 11 + 14 + 16.
+	if sg[0] != 35 {
+		t.Errorf("Σdy masked by y = %v, want 35", sg[0])
+	}
+}
