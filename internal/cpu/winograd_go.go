@@ -58,6 +58,10 @@ func winoFilterAdjointGo(dw, du []float32, lo, hi, co, ci, us int) {
 // even): V = Bᵀ d B for each 4x4 tile d of the padded plane.
 func winoInputGo(v, x []float32, lo, hi, c, h, w, t, xs int) {
 	th, tw, pw := h/2, w/2, w+2
+	if tw > winoSmallTiles {
+		winoInputRowsGo(v, x, lo, hi, c, h, w, t, xs)
+		return
+	}
 	pad := make([]float32, (h+2)*pw) // the plane with a border of zeros
 	for p := lo; p < hi; p++ {
 		img, ch := p/c, p%c
@@ -85,6 +89,86 @@ func winoInputGo(v, x []float32, lo, hi, c, h, w, t, xs int) {
 				}
 			}
 		}
+	}
+}
+
+// winoSmallTiles is winograd.c's SMALL_TILES: up to this many tiles a row,
+// the input transform takes a tile at a time.
+const winoSmallTiles = 8
+
+// winoInputRowsGo is winoInputGo for planes of more than winoSmallTiles
+// tiles a row, as wino_input's row loops: the padded plane split into its
+// even and odd columns, each row of Bᵀ d computed for the whole row of
+// tiles, then each of its four products with B written as a run. The same
+// operations on the same values as a tile at a time, so the same bits; the
+// loops run over contiguous runs, with their bounds checked once a run.
+func winoInputRowsGo(v, x []float32, lo, hi, c, h, w, t, xs int) {
+	th, tw, n2 := h/2, w/2, w/2+1
+	// even[r][k] is padded column 2k (x's column 2k-1), odd[r][k] padded
+	// column 2k+1 (x's column 2k); the first even column and the last odd
+	// one are the zero border.
+	even, odd := make([]float32, (h+2)*n2), make([]float32, (h+2)*n2)
+	xe, xo := make([]float32, n2), make([]float32, n2)
+	for p := lo; p < hi; p++ {
+		img, ch := p/c, p%c
+		for r := range h {
+			s := x[(p*h+r)*w:][:w]
+			e, o := even[(r+1)*n2:][:n2], odd[(r+1)*n2:][:n2]
+			for k := range tw {
+				e[k+1], o[k] = s[2*k+1], s[2*k]
+			}
+		}
+		base := ch*t + img*th*tw
+		for ty := range th {
+			row := func(r int) ([]float32, []float32) { return even[(2*ty+r)*n2:][:n2], odd[(2*ty+r)*n2:][:n2] }
+			e0, od0 := row(0)
+			e1, od1 := row(1)
+			e2, od2 := row(2)
+			e3, od3 := row(3)
+			for q := range 4 {
+				// Row q of Bᵀ d, for every tile of the row: d0-d2, d1+d2, d2-d1, d1-d3.
+				switch q {
+				case 0:
+					sub(xe, e0, e2)
+					sub(xo, od0, od2)
+				case 1:
+					for k := range xe {
+						xe[k], xo[k] = e1[k]+e2[k], od1[k]+od2[k]
+					}
+				case 2:
+					sub(xe, e2, e1)
+					sub(xo, od2, od1)
+				case 3:
+					sub(xe, e1, e3)
+					sub(xo, od1, od3)
+				}
+				// … B: the tile's columns are xe[tx], xo[tx], xe[tx+1], xo[tx+1].
+				o := base + ty*tw
+				o0, o1 := v[(4*q)*xs+o:][:tw], v[(4*q+1)*xs+o:][:tw]
+				o2, o3 := v[(4*q+2)*xs+o:][:tw], v[(4*q+3)*xs+o:][:tw]
+				ea, eb, oa, ob := xe[:tw], xe[1:][:tw], xo[:tw], xo[1:][:tw]
+				for k := range o0 {
+					o0[k] = ea[k] - eb[k]
+				}
+				for k := range o1 {
+					o1[k] = oa[k] + eb[k]
+				}
+				for k := range o2 {
+					o2[k] = eb[k] - oa[k]
+				}
+				for k := range o3 {
+					o3[k] = oa[k] - ob[k]
+				}
+			}
+		}
+	}
+}
+
+// sub writes a − b.
+func sub(dst, a, b []float32) {
+	a, b = a[:len(dst)], b[:len(dst)]
+	for k := range dst {
+		dst[k] = a[k] - b[k]
 	}
 }
 
