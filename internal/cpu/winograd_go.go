@@ -92,6 +92,32 @@ func winoInputGo(v, x []float32, lo, hi, c, h, w, t, xs int) {
 	}
 }
 
+// winoOutputRowGo is a row of tiles of winoOutputGo (m is their first
+// matrix element), each product a run over the row: the same operations on
+// the same values, with the bounds checked once a run, not once a value.
+// rows is scratch for Aᵀ m, [8][tw].
+func winoOutputRowGo(y0, y1, m, rows []float32, bv float32, tw, xs int) {
+	in := func(k int) []float32 { return m[k*xs:][:tw] }
+	out := func(i int) []float32 { return rows[i*tw:][:tw] }
+	for i := range 4 { // Aᵀ m: s_i = m_i + m_4+i + m_8+i, u_i = m_4+i − m_8+i − m_12+i
+		a, b, c, d := in(i), in(4+i), in(8+i), in(12+i)
+		s, u := out(i), out(4+i)
+		for tx := range s {
+			s[tx] = a[tx] + b[tx] + c[tx]
+		}
+		for tx := range u {
+			u[tx] = b[tx] - c[tx] - d[tx]
+		}
+	}
+	s0, s1, s2, s3 := out(0), out(1), out(2), out(3)
+	u0, u1, u2, u3 := out(4), out(5), out(6), out(7)
+	y0, y1 = y0[:2*tw], y1[:2*tw]
+	for tx := range tw { // … A
+		y0[2*tx], y0[2*tx+1] = s0[tx]+s1[tx]+s2[tx]+bv, s1[tx]-s2[tx]-s3[tx]+bv
+		y1[2*tx], y1[2*tx+1] = u0[tx]+u1[tx]+u2[tx]+bv, u1[tx]-u2[tx]-u3[tx]+bv
+	}
+}
+
 // winoSmallTiles is winograd.c's SMALL_TILES: up to this many tiles a row,
 // the input transform takes a tile at a time.
 const winoSmallTiles = 8
@@ -177,6 +203,10 @@ func sub(dst, a, b []float32) {
 // empty (+0 then, as the C adds).
 func winoOutputGo(y, mm, bias []float32, lo, hi, c, h, w, t, xs int) {
 	th, tw := h/2, w/2
+	var rows []float32 // Aᵀ m for a row of tiles: [8][tw]
+	if tw > winoSmallTiles {
+		rows = make([]float32, 8*tw)
+	}
 	for p := lo; p < hi; p++ {
 		img, ch := p/c, p%c
 		var bv float32
@@ -187,6 +217,10 @@ func winoOutputGo(y, mm, bias []float32, lo, hi, c, h, w, t, xs int) {
 		for ty := range th {
 			y0 := y[(p*h+2*ty)*w:][:w]
 			y1 := y[(p*h+2*ty+1)*w:][:w]
+			if rows != nil {
+				winoOutputRowGo(y0, y1, mm[base+ty*tw:], rows, bv, tw, xs)
+				continue
+			}
 			for tx := range tw {
 				o := base + ty*tw + tx
 				var m [16]float32
