@@ -105,12 +105,6 @@ func bnGradSumsGo(dy, x, y []float32, n, c, hw, lo, hi int, mean, sdy, sdyx []fl
 			if len(y) > 0 {
 				r = plane(y, i, c, ch, hw)
 			}
-			grad := func(p int) float64 {
-				if r != nil {
-					return float64(masked(g[p], r[p]))
-				}
-				return float64(g[p])
-			}
 			p := 0
 			for ; p+bnLanes <= hw; p += bnLanes {
 				gs, vs := (*[bnLanes]float32)(g[p:]), (*[bnLanes]float32)(v[p:])
@@ -130,7 +124,11 @@ func bnGradSumsGo(dy, x, y []float32, n, c, hw, lo, hi int, mean, sdy, sdyx []fl
 				}
 			}
 			for ; p < hw; p++ {
-				gv := grad(p)
+				gs := g[p]
+				if r != nil {
+					gs = masked(gs, r[p])
+				}
+				gv := float64(gs)
 				at += gv
 				bt += float64(gv * (float64(v[p]) - m))
 			}

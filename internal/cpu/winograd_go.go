@@ -2,9 +2,11 @@ package cpu
 
 // winograd.c's transforms in Go, for builds without cgo, and the check
 // that both give the same bits (TestWinogradGoMatchesC). Each computes the
-// same expressions in the same order, a tile at a time; explicit float32
-// conversions keep the compiler from fusing a multiply into an add (which
-// Go may do on arm64), as fp-contract=off does for the C.
+// same expressions in the same order, a tile at a time or (the input and
+// output on planes of more than winoSmallTiles tiles a row) a row of tiles
+// at a time; explicit float32 conversions keep the compiler from fusing a
+// multiply into an add (which Go may do on arm64), as fp-contract=off does
+// for the C.
 
 // winoFilterGo writes U [16][co][ci] (matrices us apart) for output
 // channels [lo, hi) of w [co][ci][3][3]: U = G g Gᵀ for each filter.
@@ -119,7 +121,8 @@ func winoOutputRowGo(y0, y1, m, rows []float32, bv float32, tw, xs int) {
 }
 
 // winoSmallTiles is winograd.c's SMALL_TILES: up to this many tiles a row,
-// the input transform takes a tile at a time.
+// the input and output transforms take a tile at a time (the row loops'
+// setup would cost more than their work).
 const winoSmallTiles = 8
 
 // winoInputRowsGo is winoInputGo for planes of more than winoSmallTiles

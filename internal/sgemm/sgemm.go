@@ -255,15 +255,8 @@ func packA(dst []float32, mr int, trans bool, a []float32, lda, i0, rows, p0, k 
 		for p := range k {
 			src := a[(p0+p)*lda+i0+ir:]
 			d := pan[p*mr : p*mr+mr]
-			switch {
-			case n == 12 && mr == 12:
-				*(*[12]float32)(d) = *(*[12]float32)(src)
-			case n == 6 && mr == 6:
-				*(*[6]float32)(d) = *(*[6]float32)(src)
-			default:
-				copy(d, src[:n])
-				clear(d[n:])
-			}
+			copy(d, src[:n])
+			clear(d[n:])
 		}
 	}
 }
