@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzReadBin$$' -fuzztime=200000x ./internal/cifar
 	$(GO) test -run='^$$' -fuzz='^FuzzReadPickle$$' -fuzztime=200000x ./internal/cifar
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=300000x ./internal/pth
+	$(GO) test -run='^$$' -fuzz='^FuzzPickle$$' -fuzztime=300000x ./internal/pth
 	$(GO) test -run='^$$' -fuzz='^FuzzVM$$' -fuzztime=300000x ./internal/pickle
 
 bench:

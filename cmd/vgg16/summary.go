@@ -24,7 +24,7 @@ type modelFlags struct {
 
 func (f *modelFlags) register(cmd *cobra.Command, size int) {
 	cmd.Flags().StringVar(&f.arch, "arch", "vgg16", "architecture: "+strings.Join(layers.Archs(), ", ")+", or a layer list such as \"64,M,128,M,256,256,M\"")
-	cmd.Flags().IntVar(&f.size, "size", size, "input image size (a multiple of 32)")
+	cmd.Flags().IntVar(&f.size, "size", size, "input image size: a multiple of 32 (of 2^k for a layer list with k max-pools)")
 	cmd.Flags().IntVar(&f.classes, "classes", 10, "number of classes")
 	cmd.Flags().IntVar(&f.hidden, "hidden", 4096, "width of the two hidden fully connected layers")
 	cmd.Flags().Float64Var(&f.dropout, "dropout", 0.5, "dropout probability in the classifier")
