@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/cifar"
@@ -251,6 +253,18 @@ func TestTrainEvalPredict(t *testing.T) {
 	out, err = run(t, "train", "--resume", "--run-dir", limited, "--epochs", "2", "--device", "cpu", "--download=false", "--lr", "0.3")
 	if err != nil || !strings.Contains(out, "on 40 images") || !strings.Contains(out, "--lr ignored") || !strings.Contains(out, "epoch 2/2") {
 		t.Errorf("resume without the data flags: %v\n%s", err, out)
+	}
+	// Without its metrics.jsonl a run resumes with a note, and its best
+	// accuracy is still the checkpoint's.
+	os.Remove(filepath.Join(limited, train.MetricsFile))
+	out, err = run(t, "train", "--resume", "--run-dir", limited, "--epochs", "3", "--device", "cpu", "--download=false")
+	ck, ckErr := checkpoint.Load(filepath.Join(limited, train.BestFile))
+	if err != nil || ckErr != nil || !strings.Contains(out, "the run has done 2 epochs and "+filepath.Join(limited, train.MetricsFile)+" is missing") ||
+		!strings.Contains(out, fmt.Sprintf("done: best validation accuracy %.2f%%", 100*ck.Info.BestAcc)) {
+		t.Errorf("resume without metrics.jsonl: %v %v\n%s", err, ckErr, out)
+	}
+	if hist, err := train.ReadMetrics(filepath.Join(limited, train.MetricsFile)); err != nil || len(hist) != 1 || hist[0].Epoch != 3 {
+		t.Errorf("metrics.jsonl after resuming without it: %v %+v", err, hist)
 	}
 
 	// Messages for a run directory given to eval, a batch file not there,
@@ -641,5 +655,24 @@ func TestEstimateBytes(t *testing.T) {
 	}
 	if got, want := plain-inBackward, int64(4*(134_309_962-1024*4096)); got != want {
 		t.Errorf("--sgd-in-backward saves %d bytes, want %d (the gradients of all but 1024 rows of the second Linear)", got, want)
+	}
+}
+
+// TestRunsInTheSameSecond starts two runs whose default directory names
+// fall in the same second: the second takes the suffix -2.
+func TestRunsInTheSameSecond(t *testing.T) {
+	data := t.TempDir()
+	writeCIFAR(t, data, 10)
+	t.Chdir(t.TempDir())
+	at := time.Date(2026, 12, 7, 6, 0, 0, 0, time.Local)
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return at }
+	args := append([]string{"train", "--data", data, "--epochs", "1", "--limit", "20"}, tiny...)
+	base := filepath.Join("runs", "20261207-060000-8_M_16_M_16_M_16_M_16_M-32")
+	for i, dir := range []string{base, base + "-2"} {
+		out, err := run(t, args...)
+		if err != nil || !strings.Contains(out, "run directory: "+dir+"\n") || !checkpoint.Exists(filepath.Join(dir, train.BestFile)) {
+			t.Fatalf("run %d: %v\n%s", i+1, err, out)
+		}
 	}
 }

@@ -210,7 +210,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if resume {
 					return fmt.Errorf("--resume needs --run-dir: the run directory to continue")
 				}
-				runDir = filepath.Join("runs", fmt.Sprintf("%s-%s-%d", time.Now().Format("20060102-150405"), sanitize(o.Model.Arch), o.Model.ImageSize))
+				runDir = filepath.Join("runs", fmt.Sprintf("%s-%s-%d", now().Format("20060102-150405"), sanitize(o.Model.Arch), o.Model.ImageSize))
 				namedDir = true
 			}
 			if resume {
@@ -241,9 +241,11 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if ignored := runFlagsGiven(fs); len(ignored) > 0 {
 					fmt.Fprintf(w, "note: resuming keeps the run's own settings: %s ignored (only --epochs, the data and device flags apply)\n", strings.Join(ignored, ", "))
 				}
-			} else if err := train.CheckNewDir(runDir); err != nil {
-				return err // said before any download
-			}
+			} else if !namedDir {
+				if err := train.CheckNewDir(runDir); err != nil {
+					return err // said before any download
+				}
+			} // a name made here takes a suffix where it is taken (train.NewDir)
 			o.Data = df.options()
 			if err := o.Validate(); err != nil {
 				return err
@@ -317,7 +319,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			fmt.Fprintf(w, "run directory: %s\n", runDir)
 
 			run := &train.Run{Dir: runDir, Opt: o, Classes: classes, Train: trainSet, Val: valSet, Backend: be, Report: newReporter(w), Resume: resume}
-			hist, err := run.Execute(ctx)
+			_, err = run.Execute(ctx)
 			if g, ok := be.(interface{ GraphsOff() error }); ok && g.GraphsOff() != nil {
 				fmt.Fprintf(w, "note: CUDA graphs were turned off during the run (steps issued op by op, slower): %v\n", g.GraphsOff())
 			}
@@ -327,13 +329,11 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if err != nil {
 				return err
 			}
-			best := 0.0
-			for _, h := range hist {
-				if h.Best {
-					best = h.ValAcc
-				}
+			what := "validation"
+			if valSet.Len() == 0 {
+				what = "training" // no validation set: the best is by training accuracy
 			}
-			fmt.Fprintf(w, "done: best validation accuracy %.2f%%, saved as %s\n", 100*best, filepath.Join(runDir, train.BestFile))
+			fmt.Fprintf(w, "done: best %s accuracy %.2f%%, saved as %s\n", what, 100*max(run.Best(), 0), filepath.Join(runDir, train.BestFile))
 			if fromDir {
 				fmt.Fprintf(w, "evaluate it on the test set with: vgg16 eval %s --data %s\n", filepath.Join(runDir, train.BestFile), df.dir)
 			}
@@ -370,6 +370,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.StringVar(&initFrom, "init", "", "start from these weights (transfer learning): torchvision's vgg16_bn-*.pth, any torch.save'd or safetensors state dict, or a vgg16 checkpoint; classifier layers of another shape keep a fresh initialisation")
 	return cmd
 }
+
+// now names default run directories (a test stops the clock).
+var now = time.Now
 
 // cpuQuickRecipe is make run's choice on a CPU: the native 32x32 recipe on
 // a slice of the data, sized so that an epoch takes minutes.

@@ -160,6 +160,11 @@ func CheckNewDir(dir string) error {
 	return nil
 }
 
+// Best is the best validation accuracy so far (the training accuracy
+// where the run has no validation set): that of best.safetensors, or -1
+// before the first epoch ends.
+func (r *Run) Best() float64 { return r.best }
+
 // Model is the model being trained (after Execute started).
 func (r *Run) Model() *layers.Model { return r.model }
 
@@ -627,10 +632,22 @@ func (r *Run) restore() (int, error) {
 	if i := strings.LastIndexByte(r.id, '-'); i >= 0 {
 		r.id = r.id[:i]
 	}
-	r.history, _ = ReadMetrics(filepath.Join(r.Dir, MetricsFile))
-	if len(r.history) > r.epoch {
-		r.history = r.history[:r.epoch]
+	path := filepath.Join(r.Dir, MetricsFile)
+	hist, err := ReadMetrics(path)
+	// Lines past the checkpoint's epoch are epochs trained after it (a
+	// crash between the two writes): the resumed run trains them again.
+	hist = hist[:min(len(hist), r.epoch)]
+	if len(hist) < r.epoch || err != nil {
+		what := fmt.Sprintf("%s holds %d", path, len(hist))
+		switch {
+		case os.IsNotExist(err):
+			what = path + " is missing"
+		case err != nil:
+			what = fmt.Sprintf("%s has %d readable lines (then %v)", path, len(hist), err)
+		}
+		r.Report.Note(fmt.Sprintf("the run has done %d epochs and %s: it is rewritten with those and the epochs to come (the checkpoints are not affected)", r.epoch, what))
 	}
+	r.history = hist
 	return ck.Info.Batch, nil
 }
 
