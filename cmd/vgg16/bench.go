@@ -28,7 +28,7 @@ type BenchResult struct {
 	Arch      string  `json:"arch"`
 	Size      int     `json:"size"`
 	Batch     int     `json:"batch"`
-	Precision string  `json:"precision"`
+	Precision string  `json:"precision,omitempty"`
 	StepMs    float64 `json:"step_ms"` // median training step
 	// EnqueueMs is the median time the host takes to issue a step, before
 	// waiting for its result: on a GPU, a step no longer than this is bound
@@ -134,6 +134,12 @@ func benchCmd() *cobra.Command {
 			defer be.Close()
 			if err := fitsPrecision(be, cfg); err != nil {
 				return err
+			}
+			if _, onCPU := be.(*cpu.Backend); onCPU {
+				o := train.Options{Model: cfg, Batch: batch, RecomputeBN: opt.recomputeBN, SGDInBackward: opt.sgdInBackward}
+				if err := checkCPUMemory(&o); err != nil {
+					return err
+				}
 			}
 			opt.batch, opt.steps, opt.profile = batch, steps, profile
 			res, err := bench(be, cfg, opt)

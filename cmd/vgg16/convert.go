@@ -25,7 +25,7 @@ the result with safetensors.torch.load_file, and vgg16 reads either format where
 it takes weights (--pretrained, --init, eval, predict). An existing OUT is kept
 unless --force is given.`,
 		Example: `  vgg16 convert vgg16_bn-6c64b313.pth vgg16_bn.safetensors`,
-		Args:    cobra.ExactArgs(2),
+		Args:    exactArgs("IN.pth", "OUT.safetensors"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := os.Stat(args[1]); err == nil && !force {
 				return fmt.Errorf("%s exists: give another name, or --force to replace it", args[1])

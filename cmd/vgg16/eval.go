@@ -20,6 +20,7 @@ import (
 
 	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/device"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -97,7 +98,7 @@ func evalCmd() *cobra.Command {
 		Example: `  vgg16 eval runs/20261126-181800-vgg16-224/best.safetensors
   vgg16 eval best.safetensors --data ./data --json > result.json
   vgg16 eval best.safetensors --data demo     # the embedded sample (seen in training!)`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("CHECKPOINT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
 			switch {
@@ -120,6 +121,11 @@ func evalCmd() *cobra.Command {
 			l, err := loadModel(be, args[0])
 			if err != nil {
 				return err
+			}
+			if _, onCPU := be.(*cpu.Backend); onCPU {
+				if err := checkCPUEvalMemory(l.model.Config, batch); err != nil {
+					return err
+				}
 			}
 			var ds *cifar.Dataset
 			if st, serr := os.Stat(dataDir); serr == nil && st.Mode().IsRegular() {

@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -46,4 +47,15 @@ are safetensors files under torchvision's vgg16_bn key names.`,
 	}
 	root.AddCommand(summaryCmd(), trainCmd(), evalCmd(), predictCmd(), dataCmd(), benchCmd(), doctorCmd(), convertCmd())
 	return root
+}
+
+// exactArgs is cobra.ExactArgs with a message that names the arguments
+// the command wants, as its usage line does.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == len(names) {
+			return nil
+		}
+		return fmt.Errorf("%s takes %s, got %d argument%s (see %s --help)", cmd.CommandPath(), strings.Join(names, " "), len(args), plural(len(args)), cmd.CommandPath())
+	}
 }

@@ -273,6 +273,9 @@ func TestTrainEvalPredict(t *testing.T) {
 	if _, err := run(t, "eval", runDir, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "is a run directory: evaluate its checkpoint, "+best) {
 		t.Errorf("eval of a run directory: %v", err)
 	}
+	if _, err := run(t, "eval", best, "--device", "cpu", "--batch", "1000000000"); err == nil || !strings.Contains(err.Error(), "--batch 1000000000 at 32x32 needs about") {
+		t.Errorf("eval of a batch larger than memory: %v", err)
+	}
 	gone := filepath.Join(t.TempDir(), "data_batch_9.bin")
 	if _, err := run(t, "eval", best, "--data", gone, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), gone+": no such file") {
 		t.Errorf("eval of a missing batch file: %v", err)
@@ -383,7 +386,9 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"train", "--data", data, "--pretrained", missing, "--device", "cpu"}, missing},
 		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu", "--run-dir", failedRun}, missing},
 		{[]string{"convert", missing, filepath.Join(t.TempDir(), "o.safetensors")}, missing},
-		{[]string{"convert", "a.pth"}, "accepts 2 arg(s)"},
+		{[]string{"convert", "a.pth"}, "vgg16 convert takes IN.pth OUT.safetensors, got 1 argument"},
+		{[]string{"eval"}, "vgg16 eval takes CHECKPOINT, got 0 arguments"},
+		{[]string{"bench", "--device", "cpu", "--size", "224", "--batch", "100000"}, "--batch 100000 at 224x224 needs about"},
 		{[]string{"train", "--data", data, "--freeze-features", "--device", "cpu"}, "--freeze-features trains the classifier over features that --pretrained or --init loads"},
 		{[]string{"train", "--data", data, "--arch", "99999999999999", "--device", "cpu"}, "channels: want 1 to 16384"},
 		{[]string{"summary", "--size", "99999999999968"}, "image size 99999999999968: want 1 to 4096"},
@@ -655,6 +660,14 @@ func TestEstimateBytes(t *testing.T) {
 	}
 	if got, want := plain-inBackward, int64(4*(134_309_962-1024*4096)); got != want {
 		t.Errorf("--sgd-in-backward saves %d bytes, want %d (the gradients of all but 1024 rows of the second Linear)", got, want)
+	}
+	// Evaluating VGG16 at 224x224, batch 100, kept 4.1 GB resident on the
+	// build machine (2026-12-07); training at that batch needs ~14.
+	o = train.Options{Model: layers.DefaultConfig(), Batch: 100}
+	trainBytes, err1 := estimateBytes(&o)
+	evalBytes, err2 := estimateEvalBytes(o.Model, 100)
+	if err1 != nil || err2 != nil || evalBytes < 3.5e9 || evalBytes > 4.5e9 || evalBytes > trainBytes/3 {
+		t.Errorf("evaluation estimate %.2f GB, training's %.2f GB (%v, %v)", float64(evalBytes)/1e9, float64(trainBytes)/1e9, err1, err2)
 	}
 }
 

@@ -47,9 +47,36 @@ func estimateBytes(o *train.Options) (int64, error) {
 		need = max(need, below, below+n+prev)
 		prev = n
 	}
-	const scratch = 3 * 32 << 20 // im2col and GEMM buffers, bounded per call
-	need += need/20 + shared     // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
-	return 4*(need*int64(batch)+2*int64(params)+int64(grads)) + scratch, nil
+	need += need/20 + shared // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
+	return 4*(need*int64(batch)+2*int64(params)+int64(grads)) + cpuScratch, nil
+}
+
+// cpuScratch is the CPU backend's im2col, Winograd and GEMM buffers,
+// bounded per call.
+const cpuScratch = 3 * 32 << 20
+
+// estimateEvalBytes is roughly what evaluating cfg at batch size takes on
+// the CPU: the parameters and the checkpoint's copy of them, the backend's
+// scratch space, and the outputs, of which an evaluation keeps two at a
+// time (internal/layers/activations.go): at most the two largest
+// neighbours (ReLU and Flatten work in place, Dropout passes its input).
+func estimateEvalBytes(cfg layers.Config, batch int) (int64, error) {
+	rows, params, err := layers.Describe(cfg)
+	if err != nil {
+		return 0, err
+	}
+	var pair, prev int64 // per sample
+	for _, r := range rows {
+		if r.Kind == "ReLU" || r.Kind == "Flatten" || r.Kind == "Dropout" {
+			continue
+		}
+		n := int64(1)
+		for _, d := range r.Out {
+			n *= int64(d)
+		}
+		pair, prev = max(pair, prev+n), n
+	}
+	return 4*(pair*int64(batch)+2*int64(params)) + cpuScratch, nil
 }
 
 // availableBytes is MemAvailable from /proc/meminfo, or 0 when unknown.
@@ -78,9 +105,24 @@ func checkCPUMemory(o *train.Options) error {
 	if err != nil {
 		return err
 	}
+	return fits(need, "", o.Batch, o.Model.ImageSize, "lower --batch or --size (or --recompute-bn, --sgd-in-backward)")
+}
+
+// checkCPUEvalMemory is checkCPUMemory for an evaluation.
+func checkCPUEvalMemory(cfg layers.Config, batch int) error {
+	need, err := estimateEvalBytes(cfg, batch)
+	if err != nil {
+		return err
+	}
+	return fits(need, " to evaluate", batch, cfg.ImageSize, "lower --batch")
+}
+
+// fits says what to do where need bytes (for what, at batch and size) are
+// more than the machine has available.
+func fits(need int64, what string, batch, size int, hint string) error {
 	if have := availableBytes(); have > 0 && need > have {
-		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU, this machine has %.1f GB available: lower --batch or --size (or --recompute-bn, --sgd-in-backward)",
-			o.Batch, o.Model.ImageSize, o.Model.ImageSize, float64(need)/1e9, float64(have)/1e9)
+		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU%s, this machine has %.1f GB available: %s",
+			batch, size, size, float64(need)/1e9, what, float64(have)/1e9, hint)
 	}
 	return nil
 }

@@ -239,6 +239,33 @@ func TestPackedActivationsMemory(t *testing.T) {
 	}
 }
 
+// TestEvalActivationsMemory: an evaluation's Forward keeps two outputs at
+// a time, not all of them, and training still gets the arena it needs.
+func TestEvalActivationsMemory(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cfg, cfg.ImageSize, cfg.Hidden = []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 8, K: 3}, {Kind: Pool},
+		{Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 16, K: 3}, {Kind: Pool}, {Kind: Conv, Out: 32, K: 3}, {Kind: Pool}}, 32, 16
+	be := cpu.New()
+	m, err := New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	m.Init(1)
+	m.PackActivations(true)
+	x, _ := testBatch(be, cfg, 8)
+	m.Forward(x, false)
+	// The largest outputs, the first block's convolution and batch norm
+	// (8 images of 8x32x32 each), side by side; every later one fits below.
+	if got, want := m.acts.size(), 2*8*8*32*32; got != want {
+		t.Errorf("evaluation arena %d elements, want %d", got, want)
+	}
+	m.Forward(x, true)
+	if got, least := m.acts.size(), 4*8*8*32*32; got < least {
+		t.Errorf("training arena %d elements, want at least %d (the first block's four outputs)", got, least)
+	}
+}
+
 // recordingCPU is the CPU backend with the GPU's rules for recorded steps
 // (internal/gpu/graph.go): the first step of a key runs eagerly, later ones
 // are recorded, nothing may be allocated or freed while recording, and a
@@ -358,7 +385,7 @@ func TestPackedOutputSpillsAgain(t *testing.T) {
 	a := activations{on: true}
 	var b buf
 	pass := func(at int) *tensor.Tensor {
-		a.begin(1)
+		a.begin(1, true)
 		a.top = at
 		return a.output(be, &b, []int{2, 64})
 	}

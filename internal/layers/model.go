@@ -361,7 +361,7 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 		m.plan(x, train)
 		m.acts.fit(m.be)
 	}
-	m.acts.begin(len(m.mods))
+	m.acts.begin(len(m.mods), train)
 	for i, mod := range m.mods {
 		x = mod.forward(x, train)
 		m.acts.mark(i)
@@ -378,7 +378,7 @@ func (m *Model) plan(x *tensor.Tensor, train bool) {
 	a := &m.acts
 	a.dry = true
 	defer func() { a.dry = false }()
-	a.begin(len(m.mods))
+	a.begin(len(m.mods), train)
 	y := a.virtual(m.be, x.Shape)
 	for i, mod := range m.mods {
 		y = mod.forward(y, train)
