@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -29,6 +30,9 @@ unless --force is given.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := os.Stat(args[1]); err == nil && !force {
 				return fmt.Errorf("%s exists: give another name, or --force to replace it", args[1])
+			}
+			if dir := filepath.Dir(args[1]); !isDir(dir) {
+				return fmt.Errorf("%s: the folder %s does not exist", args[1], dir)
 			}
 			n, err := checkpoint.ConvertPTH(args[0], args[1])
 			if err != nil {

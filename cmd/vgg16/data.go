@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,7 +38,11 @@ func dataCmd() *cobra.Command {
 			// had written.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return download(ctx, cmd.OutOrStdout(), dir, format, url)
+			err := download(ctx, cmd.OutOrStdout(), dir, format, url)
+			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+				return errors.New("download interrupted: nothing of it was kept; run it again to start over")
+			}
+			return err
 		},
 	}
 	dl.Flags().StringVar(&dir, "dir", "./data", "directory to put the dataset in")

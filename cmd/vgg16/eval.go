@@ -141,6 +141,9 @@ func evalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if n := l.model.Config.Classes; n != len(ds.Classes) {
+				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --init %s fine-tunes this one)", args[0], n, dataDir, len(ds.Classes), args[0])
+			}
 			if trainedOn(l.data, dataDir, split) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s trained on %s (all but its held-out part): this accuracy is mostly on training images\n", args[0], dataDir)
 			}
@@ -275,7 +278,9 @@ evaluation prepares CIFAR-10 images.`,
 			} else {
 				for _, p := range preds {
 					if p.Error != "" {
-						fmt.Fprintf(cmd.ErrOrStderr(), "%s\n", p.Error)
+						if len(preds) > 1 { // else it is the command's error
+							fmt.Fprintf(cmd.ErrOrStderr(), "%s\n", p.Error)
+						}
 						continue
 					}
 					var parts []string

@@ -386,6 +386,7 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"train", "--data", data, "--pretrained", missing, "--device", "cpu"}, missing},
 		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu", "--run-dir", failedRun}, missing},
 		{[]string{"convert", missing, filepath.Join(t.TempDir(), "o.safetensors")}, missing},
+		{[]string{"convert", "a.pth", filepath.Join(t.TempDir(), "no", "o.safetensors")}, filepath.Join("no", "o.safetensors") + ": the folder "},
 		{[]string{"convert", "a.pth"}, "vgg16 convert takes IN.pth OUT.safetensors, got 1 argument"},
 		{[]string{"eval"}, "vgg16 eval takes CHECKPOINT, got 0 arguments"},
 		{[]string{"bench", "--device", "cpu", "--size", "224", "--batch", "100000"}, "--batch 100000 at 224x224 needs about"},
@@ -509,6 +510,16 @@ func TestPretrainedFreezeFeatures(t *testing.T) {
 		if h := after.Floats["classifier.6.weight"]; !slices.Equal(h.Shape, c.head) {
 			t.Errorf("%s: new head %v, want %v", c.file, h.Shape, c.head)
 		}
+	}
+	// A 1000-class model is not evaluated on CIFAR-10's 10 classes; one
+	// unreadable image is the command's error, said once.
+	if _, err := run(t, "eval", plain, "--data", data, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), plain+" classifies 1000 classes, "+data+" has 10") {
+		t.Errorf("eval of a 1000-class model on CIFAR-10: %v", err)
+	}
+	notImage := filepath.Join(t.TempDir(), "x.png")
+	os.WriteFile(notImage, []byte("text"), 0o644)
+	if out, err := run(t, "predict", "--checkpoint", plain, "--device", "cpu", notImage); err == nil || !strings.Contains(err.Error(), notImage) || strings.Contains(out, notImage) {
+		t.Errorf("predict of one unreadable image: %v, printed %q", err, out)
 	}
 	if _, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--pretrained", pth, "--arch", "vgg11"); err == nil ||
 		!strings.Contains(err.Error(), "--arch with --pretrained: the architecture is the weight file's") {

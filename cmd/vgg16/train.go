@@ -495,7 +495,7 @@ func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet
 		bn = "with batch norm"
 	}
 	name := cfg.Arch
-	if name == "checkpoint" { // InferConfig's name for a layer list that is no named variant
+	if name == cfg.Cfg.String() { // InferConfig's name for a layer list that is no named variant
 		name = fmt.Sprintf("a VGG (%s)", cfg.Cfg)
 	}
 	fmt.Fprintf(w, "pretrained: %s is %s %s, %d-wide classifier, trained for %d classes; its last layer is replaced\n",

@@ -234,7 +234,7 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	}
 	arch := layers.ArchName(cfg)
 	if arch == "" {
-		arch = "checkpoint"
+		arch = cfg.String() // as --arch names a layer list
 	}
 	return layers.Config{Arch: arch, Cfg: cfg, BatchNorm: bn, ImageSize: side * 32, Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
 }
