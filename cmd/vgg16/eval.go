@@ -122,11 +122,6 @@ func evalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, onCPU := be.(*cpu.Backend); onCPU {
-				if err := checkCPUEvalMemory(l.model.Config, batch); err != nil {
-					return err
-				}
-			}
 			var ds *cifar.Dataset
 			if st, serr := os.Stat(dataDir); serr == nil && st.Mode().IsRegular() {
 				ds, err = cifar.ReadBatchFile(dataDir)
@@ -142,13 +137,18 @@ func evalCmd() *cobra.Command {
 				return err
 			}
 			if n := l.model.Config.Classes; n != len(ds.Classes) {
-				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --init %s fine-tunes this one)", args[0], n, dataDir, len(ds.Classes), args[0])
+				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --pretrained %s trains one from this one's features)", args[0], n, dataDir, len(ds.Classes), args[0])
 			}
 			if trainedOn(l.data, dataDir, split) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s trained on %s (all but its held-out part): this accuracy is mostly on training images\n", args[0], dataDir)
 			}
 			if limitN > 0 && limitN < ds.Len() {
 				ds = ds.Subset(train.Seq(limitN))
+			}
+			if _, onCPU := be.(*cpu.Backend); onCPU {
+				if err := checkCPUEvalMemory(l.model.Config, max(1, min(batch, ds.Len()))); err != nil {
+					return err
+				}
 			}
 			var progress func(done, total int)
 			if !asJSON {
@@ -293,6 +293,8 @@ evaluation prepares CIFAR-10 images.`,
 			switch {
 			case failed == len(preds) && failed == 1:
 				return errors.New(preds[0].Error)
+			case failed == len(preds):
+				return fmt.Errorf("none of the %d images could be read", failed)
 			case failed > 0:
 				return fmt.Errorf("%d of %d images could not be read (the others are predicted above)", failed, len(preds))
 			}

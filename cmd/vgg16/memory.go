@@ -57,26 +57,19 @@ const cpuScratch = 3 * 32 << 20
 
 // estimateEvalBytes is roughly what evaluating cfg at batch size takes on
 // the CPU: the parameters and the checkpoint's copy of them, the backend's
-// scratch space, and the outputs, of which an evaluation keeps two at a
-// time (internal/layers/activations.go): at most the two largest
-// neighbours (ReLU and Flatten work in place, Dropout passes its input).
+// scratch space, and the outputs, of which an evaluation keeps only the
+// last two or three (internal/layers/activations.go), planned without
+// allocating (layers.EvalActivations).
 func estimateEvalBytes(cfg layers.Config, batch int) (int64, error) {
-	rows, params, err := layers.Describe(cfg)
+	_, params, err := layers.Describe(cfg)
 	if err != nil {
 		return 0, err
 	}
-	var pair, prev int64 // per sample
-	for _, r := range rows {
-		if r.Kind == "ReLU" || r.Kind == "Flatten" || r.Kind == "Dropout" {
-			continue
-		}
-		n := int64(1)
-		for _, d := range r.Out {
-			n *= int64(d)
-		}
-		pair, prev = max(pair, prev+n), n
+	acts, err := layers.EvalActivations(cfg, batch)
+	if err != nil {
+		return 0, err
 	}
-	return 4*(pair*int64(batch)+2*int64(params)) + cpuScratch, nil
+	return 4*(int64(acts)+2*int64(params)) + cpuScratch, nil
 }
 
 // availableBytes is MemAvailable from /proc/meminfo, or 0 when unknown.

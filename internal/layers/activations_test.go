@@ -260,6 +260,16 @@ func TestEvalActivationsMemory(t *testing.T) {
 	if got, want := m.acts.size(), 2*8*8*32*32; got != want {
 		t.Errorf("evaluation arena %d elements, want %d", got, want)
 	}
+	if planned, err := EvalActivations(cfg, 8); err != nil || planned != m.acts.size() {
+		t.Errorf("EvalActivations %d (%v), the model's evaluation arena %d", planned, err, m.acts.size())
+	}
+	// Outputs that widen twice in a row leave a third in the arena: the
+	// first, dead, below its input, where the next one does not fit.
+	wide := cfg
+	wide.Cfg, wide.BatchNorm = []Item{{Kind: Conv, Out: 8, K: 3}, {Kind: Conv, Out: 16, K: 3}, {Kind: Conv, Out: 32, K: 3}, {Kind: Pool}}, false
+	if got, err := EvalActivations(wide, 2); err != nil || got != 2*(8+16+32)*32*32 {
+		t.Errorf("EvalActivations of widening outputs: %d (%v), want %d", got, err, 2*(8+16+32)*32*32)
+	}
 	m.Forward(x, true)
 	if got, least := m.acts.size(), 4*8*8*32*32; got < least {
 		t.Errorf("training arena %d elements, want at least %d (the first block's four outputs)", got, least)

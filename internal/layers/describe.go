@@ -34,6 +34,20 @@ func SharedGradients(cfg Config) (int, error) {
 	return m.Grads().Size(), nil
 }
 
+// EvalActivations is how many elements the activation buffer of cfg's
+// model holds for an evaluation's Forward of batch images (packed, on a
+// backend without the pooled batch norm), found by planning that pass
+// without allocating anything.
+func EvalActivations(cfg Config, batch int) (int, error) {
+	m, err := New(shapes{}, cfg)
+	if err != nil {
+		return 0, err
+	}
+	m.PackActivations(true)
+	m.plan(shapes{}.New(batch, 3, cfg.ImageSize, cfg.ImageSize), false)
+	return m.acts.need, nil
+}
+
 // shapes is a Backend that only tracks shapes: New hands out tensors
 // without memory, and the few calls New makes on a backend do nothing.
 type shapes struct{ tensor.Backend }

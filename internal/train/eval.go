@@ -25,6 +25,7 @@ type EvalResult struct {
 // backend that makes batches itself (tensor.Images) gets ds uploaded for
 // the call; otherwise workers goroutines transform the images.
 func Evaluate(m *layers.Model, ds *cifar.Dataset, tf cifar.EvalTransform, batch, workers int, progress func(done, total int)) (*EvalResult, error) {
+	batch = max(1, min(batch, ds.Len())) // a batch larger than the data holds no more images
 	bufs := newEvalBuffers(m, batch)
 	defer bufs.free()
 	if set := UploadImages(m.Backend(), ds); set != nil {

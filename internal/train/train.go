@@ -637,7 +637,7 @@ func (r *Run) restore() (int, error) {
 	// Lines past the checkpoint's epoch are epochs trained after it (a
 	// crash between the two writes): the resumed run trains them again.
 	hist = hist[:min(len(hist), r.epoch)]
-	if len(hist) < r.epoch || err != nil {
+	if len(hist) < r.epoch || err != nil && !(r.epoch == 0 && os.IsNotExist(err)) { // none before the first epoch ends
 		what := fmt.Sprintf("%s holds %d", path, len(hist))
 		switch {
 		case os.IsNotExist(err):

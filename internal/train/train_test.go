@@ -327,6 +327,59 @@ func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporte
 	}
 }
 
+// TestResumeMetricsNotes: a run resumed in its first epoch, which has no
+// metrics.jsonl yet, says nothing of it; one whose file was cut short
+// says so, keeps what it read, and reports the checkpoint's best.
+func TestResumeMetricsNotes(t *testing.T) {
+	o := smallOptions()
+	o.Epochs = 2
+	resume := func(dir string, o Options) (notes []string, r *Run) {
+		t.Helper()
+		r = newRun(t, dir, o, &quiet{note: func(s string) { notes = append(notes, s) }})
+		r.Resume = true
+		if _, err := r.Execute(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return notes, r
+	}
+	mentions := func(notes []string) bool {
+		return slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, MetricsFile) })
+	}
+
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	first := newRun(t, dir, o, &quiet{step: func(s StepStats) {
+		if s.Batch == 3 {
+			cancel()
+		}
+	}})
+	if _, err := first.Execute(ctx); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run returned %v", err)
+	}
+	if notes, _ := resume(dir, o); mentions(notes) {
+		t.Errorf("resumed in its first epoch, the run said %q", notes)
+	}
+
+	path := filepath.Join(dir, MetricsFile)
+	if err := os.WriteFile(path, []byte(`{"epoch":1,"lr":0.0`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o.Epochs = 3
+	notes, r := resume(dir, o)
+	if !slices.ContainsFunc(notes, func(s string) bool {
+		return strings.HasPrefix(s, "the run has done 2 epochs and "+path+" has 0 readable lines (then ")
+	}) {
+		t.Errorf("resumed with a damaged %s, the run said %q", MetricsFile, notes)
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, BestFile))
+	if err != nil || r.Best() != ck.Info.BestAcc || !(r.Best() > 0) {
+		t.Errorf("Best() %v, best checkpoint's %v (%v)", r.Best(), ck.Info.BestAcc, err)
+	}
+	if hist, err := ReadMetrics(path); err != nil || len(hist) != 1 || hist[0].Epoch != 3 {
+		t.Errorf("%s after the resumed epoch: %+v %v", MetricsFile, hist, err)
+	}
+}
+
 // TestNaNStopsAndKeepsBest poisons the weights in the second epoch: the
 // run must stop with a clear error and leave epoch 1's best checkpoint.
 func TestNaNStopsAndKeepsBest(t *testing.T) {
