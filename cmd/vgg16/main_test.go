@@ -728,3 +728,54 @@ func TestOtherClasses(t *testing.T) {
 		t.Errorf("predict of two unreadable images: %v", err)
 	}
 }
+
+// TestPredictBatches predicts 35 images (a full batch of 32, then the
+// rest, one unreadable among them) in one call: each gets what it gets
+// alone, and the unreadable one its error.
+func TestPredictBatches(t *testing.T) {
+	plain := writePlainVGG(t)
+	dir := t.TempDir()
+	var paths []string
+	for i := range 35 {
+		p := filepath.Join(dir, fmt.Sprintf("%02d.png", i))
+		if i == 20 {
+			os.WriteFile(p, []byte("not an image"), 0o644)
+		} else {
+			writePNG(t, p, 20+i, 30, color.RGBA{uint8(7 * i), uint8(255 - 5*i), uint8(40 + 3*i), 255})
+		}
+		paths = append(paths, p)
+	}
+	predictJSON := func(paths ...string) []Prediction {
+		t.Helper()
+		out, err := run(t, append([]string{"predict", "--checkpoint", plain, "--device", "cpu", "--json", "--top", "5"}, paths...)...)
+		if err != nil && len(paths) == 1 {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var p []Prediction
+		if err := json.Unmarshal([]byte(out[:strings.LastIndexByte(out, ']')+1]), &p); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return p
+	}
+	all := predictJSON(paths...)
+	if len(all) != len(paths) {
+		t.Fatalf("%d predictions for %d images", len(all), len(paths))
+	}
+	for i, p := range paths {
+		if i == 20 {
+			if all[i].Error == "" || all[i].Top != nil {
+				t.Errorf("the unreadable image: %+v", all[i])
+			}
+			continue
+		}
+		alone := predictJSON(p)[0]
+		if all[i].Image != p || len(all[i].Top) != 5 {
+			t.Fatalf("image %d: %+v", i, all[i])
+		}
+		for k, s := range alone.Top {
+			if g := all[i].Top[k]; g.Class != s.Class || math.Abs(g.Prob-s.Prob) > 1e-6*s.Prob {
+				t.Errorf("image %d, class %d: %s %g in a batch, %s %g alone", i, k, g.Class, g.Prob, s.Class, s.Prob)
+			}
+		}
+	}
+}
