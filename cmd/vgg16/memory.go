@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/train"
@@ -72,25 +68,6 @@ func estimateEvalBytes(cfg layers.Config, batch int) (int64, error) {
 	return 4*(int64(acts)+2*int64(params)) + cpuScratch, nil
 }
 
-// availableBytes is MemAvailable from /proc/meminfo, or 0 when unknown.
-func availableBytes() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err == nil {
-				return kb << 10
-			}
-		}
-	}
-	return 0
-}
-
 // checkCPUMemory refuses a run that cannot fit in the machine's memory,
 // before it allocates and dies.
 func checkCPUMemory(o *train.Options) error {
@@ -113,9 +90,9 @@ func checkCPUEvalMemory(cfg layers.Config, batch int) error {
 // fits says what to do where need bytes (for what, at batch and size) are
 // more than the machine has available.
 func fits(need int64, what string, batch, size int, hint string) error {
-	if have := availableBytes(); have > 0 && need > have {
-		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU%s, this machine has %.1f GB available: %s",
-			batch, size, size, float64(need)/1e9, what, float64(have)/1e9, hint)
+	if have, kind := availableBytes(); have > 0 && need > have {
+		return fmt.Errorf("--batch %d at %dx%d needs about %.1f GB on the CPU%s, this machine has %.1f GB %s: %s",
+			batch, size, size, float64(need)/1e9, what, float64(have)/1e9, kind, hint)
 	}
 	return nil
 }
