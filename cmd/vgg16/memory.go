@@ -61,11 +61,13 @@ func estimateEvalBytes(cfg layers.Config, batch int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	acts, err := layers.EvalActivations(cfg, batch)
+	// One image's plan times the batch, in int64: the batch's own plan can
+	// overflow int on 32-bit builds (VGG16 at 224x224 from 335 images).
+	acts, err := layers.EvalActivations(cfg, 1)
 	if err != nil {
 		return 0, err
 	}
-	return 4*(int64(acts)+2*int64(params)) + cpuScratch, nil
+	return 4*(int64(acts)*int64(batch)+2*int64(params)) + cpuScratch, nil
 }
 
 // checkCPUMemory refuses a run that cannot fit in the machine's memory,
