@@ -350,9 +350,14 @@ func TestSummaryTotals(t *testing.T) {
 		"--arch vgg19":            "total parameters: 139,622,218",
 		"--arch vgg16-1":          "total parameters: 129,591,370",
 		"--arch vgg11 --size 224": "total parameters: 128,812,810",
+		// torchvision's model table: parameters and GFLOPS (multiply-adds)
+		// of vgg16_bn, vgg19_bn and vgg11 for ImageNet's 1000 classes.
+		"--classes 1000":                                 "total parameters: 138,365,992 (553.5 MB as float32)\nmultiply-adds of a forward pass: 15.47 G",
+		"--arch vgg19 --classes 1000":                    "total parameters: 143,678,248 (574.7 MB as float32)\nmultiply-adds of a forward pass: 19.63 G",
+		"--arch vgg11 --classes 1000 --batch-norm=false": "total parameters: 132,863,336 (531.5 MB as float32)\nmultiply-adds of a forward pass: 7.61 G",
 	} {
 		out, err := run(t, append([]string{"summary"}, strings.Fields(args)...)...)
-		if err != nil || !strings.Contains(out, want) {
+		if err != nil || !strings.Contains(out, want) || !strings.Contains(out, "memory on the CPU at batch 64: about ") {
 			t.Errorf("summary %s: %v\n%s", args, err, out)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/train"
 )
 
 // modelFlags are the flags that describe a network.
@@ -44,10 +45,13 @@ func (f *modelFlags) config() (layers.Config, error) {
 }
 
 func summaryCmd() *cobra.Command {
-	var mf modelFlags
+	var (
+		mf    modelFlags
+		batch int
+	)
 	cmd := &cobra.Command{
 		Use:   "summary",
-		Short: "Print the layer table of a network: shapes and parameter counts",
+		Short: "Print the layer table of a network: shapes, parameters, multiply-adds, memory",
 		Example: `  vgg16 summary                       # VGG16-BN at 224x224, 10 classes
   vgg16 summary --arch vgg19 --size 32
   vgg16 summary --arch "64,M,128,M,256,256,M,512,512,M,512,512,M" --hidden 512`,
@@ -57,15 +61,29 @@ func summaryCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if batch < 1 {
+				return fmt.Errorf("--batch %d: need at least 1", batch)
+			}
 			rows, total, err := layers.Describe(cfg)
 			if err != nil {
 				return err
 			}
-			printSummary(cmd.OutOrStdout(), cfg, rows, total)
+			w := cmd.OutOrStdout()
+			printSummary(w, cfg, rows, total)
+			trainBytes, err := estimateBytes(&train.Options{Model: cfg, Batch: batch})
+			if err != nil {
+				return err
+			}
+			evalBytes, err := estimateEvalBytes(cfg, batch)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "memory on the CPU at batch %d: about %.1f GB to train, %.1f GB to evaluate\n", batch, float64(trainBytes)/1e9, float64(evalBytes)/1e9)
 			return nil
 		},
 	}
 	mf.register(cmd, 224)
+	cmd.Flags().IntVar(&batch, "batch", 64, "batch size for the memory estimate")
 	return cmd
 }
 
@@ -81,7 +99,12 @@ func printSummary(w io.Writer, cfg layers.Config, rows []layers.Row, total int) 
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Kind, shape(r.In), r.Kernel, shape(r.Out), group(r.Params))
 	}
 	tw.Flush()
+	var macs int64
+	for _, r := range rows {
+		macs += r.MACs
+	}
 	fmt.Fprintf(w, "\ntotal parameters: %s (%.1f MB as float32)\n", group(total), float64(total)*4/1e6)
+	fmt.Fprintf(w, "multiply-adds of a forward pass: %.2f G an image (a training step: about 3x)\n", float64(macs)/1e9)
 }
 
 func shape(s []int) string {

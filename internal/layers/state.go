@@ -124,6 +124,7 @@ type Row struct {
 	Kernel string
 	Out    []int
 	Params int
+	MACs   int64 // multiply-adds of a forward pass, per sample (convolutions and Linear layers)
 }
 
 // Summary lists every module with its shapes and parameter count.
@@ -137,6 +138,12 @@ func (m *Model) Summary() []Row {
 	for i, mod := range m.mods {
 		out := mod.out(shape)
 		rows[i] = Row{Name: m.names[i], Kind: mod.kind(), In: shape, Kernel: mod.kernel(), Out: out, Params: counts[m.names[i]]}
+		switch mod := mod.(type) {
+		case *conv:
+			rows[i].MACs = int64(tensor.Volume(out)) * int64(shape[0]*mod.k*mod.k)
+		case *linear:
+			rows[i].MACs = int64(shape[0]) * int64(out[0])
+		}
 		shape = out
 	}
 	return rows
