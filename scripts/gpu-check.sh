@@ -111,6 +111,8 @@ s = "%.2f ms (issue %.2f, back to back %.2f)  %.0f img/s  eval %.0f/s  first %.1
     r["peak_mib"], r["cuda_graphs"])
 if r.get("step_peak_mib"):
     s += " (steps %.0f MiB)" % r["step_peak_mib"]
+if r.get("train_tflops"):
+    s += "  %.0f TFLOP/s" % r["train_tflops"]
 if r.get("profile"):
     s += "  GPU: op by op %.2f ms, replayed %.2f ms" % (r["profile_gpu_ms"], r["recorded_step_gpu_ms"])
 e = r.get("conv_engines", [])

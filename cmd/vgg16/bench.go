@@ -35,6 +35,11 @@ type BenchResult struct {
 	// by the host (launch overhead), not by the device.
 	EnqueueMs   float64 `json:"enqueue_ms"`
 	TrainImgSec float64 `json:"train_images_per_sec"`
+	// TrainTFLOPs is the model's arithmetic a second at that rate: three
+	// times a forward pass's multiply-adds (forward, backward-data,
+	// backward-filter), two flops each, as Winograd or not. Against the
+	// device's peak it says how far a step is from its compute bound.
+	TrainTFLOPs float64 `json:"train_tflops"`
 	// Data says where each step's batch comes from: none (one fixed
 	// synthetic batch), gpu (the input pipeline on the device) or cpu (the
 	// CPU loader, uploaded), both over synthetic uint8 images.
@@ -155,8 +160,8 @@ func benchCmd() *cobra.Command {
 				return json.NewEncoder(w).Encode(res)
 			}
 			fmt.Fprintln(w, line)
-			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
-				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
+			fmt.Fprintf(w, "%s at %dx%d, batch %d: training step %.2f ms (%.0f img/s, %.3g TFLOP/s of the model's arithmetic), evaluation %.0f img/s, first step %.2f s, peak %.0f MiB\n",
+				res.Arch, res.Size, res.Size, res.Batch, res.StepMs, res.TrainImgSec, res.TrainTFLOPs, res.EvalImgSec, res.FirstStepSec, res.PeakMiB)
 			from := "batches from " + res.Data
 			if res.Data == "none" {
 				from = "the same batch each step"
@@ -355,6 +360,11 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, RecomputeBN: recomputeBN, Unpacked: opt.unpacked, SGDInBackward: opt.sgdInBackward, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first,
 		Data: data, PipelinedMs: 1e3 * pipe, PipelinedImgSec: float64(batch) / pipe}
+	var macs int64
+	for _, r := range m.Summary() {
+		macs += r.MACs
+	}
+	res.TrainTFLOPs = 3 * 2 * float64(macs) * res.TrainImgSec / 1e12
 	if profile {
 		p, ok := be.(tensor.Profiler)
 		if !ok {

@@ -176,6 +176,13 @@ func TestTrainEvalPredict(t *testing.T) {
 		if err != nil || r.Data != c.data || !(r.PipelinedMs > 0) || !(r.PipelinedImgSec > 0) {
 			t.Errorf("bench --device %s --data %s: %v %+v\n%s", c.device, c.data, err, r, js)
 		}
+		// The model's arithmetic: a 3x3 convolution 3→8 at 32x32 and Linear
+		// layers 8→16→16→10, a forward pass's multiply-adds three times a
+		// step, two flops each.
+		const macs = 32*32*8*3*9 + 8*16 + 16*16 + 16*10
+		if want := 6 * macs * r.TrainImgSec / 1e12; !(want > 0) || math.Abs(r.TrainTFLOPs-want) > 1e-9*want {
+			t.Errorf("bench --device %s: %g TFLOP/s at %g img/s, want %g", c.device, r.TrainTFLOPs, r.TrainImgSec, want)
+		}
 		// The GPU tracks its memory: the timed steps' peak is part of the whole run's.
 		if c.device == "cuda" && !(r.StepPeakMiB > 0 && r.StepPeakMiB <= r.PeakMiB) {
 			t.Errorf("bench --device cuda: step peak %g MiB, whole run's %g MiB", r.StepPeakMiB, r.PeakMiB)
