@@ -101,7 +101,16 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 			idx++
 		}
 	}
-	flat := in * size * size
+	// Counted in int64: on 32-bit builds a large configuration's sizes
+	// overflow int before the bound could refuse them.
+	flat64 := int64(in) * int64(size) * int64(size)
+	tooMany := func(what string, count int64) error {
+		return fmt.Errorf("model: %s%d parameters (%.1f GB as float32): at most %d (the first Linear's input is %d wide: fewer channels, a smaller image or more max-pools shrink it)", what, count, 4*float64(count)/1e9, MaxParams, flat64)
+	}
+	if n := flat64 * int64(cfg.Hidden); n > MaxParams { // the first Linear's weights alone
+		return nil, tooMany("over ", n)
+	}
+	flat := int(flat64)
 	widths := []int{flat, cfg.Hidden, cfg.Hidden, cfg.Classes}
 	for i, j := range []int{0, 3, 6} {
 		p := "classifier." + strconv.Itoa(j)
@@ -110,14 +119,23 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 	// Each parameter starts at a multiple of paramAlign elements, so that
 	// cuDNN gets 16-byte aligned operands without copying them; the gaps
 	// stay zero (their gradient is zero, so SGD leaves them so).
+	var count, padded int64
+	for _, s := range specs {
+		v := int64(1)
+		for _, d := range s.shape {
+			v *= int64(d)
+		}
+		count += v
+		padded += (v + paramAlign - 1) / paramAlign * paramAlign
+	}
+	if padded > MaxParams {
+		return nil, tooMany("", count)
+	}
 	offs, total := make([]int, len(specs)), 0
 	for i, s := range specs {
 		offs[i] = total
 		total += (tensor.Volume(s.shape) + paramAlign - 1) / paramAlign * paramAlign
 		m.numParams += tensor.Volume(s.shape)
-	}
-	if total > MaxParams {
-		return nil, fmt.Errorf("model: %d parameters (%.1f GB as float32): at most %d (the first Linear's input is %d wide: fewer channels, a smaller image or more max-pools shrink it)", m.numParams, 4*float64(m.numParams)/1e9, MaxParams, flat)
 	}
 	m.weights, m.grads, m.paramOff = be.New(total), be.New(total), offs
 	for i, s := range specs {
