@@ -360,11 +360,7 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 	res := &BenchResult{Arch: cfg.Arch, Size: s, Batch: batch, RecomputeBN: recomputeBN, Unpacked: opt.unpacked, SGDInBackward: opt.sgdInBackward, StepMs: 1e3 * med, EnqueueMs: 1e3 * enq, TrainImgSec: float64(batch) / med,
 		EvalImgSec: float64(batch*evalSteps) / evalSec, FirstStepSec: first,
 		Data: data, PipelinedMs: 1e3 * pipe, PipelinedImgSec: float64(batch) / pipe}
-	var macs int64
-	for _, r := range m.Summary() {
-		macs += r.MACs
-	}
-	res.TrainTFLOPs = 3 * 2 * float64(macs) * res.TrainImgSec / 1e12
+	res.TrainTFLOPs = 3 * 2 * float64(forwardMACs(m.Summary())) * res.TrainImgSec / 1e12
 	if profile {
 		p, ok := be.(tensor.Profiler)
 		if !ok {

@@ -99,12 +99,17 @@ func printSummary(w io.Writer, cfg layers.Config, rows []layers.Row, total int) 
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Kind, shape(r.In), r.Kernel, shape(r.Out), group(r.Params))
 	}
 	tw.Flush()
-	var macs int64
-	for _, r := range rows {
-		macs += r.MACs
-	}
 	fmt.Fprintf(w, "\ntotal parameters: %s (%.1f MB as float32)\n", group(total), float64(total)*4/1e6)
-	fmt.Fprintf(w, "multiply-adds of a forward pass: %.2f G an image (a training step: about 3x)\n", float64(macs)/1e9)
+	fmt.Fprintf(w, "multiply-adds of a forward pass: %.2f G an image (a training step: about 3x)\n", float64(forwardMACs(rows))/1e9)
+}
+
+// forwardMACs is the multiply-adds of one image's forward pass.
+func forwardMACs(rows []layers.Row) int64 {
+	var n int64
+	for _, r := range rows {
+		n += r.MACs
+	}
+	return n
 }
 
 func shape(s []int) string {

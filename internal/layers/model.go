@@ -119,25 +119,23 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 	// Each parameter starts at a multiple of paramAlign elements, so that
 	// cuDNN gets 16-byte aligned operands without copying them; the gaps
 	// stay zero (their gradient is zero, so SGD leaves them so).
-	var count, padded int64
-	for _, s := range specs {
+	// In int64 for the bound's sake; within it, every offset fits an int.
+	offs := make([]int, len(specs))
+	var count, total int64
+	for i, s := range specs {
 		v := int64(1)
 		for _, d := range s.shape {
 			v *= int64(d)
 		}
+		offs[i] = int(total)
 		count += v
-		padded += (v + paramAlign - 1) / paramAlign * paramAlign
+		total += (v + paramAlign - 1) / paramAlign * paramAlign
 	}
-	if padded > MaxParams {
+	if total > MaxParams {
 		return nil, tooMany("", count)
 	}
-	offs, total := make([]int, len(specs)), 0
-	for i, s := range specs {
-		offs[i] = total
-		total += (tensor.Volume(s.shape) + paramAlign - 1) / paramAlign * paramAlign
-		m.numParams += tensor.Volume(s.shape)
-	}
-	m.weights, m.grads, m.paramOff = be.New(total), be.New(total), offs
+	m.numParams = int(count)
+	m.weights, m.grads, m.paramOff = be.New(int(total)), be.New(int(total)), offs
 	for i, s := range specs {
 		m.params = append(m.params, Param{Name: s.name, W: m.weights.View(offs[i], s.shape...), Grad: m.grads.View(offs[i], s.shape...)})
 	}
