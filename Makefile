@@ -34,7 +34,8 @@ race:
 # Other platforms and builds. The pure-Go build (CGO_ENABLED=0: what
 # `go install` makes where there is no C compiler) runs every test; macOS,
 # Windows (with and without cgo: its CPU backend is pure Go either way),
-# Linux on arm64 and 32-bit x86 are type-checked, tests included. Where the
+# Linux on arm64 and 32-bit x86 are type-checked, tests included, and
+# 32-bit x86 also runs every test where the kernel runs its binaries. Where the
 # tools are installed (.ci/run installs them), the CPU backend's C is
 # tested as clang compiles it (macOS's compiler) and on arm64 under qemu.
 # Not covered: the C as macOS's SDK builds it.
@@ -43,6 +44,9 @@ portable:
 	CGO_ENABLED=0 $(GO) test -count=1 ./...
 	for t in darwin/arm64 windows/amd64 linux/arm64 linux/386; do \
 		GOOS=$${t%/*} GOARCH=$${t#*/} CGO_ENABLED=0 $(GO) vet ./... || exit 1; done
+	@if GOARCH=386 CGO_ENABLED=0 $(GO) test -count=1 -run "^$$" ./internal/tensor >/dev/null 2>&1; then \
+		echo "GOARCH=386 go test ./..."; GOARCH=386 CGO_ENABLED=0 $(GO) test -count=1 ./... || exit 1; \
+	else echo "portable: this kernel does not run 32-bit x86 binaries: their tests are type-checked only"; fi
 	GOOS=windows GOARCH=amd64 CGO_ENABLED=1 $(GO) vet ./...
 	@if command -v clang >/dev/null; then \
 		echo "CC=clang go test ./internal/cpu"; CC=clang $(GO) test -count=1 ./internal/cpu || exit 1; \

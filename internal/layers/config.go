@@ -5,6 +5,7 @@ package layers
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -119,6 +120,10 @@ func parseTokens(toks []string) (Cfg, error) {
 				k, t = 1, rest
 			}
 			n, err := strconv.Atoi(t)
+			if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(t, "-") {
+				// Beyond int (a 32-bit build): Validate's bound, said here.
+				return nil, fmt.Errorf("layer list entry %d (from 1) %q: too many channels: want 1 to %d", i+1, toks[i], MaxChannels)
+			}
 			if err != nil || n <= 0 {
 				return nil, fmt.Errorf("layer list entry %d (from 1) %q: want a positive channel count, \"M\", \"1x1:N\" or \"LRN\"", i+1, toks[i])
 			}

@@ -105,6 +105,10 @@ func TestParseCfg(t *testing.T) {
 			t.Errorf("ParseCfg(%q) accepted", bad)
 		}
 	}
+	// A count beyond int is Validate's bound, not "want a positive count".
+	if _, err := layers.ParseCfg("99999999999999999999,M"); err == nil || !strings.Contains(err.Error(), "too many channels") {
+		t.Errorf("ParseCfg of a count beyond int: %v", err)
+	}
 	if _, err := layers.Arch("vgg17"); err == nil || !strings.Contains(err.Error(), "vgg16") {
 		t.Errorf("unknown arch error should list the names: %v", err)
 	}

@@ -66,8 +66,10 @@ func (f *File) Names() []string {
 
 // numel is the product of shape, erroring on negative dims and on overflow.
 // A zero anywhere makes the product 0 even if the other dims are huge.
-func numel(shape []int) (int, error) {
-	n := 1
+// It counts in int64, as a file's header does, so that a 32-bit build
+// names an element count too large for it as a 64-bit one does.
+func numel[D int | int64](shape []D) (int, error) {
+	var n int64 = 1
 	for _, d := range shape {
 		if d < 0 {
 			return 0, fmt.Errorf("negative dimension in shape %v", shape)
@@ -80,12 +82,12 @@ func numel(shape []int) (int, error) {
 		return 0, nil
 	}
 	for _, d := range shape {
-		if n > math.MaxInt/d {
+		if n > math.MaxInt/int64(d) {
 			return 0, fmt.Errorf("shape %v: element count overflows", shape)
 		}
-		n *= d
+		n *= int64(d)
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // nbytes is the byte size shape implies for dtype, checking everything that
@@ -130,9 +132,9 @@ func Decode(b []byte) (*File, error) {
 
 // header entry; pointers tell a missing field from a zero one.
 type entry struct {
-	DType       *DType `json:"dtype"`
-	Shape       *[]int `json:"shape"`
-	DataOffsets *[]int `json:"data_offsets"`
+	DType       *DType   `json:"dtype"`
+	Shape       *[]int64 `json:"shape"`
+	DataOffsets *[]int   `json:"data_offsets"`
 }
 
 func decode(b []byte, copyData bool) (*File, error) {
@@ -169,9 +171,15 @@ func decode(b []byte, copyData bool) (*File, error) {
 		if e.DType == nil || e.Shape == nil || e.DataOffsets == nil {
 			return nil, fmt.Errorf("tensor %q: needs dtype, shape and data_offsets", name)
 		}
-		shape := *e.Shape
-		if shape == nil {
-			shape = []int{}
+		if _, err := numel(*e.Shape); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", name, err)
+		}
+		shape := make([]int, len(*e.Shape))
+		for i, d := range *e.Shape {
+			if int64(int(d)) != d { // beside a zero: only a 32-bit build gets here
+				return nil, fmt.Errorf("tensor %q: shape %v: dimension %d is beyond this build's %d-bit int", name, *e.Shape, d, strconv.IntSize)
+			}
+			shape[i] = int(d)
 		}
 		size, err := nbytes(*e.DType, shape)
 		if err != nil {

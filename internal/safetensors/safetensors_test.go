@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -241,7 +242,15 @@ func TestDecodeAccepts(t *testing.T) {
 		{"out of order offsets", raw(`{"a":{"dtype":"U8","shape":[4],"data_offsets":[4,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}`, make([]byte, 8))},
 		{"unknown entry field", raw(`{"a":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1],"x":1}}`, make([]byte, 1))},
 	} {
-		if _, err := Decode(c.b); err != nil {
+		_, err := Decode(c.b)
+		if c.name == "zero dim beside huge" && strconv.IntSize == 32 {
+			// A []int cannot hold the shape: refused, and said why.
+			if err == nil || !strings.Contains(err.Error(), "beyond this build's 32-bit int") {
+				t.Errorf("%s on a 32-bit build: %v", c.name, err)
+			}
+			continue
+		}
+		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
