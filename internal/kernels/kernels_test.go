@@ -152,3 +152,38 @@ func compileAll(t *testing.T, rtc *cuda.RTC) {
 		}
 	}
 }
+
+// TestCheckPool: the pooled kernels refuse an output that overlaps what
+// they read (a race on a GPU, where blocks run together; the emulation
+// runs them one at a time and would not see it), and take buffers that
+// only touch.
+func TestCheckPool(t *testing.T) {
+	for _, bf16 := range []bool{false, true} {
+		g := NHWCGeometry(2, 64, 8, 8, 4, bf16)
+		full := cuda.DevicePtr(2 * 64 * 8 * 8 * 4) // x's bytes in float32
+		if bf16 {
+			full /= 2
+		}
+		const base = 1 << 20
+		x, y := cuda.DevicePtr(base), cuda.DevicePtr(base)+full // y right after x
+		for _, c := range []struct {
+			name    string
+			out     span
+			in      []span
+			overlap bool
+		}{
+			{"forward, touching", span{y, true}, []span{{x, false}}, false},
+			{"forward, output below touching", span{x - full/4, true}, []span{{x, false}}, false},
+			{"forward, in place", span{x, true}, []span{{x, false}}, true},
+			{"forward, output inside x's end", span{y - 16, true}, []span{{x, false}}, true},
+			{"backward, touching", span{x, false}, []span{{y, true}, {y + full/4, false}}, false},
+			{"backward, dx over dy", span{x, false}, []span{{x + full - 16, true}, {y + full, false}}, true},
+			{"backward, dx over x", span{x, false}, []span{{y, true}, {x, false}}, true},
+		} {
+			err := g.checkPool(c.out, c.in...)
+			if got := err != nil && strings.Contains(err.Error(), "overlaps"); got != c.overlap || (!c.overlap && err != nil) {
+				t.Errorf("bf16 %v, %s: %v, want overlap %v", bf16, c.name, err, c.overlap)
+			}
+		}
+	}
+}

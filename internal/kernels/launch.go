@@ -391,9 +391,40 @@ func (g BN) poolDims() []uint64 {
 // one a pack of 8 channels of each window.
 func (g BN) poolPacks() uint64 { return uint64(g.N/4) * uint64(g.C/8) }
 
-func (g BN) checkPool(ps ...ptr) error {
+// span is a buffer a pooled kernel reads or writes: its start and whether
+// it holds the pooled images (a quarter of the batch norm's).
+type span struct {
+	p      ptr
+	pooled bool
+}
+
+// checkPool checks the pooled kernels' geometry and buffers: out, which
+// they write, and in, which they read. out must not overlap any of in:
+// a thread writes one window's output while other blocks still read other
+// windows' inputs, which a GPU runs at the same time.
+func (g BN) checkPool(out span, in ...span) error {
 	if !g.Poolable() {
 		return fmt.Errorf("kernels: batch norm fused with a 2x2 max-pool of %d channels of %dx%d images (channels-last, packs of 8 channels, even sizes)", g.C, g.H, g.W)
+	}
+	elem := uint64(4)
+	if g.BF16 {
+		elem = 2
+	}
+	bytes := func(s span) uint64 {
+		n := uint64(g.N) * uint64(g.C) * elem
+		if s.pooled {
+			n /= 4
+		}
+		return n
+	}
+	for _, r := range in {
+		if out.p < r.p+ptr(bytes(r)) && r.p < out.p+ptr(bytes(out)) {
+			return fmt.Errorf("kernels: batch norm fused with a 2x2 max-pool: output [%#x, +%d) overlaps an input [%#x, +%d)", uint64(out.p), bytes(out), uint64(r.p), bytes(r))
+		}
+	}
+	ps := []ptr{out.p}
+	for _, r := range in {
+		ps = append(ps, r.p)
 	}
 	return g.aligned(ps...)
 }
@@ -405,7 +436,7 @@ func (m *Module) BNTrainReLUPool(s cuda.Stream, g BN, y, x, gamma, beta, runMean
 	if g.N*g.C == 0 {
 		return nil
 	}
-	if err := g.checkPool(y, x); err != nil {
+	if err := g.checkPool(span{y, true}, span{x, false}); err != nil {
 		return err
 	}
 	if err := m.bnBatchStats(s, g, x, gamma, runMean, runVar, saveMean, saveInv, shift, part, scale, momentum, eps); err != nil {
@@ -423,7 +454,7 @@ func (m *Module) BNInferReLUPool(s cuda.Stream, g BN, y, x, gamma, beta, runMean
 	if g.N*g.C == 0 {
 		return nil
 	}
-	if err := g.checkPool(y, x); err != nil {
+	if err := g.checkPool(span{y, true}, span{x, false}); err != nil {
 		return err
 	}
 	err := m.launch(m.f.bnInferCoef, s, uint64(g.C), cuda.ArgPtr(scale), cuda.ArgPtr(shift), cuda.ArgPtr(gamma), cuda.ArgPtr(beta),
@@ -444,7 +475,7 @@ func (m *Module) BNBackwardReLUPool(s cuda.Stream, g BN, dx, dgamma, dbeta, dy, 
 	if g.N*g.C == 0 {
 		return nil
 	}
-	if err := g.checkPool(dx, dy, x); err != nil {
+	if err := g.checkPool(span{dx, false}, span{dy, true}, span{x, false}); err != nil {
 		return err
 	}
 	d := g.poolDims()
