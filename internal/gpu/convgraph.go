@@ -303,11 +303,14 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int6
 // anew. The candidates run in scratch of their own where the shared
 // workspace is too small for them, freed once timed, so that the shared
 // workspace, held for the run, grows only to the plans chosen (growing it
-// to every candidate's need took the peak memory past PyTorch's). It
-// reports false, and marks the direction legacy, when none runs.
+// to every candidate's need took the peak memory past PyTorch's). The
+// shared workspace is let go meanwhile (workspaceLimit counts it as
+// free) and made again at least as large, as the plans chosen before
+// need. It reports false, and marks the direction legacy, when none runs.
 func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs []cuda.DevicePtr) bool {
 	best, bestMs := -1, float32(0)
 	var errs []error
+	shared := b.mem.ws.bytes // what the shared workspace must hold again afterwards
 	if len(g.cands) == 1 && !g.remembered {
 		best = 0
 	} else {
@@ -318,6 +321,7 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 		var scratch devBuf
 		ws := b.mem.ws.ptr
 		if need > b.mem.ws.bytes {
+			b.release(&b.mem.ws)
 			b.grow(&scratch, need, "timing cuDNN's convolution plans")
 			ws = scratch.ptr
 		}
@@ -345,6 +349,7 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 		}
 	}
 	if best < 0 {
+		b.grow(&b.mem.ws, shared, "the cuDNN workspace")
 		remembered := g.remembered
 		g.cands = nil
 		b.destroyGraph(g)
@@ -361,7 +366,7 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 	}
 	c := g.cands[best]
 	g.plan, g.ws, g.info, g.ms, g.cands = c.plan, c.ws, c.info, bestMs, nil
-	b.grow(&b.mem.ws, c.ws, "the cuDNN workspace")
+	b.grow(&b.mem.ws, max(shared, c.ws), "the cuDNN workspace")
 	if !g.tight {
 		b.rememberEngine(b.planKey(p, dir), c.info.Index)
 	}

@@ -393,3 +393,41 @@ func TestFakeCUDAConvGraphTightNotRemembered(t *testing.T) {
 		t.Errorf("tight choices written to %v", files)
 	}
 }
+
+// TestFakeCUDAConvGraphTimedWhereMemoryIsShort: a candidate that the
+// workspace limit admits (half the free memory plus the shared workspace)
+// but that does not fit beside the shared workspace is timed after the
+// shared workspace is let go, and the shared workspace is made again for
+// the plan chosen. Here the first direction's choice, engine 3, holds
+// half the free memory as the shared workspace; engine 0, skipped there,
+// wants 60% of it, which the later directions' limit admits.
+func TestFakeCUDAConvGraphTimedWhereMemoryIsShort(t *testing.T) {
+	t.Setenv("FAKECUDA_TOTAL_MEM", fmt.Sprint(512<<20))
+	be := fakeBackend(t, Options{Sync: true})
+	free, _, err := be.drv.MemGetInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := (free/2)&^(1<<20-1)-1<<20, free*6/10
+	t.Setenv("FAKECUDA_ENGINE3_WORKSPACE", fmt.Sprint(a))
+	t.Setenv("FAKECUDA_ENGINE0_WORKSPACE", fmt.Sprint(b))
+	runConvs(t, be)
+	timed0 := false
+	for k, p := range be.desc.convs {
+		for d, g := range p.graph {
+			if g == nil {
+				continue
+			}
+			if g.info.Index != 3 {
+				t.Errorf("%s %s: engine %d, want 3", k, cuda.ConvDir(d), g.info.Index)
+			}
+			timed0 = timed0 || !g.tight
+		}
+	}
+	if !timed0 {
+		t.Error("engine 0 was never a candidate: the test does not reach the short memory")
+	}
+	if be.mem.ws.bytes < a {
+		t.Errorf("shared workspace %d bytes after the search, want engine 3's %d", be.mem.ws.bytes, a)
+	}
+}

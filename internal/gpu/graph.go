@@ -243,12 +243,19 @@ func (b *Backend) EndStep() {
 		panic("gpu: EndStep without BeginStep")
 	}
 	mode := r.mode
-	r.inStep, r.mode = false, eager
+	r.inStep = false
+	if mode != capturing {
+		r.mode = eager
+	}
 	switch mode {
 	case capturing:
+		// Eager only once the capture has ended, so that op() does not
+		// profile this call: the profiler's event would be recorded into
+		// the graph, and CUDA refuses to time such an event.
 		defer b.op()()
 		graph, err := b.drv.StreamEndCapture(b.stream)
 		b.must(err, "recording step "+r.key)
+		r.mode = eager
 		exec, err := b.drv.GraphInstantiate(graph)
 		if err != nil {
 			_ = b.drv.GraphDestroy(graph) // the instantiation error is the one to report

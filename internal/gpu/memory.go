@@ -251,6 +251,17 @@ func (b *Backend) free(p cuda.DevicePtr, bytes int64) {
 	b.mem.cur -= bytes
 }
 
+// release frees d, waiting first for queued work that may still use it.
+func (b *Backend) release(d *devBuf) {
+	if d.ptr == 0 {
+		return
+	}
+	b.notInStep("freeing " + d.what)
+	b.must(b.drv.StreamSynchronize(b.stream), "")
+	b.free(d.ptr, d.bytes)
+	*d = devBuf{}
+}
+
 // grow makes d at least need bytes, waiting first for queued work that may
 // still use the old buffer.
 func (b *Backend) grow(d *devBuf, need int64, what string) {
@@ -258,9 +269,7 @@ func (b *Backend) grow(d *devBuf, need int64, what string) {
 		return
 	}
 	b.notInStep("growing " + what)
-	b.must(b.drv.StreamSynchronize(b.stream), "")
-	b.free(d.ptr, d.bytes)
-	*d = devBuf{}
+	b.release(d)
 	need = (need + 1<<20 - 1) &^ (1<<20 - 1)
 	d.ptr = b.alloc(need, what, what)
 	d.bytes, d.what = need, what

@@ -124,9 +124,14 @@ typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
 enum {
 	OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_CONTEXT = 201, INVALID_HANDLE = 400, ILLEGAL_STATE = 401,
-	NOT_FOUND = 500, ILLEGAL_ADDRESS = 700, CAPTURE_UNSUPPORTED = 900, CAPTURE_INVALIDATED = 901
+	NOT_FOUND = 500, ILLEGAL_ADDRESS = 700, CAPTURE_UNSUPPORTED = 900, CAPTURE_INVALIDATED = 901,
+	CAPTURED_EVENT = 907
 };
-static const size_t kTotalMem = 8ull << 30;
+// totalMem is the device's memory: 8 GiB, or FAKECUDA_TOTAL_MEM bytes.
+static size_t totalMem() {
+	const char* v = getenv("FAKECUDA_TOTAL_MEM");
+	return v ? (size_t)atoll(v) : 8ull << 30;
+}
 static size_t used;
 
 CUresult cuInit(unsigned int flags) { return flags == 0 ? OK : INVALID_VALUE; }
@@ -149,7 +154,7 @@ CUresult cuDeviceGetAttribute(int* v, int attr, int dev) {
 	}
 	return INVALID_VALUE;
 }
-CUresult cuDeviceTotalMem_v2(size_t* bytes, int dev) { *bytes = kTotalMem; return OK; }
+CUresult cuDeviceTotalMem_v2(size_t* bytes, int dev) { *bytes = totalMem(); return OK; }
 CUresult cuDevicePrimaryCtxRetain(void** ctx, int dev) {
 	retained++;
 	*ctx = (void*)kCtx;
@@ -169,7 +174,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
 	if (!has_ctx("cuMemAlloc")) return INVALID_CONTEXT;
 	if (n == 0) return INVALID_VALUE;
 	std::lock_guard<std::mutex> g(mu);
-	if (used + n > kTotalMem) return OUT_OF_MEMORY;
+	if (used + n > totalMem()) return OUT_OF_MEMORY;
 	void* m = aligned_alloc(256, (n + 255) / 256 * 256);
 	if (!m) return OUT_OF_MEMORY;
 	memset(m, 0xA5, n);  // garbage, as real device memory has
@@ -239,8 +244,8 @@ CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, void* s) {
 	return OK;
 }
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
-	*free = kTotalMem - used;
-	*total = kTotalMem;
+	*free = totalMem() - used;
+	*total = totalMem();
 	return OK;
 }
 CUresult cuStreamCreate(void** s, unsigned int flags) {
@@ -362,18 +367,31 @@ CUresult cuGraphDestroy(void* graph) {
 // cost advances it (cudnnBackendExecute by its engine's cost), at the
 // call; an event records it, so timing the stand-in's engines ranks them.
 static double g_clock_ms = 0;
+// An event is the clock at its last record, and whether that record was
+// made in a capture: then it only became a node of the graph, and CUDA
+// refuses to time the event (CUDA_ERROR_CAPTURED_EVENT).
+struct Event {
+	double ms;
+	bool captured;
+};
 CUresult cuEventCreate(void** e, unsigned int flags) {
-	*e = calloc(1, sizeof(double));
+	*e = calloc(1, sizeof(Event));
 	return OK;
 }
 CUresult cuEventRecord(void* e, void* s) {
 	if (!has_ctx("cuEventRecord")) return INVALID_CONTEXT;
-	*(double*)e = g_clock_ms;
+	std::lock_guard<std::mutex> g(cap_mu);
+	((Event*)e)->captured = cap.active;
+	if (!cap.active) ((Event*)e)->ms = g_clock_ms;
 	return OK;
 }
 CUresult cuEventSynchronize(void* e) { return capturing("cuEventSynchronize") ? CAPTURE_UNSUPPORTED : OK; }
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
-	double d = *(double*)b - *(double*)a;
+	if (((Event*)a)->captured || ((Event*)b)->captured) {
+		fail("cuEventElapsedTime of an event last recorded in a stream capture");
+		return CAPTURED_EVENT;
+	}
+	double d = ((Event*)b)->ms - ((Event*)a)->ms;
 	*ms = d > 0 ? (float)d : 0.5f;  // 0.5 where nothing modelled ran between
 	return OK;
 }
@@ -387,6 +405,7 @@ CUresult cuGetErrorName(CUresult e, const char** s) {
 	case ILLEGAL_ADDRESS: *s = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
 	case CAPTURE_UNSUPPORTED: *s = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"; break;
 	case CAPTURE_INVALIDATED: *s = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"; break;
+	case CAPTURED_EVENT: *s = "CUDA_ERROR_CAPTURED_EVENT"; break;
 	default: *s = nullptr;
 	}
 	return *s ? OK : INVALID_VALUE;
@@ -2197,8 +2216,10 @@ extern "C" int cudnnBackendFinalize(void* d) {
 		b->conv = c->conv;
 		b->engine = c->engine;
 		b->ws = kEngines[c->engine].ws;
-		// FAKECUDA_ENGINE0_WORKSPACE=N: engine 0 wants N bytes instead.
-		if (const char* ws0 = getenv("FAKECUDA_ENGINE0_WORKSPACE"); ws0 && c->engine == 0) b->ws = (size_t)atoll(ws0);
+		// FAKECUDA_ENGINE<i>_WORKSPACE=N: engine i wants N bytes instead.
+		char name[64];
+		snprintf(name, sizeof name, "FAKECUDA_ENGINE%lld_WORKSPACE", (long long)kEngines[c->engine].index);
+		if (const char* ws = getenv(name)) b->ws = (size_t)atoll(ws);
 		break;
 	}
 	case BK_PACK: {
