@@ -972,9 +972,13 @@ extern "C" __global__ void max_pool_backward(float* dx, const float* dy, const f
 		GRID_STRIDE(i, planes * oh * ow) {
 			float v[4];
 			u64 at = pool2_window(v, x, (u32)i, h, w, oh, ow);
+			// The running maximum, not v[best]: an index known only at run
+			// time would put v in local memory.
 			int best = 0;
+			float m = v[0];
+#pragma unroll
 			for (int j = 1; j < 4; j++) {
-				if (v[j] > v[best]) best = j;
+				if (v[j] > m) best = j, m = v[j];
 			}
 			// 0 + g as the generic loop sums (a -0 gradient lands as +0).
 			float g = 0.0f + ldf(dy, i);
@@ -1103,27 +1107,38 @@ __device__ __forceinline__ void each_share_row_pack(u64 rows, u64 c, u32 splits,
 	}
 }
 
-// pack_sums adds a[j] and b[j] over the threads of the block that hold the
-// same pack (a tree, in a fixed order) and stores the block's sums of
-// channel ch = 8·pack + j as bn_stats does: part[2·(ch·splits + block)]
-// and the next double. red holds NHWC_THREADS·8 doubles.
-__device__ void pack_sums(double* part, const double* a, const double* b, u64 c, u32 splits, double* red) {
+// pack_sum adds v[j] over the threads of the block that hold the same
+// pack (a tree, in a fixed order) and stores the block's sum of channel
+// ch = 8·pack + j as bn_stats does: part[2·(ch·splits + block) + q]. red
+// holds NHWC_THREADS·8 doubles. Inlined and unrolled, so that v stays in
+// registers: an array indexed at run time, or reached through a pointer
+// the compiler cannot resolve, lives in local memory for the whole
+// kernel, and the kernels' loops read and write it there element by
+// element (ptxas showed 128- and 352-byte stack frames).
+__device__ __forceinline__ void pack_sum(double* part, const double (&v)[8], int q, u64 c, u32 splits, double* red) {
 	u32 P = (u32)(c / 8), R = blockDim.x / P, p = threadIdx.x % P, r = threadIdx.x / P;
-	for (int q = 0; q < 2; q++) {
-		const double* v = q == 0 ? a : b;
-		for (int j = 0; j < 8; j++) red[threadIdx.x * 8 + j] = v[j];
-		__syncthreads();
-		for (u32 half = R / 2; half > 0; half /= 2) {
-			if (r < half) {
-				for (int j = 0; j < 8; j++) red[threadIdx.x * 8 + j] += red[(threadIdx.x + half * P) * 8 + j];
-			}
-			__syncthreads();
-		}
-		if (r == 0) {
-			for (int j = 0; j < 8; j++) part[2 * ((8 * p + j) * splits + blockIdx.x) + q] = red[threadIdx.x * 8 + j];
+#pragma unroll
+	for (int j = 0; j < 8; j++) red[threadIdx.x * 8 + j] = v[j];
+	__syncthreads();
+	for (u32 half = R / 2; half > 0; half /= 2) {
+		if (r < half) {
+#pragma unroll
+			for (int j = 0; j < 8; j++) red[threadIdx.x * 8 + j] += red[(threadIdx.x + half * P) * 8 + j];
 		}
 		__syncthreads();
 	}
+	if (r == 0) {
+#pragma unroll
+		for (int j = 0; j < 8; j++) part[2 * ((8 * p + j) * splits + blockIdx.x) + q] = red[threadIdx.x * 8 + j];
+	}
+	__syncthreads();
+}
+
+// pack_sums is pack_sum of a into the first double of each pair and of b
+// into the second.
+__device__ __forceinline__ void pack_sums(double* part, const double (&a)[8], const double (&b)[8], u64 c, u32 splits, double* red) {
+	pack_sum(part, a, 0, c, splits, red);
+	pack_sum(part, b, 1, c, splits, red);
 }
 
 // fold_sums is fold_parts' sums of channel blockIdx.x, in thread 0.

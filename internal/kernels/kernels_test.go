@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -93,7 +94,7 @@ func TestCompileWithNVRTC(t *testing.T) {
 }
 
 // TestCompileWithOlderNVRTC compiles kernels.cu with an NVRTC 11 where one
-// is installed (the build machines have libnvrtc.so.11.2, no GPU): the
+// is installed (.ci/run installs Debian 12's libnvrtc.so.11.2, NVRTC 11.8): the
 // same API, an older compiler, so a construct NVRTC refuses shows up here
 // rather than on the first GPU run.
 func TestCompileWithOlderNVRTC(t *testing.T) {
@@ -131,12 +132,16 @@ func compileAll(t *testing.T, rtc *cuda.RTC) {
 			t.Fatal(err)
 		}
 		for _, tg := range ts {
-			img, log, err := rtc.Compile(vgg16.KernelsSource, "kernels.cu", append([]string{"--gpu-architecture=" + tg.arch}, compileOptions...), tg.out)
+			opts := append([]string{"--gpu-architecture=" + tg.arch}, compileOptions...)
+			if tg.out == cuda.CUBIN {
+				opts = append(opts, "--ptxas-options=-v") // each kernel's registers and local memory
+			}
+			img, log, err := rtc.Compile(vgg16.KernelsSource, "kernels.cu", opts, tg.out)
 			if err != nil {
 				t.Fatalf("%s: %v", tg.arch, err)
 			}
-			if log != "" {
-				t.Errorf("%s: compiler messages:\n%s", tg.arch, log)
+			if rest := checkResources(t, tg.arch, log); rest != "" {
+				t.Errorf("%s: compiler messages:\n%s", tg.arch, rest)
 			}
 			if len(img) == 0 {
 				t.Fatalf("%s: empty image", tg.arch)
@@ -186,4 +191,43 @@ func TestCheckPool(t *testing.T) {
 			}
 		}
 	}
+}
+
+var (
+	ptxasKernel = regexp.MustCompile(`^ptxas info\s*: Function properties for (\w+)`)
+	ptxasFrame  = regexp.MustCompile(`(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads`)
+	ptxasRegs   = regexp.MustCompile(`^ptxas info\s*: Used (\d+) registers`)
+)
+
+// checkResources reads ptxas's report in a compiler log: no kernel may use
+// local memory (a stack frame or spills: an array indexed at run time, or
+// too many registers), which no test on the host can see and which costs
+// the memory-bound kernels their speed. It logs the kernels that use the
+// most registers (at 256 threads a block, more than 128 leave one block a
+// multiprocessor) and returns the log's other lines.
+func checkResources(t *testing.T, arch, log string) (rest string) {
+	t.Helper()
+	kernel, kernels := "", 0
+	var most []string
+	for _, line := range strings.Split(log, "\n") {
+		if m := ptxasKernel.FindStringSubmatch(line); m != nil {
+			kernel = m[1]
+			kernels++
+		}
+		if m := ptxasFrame.FindStringSubmatch(line); m != nil && (m[1] != "0" || m[2] != "0" || m[3] != "0") {
+			t.Errorf("%s: kernel %s uses local memory: %s", arch, kernel, m[0])
+		}
+		if m := ptxasRegs.FindStringSubmatch(line); m != nil {
+			if n, _ := strconv.Atoi(m[1]); n > 64 {
+				most = append(most, fmt.Sprintf("%s %d", kernel, n))
+			}
+		}
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "ptxas") {
+			rest += line + "\n"
+		}
+	}
+	if kernels > 0 {
+		t.Logf("%s: %d kernels, none using local memory; over 64 registers: %s", arch, kernels, strings.Join(most, ", "))
+	}
+	return rest
 }
