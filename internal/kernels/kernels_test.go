@@ -137,6 +137,11 @@ func compileAll(t *testing.T, rtc *cuda.RTC) {
 				opts = append(opts, "--ptxas-options=-v") // each kernel's registers and local memory
 			}
 			img, log, err := rtc.Compile(vgg16.KernelsSource, "kernels.cu", opts, tg.out)
+			if err != nil && tg.out == cuda.CUBIN {
+				// An NVRTC without the option still has to compile the file.
+				t.Logf("%s: with --ptxas-options=-v: %v; resources not checked", tg.arch, err)
+				img, log, err = rtc.Compile(vgg16.KernelsSource, "kernels.cu", opts[:len(opts)-1], tg.out)
+			}
 			if err != nil {
 				t.Fatalf("%s: %v", tg.arch, err)
 			}
