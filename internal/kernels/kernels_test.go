@@ -212,7 +212,7 @@ var (
 // multiprocessor) and returns the log's other lines.
 func checkResources(t *testing.T, arch, log string) (rest string) {
 	t.Helper()
-	kernel, kernels := "", 0
+	kernel, kernels, local := "", 0, 0
 	var most []string
 	for _, line := range strings.Split(log, "\n") {
 		if m := ptxasKernel.FindStringSubmatch(line); m != nil {
@@ -221,6 +221,7 @@ func checkResources(t *testing.T, arch, log string) (rest string) {
 		}
 		if m := ptxasFrame.FindStringSubmatch(line); m != nil && (m[1] != "0" || m[2] != "0" || m[3] != "0") {
 			t.Errorf("%s: kernel %s uses local memory: %s", arch, kernel, m[0])
+			local++
 		}
 		if m := ptxasRegs.FindStringSubmatch(line); m != nil {
 			if n, _ := strconv.Atoi(m[1]); n > 64 {
@@ -232,7 +233,7 @@ func checkResources(t *testing.T, arch, log string) (rest string) {
 		}
 	}
 	if kernels > 0 {
-		t.Logf("%s: %d kernels, none using local memory; over 64 registers: %s", arch, kernels, strings.Join(most, ", "))
+		t.Logf("%s: %d kernels, %d using local memory; over 64 registers: %s", arch, kernels, local, strings.Join(most, ", "))
 	}
 	return rest
 }

@@ -27,6 +27,7 @@ thread_local unsigned long emu_syncs; // the __syncthreads this thread reached i
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __launch_bounds__(...)
 #define __shared__ static
 
 inline void __syncthreads() {
