@@ -70,6 +70,7 @@ tests() { # label binary-dir binary flags...: a Go test binary, verbose
 if want tests; then
 tests cuda-tests internal/cuda cuda.test -test.run 'Real|Probe'
 tests kernels-tests internal/kernels kernels.test -test.run NVRTC
+grep -hoE "sm_[0-9]+: [0-9]+ kernels, [0-9]+ using local memory.*" "$W/kernels-tests.txt" | cut -c1-400 # ptxas's registers
 tests gpu-tests internal/gpu gpu.test -test.timeout 190s -test.skip '^TestFake' # the real GPU, not the stand-in suite
 fi
 
