@@ -1572,15 +1572,21 @@ __device__ __forceinline__ void bn_grad_stats_pool_nhwc_t(double* part, const T*
 	});
 	pack_sums(part, s.sg, s.sgx, c, splits, red);
 }
-// Two blocks a multiprocessor's registers (ptxas: 126 on sm_90, no spills;
-// 158 unbounded, which left one block of 256 threads a multiprocessor). The
-// float32 kernel spills on sm_80 when bounded so, and keeps its 174.
+// Two blocks a multiprocessor's registers (ptxas 11.8 on sm_90: 126 for
+// bf16 and 128 for float, no spills; unbounded 158 and 174, which left one
+// block of 256 threads a multiprocessor). The float kernel spills on sm_80
+// when bounded so, and is bounded from sm_90 on only.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define POOL_GRAD_F32_BOUNDS __launch_bounds__(NHWC_THREADS, 2)
+#else
+#define POOL_GRAD_F32_BOUNDS
+#endif
 extern "C" __global__ void __launch_bounds__(NHWC_THREADS, 2) bn_grad_stats_pool_nhwc(double* part, const bf16* dy, const bf16* x, const float* mean,
 		const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w, u32 splits) {
 	__shared__ double red[NHWC_THREADS * 8];
 	bn_grad_stats_pool_nhwc_t(part, dy, x, mean, inv, gamma, beta, n, c, h, w, splits, red);
 }
-extern "C" __global__ void bn_grad_stats_pool_nhwc_f32(double* part, const float* dy, const float* x,
+extern "C" __global__ void POOL_GRAD_F32_BOUNDS bn_grad_stats_pool_nhwc_f32(double* part, const float* dy, const float* x,
 		const float* mean, const float* inv, const float* gamma, const float* beta, u64 n, u64 c, u32 h, u32 w,
 		u32 splits) {
 	__shared__ double red[NHWC_THREADS * 8];
