@@ -197,7 +197,12 @@ func TestNotAWeightsFile(t *testing.T) {
 // imageSizeBeyondInt is what an image size beyond int is called: by
 // Validate's bound, or on a 32-bit build by JSON's decoder, which names the
 // field.
-var imageSizeBeyondInt = map[bool]string{true: "image size", false: "image_size"}[strconv.IntSize == 64]
+func imageSizeBeyondInt() string {
+	if strconv.IntSize == 32 {
+		return "image_size"
+	}
+	return "image size"
+}
 
 // TestLoadDistrustsMetadata: a checkpoint whose vgg16.config was edited
 // (or damaged) so that it no longer describes its tensors is an error that
@@ -216,7 +221,7 @@ func TestLoadDistrustsMetadata(t *testing.T) {
 	for _, c := range []struct{ from, to, says string }{
 		{`"cfg":[8,"M",16,"M"]`, `"cfg":[99999999999999,"M",16,"M"]`, "channels"},
 		{`"classes":7`, `"classes":99999999999999`, "classes"},
-		{`"image_size":32`, `"image_size":9999999999968`, imageSizeBeyondInt},
+		{`"image_size":32`, `"image_size":9999999999968`, imageSizeBeyondInt()},
 		{`"image_size":32`, `"image_size":4096`, "classifier.0.weight: have [24 1024], model wants [24 16777216]"},
 		{`"hidden":24`, `"hidden":48`, "classifier.3.weight"},
 		{`"cfg":[8,"M",16,"M"]`, `"cfg":[8,"M",16,"M",32]`, "missing"},

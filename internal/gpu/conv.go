@@ -228,6 +228,7 @@ func (b *Backend) run(p *convPlan, dir cuda.ConvDir, a, bb, o cuda.DevicePtr) {
 		b.algorithm(p, dir)
 	}
 	ad, bd, od := p.descs(dir)
+	b.grow(&b.mem.ws, p.ws[dir], "the cuDNN workspace") // as graphRun's
 	err := b.dnn.ConvRun(dir, b.dnnH, 1, ad, a, bd, bb, p.conv[dir], p.algo[dir], b.mem.ws.ptr, p.ws[dir], 0, od, o)
 	b.must(err, p.key.String())
 }

@@ -132,6 +132,11 @@ func (b *Backend) graphRun(p *convPlan, dir cuda.ConvDir, a, bb, o cuda.DevicePt
 		return false
 	}
 	g := p.graph[dir] // chooseGraph replaces a remembered engine that failed
+	// The plan is never told the workspace's size: it must hold the plan's
+	// need whatever happened to it since the plan was chosen (chooseGraph
+	// lets it go while timing; a failure there may not have restored it).
+	// A no-op in steady state, and so allowed inside a recorded step.
+	b.grow(&b.mem.ws, g.ws, "the cuDNN workspace")
 	b.must(b.dnn.Execute(b.dnnH, g.plan, graphUIDs, ptrs, b.mem.ws.ptr), p.key.String()+" "+dir.String())
 	return true
 }

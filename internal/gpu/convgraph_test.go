@@ -431,3 +431,38 @@ func TestFakeCUDAConvGraphTimedWhereMemoryIsShort(t *testing.T) {
 		t.Errorf("shared workspace %d bytes after the search, want engine 3's %d", be.mem.ws.bytes, a)
 	}
 }
+
+// TestFakeCUDAConvGraphWorkspaceKept: a later search that lets the shared
+// workspace go (a candidate wants more than it holds) makes it again as
+// large as the plans chosen before need, and those plans still run on it.
+// Engine 3, the fastest, wants 8 MiB for the first geometry and 1 MiB for
+// the second, whose search also times engine 0 at 16 MiB.
+func TestFakeCUDAConvGraphWorkspaceKept(t *testing.T) {
+	be := fakeBackend(t, Options{Sync: true})
+	w := newTwin(t, be, 7)
+	conv := func(ci, h int) func() {
+		x := w.actRandn(1, 2, ci, h, h)
+		wt, bias := w.randn(0.3, 8, ci, 3, 3), w.randn(1, 8)
+		y := w.actZeros(2, 8, h, h)
+		return func() {
+			be.ConvForward(y.g, x.g, wt.g, bias.g, 1)
+			w.c.ConvForward(y.c, x.c, wt.c, bias.c, 1)
+			w.check(fmt.Sprintf("conv %d channels %dx%d", ci, h, h), y, 5e-3)
+		}
+	}
+	first, second := conv(8, 6), conv(16, 4)
+	t.Setenv("FAKECUDA_ENGINE3_WORKSPACE", fmt.Sprint(8<<20))
+	first()
+	t.Setenv("FAKECUDA_ENGINE3_WORKSPACE", fmt.Sprint(1<<20))
+	t.Setenv("FAKECUDA_ENGINE0_WORKSPACE", fmt.Sprint(16<<20))
+	second()
+	if be.mem.ws.bytes < 8<<20 {
+		t.Errorf("shared workspace %d bytes after the second search, want the first plan's 8 MiB", be.mem.ws.bytes)
+	}
+	first()
+	for k, p := range be.desc.convs {
+		if g := p.graph[cuda.ConvForward]; g == nil || g.info.Index != 3 {
+			t.Errorf("%s: forward plan %+v, want engine 3's", k, g)
+		}
+	}
+}

@@ -48,9 +48,10 @@ func (m *mem) elem() int64 {
 // can zero it with cuMemsetD32.
 func (m *mem) bytes() int64 { return roundUp(m.elem()*int64(m.n), 4) }
 
-// devBuf is a device buffer that only grows: the cuDNN workspace and
-// other scratch. Growing happens the first time a shape needs more, so a
-// steady-state training step allocates nothing.
+// devBuf is a device buffer that grows, and is let go only for a moment
+// (release): the cuDNN workspace and other scratch. Growing happens the
+// first time a shape needs more, so a steady-state training step
+// allocates nothing.
 type devBuf struct {
 	ptr   cuda.DevicePtr
 	bytes int64

@@ -137,15 +137,17 @@ func compileAll(t *testing.T, rtc *cuda.RTC) {
 				opts = append(opts, "--ptxas-options=-v") // each kernel's registers and local memory
 			}
 			img, log, err := rtc.Compile(vgg16.KernelsSource, "kernels.cu", opts, tg.out)
-			if err != nil && tg.out == cuda.CUBIN {
+			verbose := tg.out == cuda.CUBIN
+			if err != nil && verbose {
 				// An NVRTC without the option still has to compile the file.
 				t.Logf("%s: with --ptxas-options=-v: %v; resources not checked", tg.arch, err)
+				verbose = false
 				img, log, err = rtc.Compile(vgg16.KernelsSource, "kernels.cu", opts[:len(opts)-1], tg.out)
 			}
 			if err != nil {
 				t.Fatalf("%s: %v", tg.arch, err)
 			}
-			if rest := checkResources(t, tg.arch, log); rest != "" {
+			if rest := checkResources(t, tg.arch, log, verbose); rest != "" {
 				t.Errorf("%s: compiler messages:\n%s", tg.arch, rest)
 			}
 			if len(img) == 0 {
@@ -202,15 +204,17 @@ var (
 	ptxasKernel = regexp.MustCompile(`^ptxas info\s*: Function properties for (\w+)`)
 	ptxasFrame  = regexp.MustCompile(`(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads`)
 	ptxasRegs   = regexp.MustCompile(`^ptxas info\s*: Used (\d+) registers`)
+	ptxasReport = regexp.MustCompile(`^ptxas( info\s*:|\s+\.)`) // -v's lines, not its warnings
 )
 
-// checkResources reads ptxas's report in a compiler log: no kernel may use
+// checkResources reads ptxas's report in a compiler log (required when
+// verbose, the compile having asked for it): no kernel may use
 // local memory (a stack frame or spills: an array indexed at run time, or
 // too many registers), which no test on the host can see and which costs
 // the memory-bound kernels their speed. It logs the kernels that use the
 // most registers (at 256 threads a block, more than 128 leave one block a
 // multiprocessor) and returns the log's other lines.
-func checkResources(t *testing.T, arch, log string) (rest string) {
+func checkResources(t *testing.T, arch, log string, verbose bool) (rest string) {
 	t.Helper()
 	kernel, kernels, local := "", 0, 0
 	var most []string
@@ -228,9 +232,12 @@ func checkResources(t *testing.T, arch, log string) (rest string) {
 				most = append(most, fmt.Sprintf("%s %d", kernel, n))
 			}
 		}
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "ptxas") {
-			rest += line + "\n"
+		if line = strings.TrimSpace(line); line != "" && !ptxasReport.MatchString(line) {
+			rest += line + "\n" // ptxas's warnings included
 		}
+	}
+	if verbose && kernels == 0 {
+		t.Errorf("%s: no ptxas report in the compiler's log (a new format?):\n%s", arch, log)
 	}
 	if kernels > 0 {
 		t.Logf("%s: %d kernels, %d using local memory; over 64 registers: %s", arch, kernels, local, strings.Join(most, ", "))

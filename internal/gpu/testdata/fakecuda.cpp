@@ -244,7 +244,7 @@ CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, void* s) {
 	return OK;
 }
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
-	*free = totalMem() - used;
+	*free = used < totalMem() ? totalMem() - used : 0;
 	*total = totalMem();
 	return OK;
 }
@@ -381,8 +381,9 @@ CUresult cuEventCreate(void** e, unsigned int flags) {
 CUresult cuEventRecord(void* e, void* s) {
 	if (!has_ctx("cuEventRecord")) return INVALID_CONTEXT;
 	std::lock_guard<std::mutex> g(cap_mu);
-	((Event*)e)->captured = cap.active;
-	if (!cap.active) ((Event*)e)->ms = g_clock_ms;
+	bool captured = cap.active && cap.stream == s;  // recorded on another stream, it is recorded now
+	((Event*)e)->captured = captured;
+	if (!captured) ((Event*)e)->ms = g_clock_ms;
 	return OK;
 }
 CUresult cuEventSynchronize(void* e) { return capturing("cuEventSynchronize") ? CAPTURE_UNSUPPORTED : OK; }
