@@ -133,11 +133,11 @@ func compileAll(t *testing.T, rtc *cuda.RTC) {
 		}
 		for _, tg := range ts {
 			opts := append([]string{"--gpu-architecture=" + tg.arch}, compileOptions...)
-			if tg.out == cuda.CUBIN {
+			verbose := tg.out == cuda.CUBIN
+			if verbose {
 				opts = append(opts, "--ptxas-options=-v") // each kernel's registers and local memory
 			}
 			img, log, err := rtc.Compile(vgg16.KernelsSource, "kernels.cu", opts, tg.out)
-			verbose := tg.out == cuda.CUBIN
 			if err != nil && verbose {
 				// An NVRTC without the option still has to compile the file.
 				t.Logf("%s: with --ptxas-options=-v: %v; resources not checked", tg.arch, err)

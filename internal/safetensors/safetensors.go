@@ -92,7 +92,7 @@ func numel[D int | int64](shape []D) (int, error) {
 
 // nbytes is the byte size shape implies for dtype, checking everything that
 // could make it meaningless.
-func nbytes(dt DType, shape []int) (int, error) {
+func nbytes[D int | int64](dt DType, shape []D) (int, error) {
 	size := dt.Size()
 	if size == 0 {
 		return 0, fmt.Errorf("unknown dtype %q", dt)
@@ -171,7 +171,8 @@ func decode(b []byte, copyData bool) (*File, error) {
 		if e.DType == nil || e.Shape == nil || e.DataOffsets == nil {
 			return nil, fmt.Errorf("tensor %q: needs dtype, shape and data_offsets", name)
 		}
-		if _, err := numel(*e.Shape); err != nil {
+		size, err := nbytes(*e.DType, *e.Shape)
+		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", name, err)
 		}
 		shape := make([]int, len(*e.Shape))
@@ -180,10 +181,6 @@ func decode(b []byte, copyData bool) (*File, error) {
 				return nil, fmt.Errorf("tensor %q: shape %v: dimension %d is beyond this build's %d-bit int", name, *e.Shape, d, strconv.IntSize)
 			}
 			shape[i] = int(d)
-		}
-		size, err := nbytes(*e.DType, shape)
-		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", name, err)
 		}
 		off := *e.DataOffsets
 		if len(off) != 2 {
