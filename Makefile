@@ -72,7 +72,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzVM$$' -fuzztime=300000x ./internal/pickle
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=3x ./internal/cpu ./internal/cifar
+	$(GO) test -run='^$$' -bench=. -benchtime=3x ./internal/cpu ./internal/sgemm ./internal/cifar
 
 # Compile kernels.cu with nvcc where the CUDA toolkit is installed.
 kernels-check:

@@ -8,7 +8,8 @@ import "runtime"
 //   - Images are NCHW, matrices row-major, all float32.
 //   - Outputs come first in the argument list and are overwritten, never
 //     accumulated into. Gradients of parameters are overwritten too: each
-//     parameter is used by exactly one op per step.
+//     parameter is used by exactly one op per step. The exceptions say so:
+//     Tally adds into an epoch's metrics, SGDStep updates in place.
 //   - Shapes are checked by the caller (internal/layers); a backend may panic
 //     on a mismatch.
 //   - Nothing here allocates on the hot path except what a backend caches
