@@ -137,7 +137,7 @@ func benchCmd() *cobra.Command {
 				return err
 			}
 			defer be.Close()
-			if err := fitsPrecision(be, cfg); err != nil {
+			if err := fitsBackend(be, cfg); err != nil {
 				return err
 			}
 			if _, onCPU := be.(*cpu.Backend); onCPU {

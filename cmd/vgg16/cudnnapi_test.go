@@ -3,6 +3,10 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 // TestCuDNNAPIFlag: --cudnn-api takes graph or legacy, and every command
@@ -17,6 +21,45 @@ func TestCuDNNAPIFlag(t *testing.T) {
 		_, err := run(t, args...)
 		if err == nil || !strings.Contains(err.Error(), `--cudnn-api "fast": want graph or legacy`) {
 			t.Errorf("%s: %v", strings.Join(args, " "), err)
+		}
+	}
+}
+
+// layoutBackend is the CPU backend claiming a GPU's precision and layout.
+type layoutBackend struct {
+	tensor.Backend
+	bf16, nhwc bool
+}
+
+func (b layoutBackend) BF16() bool { return b.bf16 }
+func (b layoutBackend) NHWC() bool { return b.nhwc }
+
+// TestFitsBackend: a model with LRN is refused, naming the flag, on a
+// backend that runs bf16 or channels-last images (cuDNN's LRN takes
+// float32 NCHW only), before anything runs; other models pass.
+func TestFitsBackend(t *testing.T) {
+	lrn, err := layers.Arch("vgg11-lrn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := layers.Arch("vgg11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpuBE := cpu.New()
+	for _, c := range []struct {
+		bf16, nhwc bool
+		cfg        layers.Cfg
+		want       string
+	}{
+		{false, false, lrn, ""},
+		{true, true, lrn, "--precision bf16: vgg11-lrn has a local response normalisation layer"},
+		{false, true, lrn, "--channels-last: vgg11-lrn has a local response normalisation layer"},
+		{true, true, plain, ""},
+	} {
+		err := fitsBackend(layoutBackend{cpuBE, c.bf16, c.nhwc}, layers.Config{Arch: "vgg11-lrn", Cfg: c.cfg})
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("bf16 %v, channels-last %v, %d layers: %v, want %q", c.bf16, c.nhwc, len(c.cfg), err, c.want)
 		}
 	}
 }

@@ -58,6 +58,9 @@ func loadModel(be tensor.Backend, path string) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := fitsBackend(be, ck.Info.Config); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	m, err := layers.New(be, ck.Info.Config)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -256,7 +256,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if o.Warmup >= float64(o.Epochs) && o.SpansRun() {
 				fmt.Fprintf(w, "note: the %g-epoch warm-up covers the whole %d-epoch run: the rate only rises (lower --warmup)\n", o.Warmup, o.Epochs)
 			}
-			if err := fitsPrecision(be, o.Model); err != nil {
+			if err := fitsBackend(be, o.Model); err != nil {
 				return err
 			}
 			if onCPU {
@@ -503,16 +503,22 @@ func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet
 	return nil
 }
 
-// fitsPrecision refuses, before any data is read, a model that the
-// backend's precision cannot run: LRN has no bf16 version.
-func fitsPrecision(be tensor.Backend, cfg layers.Config) error {
-	if h, ok := be.(interface{ BF16() bool }); !ok || !h.BF16() {
+// fitsBackend refuses, before any data is read, a model that the
+// backend's precision or layout cannot run: LRN has no bf16 version, and
+// cuDNN's takes NCHW images only.
+func fitsBackend(be tensor.Backend, cfg layers.Config) error {
+	lrn := false
+	for _, it := range cfg.Cfg {
+		lrn = lrn || it.Kind == layers.LRN
+	}
+	if !lrn {
 		return nil
 	}
-	for _, it := range cfg.Cfg {
-		if it.Kind == layers.LRN {
-			return fmt.Errorf("--precision bf16: %s has a local response normalisation layer, which runs in float32 only: use --precision tf32 or fp32", cfg.Arch)
-		}
+	if h, ok := be.(interface{ BF16() bool }); ok && h.BF16() {
+		return fmt.Errorf("--precision bf16: %s has a local response normalisation layer, which runs in float32 only: use --precision tf32 or fp32", cfg.Arch)
+	}
+	if h, ok := be.(interface{ NHWC() bool }); ok && h.NHWC() {
+		return fmt.Errorf("--channels-last: %s has a local response normalisation layer, which cuDNN runs on NCHW images only: leave --channels-last off", cfg.Arch)
 	}
 	return nil
 }

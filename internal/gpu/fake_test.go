@@ -199,6 +199,19 @@ func TestFakeCUDAOptions(t *testing.T) {
 	if msg := panicMessage(func() { cl.LRNForward(y.g, x.g, tensor.DefaultLRN) }); !strings.Contains(msg, "LRN of channels-last activations") {
 		t.Errorf("LRN of channels-last images: panic %q", msg)
 	}
+	// A user can reach it (a flag), so it is an error for the CLI to print,
+	// not a bug's stack trace; and the backend says so beforehand.
+	func() {
+		defer func() {
+			if err := tensor.DeviceError(recover()); err == nil {
+				t.Error("LRN of channels-last images: the panic is not a device error")
+			}
+		}()
+		cl.LRNForward(y.g, x.g, tensor.DefaultLRN)
+	}()
+	if !cl.NHWC() || be.NHWC() {
+		t.Errorf("NHWC() = %v with --channels-last, %v without", cl.NHWC(), be.NHWC())
+	}
 	f := w.randn(1, 2, 3, 4, 4)
 	if msg := panicMessage(func() { cl.MaxPoolForward(w.actZeros(2, 3, 2, 2).g, f.g, 2, 2) }); !strings.Contains(msg, "mixes channels-last and NCHW images") {
 		t.Errorf("max-pool from an NCHW image into a channels-last one: panic %q", msg)

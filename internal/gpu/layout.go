@@ -25,6 +25,11 @@ func channelsLast(t *tensor.Tensor) bool {
 	return ok && m.nhwc && len(t.Shape) == 4
 }
 
+// NHWC reports whether b stores activation images channels-last (bf16,
+// or Options.ChannelsLast), so that a caller can refuse, before it runs, a
+// model with a layer that takes NCHW only (LRN).
+func (b *Backend) NHWC() bool { return b.nhwc }
+
 // ChannelsLast implements tensor.Layouts.
 func (b *Backend) ChannelsLast(t *tensor.Tensor) bool { return channelsLast(t) }
 

@@ -193,9 +193,9 @@ func (b *Backend) LRNBackward(dx, dy, x, y *tensor.Tensor, p tensor.LRN) {
 // float NCHW here, and only vgg11-lrn has one.
 func noHalfLRN(x *tensor.Tensor) {
 	if isHalf(x) {
-		panic(fmt.Sprintf("gpu: LRN of bf16 activations %v: not supported; train vgg11-lrn with --precision tf32 or fp32", x.Shape))
+		panic(fmt.Errorf("gpu: LRN of bf16 activations %v: not supported; run vgg11-lrn with --precision tf32 or fp32", x.Shape))
 	}
 	if channelsLast(x) {
-		panic(fmt.Sprintf("gpu: LRN of channels-last activations %v: not supported; train vgg11-lrn without --channels-last", x.Shape))
+		panic(fmt.Errorf("gpu: LRN of channels-last activations %v: not supported; run vgg11-lrn without --channels-last", x.Shape))
 	}
 }
