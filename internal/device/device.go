@@ -3,6 +3,7 @@
 package device
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -39,17 +40,31 @@ func Open(o Options) (tensor.Backend, string, error) {
 	default:
 		return nil, "", fmt.Errorf("--cudnn-api %q: want graph or legacy", o.ConvAPI)
 	}
+	// Checked here, whatever the device: under auto, a GPU refusing a value
+	// would otherwise send a run to the CPU with only a note.
+	switch {
+	case o.GPU < 0:
+		return nil, "", fmt.Errorf("--gpu %d: want a GPU index, 0 or more", o.GPU)
+	case o.Workspace < 0:
+		return nil, "", fmt.Errorf("--cudnn-workspace %d: want 0 (the default, up to 4 GiB) or more MiB", o.Workspace)
+	case o.ChannelsLast && strings.EqualFold(o.Precision, "fp32"):
+		return nil, "", fmt.Errorf("--channels-last with --precision fp32: channels-last images are for tf32 (bf16 always has them)")
+	}
 	switch o.Kind {
 	case "", "auto":
 		be, err := openGPU(o)
 		if err == nil {
 			return be, "device: " + be.Name(), nil
 		}
+		var fe flagError
+		if errors.As(err, &fe) {
+			return nil, "", err
+		}
 		c := cpu.New()
-		return c, fmt.Sprintf("device: %s (no usable GPU: %s; vgg16 doctor tells more)%s", c.Name(), short(err), cpuPrecision(o)), nil
+		return c, fmt.Sprintf("device: %s (no usable GPU: %s; vgg16 doctor tells more)%s", c.Name(), short(err), cpuNotes(o)), nil
 	case "cpu":
 		c := cpu.New()
-		return c, "device: " + c.Name() + cpuPrecision(o), nil
+		return c, "device: " + c.Name() + cpuNotes(o), nil
 	case "cuda", "gpu":
 		be, err := openGPU(o)
 		if err != nil {
@@ -69,11 +84,40 @@ func short(err error) string {
 	return s
 }
 
-// cpuPrecision is the note a CPU's device line gets when another precision
-// than float32 was asked for.
-func cpuPrecision(o Options) string {
-	if strings.EqualFold(o.Precision, "bf16") {
-		return "; --precision bf16 applies to the GPU: the CPU computes in float32"
+// flagError is a GPU's refusal of a flag's value (an index beyond its
+// GPUs): an error under auto too, not a reason to take the CPU.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
+// cpuNotes is the note a CPU's device line gets for the GPU's flags that
+// were set away from their defaults: the CPU ignores them.
+func cpuNotes(o Options) string {
+	var gpuOnly []string
+	for _, f := range []struct {
+		set  bool
+		flag string
+	}{
+		{o.GPU != 0, fmt.Sprintf("--gpu %d", o.GPU)},
+		{o.ChannelsLast, "--channels-last"},
+		{o.TF32Linear, "--tf32-linear"},
+		{o.Workspace != 0, "--cudnn-workspace"},
+		{strings.EqualFold(o.ConvAPI, "legacy"), "--cudnn-api legacy"},
+		{o.NoGraphs, "--no-cuda-graphs"},
+		{o.UnfusedPool, "--fused-pool=false"},
+	} {
+		if f.set {
+			gpuOnly = append(gpuOnly, f.flag)
+		}
 	}
-	return ""
+	note := ""
+	if strings.EqualFold(o.Precision, "bf16") {
+		note = "; --precision bf16 applies to the GPU: the CPU computes in float32"
+	}
+	if len(gpuOnly) == 1 {
+		note += "; " + gpuOnly[0] + " applies to the GPU: ignored"
+	} else if len(gpuOnly) > 1 {
+		note += "; " + strings.Join(gpuOnly, ", ") + " apply to the GPU: ignored"
+	}
+	return note
 }

@@ -24,6 +24,43 @@ func TestOpenCPUAndBadKind(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesBadGPUFlags: a GPU flag's bad value is an error naming
+// the flag on every device, auto included (where it once sent the run to
+// the CPU with a note), and the CPU's line names the GPU flags it ignores.
+func TestOpenRefusesBadGPUFlags(t *testing.T) {
+	for _, kind := range []string{"auto", "cpu", "cuda"} {
+		for _, c := range []struct {
+			o    Options
+			want string
+		}{
+			{Options{GPU: -1}, "--gpu -1: want a GPU index"},
+			{Options{Workspace: -5}, "--cudnn-workspace -5: want 0"},
+			{Options{ChannelsLast: true, Precision: "fp32"}, "--channels-last with --precision fp32"},
+		} {
+			c.o.Kind = kind
+			if _, _, err := Open(c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("--device %s, %+v: %v, want %q", kind, c.o, err, c.want)
+			}
+		}
+	}
+	be, line, err := Open(Options{Kind: "cpu", Precision: "bf16", GPU: 1, ChannelsLast: true, NoGraphs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.Close()
+	if want := "the CPU computes in float32; --gpu 1, --channels-last, --no-cuda-graphs apply to the GPU: ignored"; !strings.HasSuffix(line, want) {
+		t.Errorf("device line %q, want it to end %q", line, want)
+	}
+	be, line, err = Open(Options{Kind: "cpu", TF32Linear: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.Close()
+	if want := "; --tf32-linear applies to the GPU: ignored"; !strings.HasSuffix(line, want) {
+		t.Errorf("device line %q, want it to end %q", line, want)
+	}
+}
+
 // TestTrainOnStandInGPU builds the stand-in CUDA libraries (gputest: they
 // compute on the host and run the real kernels.cu), points
 // VGG16_CUDA_PATH at them, and trains through the same path the CLI takes:
@@ -46,6 +83,12 @@ func TestTrainOnStandInGPU(t *testing.T) {
 	}
 	if auto != nil {
 		auto.Close()
+	}
+	// An index beyond the GPUs is the user's to correct, under auto too.
+	for _, kind := range []string{"auto", "cuda"} {
+		if _, _, err := Open(Options{Kind: kind, GPU: 7}); err == nil || !strings.Contains(err.Error(), "--gpu 7: GPU 7 requested, but this machine has 1") {
+			t.Errorf("--device %s --gpu 7 on one GPU: %v", kind, err)
+		}
 	}
 
 	cfg, _ := layers.ParseCfg("16,M,16,M,16,M,16,M,16,M")

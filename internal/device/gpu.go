@@ -3,14 +3,25 @@
 package device
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/vgg16/vgg16/internal/cuda"
 	"github.com/vgg16/vgg16/internal/gpu"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 func openGPU(o Options) (tensor.Backend, error) {
-	return gpu.New(gpu.Options{Device: o.GPU, Precision: o.Precision, NoGraphs: o.NoGraphs, FusedBN: o.FusedBN, MaxWorkspaceMiB: o.Workspace, TF32Matmul: o.TF32Linear,
+	be, err := gpu.New(gpu.Options{Device: o.GPU, Precision: o.Precision, NoGraphs: o.NoGraphs, FusedBN: o.FusedBN, MaxWorkspaceMiB: o.Workspace, TF32Matmul: o.TF32Linear,
 		ConvAPI: o.ConvAPI, ChannelsLast: o.ChannelsLast, UnfusedPool: o.UnfusedPool})
+	var ie *gpu.DeviceIndexError
+	if errors.As(err, &ie) {
+		return nil, flagError{fmt.Errorf("--gpu %d: %w", o.GPU, err)}
+	}
+	if err != nil {
+		return nil, err // a *gpu.Backend that is nil is not a nil tensor.Backend
+	}
+	return be, nil
 }
 
 // GPUReport describes the NVIDIA driver, GPUs and CUDA libraries that this

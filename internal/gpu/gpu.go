@@ -208,6 +208,15 @@ func checkOptions(opt Options) (strict, bf16 bool, err error) {
 	return strict, bf16, nil
 }
 
+// DeviceIndexError is New's refusal of an Options.Device that this machine
+// does not have: a choice to correct, where other errors say the GPU is
+// not usable.
+type DeviceIndexError struct{ Index, Count int }
+
+func (e *DeviceIndexError) Error() string {
+	return fmt.Sprintf("GPU %d requested, but this machine has %d (numbered from 0)", e.Index, e.Count)
+}
+
 // newWithLibs is New on libraries already loaded.
 func newWithLibs(libs *cuda.Libs, opt Options) (*Backend, error) {
 	strict, bf16, err := checkOptions(opt)
@@ -235,7 +244,7 @@ func (b *Backend) open(libs *cuda.Libs) error {
 		return err
 	}
 	if b.opt.Device < 0 || b.opt.Device >= n {
-		return fmt.Errorf("GPU %d requested, but this machine has %d (numbered from 0)", b.opt.Device, n)
+		return &DeviceIndexError{Index: b.opt.Device, Count: n}
 	}
 	dev, err := b.drv.DeviceGet(b.opt.Device)
 	if err != nil {
