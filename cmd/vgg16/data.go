@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -72,8 +71,8 @@ func download(ctx context.Context, w io.Writer, dir, format, url string) error {
 	if format == "py" {
 		target = filepath.Join(dir, cifar.PyFolder)
 	}
-	if folder, missing := cifar.Incomplete(dir); folder == target {
-		return fmt.Errorf("--dir %s: %s holds part of CIFAR-10, without %s: complete it or move it away, then download", dir, folder, strings.Join(missing, ", "))
+	if folder, lacks := cifar.Incomplete(dir); folder == target {
+		return fmt.Errorf("--dir %s: %s holds part of CIFAR-10, %s: complete it or move it away, then download", dir, folder, lacks)
 	}
 	if _, err := os.Stat(dir); os.IsNotExist(err) {
 		defer os.Remove(dir) // made for the download: removed if a failure left it empty

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // The folder names inside the official archives.
@@ -79,26 +80,37 @@ func complete(folder string, f format) bool {
 }
 
 // Incomplete finds a dataset folder in dir (as Exists looks for one) that
-// holds some batch files but not all six: the folder and the files it
-// lacks, or "" where there is none.
-func Incomplete(dir string) (folder string, missing []string) {
+// holds some batch files but not all six whole: the folder and what it
+// lacks, as a phrase ("without data_batch_2.bin; data_batch_3.bin is
+// damaged: …"), or "" where there is none.
+func Incomplete(dir string) (folder, lacks string) {
 	for _, f := range formats {
 		for _, c := range candidates(dir, f) {
 			if !hasAny(c, f) || complete(c, f) {
 				continue
 			}
+			var missing, damaged []string
 			for _, split := range []string{"train", "test"} {
 				for _, name := range f.files(split) {
 					fi, err := os.Stat(filepath.Join(c, name))
-					if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 || f.name == "bin" && fi.Size()%RecordBytes != 0 {
+					switch {
+					case err != nil || !fi.Mode().IsRegular():
 						missing = append(missing, name)
+					case fi.Size() == 0:
+						damaged = append(damaged, name+" is empty")
+					case f.name == "bin" && fi.Size()%RecordBytes != 0:
+						damaged = append(damaged, fmt.Sprintf("%s is damaged: %d bytes, not a whole number of %d-byte records", name, fi.Size(), RecordBytes))
 					}
 				}
 			}
-			return c, missing
+			var parts []string
+			if len(missing) > 0 {
+				parts = append(parts, "without "+strings.Join(missing, ", "))
+			}
+			return c, strings.Join(append(parts, damaged...), "; ")
 		}
 	}
-	return "", nil
+	return "", ""
 }
 
 // hasAny reports whether folder holds at least one batch file of format f,

@@ -31,10 +31,10 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 		return nil, nil, nil, false, fmt.Errorf("--data %s: no such file", df.Dir)
 	}
 	if !demo && !cifar.Exists(df.Dir) {
-		if folder, missing := cifar.Incomplete(df.Dir); folder != "" {
+		if folder, lacks := cifar.Incomplete(df.Dir); folder != "" {
 			// Not downloaded over: the folder is the user's.
-			return nil, nil, nil, false, fmt.Errorf("--data %s: %s holds part of CIFAR-10, without %s: complete it, move it away to download the whole, or pass one batch file as --data",
-				df.Dir, folder, strings.Join(missing, ", "))
+			return nil, nil, nil, false, fmt.Errorf("--data %s: %s holds part of CIFAR-10, %s: complete it, move it away to download the whole, or pass one batch file as --data",
+				df.Dir, folder, lacks)
 		}
 		if fetch == nil {
 			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.Dir, df.Dir)

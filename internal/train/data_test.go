@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,21 @@ func TestOpenData(t *testing.T) {
 	_, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: part}, 1, fetch)
 	if err == nil || !strings.Contains(err.Error(), "without data_batch_2.bin, data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin") || fetched {
 		t.Errorf("part of CIFAR-10: %v (download tried: %v)", err, fetched)
+	}
+	// A damaged file is named as damaged, not as missing.
+	for i, b := range [][]byte{rec, rec[:len(rec)-100], rec, rec, nil, rec} {
+		name := fmt.Sprintf("data_batch_%d.bin", i+1)
+		if i == 5 {
+			name = "test_batch.bin"
+		}
+		if err := os.WriteFile(filepath.Join(part, cifar.BinFolder, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: part}, 1, fetch)
+	want := fmt.Sprintf("holds part of CIFAR-10, data_batch_2.bin is damaged: %d bytes, not a whole number of 3073-byte records; data_batch_5.bin is empty:", len(rec)-100)
+	if err == nil || !strings.Contains(err.Error(), want) || fetched {
+		t.Errorf("damaged CIFAR-10: %v, want %q", err, want)
 	}
 
 	// A failed download is an error, and leaves no empty directory...
