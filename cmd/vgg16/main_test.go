@@ -397,6 +397,10 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"predict", "x.png"}, "--checkpoint"},
 		{[]string{"data", "download", "--format", "zip"}, "--format"},
 		{[]string{"summary", "--arch", "64,Q"}, "--arch"},
+		// A model's error names the flags that can put it right.
+		{[]string{"train", "--data", data, "--classes", "1", "--device", "cpu"}, "1 classes: want 2 to 65536 (flag --classes)"},
+		{[]string{"summary", "--arch", "64,M,M,M,M,M,M", "--size", "32"}, "multiple of 64 (the layer list has 6 max-pools) (flags --size, --arch)"},
+		{[]string{"summary", "--hidden", "0"}, "hidden width 0: want 1 to 65536 (flag --hidden)"},
 		{[]string{"train", "--data", data, "--pretrained", missing, "--device", "cpu"}, missing},
 		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu", "--run-dir", failedRun}, missing},
 		{[]string{"convert", missing, filepath.Join(t.TempDir(), "o.safetensors")}, missing},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -38,10 +39,33 @@ func (f *modelFlags) config() (layers.Config, error) {
 		return layers.Config{}, fmt.Errorf("--arch: %w", err)
 	}
 	cfg := layers.Config{Arch: f.arch, Cfg: c, BatchNorm: f.batchNorm, ImageSize: f.size, Hidden: f.hidden, Classes: f.classes, Dropout: f.dropout}
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("%w (flags --size, --hidden, --classes, --dropout)", err)
+	return cfg, withFlags(cfg.Validate())
+}
+
+// modelFlag is the flag that sets each field of layers.Config (the
+// batch norm's eps and momentum have none).
+var modelFlag = map[string]string{"Cfg": "--arch", "ImageSize": "--size", "Hidden": "--hidden",
+	"Classes": "--classes", "Dropout": "--dropout"}
+
+// withFlags names, after a model's error, the flags that can put it right.
+func withFlags(err error) error {
+	var ce *layers.ConfigError
+	if !errors.As(err, &ce) {
+		return err
 	}
-	return cfg, nil
+	var flags []string
+	for _, f := range ce.Fields {
+		if flag, ok := modelFlag[f]; ok {
+			flags = append(flags, flag)
+		}
+	}
+	switch len(flags) {
+	case 0:
+		return err
+	case 1:
+		return fmt.Errorf("%w (flag %s)", err, flags[0])
+	}
+	return fmt.Errorf("%w (flags %s)", err, strings.Join(flags, ", "))
 }
 
 func summaryCmd() *cobra.Command {
@@ -154,8 +178,5 @@ func (f *modelFlags) configOver(base layers.Config, fs *pflag.FlagSet) (layers.C
 	if fs.Changed("classes") {
 		cfg.Classes = f.classes
 	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("%w (flags --arch, --size, --hidden, --dropout)", err)
-	}
-	return cfg, nil
+	return cfg, withFlags(cfg.Validate())
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -226,8 +227,23 @@ const (
 	MaxParams = 1<<31 - 1
 )
 
+// ConfigError is Validate's refusal. Fields are the Config fields that
+// could put it right ("Cfg", "ImageSize", "Hidden", "Classes", "Dropout",
+// "BN"), the first the likeliest, so that a caller can name its own flags.
+type ConfigError struct {
+	Fields []string
+	Msg    string
+}
+
+func (e *ConfigError) Error() string { return "model: " + e.Msg }
+
+func configError(fields []string, format string, args ...any) error {
+	return &ConfigError{Fields: fields, Msg: fmt.Sprintf(format, args...)}
+}
+
 // Validate checks that the configuration describes a network that can be
-// built, within the bounds above, naming the field that is wrong.
+// built, within the bounds above, naming the field that is wrong (a
+// *ConfigError).
 func (c Config) Validate() error {
 	pools := 0
 	for i, it := range c.Cfg {
@@ -235,28 +251,30 @@ func (c Config) Validate() error {
 		case it.Kind == Pool:
 			pools++
 		case it.Kind == Conv && (it.Out <= 0 || it.Out > MaxChannels):
-			return fmt.Errorf("model: layer %d (from 1) has %d channels: want 1 to %d", i+1, it.Out, MaxChannels)
+			return configError([]string{"Cfg"}, "layer %d (from 1) has %d channels: want 1 to %d", i+1, it.Out, MaxChannels)
 		case it.Kind == Conv && it.K != 1 && it.K != 3:
-			return fmt.Errorf("model: layer %d (from 1) has a %dx%d kernel: want 3x3 or 1x1", i+1, it.K, it.K)
+			return configError([]string{"Cfg"}, "layer %d (from 1) has a %dx%d kernel: want 3x3 or 1x1", i+1, it.K, it.K)
 		}
 	}
 	switch {
 	case len(c.Cfg) == 0:
-		return fmt.Errorf("model: empty layer list")
+		return configError([]string{"Cfg"}, "empty layer list")
 	case len(c.Cfg) > MaxLayers:
-		return fmt.Errorf("model: %d layers in the list: at most %d", len(c.Cfg), MaxLayers)
+		return configError([]string{"Cfg"}, "%d layers in the list: at most %d", len(c.Cfg), MaxLayers)
 	case c.ImageSize <= 0 || c.ImageSize > MaxImageSize:
-		return fmt.Errorf("model: image size %d: want 1 to %d", c.ImageSize, MaxImageSize)
-	case pools > 12 || c.ImageSize%(1<<pools) != 0:
-		return fmt.Errorf("model: image size %d must be a positive multiple of %d (the layer list has %d max-pools)", c.ImageSize, 1<<pools, pools)
+		return configError([]string{"ImageSize"}, "image size %d: want 1 to %d", c.ImageSize, MaxImageSize)
+	case pools >= bits.Len(MaxImageSize): // 1<<pools would overflow further on
+		return configError([]string{"Cfg"}, "the layer list has %d max-pools: at most %d, which halve the largest image size, %d, to 1", pools, bits.Len(MaxImageSize)-1, MaxImageSize)
+	case c.ImageSize%(1<<pools) != 0:
+		return configError([]string{"ImageSize", "Cfg"}, "image size %d must be a positive multiple of %d (the layer list has %d max-pools)", c.ImageSize, 1<<pools, pools)
 	case c.Hidden <= 0 || c.Hidden > MaxHidden:
-		return fmt.Errorf("model: hidden width %d: want 1 to %d", c.Hidden, MaxHidden)
+		return configError([]string{"Hidden"}, "hidden width %d: want 1 to %d", c.Hidden, MaxHidden)
 	case c.Classes < 2 || c.Classes > MaxClasses:
-		return fmt.Errorf("model: %d classes: want 2 to %d", c.Classes, MaxClasses)
+		return configError([]string{"Classes"}, "%d classes: want 2 to %d", c.Classes, MaxClasses)
 	case c.Dropout < 0 || c.Dropout >= 1:
-		return fmt.Errorf("model: dropout %g must be in [0, 1)", c.Dropout)
+		return configError([]string{"Dropout"}, "dropout %g must be in [0, 1)", c.Dropout)
 	case c.BNEps < 0 || c.BNMomentum < 0 || c.BNMomentum > 1:
-		return fmt.Errorf("model: batch-norm eps %g and momentum %g must be in range", c.BNEps, c.BNMomentum)
+		return configError([]string{"BN"}, "batch-norm eps %g and momentum %g must be in range", c.BNEps, c.BNMomentum)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package layers_test
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -121,34 +122,50 @@ func TestParseCfg(t *testing.T) {
 // TestConfigBounds: sizes no VGG has are errors that say the bound, before
 // anything is allocated, and so is a model too large to hold.
 func TestConfigBounds(t *testing.T) {
-	for _, c := range []struct {
-		edit func(*layers.Config)
-		says string
-	}{
-		{func(c *layers.Config) { c.Cfg[0].Out = 1 << 30 }, "channels: want 1 to 16384"},
-		{func(c *layers.Config) { c.Cfg[0].K = 5 }, "5x5 kernel"},
-		{func(c *layers.Config) { c.ImageSize = 1 << 30 }, "image size 1073741824: want 1 to 4096"},
-		{func(c *layers.Config) { c.Hidden = 1 << 30 }, "hidden width"},
-		{func(c *layers.Config) { c.Classes = 1 << 30 }, "classes: want 2 to 65536"},
-		{func(c *layers.Config) {
-			for range 70 {
+	pools := func(n int) func(*layers.Config) {
+		return func(c *layers.Config) {
+			for range n {
 				c.Cfg = append(c.Cfg, layers.Item{Kind: layers.Pool})
 			}
-		}, "max-pools"},
+		}
+	}
+	for _, c := range []struct {
+		edit   func(*layers.Config)
+		says   string
+		fields string // the ConfigError's; "" where Validate passes
+	}{
+		{func(c *layers.Config) { c.Cfg[0].Out = 1 << 30 }, "channels: want 1 to 16384", "Cfg"},
+		{func(c *layers.Config) { c.Cfg[0].K = 5 }, "5x5 kernel", "Cfg"},
+		{func(c *layers.Config) { c.ImageSize = 1 << 30 }, "image size 1073741824: want 1 to 4096", "ImageSize"},
+		{func(c *layers.Config) { c.Hidden = 1 << 30 }, "hidden width", "Hidden"},
+		{func(c *layers.Config) { c.Classes = 1 << 30 }, "classes: want 2 to 65536", "Classes"},
+		{func(c *layers.Config) { c.Dropout = 1 }, "dropout 1 must be in [0, 1)", "Dropout"},
+		// vgg11 has 5 max-pools: one more wants a multiple of 64, and 8 more,
+		// 13 in all, cannot fit the largest image.
+		{pools(1), "image size 32 must be a positive multiple of 64 (the layer list has 6 max-pools)", "ImageSize Cfg"},
+		{pools(8), "the layer list has 13 max-pools: at most 12", "Cfg"},
+		{pools(70), "the layer list has 75 max-pools: at most 12", "Cfg"},
 		{func(c *layers.Config) {
 			for len(c.Cfg) <= layers.MaxLayers {
 				c.Cfg = append(c.Cfg, layers.Item{Kind: layers.Conv, Out: 8, K: 3})
 			}
-		}, "at most 256"},
+		}, "at most 256", "Cfg"},
 		// Allowed one by one, too large together: 4096 channels at 4096x4096
 		// into the first Linear.
-		{func(c *layers.Config) { c.Cfg, c.ImageSize = layers.Cfg{{Kind: layers.Conv, Out: 4096, K: 1}}, 4096 }, "parameters"},
+		{func(c *layers.Config) { c.Cfg, c.ImageSize = layers.Cfg{{Kind: layers.Conv, Out: 4096, K: 1}}, 4096 }, "parameters", ""},
 	} {
 		cfg := config(t, "vgg11", 32)
 		c.edit(&cfg)
 		_, err := layers.New(cpu.New(), cfg)
 		if err == nil || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("%v: want an error saying %q", err, c.says)
+		}
+		var ce *layers.ConfigError
+		if got := ""; errors.As(cfg.Validate(), &ce) && strings.Join(ce.Fields, " ") != c.fields || ce == nil && c.fields != "" {
+			if ce != nil {
+				got = strings.Join(ce.Fields, " ")
+			}
+			t.Errorf("%q: Validate's fields %q, want %q", c.says, got, c.fields)
 		}
 	}
 }
