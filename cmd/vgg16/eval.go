@@ -406,6 +406,10 @@ func softmax(v []float32) []float64 {
 	return p
 }
 
+// maxImagePixels bounds the images predict decodes (100 megapixels, 400 MB
+// decoded): a larger one is refused by its header, before its pixels.
+const maxImagePixels = 100_000_000
+
 // readImage decodes a PNG or JPEG and scales it to CIFAR's 32x32, as
 // 3×32×32 bytes: each output pixel averages the source pixels it covers.
 // Transparency is dropped, the colours kept as they are (as PIL's
@@ -418,6 +422,15 @@ func readImage(path string) ([]byte, error) {
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("%s is a directory: give image files", path)
+	}
+	// The header first: a few kilobytes can declare an image whose pixels
+	// take gigabytes to decode.
+	hdr, _, err := image.DecodeConfig(f)
+	if err == nil && int64(hdr.Width)*int64(hdr.Height) > maxImagePixels {
+		return nil, fmt.Errorf("%s: %dx%d pixels, more than predict reads (%d megapixels): scale it down first", path, hdr.Width, hdr.Height, maxImagePixels/1000000)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
 	}
 	img, format, err := image.Decode(f)
 	switch {

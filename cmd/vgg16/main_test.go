@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
@@ -653,6 +655,28 @@ func TestReadImageDropsAlpha(t *testing.T) {
 	b, err2 := readImage(clear)
 	if err1 != nil || err2 != nil || !bytes.Equal(a, b) || a[0] != 220 {
 		t.Errorf("opaque %v %v…, half-transparent %v %v…", err1, a[:2], err2, b[:2])
+	}
+}
+
+// TestReadImageBounded: an image whose header declares more pixels than
+// predict reads is refused by its header, naming the file and its size,
+// before any pixel is decoded (this one has none).
+func TestReadImageBounded(t *testing.T) {
+	ihdr := make([]byte, 17)
+	copy(ihdr, "IHDR")
+	binary.BigEndian.PutUint32(ihdr[4:], 30000) // width
+	binary.BigEndian.PutUint32(ihdr[8:], 30000) // height
+	copy(ihdr[12:], []byte{8, 2, 0, 0, 0})      // 8-bit RGB
+	chunk := binary.BigEndian.AppendUint32(nil, 13)
+	chunk = append(chunk, ihdr...)
+	chunk = binary.BigEndian.AppendUint32(chunk, crc32.ChecksumIEEE(ihdr))
+	path := filepath.Join(t.TempDir(), "huge.png")
+	if err := os.WriteFile(path, append([]byte("\x89PNG\r\n\x1a\n"), chunk...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := readImage(path)
+	if want := path + ": 30000x30000 pixels, more than predict reads (100 megapixels)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("readImage of a 900-megapixel header: %v, want %q", err, want)
 	}
 }
 
