@@ -265,6 +265,10 @@ func ReadWeights(path string) (layers.State, error) {
 		return s, nil
 	}
 	ts, err := pth.Read(path)
+	if errors.Is(err, pth.ErrNotPyTorch) {
+		// Neither of the formats a checkpoint comes in: say both.
+		return layers.State{}, fmt.Errorf("%s: not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth (a zip archive or a pickle)", path)
+	}
 	if err != nil {
 		return layers.State{}, err
 	}

@@ -192,6 +192,19 @@ func TestNotAWeightsFile(t *testing.T) {
 			}
 		}
 	}
+	// A file of neither format (a run's metrics.jsonl given by mistake) is
+	// named as no checkpoint, not only as no .pth.
+	text := filepath.Join(dir, "metrics.jsonl")
+	if err := os.WriteFile(text, []byte(`{"epoch":1,"train_loss":2.1}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, lerr := Load(text)
+	_, rerr := ReadWeights(text)
+	for i, err := range []error{lerr, rerr} {
+		if want := text + ": not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("call %d: %v; want %q", i, err, want)
+		}
+	}
 }
 
 // imageSizeBeyondInt is what an image size beyond int is called: by

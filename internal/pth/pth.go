@@ -77,5 +77,9 @@ func decode(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 	case size == 0:
 		return nil, errors.New("empty file")
 	}
-	return nil, errors.New("not a PyTorch file (neither a zip archive nor a pickle)")
+	return nil, ErrNotPyTorch
 }
+
+// ErrNotPyTorch is Read's and Decode's error for a file that is neither
+// format torch.save writes.
+var ErrNotPyTorch = errors.New("not a PyTorch file (neither a zip archive nor a pickle)")
