@@ -164,7 +164,8 @@ func Arch(s string) (Cfg, error) {
 	if l, ok := archs[strings.ToLower(strings.TrimSpace(s))]; ok {
 		return ParseCfg(l)
 	}
-	if t := strings.TrimLeft(strings.TrimSpace(s), `["'`); strings.Contains(s, ",") || t != "" && t[0] >= '0' && t[0] <= '9' {
+	t := strings.Trim(strings.TrimSpace(s), `[]"'`)
+	if strings.Contains(s, ",") || t != "" && t[0] >= '0' && t[0] <= '9' || strings.EqualFold(t, "M") || strings.EqualFold(t, "LRN") {
 		return ParseCfg(s) // a layer list, even of one entry
 	}
 	return nil, fmt.Errorf("unknown architecture %q: want one of %s, or a layer list such as \"64,M,128,M\"", s, strings.Join(Archs(), ", "))

@@ -113,6 +113,12 @@ func TestParseCfg(t *testing.T) {
 	if _, err := layers.Arch("vgg17"); err == nil || !strings.Contains(err.Error(), "vgg16") {
 		t.Errorf("unknown arch error should list the names: %v", err)
 	}
+	// A one-entry list that is not a convolution is a list, not a name.
+	for _, s := range []string{"M", "lrn", "[M]"} {
+		if _, err := layers.Arch(s); err == nil || !strings.Contains(err.Error(), "must start with a convolution") {
+			t.Errorf("Arch(%q): %v", s, err)
+		}
+	}
 	cfg := config(t, "vgg16", 48)
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "multiple of 32") {
 		t.Errorf("size 48 accepted: %v", err)
