@@ -4,11 +4,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -46,7 +49,30 @@ are safetensors files under torchvision's vgg16_bn key names.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(summaryCmd(), trainCmd(), evalCmd(), predictCmd(), dataCmd(), benchCmd(), doctorCmd(), convertCmd())
+	root.SetFlagErrorFunc(flagValueError) // the subcommands inherit it
 	return root
+}
+
+// valueWanted names the kind of value each type of flag takes.
+var valueWanted = map[string]string{"int": "an integer", "uint64": "a whole number, 0 or more",
+	"float64": "a number", "bool": "true or false"}
+
+// flagValueError says, for a flag value that does not parse, which flag
+// and what it wants, instead of pflag's message, which quotes strconv
+// ("strconv.ParseUint: parsing \"-1\": invalid syntax").
+func flagValueError(cmd *cobra.Command, err error) error {
+	var ie *pflag.InvalidValueError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	want, ok := valueWanted[ie.GetFlag().Value.Type()]
+	if !ok {
+		return err
+	}
+	if errors.Is(err, strconv.ErrRange) {
+		want += " within its type's range"
+	}
+	return fmt.Errorf("--%s %q: want %s (see %s --help)", ie.GetFlag().Name, ie.GetValue(), want, cmd.CommandPath())
 }
 
 // exactArgs is cobra.ExactArgs with a message that names the arguments

@@ -399,6 +399,11 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"predict", "x.png"}, "--checkpoint"},
 		{[]string{"data", "download", "--format", "zip"}, "--format"},
 		{[]string{"summary", "--arch", "64,Q"}, "--arch"},
+		// A value that does not parse: the flag and the kind of value wanted.
+		{[]string{"train", "--seed", "-1"}, `--seed "-1": want a whole number, 0 or more (see vgg16 train --help)`},
+		{[]string{"eval", "--batch", "x", "c.safetensors"}, `--batch "x": want an integer (see vgg16 eval --help)`},
+		{[]string{"train", "--lr", "fast"}, `--lr "fast": want a number`},
+		{[]string{"bench", "--json=perhaps"}, `--json "perhaps": want true or false`},
 		// A model's error names the flags that can put it right.
 		{[]string{"train", "--data", data, "--classes", "1", "--device", "cpu"}, "1 classes: want 2 to 65536 (flag --classes)"},
 		{[]string{"summary", "--arch", "64,M,M,M,M,M,M", "--size", "32"}, "multiple of 64 (the layer list has 6 max-pools) (flags --size, --arch)"},
