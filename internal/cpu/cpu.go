@@ -63,6 +63,9 @@ func NewGoSGEMM() *Backend {
 // it runs 3x3 convolutions.
 func (b *Backend) Name() string {
 	conv := "Winograd F(2x2, 3x3), " + simd()
+	if v := os.Getenv(WinogradEnv); v != "" && v != "0" && v != "1" {
+		conv += fmt.Sprintf(" (%s=%s: want 0 or 1, ignored)", WinogradEnv, v)
+	}
 	if b.noWinograd {
 		conv = "im2col (" + WinogradEnv + "=0)"
 	}

@@ -16,3 +16,12 @@ func TestName(t *testing.T) {
 		}
 	}
 }
+
+// TestNameNotesABadWinogradValue: a value of VGG16_WINOGRAD other than 0
+// or 1 is named as ignored, not silently taken for "on".
+func TestNameNotesABadWinogradValue(t *testing.T) {
+	t.Setenv(cpu.WinogradEnv, "off")
+	if name, want := cpu.New().Name(), "Winograd F(2x2, 3x3), "; !strings.Contains(name, want) || !strings.HasSuffix(name, "(VGG16_WINOGRAD=off: want 0 or 1, ignored)") {
+		t.Errorf("name %q: want Winograd, with a note that VGG16_WINOGRAD=off is ignored", name)
+	}
+}
