@@ -173,12 +173,7 @@ func (r Report) String() string {
 	line("cuBLAS", r.BLAS, r.BLASVersion)
 	line("cuDNN", r.DNN, r.DNNVersion)
 	line("NVRTC", r.RTC, r.RTCVersion)
-	if ok, why := r.Usable(); ok {
-		b.WriteString("GPU training: available\n")
-	} else {
-		fmt.Fprintf(&b, "GPU training: unavailable: %s\n", why)
-	}
-	return b.String()
+	return b.String() // the verdict, Usable, is the caller's to print
 }
 
 // CUDAVersionString turns a driver or runtime version (13000) into "13.0".
