@@ -828,3 +828,28 @@ func TestPredictBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestDoctor: doctor gives one verdict on the GPU, where no CUDA library
+// is found (or none in VGG16_CUDA_PATH, and on the system path) and on
+// the stand-in CUDA libraries (usable), and names the CPU's SGEMM.
+func TestDoctor(t *testing.T) {
+	verdicts := func(out string) int {
+		n := 0
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "GPU") {
+				n++
+			}
+		}
+		return n
+	}
+	t.Setenv("VGG16_CUDA_PATH", t.TempDir())
+	out, err := run(t, "doctor")
+	if err != nil || !strings.Contains(out, "CPU: cpu, ") || verdicts(out) != 1 {
+		t.Errorf("doctor: %v\n%s", err, out)
+	}
+	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
+	out, err = run(t, "doctor")
+	if err != nil || !strings.Contains(out, "gpu 0    Fake GPU") || verdicts(out) != 1 || !strings.Contains(out, "\nGPU: usable (--device auto picks it)\n") {
+		t.Errorf("doctor on the stand-in: %v\n%s", err, out)
+	}
+}
