@@ -47,7 +47,7 @@ func (d *deviceFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.opt.ConvAPI, "cudnn-api", "graph", "GPU: how convolutions reach cuDNN: graph (its backend API where it builds a plan, as PyTorch; the legacy API otherwise) or legacy (cudnnFindConvolution* only); --precision fp32 always takes legacy")
 	fs.BoolVar(&d.opt.ChannelsLast, "channels-last", false, "GPU, with --precision tf32: store activation images channels-last (NHWC, PyTorch's channels_last), as bf16 always does, for cuDNN's NHWC convolutions (not with vgg11-lrn)")
 	fs.BoolVar(&d.fusedPool, "fused-pool", true, "GPU: the 2x2 max-pool after a block's last batch norm + ReLU runs in the batch norm's kernels, whose output is then never stored (channels-last images: bf16, --channels-last); --fused-pool=false runs it separately, for comparison")
-	fs.BoolVar(&d.opt.NoGraphs, "no-cuda-graphs", false, "GPU: issue every training step's operations one by one instead of replaying a recorded CUDA graph (slower; for comparison and debugging)")
+	fs.BoolVar(&d.opt.NoGraphs, "no-cuda-graphs", false, "GPU: issue every step's operations (training or evaluation) one by one instead of replaying a recorded CUDA graph (slower; for comparison and debugging)")
 }
 
 // dataFlags choose the dataset.
@@ -412,7 +412,7 @@ func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.F
 	}
 	if fs.Changed("val-split") {
 		if df.valSplit != prev.ValSplit {
-			fmt.Fprintf(w, "note: the run held out --val-split %g; now %g (a different training and validation set)\n", prev.ValSplit, df.valSplit)
+			fmt.Fprintf(w, "note: the run held out %g of its images for validation; --val-split now says %g (a different training and validation set)\n", prev.ValSplit, df.valSplit)
 		}
 	} else {
 		df.valSplit, df.splitGiven = prev.ValSplit, prev.ValSplitGiven
