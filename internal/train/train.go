@@ -557,6 +557,7 @@ func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
 		return fmt.Errorf("saving optimizer state: %w", err)
 	}
 	if err := checkpoint.Save(filepath.Join(r.Dir, LastFile), r.model, info); err != nil {
+		os.Remove(optPath) // belongs to no checkpoint (say, the disk filled up between the two)
 		return fmt.Errorf("saving %s: %w", filepath.Join(r.Dir, LastFile), err)
 	}
 	old, _ := filepath.Glob(filepath.Join(r.Dir, optimPrefix+"*.safetensors"))

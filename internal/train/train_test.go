@@ -411,6 +411,26 @@ func TestNaNStopsAndKeepsBest(t *testing.T) {
 	}
 }
 
+// TestFailedSaveLeavesNoOrphan: where the weights cannot be written after
+// their optimizer state was (a full disk; here a directory in the way), the
+// run fails naming the file, and leaves no optimizer state that belongs to
+// no checkpoint.
+func TestFailedSaveLeavesNoOrphan(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, LastFile, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := smallOptions()
+	o.Epochs = 1
+	_, err := newRun(t, dir, o, &quiet{}).Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "saving "+filepath.Join(dir, LastFile)) {
+		t.Fatalf("want an error saving %s, got %v", LastFile, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, optimPrefix+"*")); len(left) > 0 {
+		t.Errorf("left %v", left)
+	}
+}
+
 // TestCrashDuringCheckpoint kills a training process (SIGKILL) at random
 // moments, mostly while it writes checkpoints, and checks that the run
 // directory always holds a loadable, resumable checkpoint.
