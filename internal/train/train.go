@@ -553,11 +553,17 @@ func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
 		f.Metadata[keyTally] = r.partial.String()
 	}
 	optPath := OptimPath(r.Dir, info.ID)
+	// A save at the step of the last one (an interruption before a resumed
+	// run's first step) rewrites the state that LastFile names already.
+	_, statErr := os.Stat(optPath)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
 	if err := safetensors.Write(optPath, f); err != nil {
 		return fmt.Errorf("saving optimizer state: %w", err)
 	}
 	if err := checkpoint.Save(filepath.Join(r.Dir, LastFile), r.model, info); err != nil {
-		os.Remove(optPath) // belongs to no checkpoint (say, the disk filled up between the two)
+		if fresh {
+			os.Remove(optPath) // belongs to no checkpoint (say, the disk filled up between the two)
+		}
 		return fmt.Errorf("saving %s: %w", filepath.Join(r.Dir, LastFile), err)
 	}
 	old, _ := filepath.Glob(filepath.Join(r.Dir, optimPrefix+"*.safetensors"))
