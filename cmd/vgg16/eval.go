@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -406,8 +407,8 @@ func softmax(v []float32) []float64 {
 	return p
 }
 
-// maxImagePixels bounds the images predict decodes (100 megapixels, 400 MB
-// decoded): a larger one is refused by its header, before its pixels.
+// maxImagePixels bounds the images predict decodes (100 megapixels, 400 to
+// 800 MB decoded): a larger one is refused by its header, before its pixels.
 const maxImagePixels = 100_000_000
 
 // readImage decodes a PNG or JPEG and scales it to CIFAR's 32x32, as
@@ -424,15 +425,14 @@ func readImage(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is a directory: give image files", path)
 	}
 	// The header first: a few kilobytes can declare an image whose pixels
-	// take gigabytes to decode.
-	hdr, _, err := image.DecodeConfig(f)
+	// take gigabytes to decode. What it reads is kept and read again, not
+	// sought back to, so that a pipe works too (/dev/stdin).
+	var head bytes.Buffer
+	hdr, _, err := image.DecodeConfig(io.TeeReader(f, &head))
 	if err == nil && int64(hdr.Width)*int64(hdr.Height) > maxImagePixels {
 		return nil, fmt.Errorf("%s: %dx%d pixels, more than predict reads (%d megapixels): scale it down first", path, hdr.Width, hdr.Height, maxImagePixels/1000000)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	img, format, err := image.Decode(f)
+	img, format, err := image.Decode(io.MultiReader(&head, f))
 	switch {
 	case errors.Is(err, image.ErrFormat):
 		return nil, fmt.Errorf("%s: not a PNG or JPEG image", path)
