@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
@@ -90,6 +91,18 @@ func TestTrainOnStandInGPU(t *testing.T) {
 			t.Errorf("--device %s --gpu 7 on one GPU: %v", kind, err)
 		}
 	}
+	// A driver that sees no GPU is no usable GPU: auto takes the CPU, and
+	// no flag is blamed.
+	t.Setenv("FAKECUDA_DEVICES", "0")
+	if be, line, err := Open(Options{Kind: "auto"}); err != nil || !strings.Contains(line, "device: cpu") || !strings.Contains(line, "no usable GPU: the CUDA driver found no GPU") {
+		t.Errorf("--device auto, no GPU: %q %v", line, err)
+	} else {
+		be.Close()
+	}
+	if _, _, err := Open(Options{Kind: "cuda"}); err == nil || !strings.Contains(err.Error(), "--device cuda: the CUDA driver found no GPU") {
+		t.Errorf("--device cuda, no GPU: %v", err)
+	}
+	os.Unsetenv("FAKECUDA_DEVICES")
 
 	cfg, _ := layers.ParseCfg("16,M,16,M,16,M,16,M,16,M")
 	o := train.CIFARRecipe()

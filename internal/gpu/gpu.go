@@ -243,6 +243,9 @@ func (b *Backend) open(libs *cuda.Libs) error {
 	if err != nil {
 		return err
 	}
+	if n == 0 {
+		return errors.New("the CUDA driver found no GPU")
+	}
 	if b.opt.Device < 0 || b.opt.Device >= n {
 		return &DeviceIndexError{Index: b.opt.Device, Count: n}
 	}

@@ -136,7 +136,12 @@ static size_t used;
 
 CUresult cuInit(unsigned int flags) { return flags == 0 ? OK : INVALID_VALUE; }
 CUresult cuDriverGetVersion(int* v) { *v = 13000; return OK; }
-CUresult cuDeviceGetCount(int* n) { *n = 1; return OK; }
+// FAKECUDA_DEVICES=0 is a driver that sees no GPU (one otherwise).
+CUresult cuDeviceGetCount(int* n) {
+	const char* v = getenv("FAKECUDA_DEVICES");
+	*n = v && strcmp(v, "0") == 0 ? 0 : 1;
+	return OK;
+}
 CUresult cuDeviceGet(int* d, int ordinal) {
 	if (ordinal != 0) return 101;  // CUDA_ERROR_INVALID_DEVICE
 	*d = 0;
