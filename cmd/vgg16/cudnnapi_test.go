@@ -1,10 +1,13 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/gpu/gputest"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -60,6 +63,39 @@ func TestFitsBackend(t *testing.T) {
 		err := fitsBackend(layoutBackend{cpuBE, c.bf16, c.nhwc}, layers.Config{Arch: "vgg11-lrn", Cfg: c.cfg})
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("bf16 %v, channels-last %v, %d layers: %v, want %q", c.bf16, c.nhwc, len(c.cfg), err, c.want)
+		}
+	}
+}
+
+// TestLRNRefusedOnChannelsLast: eval and predict refuse an LRN checkpoint
+// on channels-last images (bf16, --channels-last) before anything runs, as
+// train and bench do: on the stand-in CUDA, where the layer would
+// otherwise fail mid-way.
+func TestLRNRefusedOnChannelsLast(t *testing.T) {
+	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
+	c, err := layers.Arch("vgg11-lrn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := layers.Config{Arch: "vgg11-lrn", Cfg: c, BatchNorm: true, ImageSize: 32, Hidden: 16, Classes: 10, Dropout: 0.5}
+	m, err := layers.New(cpu.New(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(1)
+	path := filepath.Join(t.TempDir(), "lrn.safetensors")
+	if err := checkpoint.Save(path, m, checkpoint.Info{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	m.Free()
+	for _, args := range [][]string{
+		{"eval", path, "--data", "demo", "--device", "cuda", "--channels-last"},
+		{"eval", path, "--data", "demo", "--device", "cuda", "--precision", "bf16"},
+		{"predict", "--checkpoint", path, "--device", "cuda", "--channels-last", "x.png"},
+	} {
+		_, err := run(t, args...)
+		if err == nil || !strings.Contains(err.Error(), path+": --") || !strings.Contains(err.Error(), "vgg11-lrn has a local response normalisation layer") {
+			t.Errorf("%s: %v", strings.Join(args, " "), err)
 		}
 	}
 }

@@ -26,14 +26,14 @@ import (
 
 // deviceFlags choose the backend.
 type deviceFlags struct {
-	opt       device.Options
-	fusedPool bool
+	opt                device.Options
+	fusedBN, fusedPool bool
 }
 
 // options are the device options the flags gave.
 func (d *deviceFlags) options() device.Options {
 	o := d.opt
-	o.UnfusedPool = !d.fusedPool
+	o.UnfusedBN, o.UnfusedPool = !d.fusedBN, !d.fusedPool
 	return o
 }
 
@@ -41,7 +41,7 @@ func (d *deviceFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.opt.Kind, "device", "auto", "auto (the GPU when usable, else the CPU), cpu or cuda")
 	fs.IntVar(&d.opt.GPU, "gpu", 0, "GPU index with --device cuda/auto")
 	fs.StringVar(&d.opt.Precision, "precision", "tf32", "GPU math: tf32 (TF32 convolutions, like PyTorch), fp32, or bf16 (bfloat16 activations, convolutions and Linear, float32 weights: PyTorch's autocast; Ampere or newer)")
-	fs.BoolVar(&d.opt.FusedBN, "fused-bn", true, "GPU: batch norm + ReLU in vgg16's own fused kernels (measured faster on an H200: 18% at 224x224, 6% at 32x32); --fused-bn=false takes cuDNN's batch norm and a separate ReLU (bf16 and --channels-last always run the fused kernels)")
+	fs.BoolVar(&d.fusedBN, "fused-bn", true, "GPU: batch norm + ReLU in vgg16's own fused kernels (measured faster on an H200: 18% at 224x224, 6% at 32x32); --fused-bn=false takes cuDNN's batch norm and a separate ReLU (bf16 and --channels-last always run the fused kernels)")
 	fs.BoolVar(&d.opt.TF32Linear, "tf32-linear", false, "GPU, with --precision tf32: TF32 tensor cores for the Linear layers too (PyTorch's matmul.allow_tf32; off by default, as in PyTorch)")
 	fs.IntVar(&d.opt.Workspace, "cudnn-workspace", 0, "GPU: MiB of workspace one cuDNN convolution algorithm may use (0 = up to 4 GiB); lower trades speed for memory")
 	fs.StringVar(&d.opt.ConvAPI, "cudnn-api", "graph", "GPU: how convolutions reach cuDNN: graph (its backend API where it builds a plan, as PyTorch; the legacy API otherwise) or legacy (cudnnFindConvolution* only); --precision fp32 always takes legacy")

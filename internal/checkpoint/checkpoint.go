@@ -267,7 +267,7 @@ func ReadWeights(path string) (layers.State, error) {
 	ts, err := pth.Read(path)
 	if errors.Is(err, pth.ErrNotPyTorch) {
 		// Neither of the formats a checkpoint comes in: say both.
-		return layers.State{}, fmt.Errorf("%s: not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth (a zip archive or a pickle)", path)
+		return layers.State{}, fmt.Errorf("%s: not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth: %w", path, err)
 	}
 	if err != nil {
 		return layers.State{}, err

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/pth"
 	"github.com/vgg16/vgg16/internal/safetensors"
 )
 
@@ -201,7 +203,7 @@ func TestNotAWeightsFile(t *testing.T) {
 	_, lerr := Load(text)
 	_, rerr := ReadWeights(text)
 	for i, err := range []error{lerr, rerr} {
-		if want := text + ": not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth"; err == nil || !strings.Contains(err.Error(), want) {
+		if want := text + ": not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth"; err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, pth.ErrNotPyTorch) {
 			t.Errorf("call %d: %v; want %q", i, err, want)
 		}
 	}

@@ -17,7 +17,7 @@ type Options struct {
 	GPU        int    // device index for cuda
 	Precision  string // "tf32" (default), "fp32" or "bf16" on the GPU
 	NoGraphs   bool   // GPU: issue every step's operations instead of replaying a CUDA graph
-	FusedBN    bool   // GPU: batch norm + ReLU as the project's fused kernels
+	UnfusedBN  bool   // GPU: cuDNN's batch norm and a separate ReLU instead of the project's fused kernels
 	Workspace  int    // GPU: MiB one cuDNN convolution algorithm may use, 0 for the default
 	TF32Linear bool   // GPU: TF32 tensor cores for Linear too
 	ConvAPI    string // GPU: "graph" (default) or "legacy", how convolutions reach cuDNN
@@ -104,6 +104,7 @@ func cpuNotes(o Options) string {
 		{o.Workspace != 0, "--cudnn-workspace"},
 		{strings.EqualFold(o.ConvAPI, "legacy"), "--cudnn-api legacy"},
 		{o.NoGraphs, "--no-cuda-graphs"},
+		{o.UnfusedBN, "--fused-bn=false"},
 		{o.UnfusedPool, "--fused-pool=false"},
 	} {
 		if f.set {

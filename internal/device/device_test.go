@@ -44,12 +44,12 @@ func TestOpenRefusesBadGPUFlags(t *testing.T) {
 			}
 		}
 	}
-	be, line, err := Open(Options{Kind: "cpu", Precision: "bf16", GPU: 1, ChannelsLast: true, NoGraphs: true})
+	be, line, err := Open(Options{Kind: "cpu", Precision: "bf16", GPU: 1, ChannelsLast: true, NoGraphs: true, UnfusedBN: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	be.Close()
-	if want := "the CPU computes in float32; --gpu 1, --channels-last, --no-cuda-graphs apply to the GPU: ignored"; !strings.HasSuffix(line, want) {
+	if want := "the CPU computes in float32; --gpu 1, --channels-last, --no-cuda-graphs, --fused-bn=false apply to the GPU: ignored"; !strings.HasSuffix(line, want) {
 		t.Errorf("device line %q, want it to end %q", line, want)
 	}
 	be, line, err = Open(Options{Kind: "cpu", TF32Linear: true})
