@@ -26,6 +26,7 @@ type Backend struct {
 	gemm        gemmKind // whose SGEMM
 	gemmThreads int      // package sgemm's goroutines a call (0: GOMAXPROCS)
 	noWinograd  bool     // every convolution as im2col + SGEMM (WinogradEnv=0)
+	winogradEnv string   // WinogradEnv's value when the backend was made, for Name
 
 	// Scratch buffers, grown on first use and reused by later calls so that
 	// a training step allocates nothing after the first.
@@ -43,27 +44,33 @@ type Backend struct {
 // process).
 func New() *Backend {
 	loadBLAS()
-	return &Backend{gemm: blasKind, noWinograd: os.Getenv(WinogradEnv) == "0"}
+	return newBackend(blasKind)
+}
+
+// newBackend is a backend with the SGEMM gemm, reading WinogradEnv.
+func newBackend(gemm gemmKind) *Backend {
+	v := os.Getenv(WinogradEnv)
+	return &Backend{gemm: gemm, noWinograd: v == "0", winogradEnv: v}
 }
 
 // NewGonum returns a CPU backend that uses gonum's SGEMM whatever New would
 // pick (for tests and benchmarks of the last fallback).
 func NewGonum() *Backend {
-	return &Backend{gemm: gemmGonum, noWinograd: os.Getenv(WinogradEnv) == "0"}
+	return newBackend(gemmGonum)
 }
 
 // NewGoSGEMM returns a CPU backend that uses package sgemm whatever New
 // would pick (for tests and benchmarks: where its assembly kernel does not
 // run, with its Go loops).
 func NewGoSGEMM() *Backend {
-	return &Backend{gemm: gemmGo, noWinograd: os.Getenv(WinogradEnv) == "0"}
+	return newBackend(gemmGo)
 }
 
 // Name says which SGEMM the backend uses, on how many threads, and how
 // it runs 3x3 convolutions.
 func (b *Backend) Name() string {
 	conv := "Winograd F(2x2, 3x3), " + simd()
-	if v := os.Getenv(WinogradEnv); v != "" && v != "0" && v != "1" {
+	if v := b.winogradEnv; v != "" && v != "0" && v != "1" {
 		conv += fmt.Sprintf(" (%s=%s: want 0 or 1, ignored)", WinogradEnv, v)
 	}
 	if b.noWinograd {
