@@ -669,8 +669,8 @@ func TestReadImageDropsAlpha(t *testing.T) {
 func TestReadImageBounded(t *testing.T) {
 	ihdr := make([]byte, 17)
 	copy(ihdr, "IHDR")
-	binary.BigEndian.PutUint32(ihdr[4:], 30000) // width
-	binary.BigEndian.PutUint32(ihdr[8:], 30000) // height
+	binary.BigEndian.PutUint32(ihdr[4:], 12000) // width: 144 megapixels, which a 32-bit int still holds as 4 bytes each
+	binary.BigEndian.PutUint32(ihdr[8:], 12000) // height
 	copy(ihdr[12:], []byte{8, 2, 0, 0, 0})      // 8-bit RGB
 	chunk := binary.BigEndian.AppendUint32(nil, 13)
 	chunk = append(chunk, ihdr...)
@@ -680,8 +680,8 @@ func TestReadImageBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := readImage(path)
-	if want := path + ": 30000x30000 pixels, more than predict reads (100 megapixels)"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("readImage of a 900-megapixel header: %v, want %q", err, want)
+	if want := path + ": 12000x12000 pixels, more than predict reads (100 megapixels)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("readImage of a 144-megapixel header: %v, want %q", err, want)
 	}
 }
 
