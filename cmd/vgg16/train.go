@@ -57,6 +57,7 @@ type dataFlags struct {
 	limit      int
 	valSplit   float64
 	splitGiven bool // --val-split was given
+	seedSplit  bool // a resumed run from before DataOptions.FixedSplit: its split came from --seed
 }
 
 func (d *dataFlags) register(fs *pflag.FlagSet) {
@@ -85,7 +86,7 @@ func (d *dataFlags) options() *train.DataOptions {
 			dir = abs
 		}
 	}
-	return &train.DataOptions{Dir: dir, Limit: d.limit, ValSplit: d.valSplit, ValSplitGiven: d.splitGiven}
+	return &train.DataOptions{Dir: dir, Limit: d.limit, ValSplit: d.valSplit, ValSplitGiven: d.splitGiven, FixedSplit: !d.seedSplit}
 }
 
 func trainCmd() *cobra.Command {
@@ -394,8 +395,10 @@ func cpuQuickRecipe(df *dataFlags, fs *pflag.FlagSet) train.Options {
 // line does not set them, and says where it changes them.
 func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.FlagSet) {
 	if prev == nil {
+		df.seedSplit = true
 		return
 	}
+	df.seedSplit = !prev.FixedSplit // the same images held out as before
 	if fs.Changed("data") {
 		if now := df.options().Dir; now != prev.Dir {
 			fmt.Fprintf(w, "note: the run trained on %s; --data now says %s\n", prev.Dir, now)

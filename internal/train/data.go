@@ -19,8 +19,12 @@ import (
 // says the sets came from a CIFAR-10 directory (which has a test set to
 // evaluate on). It leaves in df what it opened, which a checkpoint records
 // for a resumed run to open again: Dir "demo" where it fell back on the
-// sample, and the fraction held out of a source without a test set.
+// sample, and the fraction held out of a source without a test set. seed
+// draws the images held out where df.FixedSplit is not set (older runs).
 func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fetch func(ctx context.Context, dir string) error) (trainSet, valSet *cifar.Dataset, classes []string, fromDir bool, err error) {
+	if df.FixedSplit {
+		seed = SplitSeed
+	}
 	demo := df.Dir == "demo"
 	st, statErr := os.Stat(df.Dir)
 	if statErr == nil && st.Mode().IsRegular() {

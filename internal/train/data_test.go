@@ -104,3 +104,28 @@ func lenOf(ds *cifar.Dataset) int {
 	}
 	return ds.Len()
 }
+
+// TestSplitIndependentOfSeed: a run's validation images do not depend on
+// its --seed (DataOptions.FixedSplit), so that runs with different seeds
+// are scored on the same images; a run recorded before FixedSplit drew
+// them with its seed, and opens the same images again on resume.
+func TestSplitIndependentOfSeed(t *testing.T) {
+	ctx := context.Background()
+	open := func(fixed bool, seed uint64) []byte {
+		var w strings.Builder
+		_, val, _, _, err := OpenData(ctx, &w, &DataOptions{Dir: "demo", FixedSplit: fixed}, seed, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return val.Images
+	}
+	if !bytes.Equal(open(true, 1), open(true, 7)) {
+		t.Error("seeds 1 and 7 held out different images")
+	}
+	if !bytes.Equal(open(true, 7), open(false, SplitSeed)) {
+		t.Errorf("the fixed split is not the one --seed %d drew before", SplitSeed)
+	}
+	if bytes.Equal(open(false, 1), open(false, 7)) {
+		t.Error("a run from before FixedSplit: seeds 1 and 7 held out the same images")
+	}
+}

@@ -72,10 +72,18 @@ type DataOptions struct {
 	// ValSplitGiven: --val-split was given (a source without a test set
 	// holds out 0.2 otherwise).
 	ValSplitGiven bool `json:"val_split_given,omitempty"`
+	// FixedSplit: the images held out are drawn with SplitSeed, whatever
+	// --seed, so that runs with different seeds validate on the same
+	// images. Runs recorded before it existed drew them with --seed.
+	FixedSplit bool `json:"fixed_split,omitempty"`
 	// Fallback: where the download fails, train on the demo sample in the
 	// binary instead of failing (make run's --auto-settings). Not recorded.
 	Fallback bool `json:"-"`
 }
+
+// SplitSeed draws the validation images of a run with DataOptions.FixedSplit:
+// 1, the default --seed, so that the split is the one such runs drew before.
+const SplitSeed = 1
 
 // SeedRecipe is the PyTorch tutorial's run: VGG16-BN at 224x224,
 // RandomResizedCrop + flip, SGD lr 1e-3 momentum 0.9, StepLR 10/0.1,
