@@ -490,14 +490,21 @@ func TestPretrainedFreezeFeatures(t *testing.T) {
 	for _, c := range []struct {
 		file, says string
 		head       []int
+		size       string // --size, where not the recipe's 32
 	}{
-		{pth, "with batch norm, 128-wide classifier, trained for 10 classes", []int{10, 128}},
-		{plain, "without batch norm, 32-wide classifier, trained for 1000 classes", []int{10, 32}},
+		{pth, "with batch norm, 128-wide classifier, trained for 10 classes at 32x32; its last layer is replaced\n", []int{10, 128}, ""},
+		{plain, "without batch norm, 32-wide classifier, trained for 1000 classes at 32x32; its last layer is replaced\n", []int{10, 32}, ""},
+		// A run at another size than the file's says what that costs.
+		{plain, "trained for 1000 classes at 32x32; its last layer is replaced; at this run's 64x64 the first classifier layer's input differs, so it starts fresh too (--size 32 keeps it)\n", []int{10, 32}, "64"},
 	} {
 		dir := filepath.Join(t.TempDir(), "r")
-		out, err := run(t, "train", "--device", "cpu", "--download=false", "--data", data, "--recipe", "cifar", "--epochs", "2", "--batch", "16",
-			"--pretrained", c.file, "--freeze-features", "--run-dir", dir)
-		if err != nil || !strings.Contains(out, c.says+"; its last layer is replaced") || !strings.Contains(out, "; the last layer (classifier.6) new, for 10 classes") || strings.Contains(out, "absent") {
+		args := []string{"train", "--device", "cpu", "--download=false", "--data", data, "--recipe", "cifar", "--epochs", "2", "--batch", "16",
+			"--pretrained", c.file, "--freeze-features", "--run-dir", dir}
+		if c.size != "" {
+			args = append(args, "--size", c.size)
+		}
+		out, err := run(t, args...)
+		if err != nil || !strings.Contains(out, c.says) || !strings.Contains(out, "; the last layer (classifier.6) new, for 10 classes") || strings.Contains(out, "absent") {
 			t.Fatalf("--pretrained %s: %v\n%s", c.file, err, out)
 		}
 		before, err := checkpoint.ReadWeights(c.file)

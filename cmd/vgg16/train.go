@@ -483,14 +483,13 @@ func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet
 			return fmt.Errorf("--%s with --pretrained: the architecture is the weight file's", name)
 		}
 	}
-	s, err := checkpoint.ReadWeights(path)
+	// A vgg16 checkpoint's configuration, image size included; another
+	// state dict's as its shapes imply (torchvision's: 224x224).
+	ck, err := checkpoint.Load(path)
 	if err != nil {
 		return fmt.Errorf("--pretrained: %w", err)
 	}
-	cfg, err := checkpoint.InferConfig(s)
-	if err != nil {
-		return fmt.Errorf("--pretrained %s: %w", path, err)
-	}
+	cfg := ck.Info.Config
 	o.Model.Arch, o.Model.Cfg, o.Model.BatchNorm, o.Model.Hidden = cfg.Arch, cfg.Cfg, cfg.BatchNorm, cfg.Hidden
 	o.Pretrained = path
 	bn := "without batch norm"
@@ -501,8 +500,14 @@ func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet
 	if name == cfg.Cfg.String() { // InferConfig's name for a layer list that is no named variant
 		name = fmt.Sprintf("a VGG (%s)", cfg.Cfg)
 	}
-	fmt.Fprintf(w, "pretrained: %s is %s %s, %d-wide classifier, trained for %d classes; its last layer is replaced\n",
-		path, name, bn, cfg.Hidden, cfg.Classes)
+	size := ""
+	if run := o.Model.ImageSize; run != cfg.ImageSize {
+		// The run's size is the recipe's or --size, not the file's: say what
+		// that costs, and how to keep the layer.
+		size = fmt.Sprintf("; at this run's %dx%d the first classifier layer's input differs, so it starts fresh too (--size %d keeps it)", run, run, cfg.ImageSize)
+	}
+	fmt.Fprintf(w, "pretrained: %s is %s %s, %d-wide classifier, trained for %d classes at %dx%d; its last layer is replaced%s\n",
+		path, name, bn, cfg.Hidden, cfg.Classes, cfg.ImageSize, cfg.ImageSize, size)
 	return nil
 }
 
