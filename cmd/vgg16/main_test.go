@@ -316,6 +316,8 @@ func TestTrainEvalPredict(t *testing.T) {
 	movedRun := filepath.Join(t.TempDir(), "moved")
 	if out, err := run(t, append([]string{"train", "--data", moved, "--epochs", "1", "--run-dir", movedRun}, tiny...)...); err != nil {
 		t.Fatalf("train on a batch file: %v\n%s", err, out)
+	} else if !strings.Contains(out, "note: the recipe's 2-epoch warm-up is 0.2 epochs in a 1-epoch run (--warmup sets it)") || strings.Contains(out, "covers the whole") {
+		t.Errorf("the cifar recipe's warm-up in a 1-epoch run: not shortened\n%s", out)
 	}
 	os.Remove(moved)
 	if _, err := run(t, "train", "--resume", "--run-dir", movedRun, "--epochs", "2", "--device", "cpu"); err == nil ||

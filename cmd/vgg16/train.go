@@ -180,10 +180,16 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("seed", func() { o.Seed = seed })
 			set("init", func() { o.Init = initFrom })
 			set("freeze-features", func() { o.FreezeFeatures = freeze })
-			if quick { // said once the flags are applied
-				if !fs.Changed("warmup") {
-					o.Warmup = min(o.Warmup, float64(o.Epochs)/5) // a shorter run warms up for less
+			// A shorter run than the recipe's warms up for less: at most a fifth
+			// of it, where the recipe's warm-up would take all of it (the cifar
+			// recipe's 2 epochs in a 1-epoch run).
+			if short := float64(o.Epochs) / 5; !fs.Changed("warmup") && o.Warmup > short {
+				if !quick {
+					fmt.Fprintf(w, "note: the recipe's %g-epoch warm-up is %g epochs in a %d-epoch run (--warmup sets it)\n", o.Warmup, short, o.Epochs)
 				}
+				o.Warmup = short
+			}
+			if quick { // said once the flags are applied
 				fmt.Fprintf(w, "no GPU: a short CPU run (VGG16-BN at 32x32, %d epoch%s on up to %d images, batch %d).\n", o.Epochs, plural(o.Epochs), df.limit, o.Batch)
 				fmt.Fprintln(w, "the seed's full recipe (224x224, 100 epochs) needs a GPU: vgg16 train --device cuda")
 			}
