@@ -54,6 +54,18 @@ func trainedOn(data *train.DataOptions, dataDir, split string) bool {
 	return !isDir(dataDir) || split == "train"
 }
 
+// trainedNote says how much of the set dataDir that a checkpoint trained
+// on (trainedOn) it trained on: its --limit, or all but what it held out.
+func trainedNote(ckpt, dataDir string, data *train.DataOptions) string {
+	switch {
+	case data.Limit > 0:
+		return fmt.Sprintf("note: %s trained on %d images of %s (--limit %d): this accuracy is partly on training images", ckpt, data.Limit, dataDir, data.Limit)
+	case data.ValSplit > 0:
+		return fmt.Sprintf("note: %s trained on %s but for the %g it held out: this accuracy is mostly on training images", ckpt, dataDir, data.ValSplit)
+	}
+	return fmt.Sprintf("note: %s trained on all of %s: this accuracy is on training images", ckpt, dataDir)
+}
+
 func loadModel(be tensor.Backend, path string) (*loaded, error) {
 	ck, err := checkpoint.Load(path)
 	if err != nil {
@@ -144,7 +156,7 @@ func evalCmd() *cobra.Command {
 				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --pretrained %s trains one from this one's features)", args[0], n, dataDir, len(ds.Classes), args[0])
 			}
 			if trainedOn(l.data, dataDir, split) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s trained on %s (all but its held-out part): this accuracy is mostly on training images\n", args[0], dataDir)
+				fmt.Fprintln(cmd.ErrOrStderr(), trainedNote(args[0], dataDir, l.data))
 			}
 			if limitN > 0 && limitN < ds.Len() {
 				ds = ds.Subset(train.Seq(limitN))

@@ -645,6 +645,19 @@ func TestTrainedOn(t *testing.T) {
 	if trainedOn(nil, file, "test") {
 		t.Error("a checkpoint that records no data")
 	}
+	// The note says how much of the set the run trained on.
+	for _, c := range []struct {
+		data train.DataOptions
+		says string
+	}{
+		{train.DataOptions{Dir: dir, Limit: 500}, "c trained on 500 images of d (--limit 500): this accuracy is partly on training images"},
+		{train.DataOptions{Dir: dir, ValSplit: 0.2}, "c trained on d but for the 0.2 it held out: this accuracy is mostly on training images"},
+		{train.DataOptions{Dir: dir}, "c trained on all of d: this accuracy is on training images"},
+	} {
+		if got := trainedNote("c", "d", &c.data); got != "note: "+c.says {
+			t.Errorf("%+v: %q, want %q", c.data, got, "note: "+c.says)
+		}
+	}
 }
 
 // TestReadImageDropsAlpha: a half-transparent image reads as its colours,
