@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -140,9 +141,18 @@ func TestReadWeightsPTH(t *testing.T) {
 	}
 	// The fixture's weights initialise a model built from its meta.json.
 	m := model(t, "8,8,M,16,16,M,32,32,32,M,64,64,64,M,64,64,64,M", 32, true)
+	n := int64(40)
+	for k := range a.Counts { // counts of a trained model, each its own
+		n++
+		a.Counts[k] = n
+	}
 	if skipped, err := m.LoadMatching(a); err != nil || len(skipped) != 6 {
 		// hidden 24 and 7 classes here: the three Linear layers differ.
 		t.Fatalf("LoadMatching: %v, skipped %v", err, skipped)
+	}
+	// The batch norms' counts come too, as load_state_dict copies them.
+	if got := m.State().Counts; !maps.Equal(got, a.Counts) {
+		t.Errorf("counts after LoadMatching %v, the file's %v", got, a.Counts)
 	}
 }
 

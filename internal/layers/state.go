@@ -180,6 +180,14 @@ func (m *Model) LoadMatching(s State) (skipped []string, err error) {
 	for _, b := range m.buffers {
 		load(b.Name, b.T)
 	}
+	// As load_state_dict: the batch norms' counts too, where the file has them.
+	for i, mod := range m.mods {
+		if n, ok := mod.(*batchNorm); ok {
+			if c, ok := s.Counts[m.names[i]+".num_batches_tracked"]; ok {
+				n.numBatches = c
+			}
+		}
+	}
 	if len(wrong) > 0 {
 		return skipped, fmt.Errorf("weights do not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, few(wrong, "; "))
 	}
