@@ -303,6 +303,10 @@ func TestTrainEvalPredict(t *testing.T) {
 		!strings.Contains(out, "each epoch trains on 20 of them: the last 10 of each shuffle do not fill a batch of 20") {
 		t.Errorf("train --schedule step --warmup 1 --limit 30: %v\n%s", err, out)
 	}
+	out, err = run(t, append([]string{"train", "--data", data, "--limit", "30", "--epochs", "1", "--schedule", "constant", "--gamma", "0.5", "--run-dir", filepath.Join(t.TempDir(), "g")}, tiny...)...)
+	if err != nil || !strings.Contains(out, "note: --gamma applies to the step schedule, not constant: ignored") {
+		t.Errorf("train --schedule constant --gamma 0.5: %v\n%s", err, out)
+	}
 
 	// A run on a batch file that has moved since says so on resume.
 	moved := filepath.Join(t.TempDir(), "data_batch_1.bin")

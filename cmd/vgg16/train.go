@@ -260,6 +260,11 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if fs.Changed("warmup") && o.Warmup > 0 && !o.SpansRun() {
 				fmt.Fprintf(w, "note: --warmup applies to the cosine and onecycle schedules, not %s: ignored\n", o.Schedule)
 			}
+			for _, name := range []string{"step-size", "gamma"} {
+				if fs.Changed(name) && o.Schedule != "step" {
+					fmt.Fprintf(w, "note: --%s applies to the step schedule, not %s: ignored\n", name, o.Schedule)
+				}
+			}
 			if o.Warmup >= float64(o.Epochs) && o.SpansRun() {
 				fmt.Fprintf(w, "note: the %g-epoch warm-up covers the whole %d-epoch run: the rate only rises (lower --warmup)\n", o.Warmup, o.Epochs)
 			}
