@@ -181,12 +181,19 @@ func evalCmd() *cobra.Command {
 						perClass[i] = &a
 					}
 				}
+				scored := split // which images: a directory's split, else the one set given
+				if dataDir == "demo" || !isDir(dataDir) {
+					scored = ""
+				}
 				out := struct {
 					Checkpoint string     `json:"checkpoint"`
+					Data       string     `json:"data"`
+					Split      string     `json:"split,omitempty"`
+					Limit      int        `json:"limit,omitempty"`
 					Classes    []string   `json:"classes"`
 					PerClass   []*float64 `json:"per_class_accuracy"`
 					*train.EvalResult
-				}{args[0], l.classes, perClass, res}
+				}{args[0], dataDir, scored, limitN, l.classes, perClass, res}
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)

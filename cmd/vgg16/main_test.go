@@ -98,6 +98,8 @@ func TestTrainEvalPredict(t *testing.T) {
 		t.Fatalf("eval: %v\n%s", err, out)
 	}
 	var res struct {
+		Data      string    `json:"data"`
+		Split     string    `json:"split"`
 		Images    int       `json:"images"`
 		Accuracy  float64   `json:"accuracy"`
 		Confusion [][]int   `json:"confusion"`
@@ -116,7 +118,7 @@ func TestTrainEvalPredict(t *testing.T) {
 			}
 		}
 	}
-	if res.Images != 40 || total != 40 || float64(diag)/40 != res.Accuracy || len(res.Classes) != 10 || res.Classes[3] != "cat" {
+	if res.Images != 40 || total != 40 || float64(diag)/40 != res.Accuracy || len(res.Classes) != 10 || res.Classes[3] != "cat" || res.Data != data || res.Split != "test" {
 		t.Errorf("eval result inconsistent: %+v", res)
 	}
 	// Five images leave classes without any: their accuracy is null, not
@@ -124,6 +126,7 @@ func TestTrainEvalPredict(t *testing.T) {
 	out, err = run(t, "eval", best, "--data", data, "--device", "cpu", "--json", "--limit", "5")
 	var few struct {
 		PerClass []*float64 `json:"per_class_accuracy"`
+		Limit    int        `json:"limit"`
 	}
 	if err == nil {
 		err = json.Unmarshal([]byte(out), &few)
@@ -134,7 +137,7 @@ func TestTrainEvalPredict(t *testing.T) {
 			nulls++
 		}
 	}
-	if err != nil || len(few.PerClass) != 10 || nulls < 5 {
+	if err != nil || len(few.PerClass) != 10 || nulls < 5 || few.Limit != 5 {
 		t.Errorf("eval --json --limit 5: %v, per class %v\n%s", err, few.PerClass, out)
 	}
 	out, err = run(t, "eval", best, "--data", data, "--device", "cpu")
