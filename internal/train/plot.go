@@ -62,6 +62,9 @@ func panel(img *image.RGBA, r image.Rectangle, title string, train, val []float6
 	}
 	n := max(len(train), 2)
 	px := func(i int) int { return plot.Min.X + i*(plot.Dx()-1)/(n-1) }
+	if len(train) == 1 { // one epoch: its point in the middle, not on the axis
+		px = func(int) int { return plot.Min.X + plot.Dx()/2 }
+	}
 	py := func(v float64) int { return plot.Max.Y - int((v-lo)/(hi-lo)*float64(plot.Dy()-1)) }
 	for k, label := range tickLabels(lo, hi) { // horizontal grid with labels
 		y := py(lo + (hi-lo)*float64(k)/4)
@@ -70,8 +73,12 @@ func panel(img *image.RGBA, r image.Rectangle, title string, train, val []float6
 	}
 	hline(img, plot.Min.X, plot.Max.X, plot.Max.Y, colAxis)
 	vline(img, plot.Min.X, plot.Min.Y, plot.Max.Y, colAxis)
-	text(img, plot.Min.X, plot.Max.Y+16, "1", colAxis)
-	text(img, plot.Max.X-30, plot.Max.Y+16, fmt.Sprint(len(train)), colAxis)
+	if len(train) == 1 {
+		text(img, px(0), plot.Max.Y+16, "1", colAxis)
+	} else {
+		text(img, plot.Min.X, plot.Max.Y+16, "1", colAxis)
+		text(img, plot.Max.X-30, plot.Max.Y+16, fmt.Sprint(len(train)), colAxis)
+	}
 	text(img, plot.Min.X+plot.Dx()/2-20, plot.Max.Y+30, "epoch", colAxis)
 	text(img, plot.Min.X, r.Min.Y+18, title, colAxis)
 	text(img, plot.Max.X-110, r.Min.Y+18, "train", colTrain)
