@@ -187,7 +187,11 @@ func benchCmd() *cobra.Command {
 				fmt.Fprintf(w, "CUDA graphs turned off: %s\n", res.CUDAGraphsOff)
 			}
 			if len(res.Profile) > 0 {
-				fmt.Fprintf(w, "GPU time of a step issued op by op: %.2f ms in all; a replayed recorded step: %.2f ms\n", res.ProfileGPUMs, res.RecordedStepGPUMs)
+				replayed := "" // none where steps are not recorded (--no-cuda-graphs)
+				if res.RecordedStepGPUMs > 0 {
+					replayed = fmt.Sprintf("; a replayed recorded step: %.2f ms", res.RecordedStepGPUMs)
+				}
+				fmt.Fprintf(w, "GPU time of a step issued op by op: %.2f ms in all%s\n", res.ProfileGPUMs, replayed)
 				fmt.Fprintf(w, "%-22s %6s %9s %6s\n", "op", "calls", "ms", "share")
 				for _, r := range res.Profile {
 					fmt.Fprintf(w, "%-22s %6d %9.3f %5.1f%%\n", r.Op, r.Calls, r.Ms, 100*r.Ms/res.ProfileGPUMs)
@@ -257,6 +261,9 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 	case "none", "gpu", "cpu":
 	default:
 		return nil, fmt.Errorf("--data %q: want none, gpu or cpu", data)
+	}
+	if _, ok := be.(tensor.Profiler); opt.profile && !ok {
+		return nil, fmt.Errorf("--profile: the %s backend has no op profiler (the GPU has)", kind(be)) // before the timed steps, not after
 	}
 	m, err := layers.New(be, cfg)
 	if err != nil {
@@ -362,10 +369,7 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 		Data: data, PipelinedMs: 1e3 * pipe, PipelinedImgSec: float64(batch) / pipe}
 	res.TrainTFLOPs = 3 * 2 * float64(forwardMACs(m.Summary())) * res.TrainImgSec / 1e12
 	if profile {
-		p, ok := be.(tensor.Profiler)
-		if !ok {
-			return nil, fmt.Errorf("--profile: the %s backend has no op profiler (the GPU has)", kind(be))
-		}
+		p := be.(tensor.Profiler) // checked before the steps
 		// Steps issued op by op, each op timed on the GPU; then recorded
 		// steps, whose replays show as EndStep.
 		const n = 5
@@ -380,9 +384,13 @@ func bench(be tensor.Backend, cfg layers.Config, opt benchOptions) (*BenchResult
 				return nil, err
 			}
 			p.Profile(false)
-			for _, r := range rows {
+			for _, r := range rows { // per step, the op's kernels too
 				r.Calls /= n
 				r.Ms /= n
+				for i := range r.Parts {
+					r.Parts[i].Calls /= n
+					r.Parts[i].Ms /= n
+				}
 				if byOp {
 					res.Profile = append(res.Profile, r)
 					res.ProfileGPUMs += r.Ms

@@ -194,10 +194,31 @@ func TestTrainEvalPredict(t *testing.T) {
 			t.Errorf("bench --device cuda: step peak %g MiB, whole run's %g MiB", r.StepPeakMiB, r.PeakMiB)
 		}
 	}
-	// --profile: each op's GPU time, split among its kernels.
+	// --profile: each op's GPU time a step, split among its kernels, whose
+	// calls are a step's too (the ops of this model launch each of their
+	// kernels once a call).
 	if out, err := run(t, "bench", "--device", "cuda", "--precision", "bf16", "--arch", "8,M,M,M,M,M", "--hidden", "16",
 		"--batch", "4", "--steps", "2", "--profile"); err != nil || !strings.Contains(out, "SGDStep") || !strings.Contains(out, "  sgd_step") {
 		t.Errorf("bench --profile: %v\n%s", err, out)
+	}
+	out, err = run(t, "bench", "--device", "cuda", "--arch", "8,M,M,M,M,M", "--hidden", "16", "--batch", "4", "--steps", "2", "--profile", "--json")
+	var prof BenchResult
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &prof)
+	}
+	if err != nil || len(prof.Profile) == 0 {
+		t.Errorf("bench --profile --json: %v\n%s", err, out)
+	}
+	for _, r := range prof.Profile {
+		for _, k := range r.Parts {
+			if k.Calls > r.Calls {
+				t.Errorf("profile row %s: %d calls a step, its kernel %s %d", r.Op, r.Calls, k.Op, k.Calls)
+			}
+		}
+	}
+	// The CPU has no profiler: said (before any step runs).
+	if _, err := run(t, "bench", "--device", "cpu", "--arch", "8,M,M,M,M,M", "--hidden", "16", "--batch", "4", "--steps", "2", "--profile"); err == nil || !strings.Contains(err.Error(), "--profile: the cpu backend has no op profiler") {
+		t.Errorf("bench --device cpu --profile: %v", err)
 	}
 	// Recomputing the batch-norm outputs lowers the steps' peak memory, and
 	// so does pooling in the batch norm (the default), which stores no
