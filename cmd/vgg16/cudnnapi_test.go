@@ -99,3 +99,23 @@ func TestLRNRefusedOnChannelsLast(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeKeepsPrecision: a run resumed without --precision continues in
+// the precision it trained in (bf16 here, on the stand-in CUDA), saying so;
+// one given another says that it changes.
+func TestResumeKeepsPrecision(t *testing.T) {
+	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
+	dir := filepath.Join(t.TempDir(), "r")
+	args := []string{"--data", "demo", "--limit", "40", "--recipe", "cifar", "--arch", "8,M,M,M,M,M", "--hidden", "16", "--batch", "20", "--run-dir", dir, "--device", "cuda"}
+	if out, err := run(t, append([]string{"train", "--epochs", "1", "--precision", "bf16"}, args...)...); err != nil {
+		t.Fatalf("train bf16: %v\n%s", err, out)
+	}
+	out, err := run(t, "train", "--resume", "--run-dir", dir, "--device", "cuda", "--epochs", "2")
+	if err != nil || !strings.Contains(out, "note: resuming in the run's precision, bf16 (--precision sets another)") || !strings.Contains(out, "precision bf16") {
+		t.Errorf("resume without --precision: %v\n%s", err, out)
+	}
+	out, err = run(t, "train", "--resume", "--run-dir", dir, "--device", "cuda", "--epochs", "3", "--precision", "tf32")
+	if err != nil || !strings.Contains(out, "note: the run trained in precision bf16; it continues in tf32") || !strings.Contains(out, "precision tf32") {
+		t.Errorf("resume with --precision tf32: %v\n%s", err, out)
+	}
+}

@@ -138,6 +138,19 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if workers < 0 {
 				return fmt.Errorf("--workers %d: must not be negative (0 = one per core)", workers)
 			}
+			// A resumed run keeps its precision unless --precision is given
+			// (its other settings are read below, once the device is open).
+			var resumeNote string
+			if resume {
+				if prev, err := resumeOptions(runDir); err == nil && prev.Precision != "" {
+					if !cmd.Flags().Changed("precision") {
+						dev.opt.Precision = prev.Precision
+						resumeNote = fmt.Sprintf("note: resuming in the run's precision, %s (--precision sets another)\n", prev.Precision)
+					} else if !strings.EqualFold(dev.opt.Precision, prev.Precision) {
+						resumeNote = fmt.Sprintf("note: the run trained in precision %s; it continues in %s\n", prev.Precision, strings.ToLower(dev.opt.Precision))
+					}
+				}
+			}
 			be, line, err := device.Open(dev.options())
 			if err != nil {
 				return err
@@ -145,6 +158,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			defer be.Close()
 			fmt.Fprintln(w, line)
 			_, onCPU := be.(*cpu.Backend)
+			if !onCPU {
+				fmt.Fprint(w, resumeNote) // on the CPU the device line says bf16 does not apply
+			}
 
 			var o train.Options
 			switch recipe {
@@ -254,6 +270,10 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 			} // a name made here takes a suffix where it is taken (train.NewDir)
 			o.Data = df.options()
+			o.Precision = ""
+			if !onCPU {
+				o.Precision = strings.ToLower(dev.opt.Precision)
+			}
 			if err := o.Validate(); err != nil {
 				return err
 			}

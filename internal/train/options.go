@@ -60,6 +60,10 @@ type Options struct {
 	// Data is where the images came from, so that a resumed run trains on
 	// the same ones (nil in checkpoints of older versions).
 	Data *DataOptions `json:"data,omitempty"`
+	// Precision is the GPU's --precision the run trains in (tf32, fp32,
+	// bf16; "" on the CPU), which a resumed run keeps unless told otherwise.
+	// The device does not read it: the command opens the device with it.
+	Precision string `json:"precision,omitempty"`
 }
 
 // DataOptions are the data flags of a run: the dataset (an absolute
