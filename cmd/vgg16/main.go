@@ -13,28 +13,51 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/vgg16/vgg16/internal/device"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
 func main() {
-	if err := execute(newRoot()); err != nil {
+	if err := execute(newRoot(), os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "vgg16:", err)
 		os.Exit(1)
 	}
 }
 
-// execute runs the command tree. A backend reports a device failure (a
-// failed CUDA call, out of memory) by panicking with an error value: it
-// becomes the command's error. Programming errors still crash with a trace.
-func execute(root *cobra.Command) (err error) {
+// execute runs the command tree on args. A backend reports a device
+// failure (a failed CUDA call, out of memory) by panicking with an error
+// value: it becomes the command's error, with the command's advice where
+// the GPU ran out of memory. Programming errors still crash with a trace.
+func execute(root *cobra.Command, args []string) (err error) {
+	root.SetArgs(args)
 	defer func() {
 		if p := recover(); p != nil {
 			if err = tensor.DeviceError(p); err == nil {
 				panic(p)
 			}
 		}
+		if cmd, _, ferr := root.Find(args); ferr == nil && device.OutOfMemory(err) {
+			err = fmt.Errorf("%w; %s", err, memoryAdvice(cmd))
+		}
 	}()
 	return root.Execute()
+}
+
+// memoryAdvice is what cmd's flags can do where the GPU ran out of memory.
+func memoryAdvice(cmd *cobra.Command) string {
+	const lighter = "--recompute-bn (batch-norm outputs recomputed, not kept) or --sgd-in-backward (each layer updated in the backward: no buffer for all the gradients)"
+	switch cmd.Name() {
+	case "train":
+		if resume, _ := cmd.Flags().GetBool("resume"); resume {
+			return "a resumed run keeps its --batch and --size: try " + lighter
+		}
+		return "try a smaller --batch (or --size), " + lighter
+	case "bench":
+		return "try a smaller --batch (or --size), " + lighter
+	case "eval":
+		return "try a smaller --batch, or --device cpu"
+	}
+	return "try --device cpu"
 }
 
 // newRoot builds the command tree.

@@ -24,6 +24,10 @@ func openGPU(o Options) (tensor.Backend, error) {
 	return be, nil
 }
 
+// OutOfMemory reports whether err is the GPU's running out of memory,
+// which the command that ran can advise on with its own flags.
+func OutOfMemory(err error) bool { return cuda.IsOutOfMemory(err) }
+
 // GPUReport describes the NVIDIA driver, GPUs and CUDA libraries that this
 // machine offers (for `vgg16 doctor`), and says whether --device auto
 // would pick the GPU, or why not.

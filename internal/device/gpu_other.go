@@ -22,6 +22,9 @@ func noCUDA() string {
 
 func openGPU(Options) (tensor.Backend, error) { return nil, errNoCUDA }
 
+// OutOfMemory is false: this build has no GPU to run out of memory.
+func OutOfMemory(error) bool { return false }
+
 // GPUReport says that this build has no GPU backend, and why.
 func GPUReport() (report string, usable bool, why string) {
 	return "", false, errNoCUDA.Error()

@@ -233,14 +233,14 @@ func (b *Backend) alloc(bytes int64, what, part string) cuda.DevicePtr {
 	return p
 }
 
-// oomHint says how much memory there is and what to do.
+// oomHint says how much memory there is. What to do about it depends on
+// the command that ran, which adds its advice (the backend knows no flags).
 func (b *Backend) oomHint(bytes int64) string {
 	free, total, err := b.drv.MemGetInfo()
-	s := ""
-	if err == nil {
-		s = fmt.Sprintf("%s free of %s, %s held by this program; ", formatBytes(free), formatBytes(total), formatBytes(b.mem.cur))
+	if err != nil {
+		return fmt.Sprintf("%s held by this program", formatBytes(b.mem.cur))
 	}
-	return s + "try a smaller --batch (or a smaller --size), --recompute-bn (batch-norm outputs recomputed, not kept) or --sgd-in-backward (each layer updated in the backward: gradients of 16 MiB, not one float per parameter)"
+	return fmt.Sprintf("%s free of %s, %s held by this program", formatBytes(free), formatBytes(total), formatBytes(b.mem.cur))
 }
 
 func (b *Backend) free(p cuda.DevicePtr, bytes int64) {

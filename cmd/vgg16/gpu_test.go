@@ -1,6 +1,10 @@
 package main
 
+// The GPU flags and the GPU paths of the commands, on the stand-in CUDA
+// libraries where a GPU runs.
+
 import (
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,5 +121,47 @@ func TestResumeKeepsPrecision(t *testing.T) {
 	out, err = run(t, "train", "--resume", "--run-dir", dir, "--device", "cuda", "--epochs", "3", "--precision", "tf32")
 	if err != nil || !strings.Contains(out, "note: the run trained in precision bf16; it continues in tf32") || !strings.Contains(out, "precision tf32") {
 		t.Errorf("resume with --precision tf32: %v\n%s", err, out)
+	}
+}
+
+// TestOutOfMemoryAdvice: where the GPU runs out of memory (the stand-in
+// given 57 MiB), the error says how much there is and what the command's
+// own flags can do: train and bench name --batch, --size, --recompute-bn
+// and --sgd-in-backward; eval its --batch; predict, which has none, the CPU.
+func TestOutOfMemoryAdvice(t *testing.T) {
+	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
+	c, err := layers.ParseCfg("16,M,32,M,32,M,32,M,32,M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := layers.Config{Arch: "t", Cfg: c, BatchNorm: true, ImageSize: 32, Hidden: 64, Classes: 10, Dropout: 0.5}
+	m, err := layers.New(cpu.New(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(1)
+	ckpt := filepath.Join(t.TempDir(), "c.safetensors")
+	if err := checkpoint.Save(ckpt, m, checkpoint.Info{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	m.Free()
+	t.Setenv("FAKECUDA_TOTAL_MEM", "60000000")
+	model := []string{"--arch", "16,M,32,M,32,M,32,M,32,M", "--hidden", "64", "--size", "32"}
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{append([]string{"train", "--device", "cuda", "--data", "demo", "--limit", "400", "--recipe", "cifar", "--epochs", "1", "--batch", "2000", "--run-dir", filepath.Join(t.TempDir(), "r")}, model...),
+			"; try a smaller --batch (or --size), --recompute-bn"},
+		{append([]string{"bench", "--device", "cuda", "--batch", "2000", "--steps", "1"}, model...), "; try a smaller --batch (or --size), --recompute-bn"},
+		{[]string{"eval", ckpt, "--device", "cuda", "--data", "demo", "--batch", "2000"}, "; try a smaller --batch, or --device cpu"},
+	} {
+		root := newRoot()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := execute(root, c.args)
+		if err == nil || !strings.Contains(err.Error(), "held by this program"+c.says) {
+			t.Errorf("%s: %v, want it to say %q", strings.Join(c.args, " "), err, c.says)
+		}
 	}
 }
