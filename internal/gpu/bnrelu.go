@@ -17,8 +17,10 @@ import (
 // into batch norm's. At 224x224 cuDNN's NCHW batch norm and the separate
 // ReLU take ~35% of a step (docs/PERFORMANCE.md).
 
-// FusedBN reports whether batch norm + ReLU run as the fused kernels.
-func (b *Backend) FusedBN() bool { return b.opt.FusedBN }
+// FusedBN reports whether batch norm + ReLU run as the fused kernels:
+// asked for, or channels-last images (bf16, Options.ChannelsLast), which
+// always run them (fused).
+func (b *Backend) FusedBN() bool { return b.opt.FusedBN || b.nhwc }
 
 // bnGeometry is x's geometry for the fused kernels, and the scratch they
 // need (partial sums, then per-channel floats) grown to fit.
@@ -37,7 +39,7 @@ func (b *Backend) bnGeometry(x *tensor.Tensor, floatsPerChannel int) (kernels.BN
 // fused reports whether batch norm of x runs as the fused kernels: when
 // asked, and always for bf16 data (cuDNN's batch norm is float here) and
 // channels-last images (the backend gives cuDNN's batch norm NCHW only).
-func (b *Backend) fused(x *tensor.Tensor) bool { return b.FusedBN() || isHalf(x) || channelsLast(x) }
+func (b *Backend) fused(x *tensor.Tensor) bool { return b.opt.FusedBN || isHalf(x) || channelsLast(x) }
 
 // BatchNormReLUTrain: batch norm with batch statistics, then ReLU on y.
 func (b *Backend) BatchNormReLUTrain(y, x, gamma, beta, runMean, runVar, saveMean, saveInvStd, shift *tensor.Tensor, momentum, eps float64) {

@@ -189,9 +189,11 @@ func TestFakeCUDAOptions(t *testing.T) {
 	if _, err := New(Options{Precision: "fp32", ChannelsLast: true}); err == nil || !strings.Contains(err.Error(), "--channels-last with precision fp32") {
 		t.Errorf("channels-last in strict fp32: %v", err)
 	}
+	// Channels-last images always run the fused batch norm, asked for or
+	// not: the name and FusedBN (bench's fused_bn) say so.
 	cl := fakeBackend(t, Options{ChannelsLast: true, Sync: true})
-	if want := "precision tf32 (TF32 convolutions, fp32 GEMM), channels-last"; !strings.HasSuffix(cl.Name(), want) {
-		t.Errorf("Name() = %q, want it to end with %q", cl.Name(), want)
+	if want := "precision tf32 (TF32 convolutions, fp32 GEMM), fused BN+ReLU, channels-last"; !strings.HasSuffix(cl.Name(), want) || !cl.FusedBN() {
+		t.Errorf("Name() = %q, want it to end with %q; FusedBN() %v", cl.Name(), want, cl.FusedBN())
 	}
 	w := newTwin(t, cl, 9)
 	x := w.actRandn(1, 2, 3, 4, 4)

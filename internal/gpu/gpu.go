@@ -354,7 +354,7 @@ func (b *Backend) describe() string {
 	case b.opt.TF32Matmul:
 		prec = "tf32 (TF32 convolutions and GEMM)"
 	}
-	if b.opt.FusedBN && !b.bf16 { // bf16 always runs the fused kernels
+	if b.FusedBN() && !b.bf16 { // bf16 always runs the fused kernels
 		prec += ", fused BN+ReLU"
 	}
 	if b.nhwc && !b.bf16 { // bf16's images are always channels-last
