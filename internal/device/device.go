@@ -49,6 +49,8 @@ func Open(o Options) (tensor.Backend, string, error) {
 		return nil, "", fmt.Errorf("--cudnn-workspace %d: want 0 (the default, up to 4 GiB) or more MiB", o.Workspace)
 	case o.ChannelsLast && strings.EqualFold(o.Precision, "fp32"):
 		return nil, "", fmt.Errorf("--channels-last with --precision fp32: channels-last images are for tf32 (bf16 always has them)")
+	case o.TF32Linear && (strings.EqualFold(o.Precision, "fp32") || strings.EqualFold(o.Precision, "bf16")):
+		return nil, "", fmt.Errorf("--tf32-linear with --precision %s: TF32 Linear layers are for tf32 (fp32 has none, bf16 runs them in bf16)", strings.ToLower(o.Precision))
 	}
 	switch o.Kind {
 	case "", "auto":

@@ -37,6 +37,8 @@ func TestOpenRefusesBadGPUFlags(t *testing.T) {
 			{Options{GPU: -1}, "--gpu -1: want a GPU index"},
 			{Options{Workspace: -5}, "--cudnn-workspace -5: want 0"},
 			{Options{ChannelsLast: true, Precision: "fp32"}, "--channels-last with --precision fp32"},
+			{Options{TF32Linear: true, Precision: "fp32"}, "--tf32-linear with --precision fp32: TF32 Linear layers are for tf32"},
+			{Options{TF32Linear: true, Precision: "BF16"}, "--tf32-linear with --precision bf16"},
 		} {
 			c.o.Kind = kind
 			if _, _, err := Open(c.o); err == nil || !strings.Contains(err.Error(), c.want) {
