@@ -360,7 +360,7 @@ func (b *Backend) describe() string {
 	if b.nhwc && !b.bf16 { // bf16's images are always channels-last
 		prec += ", channels-last"
 	}
-	return fmt.Sprintf("cuda:%d %s (sm_%d%d, %d SMs, %.0f GiB), CUDA %s, cuDNN %s, cuBLAS %s, precision %s",
+	return fmt.Sprintf("cuda:%d %s (sm_%d%d, %d SMs, %.3g GiB), CUDA %s, cuDNN %s, cuBLAS %s, precision %s",
 		i.Index, i.Name, i.Major, i.Minor, i.SMs, float64(i.TotalMem)/(1<<30), i.CUDA, i.CuDNN, i.CuBLAS, prec)
 }
 
