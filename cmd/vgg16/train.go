@@ -514,13 +514,12 @@ func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet
 			return fmt.Errorf("--%s with --pretrained: the architecture is the weight file's", name)
 		}
 	}
-	// A vgg16 checkpoint's configuration, image size included; another
-	// state dict's as its shapes imply (torchvision's: 224x224).
-	ck, err := checkpoint.Load(path)
+	// The layers the shapes imply; the image size a vgg16 checkpoint's own,
+	// another state dict's as its first Linear implies (torchvision's: 224).
+	_, cfg, err := checkpoint.ReadPretrained(path)
 	if err != nil {
 		return fmt.Errorf("--pretrained: %w", err)
 	}
-	cfg := ck.Info.Config
 	o.Model.Arch, o.Model.Cfg, o.Model.BatchNorm, o.Model.Hidden = cfg.Arch, cfg.Cfg, cfg.BatchNorm, cfg.Hidden
 	o.Pretrained = path
 	bn := "without batch norm"

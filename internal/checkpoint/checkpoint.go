@@ -258,27 +258,55 @@ func Exists(path string) bool {
 // with safetensors) or a PyTorch file written by torch.save (torchvision's
 // vgg16_bn-*.pth, zip or legacy format), told apart by their content.
 func ReadWeights(path string) (layers.State, error) {
+	s, _, err := readWeights(path)
+	return s, err
+}
+
+// ReadPretrained reads a weights file as ReadWeights does, with the
+// configuration its shapes imply (InferConfig) and, where it is a vgg16
+// checkpoint, the image size it records: as lenient as transfer learning's
+// LoadMatching, which takes what fits (no metadata is checked against the
+// tensors here; the counts may be missing, other tensors present).
+func ReadPretrained(path string) (layers.State, layers.Config, error) {
+	s, md, err := readWeights(path)
+	if err != nil {
+		return s, layers.Config{}, err
+	}
+	cfg, err := InferConfig(s)
+	if err != nil {
+		return s, cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	var recorded layers.Config
+	if raw, ok := md[keyConfig]; ok && json.Unmarshal([]byte(raw), &recorded) == nil && recorded.ImageSize > 0 && recorded.ImageSize <= layers.MaxImageSize {
+		cfg.ImageSize = recorded.ImageSize
+	}
+	return s, cfg, nil
+}
+
+// readWeights is ReadWeights, with a safetensors file's metadata (nil for
+// a PyTorch file).
+func readWeights(path string) (layers.State, map[string]string, error) {
 	if err := readable(path); err != nil {
-		return layers.State{}, err
+		return layers.State{}, nil, err
 	}
 	if isSafetensors(path) {
 		f, err := safetensors.Read(path)
 		if err != nil {
-			return layers.State{}, err
+			return layers.State{}, nil, err
 		}
 		s, err := StateFromFile(f)
 		if err != nil {
-			return s, fmt.Errorf("%s: %w", path, err)
+			return s, nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return s, nil
+		return s, f.Metadata, nil
 	}
 	ts, err := pth.Read(path)
 	if errors.Is(err, pth.ErrNotPyTorch) {
 		// Neither of the formats a checkpoint comes in: say both.
-		return layers.State{}, fmt.Errorf("%s: not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth: %w", path, err)
+		return layers.State{}, nil, fmt.Errorf("%s: not a checkpoint: neither safetensors (vgg16's) nor a PyTorch .pth: %w", path, err)
 	}
 	if err != nil {
-		return layers.State{}, err
+		return layers.State{}, nil, err
 	}
 	// nn.DataParallel saves every key under "module.".
 	prefix := "module."
@@ -297,10 +325,10 @@ func ReadWeights(path string) (layers.State, error) {
 		case len(t.I64) == 1:
 			s.Counts[name] = t.I64[0]
 		default:
-			return s, fmt.Errorf("%s: tensor %s: %s of shape %v, want floating point weights or a scalar count", path, name, t.DType, t.Shape)
+			return s, nil, fmt.Errorf("%s: tensor %s: %s of shape %v, want floating point weights or a scalar count", path, name, t.DType, t.Shape)
 		}
 	}
-	return s, nil
+	return s, nil, nil
 }
 
 // isSafetensors tells a safetensors file (an 8-byte little-endian header

@@ -264,3 +264,41 @@ func TestLoadDistrustsMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestReadPretrained: --pretrained's reading takes a bare safetensors state
+// dict as leniently as LoadMatching loads it (no counts, a tensor more), its
+// image size from the first Linear's input for any number of max-pools, and
+// a vgg16 checkpoint's own recorded size.
+func TestReadPretrained(t *testing.T) {
+	dir := t.TempDir()
+	m := model(t, "8,M,16,M,16,M", 32, true) // three max-pools: 4x4 cells at 32x32
+	bare := m.State()
+	bare.Counts = nil
+	bare.Floats["aux.weight"] = layers.HostTensor{Shape: []int{2}, Data: []float32{1, 2}}
+	f := &safetensors.File{Tensors: map[string]safetensors.Tensor{}}
+	for name, h := range bare.Floats {
+		f.Tensors[name] = safetensors.F32(h.Shape, h.Data)
+	}
+	path := filepath.Join(dir, "bare.safetensors")
+	if err := safetensors.Write(path, f); err != nil {
+		t.Fatal(err)
+	}
+	_, cfg, err := ReadPretrained(path)
+	if err != nil || cfg.ImageSize != 32 || !cfg.BatchNorm || cfg.Cfg.String() != "8,M,16,M,16,M" {
+		t.Errorf("a bare state dict, three max-pools: %v, %+v", err, cfg)
+	}
+	// A checkpoint's recorded size wins over the shapes' (which a larger
+	// image with more cells would also give): here the same.
+	saved := filepath.Join(dir, "ck.safetensors")
+	if err := Save(saved, m, Info{Config: m.Config}); err != nil {
+		t.Fatal(err)
+	}
+	if _, cfg, err := ReadPretrained(saved); err != nil || cfg.ImageSize != 32 {
+		t.Errorf("a vgg16 checkpoint: %v, image size %d", err, cfg.ImageSize)
+	}
+	// torchvision's layout (five max-pools, 7x7 cells) is 224x224.
+	tv := model(t, "8,M,8,M,8,M,8,M,8,M", 224, true)
+	if cfg, err := InferConfig(tv.State()); err != nil || cfg.ImageSize != 224 {
+		t.Errorf("five max-pools, 7x7 cells: %v, image size %d", err, cfg.ImageSize)
+	}
+}
