@@ -122,6 +122,30 @@ func TestResumeKeepsPrecision(t *testing.T) {
 	if err != nil || !strings.Contains(out, "note: the run trained in precision bf16; it continues in tf32") || !strings.Contains(out, "precision tf32") {
 		t.Errorf("resume with --precision tf32: %v\n%s", err, out)
 	}
+	// That run now trains in tf32; one resumed on the CPU keeps its GPU's
+	// precision for the next resume on a GPU.
+	if out, err := run(t, "train", "--resume", "--run-dir", dir, "--device", "cpu", "--epochs", "4"); err != nil {
+		t.Fatalf("resume on the CPU: %v\n%s", err, out)
+	}
+	out, err = run(t, "train", "--resume", "--run-dir", dir, "--device", "cuda", "--epochs", "5", "--precision", "bf16")
+	if err != nil || !strings.Contains(out, "note: the run trained in precision tf32; it continues in bf16") {
+		t.Errorf("resume on the GPU after the CPU: %v\n%s", err, out)
+	}
+	// A flag that only tf32 takes asks for tf32, said as such.
+	out, err = run(t, "train", "--resume", "--run-dir", dir, "--device", "cuda", "--epochs", "6", "--tf32-linear")
+	if err != nil || !strings.Contains(out, "note: the run trained in precision bf16; --tf32-linear asks for tf32, in which it continues") {
+		t.Errorf("resume with --tf32-linear: %v\n%s", err, out)
+	}
+	// A GPU without bf16 (compute capability 7.5) resumes a bf16 run in the
+	// flags' precision, not on the CPU.
+	if out, err := run(t, "train", "--resume", "--run-dir", dir, "--device", "cuda", "--epochs", "7", "--precision", "bf16"); err != nil {
+		t.Fatalf("resume in bf16: %v\n%s", err, out)
+	}
+	t.Setenv("FAKECUDA_SM", "75")
+	out, err = run(t, "train", "--resume", "--run-dir", dir, "--epochs", "8")
+	if err != nil || !strings.Contains(out, "note: the run trained in precision bf16, which this GPU cannot run") || !strings.Contains(out, "it continues in tf32") || !strings.Contains(out, "device: cuda:0") {
+		t.Errorf("resume of a bf16 run on a GPU without bf16: %v\n%s", err, out)
+	}
 }
 
 // TestOutOfMemoryAdvice: where the GPU runs out of memory (the stand-in

@@ -138,20 +138,35 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if workers < 0 {
 				return fmt.Errorf("--workers %d: must not be negative (0 = one per core)", workers)
 			}
-			// A resumed run keeps its precision unless --precision is given
-			// (its other settings are read below, once the device is open).
-			var resumeNote string
+			// A resumed run keeps its precision unless told otherwise (its
+			// other settings are read below, once the device is open).
+			var resumeNote, fallback string
 			if resume {
-				if prev, err := resumeOptions(runDir); err == nil && prev.Precision != "" {
-					if !cmd.Flags().Changed("precision") {
-						dev.opt.Precision = prev.Precision
-						resumeNote = fmt.Sprintf("note: resuming in the run's precision, %s (--precision sets another)\n", prev.Precision)
-					} else if !strings.EqualFold(dev.opt.Precision, prev.Precision) {
-						resumeNote = fmt.Sprintf("note: the run trained in precision %s; it continues in %s\n", prev.Precision, strings.ToLower(dev.opt.Precision))
-					}
+				if prev, err := resumeOptions(runDir); err == nil {
+					resumeNote, fallback = resumePrecision(cmd.Flags(), prev.Precision, &dev)
 				}
 			}
 			be, line, err := device.Open(dev.options())
+			if fallback != "" && (err != nil || isCPU(be)) {
+				// The run's precision where this GPU runs none of it (bf16
+				// before Ampere): the flags' own, where that opens the GPU.
+				alt := dev.options()
+				alt.Precision = fallback
+				if be2, line2, err2 := device.Open(alt); err2 == nil && !isCPU(be2) {
+					if be != nil {
+						be.Close()
+					}
+					why := line
+					if err != nil {
+						why = err.Error()
+					}
+					be, line, err = be2, line2, nil
+					resumeNote = fmt.Sprintf("note: the run trained in precision %s, which this GPU cannot run (%s): it continues in %s\n", dev.opt.Precision, why, fallback)
+					dev.opt.Precision = fallback
+				} else if be2 != nil {
+					be2.Close()
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -270,8 +285,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 			} // a name made here takes a suffix where it is taken (train.NewDir)
 			o.Data = df.options()
-			o.Precision = ""
-			if !onCPU {
+			if !onCPU { // the CPU has none: a run resumed there keeps its GPU's
 				o.Precision = strings.ToLower(dev.opt.Precision)
 			}
 			if err := o.Validate(); err != nil {
@@ -474,6 +488,38 @@ func isDeviceFlag(name string) bool {
 	fs := pflag.NewFlagSet("", pflag.ContinueOnError)
 	d.register(fs)
 	return fs.Lookup(name) != nil
+}
+
+// resumePrecision gives dev the precision a resumed run trained in (prev;
+// "" where it trained on the CPU only, or in an older version) unless a
+// flag asks for another: --precision, or one that only another precision
+// takes (--tf32-linear, tf32's; --channels-last, not fp32's). It returns the
+// note to print on a GPU and, where it took the run's, the precision the
+// flags alone give, for a GPU that cannot run the run's (bf16 before Ampere).
+func resumePrecision(fs *pflag.FlagSet, prev string, dev *deviceFlags) (note, fallback string) {
+	now := strings.ToLower(dev.opt.Precision)
+	if prev == "" || prev == now {
+		return "", ""
+	}
+	if fs.Changed("precision") {
+		return fmt.Sprintf("note: the run trained in precision %s; it continues in %s\n", prev, now), ""
+	}
+	for _, f := range []struct {
+		set  bool
+		flag string
+	}{{dev.opt.TF32Linear, "--tf32-linear"}, {dev.opt.ChannelsLast && prev == "fp32", "--channels-last"}} {
+		if f.set {
+			return fmt.Sprintf("note: the run trained in precision %s; %s asks for %s, in which it continues\n", prev, f.flag, now), ""
+		}
+	}
+	dev.opt.Precision = prev
+	return fmt.Sprintf("note: resuming in the run's precision, %s (--precision sets another)\n", prev), now
+}
+
+// isCPU says whether be is the CPU backend (false for none).
+func isCPU(be tensor.Backend) bool {
+	_, ok := be.(*cpu.Backend)
+	return ok
 }
 
 // resumeOptions reads the options a run was started with.

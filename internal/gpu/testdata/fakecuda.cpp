@@ -154,8 +154,12 @@ CUresult cuDeviceGetName(char* name, int len, int dev) {
 CUresult cuDeviceGetAttribute(int* v, int attr, int dev) {
 	switch (attr) {
 	case 16: *v = 2; return OK;   // multiprocessors
-	case 75: *v = 9; return OK;   // compute capability major
-	case 76: *v = 0; return OK;   // minor
+	case 75: case 76: {           // compute capability 9.0, or FAKECUDA_SM's (75: Turing, no bf16)
+		const char* sm = getenv("FAKECUDA_SM");
+		int cc = sm ? atoi(sm) : 90;
+		*v = attr == 75 ? cc / 10 : cc % 10;
+		return OK;
+	}
 	}
 	return INVALID_VALUE;
 }
