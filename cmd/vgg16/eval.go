@@ -54,11 +54,12 @@ func trainedOn(data *train.DataOptions, dataDir, split string) bool {
 	return !isDir(dataDir) || split == "train"
 }
 
-// trainedNote says how much of the set dataDir that a checkpoint trained
-// on (trainedOn) it trained on: its --limit, or all but what it held out.
-func trainedNote(ckpt, dataDir string, data *train.DataOptions) string {
+// trainedNote says how much of the set dataDir (n images) that a
+// checkpoint trained on (trainedOn) it trained on: its --limit where that
+// cut the part it did not hold out, else all but what it held out.
+func trainedNote(ckpt, dataDir string, data *train.DataOptions, n int) string {
 	switch {
-	case data.Limit > 0:
+	case data.Limit > 0 && float64(data.Limit) < float64(n)*(1-data.ValSplit):
 		return fmt.Sprintf("note: %s trained on %d images of %s (--limit %d): this accuracy is partly on training images", ckpt, data.Limit, dataDir, data.Limit)
 	case data.ValSplit > 0:
 		return fmt.Sprintf("note: %s trained on %s but for the %g it held out: this accuracy is mostly on training images", ckpt, dataDir, data.ValSplit)
@@ -156,7 +157,7 @@ func evalCmd() *cobra.Command {
 				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --pretrained %s trains one from this one's features)", args[0], n, dataDir, len(ds.Classes), args[0])
 			}
 			if trainedOn(l.data, dataDir, split) {
-				fmt.Fprintln(cmd.ErrOrStderr(), trainedNote(args[0], dataDir, l.data))
+				fmt.Fprintln(cmd.ErrOrStderr(), trainedNote(args[0], dataDir, l.data, ds.Len()))
 			}
 			if limitN > 0 && limitN < ds.Len() {
 				ds = ds.Subset(train.Seq(limitN))

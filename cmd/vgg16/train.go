@@ -213,8 +213,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("freeze-features", func() { o.FreezeFeatures = freeze })
 			// A shorter run than the recipe's warms up for less: at most a fifth
 			// of it, where the recipe's warm-up would take all of it (the cifar
-			// recipe's 2 epochs in a 1-epoch run).
-			if short := float64(o.Epochs) / 5; !fs.Changed("warmup") && o.Warmup > short {
+			// recipe's 2 epochs in a 1-epoch run). Not on resume, which keeps
+			// the run's own, nor for a schedule without a warm-up.
+			if short := float64(o.Epochs) / 5; !resume && o.SpansRun() && !fs.Changed("warmup") && o.Warmup > short {
 				if !quick {
 					fmt.Fprintf(w, "note: the recipe's %g-epoch warm-up is %g epochs in a %d-epoch run (--warmup sets it)\n", o.Warmup, short, o.Epochs)
 				}

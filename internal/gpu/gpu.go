@@ -13,8 +13,9 @@
 //
 // Errors. The Backend interface returns no errors, so a failing CUDA,
 // cuBLAS, cuDNN or kernel call panics with the *cuda.Error it returned
-// (with a hint where one helps, e.g. a smaller --batch when memory runs
-// out). The training loop recovers at the step boundary:
+// (with a hint where one helps: how much memory there is when it runs
+// out, to which the command adds what its flags can do). The training
+// loop recovers at the step boundary:
 //
 //	defer func() {
 //		if r := recover(); r != nil {
