@@ -60,7 +60,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"UploadDownloadFillCopy", testUploadDownloadFillCopy},
 				{"ImageCopies", testImageCopies},
 				{"MemoryAccounting", testMemoryAccounting},
-				{"OutOfMemory", testOutOfMemoryNamesSizeAndBatch},
+				{"OutOfMemory", testOutOfMemoryNamesSizeAndMemory},
 				{"Convolution", testConvolution},
 				{"BatchNorm", testBatchNorm},
 				{"MaxPool", testMaxPool},
