@@ -77,21 +77,7 @@ func TestFitsBackend(t *testing.T) {
 // otherwise fail mid-way.
 func TestLRNRefusedOnChannelsLast(t *testing.T) {
 	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
-	c, err := layers.Arch("vgg11-lrn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := layers.Config{Arch: "vgg11-lrn", Cfg: c, BatchNorm: true, ImageSize: 32, Hidden: 16, Classes: 10, Dropout: 0.5}
-	m, err := layers.New(cpu.New(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Init(1)
-	path := filepath.Join(t.TempDir(), "lrn.safetensors")
-	if err := checkpoint.Save(path, m, checkpoint.Info{Config: cfg}); err != nil {
-		t.Fatal(err)
-	}
-	m.Free()
+	path := writeCheckpoint(t, "vgg11-lrn", 16)
 	for _, args := range [][]string{
 		{"eval", path, "--data", "demo", "--device", "cuda", "--channels-last"},
 		{"eval", path, "--data", "demo", "--device", "cuda", "--precision", "bf16"},
@@ -151,24 +137,10 @@ func TestResumeKeepsPrecision(t *testing.T) {
 // TestOutOfMemoryAdvice: where the GPU runs out of memory (the stand-in
 // given 57 MiB), the error says how much there is and what the command's
 // own flags can do: train and bench name --batch, --size, --recompute-bn
-// and --sgd-in-backward; eval its --batch; predict, which has none, the CPU.
+// and --sgd-in-backward; eval its --batch.
 func TestOutOfMemoryAdvice(t *testing.T) {
 	t.Setenv("VGG16_CUDA_PATH", gputest.BuildFakeCUDA(t))
-	c, err := layers.ParseCfg("16,M,32,M,32,M,32,M,32,M")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := layers.Config{Arch: "t", Cfg: c, BatchNorm: true, ImageSize: 32, Hidden: 64, Classes: 10, Dropout: 0.5}
-	m, err := layers.New(cpu.New(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Init(1)
-	ckpt := filepath.Join(t.TempDir(), "c.safetensors")
-	if err := checkpoint.Save(ckpt, m, checkpoint.Info{Config: cfg}); err != nil {
-		t.Fatal(err)
-	}
-	m.Free()
+	ckpt := writeCheckpoint(t, "16,M,32,M,32,M,32,M,32,M", 64)
 	t.Setenv("FAKECUDA_TOTAL_MEM", "60000000")
 	model := []string{"--arch", "16,M,32,M,32,M,32,M,32,M", "--hidden", "64", "--size", "32"}
 	for _, c := range []struct {
@@ -188,4 +160,26 @@ func TestOutOfMemoryAdvice(t *testing.T) {
 			t.Errorf("%s: %v, want it to say %q", strings.Join(c.args, " "), err, c.says)
 		}
 	}
+}
+
+// writeCheckpoint saves a freshly initialised 10-class model of arch (a
+// name or a layer list) at 32x32 with a hidden width, and returns its path.
+func writeCheckpoint(t *testing.T, arch string, hidden int) string {
+	t.Helper()
+	c, err := layers.Arch(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := layers.Config{Arch: arch, Cfg: c, BatchNorm: true, ImageSize: 32, Hidden: hidden, Classes: 10, Dropout: 0.5}
+	m, err := layers.New(cpu.New(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	m.Init(1)
+	path := filepath.Join(t.TempDir(), "c.safetensors")
+	if err := checkpoint.Save(path, m, checkpoint.Info{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
