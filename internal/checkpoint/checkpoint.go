@@ -247,6 +247,19 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	return layers.Config{Arch: arch, Cfg: cfg, BatchNorm: bn, ImageSize: side << pools, Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
 }
 
+// ReadFlags returns the training options a checkpoint records (its
+// vgg16.flags metadata, "" where it has none), reading only its header.
+func ReadFlags(path string) (string, error) {
+	if err := readable(path); err != nil {
+		return "", err
+	}
+	md, err := safetensors.ReadMetadata(path)
+	if err != nil {
+		return "", err
+	}
+	return md[keyFlags], nil
+}
+
 // Exists reports whether path names a regular file.
 func Exists(path string) bool {
 	st, err := os.Stat(path)

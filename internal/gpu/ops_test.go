@@ -121,7 +121,9 @@ func testMemoryAccounting(t *testing.T, be *Backend, _ float64) {
 	}()
 }
 
-func TestOutOfMemoryNamesSizeAndMemory(t *testing.T) { precisions(t, testOutOfMemoryNamesSizeAndMemory) }
+func TestOutOfMemoryNamesSizeAndMemory(t *testing.T) {
+	precisions(t, testOutOfMemoryNamesSizeAndMemory)
+}
 
 func testOutOfMemoryNamesSizeAndMemory(t *testing.T, be *Backend, _ float64) {
 	defer func() {

@@ -349,6 +349,45 @@ func TestReadNamesFile(t *testing.T) {
 	}
 }
 
+// TestReadMetadata: the header alone gives the metadata Read gives, even
+// where the tensors' bytes are cut short (they are not read); a header cut
+// short, or longer than the file, is an error naming the file.
+func TestReadMetadata(t *testing.T) {
+	b, err := Encode(sample())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.safetensors")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := ReadMetadata(path)
+	if err != nil || len(md) == 0 || !maps.Equal(md, f.Metadata) {
+		t.Errorf("ReadMetadata = %v, %v; Read's %v", md, err, f.Metadata)
+	}
+	n := 8 + int(binary.LittleEndian.Uint64(b))
+	cut := filepath.Join(dir, "cut.safetensors")
+	if err := os.WriteFile(cut, b[:n+1], 0o644); err != nil { // the header and one byte of data
+		t.Fatal(err)
+	}
+	if md, err := ReadMetadata(cut); err != nil || !maps.Equal(md, f.Metadata) {
+		t.Errorf("tensors cut short: %v, %v", md, err)
+	}
+	for _, size := range []int{4, n - 1} {
+		if err := os.WriteFile(cut, b[:size], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadMetadata(cut); err == nil || !strings.Contains(err.Error(), cut) {
+			t.Errorf("a file of %d bytes: %v, want an error naming it", size, err)
+		}
+	}
+}
+
 // failAfter passes n bytes through, then fails.
 type failAfter struct {
 	w io.Writer

@@ -180,12 +180,12 @@ func (o Options) LearningRate(step, perEpoch int) float64 {
 // OptionsOf reads the options a run was started with from a checkpoint's
 // metadata.
 func OptionsOf(path string) (Options, error) {
-	ck, err := checkpoint.Load(path)
+	flags, err := checkpoint.ReadFlags(path) // the header only: the tensors are the resumed run's to read
 	if err != nil {
 		return Options{}, err
 	}
 	var o Options
-	if err := json.Unmarshal([]byte(ck.Info.Flags), &o); err != nil {
+	if err := json.Unmarshal([]byte(flags), &o); err != nil {
 		return o, fmt.Errorf("%s: the training options in its metadata: %w", path, err)
 	}
 	return o, nil
