@@ -12,8 +12,11 @@ build:
 run: build
 	$(BIN) train --auto-settings
 
+# go vet, and gofmt: a file gofmt would change fails, named.
 vet:
 	$(GO) vet ./...
+	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l $$(find . -name '*.go' -not -path './.gpu/*')) || exit 1; \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 
 # Unit tests, gradient checks, PyTorch parity (../shared/fixtures), GPU tests
 # (skipped without a GPU; the stand-in CUDA libraries otherwise), the race
