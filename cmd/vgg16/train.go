@@ -592,11 +592,7 @@ func usePretrained(w io.Writer, o *train.Options, path string, fs *pflag.FlagSet
 // backend's precision or layout cannot run: LRN has no bf16 version, and
 // cuDNN's takes NCHW images only.
 func fitsBackend(be tensor.Backend, cfg layers.Config) error {
-	lrn := false
-	for _, it := range cfg.Cfg {
-		lrn = lrn || it.Kind == layers.LRN
-	}
-	if !lrn {
+	if cfg.Cfg.Count(layers.LRN) == 0 {
 		return nil
 	}
 	if h, ok := be.(interface{ BF16() bool }); ok && h.BF16() {

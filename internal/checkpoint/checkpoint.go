@@ -236,15 +236,9 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	if arch == "" {
 		arch = cfg.String() // as --arch names a layer list
 	}
-	pools := 0
-	for _, it := range cfg {
-		if it.Kind == layers.Pool {
-			pools++
-		}
-	}
 	// The side the first Linear's input cells imply (torchvision's 7x7
 	// after its adaptive pool: 224), each max-pool having halved it.
-	return layers.Config{Arch: arch, Cfg: cfg, BatchNorm: bn, ImageSize: side << pools, Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
+	return layers.Config{Arch: arch, Cfg: cfg, BatchNorm: bn, ImageSize: side << cfg.Count(layers.Pool), Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
 }
 
 // ReadFlags returns the training options a checkpoint records (its

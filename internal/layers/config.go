@@ -56,6 +56,17 @@ func (c Cfg) String() string {
 	return strings.Join(s, ",")
 }
 
+// Count is how many of the list's entries are of kind k.
+func (c Cfg) Count(k Kind) int {
+	n := 0
+	for _, it := range c {
+		if it.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
 // MarshalJSON writes the list as torchvision writes it: numbers and "M".
 func (c Cfg) MarshalJSON() ([]byte, error) {
 	out := make([]any, len(c))
@@ -246,11 +257,9 @@ func configError(fields []string, format string, args ...any) error {
 // built, within the bounds above, naming the field that is wrong (a
 // *ConfigError).
 func (c Config) Validate() error {
-	pools := 0
+	pools := c.Cfg.Count(Pool)
 	for i, it := range c.Cfg {
 		switch {
-		case it.Kind == Pool:
-			pools++
 		case it.Kind == Conv && (it.Out <= 0 || it.Out > MaxChannels):
 			return configError([]string{"Cfg"}, "layer %d (from 1) has %d channels: want 1 to %d", i+1, it.Out, MaxChannels)
 		case it.Kind == Conv && it.K != 1 && it.K != 3:
