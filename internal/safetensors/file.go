@@ -2,7 +2,6 @@ package safetensors
 
 import (
 	"bufio"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -37,16 +36,13 @@ func ReadMetadata(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	var n [8]byte
-	if _, err := io.ReadFull(f, n[:]); err != nil {
-		return nil, fmt.Errorf("safetensors: %s: file is %d bytes, shorter than the 8-byte header length", path, st.Size())
+	var first [8]byte
+	if _, err := io.ReadFull(f, first[:]); err != nil && st.Size() >= 8 { // shorter: headerLen says so
+		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}
-	size := binary.LittleEndian.Uint64(n[:])
-	switch {
-	case size > maxHeader:
-		return nil, fmt.Errorf("safetensors: %s: header length %d is over the %d limit", path, size, maxHeader)
-	case size > uint64(st.Size()-8):
-		return nil, fmt.Errorf("safetensors: %s: header length %d is larger than the %d bytes after it", path, size, st.Size()-8)
+	size, err := headerLen(first[:], st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}
 	h := make([]byte, size)
 	if _, err := io.ReadFull(f, h); err != nil {

@@ -137,16 +137,26 @@ type entry struct {
 	DataOffsets *[]int   `json:"data_offsets"`
 }
 
+// headerLen is the header length that the first 8 bytes of a file of size
+// bytes declare, checked against the limit and the bytes after it.
+func headerLen(first []byte, size int64) (uint64, error) {
+	if size < 8 {
+		return 0, fmt.Errorf("file is %d bytes, shorter than the 8-byte header length", size)
+	}
+	n := binary.LittleEndian.Uint64(first)
+	switch {
+	case n > maxHeader:
+		return 0, fmt.Errorf("header length %d is over the %d limit", n, maxHeader)
+	case n > uint64(size-8):
+		return 0, fmt.Errorf("header length %d is larger than the %d bytes after it", n, size-8)
+	}
+	return n, nil
+}
+
 func decode(b []byte, copyData bool) (*File, error) {
-	if len(b) < 8 {
-		return nil, fmt.Errorf("file is %d bytes, shorter than the 8-byte header length", len(b))
-	}
-	n := binary.LittleEndian.Uint64(b)
-	if n > maxHeader {
-		return nil, fmt.Errorf("header length %d is over the %d limit", n, maxHeader)
-	}
-	if n > uint64(len(b)-8) {
-		return nil, fmt.Errorf("header length %d is larger than the %d bytes after it", n, len(b)-8)
+	n, err := headerLen(b, int64(len(b)))
+	if err != nil {
+		return nil, err
 	}
 	data := b[8+n:]
 	if copyData {
