@@ -138,34 +138,23 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if workers < 0 {
 				return fmt.Errorf("--workers %d: must not be negative (0 = one per core)", workers)
 			}
-			// A resumed run keeps its precision unless told otherwise (its
-			// other settings are read below, once the device is open).
-			var resumeNote, fallback string
+			// A resumed run's own options, read once: its precision is needed
+			// before the device opens, the rest below (where a failure to read
+			// them waits for PrepareDir's error, which says better why there
+			// is nothing to resume).
+			var (
+				prev                 train.Options
+				prevErr              error
+				resumeNote, fallback string
+			)
 			if resume {
-				if prev, err := resumeOptions(runDir); err == nil {
+				if prev, prevErr = resumeOptions(runDir); prevErr == nil {
 					resumeNote, fallback = resumePrecision(cmd.Flags(), prev.Precision, &dev)
 				}
 			}
-			be, line, err := device.Open(dev.options())
-			if fallback != "" && (err != nil || isCPU(be)) {
-				// The run's precision where this GPU runs none of it (bf16
-				// before Ampere): the flags' own, where that opens the GPU.
-				alt := dev.options()
-				alt.Precision = fallback
-				if be2, line2, err2 := device.Open(alt); err2 == nil && !isCPU(be2) {
-					if be != nil {
-						be.Close()
-					}
-					why := line
-					if err != nil {
-						why = err.Error()
-					}
-					be, line, err = be2, line2, nil
-					resumeNote = fmt.Sprintf("note: the run trained in precision %s, which this GPU cannot run (%s): it continues in %s\n", dev.opt.Precision, why, fallback)
-					dev.opt.Precision = fallback
-				} else if be2 != nil {
-					be2.Close()
-				}
+			be, line, note, err := openDevice(&dev, fallback)
+			if note != "" {
+				resumeNote = note
 			}
 			if err != nil {
 				return err
@@ -256,11 +245,10 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				// The run's own options win over the recipe; explicit flags
 				// (say, more --epochs) still apply.
 				if err := train.PrepareDir(runDir, true); err != nil {
-					return err // before reading its options: says why there is nothing to resume
+					return err // before its options' error: says why there is nothing to resume
 				}
-				prev, err := resumeOptions(runDir)
-				if err != nil {
-					return err
+				if prevErr != nil {
+					return prevErr
 				}
 				prev.Workers, prev.CPUAugment, prev.RecomputeBN, prev.SGDInBackward = o.Workers, o.CPUAugment, o.RecomputeBN, o.SGDInBackward
 				set("epochs", func() {
@@ -515,6 +503,36 @@ func resumePrecision(fs *pflag.FlagSet, prev string, dev *deviceFlags) (note, fa
 	}
 	dev.opt.Precision = prev
 	return fmt.Sprintf("note: resuming in the run's precision, %s (--precision sets another)\n", prev), now
+}
+
+// openDevice opens the backend dev's flags choose. Where dev carries a
+// resumed run's precision that this GPU cannot run (bf16 before Ampere) and
+// fallback is the flags' own, it opens the GPU in that instead of taking
+// the CPU, and returns the note that says so.
+func openDevice(dev *deviceFlags, fallback string) (be tensor.Backend, line, note string, err error) {
+	be, line, err = device.Open(dev.options())
+	if fallback == "" || err == nil && !isCPU(be) {
+		return be, line, "", err
+	}
+	alt := dev.options()
+	alt.Precision = fallback
+	be2, line2, err2 := device.Open(alt)
+	if err2 != nil || isCPU(be2) {
+		if be2 != nil {
+			be2.Close()
+		}
+		return be, line, "", err
+	}
+	if be != nil {
+		be.Close()
+	}
+	why := line
+	if err != nil {
+		why = err.Error()
+	}
+	note = fmt.Sprintf("note: the run trained in precision %s, which this GPU cannot run (%s): it continues in %s\n", dev.opt.Precision, why, fallback)
+	dev.opt.Precision = fallback
+	return be2, line2, note, nil
 }
 
 // isCPU says whether be is the CPU backend (false for none).
