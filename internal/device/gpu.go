@@ -15,7 +15,7 @@ func openGPU(o Options) (tensor.Backend, error) {
 	be, err := gpu.New(gpu.Options{Device: o.GPU, Precision: o.Precision, NoGraphs: o.NoGraphs, FusedBN: !o.UnfusedBN, MaxWorkspaceMiB: o.Workspace, TF32Matmul: o.TF32Linear,
 		ConvAPI: o.ConvAPI, ChannelsLast: o.ChannelsLast, UnfusedPool: o.UnfusedPool})
 	var ie *gpu.DeviceIndexError
-	if errors.As(err, &ie) && ie.Count > 0 { // with none, the GPU is not usable: auto takes the CPU
+	if errors.As(err, &ie) { // a driver that sees no GPU is not this error: auto takes the CPU
 		return nil, flagError{fmt.Errorf("--gpu %d: %w", o.GPU, err)}
 	}
 	if err != nil {
