@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"image"
@@ -277,6 +278,16 @@ func TestTrainEvalPredict(t *testing.T) {
 	if err != nil || !strings.Contains(out, "resuming") || !strings.Contains(out, "epoch 3/3") || strings.Contains(out, "epoch 1/3") {
 		t.Errorf("resume: %v\n%s", err, out)
 	}
+
+	// A run that another process is training is not resumed.
+	release, err := train.LockDir(runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "4", "--run-dir", runDir, "--resume"}, tiny...)...); !errors.Is(err, train.ErrDirInUse) {
+		t.Errorf("resuming a run in use: %v, want %v", err, train.ErrDirInUse)
+	}
+	release()
 
 	// A resumed run trains on the images it started on (its checkpoint
 	// records the data flags) and says which given flags it ignores.

@@ -139,18 +139,26 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				return fmt.Errorf("--workers %d: must not be negative (0 = one per core)", workers)
 			}
 			// A resumed run's own options, read once: its precision is needed
-			// before the device opens, the rest below (where a failure to read
-			// them waits for PrepareDir's error, which says better why there
-			// is nothing to resume).
+			// before the device opens, the rest below.
 			var (
 				prev                 train.Options
-				prevErr              error
 				resumeNote, fallback string
 			)
+			if resume && runDir == "" {
+				return fmt.Errorf("--resume needs --run-dir: the run directory to continue")
+			}
 			if resume {
-				if prev, prevErr = resumeOptions(runDir); prevErr == nil {
-					resumeNote, fallback = resumePrecision(cmd.Flags(), prev.Precision, &dev)
+				// Claimed first: a run that another process is training
+				// is refused before the device opens.
+				release, err := train.PrepareDir(runDir, true)
+				if err != nil {
+					return err // before its options' error: says why there is nothing to resume
 				}
+				defer release()
+				if prev, err = resumeOptions(runDir); err != nil {
+					return err
+				}
+				resumeNote, fallback = resumePrecision(cmd.Flags(), prev.Precision, &dev)
 			}
 			be, line, note, err := openDevice(&dev, fallback)
 			if note != "" {
@@ -235,21 +243,12 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 			}
 			if runDir == "" {
-				if resume {
-					return fmt.Errorf("--resume needs --run-dir: the run directory to continue")
-				}
 				runDir = filepath.Join("runs", fmt.Sprintf("%s-%s-%d", now().Format("20060102-150405"), sanitize(o.Model.Arch), o.Model.ImageSize))
 				namedDir = true
 			}
 			if resume {
 				// The run's own options win over the recipe; explicit flags
 				// (say, more --epochs) still apply.
-				if err := train.PrepareDir(runDir, true); err != nil {
-					return err // before its options' error: says why there is nothing to resume
-				}
-				if prevErr != nil {
-					return prevErr
-				}
 				prev.Workers, prev.CPUAugment, prev.RecomputeBN, prev.SGDInBackward = o.Workers, o.CPUAugment, o.RecomputeBN, o.SGDInBackward
 				set("epochs", func() {
 					if epochs != prev.Epochs && prev.SpansRun() {
@@ -328,19 +327,24 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				return fmt.Errorf("--classes %d: the data has %d classes", mf.classes, len(classes))
 			}
 			o.Model.Classes = len(classes)
-			_, statErr := os.Stat(runDir)
-			if namedDir {
-				// Named here: another run may have taken the name since.
-				if runDir, err = train.NewDir(runDir); err != nil {
+			if !resume { // a resumed run's directory is already claimed
+				_, statErr := os.Stat(runDir)
+				release := func() {}
+				if namedDir {
+					// Named here: another run may have taken the name since.
+					runDir, release, err = train.NewDir(runDir)
+				} else {
+					release, err = train.PrepareDir(runDir, false)
+				}
+				if err != nil {
 					return err
 				}
-			} else if err := train.PrepareDir(runDir, resume); err != nil {
-				return err
-			}
-			if namedDir || os.IsNotExist(statErr) {
-				// A run that fails before writing anything (a bad --init,
-				// no device memory) leaves no empty run directory behind.
-				defer os.Remove(runDir) // removes only an empty directory
+				if namedDir || os.IsNotExist(statErr) {
+					// A run that fails before writing anything (a bad --init,
+					// no device memory) leaves no empty run directory behind.
+					defer os.Remove(runDir) // removes only an empty directory
+				}
+				defer release() // first: Windows's lock is a file in the directory
 			}
 			val := fmt.Sprintf("%d validation images", valSet.Len())
 			if fromDir && o.Data.ValSplit == 0 {

@@ -98,36 +98,53 @@ type Run struct {
 }
 
 // PrepareDir makes dir a fresh run directory, refusing one that already
-// holds a run unless resume is set (and then requiring one).
-func PrepareDir(dir string, resume bool) error {
+// holds a run unless resume is set (and then requiring one), and claims it
+// for this process (LockDir) until release is called.
+func PrepareDir(dir string, resume bool) (release func(), err error) {
 	if !resume {
 		if err := CheckNewDir(dir); err != nil {
-			return err
+			return nil, err
 		}
-		return os.MkdirAll(dir, 0o755)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if release, err = LockDir(dir); err != nil {
+			return nil, err
+		}
+		// Checked again now that it is ours: another run may have started
+		// in it between the first check and the lock, and finished.
+		if err := CheckNewDir(dir); err != nil {
+			release()
+			return nil, err
+		}
+		return release, nil
 	}
 	if !checkpoint.Exists(filepath.Join(dir, LastFile)) {
 		if checkpoint.Exists(filepath.Join(dir, BestFile)) {
-			return fmt.Errorf("--resume: %s has no %s: the run stopped while saving its first epoch (%s holds that epoch's weights); start again with another --run-dir", dir, LastFile, BestFile)
+			return nil, fmt.Errorf("--resume: %s has no %s: the run stopped while saving its first epoch (%s holds that epoch's weights); start again with another --run-dir", dir, LastFile, BestFile)
 		}
-		return fmt.Errorf("--resume: %s has no %s to resume from", dir, LastFile)
+		return nil, fmt.Errorf("--resume: %s has no %s to resume from", dir, LastFile)
+	}
+	if release, err = LockDir(dir); err != nil {
+		return nil, err
 	}
 	// What atomic writes interrupted by a crash left: temporary files
-	// (".<name>.tmp…") that nothing reads.
+	// (".<name>.tmp…") that nothing reads. Only now: a run training in
+	// the directory would be writing them.
 	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*"))
 	for _, t := range tmps {
 		os.Remove(t)
 	}
-	return nil
+	return release, nil
 }
 
 // NewDir creates the directory of a new run named dir, or, where that name
 // is taken (another run started in the same second), dir-2, dir-3, …, and
-// returns the one it made: creating it claims it, so two runs never share
-// one.
-func NewDir(dir string) (string, error) {
+// returns the one it made: creating it claims the name, so two runs never
+// share one, and it is locked as PrepareDir's are until release is called.
+func NewDir(dir string) (made string, release func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	for i := 1; i <= 100; i++ {
 		d := dir
@@ -136,13 +153,17 @@ func NewDir(dir string) (string, error) {
 		}
 		err := os.Mkdir(d, 0o755)
 		if err == nil {
-			return d, nil
+			release, err := LockDir(d)
+			if err != nil {
+				return "", nil, err
+			}
+			return d, release, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return "", err
+			return "", nil, err
 		}
 	}
-	return "", fmt.Errorf("run directory %s and 99 more with suffixes exist: choose a --run-dir", dir)
+	return "", nil, fmt.Errorf("run directory %s and 99 more with suffixes exist: choose a --run-dir", dir)
 }
 
 // CheckNewDir says why a new run cannot start in dir: it holds a run, or
@@ -154,7 +175,9 @@ func CheckNewDir(dir string) error {
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
 		return fmt.Errorf("--run-dir %s: a file, not a directory", dir)
 	}
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+	entries, _ := os.ReadDir(dir)
+	entries = slices.DeleteFunc(entries, func(e fs.DirEntry) bool { return e.Name() == lockName })
+	if len(entries) > 0 {
 		return fmt.Errorf("run directory %s exists and is not empty: choose another --run-dir", dir)
 	}
 	return nil

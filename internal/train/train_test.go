@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -170,7 +171,7 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	if ev.Acc != ck.Info.ValAcc || ev.Images != 64 {
 		t.Errorf("best checkpoint evaluates to %g on %d images, recorded %g", ev.Acc, ev.Images, ck.Info.ValAcc)
 	}
-	if err := PrepareDir(dir, false); err == nil || !strings.Contains(err.Error(), "--resume") {
+	if _, err := PrepareDir(dir, false); err == nil || !strings.Contains(err.Error(), "--resume") {
 		t.Errorf("an existing run directory was accepted: %v", err)
 	}
 
@@ -184,18 +185,67 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(crashed, BestFile), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := PrepareDir(crashed, true); err == nil || !strings.Contains(err.Error(), "stopped while saving its first epoch") {
+	if _, err := PrepareDir(crashed, true); err == nil || !strings.Contains(err.Error(), "stopped while saving its first epoch") {
 		t.Errorf("resuming a run without %s: %v", LastFile, err)
 	}
 	tmp := filepath.Join(dir, "."+LastFile+".tmp123")
 	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := PrepareDir(dir, true); err != nil {
+	release, err := PrepareDir(dir, true)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
 		t.Errorf("resume left %s: %v", tmp, err)
+	}
+	// While a run trains, a second resume of it is refused, and removes
+	// none of the files that the first is writing.
+	if err := os.WriteFile(tmp, []byte("being written"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PrepareDir(dir, true); !errors.Is(err, ErrDirInUse) || !strings.Contains(err.Error(), dir) {
+		t.Errorf("a second resume of a run in use: %v, want ErrDirInUse naming %s", err, dir)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Errorf("a refused resume removed %s: %v", tmp, err)
+	}
+	release()
+	release, err = PrepareDir(dir, true)
+	if err != nil {
+		t.Fatalf("resume after the first let go: %v", err)
+	}
+	release()
+}
+
+// TestLockDir: a directory is one process's at a time, a new run's too, and
+// free again once released; nothing of the lock stays behind.
+func TestLockDir(t *testing.T) {
+	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" && runtime.GOOS != "windows" {
+		t.Skipf("no directory locks on %s", runtime.GOOS)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	release, err := PrepareDir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockDir(dir); !errors.Is(err, ErrDirInUse) {
+		t.Errorf("a second lock of a new run: %v, want ErrDirInUse", err)
+	}
+	if _, err := PrepareDir(dir, false); !errors.Is(err, ErrDirInUse) {
+		t.Errorf("a second new run in the same directory: %v, want ErrDirInUse", err)
+	}
+	release()
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("the lock left %v in %s (%v)", entries, dir, err)
+	}
+	release, err = LockDir(dir)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	release()
+	if _, err := LockDir(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("locking a directory that is not there: %v", err)
 	}
 }
 
@@ -661,7 +711,10 @@ func TestNewDirNeverShares(t *testing.T) {
 	errs := make(chan error, runs)
 	for range runs {
 		go func() {
-			d, err := NewDir(base)
+			d, release, err := NewDir(base)
+			if err == nil {
+				defer release()
+			}
 			dirs <- d
 			errs <- err
 		}()
@@ -688,7 +741,7 @@ func TestNewDirNeverShares(t *testing.T) {
 	if err := os.WriteFile(base+"-9", nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := NewDir(base); err != nil || d != base+"-10" {
+	if d, _, err := NewDir(base); err != nil || d != base+"-10" {
 		t.Errorf("NewDir with -9 a file: %q %v, want %s-10", d, err, base)
 	}
 }
