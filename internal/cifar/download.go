@@ -45,7 +45,17 @@ type DownloadOptions struct {
 	Progress func(done, total int64)
 	// Client defaults to http.DefaultClient.
 	Client *http.Client
+	// Stall is how long the transfer may go without a byte before it
+	// fails (a server or network that stops sending would otherwise hang
+	// it for ever); it defaults to DefaultStall.
+	Stall time.Duration
 }
+
+// DefaultStall is DownloadOptions.Stall's default.
+const DefaultStall = time.Minute
+
+// errStalled cancels a transfer that no byte has reached for a while.
+var errStalled = errors.New("stalled")
 
 // Download fetches the CIFAR-10 archive into opt.Dir, checks its size and
 // MD5, unpacks it into a temporary folder inside opt.Dir, reads every batch
@@ -163,12 +173,30 @@ func cmpOr(a, b string) string {
 
 // fetch writes the body of opt.URL to w and checks its length and MD5.
 func fetch(ctx context.Context, opt DownloadOptions, w io.Writer) error {
+	stall := opt.Stall
+	if stall <= 0 {
+		stall = DefaultStall
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timer := time.AfterFunc(stall, func() { cancel(errStalled) })
+	defer timer.Stop()
+	var n int64
+	stalled := func() error {
+		if context.Cause(ctx) != errStalled {
+			return nil
+		}
+		return fmt.Errorf("cifar: download %s stalled: no data for %s after %d bytes; run it again", opt.URL, stall, n)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, opt.URL, nil)
 	if err != nil {
 		return fmt.Errorf("cifar: %w", err)
 	}
 	resp, err := opt.Client.Do(req)
 	if err != nil {
+		if err := stalled(); err != nil {
+			return err
+		}
 		return fmt.Errorf("cifar: download: %w", err)
 	}
 	defer resp.Body.Close()
@@ -177,12 +205,20 @@ func fetch(ctx context.Context, opt DownloadOptions, w io.Writer) error {
 	}
 	total := resp.ContentLength
 	h := md5.New()
-	pw := &progressWriter{total: total, fn: opt.Progress}
+	pw := &progressWriter{total: total, fn: func(done, total int64) {
+		timer.Reset(stall)
+		if opt.Progress != nil {
+			opt.Progress(done, total)
+		}
+	}}
 	if opt.Progress != nil {
 		opt.Progress(0, total) // show the bar before the first byte
 	}
-	n, err := io.Copy(io.MultiWriter(w, h, pw), resp.Body)
+	n, err = io.Copy(io.MultiWriter(w, h, pw), resp.Body)
 	if err != nil {
+		if err := stalled(); err != nil {
+			return err
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("cifar: download %s: %w", opt.URL, ctx.Err())
 		}

@@ -208,6 +208,30 @@ func TestDownloadTruncated(t *testing.T) {
 	assertNothingLeft(t, dir)
 }
 
+// The server sends half the archive, then nothing more while keeping the
+// connection open: the download fails after Stall instead of hanging.
+func TestDownloadStalled(t *testing.T) {
+	arc := archiveOf(t, "bin", 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(arc)))
+		w.Write(arc[:len(arc)/2])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a hang fails, not blocks, the test
+	defer cancel()
+	err := Download(ctx, DownloadOptions{Dir: dir, URL: srv.URL, MD5: md5hex(arc), Stall: 200 * time.Millisecond})
+	if ctx.Err() != nil {
+		t.Fatalf("the stalled download ran until the test's deadline: %v", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "stalled: no data for 200ms") || !strings.Contains(err.Error(), fmt.Sprintf("after %d bytes", len(arc)/2)) {
+		t.Fatalf("err = %v", err)
+	}
+	assertNothingLeft(t, dir)
+}
+
 func TestDownloadRejectsUnsafeArchives(t *testing.T) {
 	body := []byte("x")
 	cases := map[string]entry{
