@@ -260,9 +260,10 @@ func predictCmd() *cobra.Command {
 		Short: "Classify PNG or JPEG images of any size",
 		Long: `Classify images with a checkpoint. Each image is scaled to 32x32 first (the
 size of CIFAR-10's images, which the model learnt from), then prepared exactly as
-evaluation prepares CIFAR-10 images.`,
+evaluation prepares CIFAR-10 images. An IMAGE of - is read from standard input.`,
 		Example: `  vgg16 predict --checkpoint runs/x/best.safetensors cat.png dog.jpg
-  vgg16 predict --checkpoint best.safetensors --top 3 --json photo.jpg`,
+  vgg16 predict --checkpoint best.safetensors --top 3 --json photo.jpg
+  curl -s https://example.com/cat.jpg | vgg16 predict --checkpoint best.safetensors -`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return fmt.Errorf("no images: give one or more PNG or JPEG files to classify")
@@ -285,7 +286,7 @@ evaluation prepares CIFAR-10 images.`,
 			if err != nil {
 				return err
 			}
-			preds := predict(l, args, top)
+			preds := predict(l, args, top, cmd.InOrStdin())
 			failed := 0
 			for _, p := range preds {
 				if p.Error != "" {
@@ -346,10 +347,10 @@ type Score struct {
 	Prob  float64 `json:"probability"`
 }
 
-// predict classifies each image of paths, a batch of them at a time; one
-// that cannot be read gets its error instead, and the rest are still
-// predicted.
-func predict(l *loaded, paths []string, top int) []Prediction {
+// predict classifies each image of paths ("-" is stdin), a batch of them
+// at a time; one that cannot be read gets its error instead, and the rest
+// are still predicted.
+func predict(l *loaded, paths []string, top int, stdin io.Reader) []Prediction {
 	be := l.model.Backend()
 	size := l.model.Config.ImageSize
 	classes := l.model.Config.Classes
@@ -376,7 +377,17 @@ func predict(l *loaded, paths []string, top int) []Prediction {
 	}
 	for i, p := range paths {
 		out[i].Image = p
-		img, err := readImage(p)
+		var img []byte
+		var err error
+		switch {
+		case p != "-":
+			img, err = readImage(p)
+		case stdin == nil:
+			err = errors.New("-: standard input is read once: give - once")
+		default:
+			img, err = decodeImage("-", stdin)
+			stdin = nil
+		}
 		if err != nil {
 			out[i].Error = err.Error()
 			continue
@@ -444,6 +455,12 @@ func readImage(path string) ([]byte, error) {
 	if st, err := f.Stat(); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("%s is a directory: give image files", path)
 	}
+	return decodeImage(path, f)
+}
+
+// decodeImage is readImage's work on an open file or stream; name names it
+// in errors.
+func decodeImage(path string, f io.Reader) ([]byte, error) {
 	// The header first: a few kilobytes can declare an image whose pixels
 	// take gigabytes to decode. What it reads is kept and read again, not
 	// sought back to, so that a pipe works too (/dev/stdin).

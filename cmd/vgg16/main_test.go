@@ -919,3 +919,41 @@ func TestDoctor(t *testing.T) {
 		t.Errorf("doctor on the stand-in: %v\n%s", err, out)
 	}
 }
+
+// TestPredictStdin: "-" reads the image from standard input, as from its
+// file, and a second "-" is that image's error, not a silent empty read.
+func TestPredictStdin(t *testing.T) {
+	plain := writePlainVGG(t)
+	path := filepath.Join(t.TempDir(), "a.png")
+	writePNG(t, path, 40, 30, color.RGBA{200, 60, 20, 255})
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	predictJSON := func(args ...string) ([]Prediction, error) {
+		t.Helper()
+		root := newRoot()
+		var out, errOut bytes.Buffer
+		root.SetIn(bytes.NewReader(img))
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		root.SetArgs(append([]string{"predict", "--checkpoint", plain, "--device", "cpu", "--json"}, args...))
+		err := root.Execute()
+		var p []Prediction
+		if jerr := json.Unmarshal(out.Bytes(), &p); jerr != nil {
+			t.Fatalf("%v: %v\n%s%s", args, jerr, out.String(), errOut.String())
+		}
+		return p, err
+	}
+	want, err := predictJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := predictJSON("-", "-")
+	if err == nil || len(got) != 2 || got[0].Image != "-" || got[0].Error != "" || fmt.Sprint(got[0].Top) != fmt.Sprint(want[0].Top) {
+		t.Fatalf("predict - -: %v\n%+v\nwant the first as %+v", err, got, want[0])
+	}
+	if !strings.Contains(got[1].Error, "standard input is read once") {
+		t.Errorf("the second -: %+v", got[1])
+	}
+}
