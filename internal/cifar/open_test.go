@@ -1,7 +1,10 @@
 package cifar
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -103,5 +106,35 @@ func TestOpenErrors(t *testing.T) {
 	writeFile(t, filepath.Join(folder, "batches.meta.txt"), []byte("a\nb\n"))
 	if _, err := Open(dir, "test"); err == nil || !strings.Contains(err.Error(), "batches.meta.txt") {
 		t.Fatalf("bad meta: %v", err)
+	}
+}
+
+// TestReadBatchFileArchiveOrEmpty: the downloaded archive (gzip, or the
+// tar in it) given as a batch file is named as an archive with what to
+// do, not read as records of the wrong size; an empty file is named empty,
+// not a pickle without STOP.
+func TestReadBatchFileArchiveOrEmpty(t *testing.T) {
+	dir := t.TempDir()
+	arc := filepath.Join(dir, "cifar-10-binary.tar.gz")
+	writeFile(t, arc, archiveOf(t, "bin", 1))
+	zr, err := gzip.NewReader(bytes.NewReader(archiveOf(t, "bin", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarBytes, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(dir, "cifar-10-binary.tar")
+	writeFile(t, tarPath, tarBytes)
+	for _, p := range []string{arc, tarPath} {
+		if _, err := ReadBatchFile(p); err == nil || !strings.Contains(err.Error(), p+" is an archive") || !strings.Contains(err.Error(), "unpack it (tar xf)") {
+			t.Errorf("ReadBatchFile(%s) = %v, want it named an archive to unpack", p, err)
+		}
+	}
+	empty := filepath.Join(dir, "test_batch")
+	writeFile(t, empty, nil)
+	if _, err := ReadBatchFile(empty); err == nil || !strings.Contains(err.Error(), empty+": empty file") {
+		t.Errorf("ReadBatchFile of an empty file = %v, want it named empty", err)
 	}
 }
