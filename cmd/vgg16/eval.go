@@ -466,6 +466,9 @@ func decodeImage(path string, f io.Reader) ([]byte, error) {
 	// sought back to, so that a pipe works too (/dev/stdin).
 	var head bytes.Buffer
 	hdr, _, err := image.DecodeConfig(io.TeeReader(f, &head))
+	if err != nil && head.Len() == 0 {
+		return nil, fmt.Errorf("%s: empty file, not an image", path)
+	}
 	if err == nil && int64(hdr.Width)*int64(hdr.Height) > maxImagePixels {
 		return nil, fmt.Errorf("%s: %dx%d pixels, more than predict reads (%d megapixels): scale it down first", path, hdr.Width, hdr.Height, maxImagePixels/1000000)
 	}

@@ -729,6 +729,19 @@ func TestReadImageDropsAlpha(t *testing.T) {
 	}
 }
 
+// TestReadImageEmpty: an empty file (a failed download or copy) is named
+// empty, not "not a PNG or JPEG image", which sends one looking at its
+// format.
+func TestReadImageEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cat.png")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readImage(path); err == nil || err.Error() != path+": empty file, not an image" {
+		t.Errorf("readImage of an empty file: %v", err)
+	}
+}
+
 // TestReadImageBounded: an image whose header declares more pixels than
 // predict reads is refused by its header, naming the file and its size,
 // before any pixel is decoded (this one has none).
