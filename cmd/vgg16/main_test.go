@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"log"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -499,6 +501,46 @@ func TestDataDownloadBadArchive(t *testing.T) {
 		t.Errorf("left behind: %s", e.Name())
 	}
 }
+
+// TestDataDownloadLongerThanDeclared: a server that sends more than its
+// Content-Length fails the MD5 check, and the surplus is not dumped on
+// stderr by net/http's "Unsolicited response received on idle HTTP
+// channel" log (a kept-alive connection is peeked after the body).
+func TestDataDownloadLongerThanDeclared(t *testing.T) {
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	log.SetOutput(writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logged.Write(b) }))
+	defer log.SetOutput(os.Stderr)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n%s", bytes.Repeat([]byte("surplus "), 500))
+		bw.Flush()
+		time.Sleep(100 * time.Millisecond)
+	}))
+	defer srv.Close()
+	out, err := run(t, "data", "download", "--dir", t.TempDir(), "--url", srv.URL+"/cifar-10-binary.tar.gz")
+	if err == nil || !strings.Contains(err.Error(), "MD5 mismatch") || !strings.Contains(err.Error(), "(10 bytes)") {
+		t.Fatalf("want an MD5 error on the 10 declared bytes, got %v\n%s", err, out)
+	}
+	for range 20 { // net/http logs from its connection's goroutine, after the body is read
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		got := logged.String()
+		mu.Unlock()
+		if got != "" {
+			t.Fatalf("logged: %.200s", got)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // TestInitFromPTH fine-tunes from a PyTorch-written torch.save file: every
 // tensor of the fixture's state dict fits the same layer list.
