@@ -33,6 +33,9 @@ func dataCmd() *cobra.Command {
 			if format != "bin" && format != "py" {
 				return fmt.Errorf("--format %q: want bin or py", format)
 			}
+			if dir == "" {
+				return errors.New(`--dir "": give the folder to put the dataset in (./data by default)`)
+			}
 			// Ctrl-C cancels the transfer, and Download removes what it
 			// had written.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -542,6 +542,16 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
+// TestDataDownloadEmptyDir: --dir "" is the flag's error before anything
+// is fetched (it was the library's "download: no destination folder",
+// after a "downloading CIFAR-10 … into " line).
+func TestDataDownloadEmptyDir(t *testing.T) {
+	out, err := run(t, "data", "download", "--dir", "", "--url", "http://127.0.0.1:1/unused")
+	if err == nil || !strings.HasPrefix(err.Error(), `--dir "": `) || out != "" {
+		t.Fatalf("err = %v, printed %q", err, out)
+	}
+}
+
 // TestInitFromPTH fine-tunes from a PyTorch-written torch.save file: every
 // tensor of the fixture's state dict fits the same layer list.
 func TestInitFromPTH(t *testing.T) {
