@@ -44,7 +44,24 @@ var numpyVM = &pickle.VM{
 	Int64Only:    true,
 }
 
-func unpickle(b []byte) (any, error) { return numpyVM.Unpickle(b) }
+// unpickle decodes a file of the python version. Where it does not decode,
+// the error says first what the file is: empty, not a pickle at all (the
+// dataset's files, Python 2's protocol 2 and Python 3's, start with the
+// protocol byte 0x80), or cut short.
+func unpickle(b []byte) (any, error) {
+	v, err := numpyVM.Unpickle(b)
+	switch {
+	case err == nil:
+		return v, nil
+	case len(b) == 0:
+		return nil, errors.New("empty file, want a pickle")
+	case b[0] != 0x80:
+		return nil, fmt.Errorf("not a pickle of the python version (its files start with byte 0x80, this one with %#02x): %w", b[0], err)
+	case errors.Is(err, pickle.ErrTruncated):
+		return nil, fmt.Errorf("truncated (%d bytes; a partial copy?): %w", len(b), err)
+	}
+	return nil, err
+}
 
 // dictGet looks a text key up both as bytes and as str: the real files
 // (Python 2) have bytes keys, files re-saved by Python 3 have str keys.

@@ -153,3 +153,31 @@ func TestReadPickleFileErrorNamesFile(t *testing.T) {
 		t.Fatalf("missing file: err = %v", err)
 	}
 }
+
+// TestReadPickleFileSaysWhatItIs: a python-version file that does not
+// decode is said to be empty, not a pickle, or truncated, before the
+// decoder's detail ("GET: bad memo index" for a text file).
+func TestReadPickleFileSaysWhatItIs(t *testing.T) {
+	good := batchPickle(synth(3, 0, 1), "b", false)
+	dir := t.TempDir()
+	for name, c := range map[string]struct {
+		b    []byte
+		want string
+	}{
+		"empty":     {nil, "empty file, want a pickle"},
+		"text":      {[]byte("garbage\n"), "not a pickle of the python version (its files start with byte 0x80, this one with 0x67)"},
+		"truncated": {good[:len(good)/2], fmt.Sprintf("truncated (%d bytes; a partial copy?): ", len(good)/2)},
+	} {
+		p := filepath.Join(dir, name)
+		writeFile(t, p, c.b)
+		_, err := ReadPickleFile(p)
+		if err == nil || !strings.HasPrefix(err.Error(), "cifar: "+p+": "+c.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, c.want)
+		}
+		mp := filepath.Join(dir, name+".meta")
+		writeFile(t, mp, c.b)
+		if _, err := readMetaPickle(mp); err == nil || !strings.HasPrefix(err.Error(), "cifar: "+mp+": "+c.want) {
+			t.Errorf("%s batches.meta: err = %v, want %q", name, err, c.want)
+		}
+	}
+}
