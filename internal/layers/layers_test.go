@@ -315,3 +315,48 @@ func TestNoBatchNorm(t *testing.T) {
 		t.Errorf("running statistics in a model without BN")
 	}
 }
+
+// TestNumBatchesTracked: every batch norm's num_batches_tracked counts the
+// training forwards, as BatchNorm2d's does (evaluations add nothing), and a
+// step run again after SetStep back to the step before it (the training
+// loop's rerun where a GPU's capture of the step fails) counts once.
+func TestNumBatchesTracked(t *testing.T) {
+	cfg := config(t, "vgg11", 32)
+	cfg.Cfg, _ = layers.ParseCfg("4,M,8,M")
+	cfg.ImageSize, cfg.Hidden = 8, 8
+	be := cpu.New()
+	m, err := layers.New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(1)
+	x := be.New(2, 3, 8, 8)
+	be.Fill(x, 0.5)
+	counts := func(want int64, when string) {
+		t.Helper()
+		c := m.State().Counts
+		if len(c) != 2 {
+			t.Fatalf("%d num_batches_tracked, want 2: %v", len(c), c)
+		}
+		for k, v := range c {
+			if v != want {
+				t.Errorf("%s: %s = %d, want %d", when, k, v, want)
+			}
+		}
+	}
+	m.Forward(x, true)
+	m.Forward(x, true)
+	counts(2, "two training forwards")
+	m.Forward(x, false)
+	counts(2, "then an evaluation")
+	s := m.Step()
+	m.Forward(x, true)
+	m.SetStep(s)
+	m.Forward(x, true)
+	counts(3, "then one step run twice")
+	m.Forward(x, true)
+	counts(4, "then one more step")
+	m.Init(1)
+	m.Forward(x, true)
+	counts(1, "after Init, one training forward")
+}

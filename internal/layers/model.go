@@ -34,6 +34,11 @@ type Model struct {
 	// Seed and the step counter key the dropout masks.
 	Seed uint64
 	step uint64
+	// counted is the step whose training Forward last added its batch to
+	// the batch norms' num_batches_tracked: a step run again (SetStep back
+	// to the step before, as the training loop does where the GPU's
+	// capture of a step fails and it runs the step op by op) is one batch.
+	counted uint64
 	// GradPart is, with ShareGradients, the most elements of a Linear's
 	// weight gradient that the shared buffer holds at once: larger layers
 	// take their rows in parts (0: DefaultGradPart). Read by ShareGradients.
@@ -309,7 +314,9 @@ const paramAlign = 4
 // Step is the number of training forward passes so far (it keys dropout).
 func (m *Model) Step() uint64 { return m.step }
 
-// SetStep restores the step counter (on resume).
+// SetStep restores the step counter: on resume, or before a step runs
+// again (the same dropout masks, and the batch counted once in
+// num_batches_tracked).
 func (m *Model) SetStep(s uint64) { m.step = s }
 
 // Init draws the parameters as torchvision's VGG does: convolutions
@@ -341,7 +348,7 @@ func (m *Model) Init(seed uint64) {
 		m.be.Fill(n.runVar, 1)
 		n.numBatches = 0
 	}
-	m.step = 0
+	m.step, m.counted = 0, 0
 }
 
 func (m *Model) isBNWeight(name string) bool {
@@ -381,6 +388,12 @@ func (m *Model) Forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	for i, mod := range m.mods {
 		x = mod.forward(x, train)
 		m.acts.mark(i)
+	}
+	if train && m.step != m.counted { // as BatchNorm2d's num_batches_tracked += 1, once a step
+		for _, n := range m.bns {
+			n.numBatches++
+		}
+		m.counted = m.step
 	}
 	return x
 }

@@ -89,7 +89,7 @@ type batchNorm struct {
 	dgamma, dbeta     *tensor.Tensor
 	runMean, runVar   *tensor.Tensor // [C]
 	saveMean, saveInv *tensor.Tensor // [C]
-	numBatches        int64
+	numBatches        int64          // num_batches_tracked: Model.Forward counts the training batches
 	momentum, eps     float64
 	x, y              *tensor.Tensor
 	relu              bool           // the ReLU after it is done here (BatchNormReLU*), as one op
@@ -163,9 +163,6 @@ func (m *batchNorm) forward(x *tensor.Tensor, train bool) *tensor.Tensor {
 	default:
 		m.be.BatchNormInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
 	}
-	if train {
-		m.numBatches++
-	}
 	return y
 }
 
@@ -190,7 +187,6 @@ func (m *batchNorm) pooledForward(x *tensor.Tensor, train bool) bool {
 	}
 	if train {
 		p.BatchNormReLUPoolTrain(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.saveMean, m.saveInv, m.shift, m.momentum, m.eps)
-		m.numBatches++
 	} else {
 		p.BatchNormReLUPoolInfer(y, x, m.gamma, m.beta, m.runMean, m.runVar, m.eps)
 	}

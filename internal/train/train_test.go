@@ -540,6 +540,52 @@ type recordingCPU struct{ *cpu.Backend }
 
 func (recordingCPU) Step(_ string, f func()) { f() }
 
+// failedCaptureCPU is the CPU backend posing as a GPU whose capture of a
+// step fails once it has run the step's Go code (gpu.Backend.Step: the
+// graph does not instantiate), and which then runs the step again op by op.
+type failedCaptureCPU struct {
+	*cpu.Backend
+	failed *bool
+}
+
+func (b failedCaptureCPU) Step(_ string, f func()) {
+	if !*b.failed {
+		*b.failed = true
+		f() // (a real capture records the ops without running them)
+	}
+	f()
+}
+
+// TestNumBatchesTrackedAfterFailedCapture: a step run again after a failed
+// capture is one batch in num_batches_tracked, which counts the training
+// batches as PyTorch's BatchNorm2d does.
+func TestNumBatchesTrackedAfterFailedCapture(t *testing.T) {
+	o := smallOptions()
+	o.Epochs = 2
+	r := newRun(t, t.TempDir(), o, &quiet{})
+	failed := false
+	r.Backend = failedCaptureCPU{cpu.New(), &failed}
+	if _, err := r.Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !failed {
+		t.Fatal("no step was recorded")
+	}
+	ck, err := checkpoint.Load(filepath.Join(r.Dir, LastFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(2 * 256 / 16) // two epochs of 256 images in batches of 16
+	if len(ck.State.Counts) != 5 {
+		t.Fatalf("%d num_batches_tracked in the checkpoint, want 5", len(ck.State.Counts))
+	}
+	for k, v := range ck.State.Counts {
+		if v != want {
+			t.Errorf("%s = %d after %d training batches", k, v, want)
+		}
+	}
+}
+
 // On a backend that runs ahead, the metrics reach the host every
 // tallyEvery steps and at the epoch's end, and are those of the plain
 // run; a NaN loss still stops the run, naming the batches it came from.
