@@ -155,7 +155,11 @@ func (o Options) Validate() error {
 func (o Options) SpansRun() bool { return o.Schedule == "cosine" || o.Schedule == "onecycle" }
 
 // LearningRate is the rate for the step-th batch (from 0) of a run with
-// perEpoch batches per epoch.
+// perEpoch batches per epoch. step is StepLR stepped once an epoch; after
+// the warm-up (a straight rise, LR·(step+1)/(Warmup·perEpoch)), cosine is
+// CosineAnnealingLR(T_max = the batches after the warm-up, eta_min 0)
+// stepped every batch, and onecycle a straight fall to zero at the run's
+// end: not torch's OneCycleLR (README says how they differ).
 func (o Options) LearningRate(step, perEpoch int) float64 {
 	epoch := float64(step) / float64(perEpoch) // fractional epochs done
 	total := float64(o.Epochs)
