@@ -80,7 +80,7 @@ func download(ctx context.Context, w io.Writer, dir, format, url string) error {
 	if folder, lacks := cifar.Incomplete(dir); folder == target {
 		return fmt.Errorf("--dir %s: %s holds part of CIFAR-10, %s: complete it or move it away, then download", dir, folder, lacks)
 	}
-	if _, err := os.Stat(dir); os.IsNotExist(err) {
+	if _, err := os.Lstat(dir); os.IsNotExist(err) { // Lstat: a link to nowhere is the user's, never removed
 		defer os.Remove(dir) // made for the download: removed if a failure left it empty
 	}
 	var bar *progressbar.ProgressBar

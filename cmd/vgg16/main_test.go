@@ -552,6 +552,23 @@ func TestDataDownloadEmptyDir(t *testing.T) {
 	}
 }
 
+// TestDataDownloadKeepsDanglingLink: --dir a link to nowhere (a drive not
+// mounted) fails naming it and is not removed as a folder the download
+// made.
+func TestDataDownloadKeepsDanglingLink(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink(filepath.Join(t.TempDir(), "unmounted"), dir); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	out, err := run(t, "data", "download", "--dir", dir, "--url", "http://127.0.0.1:1/unused")
+	if err == nil || !strings.Contains(err.Error(), dir+" is a link to ") {
+		t.Errorf("err = %v\n%s", err, out)
+	}
+	if _, err := os.Readlink(dir); err != nil {
+		t.Errorf("the link is gone: %v", err)
+	}
+}
+
 // TestInitFromPTH fine-tunes from a PyTorch-written torch.save file: every
 // tensor of the fixture's state dict fits the same layer list.
 func TestInitFromPTH(t *testing.T) {

@@ -85,9 +85,16 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	if existsFormat(opt.Dir, f) {
 		return nil
 	}
+	// A link to nowhere (a drive not mounted) is neither made nor replaced.
+	target := filepath.Join(opt.Dir, f.folder)
+	for _, p := range []string{opt.Dir, target} {
+		if to, ok := danglingLink(p); ok {
+			return fmt.Errorf("cifar: %s is a link to %s, which does not exist (a drive not mounted?): mount it, or remove the link to download there", p, to)
+		}
+	}
 	// A folder of that name that is not a complete dataset is the user's
 	// (a partial copy, or something else): never replaced.
-	if target := filepath.Join(opt.Dir, f.folder); fileExists(target) {
+	if fileExists(target) {
 		return fmt.Errorf("cifar: %s exists but is not a complete CIFAR-10 dataset: complete it, or move it away and download again", target)
 	}
 	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
@@ -123,7 +130,6 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	// Another download into opt.Dir may have finished first (before this
 	// check, or between it and the rename, which then fails: a folder is
 	// never renamed over one with files): then the dataset is there.
-	target := filepath.Join(opt.Dir, f.folder)
 	var renameErr error
 	if !fileExists(target) {
 		if renameErr = os.Rename(src, target); renameErr == nil {
@@ -162,6 +168,20 @@ func removeStale(dir string) {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// danglingLink reports whether p is a symbolic link whose target does not
+// exist, and the target.
+func danglingLink(p string) (string, bool) {
+	fi, err := os.Lstat(p)
+	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		return "", false
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		return "", false
+	}
+	to, _ := os.Readlink(p)
+	return to, true
 }
 
 func cmpOr(a, b string) string {

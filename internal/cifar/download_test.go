@@ -371,3 +371,33 @@ func TestDownloadErrors(t *testing.T) {
 	}
 	assertNothingLeft(t, dir)
 }
+
+// TestDownloadDanglingLink: a folder, or the dataset's folder in it, that
+// is a link to nowhere (a drive not mounted) is named so, before anything
+// is fetched, and left as it is.
+func TestDownloadDanglingLink(t *testing.T) {
+	url, hits := serve(t, archiveOf(t, "bin", 1))
+	root := t.TempDir()
+	nowhere := filepath.Join(root, "unmounted")
+	dir := filepath.Join(root, "data")
+	if err := os.Symlink(nowhere, dir); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	inner := filepath.Join(root, "data2")
+	writeFile(t, filepath.Join(inner, "notes.txt"), []byte("mine"))
+	if err := os.Symlink(nowhere, filepath.Join(inner, BinFolder)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ dir, link string }{{dir, dir}, {inner, filepath.Join(inner, BinFolder)}} {
+		err := Download(context.Background(), DownloadOptions{Dir: c.dir, URL: url})
+		if want := c.link + " is a link to " + nowhere + ", which does not exist"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Download into %s: %v, want %q", c.dir, err, want)
+		}
+		if _, err := os.Readlink(c.link); err != nil {
+			t.Errorf("the link is gone: %v", err)
+		}
+	}
+	if hits.Load() != 0 {
+		t.Errorf("%d requests, want none", hits.Load())
+	}
+}
