@@ -181,6 +181,11 @@ func Open(dir string, split string) (*Dataset, error) {
 		}
 	}
 	if len(found) == 0 {
+		for _, p := range []string{dir, filepath.Join(dir, BinFolder), filepath.Join(dir, PyFolder)} {
+			if to, ok := danglingLink(p); ok {
+				return nil, fmt.Errorf("cifar: %s is a link to %s, which does not exist (a drive not mounted?): %w", p, to, fs.ErrNotExist)
+			}
+		}
 		return nil, fmt.Errorf("cifar: no CIFAR-10 dataset in %s (looked for %s/ and %s/ with data_batch_1..5 and test_batch): run `vgg16 data download` (offline: one batch file, or the embedded sample, demo, works too): %w",
 			dir, BinFolder, PyFolder, fs.ErrNotExist)
 	}

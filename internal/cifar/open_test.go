@@ -138,3 +138,28 @@ func TestReadBatchFileArchiveOrEmpty(t *testing.T) {
 		t.Errorf("ReadBatchFile of an empty file = %v, want it named empty", err)
 	}
 }
+
+// TestOpenDanglingLink: a data folder, or the dataset's folder in it, that
+// links to nowhere (a drive not mounted) is named as that link, not as a
+// folder without CIFAR-10.
+func TestOpenDanglingLink(t *testing.T) {
+	root := t.TempDir()
+	nowhere := filepath.Join(root, "unmounted")
+	dir := filepath.Join(root, "data")
+	if err := os.Symlink(nowhere, dir); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	inner := filepath.Join(root, "data2")
+	if err := os.MkdirAll(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(nowhere, filepath.Join(inner, PyFolder)); err != nil {
+		t.Fatal(err)
+	}
+	for d, link := range map[string]string{dir: dir, inner: filepath.Join(inner, PyFolder)} {
+		_, err := Open(d, "test")
+		if want := link + " is a link to " + nowhere + ", which does not exist"; err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Open(%s): %v, want %q", d, err, want)
+		}
+	}
+}
