@@ -27,6 +27,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 	}
 	demo := df.Dir == "demo"
 	st, statErr := os.Stat(df.Dir)
+	_, lstatErr := os.Lstat(df.Dir) // a link to nowhere is not absent: it is the user's
 	if statErr == nil && st.Mode().IsRegular() {
 		trainSet, valSet, classes, err = loadFile(w, df, seed)
 		return trainSet, valSet, classes, false, err
@@ -45,7 +46,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 		}
 		fmt.Fprintf(w, "CIFAR-10 is not in %s: downloading it\n", df.Dir)
 		if err := fetch(ctx, df.Dir); err != nil {
-			if os.IsNotExist(statErr) {
+			if os.IsNotExist(lstatErr) {
 				os.Remove(df.Dir) // made for the download: removed if it stayed empty
 			}
 			if ctx.Err() != nil || !df.Fallback {

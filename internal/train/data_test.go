@@ -89,6 +89,18 @@ func TestOpenData(t *testing.T) {
 	if _, err := os.Stat(target); !os.IsNotExist(err) {
 		t.Errorf("failed download left %s: %v", target, err)
 	}
+	// A link to a folder that is not there (a drive not mounted) is the
+	// user's: a failed download leaves it.
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(filepath.Join(dir, "unmounted"), link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: link}, 1, fetch); err == nil {
+		t.Error("a download into a link to nowhere succeeded")
+	}
+	if _, err := os.Lstat(link); err != nil {
+		t.Errorf("a failed download removed the link %s: %v", link, err)
+	}
 	// ...unless falling back on the demo sample is allowed (make run),
 	// which is then what the run records.
 	df = &DataOptions{Dir: target, ValSplit: 0.1, Fallback: true}
