@@ -113,7 +113,11 @@ func PrepareDir(dir string, resume bool) (release func(), err error) {
 		}
 		// Checked again now that it is ours: another run may have started
 		// in it between the first check and the lock, and finished.
-		if err := CheckNewDir(dir); err != nil {
+		err = CheckNewDir(dir)
+		if err == nil {
+			err = checkWritable(dir)
+		}
+		if err != nil {
 			release()
 			return nil, err
 		}
@@ -135,7 +139,23 @@ func PrepareDir(dir string, resume bool) (release func(), err error) {
 	for _, t := range tmps {
 		os.Remove(t)
 	}
+	if err := checkWritable(dir); err != nil {
+		release()
+		return nil, err
+	}
 	return release, nil
+}
+
+// checkWritable says, before any training, that dir takes no files (a
+// directory that is read-only, or on a read-only mount): the first
+// checkpoint would fail only after an epoch's work.
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".write-check.tmp")
+	if err != nil {
+		return fmt.Errorf("run directory %s cannot take the run's files: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // NewDir creates the directory of a new run named dir, or, where that name

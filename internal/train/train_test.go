@@ -218,6 +218,30 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	release()
 }
 
+// TestCheckWritable: a run directory that takes no files is refused before
+// any training, naming it, for a new run and a resumed one.
+func TestCheckWritable(t *testing.T) {
+	if err := checkWritable(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if runtime.GOOS == "linux" { // not even root creates files there
+		if err := checkWritable("/proc/self"); err == nil || !strings.Contains(err.Error(), "run directory /proc/self cannot take") {
+			t.Errorf("/proc/self: %v", err)
+		}
+	}
+	if os.Geteuid() == 0 || runtime.GOOS == "windows" {
+		t.Skip("a read-only directory is writable by root (and has no mode bits on Windows)")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(dir, 0o755)
+	if _, err := PrepareDir(dir, false); err == nil || !strings.Contains(err.Error(), "cannot take the run's files") {
+		t.Errorf("a new run in a read-only directory: %v", err)
+	}
+}
+
 // TestLockDir: a directory is one process's at a time, a new run's too, and
 // free again once released; nothing of the lock stays behind.
 func TestLockDir(t *testing.T) {
