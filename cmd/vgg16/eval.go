@@ -24,6 +24,7 @@ import (
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/device"
 	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/shell"
 	"github.com/vgg16/vgg16/internal/tensor"
 	"github.com/vgg16/vgg16/internal/train"
 )
@@ -154,7 +155,7 @@ func evalCmd() *cobra.Command {
 				return err
 			}
 			if n := l.model.Config.Classes; n != len(ds.Classes) {
-				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --pretrained %s trains one from this one's features)", args[0], n, dataDir, len(ds.Classes), args[0])
+				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --pretrained %s trains one from this one's features)", args[0], n, dataDir, len(ds.Classes), shell.Quote(args[0]))
 			}
 			if trainedOn(l.data, dataDir, split) {
 				fmt.Fprintln(cmd.ErrOrStderr(), trainedNote(args[0], dataDir, l.data, ds.Len()))

@@ -83,13 +83,15 @@ var tiny = []string{"--device", "cpu", "--download=false", "--recipe", "cifar", 
 
 // TestTrainEvalPredict runs the whole user path on a tiny dataset.
 func TestTrainEvalPredict(t *testing.T) {
-	data, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	data, runDir := t.TempDir(), filepath.Join(t.TempDir(), "my run")
 	writeCIFAR(t, data, 40)
 	out, err := run(t, append([]string{"train", "--data", data, "--epochs", "2", "--run-dir", runDir}, tiny...)...)
 	if err != nil {
 		t.Fatalf("train: %v\n%s", err, out)
 	}
-	for _, want := range []string{"device: cpu", "training 8,M,16,M,16,M,16,M,16,M", "epoch 2/2", "best validation accuracy"} {
+	// The command it suggests pastes into a shell as it is.
+	evalHint := fmt.Sprintf("evaluate it on the test set with: vgg16 eval '%s' --data %s\n", filepath.Join(runDir, "best.safetensors"), data)
+	for _, want := range []string{"device: cpu", "training 8,M,16,M,16,M,16,M,16,M", "epoch 2/2", "best validation accuracy", evalHint} {
 		if !strings.Contains(out, want) {
 			t.Errorf("train output lacks %q:\n%s", want, out)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/device"
 	"github.com/vgg16/vgg16/internal/layers"
+	"github.com/vgg16/vgg16/internal/shell"
 	"github.com/vgg16/vgg16/internal/tensor"
 	"github.com/vgg16/vgg16/internal/train"
 )
@@ -363,7 +364,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				fmt.Fprintf(w, "note: CUDA graphs were turned off during the run (steps issued op by op, slower): %v\n", g.GraphsOff())
 			}
 			if errors.Is(err, train.ErrInterrupted) {
-				return fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", runDir)
+				return fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", shell.Quote(runDir))
 			}
 			if err != nil {
 				return err
@@ -374,7 +375,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			}
 			fmt.Fprintf(w, "done: best %s accuracy %.2f%%, saved as %s\n", what, 100*max(run.Best(), 0), filepath.Join(runDir, train.BestFile))
 			if fromDir {
-				fmt.Fprintf(w, "evaluate it on the test set with: vgg16 eval %s --data %s\n", filepath.Join(runDir, train.BestFile), df.dir)
+				fmt.Fprintf(w, "evaluate it on the test set with: vgg16 eval %s --data %s\n", shell.Quote(filepath.Join(runDir, train.BestFile)), shell.Quote(df.dir))
 			}
 			return nil
 		},

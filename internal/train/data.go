@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/shell"
 )
 
 // OpenData opens the training and validation sets that df names:
@@ -42,7 +43,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 				df.Dir, folder, lacks)
 		}
 		if fetch == nil {
-			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.Dir, df.Dir)
+			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.Dir, shell.Quote(df.Dir))
 		}
 		fmt.Fprintf(w, "CIFAR-10 is not in %s: downloading it\n", df.Dir)
 		if err := fetch(ctx, df.Dir); err != nil {
@@ -53,7 +54,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 				return nil, nil, nil, false, fmt.Errorf("downloading CIFAR-10 into %s: %w (or train on the sample embedded in the binary: --data demo)", df.Dir, err)
 			}
 			fmt.Fprintf(w, "\n!!! the download failed: %v\n", err)
-			fmt.Fprintf(w, "!!! for real training get the data with: vgg16 data download --dir %s  (or copy cifar-10-batches-bin/ there)\n", df.Dir)
+			fmt.Fprintf(w, "!!! for real training get the data with: vgg16 data download --dir %s  (or copy cifar-10-batches-bin/ there)\n", shell.Quote(df.Dir))
 			demo = true
 		}
 	}

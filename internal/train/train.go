@@ -18,6 +18,7 @@ import (
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/safetensors"
+	"github.com/vgg16/vgg16/internal/shell"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
@@ -624,7 +625,7 @@ func (r *Run) interrupt(b, perEpoch int) error {
 	if err := r.saveLast(r.epoch, b, math.NaN()); err != nil {
 		return err
 	}
-	r.Report.Note(fmt.Sprintf("interrupted %s: saved %s; continue with --resume --run-dir %s", r.position(b, perEpoch), filepath.Join(r.Dir, LastFile), r.Dir))
+	r.Report.Note(fmt.Sprintf("interrupted %s: saved %s; continue with --resume --run-dir %s", r.position(b, perEpoch), filepath.Join(r.Dir, LastFile), shell.Quote(r.Dir)))
 	return ErrInterrupted
 }
 
