@@ -153,6 +153,22 @@ func headerLen(first []byte, size int64) (uint64, error) {
 	return n, nil
 }
 
+// lastOffset is the largest end of the entries' data_offsets that are
+// ranges; the entries' other faults are decode's to name.
+func lastOffset(entries map[string]json.RawMessage) int {
+	last := 0
+	for _, raw := range entries {
+		var e entry
+		if json.Unmarshal(raw, &e) != nil || e.DataOffsets == nil || len(*e.DataOffsets) != 2 {
+			continue
+		}
+		if off := *e.DataOffsets; off[0] >= 0 && off[1] >= off[0] {
+			last = max(last, off[1])
+		}
+	}
+	return last
+}
+
 func decode(b []byte, copyData bool) (*File, error) {
 	n, err := headerLen(b, int64(len(b)))
 	if err != nil {
@@ -170,6 +186,12 @@ func decode(b []byte, copyData bool) (*File, error) {
 	type span struct {
 		name       string
 		begin, end int
+	}
+	// A file cut short (a copy or download that stopped) is said as such,
+	// not as whichever tensor the map happens to reach first.
+	if last := lastOffset(entries); last > len(data) {
+		return nil, fmt.Errorf("file is truncated: %d bytes, where its header places tensor data up to byte %d (%d bytes missing)",
+			len(b), 8+n+uint64(last), last-len(data))
 	}
 	f := &File{Tensors: make(map[string]Tensor, len(entries)), Metadata: meta}
 	spans := make([]span, 0, len(entries))

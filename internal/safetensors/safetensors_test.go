@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"math"
@@ -204,7 +205,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"one offset", `tensor "a": data_offsets [0] is not`, raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}`, d8)},
 		{"end before begin", `tensor "a": data_offsets [8, 0] are not a range`, raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}`, d8)},
 		{"negative offset", `tensor "a"`, raw(`{"a":{"dtype":"F32","shape":[0],"data_offsets":[-1,-1]}}`, d8)},
-		{"past buffer", `tensor "a": data_offsets [0, 16] run past`, raw(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}`, d8)},
+		{"past buffer", `file is truncated: 71 bytes, where its header places tensor data up to byte 79 (8 bytes missing)`, raw(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}`, d8)},
 		{"size mismatch", `tensor "a": data_offsets [0, 8] hold 8 bytes`, raw(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, d8)},
 		{"scalar size", `tensor "a"`, raw(`{"a":{"dtype":"F32","shape":[],"data_offsets":[0,8]}}`, d8)},
 		{"overlap", "overlap", raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, d8)},
@@ -334,6 +335,25 @@ func TestPyTorchFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameFile(t, g, f)
+}
+
+// TestTruncatedFile: a file cut short says so, with how much is missing,
+// the same whichever of its tensors the header's map yields first.
+func TestTruncatedFile(t *testing.T) {
+	b, err := Encode(sample())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "last.safetensors")
+	if err := os.WriteFile(path, b[:len(b)-5], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s: file is truncated: %d bytes, where its header places tensor data up to byte %d (5 bytes missing)", path, len(b)-5, len(b))
+	for range 10 {
+		if _, err := Read(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err = %v, want %q", err, want)
+		}
+	}
 }
 
 func TestReadNamesFile(t *testing.T) {
