@@ -95,6 +95,10 @@ type Run struct {
 	// validation), saved with its checkpoint and carried into the resumed
 	// epoch, so that the epoch's metrics count every batch.
 	partial epochTally
+	// freshMomentum: the next step fills the momentum as a run's first
+	// does (torch's SGD with no state yet), where a resume found no
+	// optimizer state.
+	freshMomentum bool
 	history []EpochMetrics
 }
 
@@ -447,7 +451,8 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 		// One step, recorded by backends that can (a CUDA graph): steps of the
 		// same batch size repeat the same work.
 		lr = r.Opt.LearningRate(r.step, perEpoch)
-		first := r.step == 0
+		first := r.step == 0 || r.freshMomentum
+		r.freshMomentum = false
 		modelStep := m.Step()
 		h := tensor.SGD{LR: lr, Momentum: r.Opt.Momentum, WeightDecay: r.Opt.WeightDecay, Nesterov: r.Opt.Nesterov}
 		step := func() {
@@ -658,31 +663,44 @@ func (r *Run) restore() (int, error) {
 	if err := r.model.LoadState(ck.State); err != nil {
 		return 0, fmt.Errorf("%s: %w", lastPath, err)
 	}
-	optPath := OptimPath(r.Dir, ck.Info.ID)
-	of, err := safetensors.Read(optPath)
-	if err != nil {
-		return 0, fmt.Errorf("resume needs the optimizer state: %w", err)
-	}
-	if of.Metadata["vgg16.id"] != ck.Info.ID {
-		return 0, fmt.Errorf("%s belongs to another checkpoint than %s (ids %q and %q)", optPath, lastPath, of.Metadata["vgg16.id"], ck.Info.ID)
-	}
-	mom, shape, err := of.Float32("momentum")
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", optPath, err)
-	}
-	if len(mom) != r.mom.Size() {
-		return 0, fmt.Errorf("%s: momentum has shape %v, the model wants [%d] (written by another version of vgg16? resume from best.safetensors with --init instead)", optPath, shape, r.mom.Size())
-	}
-	r.Backend.Upload(r.mom, mom)
-	r.step, _ = strconv.Atoi(of.Metadata["vgg16.step"])
-	r.partial = parseTally(of.Metadata[keyTally]) // zero when absent (older versions, or between epochs)
-	r.model.SetStep(ck.Info.Step)
-	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
 	// The ID is "<run id>-<step>".
-	r.id = ck.Info.ID
+	r.id, r.step = ck.Info.ID, 0
 	if i := strings.LastIndexByte(r.id, '-'); i >= 0 {
+		r.step, _ = strconv.Atoi(r.id[i+1:])
 		r.id = r.id[:i]
 	}
+	optPath := OptimPath(r.Dir, ck.Info.ID)
+	of, err := safetensors.Read(optPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Lost (deleted by hand, or not copied with the run): the weights
+		// are whole, and torch's SGD without its state starts the momentum
+		// again from the next gradient.
+		r.freshMomentum = true
+		lost := ""
+		if ck.Info.Batch > 0 { // the tally of the epoch so far was in it too
+			lost = "; this epoch's training loss and accuracy count only its batches from here"
+		}
+		r.Report.Note(fmt.Sprintf("%s, the momentum of %s, is missing: the run goes on with the momentum started again from the next step, so it will differ a little from the run uninterrupted%s", optPath, LastFile, lost))
+	case err != nil:
+		return 0, fmt.Errorf("resume needs the optimizer state (the momentum) of %s: %w (move it away to go on without: the momentum then starts again)", lastPath, err)
+	default:
+		if of.Metadata["vgg16.id"] != ck.Info.ID {
+			return 0, fmt.Errorf("%s belongs to another checkpoint than %s (ids %q and %q)", optPath, lastPath, of.Metadata["vgg16.id"], ck.Info.ID)
+		}
+		mom, shape, err := of.Float32("momentum")
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", optPath, err)
+		}
+		if len(mom) != r.mom.Size() {
+			return 0, fmt.Errorf("%s: momentum has shape %v, the model wants [%d] (written by another version of vgg16? resume from best.safetensors with --init instead)", optPath, shape, r.mom.Size())
+		}
+		r.Backend.Upload(r.mom, mom)
+		r.step, _ = strconv.Atoi(of.Metadata["vgg16.step"])
+		r.partial = parseTally(of.Metadata[keyTally]) // zero when absent (older versions, or between epochs)
+	}
+	r.model.SetStep(ck.Info.Step)
+	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
 	path := filepath.Join(r.Dir, MetricsFile)
 	hist, err := ReadMetrics(path)
 	// Lines past the checkpoint's epoch are epochs trained after it (a

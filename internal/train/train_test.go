@@ -401,6 +401,65 @@ func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporte
 	}
 }
 
+// TestResumeWithoutMomentum: a run whose optimizer file is lost resumes,
+// says so, keeps its place in the schedule, and starts the momentum again
+// as torch's SGD does without state: with momentum 0, where the momentum
+// plays no part, it is the uninterrupted run to the bit; with momentum, it
+// differs from it.
+func TestResumeWithoutMomentum(t *testing.T) {
+	for _, momentum := range []float64{0, 0.9} {
+		o := smallOptions()
+		o.Epochs, o.Momentum, o.Nesterov, o.Model.Dropout = 2, momentum, false, 0
+		copyDir, fullDir := t.TempDir(), t.TempDir()
+		epoch := 0
+		full := newRun(t, fullDir, o, &quiet{step: func(s StepStats) {
+			if s.Batch == 1 {
+				epoch++
+			}
+			if epoch == 2 && s.Batch == 1 { // the first epoch's checkpoint, without its optimizer file
+				for _, name := range []string{LastFile, BestFile, MetricsFile} {
+					b, err := os.ReadFile(filepath.Join(fullDir, name))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(filepath.Join(copyDir, name), b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}})
+		want, err := full.Execute(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var notes []string
+		resumed := newRun(t, copyDir, o, &quiet{note: func(s string) { notes = append(notes, s) }})
+		resumed.Resume = true
+		got, err := resumed.Execute(context.Background())
+		if err != nil {
+			t.Fatalf("momentum %g: resuming without the optimizer file: %v", momentum, err)
+		}
+		if !slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, "is missing: the run goes on with the momentum started again") }) {
+			t.Errorf("momentum %g: resuming without the optimizer file said %q", momentum, notes)
+		}
+		if len(got) != 2 || got[1].LR != want[1].LR {
+			t.Fatalf("momentum %g: resumed history %+v, uninterrupted %+v", momentum, got, want)
+		}
+		a, _ := checkpoint.Load(filepath.Join(copyDir, LastFile))
+		b, _ := checkpoint.Load(filepath.Join(full.Dir, LastFile))
+		same := true
+		for name, tb := range b.State.Floats {
+			same = same && slices.Equal(a.State.Floats[name].Data, tb.Data)
+		}
+		if momentum == 0 && (!same || got[1].ValLoss != want[1].ValLoss) {
+			t.Errorf("momentum 0: resumed without the optimizer file, the run differs from the uninterrupted one (val loss %v, %v)", got[1].ValLoss, want[1].ValLoss)
+		}
+		if momentum != 0 && same {
+			t.Errorf("momentum %g: resumed with the momentum started again, yet the weights are the uninterrupted run's", momentum)
+		}
+	}
+}
+
 // TestResumeMetricsNotes: a run resumed in its first epoch, which has no
 // metrics.jsonl yet, says nothing of it; one whose file was cut short
 // says so, keeps what it read, and reports the checkpoint's best.
