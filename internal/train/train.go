@@ -99,7 +99,7 @@ type Run struct {
 	// does (torch's SGD with no state yet), where a resume found no
 	// optimizer state.
 	freshMomentum bool
-	history []EpochMetrics
+	history       []EpochMetrics
 }
 
 // PrepareDir makes dir a fresh run directory, refusing one that already

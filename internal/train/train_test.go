@@ -439,7 +439,9 @@ func TestResumeWithoutMomentum(t *testing.T) {
 		if err != nil {
 			t.Fatalf("momentum %g: resuming without the optimizer file: %v", momentum, err)
 		}
-		if !slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, "is missing: the run goes on with the momentum started again") }) {
+		if !slices.ContainsFunc(notes, func(s string) bool {
+			return strings.Contains(s, "is missing: the run goes on with the momentum started again")
+		}) {
 			t.Errorf("momentum %g: resuming without the optimizer file said %q", momentum, notes)
 		}
 		if len(got) != 2 || got[1].LR != want[1].LR {
