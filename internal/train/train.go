@@ -714,7 +714,11 @@ func (r *Run) restore() (int, error) {
 		case err != nil:
 			what = fmt.Sprintf("%s has %d readable lines (then %v)", path, len(hist), err)
 		}
-		r.Report.Note(fmt.Sprintf("the run has done %d epochs and %s: it is rewritten with those and the epochs to come (the checkpoints are not affected)", r.epoch, what))
+		lost := ""
+		if len(hist) < r.epoch {
+			lost = fmt.Sprintf("; the metrics of the other %d are lost", r.epoch-len(hist))
+		}
+		r.Report.Note(fmt.Sprintf("the run has done %d epochs and %s: it is written again with the %d epochs it holds and the epochs to come%s (the checkpoints are not affected)", r.epoch, what, len(hist), lost))
 	}
 	r.history = hist
 	return ck.Info.Batch, nil
