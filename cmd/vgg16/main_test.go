@@ -29,6 +29,7 @@ import (
 	"github.com/vgg16/vgg16/internal/gpu/gputest"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/safetensors"
+	"github.com/vgg16/vgg16/internal/shell"
 	"github.com/vgg16/vgg16/internal/train"
 )
 
@@ -90,7 +91,10 @@ func TestTrainEvalPredict(t *testing.T) {
 		t.Fatalf("train: %v\n%s", err, out)
 	}
 	// The command it suggests pastes into a shell as it is.
-	evalHint := fmt.Sprintf("evaluate it on the test set with: vgg16 eval '%s' --data %s\n", filepath.Join(runDir, "best.safetensors"), data)
+	evalHint := fmt.Sprintf("evaluate it on the test set with: vgg16 eval %s --data %s\n", shell.Quote(filepath.Join(runDir, "best.safetensors")), shell.Quote(data))
+	if !strings.Contains(evalHint, `"`) && !strings.Contains(evalHint, "'") {
+		t.Fatalf("the run directory %q is not quoted: %s", runDir, evalHint)
+	}
 	for _, want := range []string{"device: cpu", "training 8,M,16,M,16,M,16,M,16,M", "epoch 2/2", "best validation accuracy", evalHint} {
 		if !strings.Contains(out, want) {
 			t.Errorf("train output lacks %q:\n%s", want, out)
@@ -284,14 +288,14 @@ func TestTrainEvalPredict(t *testing.T) {
 	}
 
 	// A run that another process is training is not resumed.
-	release, err := train.LockDir(runDir)
+	claim, err := train.LockDir(runDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "4", "--run-dir", runDir, "--resume"}, tiny...)...); !errors.Is(err, train.ErrDirInUse) {
 		t.Errorf("resuming a run in use: %v, want %v", err, train.ErrDirInUse)
 	}
-	release()
+	claim.Release()
 
 	// A resumed run trains on the images it started on (its checkpoint
 	// records the data flags) and says which given flags it ignores.

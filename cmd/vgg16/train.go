@@ -151,11 +151,14 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if resume {
 				// Claimed first: a run that another process is training
 				// is refused before the device opens.
-				release, err := train.PrepareDir(runDir, true)
+				claim, err := train.PrepareDir(runDir, true)
 				if err != nil {
 					return err // before its options' error: says why there is nothing to resume
 				}
-				defer release()
+				defer claim.Release()
+				if claim.Note != "" {
+					fmt.Fprintln(w, "note:", claim.Note)
+				}
 				if prev, err = resumeOptions(runDir); err != nil {
 					return err
 				}
@@ -329,23 +332,23 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			}
 			o.Model.Classes = len(classes)
 			if !resume { // a resumed run's directory is already claimed
-				_, statErr := os.Stat(runDir)
-				release := func() {}
+				var claim *train.Claim
 				if namedDir {
 					// Named here: another run may have taken the name since.
-					runDir, release, err = train.NewDir(runDir)
+					claim, err = train.NewDir(runDir)
 				} else {
-					release, err = train.PrepareDir(runDir, false)
+					claim, err = train.PrepareDir(runDir, false)
 				}
 				if err != nil {
 					return err
 				}
-				if namedDir || os.IsNotExist(statErr) {
-					// A run that fails before writing anything (a bad --init,
-					// no device memory) leaves no empty run directory behind.
-					defer os.Remove(runDir) // removes only an empty directory
+				// A run that fails before writing anything (a bad --init, no
+				// device memory) leaves no empty directory of its making.
+				defer claim.Release()
+				runDir = claim.Dir
+				if claim.Note != "" {
+					fmt.Fprintln(w, "note:", claim.Note)
 				}
-				defer release() // first: Windows's lock is a file in the directory
 			}
 			val := fmt.Sprintf("%d validation images", valSet.Len())
 			if fromDir && o.Data.ValSplit == 0 {

@@ -181,10 +181,8 @@ func Open(dir string, split string) (*Dataset, error) {
 		}
 	}
 	if len(found) == 0 {
-		for _, p := range []string{dir, filepath.Join(dir, BinFolder), filepath.Join(dir, PyFolder)} {
-			if to, ok := danglingLink(p); ok {
-				return nil, fmt.Errorf("cifar: %s is a link to %s, which does not exist (a drive not mounted?): %w", p, to, fs.ErrNotExist)
-			}
+		if err := BrokenLink(dir); err != nil {
+			return nil, err
 		}
 		return nil, fmt.Errorf("cifar: no CIFAR-10 dataset in %s (looked for %s/ and %s/ with data_batch_1..5 and test_batch): run `vgg16 data download` (offline: one batch file, or the embedded sample, demo, works too): %w",
 			dir, BinFolder, PyFolder, fs.ErrNotExist)
@@ -252,4 +250,16 @@ func openFolder(folder string, f format, split string) (*Dataset, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// BrokenLink is the error for the first of dir and the dataset's folders in
+// it that is a symbolic link to nothing (a drive not mounted, say), which a
+// download must not replace; nil where there is none.
+func BrokenLink(dir string) error {
+	for _, p := range []string{dir, filepath.Join(dir, BinFolder), filepath.Join(dir, PyFolder)} {
+		if to, ok := danglingLink(p); ok {
+			return fmt.Errorf("cifar: %s is a link to %s, which does not exist (a drive not mounted?): %w", p, to, fs.ErrNotExist)
+		}
+	}
+	return nil
 }

@@ -3,20 +3,23 @@
 // shell as they are, paths with spaces or quotes included.
 package shell
 
-import (
-	"runtime"
-	"strings"
-)
+import "strings"
+
+// safe are the bytes that no shell reads specially.
+const safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@+,"
 
 // Quote returns s as one shell argument: unchanged where it needs no
-// quoting, otherwise in single quotes (POSIX shells) or double quotes
-// (Windows, whose paths hold no double quote).
+// quoting, otherwise in single quotes (POSIX shells) or as Windows programs
+// read their command lines (quote).
 func Quote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@%+,") == "" {
+	if s != "" && strings.Trim(s, safe) == "" {
 		return s
 	}
-	if runtime.GOOS == "windows" {
-		return `"` + s + `"`
-	}
+	return quote(s)
+}
+
+// posix puts s in single quotes, in which a POSIX shell reads every byte
+// as itself but the single quote, which is closed, escaped and reopened.
+func posix(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -42,6 +42,9 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 			return nil, nil, nil, false, fmt.Errorf("--data %s: %s holds part of CIFAR-10, %s: complete it, move it away to download the whole, or pass one batch file as --data",
 				df.Dir, folder, lacks)
 		}
+		if err := cifar.BrokenLink(df.Dir); err != nil {
+			return nil, nil, nil, false, fmt.Errorf("--data: %w: mount it, or give another --data", err)
+		}
 		if fetch == nil {
 			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.Dir, shell.Quote(df.Dir))
 		}

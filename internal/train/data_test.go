@@ -95,8 +95,12 @@ func TestOpenData(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "unmounted"), link); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: link}, 1, fetch); err == nil {
-		t.Error("a download into a link to nowhere succeeded")
+	fetched = false
+	for _, fetch := range []func(context.Context, string) error{fetch, nil} { // --download and --download=false
+		_, _, _, _, err = OpenData(ctx, &w, &DataOptions{Dir: link}, 1, fetch)
+		if want := link + " is a link to " + filepath.Join(dir, "unmounted") + ", which does not exist"; err == nil || !strings.Contains(err.Error(), want) || fetched {
+			t.Errorf("a link to nowhere: %v (download tried: %v), want %q", err, fetched, want)
+		}
 	}
 	if _, err := os.Lstat(link); err != nil {
 		t.Errorf("a failed download removed the link %s: %v", link, err)

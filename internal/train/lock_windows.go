@@ -7,21 +7,24 @@ import (
 	"golang.org/x/sys/windows"
 )
 
+// lockInDir: the lock is a file in the directory.
+const lockInDir = true
+
 // lockDir opens dir's lock file with no sharing, which no second open gets
 // while this one lasts, and with delete-on-close, so that it goes when the
 // process ends, however it ends.
-func lockDir(dir string) (func(), error) {
+func lockDir(dir string) (unlock func(), note string, err error) {
 	name, err := windows.UTF16PtrFromString(filepath.Join(dir, lockName))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	h, err := windows.CreateFile(name, windows.GENERIC_READ|windows.GENERIC_WRITE|windows.DELETE, 0, nil,
 		windows.OPEN_ALWAYS, windows.FILE_ATTRIBUTE_HIDDEN|windows.FILE_FLAG_DELETE_ON_CLOSE, 0)
 	if errors.Is(err, windows.ERROR_SHARING_VIOLATION) {
-		return nil, ErrDirInUse
+		return nil, "", ErrDirInUse
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return func() { windows.CloseHandle(h) }, nil
+	return func() { windows.CloseHandle(h) }, "", nil
 }

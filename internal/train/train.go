@@ -102,112 +102,6 @@ type Run struct {
 	history       []EpochMetrics
 }
 
-// PrepareDir makes dir a fresh run directory, refusing one that already
-// holds a run unless resume is set (and then requiring one), and claims it
-// for this process (LockDir) until release is called.
-func PrepareDir(dir string, resume bool) (release func(), err error) {
-	if !resume {
-		if err := CheckNewDir(dir); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-		if release, err = LockDir(dir); err != nil {
-			return nil, err
-		}
-		// Checked again now that it is ours: another run may have started
-		// in it between the first check and the lock, and finished.
-		err = CheckNewDir(dir)
-		if err == nil {
-			err = checkWritable(dir)
-		}
-		if err != nil {
-			release()
-			return nil, err
-		}
-		return release, nil
-	}
-	if !checkpoint.Exists(filepath.Join(dir, LastFile)) {
-		if checkpoint.Exists(filepath.Join(dir, BestFile)) {
-			return nil, fmt.Errorf("--resume: %s has no %s: the run stopped while saving its first epoch (%s holds that epoch's weights); start again with another --run-dir", dir, LastFile, BestFile)
-		}
-		return nil, fmt.Errorf("--resume: %s has no %s to resume from", dir, LastFile)
-	}
-	if release, err = LockDir(dir); err != nil {
-		return nil, err
-	}
-	// What atomic writes interrupted by a crash left: temporary files
-	// (".<name>.tmp…") that nothing reads. Only now: a run training in
-	// the directory would be writing them.
-	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*"))
-	for _, t := range tmps {
-		os.Remove(t)
-	}
-	if err := checkWritable(dir); err != nil {
-		release()
-		return nil, err
-	}
-	return release, nil
-}
-
-// checkWritable says, before any training, that dir takes no files (a
-// directory that is read-only, or on a read-only mount): the first
-// checkpoint would fail only after an epoch's work.
-func checkWritable(dir string) error {
-	f, err := os.CreateTemp(dir, ".write-check.tmp")
-	if err != nil {
-		return fmt.Errorf("run directory %s cannot take the run's files: %w", dir, err)
-	}
-	f.Close()
-	return os.Remove(f.Name())
-}
-
-// NewDir creates the directory of a new run named dir, or, where that name
-// is taken (another run started in the same second), dir-2, dir-3, …, and
-// returns the one it made: creating it claims the name, so two runs never
-// share one, and it is locked as PrepareDir's are until release is called.
-func NewDir(dir string) (made string, release func(), err error) {
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", nil, err
-	}
-	for i := 1; i <= 100; i++ {
-		d := dir
-		if i > 1 {
-			d = fmt.Sprintf("%s-%d", dir, i)
-		}
-		err := os.Mkdir(d, 0o755)
-		if err == nil {
-			release, err := LockDir(d)
-			if err != nil {
-				return "", nil, err
-			}
-			return d, release, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return "", nil, err
-		}
-	}
-	return "", nil, fmt.Errorf("run directory %s and 99 more with suffixes exist: choose a --run-dir", dir)
-}
-
-// CheckNewDir says why a new run cannot start in dir: it holds a run, or
-// anything else. A directory that does not exist yet is fine.
-func CheckNewDir(dir string) error {
-	if checkpoint.Exists(filepath.Join(dir, LastFile)) {
-		return fmt.Errorf("run directory %s already holds a run: pass --resume to continue it or choose another --run-dir", dir)
-	}
-	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
-		return fmt.Errorf("--run-dir %s: a file, not a directory", dir)
-	}
-	entries, _ := os.ReadDir(dir)
-	entries = slices.DeleteFunc(entries, func(e fs.DirEntry) bool { return e.Name() == lockName })
-	if len(entries) > 0 {
-		return fmt.Errorf("run directory %s exists and is not empty: choose another --run-dir", dir)
-	}
-	return nil
-}
-
 // Best is the best validation accuracy so far (the training accuracy
 // where the run has no validation set): that of best.safetensors, or -1
 // before the first epoch ends.
@@ -681,7 +575,11 @@ func (r *Run) restore() (int, error) {
 		if ck.Info.Batch > 0 { // the tally of the epoch so far was in it too
 			lost = "; this epoch's training loss and accuracy count only its batches from here"
 		}
-		r.Report.Note(fmt.Sprintf("%s, the momentum of %s, is missing: the run goes on with the momentum started again from the next step, so it will differ a little from the run uninterrupted%s", optPath, LastFile, lost))
+		differs := "so it will differ a little from the run uninterrupted"
+		if r.Opt.Momentum == 0 {
+			differs = "which with momentum 0 changes nothing"
+		}
+		r.Report.Note(fmt.Sprintf("%s, the momentum of %s, is missing: the run goes on with the momentum started again from the next step, %s%s", optPath, LastFile, differs, lost))
 	case err != nil:
 		return 0, fmt.Errorf("resume needs the optimizer state (the momentum) of %s: %w (move it away to go on without: the momentum then starts again)", lastPath, err)
 	default:
@@ -718,7 +616,11 @@ func (r *Run) restore() (int, error) {
 		if len(hist) < r.epoch {
 			lost = fmt.Sprintf("; the metrics of the other %d are lost", r.epoch-len(hist))
 		}
-		r.Report.Note(fmt.Sprintf("the run has done %d epochs and %s: it is written again with the %d epochs it holds and the epochs to come%s (the checkpoints are not affected)", r.epoch, what, len(hist), lost))
+		kept := fmt.Sprintf("the %d epochs it holds and ", len(hist))
+		if len(hist) == 0 {
+			kept = ""
+		}
+		r.Report.Note(fmt.Sprintf("the run has done %d epochs and %s: it is written again with %sthe epochs to come%s (the checkpoints are not affected)", r.epoch, what, kept, lost))
 	}
 	r.history = hist
 	return ck.Info.Batch, nil

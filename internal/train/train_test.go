@@ -192,7 +192,7 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	release, err := PrepareDir(dir, true)
+	claim, err := PrepareDir(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,12 +210,15 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	if _, err := os.Stat(tmp); err != nil {
 		t.Errorf("a refused resume removed %s: %v", tmp, err)
 	}
-	release()
-	release, err = PrepareDir(dir, true)
+	claim.Release()
+	claim, err = PrepareDir(dir, true)
 	if err != nil {
 		t.Fatalf("resume after the first let go: %v", err)
 	}
-	release()
+	claim.Release()
+	if _, err := os.Stat(dir); err != nil { // not made by the claim: kept, empty or not
+		t.Errorf("releasing a resumed run's directory: %v", err)
+	}
 }
 
 // TestCheckWritable: a run directory that takes no files is refused before
@@ -232,26 +235,38 @@ func TestCheckWritable(t *testing.T) {
 	if os.Geteuid() == 0 || runtime.GOOS == "windows" {
 		t.Skip("a read-only directory is writable by root (and has no mode bits on Windows)")
 	}
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o555); err != nil {
+	dir, run := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(run, LastFile), []byte("a run"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defer os.Chmod(dir, 0o755)
-	if _, err := PrepareDir(dir, false); err == nil || !strings.Contains(err.Error(), "cannot take the run's files") {
+	for _, d := range []string{dir, run} {
+		if err := os.Chmod(d, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Chmod(d, 0o755)
+	}
+	if _, err := PrepareDir(dir, false); err == nil || !strings.Contains(err.Error(), "run directory "+dir+" cannot take the run's files") {
 		t.Errorf("a new run in a read-only directory: %v", err)
+	}
+	if _, err := PrepareDir(run, true); err == nil || !strings.Contains(err.Error(), "run directory "+run+" cannot take the run's files") {
+		t.Errorf("resuming a run in a read-only directory: %v", err)
 	}
 }
 
 // TestLockDir: a directory is one process's at a time, a new run's too, and
-// free again once released; nothing of the lock stays behind.
+// free again once released; nothing of the lock stays behind, and a new
+// run's directory that stayed empty goes with its claim.
 func TestLockDir(t *testing.T) {
 	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" && runtime.GOOS != "windows" {
 		t.Skipf("no directory locks on %s", runtime.GOOS)
 	}
 	dir := filepath.Join(t.TempDir(), "run")
-	release, err := PrepareDir(dir, false)
+	claim, err := PrepareDir(dir, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if claim.Note != "" {
+		t.Errorf("not locked: %s", claim.Note)
 	}
 	if _, err := LockDir(dir); !errors.Is(err, ErrDirInUse) {
 		t.Errorf("a second lock of a new run: %v, want ErrDirInUse", err)
@@ -259,17 +274,43 @@ func TestLockDir(t *testing.T) {
 	if _, err := PrepareDir(dir, false); !errors.Is(err, ErrDirInUse) {
 		t.Errorf("a second new run in the same directory: %v, want ErrDirInUse", err)
 	}
-	release()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("a refused second run removed the first's directory: %v", err)
+	}
+	claim.Release()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the directory a new run made and left empty is still there: %v", err)
+	}
+
+	// A directory that was there before the run is kept, and holds nothing
+	// of the lock once released.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if claim, err = PrepareDir(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	claim.Release()
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
 		t.Errorf("the lock left %v in %s (%v)", entries, dir, err)
 	}
-	release, err = LockDir(dir)
+	claim, err = LockDir(dir)
 	if err != nil {
 		t.Fatalf("after release: %v", err)
 	}
-	release()
+	claim.Release()
 	if _, err := LockDir(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("locking a directory that is not there: %v", err)
+	}
+
+	// NewDir's directory goes with its claim where nothing was written.
+	claim, err = NewDir(filepath.Join(dir, "named"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim.Release()
+	if _, err := os.Stat(claim.Dir); !os.IsNotExist(err) {
+		t.Errorf("NewDir's empty directory is still there: %v", err)
 	}
 }
 
@@ -842,9 +883,12 @@ func TestNewDirNeverShares(t *testing.T) {
 	errs := make(chan error, runs)
 	for range runs {
 		go func() {
-			d, release, err := NewDir(base)
+			var d string
+			c, err := NewDir(base)
 			if err == nil {
-				defer release()
+				d = c.Dir
+				os.WriteFile(filepath.Join(d, MetricsFile), nil, 0o644) // not empty: kept on release
+				defer c.Release()
 			}
 			dirs <- d
 			errs <- err
@@ -872,8 +916,8 @@ func TestNewDirNeverShares(t *testing.T) {
 	if err := os.WriteFile(base+"-9", nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if d, _, err := NewDir(base); err != nil || d != base+"-10" {
-		t.Errorf("NewDir with -9 a file: %q %v, want %s-10", d, err, base)
+	if c, err := NewDir(base); err != nil || c.Dir != base+"-10" {
+		t.Errorf("NewDir with -9 a file: %+v %v, want %s-10", c, err, base)
 	}
 }
 

@@ -1,0 +1,5 @@
+//go:build !windows
+
+package shell
+
+func quote(s string) string { return posix(s) }
