@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -20,8 +21,29 @@ import (
 func main() {
 	if err := execute(newRoot(), os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "vgg16:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// stoppedError is train's error where a signal stopped the run after it
+// saved a checkpoint that --resume continues from.
+type stoppedError struct {
+	sig syscall.Signal
+	err error
+}
+
+func (e *stoppedError) Error() string { return e.err.Error() }
+func (e *stoppedError) Unwrap() error { return e.err }
+
+// exitCode is the process's exit status for a command's error: 128 + the
+// signal's number where a signal stopped training (130 for SIGINT, 143 for
+// SIGTERM, as a shell reports a process a signal ended), so that scripts
+// and schedulers tell a run to resume from a failure, which is 1.
+func exitCode(err error) int {
+	if s := (*stoppedError)(nil); errors.As(err, &s) {
+		return 128 + int(s.sig)
+	}
+	return 1
 }
 
 // execute runs the command tree on args. A backend reports a device

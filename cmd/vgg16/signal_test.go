@@ -3,13 +3,18 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/vgg16/vgg16/internal/checkpoint"
 )
 
 // TestDataDownloadInterrupted sends the process SIGINT mid-transfer: the
@@ -33,5 +38,58 @@ func TestDataDownloadInterrupted(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		entries, _ := os.ReadDir(dir)
 		t.Errorf("an interrupted download left %s behind (%v, %d entries)", dir, err, len(entries))
+	}
+}
+
+// signalOnce sends the process sig the first time the output holds after.
+type signalOnce struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	after string
+	sig   syscall.Signal
+	sent  bool
+}
+
+func (w *signalOnce) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.buf.Write(p)
+	if !w.sent && strings.Contains(w.buf.String(), w.after) {
+		w.sent = true
+		syscall.Kill(os.Getpid(), w.sig) // caught by the command while it trains
+	}
+	return n, err
+}
+
+// TestTrainStoppedBySignal: SIGTERM (docker stop) or SIGINT mid-epoch saves
+// a checkpoint and ends with 128 + the signal's number, as a shell reports
+// a process a signal ended, so that a script or scheduler tells a run to
+// resume from a failure (exit status 1).
+func TestTrainStoppedBySignal(t *testing.T) {
+	data := t.TempDir()
+	writeCIFAR(t, data, 40)
+	for _, c := range []struct {
+		sig  syscall.Signal
+		want int
+	}{{syscall.SIGTERM, 143}, {syscall.SIGINT, 130}} {
+		runDir := filepath.Join(t.TempDir(), "run")
+		w := &signalOnce{after: "batch 1/", sig: c.sig}
+		root := newRoot()
+		root.SetOut(w)
+		root.SetErr(w)
+		root.SetArgs(append([]string{"train", "--data", data, "--epochs", "2", "--run-dir", runDir}, tiny...))
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), "continue with: vgg16 train --resume") {
+			t.Fatalf("%v: train returned %v\n%s", c.sig, err, w.buf.String())
+		}
+		if got := exitCode(err); got != c.want {
+			t.Errorf("%v: exit status %d, want %d", c.sig, got, c.want)
+		}
+		if ck, err := checkpoint.Load(filepath.Join(runDir, "last.safetensors")); err != nil || ck.Info.Epoch != 0 || ck.Info.Batch == 0 {
+			t.Errorf("%v: the checkpoint the signal saved: %v %+v", c.sig, err, ck.Info)
+		}
+	}
+	if got := exitCode(errors.New("a failure")); got != 1 {
+		t.Errorf("exit status of a failure: %d, want 1", got)
 	}
 }

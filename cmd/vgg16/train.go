@@ -308,15 +308,16 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			sigs := make(chan os.Signal, 1)
+			sigs, stoppedBy := make(chan os.Signal, 1), make(chan os.Signal, 1)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(sigs)
 			go func() {
 				select {
-				case <-sigs:
+				case s := <-sigs:
 					// A second Ctrl-C kills at once: checkpoints are written
 					// atomically, so the last good one survives.
 					signal.Stop(sigs)
+					stoppedBy <- s // before cancel: the run's end sees it
 					fmt.Fprintln(w, "\ninterrupted: saving a checkpoint after this batch, or at once if validating (Ctrl-C again to quit at once)")
 					cancel()
 				case <-ctx.Done():
@@ -367,7 +368,15 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				fmt.Fprintf(w, "note: CUDA graphs were turned off during the run (steps issued op by op, slower): %v\n", g.GraphsOff())
 			}
 			if errors.Is(err, train.ErrInterrupted) {
-				return fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", shell.Quote(runDir))
+				err = fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", shell.Quote(runDir))
+				select {
+				case s := <-stoppedBy:
+					if sig, ok := s.(syscall.Signal); ok {
+						return &stoppedError{sig, err} // the exit status says so
+					}
+				default:
+				}
+				return err
 			}
 			if err != nil {
 				return err
