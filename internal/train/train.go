@@ -100,6 +100,9 @@ type Run struct {
 	// optimizer state.
 	freshMomentum bool
 	history       []EpochMetrics
+	// savedStep is the step last.safetensors was written at by this
+	// process (-1: not yet).
+	savedStep int
 }
 
 // Best is the best validation accuracy so far (the training accuracy
@@ -129,6 +132,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	if err := r.Opt.Validate(); err != nil {
 		return nil, err
 	}
+	r.savedStep = -1
 	be := r.Backend
 	m, err := layers.New(be, r.Opt.Model)
 	if err != nil {
@@ -515,14 +519,21 @@ func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
 			os.Remove(p)
 		}
 	}
+	r.savedStep = r.step
 	return nil
 }
 
 // interrupt saves a checkpoint that resumes after batch b of the current
-// epoch's perEpoch (all of them: interrupted while validating).
+// epoch's perEpoch (all of them: interrupted while validating). Before an
+// epoch's first batch, where the signal came while the last epoch's
+// checkpoints were written, last.safetensors holds this very step already:
+// writing it again (a gigabyte with its momentum at 224x224) would only
+// keep a `docker stop` waiting as long again.
 func (r *Run) interrupt(b, perEpoch int) error {
-	if err := r.saveLast(r.epoch, b, math.NaN()); err != nil {
-		return err
+	if r.savedStep != r.step {
+		if err := r.saveLast(r.epoch, b, math.NaN()); err != nil {
+			return err
+		}
 	}
 	r.Report.Note(fmt.Sprintf("interrupted %s: saved %s; continue with --resume --run-dir %s", r.position(b, perEpoch), filepath.Join(r.Dir, LastFile), shell.Quote(r.Dir)))
 	return ErrInterrupted

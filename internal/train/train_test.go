@@ -442,6 +442,53 @@ func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporte
 	}
 }
 
+// epochEnds is quiet with a hook at the end of each epoch, after its
+// checkpoints are written.
+type epochEnds struct {
+	quiet
+	end func(EpochMetrics)
+}
+
+func (e *epochEnds) EpochEnd(m EpochMetrics) { e.end(m) }
+
+// TestInterruptBetweenEpochs: a signal while an epoch's checkpoints are
+// written stops the run before the next epoch's first batch without
+// writing last.safetensors and its momentum again (as long again for
+// `docker stop` to wait, at 224x224), and the run resumes from them.
+func TestInterruptBetweenEpochs(t *testing.T) {
+	o := smallOptions()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var saved os.FileInfo
+	var notes []string
+	rep := &epochEnds{quiet: quiet{note: func(s string) { notes = append(notes, s) }}, end: func(m EpochMetrics) {
+		if m.Epoch == 1 {
+			saved, _ = os.Stat(filepath.Join(dir, LastFile))
+			cancel()
+		}
+	}}
+	_, err := newRun(t, dir, o, rep).Execute(ctx)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run returned %v", err)
+	}
+	now, err := os.Stat(filepath.Join(dir, LastFile))
+	if err != nil || saved == nil || !os.SameFile(saved, now) {
+		t.Errorf("%s was written again at the interruption (%v)", LastFile, err)
+	}
+	if want := "interrupted in epoch 2 after 0 of its 16 batches: saved " + filepath.Join(dir, LastFile); len(notes) == 0 || !strings.HasPrefix(notes[len(notes)-1], want) {
+		t.Errorf("interruption said %q, want %q…", notes, want)
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, LastFile))
+	if err != nil || ck.Info.Epoch != 1 || ck.Info.Batch != 0 {
+		t.Fatalf("checkpoint: %v %+v, want epoch 1 batch 0", err, ck.Info)
+	}
+	resumed := newRun(t, dir, o, &quiet{})
+	resumed.Resume = true
+	if got, err := resumed.Execute(context.Background()); err != nil || len(got) != o.Epochs {
+		t.Fatalf("resumed: %d epochs, %v", len(got), err)
+	}
+}
+
 // TestResumeWithoutMomentum: a run whose optimizer file is lost resumes,
 // says so, keeps its place in the schedule, and starts the momentum again
 // as torch's SGD does without state: with momentum 0, where the momentum
