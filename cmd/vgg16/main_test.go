@@ -402,6 +402,29 @@ func writePNG(t *testing.T, path string, w, h int, c color.Color) {
 	}
 }
 
+// TestAutoResume: one command starts a run, and continues it when run again.
+func TestAutoResume(t *testing.T) {
+	data, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeCIFAR(t, data, 40)
+	args := func(epochs string) []string {
+		return append([]string{"train", "--auto-resume", "--data", data, "--epochs", epochs, "--run-dir", runDir}, tiny...)
+	}
+	out, err := run(t, args("1")...)
+	if err != nil || strings.Contains(out, "resuming") || !strings.Contains(out, "epoch 1/1") {
+		t.Fatalf("--auto-resume into a new directory: %v\n%s", err, out)
+	}
+	out, err = run(t, args("2")...)
+	if err != nil || !strings.Contains(out, "resuming") || !strings.Contains(out, "epoch 2/2") || strings.Contains(out, "epoch 1/2") {
+		t.Errorf("--auto-resume of a run: %v\n%s", err, out)
+	}
+	if _, err := run(t, "train", "--auto-resume", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "--auto-resume needs --run-dir") {
+		t.Errorf("--auto-resume without --run-dir: %v", err)
+	}
+	if _, err := run(t, "train", "--auto-resume", "--resume", "--run-dir", runDir, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "give one") {
+		t.Errorf("--auto-resume with --resume: %v", err)
+	}
+}
+
 func TestSummaryTotals(t *testing.T) {
 	for args, want := range map[string]string{
 		"--arch vgg16":            "total parameters: 134,309,962",

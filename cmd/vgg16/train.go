@@ -95,6 +95,7 @@ func trainCmd() *cobra.Command {
 		recipe, runDir      string
 		namedDir            bool // runDir is the default name, not --run-dir
 		resume, auto        bool
+		autoResume          bool
 		mf                  modelFlags
 		df                  dataFlags
 		dev                 deviceFlags
@@ -127,6 +128,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
   vgg16 train --recipe cifar --device cuda           # native 32x32 recipe
   vgg16 train --device cpu --recipe cifar --epochs 1 --limit 2000
   vgg16 train --resume --run-dir runs/20261126-181800-vgg16-224
+  vgg16 train --auto-resume --run-dir /runs/seed --device cuda   # the same command starts the run and continues it
   vgg16 train --pretrained vgg16-397923af.pth --freeze-features --epochs 10   # the seed's transfer learning
   vgg16 train --init vgg16_bn-6c64b313.pth --epochs 10   # fine-tune torchvision's ImageNet weights`,
 		Args: cobra.NoArgs,
@@ -145,6 +147,17 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				prev                 train.Options
 				resumeNote, fallback string
 			)
+			if autoResume {
+				if resume {
+					return fmt.Errorf("--resume and --auto-resume: give one (--auto-resume resumes where there is a run to resume)")
+				}
+				if runDir == "" {
+					return fmt.Errorf("--auto-resume needs --run-dir: the run directory to continue, or to start the run in")
+				}
+				// A run there to continue (what a scheduler's retry of the
+				// same command finds), else a new one.
+				resume = checkpoint.Exists(filepath.Join(runDir, train.LastFile))
+			}
 			if resume && runDir == "" {
 				return fmt.Errorf("--resume needs --run-dir: the run directory to continue")
 			}
@@ -397,6 +410,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 	fs.BoolVar(&auto, "auto-settings", false, "on a CPU, pick a short run that finishes an epoch in minutes (make run)")
 	fs.StringVar(&runDir, "run-dir", "", "run directory (default runs/<time>-<arch>-<size>); an existing run is never overwritten")
 	fs.BoolVar(&resume, "resume", false, "continue the run in --run-dir from its last checkpoint")
+	fs.BoolVar(&autoResume, "auto-resume", false, "continue the run in --run-dir where it has a checkpoint, else start it there: one command for a scheduler to run again after a stop (exit status 143) or a crash")
 	mf.register(cmd, 224)
 	df.register(fs)
 	dev.register(fs)
@@ -477,7 +491,7 @@ func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.F
 // run's checkpoint settles (all but --epochs, the data and device flags,
 // and how batches are made).
 func runFlagsGiven(fs *pflag.FlagSet) []string {
-	apply := map[string]bool{"resume": true, "run-dir": true, "epochs": true, "data": true, "download": true, "limit": true,
+	apply := map[string]bool{"resume": true, "auto-resume": true, "run-dir": true, "epochs": true, "data": true, "download": true, "limit": true,
 		"val-split": true, "workers": true, "cpu-augment": true, recomputeBNFlag: true, sgdInBackwardFlag: true}
 	var ignored []string
 	fs.Visit(func(f *pflag.Flag) {
