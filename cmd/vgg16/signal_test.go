@@ -93,3 +93,39 @@ func TestTrainStoppedBySignal(t *testing.T) {
 		t.Errorf("exit status of a failure: %d, want 1", got)
 	}
 }
+
+// rewriteHost sends every request to the test server at host.
+type rewriteHost string
+
+func (h rewriteHost) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.URL.Scheme, r.URL.Host = "http", string(h)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestTrainStoppedDuringDownload: SIGTERM while train downloads CIFAR-10
+// (docker stop in a fresh container) ends with 143 too, a stop to run
+// again, not a failure.
+func TestTrainStoppedDuringDownload(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "170000000")
+		w.Write(make([]byte, 1<<16))
+		w.(http.Flusher).Flush()
+		syscall.Kill(os.Getpid(), syscall.SIGTERM) // caught by the command while it downloads
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	saved := httpClient
+	httpClient = &http.Client{Transport: rewriteHost(strings.TrimPrefix(srv.URL, "http://"))}
+	defer func() { httpClient = saved }()
+	data := filepath.Join(t.TempDir(), "data")
+	out, err := run(t, append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "run")}, tiny[:1+1]...)...)
+	if err == nil {
+		t.Fatalf("train went on after SIGTERM mid-download:\n%s", out)
+	}
+	if got := exitCode(err); got != 143 {
+		t.Errorf("exit status %d after SIGTERM mid-download (%v), want 143", got, err)
+	}
+}

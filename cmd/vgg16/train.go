@@ -337,9 +337,22 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				}
 			}()
 			o.Data.Fallback = auto
+			// stopped is err as a signal's stop where one came: the exit
+			// status says so (128 + its number), for a script to run the
+			// command again.
+			stopped := func(err error) error {
+				select {
+				case s := <-stoppedBy:
+					if sig, ok := s.(syscall.Signal); ok {
+						return &stoppedError{sig, err}
+					}
+				default:
+				}
+				return err
+			}
 			trainSet, valSet, classes, fromDir, err := loadData(ctx, w, o.Data, df.download, o.Seed)
 			if err != nil {
-				return err
+				return stopped(err) // a download cut short by docker stop, say
 			}
 			if fs.Changed("classes") && mf.classes != len(classes) {
 				return fmt.Errorf("--classes %d: the data has %d classes", mf.classes, len(classes))
@@ -381,15 +394,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				fmt.Fprintf(w, "note: CUDA graphs were turned off during the run (steps issued op by op, slower): %v\n", g.GraphsOff())
 			}
 			if errors.Is(err, train.ErrInterrupted) {
-				err = fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", shell.Quote(runDir))
-				select {
-				case s := <-stoppedBy:
-					if sig, ok := s.(syscall.Signal); ok {
-						return &stoppedError{sig, err} // the exit status says so
-					}
-				default:
-				}
-				return err
+				return stopped(fmt.Errorf("stopped by a signal; continue with: vgg16 train --resume --run-dir %s", shell.Quote(runDir)))
 			}
 			if err != nil {
 				return err
