@@ -417,6 +417,36 @@ func TestAutoResume(t *testing.T) {
 	if err != nil || !strings.Contains(out, "resuming") || !strings.Contains(out, "epoch 2/2") || strings.Contains(out, "epoch 1/2") {
 		t.Errorf("--auto-resume of a run: %v\n%s", err, out)
 	}
+	// A run killed while saving its first epoch left files but no
+	// last.safetensors: the same command starts it again, where a run
+	// given the directory would refuse it for ever.
+	killed := filepath.Join(t.TempDir(), "killed")
+	if err := os.Mkdir(killed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"best.safetensors", "optim.abc-2.safetensors", ".last.safetensors.tmp123"} {
+		if err := os.WriteFile(filepath.Join(killed, name), []byte("left"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", killed}, tiny...)...); err == nil {
+		t.Error("a new run took a directory with another run's files")
+	}
+	out, err = run(t, append([]string{"train", "--auto-resume", "--data", data, "--epochs", "1", "--run-dir", killed}, tiny...)...)
+	if err != nil || !strings.Contains(out, "stopped before its first checkpoint: it starts again (removed what it left: .last.safetensors.tmp123, best.safetensors, optim.abc-2.safetensors)") || !strings.Contains(out, "epoch 1/1") {
+		t.Errorf("--auto-resume of a run killed before its first checkpoint: %v\n%s", err, out)
+	}
+	// Anything else in the directory is the user's: refused, nothing removed.
+	mine := filepath.Join(t.TempDir(), "mine")
+	os.Mkdir(mine, 0o755)
+	os.WriteFile(filepath.Join(mine, "best.safetensors"), []byte("left"), 0o644)
+	os.WriteFile(filepath.Join(mine, "notes.txt"), []byte("mine"), 0o644)
+	if _, err := run(t, append([]string{"train", "--auto-resume", "--data", data, "--epochs", "1", "--run-dir", mine}, tiny...)...); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("--auto-resume in a directory with other files: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(mine, "best.safetensors")); err != nil {
+		t.Errorf("--auto-resume removed a file from a directory it refused: %v", err)
+	}
 	if _, err := run(t, "train", "--auto-resume", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "--auto-resume needs --run-dir") {
 		t.Errorf("--auto-resume without --run-dir: %v", err)
 	}

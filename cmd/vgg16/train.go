@@ -284,7 +284,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if ignored := runFlagsGiven(fs); len(ignored) > 0 {
 					fmt.Fprintf(w, "note: resuming keeps the run's own settings: %s ignored (only --epochs, the data and device flags apply)\n", strings.Join(ignored, ", "))
 				}
-			} else if !namedDir {
+			} else if !namedDir && !autoResume { // --auto-resume: train.StartAgain checks it
 				if err := train.CheckNewDir(runDir); err != nil {
 					return err // said before any download
 				}
@@ -363,6 +363,12 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if namedDir {
 					// Named here: another run may have taken the name since.
 					claim, err = train.NewDir(runDir)
+				} else if autoResume {
+					var removed []string
+					claim, removed, err = train.StartAgain(runDir)
+					if len(removed) > 0 {
+						fmt.Fprintf(w, "note: the run in %s stopped before its first checkpoint: it starts again (removed what it left: %s)\n", runDir, strings.Join(removed, ", "))
+					}
 				} else {
 					claim, err = train.PrepareDir(runDir, false)
 				}

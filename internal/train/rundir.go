@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/vgg16/vgg16/internal/checkpoint"
 )
@@ -92,6 +93,62 @@ func PrepareDir(dir string, resume bool) (*Claim, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// StartAgain claims dir for a new run, as PrepareDir does, where a run there
+// stopped before its first last.safetensors (killed while saving its first
+// epoch): what it left, which the new run would write again, is removed and
+// named. It serves --auto-resume, whose command must start that run again
+// rather than fail every time it is run.
+func StartAgain(dir string) (c *Claim, removed []string, err error) {
+	if left, ok := leftBeforeFirstSave(dir); !ok || len(left) == 0 {
+		c, err := PrepareDir(dir, false)
+		return c, nil, err
+	}
+	if c, err = LockDir(dir); err != nil { // not while a run there writes them
+		return nil, nil, err
+	}
+	if left, ok := leftBeforeFirstSave(dir); ok {
+		for _, name := range left {
+			if os.Remove(filepath.Join(dir, name)) == nil {
+				removed = append(removed, name)
+			}
+		}
+	}
+	if err = CheckNewDir(dir); err == nil {
+		err = checkWritable(dir)
+	}
+	if err != nil {
+		c.Release()
+		return nil, nil, err
+	}
+	return c, removed, nil
+}
+
+// leftBeforeFirstSave lists the files in dir that a run writes before its
+// first last.safetensors (the best checkpoint, the optimizer state, the
+// temporary files of atomic writes); ok says dir holds nothing else, so
+// that they are all the unsaved run's.
+func leftBeforeFirstSave(dir string) (files []string, ok bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, false
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == lockName:
+			continue
+		case !e.Type().IsRegular():
+			return nil, false
+		case name == BestFile, strings.HasPrefix(name, optimPrefix) && strings.HasSuffix(name, ".safetensors"),
+			strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp"):
+			files = append(files, name)
+		default: // last.safetensors, metrics.jsonl, or anything of the user's
+			return nil, false
+		}
+	}
+	return files, true
 }
 
 // claimRun claims the directory of a run to resume.
