@@ -17,19 +17,27 @@ import (
 	"github.com/vgg16/vgg16/internal/checkpoint"
 )
 
-// TestDataDownloadInterrupted sends the process SIGINT mid-transfer: the
-// download stops, says so, and leaves nothing behind.
-func TestDataDownloadInterrupted(t *testing.T) {
+// signalingServer serves the first 64 KiB of a 170 MB download, then sends
+// the process sig, caught by the command while it downloads, and sends
+// nothing more until the test ends.
+func signalingServer(t *testing.T, sig syscall.Signal) *httptest.Server {
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "170000000")
 		w.Write(make([]byte, 1<<16))
 		w.(http.Flusher).Flush()
-		syscall.Kill(os.Getpid(), syscall.SIGINT) // caught by the command while it downloads
+		syscall.Kill(os.Getpid(), sig)
 		<-release
 	}))
-	defer srv.Close()
-	defer close(release)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // first: Close waits for the handler
+	return srv
+}
+
+// TestDataDownloadInterrupted sends the process SIGINT mid-transfer: the
+// download stops, says so, and leaves nothing behind.
+func TestDataDownloadInterrupted(t *testing.T) {
+	srv := signalingServer(t, syscall.SIGINT)
 	dir := filepath.Join(t.TempDir(), "data")
 	out, err := run(t, "data", "download", "--dir", dir, "--url", srv.URL+"/cifar-10-binary.tar.gz")
 	if err == nil || !strings.Contains(err.Error(), "download interrupted") {
@@ -107,16 +115,7 @@ func (h rewriteHost) RoundTrip(r *http.Request) (*http.Response, error) {
 // (docker stop in a fresh container) ends with 143 too, a stop to run
 // again, not a failure.
 func TestTrainStoppedDuringDownload(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "170000000")
-		w.Write(make([]byte, 1<<16))
-		w.(http.Flusher).Flush()
-		syscall.Kill(os.Getpid(), syscall.SIGTERM) // caught by the command while it downloads
-		<-release
-	}))
-	defer srv.Close()
-	defer close(release)
+	srv := signalingServer(t, syscall.SIGTERM)
 	saved := httpClient
 	httpClient = &http.Client{Transport: rewriteHost(strings.TrimPrefix(srv.URL, "http://"))}
 	defer func() { httpClient = saved }()
