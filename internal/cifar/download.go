@@ -87,10 +87,8 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	}
 	// A link to nowhere (a drive not mounted) is neither made nor replaced.
 	target := filepath.Join(opt.Dir, f.folder)
-	for _, p := range []string{opt.Dir, target} {
-		if to, ok := danglingLink(p); ok {
-			return fmt.Errorf("cifar: %s is a link to %s, which does not exist (a drive not mounted?): mount it, or remove the link to download there", p, to)
-		}
+	if err := linkToNowhere(opt.Dir, target); err != nil {
+		return fmt.Errorf("%w: mount it, or remove the link to download there", err)
 	}
 	// A folder of that name that is not a complete dataset is the user's
 	// (a partial copy, or something else): never replaced.
@@ -168,6 +166,17 @@ func removeStale(dir string) {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// linkToNowhere is the error for the first of paths that is a symbolic
+// link whose target does not exist; nil where none is.
+func linkToNowhere(paths ...string) error {
+	for _, p := range paths {
+		if to, ok := danglingLink(p); ok {
+			return fmt.Errorf("cifar: %s is a link to %s, which does not exist (a drive not mounted?)", p, to)
+		}
+	}
+	return nil
 }
 
 // danglingLink reports whether p is a symbolic link whose target does not

@@ -256,10 +256,8 @@ func fileExists(p string) bool {
 // it that is a symbolic link to nothing (a drive not mounted, say), which a
 // download must not replace; nil where there is none.
 func BrokenLink(dir string) error {
-	for _, p := range []string{dir, filepath.Join(dir, BinFolder), filepath.Join(dir, PyFolder)} {
-		if to, ok := danglingLink(p); ok {
-			return fmt.Errorf("cifar: %s is a link to %s, which does not exist (a drive not mounted?): %w", p, to, fs.ErrNotExist)
-		}
+	if err := linkToNowhere(dir, filepath.Join(dir, BinFolder), filepath.Join(dir, PyFolder)); err != nil {
+		return fmt.Errorf("%w: %w", err, fs.ErrNotExist)
 	}
 	return nil
 }
