@@ -15,6 +15,16 @@ import (
 // ErrDirInUse is the error for a run directory that another process holds.
 var ErrDirInUse = errors.New("in use by another vgg16 train")
 
+// tempPattern matches the temporary files of atomic writes (".<name>.tmp…",
+// the run's own write check too), which a crash can leave.
+const tempPattern = ".*.tmp*"
+
+// isTemp says whether the file name matches tempPattern.
+func isTemp(name string) bool {
+	ok, _ := filepath.Match(tempPattern, name)
+	return ok
+}
+
 // lockName is the file that holds a run directory's lock where directories
 // themselves cannot be locked (Windows). It is gone when its process ends.
 const lockName = ".lock"
@@ -84,15 +94,23 @@ func PrepareDir(dir string, resume bool) (*Claim, error) {
 	c.made = made
 	// Checked again now that it is ours: another run may have started in
 	// it between the first check and the lock, and finished.
-	err = CheckNewDir(dir)
-	if err == nil {
-		err = checkWritable(dir)
-	}
-	if err != nil {
-		c.Release()
+	if err := c.readyForNew(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// readyForNew checks that the claimed directory can take a new run (it is
+// empty and writable), letting go of it where it cannot.
+func (c *Claim) readyForNew() error {
+	err := CheckNewDir(c.Dir)
+	if err == nil {
+		err = checkWritable(c.Dir)
+	}
+	if err != nil {
+		c.Release()
+	}
+	return err
 }
 
 // StartAgain claims dir for a new run, as PrepareDir does, where a run there
@@ -115,11 +133,7 @@ func StartAgain(dir string) (c *Claim, removed []string, err error) {
 			}
 		}
 	}
-	if err = CheckNewDir(dir); err == nil {
-		err = checkWritable(dir)
-	}
-	if err != nil {
-		c.Release()
+	if err := c.readyForNew(); err != nil {
 		return nil, nil, err
 	}
 	return c, removed, nil
@@ -141,8 +155,7 @@ func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 			continue
 		case !e.Type().IsRegular():
 			return nil, false
-		case name == BestFile, strings.HasPrefix(name, optimPrefix) && strings.HasSuffix(name, ".safetensors"),
-			strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp"):
+		case name == BestFile, strings.HasPrefix(name, optimPrefix) && strings.HasSuffix(name, ".safetensors"), isTemp(name):
 			files = append(files, name)
 		default: // last.safetensors, metrics.jsonl, or anything of the user's
 			return nil, false
@@ -166,7 +179,7 @@ func claimRun(dir string) (*Claim, error) {
 	// What atomic writes interrupted by a crash left: temporary files
 	// (".<name>.tmp…") that nothing reads. Only now: a run training in
 	// the directory would be writing them.
-	tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*"))
+	tmps, _ := filepath.Glob(filepath.Join(dir, tempPattern))
 	for _, t := range tmps {
 		os.Remove(t)
 	}
