@@ -568,7 +568,8 @@ func (r *Run) restore() (int, error) {
 	if err := r.model.LoadState(ck.State); err != nil {
 		return 0, fmt.Errorf("%s: %w", lastPath, err)
 	}
-	// The ID is "<run id>-<step>".
+	// The ID is "<run id>-<step>": the step, which the optimizer file,
+	// checked below to hold the same ID, records too.
 	r.id, r.step = ck.Info.ID, 0
 	if i := strings.LastIndexByte(r.id, '-'); i >= 0 {
 		r.step, _ = strconv.Atoi(r.id[i+1:])
@@ -605,7 +606,6 @@ func (r *Run) restore() (int, error) {
 			return 0, fmt.Errorf("%s: momentum has shape %v, the model wants [%d] (written by another version of vgg16? resume from best.safetensors with --init instead)", optPath, shape, r.mom.Size())
 		}
 		r.Backend.Upload(r.mom, mom)
-		r.step, _ = strconv.Atoi(of.Metadata["vgg16.step"])
 		r.partial = parseTally(of.Metadata[keyTally]) // zero when absent (older versions, or between epochs)
 	}
 	r.model.SetStep(ck.Info.Step)
