@@ -377,17 +377,8 @@ func TestDownloadErrors(t *testing.T) {
 // is fetched, and left as it is.
 func TestDownloadDanglingLink(t *testing.T) {
 	url, hits := serve(t, archiveOf(t, "bin", 1))
-	root := t.TempDir()
-	nowhere := filepath.Join(root, "unmounted")
-	dir := filepath.Join(root, "data")
-	if err := os.Symlink(nowhere, dir); err != nil {
-		t.Skipf("no symbolic links here: %v", err)
-	}
-	inner := filepath.Join(root, "data2")
+	dir, inner, nowhere := linksToNowhere(t, BinFolder)
 	writeFile(t, filepath.Join(inner, "notes.txt"), []byte("mine"))
-	if err := os.Symlink(nowhere, filepath.Join(inner, BinFolder)); err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range []struct{ dir, link string }{{dir, dir}, {inner, filepath.Join(inner, BinFolder)}} {
 		err := Download(context.Background(), DownloadOptions{Dir: c.dir, URL: url})
 		if want := c.link + " is a link to " + nowhere + ", which does not exist"; err == nil || !strings.Contains(err.Error(), want) {

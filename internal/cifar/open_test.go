@@ -139,23 +139,31 @@ func TestReadBatchFileArchiveOrEmpty(t *testing.T) {
 	}
 }
 
+// linksToNowhere makes dir, a link to the missing nowhere (a drive not
+// mounted), and inner, a folder whose dataset folder named folder links
+// there too. It skips the test where there are no symbolic links.
+func linksToNowhere(t *testing.T, folder string) (dir, inner, nowhere string) {
+	root := t.TempDir()
+	nowhere = filepath.Join(root, "unmounted")
+	dir = filepath.Join(root, "data")
+	if err := os.Symlink(nowhere, dir); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	inner = filepath.Join(root, "data2")
+	if err := os.MkdirAll(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(nowhere, filepath.Join(inner, folder)); err != nil {
+		t.Fatal(err)
+	}
+	return dir, inner, nowhere
+}
+
 // TestOpenDanglingLink: a data folder, or the dataset's folder in it, that
 // links to nowhere (a drive not mounted) is named as that link, not as a
 // folder without CIFAR-10.
 func TestOpenDanglingLink(t *testing.T) {
-	root := t.TempDir()
-	nowhere := filepath.Join(root, "unmounted")
-	dir := filepath.Join(root, "data")
-	if err := os.Symlink(nowhere, dir); err != nil {
-		t.Skipf("no symbolic links here: %v", err)
-	}
-	inner := filepath.Join(root, "data2")
-	if err := os.MkdirAll(inner, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(nowhere, filepath.Join(inner, PyFolder)); err != nil {
-		t.Fatal(err)
-	}
+	dir, inner, nowhere := linksToNowhere(t, PyFolder)
 	for d, link := range map[string]string{dir: dir, inner: filepath.Join(inner, PyFolder)} {
 		_, err := Open(d, "test")
 		if want := link + " is a link to " + nowhere + ", which does not exist"; err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) {
