@@ -133,7 +133,8 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
   vgg16 train --init vgg16_bn-6c64b313.pth --epochs 10   # fine-tune torchvision's ImageNet weights`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			w := cmd.OutOrStdout()
+			// The signal handler below prints while the run does.
+			w := &lockedWriter{w: cmd.OutOrStdout()}
 			df.splitGiven = cmd.Flags().Changed("val-split")
 			if err := df.check(); err != nil {
 				return err
