@@ -102,11 +102,14 @@ func download(ctx context.Context, w io.Writer, dir, format, url string) error {
 			}
 		}}
 	fmt.Fprintf(w, "downloading CIFAR-10 (%s version) into %s\n", format, dir)
-	if err := cifar.Download(ctx, opt); err != nil {
-		return err
-	}
+	err := cifar.Download(ctx, opt)
 	if bar != nil {
+		// Failed or not: where the size is unknown the bar's spinner
+		// redraws by itself until finished.
 		bar.Finish()
+	}
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(w, "CIFAR-10 is ready in %s\n", dir)
 	return nil

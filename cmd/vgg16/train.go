@@ -325,7 +325,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			sigs, stoppedBy := make(chan os.Signal, 1), make(chan os.Signal, 1)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(sigs)
+			handled := make(chan struct{})
 			go func() {
+				defer close(handled)
 				select {
 				case s := <-sigs:
 					// A second Ctrl-C kills at once: checkpoints are written
@@ -337,6 +339,8 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				case <-ctx.Done():
 				}
 			}()
+			// A signal as the run ends: its line is printed before train returns.
+			defer func() { cancel(); <-handled }()
 			o.Data.Fallback = auto
 			// stopped is err as a signal's stop where one came: the exit
 			// status says so (128 + its number), for a script to run the
