@@ -44,6 +44,9 @@ func BuildFakeCUDA(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The kernel and cuDNN plan caches the tests fill are theirs alone,
+	// not the user's (nor another test package's, running beside them).
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	dir := t.TempDir()
 	src := filepath.Join(dir, "fakecuda.cpp")
 	if err := os.WriteFile(src, []byte(string(emu)+vgg16.KernelsSource+string(fake)), 0o644); err != nil {
