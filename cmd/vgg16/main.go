@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -102,6 +103,34 @@ are safetensors files under torchvision's vgg16_bn key names.`,
 var valueWanted = map[string]string{"int": "an integer", "uint64": "a whole number, 0 or more",
 	"float64": "a number", "bool": "true or false"}
 
+// finite is a float64 flag that refuses NaN and ±Inf, which strconv
+// parses: no option means anything at either, and JSON, in which a run
+// records its options for --resume, cannot hold them.
+type finite float64
+
+var errNotFinite = errors.New("not a finite number")
+
+// floatVar defines a float64 flag as pflag's Float64Var does, but finite.
+func floatVar(fs *pflag.FlagSet, p *float64, name string, value float64, usage string) {
+	*p = value
+	fs.Var((*finite)(p), name, usage)
+}
+
+func (f *finite) String() string { return strconv.FormatFloat(float64(*f), 'g', -1, 64) }
+func (f *finite) Type() string   { return "float64" }
+
+func (f *finite) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+		err = errNotFinite
+	}
+	if err != nil {
+		return err
+	}
+	*f = finite(v)
+	return nil
+}
+
 // flagValueError says, for a flag value that does not parse, which flag
 // and what it wants, instead of pflag's message, which quotes strconv
 // ("strconv.ParseUint: parsing \"-1\": invalid syntax").
@@ -114,8 +143,11 @@ func flagValueError(cmd *cobra.Command, err error) error {
 	if !ok {
 		return err
 	}
-	if errors.Is(err, strconv.ErrRange) {
+	switch {
+	case errors.Is(err, strconv.ErrRange):
 		want += " within its type's range"
+	case errors.Is(err, errNotFinite):
+		want = "a finite number"
 	}
 	return fmt.Errorf("--%s %q: want %s (see %s --help)", ie.GetFlag().Name, ie.GetValue(), want, cmd.CommandPath())
 }

@@ -506,6 +506,10 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"eval", "--batch", "x", "c.safetensors"}, `--batch "x": want an integer (see vgg16 eval --help)`},
 		{[]string{"train", "--lr", "fast"}, `--lr "fast": want a number`},
 		{[]string{"bench", "--json=perhaps"}, `--json "perhaps": want true or false`},
+		// NaN and ±Inf parse as floats, but no option means anything at them.
+		{[]string{"train", "--gamma", "Inf"}, `--gamma "Inf": want a finite number (see vgg16 train --help)`},
+		{[]string{"train", "--val-split", "NaN"}, `--val-split "NaN": want a finite number`},
+		{[]string{"summary", "--dropout", "-inf"}, `--dropout "-inf": want a finite number (see vgg16 summary --help)`},
 		// A model's error names the flags that can put it right.
 		{[]string{"train", "--data", data, "--classes", "1", "--device", "cpu"}, "1 classes: want 2 to 65536 (flag --classes)"},
 		{[]string{"summary", "--arch", "64,M,M,M,M,M,M", "--size", "32"}, "multiple of 64 (the layer list has 6 max-pools) (flags --size, --arch)"},

@@ -29,7 +29,7 @@ func (f *modelFlags) register(cmd *cobra.Command, size int) {
 	cmd.Flags().IntVar(&f.size, "size", size, "input image size: a multiple of 32 (of 2^k for a layer list with k max-pools)")
 	cmd.Flags().IntVar(&f.classes, "classes", 10, "number of classes")
 	cmd.Flags().IntVar(&f.hidden, "hidden", 4096, "width of the two hidden fully connected layers")
-	cmd.Flags().Float64Var(&f.dropout, "dropout", 0.5, "dropout probability in the classifier")
+	floatVar(cmd.Flags(), &f.dropout, "dropout", 0.5, "dropout probability in the classifier")
 	cmd.Flags().BoolVar(&f.batchNorm, "batch-norm", true, "batch norm after every convolution")
 }
 

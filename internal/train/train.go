@@ -90,6 +90,7 @@ type Run struct {
 	epoch            int     // epochs done
 	best             float64 // best validation accuracy
 	id               string
+	flags            string // Opt as JSON, for the checkpoints
 	// partial is the training tally of the epoch an interruption stopped
 	// in (all of it, once its training is done: an interruption during the
 	// validation), saved with its checkpoint and carried into the resumed
@@ -132,6 +133,13 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	if err := r.Opt.Validate(); err != nil {
 		return nil, err
 	}
+	// Recorded in every checkpoint for --resume, so it must encode: a NaN
+	// or ±Inf option would be found only by the resume.
+	flags, err := json.Marshal(r.Opt)
+	if err != nil {
+		return nil, fmt.Errorf("recording the training options: %w", err)
+	}
+	r.flags = string(flags)
 	r.savedStep = -1
 	be := r.Backend
 	m, err := layers.New(be, r.Opt.Model)
@@ -468,9 +476,8 @@ func EvalTransformFor(augment string, size int) cifar.EvalTransform {
 }
 
 func (r *Run) info(epoch, batch int, valAcc float64) checkpoint.Info {
-	flags, _ := json.Marshal(r.Opt)
 	return checkpoint.Info{Config: r.Opt.Model, Classes: r.Classes, Epoch: epoch, Batch: batch, Step: r.model.Step(),
-		BestAcc: r.best, ValAcc: valAcc, Flags: string(flags), ID: r.id + "-" + strconv.Itoa(r.step)}
+		BestAcc: r.best, ValAcc: valAcc, Flags: r.flags, ID: r.id + "-" + strconv.Itoa(r.step)}
 }
 
 func (r *Run) save(name string, epoch, batch int, valAcc float64) error {

@@ -984,3 +984,19 @@ func TestParseTally(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionsThatCannotBeRecorded: an option JSON cannot hold (a NaN
+// --gamma, which a constant schedule never reads) fails the run at its
+// start, not its resume, where the checkpoint's options would not parse.
+func TestOptionsThatCannotBeRecorded(t *testing.T) {
+	o := smallOptions()
+	o.Schedule, o.Gamma = "constant", math.NaN()
+	dir := t.TempDir()
+	_, err := newRun(t, dir, o, &quiet{}).Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "recording the training options") {
+		t.Fatalf("err = %v, want the options named as unrecordable", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("the refused run wrote %d files into its directory", len(entries))
+	}
+}
