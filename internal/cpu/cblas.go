@@ -5,6 +5,7 @@ package cpu
 /*
 #cgo linux LDFLAGS: -ldl
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 // cblas_sgemm's prototype, declared here so that no BLAS headers or
@@ -26,7 +27,14 @@ static const char *vgg_open_blas(const char *name) {
 	void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
 	if (!h) return dlerror();
 	void *f = dlsym(h, "cblas_sgemm");
-	if (!f) { const char *e = dlerror(); dlclose(h); return e ? e : "cblas_sgemm not found"; }
+	if (!f) {
+		// dlclose may free dlerror's message: keep a copy.
+		static char msg[512];
+		const char *e = dlerror();
+		snprintf(msg, sizeof msg, "%s", e ? e : "cblas_sgemm not found");
+		dlclose(h);
+		return msg;
+	}
 	vgg_sgemm = (sgemm_fn)f;
 	vgg_config = (config_fn)dlsym(h, "openblas_get_config");
 	vgg_core = (config_fn)dlsym(h, "openblas_get_corename");
