@@ -106,6 +106,14 @@ type Run struct {
 	savedStep int
 }
 
+// keptNote says what a run stopped by a diverged loss leaves.
+func (r *Run) keptNote() string {
+	if best := filepath.Join(r.Dir, BestFile); checkpoint.Exists(best) {
+		return best + " is untouched"
+	}
+	return "no checkpoint was written"
+}
+
 // Best is the best validation accuracy so far (the training accuracy
 // where the run has no validation set): that of best.safetensors, or -1
 // before the first epoch ends.
@@ -227,6 +235,11 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 			if err != nil {
 				return r.history, err
 			}
+			if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
+				// Diverged weights predict one class for every image, whose
+				// share of the held-out set could otherwise make them best.
+				return r.history, fmt.Errorf("epoch %d: the validation loss is %v; stopping (lower --lr?). %s", r.epoch+1, ev.Loss, r.keptNote())
+			}
 			em.ValLoss, em.ValAcc = ev.Loss, ev.Acc
 		}
 		score := em.ValAcc
@@ -318,11 +331,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			if b > from+1 {
 				which = fmt.Sprintf("batches %d-%d", from+1, b)
 			}
-			kept := "no checkpoint was written"
-			if best := filepath.Join(r.Dir, BestFile); checkpoint.Exists(best) {
-				kept = best + " is untouched"
-			}
-			return fmt.Errorf("epoch %d, %s: the loss is %v; stopping (lower --lr?). %s", r.epoch+1, which, l, kept)
+			return fmt.Errorf("epoch %d, %s: the loss is %v; stopping (lower --lr?). %s", r.epoch+1, which, l, r.keptNote())
 		}
 		sumLoss += l
 		correct += int(st.accHost[1])

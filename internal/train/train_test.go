@@ -1000,3 +1000,35 @@ func TestOptionsThatCannotBeRecorded(t *testing.T) {
 		t.Errorf("the refused run wrote %d files into its directory", len(entries))
 	}
 }
+
+// TestValidationLossNaN: weights that diverge in the last batch of an
+// epoch give a finite training loss but a NaN validation loss. The run
+// stops there, as for a NaN training loss, and best.safetensors stays the
+// earlier epoch's: NaN outputs predict one class for every image, whose
+// share of the held-out set would otherwise count as its accuracy.
+func TestValidationLossNaN(t *testing.T) {
+	o := smallOptions()
+	dir, ended := t.TempDir(), 0
+	var r *Run
+	r = newRun(t, dir, o, &quiet{step: func(s StepStats) {
+		if s.Batch == s.Batches {
+			if ended++; ended == 2 {
+				r.Backend.Fill(r.Model().Weights(), float32(math.NaN()))
+			}
+		}
+	}})
+	hist, err := r.Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "epoch 2: the validation loss is NaN; stopping") || !strings.Contains(err.Error(), BestFile+" is untouched") {
+		t.Fatalf("want the NaN validation loss of epoch 2 to stop the run; got %v", err)
+	}
+	if len(hist) != 1 {
+		t.Errorf("%d epochs in the history, want 1", len(hist))
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, BestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.Info.Epoch != 1 {
+		t.Errorf("best.safetensors is epoch %d's, want epoch 1's", ck.Info.Epoch)
+	}
+}
