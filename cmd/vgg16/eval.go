@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -194,8 +195,9 @@ func evalCmd() *cobra.Command {
 					Limit      int        `json:"limit,omitempty"`
 					Classes    []string   `json:"classes"`
 					PerClass   []*float64 `json:"per_class_accuracy"`
+					Loss       *float64   `json:"loss"` // null where it overflowed to NaN or ±Inf
 					*train.EvalResult
-				}{args[0], dataDir, scored, limitN, l.classes, perClass, res}
+				}{args[0], dataDir, scored, limitN, l.classes, perClass, orNull(res.Loss), res}
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
@@ -372,7 +374,13 @@ func predict(l *loaded, paths []string, top int, stdin io.Reader) []Prediction {
 		be.Upload(xb, host[:n*per])
 		be.Download(logits[:n*classes], l.model.Forward(xb, false))
 		for j, i := range batch {
-			out[i].Top = topClasses(logits[j*classes:(j+1)*classes], l.classes, top)
+			lg := logits[j*classes : (j+1)*classes]
+			if k := slices.IndexFunc(lg, func(v float32) bool { return math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) }); k >= 0 {
+				// Finite weights can still overflow: no class is more likely.
+				out[i].Error = fmt.Sprintf("%s: the model's output for class %s is %v: no prediction", out[i].Image, l.classes[k], lg[k])
+				continue
+			}
+			out[i].Top = topClasses(lg, l.classes, top)
 		}
 		batch = batch[:0]
 	}
@@ -420,6 +428,14 @@ func topClasses(logits []float32, names []string, top int) []Score {
 		s = append(s, Score{Class: names[i], Prob: probs[i]})
 	}
 	return s
+}
+
+// orNull is &v, or nil (JSON's null) for NaN and ±Inf, which JSON lacks.
+func orNull(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
 }
 
 func softmax(v []float32) []float64 {

@@ -1102,3 +1102,42 @@ func TestPredictStdin(t *testing.T) {
 		t.Errorf("the second -: %+v", got[1])
 	}
 }
+
+// TestOverflowingModel: finite weights whose outputs overflow to ±Inf
+// give no probabilities. predict says so for each image instead of
+// ranking NaNs, and eval --json writes its NaN loss as null: JSON has no
+// NaN, and the encoder failed, printing nothing.
+func TestOverflowingModel(t *testing.T) {
+	dir := t.TempDir()
+	data, ck, img := filepath.Join(dir, "data"), filepath.Join(dir, "huge.safetensors"), filepath.Join(dir, "cat.png")
+	writeCIFAR(t, data, 10)
+	writePNG(t, img, 32, 32, color.RGBA{200, 100, 50, 255})
+	cfg, err := layers.ParseCfg("8,M,8,M,16,M,16,M,16,M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := layers.New(cpu.New(), layers.Config{Arch: "huge", Cfg: cfg, BatchNorm: true, ImageSize: 32, Hidden: 32, Classes: 10, Dropout: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	m.Init(7)
+	st := m.State()
+	for name, v := range map[string]float32{"classifier.3.weight": 0, "classifier.3.bias": 1, // hidden outputs of 1
+		"classifier.6.weight": 3e38, "classifier.6.bias": 3e38} { // whose sum overflows
+		w := st.Floats[name]
+		w.Data = slices.Repeat([]float32{v}, len(w.Data))
+		st.Floats[name] = w
+	}
+	if err := checkpoint.SaveState(ck, st, checkpoint.Info{Config: m.Config, Classes: slices.Clone(cifar.ClassNames[:])}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "predict", "--checkpoint", ck, "--device", "cpu", "--json", img)
+	if err == nil || !strings.Contains(out, `"error": "`+img+`: the model's output for class airplane is +Inf: no prediction"`) {
+		t.Errorf("predict on overflowing outputs: %v\n%s", err, out)
+	}
+	out, err = run(t, "eval", ck, "--data", data, "--device", "cpu", "--json")
+	if err != nil || !strings.Contains(out, `"loss": null,`) {
+		t.Errorf("eval --json on overflowing outputs: %v\n%s", err, out)
+	}
+}

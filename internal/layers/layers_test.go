@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -242,6 +243,21 @@ func TestStateRoundTrip(t *testing.T) {
 	err := c.LoadState(a.State())
 	if err == nil || !strings.Contains(err.Error(), "features.5.weight: have [128 64 3 3], model wants [128]") {
 		t.Fatalf("loading vgg11-lrn into vgg11: %v", err)
+	}
+
+	// Weights that are not numbers (a diverged run's, a damaged file's)
+	// are refused, the first such value named, not loaded and run.
+	st := a.State()
+	bias := st.Floats["classifier.6.bias"]
+	bias.Data = slices.Clone(bias.Data)
+	bias.Data[2] = float32(math.Inf(-1))
+	st.Floats["classifier.6.bias"] = bias
+	err = b.LoadState(st)
+	if err == nil || !strings.Contains(err.Error(), "weights that are not numbers (a diverged run's?): classifier.6.bias[2] is -Inf") {
+		t.Fatalf("loading a state with an infinite bias: %v", err)
+	}
+	if _, err := b.LoadMatching(st); err == nil || !strings.Contains(err.Error(), "classifier.6.bias[2] is -Inf") {
+		t.Fatalf("LoadMatching (--init, --pretrained) a state with an infinite bias: %v", err)
 	}
 }
 

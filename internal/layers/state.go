@@ -2,6 +2,8 @@ package layers
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -49,7 +51,7 @@ func (m *Model) State() State {
 // must be present with its shape; keys the model does not have are an
 // error too (a checkpoint of another architecture), all of them listed.
 func (m *Model) LoadState(s State) error {
-	var missing, shapes []string
+	var missing, shapes, notFinite []string
 	seen := map[string]bool{}
 	load := func(name string, t *tensor.Tensor) {
 		seen[name] = true
@@ -59,6 +61,7 @@ func (m *Model) LoadState(s State) error {
 			missing = append(missing, name)
 		case !tensor.SameShape(h.Shape, t.Shape) || len(h.Data) != t.Size():
 			shapes = append(shapes, fmt.Sprintf("%s: have %v, model wants %v", name, h.Shape, t.Shape))
+		case !allFinite(name, h.Data, &notFinite): // named in the error
 		default:
 			m.be.Upload(t, h.Data)
 		}
@@ -105,10 +108,29 @@ func (m *Model) LoadState(s State) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("state dict does not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, strings.Join(errs, "; "))
 	}
-	return nil
+	return notNumbers(notFinite)
 }
 
 // few joins the first four items and counts the rest.
+// allFinite reports whether data, the tensor name, holds only numbers,
+// adding its first value that is not (NaN, ±Inf) to bad where not.
+func allFinite(name string, data []float32, bad *[]string) bool {
+	i := slices.IndexFunc(data, func(v float32) bool { return math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) })
+	if i >= 0 {
+		*bad = append(*bad, fmt.Sprintf("%s[%d] is %v", name, i, data[i]))
+	}
+	return i < 0
+}
+
+// notNumbers is the error for the weights allFinite refused, if any:
+// nothing computed from them would mean anything.
+func notNumbers(bad []string) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("weights that are not numbers (a diverged run's?): %s", few(bad, "; "))
+}
+
 func few(items []string, sep string) string {
 	if len(items) <= 4 {
 		return strings.Join(items, sep)
@@ -156,12 +178,14 @@ func (m *Model) Summary() []Row {
 // is missing or of another shape is an error: the file is another
 // architecture.
 func (m *Model) LoadMatching(s State) (skipped []string, err error) {
-	var wrong []string
+	var wrong, notFinite []string
 	load := func(name string, t *tensor.Tensor) {
 		h, ok := s.Floats[name]
 		switch {
 		case ok && tensor.SameShape(h.Shape, t.Shape):
-			m.be.Upload(t, h.Data)
+			if allFinite(name, h.Data, &notFinite) {
+				m.be.Upload(t, h.Data)
+			}
 		case strings.HasPrefix(name, "classifier."):
 			why := "absent"
 			if ok {
@@ -191,5 +215,5 @@ func (m *Model) LoadMatching(s State) (skipped []string, err error) {
 	if len(wrong) > 0 {
 		return skipped, fmt.Errorf("weights do not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, few(wrong, "; "))
 	}
-	return skipped, nil
+	return skipped, notNumbers(notFinite)
 }
