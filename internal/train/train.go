@@ -101,6 +101,9 @@ type Run struct {
 	// optimizer state.
 	freshMomentum bool
 	history       []EpochMetrics
+	// placeUnchecked: a resumed run's step and place in its epoch are yet
+	// to be checked against the batches its data now makes.
+	placeUnchecked bool
 	// savedStep is the step last.safetensors was written at by this
 	// process (-1: not yet).
 	savedStep int
@@ -291,6 +294,21 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 	}
 	defer src.Close()
 	perEpoch := src.Batches()
+	if r.placeUnchecked {
+		r.placeUnchecked = false
+		// The schedule and the place in the epoch are counted in batches:
+		// data that makes another number of them an epoch (another --limit,
+		// --val-split or --data) would put the run elsewhere in both.
+		if skip > perEpoch || r.step != r.epoch*perEpoch+skip {
+			had := fmt.Sprintf("%d batches of its first epoch", skip)
+			if r.epoch > 0 {
+				had = fmt.Sprintf("%d batches an epoch", (r.step-skip)/r.epoch)
+			}
+			return EpochMetrics{}, 0, fmt.Errorf("the run trained %s; its data now makes %d an epoch: "+
+				"resume with the --data, --limit and --val-split it trained with, or start a new run from its weights with --init %s",
+				had, perEpoch, filepath.Join(r.Dir, LastFile))
+		}
+	}
 	if skip > 0 {
 		r.Report.Note(r.resuming(r.position(skip, perEpoch)))
 	}
@@ -626,6 +644,7 @@ func (r *Run) restore() (int, error) {
 	}
 	r.model.SetStep(ck.Info.Step)
 	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
+	r.placeUnchecked = true
 	path := filepath.Join(r.Dir, MetricsFile)
 	hist, err := ReadMetrics(path)
 	// Lines past the checkpoint's epoch are epochs trained after it (a

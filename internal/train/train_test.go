@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1030,5 +1031,40 @@ func TestValidationLossNaN(t *testing.T) {
 	}
 	if ck.Info.Epoch != 1 {
 		t.Errorf("best.safetensors is epoch %d's, want epoch 1's", ck.Info.Epoch)
+	}
+}
+
+// TestResumeOtherBatchCount: a resume whose data makes another number of
+// batches an epoch is refused before it trains. Its schedule was computed
+// from the run's step against the new count: a cosine run resumed on a
+// tenth of its data trained its remaining epochs at a rate of 0.
+func TestResumeOtherBatchCount(t *testing.T) {
+	o := smallOptions()
+	o.Schedule, o.Epochs = "cosine", 3
+	dir := t.TempDir()
+	o1 := o
+	o1.Epochs = 1
+	if _, err := newRun(t, dir, o1, &quiet{}).Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	last := filepath.Join(dir, LastFile)
+	before, err := os.ReadFile(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRun(t, dir, o, &quiet{})
+	r.Resume, r.Train = true, synthetic(64, 1) // 4 batches of 16 an epoch, not 16
+	_, err = r.Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "the run trained 16 batches an epoch; its data now makes 4 an epoch: resume with the --data, --limit and --val-split it trained with") {
+		t.Fatalf("resuming on a quarter of the data: %v", err)
+	}
+	if after, _ := os.ReadFile(last); !bytes.Equal(before, after) {
+		t.Error("the refused resume changed last.safetensors")
+	}
+	// The same number of batches (other images) is the user's to choose.
+	r = newRun(t, dir, o, &quiet{})
+	r.Resume, r.Train = true, synthetic(260, 5)
+	if _, err := r.Execute(context.Background()); err != nil {
+		t.Fatalf("resuming on 260 other images, 16 batches an epoch as before: %v", err)
 	}
 }
