@@ -69,7 +69,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 		fmt.Fprintf(w, "!!! training on the DEMO SAMPLE embedded in the binary: %d real CIFAR-10 images, not the full set.\n", ds.Len())
 		df.Dir = "demo"
 		trainSet, valSet = ds.Split(heldOut(w, df, "the demo sample"), seed)
-		trainSet, valSet, classes, err = limit(trainSet, valSet, df.Limit, seed, ds.Classes)
+		trainSet, valSet, classes, err = limit(w, trainSet, valSet, df, seed, ds.Classes)
 		return trainSet, valSet, classes, false, err
 	}
 	trainSet, err = cifar.Open(df.Dir, "train")
@@ -81,7 +81,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 	} else if valSet, err = cifar.Open(df.Dir, "test"); err != nil {
 		return nil, nil, nil, false, err
 	}
-	trainSet, valSet, classes, err = limit(trainSet, valSet, df.Limit, seed, trainSet.Classes)
+	trainSet, valSet, classes, err = limit(w, trainSet, valSet, df, seed, trainSet.Classes)
 	return trainSet, valSet, classes, true, err
 }
 
@@ -124,10 +124,13 @@ func loadFile(w io.Writer, df *DataOptions, seed uint64) (*cifar.Dataset, *cifar
 	split := heldOut(w, df, "a single batch file")
 	fmt.Fprintf(w, "training on the single file %s (%d images), %.0f%% held out for validation\n", df.Dir, ds.Len(), 100*split)
 	tr, val := ds.Split(split, seed)
-	return limit(tr, val, df.Limit, seed, ds.Classes)
+	return limit(w, tr, val, df, seed, ds.Classes)
 }
 
-func limit(tr, val *cifar.Dataset, n int, seed uint64, classes []string) (*cifar.Dataset, *cifar.Dataset, []string, error) {
+// limit applies df.Limit to the training and validation sets, and checks
+// that the split left images to train on.
+func limit(w io.Writer, tr, val *cifar.Dataset, df *DataOptions, seed uint64, classes []string) (*cifar.Dataset, *cifar.Dataset, []string, error) {
+	n := df.Limit
 	if n < 0 {
 		return nil, nil, nil, fmt.Errorf("--limit %d: must not be negative", n)
 	}
@@ -139,6 +142,14 @@ func limit(tr, val *cifar.Dataset, n int, seed uint64, classes []string) (*cifar
 	}
 	if m := max(n/5, 100); n > 0 && m < val.Len() {
 		val = val.Subset(Seq(m))
+	}
+	switch {
+	case tr.Len() == 0 && df.ValSplit > 0 && val.Len() > 0:
+		return nil, nil, nil, fmt.Errorf("--val-split %g holds out all %d images: none left to train on (lower it)", df.ValSplit, val.Len())
+	case tr.Len() == 0:
+		return nil, nil, nil, fmt.Errorf("--data %s: no training images", df.Dir)
+	case df.ValSplit > 0 && val.Len() == 0:
+		fmt.Fprintf(w, "note: --val-split %g of %d images holds out none: no validation, the best checkpoint is the best training accuracy's\n", df.ValSplit, tr.Len())
 	}
 	return tr, val, classes, nil
 }

@@ -41,6 +41,18 @@ func TestOpenData(t *testing.T) {
 	if tr, val, _, _, err = OpenData(ctx, &w, df, 1, nil); err != nil || val.Len() != 5 || df.ValSplit != 0.1 {
 		t.Errorf("batch file, --val-split 0.1: %v, %d + %d images, recorded %+v", err, lenOf(tr), lenOf(val), df)
 	}
+	// A split that leaves nothing to train on is an error; one that holds
+	// out nothing is said, since the best checkpoint is then the best
+	// training accuracy's.
+	df = &DataOptions{Dir: file, ValSplit: 0.995, ValSplitGiven: true}
+	if _, _, _, _, err = OpenData(ctx, &w, df, 1, nil); err == nil || err.Error() != "--val-split 0.995 holds out all 50 images: none left to train on (lower it)" {
+		t.Errorf("batch file, --val-split 0.995: %v", err)
+	}
+	w.Reset()
+	df = &DataOptions{Dir: file, ValSplit: 0.005, ValSplitGiven: true}
+	if tr, val, _, _, err = OpenData(ctx, &w, df, 1, nil); err != nil || val.Len() != 0 || !strings.Contains(w.String(), "note: --val-split 0.005 of 50 images holds out none: no validation") {
+		t.Errorf("batch file, --val-split 0.005: %v, %d + %d images, said %q", err, lenOf(tr), lenOf(val), w.String())
+	}
 
 	// A batch file that is not there (a typo, a moved file) is not a
 	// directory to download into.
