@@ -417,6 +417,15 @@ func TestAutoResume(t *testing.T) {
 	if err != nil || !strings.Contains(out, "resuming") || !strings.Contains(out, "epoch 2/2") || strings.Contains(out, "epoch 1/2") {
 		t.Errorf("--auto-resume of a run: %v\n%s", err, out)
 	}
+	// The same command again gives the run's own settings: none is said
+	// to be ignored (it named every flag of tiny's), but one that differs is.
+	if strings.Contains(out, "ignored") {
+		t.Errorf("--auto-resume with the run's own flags says some are ignored:\n%s", out)
+	}
+	out, err = run(t, append(args("3"), "--lr", "0.3", "--classes", "7")...)
+	if err != nil || !strings.Contains(out, "note: resuming keeps the run's own settings: --classes, --lr ignored") || !strings.Contains(out, "epoch 3/3") {
+		t.Errorf("--auto-resume with another --lr and --classes: %v\n%s", err, out)
+	}
 	// A run killed while saving its first epoch left files but no
 	// last.safetensors: the same command starts it again, where a run
 	// given the directory would refuse it for ever.

@@ -270,10 +270,11 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				prev.Workers, prev.CPUAugment, prev.RecomputeBN, prev.SGDInBackward = o.Workers, o.CPUAugment, o.RecomputeBN, o.SGDInBackward
 				set("epochs", func() {
 					if epochs != prev.Epochs && prev.SpansRun() {
-						fmt.Fprintf(w, "note: the run's %s schedule spanned %d epochs, now %d: the learning rate follows the new schedule from here, not the old one's\n", prev.Schedule, prev.Epochs, epochs)
+						fmt.Fprintf(w, "note: the run's %s schedule spanned %d epoch%s, now %d: the learning rate follows the new schedule from here, not the old one's\n", prev.Schedule, prev.Epochs, plural(prev.Epochs), epochs)
 					}
 					prev.Epochs = epochs
 				})
+				asGiven := o
 				o = prev
 				resumeData(w, &df, o.Data, fs)
 				if err := df.check(); err != nil {
@@ -282,7 +283,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				if !fs.Changed("data") && df.dir != "demo" && train.MissingFile(df.dir) {
 					return fmt.Errorf("the run trained on %s, which is not there any more: give --data where that file is now", df.dir)
 				}
-				if ignored := runFlagsGiven(fs); len(ignored) > 0 {
+				if ignored := runFlagsIgnored(fs, asGiven, o); len(ignored) > 0 {
 					fmt.Fprintf(w, "note: resuming keeps the run's own settings: %s ignored (only --epochs, the data and device flags apply)\n", strings.Join(ignored, ", "))
 				}
 			} else if !namedDir && !autoResume { // --auto-resume: train.StartAgain checks it
@@ -359,7 +360,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if err != nil {
 				return stopped(err) // a download cut short by docker stop, say
 			}
-			if fs.Changed("classes") && mf.classes != len(classes) {
+			if fs.Changed("classes") && !resume && mf.classes != len(classes) { // a resume keeps its own, said above
 				return fmt.Errorf("--classes %d: the data has %d classes", mf.classes, len(classes))
 			}
 			o.Model.Classes = len(classes)
@@ -503,17 +504,49 @@ func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.F
 	}
 }
 
-// runFlagsGiven are the flags given that --resume ignores: those that the
-// run's checkpoint settles (all but --epochs, the data and device flags,
-// and how batches are made).
-func runFlagsGiven(fs *pflag.FlagSet) []string {
+// runFlagsIgnored are the flags given that --resume ignores and that ask
+// for something other than the run's own settings (run; given: what the
+// recipe and flags make): those that the checkpoint settles (all but
+// --epochs, the data and device flags, and how batches are made). A flag
+// given again with the run's own value (the same command run again, as
+// --auto-resume is) is not named.
+func runFlagsIgnored(fs *pflag.FlagSet, given, run train.Options) []string {
 	apply := map[string]bool{"resume": true, "auto-resume": true, "run-dir": true, "epochs": true, "data": true, "download": true, "limit": true,
 		"val-split": true, "workers": true, "cpu-augment": true, recomputeBNFlag: true, sgdInBackwardFlag: true}
+	setting := map[string]func(o train.Options) any{
+		"batch": func(o train.Options) any { return o.Batch }, "lr": func(o train.Options) any { return o.LR },
+		"momentum": func(o train.Options) any { return o.Momentum }, "weight-decay": func(o train.Options) any { return o.WeightDecay },
+		"nesterov": func(o train.Options) any { return o.Nesterov }, "schedule": func(o train.Options) any { return o.Schedule },
+		"step-size": func(o train.Options) any { return o.StepSize }, "gamma": func(o train.Options) any { return o.Gamma },
+		"warmup": func(o train.Options) any { return o.Warmup }, "label-smoothing": func(o train.Options) any { return o.LabelSmoothing },
+		"augment": func(o train.Options) any { return o.Augment }, "seed": func(o train.Options) any { return o.Seed },
+		"init": func(o train.Options) any { return o.Init }, "freeze-features": func(o train.Options) any { return o.FreezeFeatures },
+		"arch": func(o train.Options) any { return o.Model.Arch + " " + o.Model.Cfg.String() },
+		"size": func(o train.Options) any { return o.Model.ImageSize }, "hidden": func(o train.Options) any { return o.Model.Hidden },
+		"dropout": func(o train.Options) any { return o.Model.Dropout }, "batch-norm": func(o train.Options) any { return o.Model.BatchNorm },
+		"classes": func(o train.Options) any { return o.Model.Classes },
+	}
+	// A recipe is the run's own where what it sets and no flag given
+	// overrides is; but --epochs, and the warm-up, which a short run cuts.
+	recipe := func(o train.Options) any {
+		var v []any
+		for _, name := range []string{"batch", "lr", "momentum", "weight-decay", "nesterov", "schedule", "step-size", "gamma", "label-smoothing", "augment", "size"} {
+			if !fs.Changed(name) {
+				v = append(v, setting[name](o))
+			}
+		}
+		return fmt.Sprint(v...)
+	}
+	setting["recipe"], setting["auto-settings"] = recipe, recipe
 	var ignored []string
 	fs.Visit(func(f *pflag.Flag) {
-		if !apply[f.Name] && !isDeviceFlag(f.Name) {
-			ignored = append(ignored, "--"+f.Name)
+		if apply[f.Name] || isDeviceFlag(f.Name) {
+			return
 		}
+		if value, ok := setting[f.Name]; ok && value(given) == value(run) {
+			return
+		}
+		ignored = append(ignored, "--"+f.Name)
 	})
 	return ignored
 }
