@@ -84,13 +84,13 @@ func download(ctx context.Context, w io.Writer, dir, format, url string) error {
 		defer os.Remove(dir) // made for the download: removed if a failure left it empty
 	}
 	var bar *progressbar.ProgressBar
-	tty := isTerminal(w)
+	tty := terminal(w)
 	lastPct := int64(-1)
 	opt := cifar.DownloadOptions{Dir: dir, Format: format, URL: url, Client: httpClient,
 		Progress: func(done, total int64) {
-			if tty {
+			if tty != nil {
 				if bar == nil {
-					bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true),
+					bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(tty), progressbar.OptionShowBytes(true),
 						progressbar.OptionSetDescription("downloading CIFAR-10"), progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
 				}
 				bar.Set64(done)

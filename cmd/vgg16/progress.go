@@ -14,12 +14,27 @@ import (
 )
 
 // isTerminal reports whether w is an interactive terminal.
-func isTerminal(w io.Writer) bool {
+func isTerminal(w io.Writer) bool { return terminal(w) != nil }
+
+// terminal is the interactive terminal w writes to, or nil. Progress bars
+// write to it directly, not through a lockedWriter (an *os.File is safe
+// for concurrent writes), so that they can fit its width.
+func terminal(w io.Writer) *os.File {
 	if l, ok := w.(*lockedWriter); ok {
 		w = l.w
 	}
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return f
+	}
+	return nil
+}
+
+// columns is the width of terminal f, or 80 where it cannot say.
+func columns(f *os.File) int {
+	if w, _, err := term.GetSize(int(f.Fd())); err == nil && w > 0 {
+		return w
+	}
+	return 80
 }
 
 // lockedWriter serialises writes to w from goroutines that share it: a
@@ -39,7 +54,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // lines (about ten per epoch) otherwise.
 type reporter struct {
 	w       io.Writer
-	tty     bool
+	tty     *os.File // the terminal w is, or nil
 	bar     *progressbar.ProgressBar
 	epoch   int
 	epochs  int
@@ -49,18 +64,23 @@ type reporter struct {
 	validating bool
 }
 
-func newReporter(w io.Writer) *reporter { return &reporter{w: w, tty: isTerminal(w)} }
+func newReporter(w io.Writer) *reporter { return &reporter{w: w, tty: terminal(w)} }
 
 func (r *reporter) EpochStart(epoch, epochs, batches int) {
 	r.epoch, r.epochs, r.batches, r.lastPct, r.validating = epoch, epochs, batches, 0, false
-	if r.tty {
-		r.bar = newBar(r.w, batches, fmt.Sprintf("epoch %d/%d", epoch, epochs))
+	if r.tty != nil {
+		r.bar = newBar(r.tty, batches, fmt.Sprintf("epoch %d/%d", epoch, epochs))
 	}
 }
 
 func (r *reporter) Step(s train.StepStats) {
 	desc := fmt.Sprintf("epoch %d/%d loss %.4f acc %5.2f%% lr %.3g %.0f img/s", r.epoch, r.epochs, s.Loss, 100*s.Acc, s.LR, s.ImagesPerSec)
 	if r.bar != nil {
+		// The bar's counts and times take ~40 columns; a line wider than
+		// the terminal wraps, and each redraw then leaves a line behind.
+		if len(desc)+barStats+minBar > columns(r.tty) {
+			desc = fmt.Sprintf("%d/%d loss %.3f acc %.1f%%", r.epoch, r.epochs, s.Loss, 100*s.Acc)
+		}
 		r.bar.Describe(desc)
 		r.bar.Set(s.Batch)
 		return
@@ -72,14 +92,14 @@ func (r *reporter) Step(s train.StepStats) {
 }
 
 func (r *reporter) Validating(done, total int) {
-	if !r.tty {
+	if r.tty == nil {
 		return
 	}
 	if !r.validating { // the epoch's bar gives way to the validation's
 		if r.bar != nil {
 			r.bar.Finish()
 		}
-		r.bar, r.validating = newBar(r.w, total, "validating"), true
+		r.bar, r.validating = newBar(r.tty, total, "validating"), true
 	}
 	r.bar.Set(done)
 }
@@ -103,8 +123,14 @@ func (r *reporter) EpochEnd(m train.EpochMetrics) {
 
 func (r *reporter) Note(msg string) { fmt.Fprintln(r.w, msg) }
 
-// newBar is a progress bar of total steps that clears itself when done.
-func newBar(w io.Writer, total int, desc string) *progressbar.ProgressBar {
+// barStats is about the widest a bar's percentage, count and times
+// ("100% || (50000/50000) [10m10s:12m25s]") are, and minBar the fewest
+// columns of bar worth drawing.
+const barStats, minBar = 40, 10
+
+// newBar is a progress bar of total steps that clears itself when done,
+// on the terminal w; progressbar narrows the bar to fit the terminal.
+func newBar(w *os.File, total int, desc string) *progressbar.ProgressBar {
 	return progressbar.NewOptions(total,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription(desc),
@@ -119,13 +145,14 @@ func newBar(w io.Writer, total int, desc string) *progressbar.ProgressBar {
 // evalProgress draws a bar for vgg16 eval on a terminal (nothing otherwise:
 // the result follows within seconds to minutes).
 func evalProgress(w io.Writer) func(done, total int) {
-	if !isTerminal(w) {
+	tty := terminal(w)
+	if tty == nil {
 		return nil
 	}
 	var bar *progressbar.ProgressBar
 	return func(done, total int) {
 		if bar == nil {
-			bar = newBar(w, total, "evaluating")
+			bar = newBar(tty, total, "evaluating")
 		}
 		bar.Set(done)
 		if done >= total {
