@@ -350,6 +350,15 @@ func TestTrainEvalPredict(t *testing.T) {
 	if err != nil || !strings.Contains(out, "note: --gamma applies to the step schedule, not constant: ignored") || strings.Contains(out, "warm-up is") {
 		t.Errorf("train --schedule constant --gamma 0.5 (no warm-up to shorten): %v\n%s", err, out)
 	}
+	// The cifar recipe's Nesterov momentum goes with --momentum 0: plain
+	// SGD, as asked; asked for, Nesterov without momentum is an error.
+	out, err = run(t, append([]string{"train", "--data", data, "--limit", "20", "--epochs", "1", "--momentum", "0", "--run-dir", filepath.Join(t.TempDir(), "m")}, tiny...)...)
+	if err != nil || !strings.Contains(out, "epoch 1/1") {
+		t.Errorf("train --recipe cifar --momentum 0: %v\n%s", err, out)
+	}
+	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "1", "--momentum", "0", "--nesterov"}, tiny...)...); err == nil || !strings.Contains(err.Error(), "--nesterov needs --momentum > 0") {
+		t.Errorf("train --nesterov --momentum 0: %v", err)
+	}
 
 	// A run on a batch file that has moved since says so on resume.
 	moved := filepath.Join(t.TempDir(), "data_batch_1.bin")

@@ -217,6 +217,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			set("momentum", func() { o.Momentum = mom })
 			set("weight-decay", func() { o.WeightDecay = wd })
 			set("nesterov", func() { o.Nesterov = nesterov })
+			if fs.Changed("momentum") && mom == 0 && !fs.Changed("nesterov") && o.Nesterov {
+				o.Nesterov = false // the recipe's Nesterov momentum, with none: plain SGD, as asked
+			}
 			set("schedule", func() { o.Schedule = schedule })
 			set("step-size", func() { o.StepSize = step })
 			set("gamma", func() { o.Gamma = gamma })

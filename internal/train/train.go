@@ -109,6 +109,16 @@ type Run struct {
 	savedStep int
 }
 
+// lowerLR is the remedy a diverged loss suggests. A resume keeps the
+// run's --lr: a lower one takes a new run, which can start from the
+// weights before the divergence.
+func (r *Run) lowerLR() string {
+	if r.Resume && checkpoint.Exists(filepath.Join(r.Dir, LastFile)) {
+		return fmt.Sprintf("lower --lr? a resume keeps the run's: start a new run from its weights with --init %s and a lower --lr", filepath.Join(r.Dir, LastFile))
+	}
+	return "lower --lr?"
+}
+
 // keptNote says what a run stopped by a diverged loss leaves.
 func (r *Run) keptNote() string {
 	if best := filepath.Join(r.Dir, BestFile); checkpoint.Exists(best) {
@@ -241,7 +251,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 			if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
 				// Diverged weights predict one class for every image, whose
 				// share of the held-out set could otherwise make them best.
-				return r.history, fmt.Errorf("epoch %d: the validation loss is %v; stopping (lower --lr?). %s", r.epoch+1, ev.Loss, r.keptNote())
+				return r.history, fmt.Errorf("epoch %d: the validation loss is %v; stopping (%s). %s", r.epoch+1, ev.Loss, r.lowerLR(), r.keptNote())
 			}
 			em.ValLoss, em.ValAcc = ev.Loss, ev.Acc
 		}
@@ -349,7 +359,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			if b > from+1 {
 				which = fmt.Sprintf("batches %d-%d", from+1, b)
 			}
-			return fmt.Errorf("epoch %d, %s: the loss is %v; stopping (lower --lr?). %s", r.epoch+1, which, l, r.keptNote())
+			return fmt.Errorf("epoch %d, %s: the loss is %v; stopping (%s). %s", r.epoch+1, which, l, r.lowerLR(), r.keptNote())
 		}
 		sumLoss += l
 		correct += int(st.accHost[1])

@@ -1032,6 +1032,13 @@ func TestValidationLossNaN(t *testing.T) {
 	if ck.Info.Epoch != 1 {
 		t.Errorf("best.safetensors is epoch %d's, want epoch 1's", ck.Info.Epoch)
 	}
+	// Resumed, it keeps its --lr: the remedy is a new run from its weights.
+	r = newRun(t, dir, o, &quiet{step: func(s StepStats) { r.Backend.Fill(r.Model().Weights(), float32(math.NaN())) }})
+	r.Resume = true
+	_, err = r.Execute(context.Background())
+	if want := "a resume keeps the run's: start a new run from its weights with --init " + filepath.Join(dir, LastFile) + " and a lower --lr"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a resumed run's NaN loss: %v, want %q", err, want)
+	}
 }
 
 // TestResumeOtherBatchCount: a resume whose data makes another number of
