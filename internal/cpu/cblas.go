@@ -67,6 +67,7 @@ static void vgg_call_sgemm(int ta, int tb, int m, int n, int k, float alpha,
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -143,11 +144,8 @@ func openCBLAS() (string, error) {
 		core := chooseCore()
 		var errs []string
 		for _, name := range names {
-			cname := C.CString(name)
-			e := C.vgg_open_blas(cname)
-			C.free(unsafe.Pointer(cname))
-			if e != nil {
-				errs = append(errs, C.GoString(e))
+			if err := openBLASFile(name); err != nil {
+				errs = append(errs, err.Error())
 				continue
 			}
 			blasCgo = true
@@ -174,6 +172,17 @@ func openCBLAS() (string, error) {
 		cblasErr = fmt.Errorf("no CBLAS found: %s", strings.Join(errs, "; "))
 	})
 	return cblasDesc, cblasErr
+}
+
+// openBLASFile loads the library name and its cblas_sgemm, the one
+// openCBLAS then calls, or returns dlerror's message.
+func openBLASFile(name string) error {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	if e := C.vgg_open_blas(cname); e != nil {
+		return errors.New(C.GoString(e))
+	}
+	return nil
 }
 
 // NewCBLAS returns a CPU backend that calls the CBLAS library (OpenBLAS)
