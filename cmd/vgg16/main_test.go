@@ -319,6 +319,18 @@ func TestTrainEvalPredict(t *testing.T) {
 	if hist, err := train.ReadMetrics(filepath.Join(limited, train.MetricsFile)); err != nil || len(hist) != 1 || hist[0].Epoch != 3 {
 		t.Errorf("metrics.jsonl after resuming without it: %v %+v", err, hist)
 	}
+	// The same data by another path (a link, the folder of the batches)
+	// is not said to be other data.
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(data, link); err != nil {
+		t.Fatal(err)
+	}
+	for i, same := range []string{link, filepath.Join(data, "cifar-10-batches-bin")} {
+		out, err = run(t, "train", "--resume", "--run-dir", limited, "--epochs", strconv.Itoa(4+i), "--device", "cpu", "--download=false", "--data", same)
+		if err != nil || strings.Contains(out, "now says") || !strings.Contains(out, fmt.Sprintf("epoch %d/%d", 4+i, 4+i)) {
+			t.Errorf("resume with --data %s, the run's data: %v\n%s", same, err, out)
+		}
+	}
 
 	// Messages for a run directory given to eval, a batch file not there,
 	// a file given as the run directory; notes for a warm-up the schedule

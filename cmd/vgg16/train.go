@@ -485,7 +485,7 @@ func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.F
 	}
 	df.seedSplit = !prev.FixedSplit // the same images held out as before
 	if fs.Changed("data") {
-		if now := df.options().Dir; now != prev.Dir {
+		if now := df.options().Dir; !sameData(now, prev.Dir) {
 			fmt.Fprintf(w, "note: the run trained on %s; --data now says %s\n", prev.Dir, now)
 		}
 	} else {
@@ -505,6 +505,24 @@ func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.F
 	} else {
 		df.valSplit, df.splitGiven = prev.ValSplit, prev.ValSplitGiven
 	}
+}
+
+// sameData says whether --data paths a and b name the same data: the same
+// path, the same directory by another path (a link), or a CIFAR-10
+// directory and the folder of it that holds the batches.
+func sameData(a, b string) bool {
+	if a == b {
+		return true
+	}
+	dir := func(p string) string {
+		if base := filepath.Base(p); base == cifar.BinFolder || base == cifar.PyFolder {
+			return filepath.Dir(p)
+		}
+		return p
+	}
+	sa, errA := os.Stat(dir(a))
+	sb, errB := os.Stat(dir(b))
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // runFlagsIgnored are the flags given that --resume ignores and that ask
