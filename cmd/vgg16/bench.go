@@ -151,7 +151,7 @@ func benchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res.Device = be.Name()
+			res.Device, res.Precision = be.Name(), "fp32" // the CPU's, whatever --precision asked
 			if _, onCPU := be.(*cpu.Backend); !onCPU { // GPU options: meaningless on the CPU
 				res.Precision, res.UnfusedPool = dev.opt.Precision, !dev.fusedPool
 			}

@@ -229,6 +229,11 @@ func TestTrainEvalPredict(t *testing.T) {
 	if _, err := run(t, "bench", "--device", "cpu", "--arch", "8,M,M,M,M,M", "--hidden", "16", "--batch", "4", "--steps", "2", "--profile"); err == nil || !strings.Contains(err.Error(), "--profile: the cpu backend has no op profiler") {
 		t.Errorf("bench --device cpu --profile: %v", err)
 	}
+	// On the CPU, --precision asks for nothing: the JSON says what ran.
+	out, err = run(t, "bench", "--device", "cpu", "--arch", "8,M,M,M,M,M", "--hidden", "16", "--batch", "4", "--steps", "2", "--precision", "bf16", "--json")
+	if err != nil || !strings.Contains(out, `"precision":"fp32"`) {
+		t.Errorf("bench --device cpu --precision bf16 --json: %v\n%s", err, out)
+	}
 	// Recomputing the batch-norm outputs lowers the steps' peak memory, and
 	// so does pooling in the batch norm (the default), which stores no
 	// output for the batch norm before a pool, and packing the activations
