@@ -152,7 +152,7 @@ func benchCmd() *cobra.Command {
 				return err
 			}
 			res.Device, res.Precision = be.Name(), "fp32" // the CPU's, whatever --precision asked
-			if _, onCPU := be.(*cpu.Backend); !onCPU { // GPU options: meaningless on the CPU
+			if _, onCPU := be.(*cpu.Backend); !onCPU {    // GPU options: meaningless on the CPU
 				res.Precision, res.UnfusedPool = dev.opt.Precision, !dev.fusedPool
 			}
 			w := cmd.OutOrStdout()
