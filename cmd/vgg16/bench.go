@@ -151,8 +151,10 @@ func benchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res.Device, res.Precision = be.Name(), "fp32" // the CPU's, whatever --precision asked
-			if _, onCPU := be.(*cpu.Backend); !onCPU {    // GPU options: meaningless on the CPU
+			// The CPU computes in fp32, whatever --precision asked; the GPU
+			// options mean nothing there.
+			res.Device, res.Precision = be.Name(), "fp32"
+			if _, onCPU := be.(*cpu.Backend); !onCPU {
 				res.Precision, res.UnfusedPool = dev.opt.Precision, !dev.fusedPool
 			}
 			w := cmd.OutOrStdout()
