@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"strconv"
@@ -96,7 +97,36 @@ are safetensors files under torchvision's vgg16_bn key names.`,
 	}
 	root.AddCommand(summaryCmd(), trainCmd(), evalCmd(), predictCmd(), dataCmd(), benchCmd(), doctorCmd(), convertCmd())
 	root.SetFlagErrorFunc(flagValueError) // the subcommands inherit it
+	// A result that could not be written (redirected to a full disk) fails
+	// the command, not exit 0 with the result cut short. Not train's or the
+	// download's output, a log of work whose result is in files.
+	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
+		if cmd.Name() != "train" && cmd.Name() != "download" {
+			cmd.SetOut(&checkedWriter{w: cmd.OutOrStdout()})
+		}
+	}
+	root.PersistentPostRunE = func(cmd *cobra.Command, args []string) error {
+		if c, ok := cmd.OutOrStdout().(*checkedWriter); ok && c.err != nil {
+			return fmt.Errorf("writing the output: %w", c.err)
+		}
+		return nil
+	}
 	return root
+}
+
+// checkedWriter keeps the first error of its writes, which fmt.Fprintf's
+// callers do not look at.
+type checkedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (c *checkedWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if c.err == nil {
+		c.err = err
+	}
+	return n, err
 }
 
 // valueWanted names the kind of value each type of flag takes.

@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
 	"log"
 	"math"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1174,5 +1176,17 @@ func TestOverflowingModel(t *testing.T) {
 	out, err = run(t, "eval", ck, "--data", data, "--device", "cpu", "--json")
 	if err != nil || !strings.Contains(out, `"loss": null,`) {
 		t.Errorf("eval --json on overflowing outputs: %v\n%s", err, out)
+	}
+}
+
+// TestOutputNotWritten: a result that cannot be written (stdout redirected
+// to a full disk) fails the command instead of exiting 0 cut short.
+func TestOutputNotWritten(t *testing.T) {
+	root := newRoot()
+	root.SetOut(writerFunc(func([]byte) (int, error) { return 0, syscall.ENOSPC }))
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"summary", "--size", "32"})
+	if err := root.Execute(); err == nil || err.Error() != "writing the output: no space left on device" {
+		t.Errorf("summary into a full disk: %v", err)
 	}
 }

@@ -20,13 +20,21 @@ func isTerminal(w io.Writer) bool { return terminal(w) != nil }
 // write to it directly, not through a lockedWriter (an *os.File is safe
 // for concurrent writes), so that they can fit its width.
 func terminal(w io.Writer) *os.File {
-	if l, ok := w.(*lockedWriter); ok {
-		w = l.w
+	for {
+		switch v := w.(type) {
+		case *lockedWriter:
+			w = v.w
+		case *checkedWriter:
+			w = v.w
+		case *os.File:
+			if term.IsTerminal(int(v.Fd())) {
+				return v
+			}
+			return nil
+		default:
+			return nil
+		}
 	}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		return f
-	}
-	return nil
 }
 
 // columns is the width of terminal f, or 80 where it cannot say.
