@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
@@ -450,9 +452,18 @@ func TestAutoResume(t *testing.T) {
 	if strings.Contains(out, "ignored") {
 		t.Errorf("--auto-resume with the run's own flags says some are ignored:\n%s", out)
 	}
-	out, err = run(t, append(args("3"), "--lr", "0.3", "--classes", "7")...)
+	out, err = run(t, append(args("3"), "--lr", "0.3", "--classes", "7", "--arch", "8, M, 16, M, 16, M, 16, M, 16, M")...)
 	if err != nil || !strings.Contains(out, "note: resuming keeps the run's own settings: --classes, --lr ignored") || !strings.Contains(out, "epoch 3/3") {
 		t.Errorf("--auto-resume with another --lr and --classes: %v\n%s", err, out)
+	}
+	// Fine-tuning: --pretrained given again is the run's own too.
+	ft := filepath.Join(t.TempDir(), "ft")
+	for _, epochs := range []string{"1", "2"} {
+		out, err = run(t, "train", "--auto-resume", "--data", data, "--epochs", epochs, "--run-dir", ft, "--pretrained", filepath.Join(runDir, train.BestFile),
+			"--device", "cpu", "--download=false", "--recipe", "cifar", "--batch", "20", "--workers", "2")
+		if err != nil || strings.Contains(out, "ignored") || !strings.Contains(out, "epoch "+epochs+"/"+epochs) {
+			t.Errorf("--auto-resume --pretrained, --epochs %s: %v\n%s", epochs, err, out)
+		}
 	}
 	// A run killed while saving its first epoch left files but no
 	// last.safetensors: the same command starts it again, where a run
@@ -1189,4 +1200,16 @@ func TestOutputNotWritten(t *testing.T) {
 	if err := root.Execute(); err == nil || err.Error() != "writing the output: no space left on device" {
 		t.Errorf("summary into a full disk: %v", err)
 	}
+}
+
+// TestResumeKnowsEveryFlag: every flag of train is one a resume applies,
+// a device flag, or one whose option it can compare with the run's own;
+// a flag missing from all three is named as ignored on every resume.
+func TestResumeKnowsEveryFlag(t *testing.T) {
+	trainCmd().Flags().VisitAll(func(f *pflag.Flag) {
+		_, compared := runSetting[f.Name]
+		if !resumeApplies[f.Name] && !isDeviceFlag(f.Name) && !compared && f.Name != "recipe" && f.Name != "auto-settings" {
+			t.Errorf("--%s: not known to runFlagsIgnored (resumeApplies or runSetting)", f.Name)
+		}
+	})
 }

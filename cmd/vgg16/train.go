@@ -278,6 +278,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 					prev.Epochs = epochs
 				})
 				asGiven := o
+				asGiven.Pretrained = pretrained // not loaded on resume
 				o = prev
 				resumeData(w, &df, o.Data, fs)
 				if err := df.check(); err != nil {
@@ -520,9 +521,40 @@ func sameData(a, b string) bool {
 		}
 		return p
 	}
-	sa, errA := os.Stat(dir(a))
-	sb, errB := os.Stat(dir(b))
+	return samePath(dir(a), dir(b))
+}
+
+// samePath says whether paths a and b name the same file or directory.
+func samePath(a, b string) bool {
+	if a == b {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
 	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
+// resumeApplies are the flags a resumed run applies: --epochs, the data
+// flags and how batches are made (the device flags too).
+var resumeApplies = map[string]bool{"resume": true, "auto-resume": true, "run-dir": true, "epochs": true, "data": true, "download": true, "limit": true,
+	"val-split": true, "workers": true, "cpu-augment": true, recomputeBNFlag: true, sgdInBackwardFlag: true}
+
+// runSetting reads the option each flag that --resume ignores sets, to
+// tell a flag given again with the run's own value from a conflicting one
+// (--recipe and --auto-settings: the options a recipe sets).
+var runSetting = map[string]func(o train.Options) any{
+	"batch": func(o train.Options) any { return o.Batch }, "lr": func(o train.Options) any { return o.LR },
+	"momentum": func(o train.Options) any { return o.Momentum }, "weight-decay": func(o train.Options) any { return o.WeightDecay },
+	"nesterov": func(o train.Options) any { return o.Nesterov }, "schedule": func(o train.Options) any { return o.Schedule },
+	"step-size": func(o train.Options) any { return o.StepSize }, "gamma": func(o train.Options) any { return o.Gamma },
+	"warmup": func(o train.Options) any { return o.Warmup }, "label-smoothing": func(o train.Options) any { return o.LabelSmoothing },
+	"augment": func(o train.Options) any { return o.Augment }, "seed": func(o train.Options) any { return o.Seed },
+	"init": func(o train.Options) any { return o.Init }, "pretrained": func(o train.Options) any { return o.Pretrained },
+	"freeze-features": func(o train.Options) any { return o.FreezeFeatures },
+	"arch":            func(o train.Options) any { return o.Model.Cfg.String() }, // the layers, not how they were named
+	"size":            func(o train.Options) any { return o.Model.ImageSize }, "hidden": func(o train.Options) any { return o.Model.Hidden },
+	"dropout": func(o train.Options) any { return o.Model.Dropout }, "batch-norm": func(o train.Options) any { return o.Model.BatchNorm },
+	"classes": func(o train.Options) any { return o.Model.Classes },
 }
 
 // runFlagsIgnored are the flags given that --resume ignores and that ask
@@ -532,40 +564,34 @@ func sameData(a, b string) bool {
 // given again with the run's own value (the same command run again, as
 // --auto-resume is) is not named.
 func runFlagsIgnored(fs *pflag.FlagSet, given, run train.Options) []string {
-	apply := map[string]bool{"resume": true, "auto-resume": true, "run-dir": true, "epochs": true, "data": true, "download": true, "limit": true,
-		"val-split": true, "workers": true, "cpu-augment": true, recomputeBNFlag: true, sgdInBackwardFlag: true}
-	setting := map[string]func(o train.Options) any{
-		"batch": func(o train.Options) any { return o.Batch }, "lr": func(o train.Options) any { return o.LR },
-		"momentum": func(o train.Options) any { return o.Momentum }, "weight-decay": func(o train.Options) any { return o.WeightDecay },
-		"nesterov": func(o train.Options) any { return o.Nesterov }, "schedule": func(o train.Options) any { return o.Schedule },
-		"step-size": func(o train.Options) any { return o.StepSize }, "gamma": func(o train.Options) any { return o.Gamma },
-		"warmup": func(o train.Options) any { return o.Warmup }, "label-smoothing": func(o train.Options) any { return o.LabelSmoothing },
-		"augment": func(o train.Options) any { return o.Augment }, "seed": func(o train.Options) any { return o.Seed },
-		"init": func(o train.Options) any { return o.Init }, "freeze-features": func(o train.Options) any { return o.FreezeFeatures },
-		"arch": func(o train.Options) any { return o.Model.Arch + " " + o.Model.Cfg.String() },
-		"size": func(o train.Options) any { return o.Model.ImageSize }, "hidden": func(o train.Options) any { return o.Model.Hidden },
-		"dropout": func(o train.Options) any { return o.Model.Dropout }, "batch-norm": func(o train.Options) any { return o.Model.BatchNorm },
-		"classes": func(o train.Options) any { return o.Model.Classes },
-	}
 	// A recipe is the run's own where what it sets and no flag given
 	// overrides is; but --epochs, and the warm-up, which a short run cuts.
 	recipe := func(o train.Options) any {
 		var v []any
 		for _, name := range []string{"batch", "lr", "momentum", "weight-decay", "nesterov", "schedule", "step-size", "gamma", "label-smoothing", "augment", "size"} {
 			if !fs.Changed(name) {
-				v = append(v, setting[name](o))
+				v = append(v, runSetting[name](o))
 			}
 		}
 		return fmt.Sprint(v...)
 	}
-	setting["recipe"], setting["auto-settings"] = recipe, recipe
+	setting := func(name string) (func(train.Options) any, bool) {
+		if name == "recipe" || name == "auto-settings" {
+			return recipe, true
+		}
+		f, ok := runSetting[name]
+		return f, ok
+	}
 	var ignored []string
 	fs.Visit(func(f *pflag.Flag) {
-		if apply[f.Name] || isDeviceFlag(f.Name) {
+		if resumeApplies[f.Name] || isDeviceFlag(f.Name) {
 			return
 		}
-		if value, ok := setting[f.Name]; ok && value(given) == value(run) {
-			return
+		if value, ok := setting(f.Name); ok {
+			a, b := value(given), value(run)
+			if pa, ok := a.(string); a == b || ok && pa != "" && samePath(pa, b.(string)) { // a weight file by another path
+				return
+			}
 		}
 		ignored = append(ignored, "--"+f.Name)
 	})
