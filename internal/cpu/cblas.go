@@ -23,8 +23,9 @@ typedef int (*get_threads_fn)(void);
 static set_threads_fn vgg_set_threads_fn;
 static get_threads_fn vgg_get_threads_fn;
 
-static const char *vgg_open_blas(const char *name) {
+static const char *vgg_open_blas(const char *name, int *opened) {
 	void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	*opened = h != 0;
 	if (!h) return dlerror();
 	void *f = dlsym(h, "cblas_sgemm");
 	if (!f) {
@@ -144,7 +145,7 @@ func openCBLAS() (string, error) {
 		core := chooseCore()
 		var errs []string
 		for _, name := range names {
-			if err := openBLASFile(name); err != nil {
+			if _, err := openBLASFile(name); err != nil {
 				errs = append(errs, err.Error())
 				continue
 			}
@@ -175,14 +176,16 @@ func openCBLAS() (string, error) {
 }
 
 // openBLASFile loads the library name and its cblas_sgemm, the one
-// openCBLAS then calls, or returns dlerror's message.
-func openBLASFile(name string) error {
+// openCBLAS then calls, or returns dlerror's message; opened says whether
+// the library itself opened.
+func openBLASFile(name string) (opened bool, err error) {
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
-	if e := C.vgg_open_blas(cname); e != nil {
-		return errors.New(C.GoString(e))
+	var o C.int
+	if e := C.vgg_open_blas(cname, &o); e != nil {
+		return o != 0, errors.New(C.GoString(e))
 	}
-	return nil
+	return true, nil
 }
 
 // NewCBLAS returns a CPU backend that calls the CBLAS library (OpenBLAS)

@@ -1,4 +1,4 @@
-//go:build cgo && !windows
+//go:build cgo && linux
 
 package cpu
 
@@ -11,8 +11,8 @@ import (
 // lacks. The message came from dlerror after dlclose, which had freed it:
 // different bytes each run.
 func TestCBLASWithoutSgemm(t *testing.T) {
-	err := openBLASFile("libc.so.6")
-	if err != nil && strings.Contains(err.Error(), "cannot open") {
+	opened, err := openBLASFile("libc.so.6")
+	if !opened {
 		t.Skipf("no libc.so.6 to look in: %v", err)
 	}
 	if err == nil || !strings.HasSuffix(err.Error(), "libc.so.6: undefined symbol: cblas_sgemm") {

@@ -111,7 +111,6 @@ func (m *Model) LoadState(s State) error {
 	return notNumbers(notFinite)
 }
 
-// few joins the first four items and counts the rest.
 // allFinite reports whether data, the tensor name, holds only numbers,
 // adding its first value that is not (NaN, ±Inf) to bad where not.
 func allFinite(name string, data []float32, bad *[]string) bool {
@@ -131,6 +130,7 @@ func notNumbers(bad []string) error {
 	return fmt.Errorf("weights that are not numbers (a diverged run's?): %s", few(bad, "; "))
 }
 
+// few joins the first four items and counts the rest.
 func few(items []string, sep string) string {
 	if len(items) <= 4 {
 		return strings.Join(items, sep)
