@@ -64,6 +64,11 @@ func Save(path string, m *layers.Model, info Info) error {
 
 // SaveState writes a state dict and info to path atomically.
 func SaveState(path string, s layers.State, info Info) error {
+	// Never over a good checkpoint: weights that went NaN in the last
+	// steps before an interruption, say.
+	if err := s.CheckFinite(); err != nil {
+		return fmt.Errorf("%w; the file is left as it was", err)
+	}
 	f := &safetensors.File{Tensors: map[string]safetensors.Tensor{}, Metadata: map[string]string{keyFormat: "pt"}}
 	for name, t := range s.Floats {
 		f.Tensors[name] = safetensors.F32(t.Shape, t.Data)

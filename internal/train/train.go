@@ -113,8 +113,8 @@ type Run struct {
 // run's --lr: a lower one takes a new run, which can start from the
 // weights before the divergence.
 func (r *Run) lowerLR() string {
-	if r.Resume && checkpoint.Exists(filepath.Join(r.Dir, LastFile)) {
-		return fmt.Sprintf("lower --lr? a resume keeps the run's: start a new run from its weights with --init %s and a lower --lr", filepath.Join(r.Dir, LastFile))
+	if last := filepath.Join(r.Dir, LastFile); checkpoint.Exists(last) {
+		return "lower --lr? a resume keeps the run's: start a new run from its weights with --init " + shell.Quote(last) + " and a lower --lr"
 	}
 	return "lower --lr?"
 }
@@ -316,7 +316,7 @@ func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochM
 			}
 			return EpochMetrics{}, 0, fmt.Errorf("the run trained %s; its data now makes %d an epoch: "+
 				"resume with the --data, --limit and --val-split it trained with, or start a new run from its weights with --init %s",
-				had, perEpoch, filepath.Join(r.Dir, LastFile))
+				had, perEpoch, shell.Quote(filepath.Join(r.Dir, LastFile)))
 		}
 	}
 	if skip > 0 {

@@ -1075,3 +1075,40 @@ func TestResumeOtherBatchCount(t *testing.T) {
 		t.Fatalf("resuming on 260 other images, 16 batches an epoch as before: %v", err)
 	}
 }
+
+// TestInterruptKeepsFiniteCheckpoint: weights that went NaN in an epoch's
+// last step are found by its validation, unless an interruption comes
+// first, whose save then refuses them: last.safetensors stays the epoch
+// before's, which --resume can continue from.
+func TestInterruptKeepsFiniteCheckpoint(t *testing.T) {
+	o := smallOptions()
+	dir, ended := t.TempDir(), 0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var r *Run
+	r = newRun(t, dir, o, &quiet{
+		step: func(s StepStats) {
+			if s.Batch == s.Batches {
+				if ended++; ended == 2 {
+					r.Backend.Fill(r.Model().Weights(), float32(math.NaN()))
+				}
+			}
+		},
+		validating: func(done, total int) {
+			if ended == 2 {
+				cancel()
+			}
+		},
+	})
+	_, err := r.Execute(ctx)
+	if err == nil || !strings.Contains(err.Error(), "weights that are not numbers (a diverged run's?): ") || !strings.HasSuffix(err.Error(), "; the file is left as it was") {
+		t.Fatalf("interrupted with NaN weights: %v", err)
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, LastFile))
+	if err != nil {
+		t.Fatalf("last.safetensors after the refused save: %v", err)
+	}
+	if ck.Info.Epoch != 1 || ck.Info.Batch != 0 {
+		t.Errorf("last.safetensors is at epoch %d batch %d, want the end of epoch 1", ck.Info.Epoch, ck.Info.Batch)
+	}
+}
