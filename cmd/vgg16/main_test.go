@@ -371,6 +371,11 @@ func TestTrainEvalPredict(t *testing.T) {
 	if err != nil || !strings.Contains(out, "note: --gamma applies to the step schedule, not constant: ignored") || strings.Contains(out, "warm-up is") {
 		t.Errorf("train --schedule constant --gamma 0.5 (no warm-up to shorten): %v\n%s", err, out)
 	}
+	// A negative --epochs is its error alone, with no note on a warm-up of
+	// -0.2 epochs before it.
+	if out, err := run(t, append([]string{"train", "--data", data, "--epochs", "-1"}, tiny...)...); err == nil || err.Error() != "--epochs -1: need at least 1" || strings.Contains(out, "warm-up") {
+		t.Errorf("train --epochs -1: %v\n%s", err, out)
+	}
 	// The cifar recipe's Nesterov momentum goes with --momentum 0: plain
 	// SGD, as asked; asked for, Nesterov without momentum is an error.
 	out, err = run(t, append([]string{"train", "--data", data, "--limit", "20", "--epochs", "1", "--momentum", "0", "--run-dir", filepath.Join(t.TempDir(), "m")}, tiny...)...)

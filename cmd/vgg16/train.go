@@ -233,7 +233,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			// of it, where the recipe's warm-up would take all of it (the cifar
 			// recipe's 2 epochs in a 1-epoch run). Not on resume, which keeps
 			// the run's own, nor for a schedule without a warm-up.
-			if short := float64(o.Epochs) / 5; !resume && o.SpansRun() && !fs.Changed("warmup") && o.Warmup > short {
+			if short := float64(o.Epochs) / 5; !resume && o.Epochs >= 1 && o.SpansRun() && !fs.Changed("warmup") && o.Warmup > short {
 				if !quick {
 					fmt.Fprintf(w, "note: the recipe's %g-epoch warm-up is %g epochs in a %d-epoch run (--warmup sets it)\n", o.Warmup, short, o.Epochs)
 				}
