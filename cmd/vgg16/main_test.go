@@ -371,6 +371,11 @@ func TestTrainEvalPredict(t *testing.T) {
 	if err != nil || !strings.Contains(out, "note: --gamma applies to the step schedule, not constant: ignored") || strings.Contains(out, "warm-up is") {
 		t.Errorf("train --schedule constant --gamma 0.5 (no warm-up to shorten): %v\n%s", err, out)
 	}
+	// A batch larger than the training set is one batch of all of it: said.
+	out, err = run(t, append(append([]string{"train", "--data", data, "--limit", "15", "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "b")}, tiny...), "--batch", "16")...)
+	if err != nil || !strings.Contains(out, "note: 15 training images, fewer than --batch 16: each epoch is one batch of all of them") {
+		t.Errorf("train --limit 15 --batch 16: %v\n%s", err, out)
+	}
 	// A negative --epochs is its error alone, with no note on a warm-up of
 	// -0.2 epochs before it.
 	if out, err := run(t, append([]string{"train", "--data", data, "--epochs", "-1"}, tiny...)...); err == nil || err.Error() != "--epochs -1: need at least 1" || strings.Contains(out, "warm-up") {

@@ -399,6 +399,9 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			}
 			fmt.Fprintf(w, "training %s (%s) at %dx%d on %d images, %s; batch %d, %d epoch%s, lr %g (%s), augment %s\n",
 				o.Model.Arch, o.Model.Cfg, o.Model.ImageSize, o.Model.ImageSize, trainSet.Len(), val, o.Batch, o.Epochs, plural(o.Epochs), o.LR, o.Schedule, o.Augment)
+			if n := trainSet.Len(); n < o.Batch {
+				fmt.Fprintf(w, "note: %d training images, fewer than --batch %d: each epoch is one batch of all of them\n", n, o.Batch)
+			}
 			if n := trainSet.Len(); n > o.Batch && n%o.Batch != 0 {
 				fmt.Fprintf(w, "each epoch trains on %d of them: the last %d of each shuffle do not fill a batch of %d (they are in the next epoch's)\n", n-n%o.Batch, n%o.Batch, o.Batch)
 			}
