@@ -1,7 +1,9 @@
 package cpu
 
 import (
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
@@ -31,6 +33,16 @@ var (
 	blasKind  gemmKind // what New's backends call
 	blasDesc  string   // one line: which SGEMM is in use and why
 )
+
+// blasEnv is BLASEnv's value: "go" and "gonum" in any case (GO, Gonum),
+// else a library's name or path as given.
+func blasEnv() string {
+	v := strings.TrimSpace(os.Getenv(BLASEnv))
+	if lower := strings.ToLower(v); lower == "go" || lower == "gonum" {
+		return lower
+	}
+	return v
+}
 
 // pureGo picks the SGEMM where no CBLAS is loaded: package sgemm where its
 // assembly kernel runs on this CPU (or where the user asks for it), gonum's

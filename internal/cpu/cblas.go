@@ -103,7 +103,7 @@ const accelerate = "/System/Library/Frameworks/Accelerate.framework/Accelerate"
 // none is found.
 func loadBLAS() {
 	blasOnce.Do(func() {
-		env := strings.TrimSpace(os.Getenv(BLASEnv))
+		env := blasEnv()
 		switch {
 		case env == "go" || env == "gonum":
 			var desc string
@@ -139,7 +139,7 @@ var (
 func openCBLAS() (string, error) {
 	cblasOnce.Do(func() {
 		names := blasCandidates()
-		if v := strings.TrimSpace(os.Getenv(BLASEnv)); v != "" && v != "go" && v != "gonum" {
+		if v := blasEnv(); v != "" && v != "go" && v != "gonum" {
 			names = []string{v}
 		}
 		core := chooseCore()

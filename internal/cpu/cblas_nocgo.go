@@ -4,9 +4,7 @@ package cpu
 
 import (
 	"errors"
-	"os"
 	"runtime"
-	"strings"
 )
 
 // Built without cgo (CGO_ENABLED=0, or no C compiler), or for Windows: no
@@ -15,7 +13,7 @@ import (
 
 func loadBLAS() {
 	blasOnce.Do(func() {
-		env := strings.TrimSpace(os.Getenv(BLASEnv))
+		env := blasEnv()
 		kind, desc := pureGo(env)
 		why := "built without cgo"
 		if runtime.GOOS == "windows" {
