@@ -230,6 +230,11 @@ func (opt *LoaderOptions) order(order []int) int {
 		rng := rand.New(rand.NewPCG(mix(opt.Seed, ep, 0x53485546), mix(opt.Seed, ep, 1))) // "SHUF"
 		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
 	}
+	return opt.Batches(n)
+}
+
+// Batches is the number of batches an epoch of n images makes.
+func (opt *LoaderOptions) Batches(n int) int {
 	nb := n / opt.Batch
 	if !opt.DropLast && n%opt.Batch != 0 {
 		nb++

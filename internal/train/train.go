@@ -101,9 +101,6 @@ type Run struct {
 	// optimizer state.
 	freshMomentum bool
 	history       []EpochMetrics
-	// placeUnchecked: a resumed run's step and place in its epoch are yet
-	// to be checked against the batches its data now makes.
-	placeUnchecked bool
 	// savedStep is the step last.safetensors was written at by this
 	// process (-1: not yet).
 	savedStep int
@@ -117,6 +114,35 @@ func (r *Run) lowerLR() string {
 		return "lower --lr? a resume keeps the run's: start a new run from its weights with --init " + shell.Quote(last) + " and a lower --lr"
 	}
 	return "lower --lr?"
+}
+
+// loaderOptions are how the epoch's batches are drawn: whole batches
+// (drop_last), except where the set is smaller than one.
+func (r *Run) loaderOptions() cifar.LoaderOptions {
+	return cifar.LoaderOptions{
+		Batch: r.Opt.Batch, Shuffle: true, DropLast: r.Train.Len() >= r.Opt.Batch, Transform: r.transform(),
+		Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
+	}
+}
+
+// checkPlace checks a resumed run's step and place in its epoch (skip
+// batches done) against the batches its data now makes an epoch. The
+// schedule and the place are counted in batches: data that makes another
+// number of them (another --limit, --val-split or --data) would put the
+// run elsewhere in both.
+func (r *Run) checkPlace(skip int) error {
+	lo := r.loaderOptions()
+	perEpoch := lo.Batches(r.Train.Len())
+	if skip <= perEpoch && r.step == r.epoch*perEpoch+skip {
+		return nil
+	}
+	had := fmt.Sprintf("%d batches of its first epoch", skip)
+	if r.epoch > 0 {
+		had = fmt.Sprintf("%d batches an epoch", (r.step-skip)/r.epoch)
+	}
+	return fmt.Errorf("the run trained %s; its data now makes %d an epoch: "+
+		"resume with the --data, --limit and --val-split it trained with, or start a new run from its weights with --init %s",
+		had, perEpoch, shell.Quote(filepath.Join(r.Dir, LastFile)))
 }
 
 // keptNote says what a run stopped by a diverged loss leaves.
@@ -178,6 +204,9 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	skip := 0
 	if r.Resume {
 		if skip, err = r.restore(); err != nil {
+			return nil, err
+		}
+		if err := r.checkPlace(skip); err != nil {
 			return nil, err
 		}
 		if skip == 0 { // else trainEpoch says where in the epoch
@@ -295,30 +324,12 @@ const tallyEvery = 8
 func (r *Run) trainEpoch(ctx context.Context, skip int, st *stepBuffers) (EpochMetrics, int, error) {
 	be, m := r.Backend, r.model
 	size, classes := r.Opt.Model.ImageSize, r.Opt.Model.Classes
-	src, err := NewSource(be, r.Train, r.trainSet, cifar.LoaderOptions{
-		Batch: r.Opt.Batch, Shuffle: true, DropLast: r.Train.Len() >= r.Opt.Batch, Transform: r.transform(),
-		Seed: r.Opt.Seed, Epoch: r.epoch, Workers: r.Opt.Workers,
-	})
+	src, err := NewSource(be, r.Train, r.trainSet, r.loaderOptions())
 	if err != nil {
 		return EpochMetrics{}, 0, err
 	}
 	defer src.Close()
 	perEpoch := src.Batches()
-	if r.placeUnchecked {
-		r.placeUnchecked = false
-		// The schedule and the place in the epoch are counted in batches:
-		// data that makes another number of them an epoch (another --limit,
-		// --val-split or --data) would put the run elsewhere in both.
-		if skip > perEpoch || r.step != r.epoch*perEpoch+skip {
-			had := fmt.Sprintf("%d batches of its first epoch", skip)
-			if r.epoch > 0 {
-				had = fmt.Sprintf("%d batches an epoch", (r.step-skip)/r.epoch)
-			}
-			return EpochMetrics{}, 0, fmt.Errorf("the run trained %s; its data now makes %d an epoch: "+
-				"resume with the --data, --limit and --val-split it trained with, or start a new run from its weights with --init %s",
-				had, perEpoch, shell.Quote(filepath.Join(r.Dir, LastFile)))
-		}
-	}
 	if skip > 0 {
 		r.Report.Note(r.resuming(r.position(skip, perEpoch)))
 	}
@@ -654,7 +665,6 @@ func (r *Run) restore() (int, error) {
 	}
 	r.model.SetStep(ck.Info.Step)
 	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
-	r.placeUnchecked = true
 	path := filepath.Join(r.Dir, MetricsFile)
 	hist, err := ReadMetrics(path)
 	// Lines past the checkpoint's epoch are epochs trained after it (a

@@ -1059,9 +1059,13 @@ func TestResumeOtherBatchCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRun(t, dir, o, &quiet{})
+	var notes []string
+	r := newRun(t, dir, o, &quiet{note: func(s string) { notes = append(notes, s) }})
 	r.Resume, r.Train = true, synthetic(64, 1) // 4 batches of 16 an epoch, not 16
 	_, err = r.Execute(context.Background())
+	if len(notes) > 0 {
+		t.Errorf("the refused resume said first: %q", notes)
+	}
 	if err == nil || !strings.Contains(err.Error(), "the run trained 16 batches an epoch; its data now makes 4 an epoch: resume with the --data, --limit and --val-split it trained with") {
 		t.Fatalf("resuming on a quarter of the data: %v", err)
 	}
