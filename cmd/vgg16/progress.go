@@ -13,9 +13,6 @@ import (
 	"github.com/vgg16/vgg16/internal/train"
 )
 
-// isTerminal reports whether w is an interactive terminal.
-func isTerminal(w io.Writer) bool { return terminal(w) != nil }
-
 // terminal is the interactive terminal w writes to, or nil. Progress bars
 // write to it directly, not through a lockedWriter (an *os.File is safe
 // for concurrent writes), so that they can fit its width.

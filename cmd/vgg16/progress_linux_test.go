@@ -62,15 +62,15 @@ func openPTY(t *testing.T, cols int) (*os.File, func() string) {
 	return tty, func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
 }
 
-// TestIsTerminalThroughLock checks that the lock train puts around its
+// TestTerminalThroughLock checks that the lock train puts around its
 // output keeps a terminal a terminal: progress bars, not plain lines.
-func TestIsTerminalThroughLock(t *testing.T) {
+func TestTerminalThroughLock(t *testing.T) {
 	tty, _ := openPTY(t, 80)
-	if !isTerminal(tty) {
-		t.Fatalf("isTerminal: %s is not a terminal", tty.Name())
+	if terminal(tty) != tty {
+		t.Fatalf("terminal: %s is not a terminal", tty.Name())
 	}
-	if !isTerminal(&lockedWriter{w: tty}) {
-		t.Error("isTerminal: a terminal behind lockedWriter is not a terminal")
+	if terminal(&lockedWriter{w: tty}) != tty {
+		t.Error("terminal: a terminal behind lockedWriter is not a terminal")
 	}
 }
 
