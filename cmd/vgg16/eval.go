@@ -180,9 +180,7 @@ func evalCmd() *cobra.Command {
 			if asJSON {
 				perClass := make([]*float64, len(res.PerClass)) // null for a class without images (NaN has no JSON)
 				for i, a := range res.PerClass {
-					if !math.IsNaN(a) {
-						perClass[i] = &a
-					}
+					perClass[i] = orNull(a)
 				}
 				scored := split // which images: a directory's split, else the one set given
 				if dataDir == "demo" || !isDir(dataDir) {
