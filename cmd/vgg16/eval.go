@@ -178,24 +178,18 @@ func evalCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				perClass := make([]*float64, len(res.PerClass)) // null for a class without images (NaN has no JSON)
-				for i, a := range res.PerClass {
-					perClass[i] = orNull(a)
-				}
 				scored := split // which images: a directory's split, else the one set given
 				if dataDir == "demo" || !isDir(dataDir) {
 					scored = ""
 				}
 				out := struct {
-					Checkpoint string     `json:"checkpoint"`
-					Data       string     `json:"data"`
-					Split      string     `json:"split,omitempty"`
-					Limit      int        `json:"limit,omitempty"`
-					Classes    []string   `json:"classes"`
-					PerClass   []*float64 `json:"per_class_accuracy"`
-					Loss       *float64   `json:"loss"` // null where it overflowed to NaN or ±Inf
+					Checkpoint string   `json:"checkpoint"`
+					Data       string   `json:"data"`
+					Split      string   `json:"split,omitempty"`
+					Limit      int      `json:"limit,omitempty"`
+					Classes    []string `json:"classes"`
 					*train.EvalResult
-				}{args[0], dataDir, scored, limitN, l.classes, perClass, orNull(res.Loss), res}
+				}{args[0], dataDir, scored, limitN, l.classes, res}
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
@@ -233,7 +227,7 @@ func printEval(w io.Writer, path string, classes []string, r *train.EvalResult) 
 		for _, v := range row {
 			fmt.Fprintf(tw, "%d\t", v)
 		}
-		if math.IsNaN(r.PerClass[i]) {
+		if !r.PerClass[i].Finite() {
 			fmt.Fprintln(tw, "-\t")
 		} else {
 			fmt.Fprintf(tw, "%.1f%%\t\n", 100*r.PerClass[i])
@@ -426,14 +420,6 @@ func topClasses(logits []float32, names []string, top int) []Score {
 		s = append(s, Score{Class: names[i], Prob: probs[i]})
 	}
 	return s
-}
-
-// orNull is &v, or nil (JSON's null) for NaN and ±Inf, which JSON lacks.
-func orNull(v float64) *float64 {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return nil
-	}
-	return &v
 }
 
 func softmax(v []float32) []float64 {

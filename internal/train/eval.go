@@ -13,11 +13,11 @@ import (
 
 // EvalResult is the outcome of evaluating a model on a dataset.
 type EvalResult struct {
-	Images    int       `json:"images"`
-	Loss      float64   `json:"loss"`
-	Acc       float64   `json:"accuracy"`
-	PerClass  []float64 `json:"per_class_accuracy"`
-	Confusion [][]int   `json:"confusion"` // [true class][predicted class]
+	Images    int      `json:"images"`
+	Loss      Number   `json:"loss"` // NaN or ±Inf (null) where the outputs overflowed
+	Acc       float64  `json:"accuracy"`
+	PerClass  []Number `json:"per_class_accuracy"` // NaN (null) for a class without images
+	Confusion [][]int  `json:"confusion"`          // [true class][predicted class]
 }
 
 // Evaluate runs the model in inference mode over ds with the deterministic
@@ -68,7 +68,7 @@ func evaluate(ctx context.Context, m *layers.Model, ds *cifar.Dataset, set tenso
 	if tf.OutputSize() != size {
 		return nil, fmt.Errorf("evaluation transform makes %dx%d images, the model takes %dx%d", tf.OutputSize(), tf.OutputSize(), size, size)
 	}
-	res := &EvalResult{Confusion: make([][]int, classes), PerClass: make([]float64, classes)}
+	res := &EvalResult{Confusion: make([][]int, classes), PerClass: make([]Number, classes)}
 	for i := range res.Confusion {
 		res.Confusion[i] = make([]int, classes)
 	}
@@ -121,12 +121,12 @@ func evaluate(ctx context.Context, m *layers.Model, ds *cifar.Dataset, set tenso
 			total += v
 		}
 		correct += row[c]
-		res.PerClass[c] = math.NaN()
+		res.PerClass[c] = Number(math.NaN())
 		if total > 0 {
-			res.PerClass[c] = float64(row[c]) / float64(total)
+			res.PerClass[c] = Number(float64(row[c]) / float64(total))
 		}
 	}
-	res.Loss = sum / float64(res.Images)
+	res.Loss = Number(sum / float64(res.Images))
 	res.Acc = float64(correct) / float64(res.Images)
 	return res, nil
 }

@@ -10,18 +10,34 @@ import (
 	"strings"
 )
 
-// jsonFloat writes NaN (no validation set) as null.
-type jsonMetrics struct {
-	EpochMetrics
-	ValLoss *float64 `json:"val_loss"`
-	ValAcc  *float64 `json:"val_acc"`
+// Number is a float64 that JSON writes as null where it is NaN or ±Inf,
+// which JSON lacks (a class without images, a run without validation, a
+// loss that overflowed), and reads back from null as NaN.
+type Number float64
+
+// Finite reports whether n is neither NaN nor ±Inf.
+func (n Number) Finite() bool { return !math.IsNaN(float64(n)) && !math.IsInf(float64(n), 0) }
+
+func (n Number) MarshalJSON() ([]byte, error) {
+	if !n.Finite() {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(n))
 }
 
-func finite(v float64) *float64 {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
+func (n *Number) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*n = Number(math.NaN())
 		return nil
 	}
-	return &v
+	return json.Unmarshal(b, (*float64)(n))
+}
+
+// jsonMetrics is EpochMetrics with its validation figures as Numbers.
+type jsonMetrics struct {
+	EpochMetrics
+	ValLoss Number `json:"val_loss"`
+	ValAcc  Number `json:"val_acc"`
 }
 
 // writeMetrics rewrites metrics.jsonl with the whole history (so a resumed
@@ -29,7 +45,7 @@ func finite(v float64) *float64 {
 func (r *Run) writeMetrics(em EpochMetrics) error {
 	var b strings.Builder
 	for _, h := range r.history {
-		line, err := json.Marshal(jsonMetrics{EpochMetrics: h, ValLoss: finite(h.ValLoss), ValAcc: finite(h.ValAcc)})
+		line, err := json.Marshal(jsonMetrics{EpochMetrics: h, ValLoss: Number(h.ValLoss), ValAcc: Number(h.ValAcc)})
 		if err != nil {
 			return err
 		}
@@ -56,18 +72,12 @@ func ReadMetrics(path string) ([]EpochMetrics, error) {
 	var out []EpochMetrics
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
-		var j jsonMetrics
+		j := jsonMetrics{ValLoss: Number(math.NaN()), ValAcc: Number(math.NaN())} // a line without them had no validation
 		if err := json.Unmarshal(sc.Bytes(), &j); err != nil {
 			return out, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
 		em := j.EpochMetrics
-		em.ValLoss, em.ValAcc = math.NaN(), math.NaN()
-		if j.ValLoss != nil {
-			em.ValLoss = *j.ValLoss
-		}
-		if j.ValAcc != nil {
-			em.ValAcc = *j.ValAcc
-		}
+		em.ValLoss, em.ValAcc = float64(j.ValLoss), float64(j.ValAcc)
 		out = append(out, em)
 	}
 	return out, sc.Err()

@@ -277,12 +277,12 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 			if err != nil {
 				return r.history, err
 			}
-			if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
+			if !ev.Loss.Finite() {
 				// Diverged weights predict one class for every image, whose
 				// share of the held-out set could otherwise make them best.
 				return r.history, fmt.Errorf("epoch %d: the validation loss is %v; stopping (%s). %s", r.epoch+1, ev.Loss, r.lowerLR(), r.keptNote())
 			}
-			em.ValLoss, em.ValAcc = ev.Loss, ev.Acc
+			em.ValLoss, em.ValAcc = float64(ev.Loss), ev.Acc
 		}
 		score := em.ValAcc
 		if math.IsNaN(score) {
