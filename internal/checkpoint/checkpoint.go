@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -187,7 +189,9 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	var convs []conv
 	bn := false
 	maxIdx := -1
-	for name, t := range s.Floats {
+	owner := map[int]string{} // a tensor name of each features index
+	for _, name := range slices.Sorted(maps.Keys(s.Floats)) {
+		t := s.Floats[name]
 		if strings.HasSuffix(name, ".running_mean") {
 			bn = true
 		}
@@ -201,6 +205,7 @@ func InferConfig(s layers.State) (layers.Config, error) {
 			continue
 		}
 		maxIdx = max(maxIdx, idx)
+		owner[idx] = name
 		if field == "weight" && len(t.Shape) == 4 {
 			convs = append(convs, conv{idx, t.Shape[0], t.Shape[2]})
 		}
@@ -212,6 +217,18 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	per := 2 // conv, ReLU
 	if bn {
 		per = 3
+	}
+	// The indices left are taken for max-pools, which have no tensors: one
+	// that has some lost its convolution's weight.
+	for _, c := range convs {
+		delete(owner, c.idx)
+		if bn {
+			delete(owner, c.idx+1)
+		}
+	}
+	if len(owner) > 0 {
+		name := owner[slices.Min(slices.Collect(maps.Keys(owner)))]
+		return layers.Config{}, fmt.Errorf("%s belongs to no convolution (is a features.N.weight missing?)", name)
 	}
 	var cfg layers.Cfg
 	next := 0
@@ -227,6 +244,9 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	fc3, ok3 := s.Floats["classifier.6.weight"]
 	if !ok0 || !ok3 || len(fc0.Shape) != 2 || len(fc3.Shape) != 2 {
 		return layers.Config{}, fmt.Errorf("classifier.0.weight / classifier.6.weight missing: not a VGG state dict")
+	}
+	if fc3.Shape[1] != fc0.Shape[0] {
+		return layers.Config{}, fmt.Errorf("classifier.6.weight is %v: want [classes %d], classifier.0.weight being %v", fc3.Shape, fc0.Shape[0], fc0.Shape)
 	}
 	last := convs[len(convs)-1].out
 	cells := fc0.Shape[1] / last
@@ -274,23 +294,25 @@ func ReadWeights(path string) (layers.State, error) {
 	return s, err
 }
 
-// ReadPretrained reads a weights file as ReadWeights does, with the
-// configuration its shapes imply (InferConfig) and, where it is a vgg16
-// checkpoint, the image size it records: as lenient as transfer learning's
-// LoadMatching, which takes what fits (no metadata is checked against the
-// tensors here; the counts may be missing, other tensors present).
+// ReadPretrained reads a weights file as ReadWeights does, with its
+// configuration: where it is a vgg16 checkpoint whose recorded
+// configuration fits its tensors, that one (shapes cannot tell a local
+// response normalisation from a max-pool, nor say whether the layer list
+// ends in one); else the one its shapes imply (InferConfig), as lenient as
+// transfer learning's LoadMatching, which takes what fits (the counts may
+// be missing, other tensors present).
 func ReadPretrained(path string) (layers.State, layers.Config, error) {
 	s, md, err := readWeights(path)
 	if err != nil {
 		return s, layers.Config{}, err
 	}
+	var recorded layers.Config
+	if raw, ok := md[keyConfig]; ok && json.Unmarshal([]byte(raw), &recorded) == nil && layers.CheckState(recorded, s) == nil {
+		return s, recorded, nil
+	}
 	cfg, err := InferConfig(s)
 	if err != nil {
 		return s, cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	var recorded layers.Config
-	if raw, ok := md[keyConfig]; ok && json.Unmarshal([]byte(raw), &recorded) == nil && recorded.ImageSize > 0 && recorded.ImageSize <= layers.MaxImageSize {
-		cfg.ImageSize = recorded.ImageSize
 	}
 	return s, cfg, nil
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,16 +68,19 @@ func TestSaveLoad(t *testing.T) {
 }
 
 // TestInferConfig reads bare state dicts (as converted from torchvision)
-// back into the configuration that wrote them.
+// back into the configuration that wrote them, with or without the batch
+// norms' counts (torchvision's vgg*_bn weights predate them).
 func TestInferConfig(t *testing.T) {
 	for _, c := range []struct {
-		cfg  string
-		size int
-		bn   bool
+		cfg    string
+		size   int
+		bn     bool
+		counts bool
 	}{
-		{"8,8,M,16,M,16,16,M,16,M,16,M", 64, true},
-		{"8,M,16,M,16,M,16,M,16,M", 32, false},
-		{"8,8,M,16,M,16,1x1:16,M,16,M,16,M", 96, true},
+		{"8,8,M,16,M,16,16,M,16,M,16,M", 64, true, true},
+		{"8,M,16,M,16,M,16,M,16,M", 32, false, true},
+		{"8,8,M,16,M,16,1x1:16,M,16,M,16,M", 96, true, true},
+		{"8,M,16,M,16,M,16,M,16,M", 32, true, false},
 	} {
 		m := model(t, c.cfg, c.size, c.bn)
 		path := filepath.Join(t.TempDir(), "bare.safetensors")
@@ -87,7 +91,9 @@ func TestInferConfig(t *testing.T) {
 			f.Tensors[name] = safetensors.F32(h.Shape, h.Data)
 		}
 		for name, n := range s.Counts {
-			f.Tensors[name] = safetensors.I64(nil, []int64{n})
+			if c.counts {
+				f.Tensors[name] = safetensors.I64(nil, []int64{n + 3})
+			}
 		}
 		if err := safetensors.Write(path, f); err != nil {
 			t.Fatal(err)
@@ -96,6 +102,17 @@ func TestInferConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		for name, n := range ck.State.Counts {
+			if c.counts && n != 3 {
+				t.Errorf("%s: %s is %d, the file's 3", c.cfg, name, n)
+			}
+		}
+		if !c.counts {
+			loaded := model(t, c.cfg, c.size, c.bn)
+			if err := loaded.LoadState(ck.State); err != nil {
+				t.Errorf("%s without the counts: %v", c.cfg, err)
+			}
+		}
 		got := ck.Info.Config
 		if got.Cfg.String() != c.cfg || got.ImageSize != c.size || got.BatchNorm != c.bn || got.Hidden != 24 || got.Classes != 7 {
 			t.Errorf("%s at %d (bn %v): inferred %s at %d (bn %v), hidden %d, classes %d", c.cfg, c.size, c.bn, got.Cfg, got.ImageSize, got.BatchNorm, got.Hidden, got.Classes)
@@ -103,6 +120,19 @@ func TestInferConfig(t *testing.T) {
 	}
 	if _, err := InferConfig(layers.State{Floats: map[string]layers.HostTensor{"fc.weight": {Shape: []int{2, 2}}}}); err == nil || !strings.Contains(err.Error(), "not a VGG") {
 		t.Errorf("a non-VGG state dict: %v", err)
+	}
+	// A dict that lost a convolution's weight, or whose last Linear is
+	// transposed, is named as such, not taken for another layer list.
+	s := model(t, "8,8,M,16,M", 32, true).State()
+	delete(s.Floats, "features.3.weight")
+	delete(s.Floats, "features.3.bias")
+	if cfg, err := InferConfig(s); err == nil || !strings.Contains(err.Error(), "features.4.weight belongs to no convolution") {
+		t.Errorf("a dict without features.3.weight: %v, %s", err, cfg.Cfg)
+	}
+	s = model(t, "8,8,M,16,M", 32, true).State()
+	s.Floats["classifier.6.weight"] = layers.HostTensor{Shape: []int{24, 7}, Data: s.Floats["classifier.6.weight"].Data}
+	if cfg, err := InferConfig(s); err == nil || !strings.Contains(err.Error(), "classifier.6.weight is [24 7]: want [classes 24]") {
+		t.Errorf("a transposed classifier.6.weight: %v, %d classes", err, cfg.Classes)
 	}
 }
 
@@ -146,9 +176,11 @@ func TestReadWeightsPTH(t *testing.T) {
 		n++
 		a.Counts[k] = n
 	}
-	if skipped, err := m.LoadMatching(a); err != nil || len(skipped) != 6 {
+	a.Floats["features.99.wieght"] = layers.HostTensor{Shape: []int{1}, Data: []float32{1}} // misspelt: said, not used
+	skipped, unused, err := m.LoadMatching(a)
+	if err != nil || len(skipped) != 6 || !slices.Equal(unused, []string{"features.99.wieght"}) {
 		// hidden 24 and 7 classes here: the three Linear layers differ.
-		t.Fatalf("LoadMatching: %v, skipped %v", err, skipped)
+		t.Fatalf("LoadMatching: %v, skipped %v, unused %v", err, skipped, unused)
 	}
 	// The batch norms' counts come too, as load_state_dict copies them.
 	if got := m.State().Counts; !maps.Equal(got, a.Counts) {
@@ -295,6 +327,18 @@ func TestReadPretrained(t *testing.T) {
 	}
 	if _, cfg, err := ReadPretrained(saved); err != nil || cfg.ImageSize != 32 {
 		t.Errorf("a vgg16 checkpoint: %v, image size %d", err, cfg.ImageSize)
+	}
+	// A checkpoint's layers are the ones it records where its shapes
+	// cannot tell them: an LRN (which InferConfig takes for a max-pool) and
+	// a list that does not end in a max-pool (InferConfig adds one).
+	for _, c := range []string{"8,LRN,M,16,M", "8,M,16"} {
+		m := model(t, c, 32, true)
+		if err := Save(saved, m, Info{Config: m.Config}); err != nil {
+			t.Fatal(err)
+		}
+		if _, cfg, err := ReadPretrained(saved); err != nil || cfg.Cfg.String() != c || cfg.ImageSize != 32 {
+			t.Errorf("a vgg16 checkpoint of %s: %v, %s at %d", c, err, cfg.Cfg, cfg.ImageSize)
+		}
 	}
 	// torchvision's layout (five max-pools, 7x7 cells) is 224x224.
 	tv := model(t, "8,M,8,M,8,M,8,M,8,M", 224, true)

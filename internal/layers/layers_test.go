@@ -256,7 +256,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "weights that are not numbers (a diverged run's?): classifier.6.bias[2] is -Inf") {
 		t.Fatalf("loading a state with an infinite bias: %v", err)
 	}
-	if _, err := b.LoadMatching(st); err == nil || !strings.Contains(err.Error(), "classifier.6.bias[2] is -Inf") {
+	if _, _, err := b.LoadMatching(st); err == nil || !strings.Contains(err.Error(), "classifier.6.bias[2] is -Inf") {
 		t.Fatalf("LoadMatching (--init, --pretrained) a state with an infinite bias: %v", err)
 	}
 }

@@ -48,9 +48,10 @@ func (m *Model) State() State {
 	return s
 }
 
-// LoadState copies a state dict into the model. Every key the model has
-// must be present with its shape; keys the model does not have are an
-// error too (a checkpoint of another architecture), all of them listed.
+// LoadState copies a state dict into the model. Every tensor the model has
+// must be present with its shape (the batch norms' counts may be absent);
+// keys the model does not have are an error too (a checkpoint of another
+// architecture), all of them listed.
 func (m *Model) LoadState(s State) error {
 	var missing, shapes, notFinite []string
 	seen := map[string]bool{}
@@ -77,10 +78,11 @@ func (m *Model) LoadState(s State) error {
 		if n, ok := mod.(*batchNorm); ok {
 			key := m.names[i] + ".num_batches_tracked"
 			seen[key] = true
+			// A dict without the count (PyTorch before 0.4.1 had none:
+			// torchvision's vgg*_bn weights) keeps the model's, as
+			// load_state_dict does.
 			if c, ok := s.Counts[key]; ok {
 				n.numBatches = c
-			} else {
-				missing = append(missing, key)
 			}
 		}
 	}
@@ -189,10 +191,13 @@ func (m *Model) Summary() []Row {
 // differ (another number of classes, another input size) keep their
 // initial values and are listed in skipped. A feature-extractor tensor that
 // is missing or of another shape is an error: the file is another
-// architecture.
-func (m *Model) LoadMatching(s State) (skipped []string, err error) {
+// architecture. unused lists the tensors of s that the model has no
+// place for (a misspelt key would otherwise go unnoticed).
+func (m *Model) LoadMatching(s State) (skipped, unused []string, err error) {
 	var wrong, notFinite []string
+	seen := map[string]bool{}
 	load := func(name string, t *tensor.Tensor) {
+		seen[name] = true
 		h, ok := s.Floats[name]
 		switch {
 		case ok && tensor.SameShape(h.Shape, t.Shape):
@@ -220,13 +225,25 @@ func (m *Model) LoadMatching(s State) (skipped []string, err error) {
 	// As load_state_dict: the batch norms' counts too, where the file has them.
 	for i, mod := range m.mods {
 		if n, ok := mod.(*batchNorm); ok {
-			if c, ok := s.Counts[m.names[i]+".num_batches_tracked"]; ok {
+			key := m.names[i] + ".num_batches_tracked"
+			seen[key] = true
+			if c, ok := s.Counts[key]; ok {
 				n.numBatches = c
 			}
 		}
 	}
-	if len(wrong) > 0 {
-		return skipped, fmt.Errorf("weights do not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, few(wrong, "; "))
+	for _, k := range slices.Sorted(maps.Keys(s.Floats)) {
+		if !seen[k] {
+			unused = append(unused, k)
+		}
 	}
-	return skipped, notNumbers(notFinite)
+	for _, k := range slices.Sorted(maps.Keys(s.Counts)) {
+		if !seen[k] {
+			unused = append(unused, k)
+		}
+	}
+	if len(wrong) > 0 {
+		return skipped, unused, fmt.Errorf("weights do not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, few(wrong, "; "))
+	}
+	return skipped, unused, notNumbers(notFinite)
 }

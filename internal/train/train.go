@@ -471,7 +471,7 @@ func (r *Run) initFrom(path string, newHead bool) error {
 			}
 		}
 	}
-	skipped, err := r.model.LoadMatching(s)
+	skipped, unused, err := r.model.LoadMatching(s)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", flag, path, err)
 	}
@@ -482,6 +482,12 @@ func (r *Run) initFrom(path string, newHead bool) error {
 	}
 	if len(skipped) > 0 {
 		msg += "; kept freshly initialised: " + strings.Join(skipped, ", ")
+	}
+	if n := len(unused); n > 0 {
+		if n > 4 {
+			unused = append(unused[:4], fmt.Sprintf("and %d more", n-4))
+		}
+		msg += "; not in the model, so unused: " + strings.Join(unused, ", ")
 	}
 	r.Report.Note(msg)
 	return nil
