@@ -250,13 +250,13 @@ __device__ __forceinline__ void softmax_xent(double* row_loss, T* dlogits, const
 			z += exp((double)ldf(row, j) - m);
 		}
 		z = block_sum(z, red);
-		double logz = m + log(z);
+		double logz = log(z); // log softmax = (x-m) - log z, not x - (m + log z): see the CPU's
 
 		double part = 0.0;
 		double base = smoothing / (double)c;
 		for (u64 j = threadIdx.x; j < c; j += RED_THREADS) {
 			double t = base + ((long long)j == label ? 1.0 - smoothing : 0.0);
-			double lp = (double)ldf(row, j) - logz;
+			double lp = ((double)ldf(row, j) - m) - logz;
 			part -= t * lp;
 			if (dlogits) {
 				double g = (exp(lp) - t) / (double)n;

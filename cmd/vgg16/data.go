@@ -98,7 +98,7 @@ func download(ctx context.Context, w io.Writer, dir, format, url string) error {
 			}
 			if total > 0 && done*10/total > lastPct {
 				lastPct = done * 10 / total
-				fmt.Fprintf(w, "downloading CIFAR-10: %d/%d MB\n", done>>20, total>>20)
+				fmt.Fprintf(w, "downloading CIFAR-10: %.1f/%.1f MB\n", float64(done)/(1<<20), float64(total)/(1<<20))
 			}
 		}}
 	fmt.Fprintf(w, "downloading CIFAR-10 (%s version) into %s\n", format, dir)

@@ -99,7 +99,7 @@ func TestTrainEvalPredict(t *testing.T) {
 	if !strings.Contains(evalHint, `"`) && !strings.Contains(evalHint, "'") {
 		t.Fatalf("the run directory %q is not quoted: %s", runDir, evalHint)
 	}
-	for _, want := range []string{"device: cpu", "training 8,M,16,M,16,M,16,M,16,M", "epoch 2/2", "best validation accuracy", evalHint} {
+	for _, want := range []string{"device: cpu", "training 8,M,16,M,16,M,16,M,16,M at ", "epoch 2/2", "best validation accuracy", evalHint} {
 		if !strings.Contains(out, want) {
 			t.Errorf("train output lacks %q:\n%s", want, out)
 		}
@@ -364,7 +364,7 @@ func TestTrainEvalPredict(t *testing.T) {
 	out, err = run(t, append([]string{"train", "--data", data, "--limit", "30", "--epochs", "1", "--schedule", "step", "--warmup", "1", "--val-split", "0", "--run-dir", filepath.Join(t.TempDir(), "w")}, tiny...)...)
 	if err != nil || !strings.Contains(out, "--warmup applies to the cosine and onecycle schedules, not step: ignored") ||
 		!strings.Contains(out, "test images (--val-split 0: the best checkpoint is the best on the test set)") ||
-		!strings.Contains(out, "each epoch trains on 20 of them: the last 10 of each shuffle do not fill a batch of 20") {
+		!strings.Contains(out, "each epoch trains on 20 of them: the last 10 of each epoch's shuffle do not fill a batch of 20 and are left out of that epoch") {
 		t.Errorf("train --schedule step --warmup 1 --limit 30: %v\n%s", err, out)
 	}
 	out, err = run(t, append([]string{"train", "--data", data, "--limit", "30", "--epochs", "1", "--schedule", "constant", "--gamma", "0.5", "--run-dir", filepath.Join(t.TempDir(), "g")}, tiny...)...)

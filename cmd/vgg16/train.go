@@ -64,8 +64,8 @@ type dataFlags struct {
 func (d *dataFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.dir, "data", "./data", "CIFAR-10 directory (binary or python version), one batch file (e.g. data_batch_1.bin), or \"demo\" for the sample embedded in the binary")
 	fs.BoolVar(&d.download, "download", true, "download CIFAR-10 into --data when it is missing")
-	fs.IntVar(&d.limit, "limit", 0, "use only the first N training images (and N/5 validation images, at least 100); 0 = all")
-	floatVar(fs, &d.valSplit, "val-split", 0.1, "hold out this fraction of the training set for validation; 0 validates on the test set, as the seed's script does (a single batch file or the demo sample, which have none, hold out 0.2 unless given)")
+	fs.IntVar(&d.limit, "limit", 0, "use only the first N training images (and N/5 of the validation images, at least 100 where there are as many); 0 = all")
+	floatVar(fs, &d.valSplit, "val-split", 0.1, "hold out this fraction of the training set for validation; 0 validates on the test set, as the seed's script does (a single batch file or the demo sample, which have none, hold out 0.2 unless given and not 0)")
 }
 
 // check validates the data flags before anything is read or downloaded.
@@ -288,7 +288,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 					return fmt.Errorf("the run trained on %s, which is not there any more: give --data where that file is now", df.dir)
 				}
 				if ignored := runFlagsIgnored(fs, asGiven, o); len(ignored) > 0 {
-					fmt.Fprintf(w, "note: resuming keeps the run's own settings: %s ignored (only --epochs, the data and device flags apply)\n", strings.Join(ignored, ", "))
+					fmt.Fprintf(w, "note: resuming keeps the run's own settings: %s ignored (what a resume applies: --epochs, the data and device flags, --workers, --cpu-augment, --recompute-bn, --sgd-in-backward)\n", strings.Join(ignored, ", "))
 				}
 			} else if !namedDir && !autoResume { // --auto-resume: train.StartAgain checks it
 				if err := train.CheckNewDir(runDir); err != nil {
@@ -397,13 +397,17 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if fromDir && o.Data.ValSplit == 0 {
 				val = fmt.Sprintf("validating on %d test images (--val-split 0: the best checkpoint is the best on the test set)", valSet.Len())
 			}
-			fmt.Fprintf(w, "training %s (%s) at %dx%d on %d images, %s; batch %d, %d epoch%s, lr %g (%s), augment %s\n",
-				o.Model.Arch, o.Model.Cfg, o.Model.ImageSize, o.Model.ImageSize, trainSet.Len(), val, o.Batch, o.Epochs, plural(o.Epochs), o.LR, o.Schedule, o.Augment)
+			arch := fmt.Sprintf("%s (%s)", o.Model.Arch, o.Model.Cfg)
+			if o.Model.Arch == o.Model.Cfg.String() { // a layer list of no named variant
+				arch = o.Model.Arch
+			}
+			fmt.Fprintf(w, "training %s at %dx%d on %d images, %s; batch %d, %d epoch%s, lr %g (%s), augment %s\n",
+				arch, o.Model.ImageSize, o.Model.ImageSize, trainSet.Len(), val, o.Batch, o.Epochs, plural(o.Epochs), o.LR, o.Schedule, o.Augment)
 			if n := trainSet.Len(); n < o.Batch {
 				fmt.Fprintf(w, "note: %d training images, fewer than --batch %d: each epoch is one batch of all of them\n", n, o.Batch)
 			}
 			if n := trainSet.Len(); n > o.Batch && n%o.Batch != 0 {
-				fmt.Fprintf(w, "each epoch trains on %d of them: the last %d of each shuffle do not fill a batch of %d (they are in the next epoch's)\n", n-n%o.Batch, n%o.Batch, o.Batch)
+				fmt.Fprintf(w, "each epoch trains on %d of them: the last %d of each epoch's shuffle do not fill a batch of %d and are left out of that epoch (PyTorch's drop_last)\n", n-n%o.Batch, n%o.Batch, o.Batch)
 			}
 			fmt.Fprintf(w, "run directory: %s\n", runDir)
 

@@ -292,6 +292,13 @@ func TestSoftmaxCrossEntropyValue(t *testing.T) {
 	if got := float64(cpu.Data(loss)[0]); math.Abs(got-want) > 1e-6 {
 		t.Fatalf("loss %g, want %g", got, want)
 	}
+	// Equal logits near float32's limit: ln 3 (each class a third), where
+	// m + log z would lose log z beside m and give 0.
+	be.Upload(logits, []float32{1e36, 1e36, 1e36, -3e38, -3e38, -3e38})
+	be.SoftmaxCrossEntropy(loss, nil, logits, labels, 0)
+	if got := float64(cpu.Data(loss)[0]); math.Abs(got-math.Log(3)) > 1e-6 {
+		t.Fatalf("equal logits of 1e36 and -3e38: loss %g, want ln 3 = %g", got, math.Log(3))
+	}
 }
 
 // TestMaxPoolTiesAndOddSizes pins PyTorch's rules: the first maximum of a

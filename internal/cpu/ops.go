@@ -443,14 +443,17 @@ func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tens
 		for _, v := range row {
 			z += math.Exp(float64(v) - m)
 		}
-		logZ := m + math.Log(z)
+		// log softmax = (v-m) - log z: m + log z would lose log z beside a
+		// large m (logits near float32's limit, where the loss is still ln C
+		// for equal ones).
+		logZ := math.Log(z)
 		// target = (1-ε)·onehot + ε/C
 		for j, v := range row {
 			t := smoothing / float64(c)
 			if j == label {
 				t += 1 - smoothing
 			}
-			lp := float64(v) - logZ
+			lp := (float64(v) - m) - logZ
 			total -= t * lp
 			if D != nil {
 				D[i*c+j] = float32((math.Exp(lp) - t) / float64(n))

@@ -449,12 +449,17 @@ func TestEmulatedSoftmaxCrossEntropy(t *testing.T) {
 		n, classes int
 		smoothing  float64
 		grad       bool
+		equal      float32 // every logit this, where not 0
 	}{
-		{7, 10, 0, true}, {5, 300, 0.1, true}, {4, 3, 0.2, false}, {130, 10, 0, true},
+		{7, 10, 0, true, 0}, {5, 300, 0.1, true, 0}, {4, 3, 0.2, false, 0}, {130, 10, 0, true, 0},
+		{3, 10, 0, true, 1e36}, // the loss ln 10, however large the logits
 	} {
 		logits := randn(r, c.n*c.classes)
 		for i := range logits {
 			logits[i] *= 4
+			if c.equal != 0 {
+				logits[i] = c.equal
+			}
 		}
 		labels := make([]float32, c.n)
 		for i := range labels {
