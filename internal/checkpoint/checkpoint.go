@@ -136,11 +136,9 @@ func Load(path string) (*Checkpoint, error) {
 			return nil, fmt.Errorf("%s: metadata %s: %w", path, keyClasses, err)
 		}
 	}
-	ck.Info.Epoch, _ = strconv.Atoi(md[keyEpoch])
-	ck.Info.Batch, _ = strconv.Atoi(md[keyBatch])
-	ck.Info.Step, _ = strconv.ParseUint(md[keyStep], 10, 64)
-	ck.Info.BestAcc, _ = strconv.ParseFloat(md[keyBestAcc], 64)
-	ck.Info.ValAcc, _ = strconv.ParseFloat(md[keyValAcc], 64)
+	if err := parseCounts(md, &ck.Info); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	ck.Info.Flags = md[keyFlags]
 	ck.Info.ID = md[keyID]
 	// The configuration within its bounds (CheckState validates it) and
@@ -151,6 +149,51 @@ func Load(path string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return ck, nil
+}
+
+// parseCounts reads the epoch, batch, step and accuracies a checkpoint
+// records into info, each where present (a state dict saved elsewhere has
+// none): a damaged or edited value is an error that names it, not a zero
+// that a resume would then misread.
+func parseCounts(md map[string]string, info *Info) error {
+	bad := func(key, want string) error {
+		return fmt.Errorf("metadata %s %q: want %s", key, md[key], want)
+	}
+	for _, c := range []struct {
+		key string
+		to  *int
+	}{{keyEpoch, &info.Epoch}, {keyBatch, &info.Batch}} {
+		if raw, ok := md[c.key]; ok {
+			n, err := strconv.Atoi(raw)
+			if err != nil || n < 0 {
+				return bad(c.key, "a whole number, 0 or more")
+			}
+			*c.to = n
+		}
+	}
+	if raw, ok := md[keyStep]; ok {
+		n, err := strconv.ParseUint(raw, 10, 64)
+		if err != nil {
+			return bad(keyStep, "a whole number, 0 or more")
+		}
+		info.Step = n
+	}
+	info.ValAcc = math.NaN() // unknown, unless recorded
+	if raw, ok := md[keyValAcc]; ok {
+		v, err := strconv.ParseFloat(raw, 64)
+		if err != nil || v < 0 || v > 1 {
+			return bad(keyValAcc, "an accuracy from 0 to 1, or NaN")
+		}
+		info.ValAcc = v
+	}
+	if raw, ok := md[keyBestAcc]; ok {
+		v, err := strconv.ParseFloat(raw, 64)
+		if err != nil || !(v == -1 || v >= 0 && v <= 1) { // -1: no validation yet
+			return bad(keyBestAcc, "an accuracy from 0 to 1, or -1 (none yet)")
+		}
+		info.BestAcc = v
+	}
+	return nil
 }
 
 // StateFromFile turns a safetensors state dict into a layers.State:
@@ -188,7 +231,6 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	type conv struct{ idx, out, k int }
 	var convs []conv
 	bn := false
-	maxIdx := -1
 	owner := map[int]string{} // a tensor name of each features index
 	for _, name := range slices.Sorted(maps.Keys(s.Floats)) {
 		t := s.Floats[name]
@@ -204,9 +246,14 @@ func InferConfig(s layers.State) (layers.Config, error) {
 		if err != nil {
 			continue
 		}
-		maxIdx = max(maxIdx, idx)
+		if idx < 0 || idx > 4*layers.MaxLayers { // conv, bn, ReLU or a pool: before the gaps are filled
+			return layers.Config{}, fmt.Errorf("%s: index beyond the %d layers a layer list may have", name, layers.MaxLayers)
+		}
 		owner[idx] = name
 		if field == "weight" && len(t.Shape) == 4 {
+			if t.Shape[0] < 1 || t.Shape[2] < 1 || t.Shape[2] != t.Shape[3] {
+				return layers.Config{}, fmt.Errorf("%s is %v: want [out, in, k, k], each 1 or more", name, t.Shape)
+			}
 			convs = append(convs, conv{idx, t.Shape[0], t.Shape[2]})
 		}
 	}

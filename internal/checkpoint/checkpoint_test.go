@@ -129,6 +129,18 @@ func TestInferConfig(t *testing.T) {
 	if cfg, err := InferConfig(s); err == nil || !strings.Contains(err.Error(), "features.4.weight belongs to no convolution") {
 		t.Errorf("a dict without features.3.weight: %v, %s", err, cfg.Cfg)
 	}
+	// Shapes that would divide by zero, or indices that would fill
+	// gigabytes with max-pools, are refused first.
+	for name, h := range map[string]layers.HostTensor{
+		"features.0.weight":         {Shape: []int{0, 3, 3, 3}},
+		"features.100000000.weight": {Shape: []int{4, 3, 3, 3}, Data: make([]float32, 108)},
+	} {
+		s := layers.State{Floats: map[string]layers.HostTensor{name: h,
+			"classifier.0.weight": {Shape: []int{4, 4}, Data: make([]float32, 16)}, "classifier.6.weight": {Shape: []int{10, 4}, Data: make([]float32, 40)}}}
+		if _, err := InferConfig(s); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s %v: %v", name, h.Shape, err)
+		}
+	}
 	s = model(t, "8,8,M,16,M", 32, true).State()
 	s.Floats["classifier.6.weight"] = layers.HostTensor{Shape: []int{24, 7}, Data: s.Floats["classifier.6.weight"].Data}
 	if cfg, err := InferConfig(s); err == nil || !strings.Contains(err.Error(), "classifier.6.weight is [24 7]: want [classes 24]") {
@@ -328,6 +340,19 @@ func TestReadPretrained(t *testing.T) {
 	if _, cfg, err := ReadPretrained(saved); err != nil || cfg.ImageSize != 32 {
 		t.Errorf("a vgg16 checkpoint: %v, image size %d", err, cfg.ImageSize)
 	}
+	// A recorded configuration that its tensors contradict (edited to
+	// 4096x4096, which the first Linear's 4x4 cells deny) is not trusted.
+	f, err = safetensors.Read(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Metadata["vgg16.config"] = strings.Replace(f.Metadata["vgg16.config"], `"image_size":32`, `"image_size":4096`, 1)
+	if err := safetensors.Write(saved, f); err != nil {
+		t.Fatal(err)
+	}
+	if _, cfg, err := ReadPretrained(saved); err != nil || cfg.ImageSize != 32 || !strings.Contains(f.Metadata["vgg16.config"], "4096") {
+		t.Errorf("a checkpoint whose recorded size its shapes deny: %v, image size %d", err, cfg.ImageSize)
+	}
 	// A checkpoint's layers are the ones it records where its shapes
 	// cannot tell them: an LRN (which InferConfig takes for a max-pool) and
 	// a list that does not end in a max-pool (InferConfig adds one).
@@ -344,5 +369,34 @@ func TestReadPretrained(t *testing.T) {
 	tv := model(t, "8,M,8,M,8,M,8,M,8,M", 224, true)
 	if cfg, err := InferConfig(tv.State()); err != nil || cfg.ImageSize != 224 {
 		t.Errorf("five max-pools, 7x7 cells: %v, image size %d", err, cfg.ImageSize)
+	}
+}
+
+// TestLoadRefusesDamagedCounts: each figure a checkpoint records about its
+// place and scores is held to its range, the key and value named.
+func TestLoadRefusesDamagedCounts(t *testing.T) {
+	m := model(t, "8,M,16,M", 32, true)
+	path := filepath.Join(t.TempDir(), "c.safetensors")
+	for key, value := range map[string]string{
+		"vgg16.epoch": "abc", "vgg16.batch": "-2", "vgg16.step": "-1",
+		"vgg16.val_acc": "5", "vgg16.best_val_acc": "NaN",
+	} {
+		if err := Save(path, m, Info{Config: m.Config, ValAcc: 0.5, BestAcc: -1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path); err != nil {
+			t.Fatal(err)
+		}
+		f, err := safetensors.Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Metadata[key] = value
+		if err := safetensors.Write(path, f); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+": metadata "+key+` "`+value+`": want`) {
+			t.Errorf("%s %q: %v", key, value, err)
+		}
 	}
 }

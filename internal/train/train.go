@@ -136,6 +136,13 @@ func (r *Run) checkPlace(skip int) error {
 	if skip <= perEpoch && r.step == r.epoch*perEpoch+skip {
 		return nil
 	}
+	if r.step < skip || r.epoch == 0 && r.step != skip {
+		// No epoch length fits: the file's own figures disagree. (Steps
+		// that no whole number of batches an epoch gives may be a run an
+		// older vgg16 resumed on other data: the message below.)
+		last := filepath.Join(r.Dir, LastFile)
+		return fmt.Errorf("%s records epoch %d, batch %d and step %d, which no number of batches an epoch gives (damaged? a new run can start from its weights: --init %s)", last, r.epoch, skip, r.step, shell.Quote(last))
+	}
 	had := fmt.Sprintf("%d batches of its first epoch", skip)
 	if r.epoch > 0 {
 		had = fmt.Sprintf("%d batches an epoch", (r.step-skip)/r.epoch)
@@ -631,11 +638,12 @@ func (r *Run) restore() (int, error) {
 	}
 	// The ID is "<run id>-<step>": the step, which the optimizer file,
 	// checked below to hold the same ID, records too.
-	r.id, r.step = ck.Info.ID, 0
-	if i := strings.LastIndexByte(r.id, '-'); i >= 0 {
-		r.step, _ = strconv.Atoi(r.id[i+1:])
-		r.id = r.id[:i]
+	i := strings.LastIndexByte(ck.Info.ID, '-')
+	step, err := strconv.Atoi(ck.Info.ID[i+1:])
+	if i < 1 || err != nil || step < 0 {
+		return 0, fmt.Errorf("%s: metadata vgg16.id %q: want <run id>-<step> (damaged? a new run can start from its weights: --init %s)", lastPath, ck.Info.ID, shell.Quote(lastPath))
 	}
+	r.id, r.step = ck.Info.ID[:i], step
 	optPath := OptimPath(r.Dir, ck.Info.ID)
 	of, err := safetensors.Read(optPath)
 	switch {

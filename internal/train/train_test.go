@@ -1116,3 +1116,43 @@ func TestInterruptKeepsFiniteCheckpoint(t *testing.T) {
 		t.Errorf("last.safetensors is at epoch %d batch %d, want the end of epoch 1", ck.Info.Epoch, ck.Info.Batch)
 	}
 }
+
+// TestResumeDamagedPlace: a last.safetensors whose recorded place was
+// damaged (or edited) is refused with its value named, never a panic or a
+// message that blames the data.
+func TestResumeDamagedPlace(t *testing.T) {
+	o := smallOptions()
+	o.Epochs = 1
+	dir := t.TempDir()
+	if _, err := newRun(t, dir, o, &quiet{}).Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	last := filepath.Join(dir, LastFile)
+	good, err := os.ReadFile(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Epochs = 2
+	for key, c := range map[string]struct{ value, want string }{
+		"vgg16.epoch": {"-1", `metadata vgg16.epoch "-1": want a whole number, 0 or more`},
+		"vgg16.batch": {"999999", "records epoch 1, batch 999999 and step 16, which no number of batches an epoch gives"},
+		"vgg16.id":    {"x", `metadata vgg16.id "x": want <run id>-<step>`},
+	} {
+		f, err := safetensors.Read(last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Metadata[key] = c.value
+		if err := safetensors.Write(last, f); err != nil {
+			t.Fatal(err)
+		}
+		r := newRun(t, dir, o, &quiet{})
+		r.Resume = true
+		if _, err := r.Execute(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), last) {
+			t.Errorf("%s %q: %v; want %q", key, c.value, err, c.want)
+		}
+		if err := os.WriteFile(last, good, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
