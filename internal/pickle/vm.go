@@ -8,7 +8,7 @@
 //
 // The machine is iterative, so deeply nested input cannot exhaust the Go
 // stack; its stack, marks and memo grow by at most one entry per input
-// byte; lengths are checked against the bytes left before anything is
+// byte, and by MaxItems entries in all; lengths are checked against the bytes left before anything is
 // allocated; dict keys are bounded in depth and size (MaxKeyDepth,
 // MaxKeySize).
 package pickle
@@ -57,6 +57,13 @@ type VM struct {
 	Int64Only bool
 }
 
+// MaxItems bounds the values pushed, marks set and memo entries written
+// in one run, together: each costs tens of bytes, so a pickle of a few
+// megabytes of one-byte opcodes could otherwise take gigabytes. The data
+// vgg16 reads (state dicts, CIFAR's python batches: 10,000 labels and
+// file names each) holds a few tens of thousands.
+const MaxItems = 1 << 22
+
 // MaxIntDigits bounds the decimal integers of protocol 0 (INT, LONG), as
 // Python bounds int(str).
 const MaxIntDigits = 4300
@@ -99,6 +106,9 @@ func (vm *VM) Load(r *Reader) (Value, error) {
 			return nil, &Error{vm.Name, pos, -1, fmt.Errorf("%w: the pickle ends without STOP", err)}
 		}
 		done, v, err := m.step(op)
+		if err == nil && m.items > MaxItems {
+			err = fmt.Errorf("more than %d values, marks and memo entries: not the data this reader is for", MaxItems)
+		}
 		if err != nil {
 			return nil, &Error{vm.Name, pos, int(op), err}
 		}
@@ -116,6 +126,7 @@ type machine struct {
 	stack []Value
 	marks []int
 	memo  map[uint64]Value
+	items int // pushes, marks and memo writes so far (MaxItems)
 }
 
 var errUnderflow = errors.New("stack underflow")
@@ -127,7 +138,7 @@ func (m *machine) base() int {
 	return m.marks[len(m.marks)-1]
 }
 
-func (m *machine) push(v Value) { m.stack = append(m.stack, v) }
+func (m *machine) push(v Value) { m.stack = append(m.stack, v); m.items++ }
 
 func (m *machine) pop() (Value, error) {
 	if len(m.stack) <= m.base() {
@@ -220,6 +231,7 @@ func (m *machine) step(op byte) (done bool, result Value, err error) {
 		return err == nil, v, err
 	case OpMark:
 		m.marks = append(m.marks, len(m.stack))
+		m.items++
 	case OpPop:
 		if len(m.stack) > m.base() {
 			_, err = m.pop()
@@ -498,6 +510,7 @@ func (m *machine) step(op byte) (done bool, result Value, err error) {
 			return false, nil, err
 		}
 		m.memo[idx] = v
+		m.items++
 
 	case OpGlobal, OpInst:
 		mod, err := r.readLine()

@@ -498,3 +498,20 @@ func TestDictKeysLikePython(t *testing.T) {
 		t.Fatal("dict as key accepted")
 	}
 }
+
+// TestMaxItems: a pickle of little but one-byte opcodes that each add an
+// entry (marks here, the cheapest to test) stops at MaxItems, long before
+// its memory would; one at the bound runs.
+func TestMaxItems(t *testing.T) {
+	marks := func(n int) []byte {
+		b := append([]byte{OpProto, 2}, bytes.Repeat([]byte{OpMark}, n)...)
+		return append(b, OpNone, OpStop)
+	}
+	var vm VM
+	if _, err := vm.Unpickle(marks(MaxItems - 1)); err != nil {
+		t.Errorf("%d marks and a value: %v", MaxItems-1, err)
+	}
+	if _, err := vm.Unpickle(marks(MaxItems + 1)); err == nil || !strings.Contains(err.Error(), "more than 4194304 values, marks and memo entries") {
+		t.Errorf("%d marks: %v", MaxItems+1, err)
+	}
+}

@@ -285,6 +285,14 @@ func TestCorruptInputs(t *testing.T) {
 	badView := slices.Clone(legacySpecs[4:5])
 	badView[0].view = []any{"401", int64(4), int64(5)} // 4+5 > 8 elements
 
+	// Two tensors of 2^24 elements from one element each: each within the
+	// bound on a tensor's broadcast, the two beyond the bound on them all.
+	spread := []tensorSpec{legacySpecs[0], legacySpecs[0]}
+	spread[1].name = "b.weight"
+	for i := range spread {
+		spread[i].size, spread[i].stride = []int64{1 << 24}, []int64{0}
+	}
+
 	st2, es2 := legacyStorages()
 	legacy := legacyBytes()
 	cases := []struct {
@@ -299,6 +307,7 @@ func TestCorruptInputs(t *testing.T) {
 		{"storage too small for size", zipFile(t, stateDictPickle(small, false), st, nil), `"a.weight"`},
 		{"storage too small for stride", zipFile(t, stateDictPickle(badStride, false), st, nil), "needs element 7"},
 		{"offset one past the end", zipFile(t, stateDictPickle(onePast, false), st, nil), "needs element 6"},
+		{"broadcasts beyond the total", zipFile(t, stateDictPickle(spread, false), st, nil), "the tensors hold more than 16777216 elements beyond their storages'"},
 		{"legacy view outside storage", legacyFile(stateDictPickle(badView, true), map[string][]byte{"400": st2["400"]}, es2), "outside the 8-element storage"},
 		{"legacy unused storage key", legacyFile(stateDictPickle(legacySpecs[:1], true), map[string][]byte{"100": st2["100"], "999": st2["100"]}, map[string]int{"100": 4, "999": 4}), `"999" is listed`},
 		{"record shorter than storage", zipFile(t, stateDictPickle(legacySpecs[:1], false), map[string][]byte{"100": st["100"][:20]}, nil), "has 20 bytes"},

@@ -297,8 +297,10 @@ func firstNonTensor(d *pickle.Dict) int {
 // numel*size of them.
 type storageLoader func(*rootStorage) ([]byte, error)
 
-// maxBroadcast bounds tensors with more elements than their storage (zero or
-// overlapping strides), so a few bytes of input cannot demand gigabytes.
+// maxBroadcast bounds the elements that tensors hold beyond their
+// storages' (zero or overlapping strides, storages viewed by several
+// tensors), each tensor's and all together, so a few bytes of input cannot
+// demand gigabytes.
 const maxBroadcast = 1 << 24
 
 // materialize reads every tensor. Storages are loaded once each and dropped
@@ -316,12 +318,24 @@ func materialize(keys []string, refs []*tensorRef, load storageLoader) (map[stri
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool { return keys[order[a]] < keys[order[b]] })
+	// Every geometry checked, and the elements all the tensors hold
+	// counted, before anything is read.
+	budget := int64(maxBroadcast) // elements the tensors may hold beyond their storages'
+	for root := range uses {
+		budget += root.numel
+	}
+	for _, i := range order {
+		numel, err := checkView(refs[i])
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", trunc(keys[i]), err)
+		}
+		if budget -= numel; budget < 0 {
+			return nil, fmt.Errorf("tensor %q: the tensors hold more than %d elements beyond their storages'; refusing such a broadcast", trunc(keys[i]), maxBroadcast)
+		}
+	}
 	for _, i := range order {
 		t := refs[i]
 		root := t.st.root
-		if err := checkView(t); err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", trunc(keys[i]), err)
-		}
 		raw, ok := cache[root]
 		if !ok {
 			var err error
@@ -346,43 +360,43 @@ func materialize(keys []string, refs []*tensorRef, load storageLoader) (map[stri
 }
 
 // checkView validates a tensor's geometry against its storage before any
-// data is read.
-func checkView(t *tensorRef) error {
+// data is read, and returns its number of elements.
+func checkView(t *tensorRef) (int64, error) {
 	st := t.st
 	if len(t.size) != len(t.stride) {
-		return fmt.Errorf("size has %d dims but stride has %d", len(t.size), len(t.stride))
+		return 0, fmt.Errorf("size has %d dims but stride has %d", len(t.size), len(t.stride))
 	}
 	if t.offset < 0 {
-		return fmt.Errorf("negative storage offset %d", t.offset)
+		return 0, fmt.Errorf("negative storage offset %d", t.offset)
 	}
 	numel := int64(1)
 	for i, s := range t.size {
 		if s < 0 || t.stride[i] < 0 {
-			return fmt.Errorf("negative size or stride in %v / %v", t.size, t.stride)
+			return 0, fmt.Errorf("negative size or stride in %v / %v", t.size, t.stride)
 		}
 		if s != 0 && numel > math.MaxInt32*int64(math.MaxInt32)/s {
-			return fmt.Errorf("size %v is too large", t.size)
+			return 0, fmt.Errorf("size %v is too large", t.size)
 		}
 		numel *= s
 	}
 	if numel == 0 {
-		return nil
+		return 0, nil
 	}
 	last := t.offset // highest element index the view touches
 	for i, s := range t.size {
 		if s > 1 && t.stride[i] > (math.MaxInt64-last)/(s-1) {
-			return fmt.Errorf("size %v with stride %v overflows", t.size, t.stride)
+			return 0, fmt.Errorf("size %v with stride %v overflows", t.size, t.stride)
 		}
 		last += (s - 1) * t.stride[i]
 	}
 	if last >= st.n {
-		return fmt.Errorf("size %v, stride %v at offset %d needs element %d, but the %s storage has %d elements",
+		return 0, fmt.Errorf("size %v, stride %v at offset %d needs element %d, but the %s storage has %d elements",
 			t.size, t.stride, t.offset, last, st.root.dt.name, st.n)
 	}
 	if numel > st.n && numel > maxBroadcast {
-		return fmt.Errorf("size %v has %d elements from a storage of %d; refusing such a broadcast", t.size, numel, st.n)
+		return 0, fmt.Errorf("size %v has %d elements from a storage of %d; refusing such a broadcast", t.size, numel, st.n)
 	}
-	return nil
+	return numel, nil
 }
 
 // build converts the viewed elements to a Tensor. raw is the whole root
