@@ -314,9 +314,9 @@ evaluation prepares CIFAR-10 images. An IMAGE of - is read from standard input.`
 			case failed == len(preds) && failed == 1:
 				return errors.New(preds[0].Error)
 			case failed == len(preds):
-				return fmt.Errorf("none of the %d images could be read", failed)
+				return fmt.Errorf("none of the %d images has a prediction", failed)
 			case failed > 0:
-				return fmt.Errorf("%d of %d images could not be read (the others are predicted above)", failed, len(preds))
+				return fmt.Errorf("%d of %d images have no prediction (the others are predicted)", failed, len(preds))
 			}
 			return nil
 		},

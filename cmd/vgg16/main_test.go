@@ -168,7 +168,7 @@ func TestTrainEvalPredict(t *testing.T) {
 	// predicted, and the command fails after, counting it.
 	missingImg := filepath.Join(t.TempDir(), "gone.png")
 	if o, err := run(t, "predict", "--checkpoint", best, "--device", "cpu", "--top", "2", missingImg, img); err == nil ||
-		!strings.Contains(err.Error(), "1 of 2 images could not be read") || !strings.Contains(o, out) {
+		!strings.Contains(err.Error(), "1 of 2 images have no prediction") || !strings.Contains(o, out) {
 		t.Errorf("predict of a missing and a good image: %v\n%s", err, o)
 	}
 	// The same on the stand-in GPU in every precision: the same top class.
@@ -1042,7 +1042,7 @@ func TestOtherClasses(t *testing.T) {
 	if out, err := run(t, "predict", "--checkpoint", plain, "--device", "cpu", notImage); err == nil || !strings.Contains(err.Error(), notImage) || strings.Contains(out, notImage) {
 		t.Errorf("predict of one unreadable image: %v, printed %q", err, out)
 	}
-	if _, err := run(t, "predict", "--checkpoint", plain, "--device", "cpu", notImage, notImage); err == nil || err.Error() != "none of the 2 images could be read" {
+	if _, err := run(t, "predict", "--checkpoint", plain, "--device", "cpu", notImage, notImage); err == nil || err.Error() != "none of the 2 images has a prediction" {
 		t.Errorf("predict of two unreadable images: %v", err)
 	}
 }

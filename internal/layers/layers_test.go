@@ -259,6 +259,20 @@ func TestStateRoundTrip(t *testing.T) {
 	if _, _, err := b.LoadMatching(st); err == nil || !strings.Contains(err.Error(), "classifier.6.bias[2] is -Inf") {
 		t.Fatalf("LoadMatching (--init, --pretrained) a state with an infinite bias: %v", err)
 	}
+	// So is a negative running variance, whose square root would make
+	// every evaluation output NaN.
+	st = a.State()
+	v := st.Floats["features.1.running_var"]
+	v.Data = slices.Clone(v.Data)
+	v.Data[5] = -1
+	st.Floats["features.1.running_var"] = v
+	want := "negative running variances, which no batch gives (a damaged or edited file?): features.1.running_var[5] is -1"
+	if err := b.LoadState(st); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("loading a state with a negative variance: %v", err)
+	}
+	if _, _, err := b.LoadMatching(st); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("LoadMatching a state with a negative variance: %v", err)
+	}
 }
 
 // TestForwardBackwardShapes runs every named variant at 32x32 once.

@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -53,7 +54,7 @@ func (m *Model) State() State {
 // keys the model does not have are an error too (a checkpoint of another
 // architecture), all of them listed.
 func (m *Model) LoadState(s State) error {
-	var missing, shapes, notFinite []string
+	var missing, shapes, notFinite, negative []string
 	seen := map[string]bool{}
 	load := func(name string, t *tensor.Tensor) {
 		seen[name] = true
@@ -63,7 +64,7 @@ func (m *Model) LoadState(s State) error {
 			missing = append(missing, name)
 		case !tensor.SameShape(h.Shape, t.Shape) || len(h.Data) != t.Size():
 			shapes = append(shapes, fmt.Sprintf("%s: have %v, model wants %v", name, h.Shape, t.Shape))
-		case !allFinite(name, h.Data, &notFinite): // named in the error
+		case !allFinite(name, h.Data, &notFinite), !varianceOK(name, h.Data, &negative): // named in the error
 		default:
 			m.be.Upload(t, h.Data)
 		}
@@ -111,7 +112,7 @@ func (m *Model) LoadState(s State) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("state dict does not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, strings.Join(errs, "; "))
 	}
-	return notNumbers(notFinite)
+	return errors.Join(notNumbers(notFinite), negativeVariances(negative))
 }
 
 // allFinite reports whether data, the tensor name, holds only numbers,
@@ -124,6 +125,29 @@ func allFinite(name string, data []float32, bad *[]string) bool {
 		*bad = append(*bad, fmt.Sprintf("%s[%d] is %v", name, i, data[i]))
 	}
 	return i < 0
+}
+
+// varianceOK reports whether data, the tensor name, is not a batch norm's
+// running variance with a negative value (whose square root, taken in
+// evaluation, is NaN), adding its first such value to bad where it is.
+func varianceOK(name string, data []float32, bad *[]string) bool {
+	if !strings.HasSuffix(name, ".running_var") {
+		return true
+	}
+	i := slices.IndexFunc(data, func(v float32) bool { return v < 0 })
+	if i >= 0 {
+		*bad = append(*bad, fmt.Sprintf("%s[%d] is %v", name, i, data[i]))
+	}
+	return i < 0
+}
+
+// negativeVariances is the error for the variances varianceOK refused, if
+// any.
+func negativeVariances(bad []string) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("negative running variances, which no batch gives (a damaged or edited file?): %s", few(bad, "; "))
 }
 
 // notNumbers is the error for the weights allFinite refused, if any:
@@ -194,14 +218,14 @@ func (m *Model) Summary() []Row {
 // architecture. unused lists the tensors of s that the model has no
 // place for (a misspelt key would otherwise go unnoticed).
 func (m *Model) LoadMatching(s State) (skipped, unused []string, err error) {
-	var wrong, notFinite []string
+	var wrong, notFinite, negative []string
 	seen := map[string]bool{}
 	load := func(name string, t *tensor.Tensor) {
 		seen[name] = true
 		h, ok := s.Floats[name]
 		switch {
 		case ok && tensor.SameShape(h.Shape, t.Shape):
-			if allFinite(name, h.Data, &notFinite) {
+			if allFinite(name, h.Data, &notFinite) && varianceOK(name, h.Data, &negative) {
 				m.be.Upload(t, h.Data)
 			}
 		case strings.HasPrefix(name, "classifier."):
@@ -245,5 +269,5 @@ func (m *Model) LoadMatching(s State) (skipped, unused []string, err error) {
 	if len(wrong) > 0 {
 		return skipped, unused, fmt.Errorf("weights do not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, few(wrong, "; "))
 	}
-	return skipped, unused, notNumbers(notFinite)
+	return skipped, unused, errors.Join(notNumbers(notFinite), negativeVariances(negative))
 }
