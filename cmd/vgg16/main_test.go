@@ -13,6 +13,7 @@ import (
 	"io"
 	"log"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -899,7 +900,8 @@ func TestTrainedOn(t *testing.T) {
 func TestReadImageDropsAlpha(t *testing.T) {
 	dir := t.TempDir()
 	opaque, clear := filepath.Join(dir, "opaque.png"), filepath.Join(dir, "clear.png")
-	for path, alpha := range map[string]uint8{opaque: 255, clear: 100} {
+	invisible := filepath.Join(dir, "invisible.png")
+	for path, alpha := range map[string]uint8{opaque: 255, clear: 100, invisible: 0} {
 		img := image.NewNRGBA(image.Rect(0, 0, 40, 40)) // stored as given, not premultiplied
 		for i := 0; i < len(img.Pix); i += 4 {
 			copy(img.Pix[i:], []byte{220, 30, 90, alpha})
@@ -916,6 +918,50 @@ func TestReadImageDropsAlpha(t *testing.T) {
 	b, err2 := readImage(clear)
 	if err1 != nil || err2 != nil || !bytes.Equal(a, b) || a[0] != 220 {
 		t.Errorf("opaque %v %v…, half-transparent %v %v…", err1, a[:2], err2, b[:2])
+	}
+	if c, err := readImage(invisible); err != nil || !bytes.Equal(a, c) {
+		t.Errorf("opaque %v…, fully transparent %v %v…", a[:2], err, c[:2])
+	}
+}
+
+// TestReadImageCells: each of the 32x32 cells averages the pixels it
+// covers, as a direct sum over each cell finds, for images wider, narrower,
+// taller and shorter than 32, down to one pixel across.
+func TestReadImageCells(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, sz := range [][2]int{{64, 64}, {1, 100}, {100, 1}, {7, 45}, {33, 31}, {1, 1}, {95, 47}} {
+		w, h := sz[0], sz[1]
+		img := image.NewNRGBA(image.Rect(0, 0, w, h))
+		for i := range img.Pix {
+			img.Pix[i] = byte(r.IntN(256))
+		}
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, img); err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeImage("x.png", &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		span := func(o, n int) (int, int) { return o * n / 32, max((o+1)*n/32, o*n/32+1) }
+		for oy := range 32 {
+			y0, y1 := span(oy, h)
+			for ox := range 32 {
+				x0, x1 := span(ox, w)
+				for ch := range 3 {
+					var sum, n int
+					for y := y0; y < y1; y++ {
+						for x := x0; x < x1; x++ {
+							sum += int(img.Pix[img.PixOffset(x, y)+ch]) * 0x101
+							n++
+						}
+					}
+					if want := byte(sum / n >> 8); got[ch*1024+oy*32+ox] != want {
+						t.Fatalf("%dx%d: cell (%d, %d) channel %d is %d, want %d", w, h, ox, oy, ch, got[ch*1024+oy*32+ox], want)
+					}
+				}
+			}
+		}
 	}
 }
 
