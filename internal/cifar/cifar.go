@@ -9,7 +9,9 @@ package cifar
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -97,6 +99,21 @@ func (d *Dataset) Split(valFraction float64, seed uint64) (train, val *Dataset) 
 // ReadBinFile reads one file of the binary version (cifar-10-batches-bin):
 // records of a label byte and 3,072 image bytes. Its classes are ClassNames.
 func ReadBinFile(path string) (*Dataset, error) {
+	// The size first: a file of another kind given by mistake is named as
+	// such before gigabytes of it are read.
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size()%RecordBytes != 0 {
+		var head [9]byte
+		if f, err := os.Open(path); err == nil {
+			n, _ := io.ReadFull(f, head[:])
+			f.Close()
+			if kind := sniff(head[:n]); kind != "" {
+				return nil, fmt.Errorf("cifar: %s: %s, not a CIFAR-10 binary batch file (records of %d bytes)", path, kind, RecordBytes)
+			}
+		}
+		if st.Size() > 1<<30 { // too large to read only to say so
+			return nil, fmt.Errorf("cifar: %s: size %d bytes is not a multiple of %d, the record size", path, st.Size(), RecordBytes)
+		}
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cifar: %w", err)
@@ -106,6 +123,24 @@ func ReadBinFile(path string) (*Dataset, error) {
 		return nil, fmt.Errorf("cifar: %s: %w", path, err)
 	}
 	return ds, nil
+}
+
+// sniff names the kind of file that head, its first bytes, begins one of
+// that a binary batch could be mistaken for, or "".
+func sniff(head []byte) string {
+	for _, k := range []struct{ magic, kind string }{
+		{"\x89PNG", "a PNG image"}, {"\xff\xd8\xff", "a JPEG image"}, {"PK\x03\x04", "a zip archive (a PyTorch .pth?)"},
+		{"\x1f\x8b", "a gzip file (the downloaded archive? vgg16 data download unpacks it)"}, {"\x80\x02", "a Python pickle (the python version of CIFAR-10: give its folder)"},
+		{"\x80\x04", "a Python pickle"}, {"\x80\x05", "a Python pickle"},
+	} {
+		if bytes.HasPrefix(head, []byte(k.magic)) {
+			return k.kind
+		}
+	}
+	if len(head) == 9 && head[8] == '{' && binary.LittleEndian.Uint64(head) < 1<<32 { // header length, then its JSON
+		return "a safetensors file (a checkpoint?)"
+	}
+	return ""
 }
 
 // parseBin decodes records of the binary version. The images are copied out

@@ -38,6 +38,9 @@ func TestReadBinFileErrors(t *testing.T) {
 		{"short.bin", good[:5], []string{"record 0 is truncated"}},
 		{"label10.bin", badLabel, []string{"record 3", "label 10 out of range"}},
 		{"empty.bin", nil, []string{"empty"}},
+		{"image.bin", []byte("\x89PNG\r\n\x1a\n and the rest of a picture"), []string{"a PNG image, not a CIFAR-10 binary batch file"}},
+		{"archive.bin", []byte("\x1f\x8b\x08\x00 compressed"), []string{"a gzip file (the downloaded archive?"}},
+		{"weights.bin", []byte("\x05\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"), []string{"a safetensors file"}},
 	}
 	for _, c := range cases {
 		p := filepath.Join(dir, c.name)
@@ -54,6 +57,16 @@ func TestReadBinFileErrors(t *testing.T) {
 	}
 	if _, err := ReadBinFile(filepath.Join(dir, "missing.bin")); err == nil || !strings.Contains(err.Error(), "missing.bin") {
 		t.Fatalf("missing file: %v", err)
+	}
+	// A large file of the wrong size is refused by its size, unread (a
+	// sparse file here: reading it would take 3 GB).
+	huge := filepath.Join(dir, "huge.bin")
+	writeFile(t, huge, nil)
+	if err := os.Truncate(huge, 3_000_000_000); err != nil {
+		t.Skipf("no sparse file: %v", err)
+	}
+	if _, err := ReadBinFile(huge); err == nil || !strings.Contains(err.Error(), huge+": size 3000000000 bytes is not a multiple of 3073") {
+		t.Errorf("a 3 GB file of the wrong size: %v", err)
 	}
 }
 
