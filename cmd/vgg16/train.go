@@ -677,7 +677,11 @@ func isCPU(be tensor.Backend) bool {
 
 // resumeOptions reads the options a run was started with.
 func resumeOptions(dir string) (train.Options, error) {
-	return train.OptionsOf(filepath.Join(dir, train.LastFile))
+	o, err := train.OptionsOf(filepath.Join(dir, train.LastFile))
+	if err != nil {
+		err = train.LastUnreadable(dir, err)
+	}
+	return o, err
 }
 
 func sanitize(s string) string {

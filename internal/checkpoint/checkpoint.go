@@ -319,6 +319,9 @@ func ReadFlags(path string) (string, error) {
 	if err := readable(path); err != nil {
 		return "", err
 	}
+	if !isSafetensors(path) { // a .pth or another file in a checkpoint's place
+		return "", fmt.Errorf("%s: not a vgg16 checkpoint: not a safetensors file", path)
+	}
 	md, err := safetensors.ReadMetadata(path)
 	if err != nil {
 		return "", err

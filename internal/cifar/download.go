@@ -91,8 +91,8 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 		return fmt.Errorf("%w: mount it, or remove the link to download there", err)
 	}
 	// A folder of that name that is not a complete dataset is the user's
-	// (a partial copy, or something else): never replaced.
-	if fileExists(target) {
+	// (a partial copy, something else, a link that loops): never replaced.
+	if _, err := os.Lstat(target); err == nil {
 		return fmt.Errorf("cifar: %s exists but is not a complete CIFAR-10 dataset: complete it, or move it away and download again", target)
 	}
 	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {

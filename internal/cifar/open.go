@@ -184,6 +184,9 @@ func Open(dir string, split string) (*Dataset, error) {
 		if err := BrokenLink(dir); err != nil {
 			return nil, err
 		}
+		if err := unreadable(dir); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("cifar: no CIFAR-10 dataset in %s (looked for %s/ and %s/ with data_batch_1..5 and test_batch): run `vgg16 data download` (offline: one batch file, or the embedded sample, demo, works too): %w",
 			dir, BinFolder, PyFolder, fs.ErrNotExist)
 	}
@@ -245,6 +248,29 @@ func openFolder(folder string, f format, split string) (*Dataset, error) {
 		parts[i] = nil // let each batch go as soon as it is copied
 	}
 	return ds, nil
+}
+
+// unreadable is the error for the first of dir and the dataset's folders
+// in it that is there but cannot be listed (no permission, a link that
+// loops), which would otherwise read as no dataset at all; nil where
+// there is none.
+func unreadable(dir string) error {
+	for _, p := range []string{dir, filepath.Join(dir, BinFolder), filepath.Join(dir, PyFolder)} {
+		if _, err := os.Lstat(p); err != nil {
+			continue // not there: no dataset, as said
+		}
+		fi, err := os.Stat(p)
+		if err == nil && !fi.IsDir() {
+			continue
+		}
+		if err == nil {
+			_, err = os.ReadDir(p)
+		}
+		if err != nil {
+			return fmt.Errorf("cifar: %w", err)
+		}
+	}
+	return nil
 }
 
 func fileExists(p string) bool {

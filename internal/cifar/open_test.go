@@ -3,6 +3,7 @@ package cifar
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -169,5 +170,23 @@ func TestOpenDanglingLink(t *testing.T) {
 		if want := link + " is a link to " + nowhere + ", which does not exist"; err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("Open(%s): %v, want %q", d, err, want)
 		}
+	}
+}
+
+// TestLinkLoop: a dataset folder that is a link to itself is named with
+// its error, not taken for no dataset, and a download does not fetch the
+// archive only to fail on it at the end.
+func TestLinkLoop(t *testing.T) {
+	dir := t.TempDir()
+	loop := filepath.Join(dir, BinFolder)
+	if err := os.Symlink(loop, loop); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	if _, err := Open(dir, "train"); err == nil || !strings.Contains(err.Error(), loop) || strings.Contains(err.Error(), "no CIFAR-10 dataset") {
+		t.Errorf("Open of a folder whose dataset folder loops: %v", err)
+	}
+	err := Download(context.Background(), DownloadOptions{Dir: dir, URL: "http://127.0.0.1:1/never-fetched"})
+	if err == nil || !strings.Contains(err.Error(), loop+" exists but is not a complete CIFAR-10 dataset") {
+		t.Errorf("Download into a folder whose dataset folder loops: %v", err)
 	}
 }

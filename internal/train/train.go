@@ -152,6 +152,20 @@ func (r *Run) checkPlace(skip int) error {
 		had, perEpoch, shell.Quote(filepath.Join(r.Dir, LastFile)))
 }
 
+// LastUnreadable is err, the failure to read the last checkpoint of the
+// run in dir for a resume, with what can still be done: every retry of
+// the resume would fail the same way.
+func LastUnreadable(dir string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	hint := "move it away to start the run again"
+	if best := filepath.Join(dir, BestFile); checkpoint.Exists(best) {
+		hint = "a new run can start from the run's best weights: --init " + shell.Quote(best)
+	}
+	return fmt.Errorf("%w (the run cannot be resumed from it; %s)", err, hint)
+}
+
 // keptNote says what a run stopped by a diverged loss leaves.
 func (r *Run) keptNote() string {
 	if best := filepath.Join(r.Dir, BestFile); checkpoint.Exists(best) {
@@ -631,7 +645,7 @@ func (r *Run) restore() (int, error) {
 	lastPath := filepath.Join(r.Dir, LastFile)
 	ck, err := checkpoint.Load(lastPath)
 	if err != nil {
-		return 0, err
+		return 0, LastUnreadable(r.Dir, err)
 	}
 	if err := r.model.LoadState(ck.State); err != nil {
 		return 0, fmt.Errorf("%s: %w", lastPath, err)

@@ -1155,4 +1155,13 @@ func TestResumeDamagedPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A damaged file says what can still be done, which no retry would.
+	if err := os.WriteFile(last, good[:100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newRun(t, dir, o, &quiet{})
+	r.Resume = true
+	if _, err := r.Execute(context.Background()); err == nil || !strings.Contains(err.Error(), "(the run cannot be resumed from it; a new run can start from the run's best weights: --init "+filepath.Join(dir, BestFile)) {
+		t.Errorf("a truncated last checkpoint: %v", err)
+	}
 }
