@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/pth"
 	"github.com/vgg16/vgg16/internal/safetensors"
@@ -132,7 +133,11 @@ func Load(path string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("%s: no vgg16 metadata, and %w", path, err)
 	}
 	if raw, ok := md[keyClasses]; ok {
-		if err := json.Unmarshal([]byte(raw), &ck.Info.Classes); err != nil {
+		err := json.Unmarshal([]byte(raw), &ck.Info.Classes)
+		if err == nil {
+			err = cifar.CheckClassNames(ck.Info.Classes)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%s: metadata %s: %w", path, keyClasses, err)
 		}
 	}

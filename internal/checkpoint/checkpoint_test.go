@@ -377,10 +377,14 @@ func TestReadPretrained(t *testing.T) {
 func TestLoadRefusesDamagedCounts(t *testing.T) {
 	m := model(t, "8,M,16,M", 32, true)
 	path := filepath.Join(t.TempDir(), "c.safetensors")
-	for key, value := range map[string]string{
-		"vgg16.epoch": "abc", "vgg16.batch": "-2", "vgg16.step": "-1",
-		"vgg16.val_acc": "5", "vgg16.best_val_acc": "NaN",
+	for _, c := range []struct{ key, value, want string }{
+		{"vgg16.epoch", "abc", `"abc": want`}, {"vgg16.batch", "-2", `"-2": want`}, {"vgg16.step", "-1", `"-1": want`},
+		{"vgg16.val_acc", "5", `"5": want`}, {"vgg16.best_val_acc", "NaN", `"NaN": want`},
+		// Class names are printed: no escape sequences, no two alike.
+		{"vgg16.classes", `["cat","\u001b[31mdog"]`, `: class 1's name "\x1b[31mdog": want printable text`},
+		{"vgg16.classes", `["cat","cat"]`, `: class 1's name "cat": another class has it`},
 	} {
+		key, value := c.key, c.value
 		if err := Save(path, m, Info{Config: m.Config, ValAcc: 0.5, BestAcc: -1}); err != nil {
 			t.Fatal(err)
 		}
@@ -395,7 +399,7 @@ func TestLoadRefusesDamagedCounts(t *testing.T) {
 		if err := safetensors.Write(path, f); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+": metadata "+key+` "`+value+`": want`) {
+		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+": metadata "+key) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s %q: %v", key, value, err)
 		}
 	}

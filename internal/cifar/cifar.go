@@ -17,6 +17,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 const (
@@ -183,7 +185,29 @@ func readMetaTxt(path string) ([]string, error) {
 	if len(names) != NumClasses {
 		return nil, fmt.Errorf("cifar: %s: %d class names, want %d", path, len(names), NumClasses)
 	}
+	if err := CheckClassNames(names); err != nil {
+		return nil, fmt.Errorf("cifar: %s: %w", path, err)
+	}
 	return names, nil
+}
+
+// CheckClassNames holds class names, which a dataset's or a checkpoint's
+// file gives and the commands print, to what a table and a terminal can
+// take: each one printable text of at most 64 bytes, no two the same.
+func CheckClassNames(names []string) error {
+	seen := map[string]bool{}
+	for i, n := range names {
+		switch {
+		case n == "" || len(n) > 64:
+			return fmt.Errorf("class %d's name %q: want 1 to 64 bytes", i, n)
+		case !utf8.ValidString(n) || strings.ContainsFunc(n, func(r rune) bool { return !unicode.IsPrint(r) }):
+			return fmt.Errorf("class %d's name %q: want printable text", i, n)
+		case seen[n]:
+			return fmt.Errorf("class %d's name %q: another class has it", i, n)
+		}
+		seen[n] = true
+	}
+	return nil
 }
 
 // mix hashes its inputs into one well-spread 64-bit value (splitmix64

@@ -295,6 +295,9 @@ func readMetaPickle(path string) ([]string, error) {
 		return nil, fmt.Errorf("cifar: %w", err)
 	}
 	names, err := parseMetaPickle(b)
+	if err == nil {
+		err = CheckClassNames(names)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cifar: %s: %w", path, err)
 	}

@@ -81,7 +81,7 @@ func PrepareDir(dir string, resume bool) (*Claim, error) {
 	}
 	_, statErr := os.Lstat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
 	made := os.IsNotExist(statErr)
 	c, err := LockDir(dir)
@@ -228,7 +228,7 @@ func checkWritable(dir string) error {
 // runs never share one.
 func NewDir(dir string) (*Claim, error) {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
 	for i := 1; i <= 100; i++ {
 		d := dir
@@ -246,7 +246,7 @@ func NewDir(dir string) (*Claim, error) {
 			return c, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, err
+			return nil, fmt.Errorf("run directory %s: %w", d, err)
 		}
 	}
 	return nil, fmt.Errorf("run directory %s and 99 more with suffixes exist: choose a --run-dir", dir)

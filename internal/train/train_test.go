@@ -228,6 +228,18 @@ func TestCheckWritable(t *testing.T) {
 	if err := checkWritable(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
+	// A directory that cannot be made is named as the run's.
+	file := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(file, "sub")
+	if _, err := PrepareDir(d, false); err == nil || !strings.HasPrefix(err.Error(), "run directory "+d+": ") {
+		t.Errorf("PrepareDir under a file: %v", err)
+	}
+	if _, err := NewDir(d); err == nil || !strings.HasPrefix(err.Error(), "run directory "+d+": ") {
+		t.Errorf("NewDir under a file: %v", err)
+	}
 	if runtime.GOOS == "linux" { // not even root creates files there
 		if err := checkWritable("/proc/self"); err == nil || !strings.Contains(err.Error(), "run directory /proc/self cannot take") {
 			t.Errorf("/proc/self: %v", err)
