@@ -106,6 +106,11 @@ func allowGlobal(mod, name string) (any, error) {
 		pickle.Global{Module: "numpy", Name: "dtype"}:
 		return g, nil
 	}
+	if g == (pickle.Global{Module: "_codecs", Name: "encode"}) {
+		// How Python 3 writes bytes at protocol 2: a call, which the
+		// original files (Python 2's) never make.
+		return nil, errors.New("global _codecs.encode is not allowed: Python 3 wrote this at protocol 2, bytes as calls; use the original files, or pickle at protocol 3 or later")
+	}
 	return nil, fmt.Errorf("global %s.%s is not allowed (only numpy's ndarray reconstruction is)", mod, name)
 }
 

@@ -138,6 +138,11 @@ func TestPickleGlobalErrorNamesIt(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "os.system is not allowed") {
 		t.Fatalf("err = %v", err)
 	}
+	// Python 3's bytes at protocol 2 say what to do instead.
+	_, err = parsePickleBatch([]byte("\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00bq\x01X\x06\x00\x00\x00latin1q\x02\x86q\x03Rq\x04."))
+	if err == nil || !strings.Contains(err.Error(), "Python 3 wrote this at protocol 2") {
+		t.Fatalf("_codecs.encode: %v", err)
+	}
 }
 
 func TestReadPickleFileErrorNamesFile(t *testing.T) {
