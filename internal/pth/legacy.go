@@ -147,5 +147,5 @@ func decodeLegacy(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 		}
 		return b, nil
 	}
-	return materialize(keys, refs, load)
+	return materialize(keys, refs, load, size)
 }

@@ -286,12 +286,16 @@ func TestCorruptInputs(t *testing.T) {
 	badView[0].view = []any{"401", int64(4), int64(5)} // 4+5 > 8 elements
 
 	// Two tensors of 2^24 elements from one element each: each within the
-	// bound on a tensor's broadcast, the two beyond the bound on them all.
+	// bound on a tensor's broadcast, the two beyond the bound on them all;
+	// a storage that claims more elements than its record holds (read
+	// last, after the others are built) does not raise that bound.
 	spread := []tensorSpec{legacySpecs[0], legacySpecs[0]}
 	spread[1].name = "b.weight"
 	for i := range spread {
 		spread[i].size, spread[i].stride = []int64{1 << 24}, []int64{0}
 	}
+	claims := append(slices.Clone(spread[:1]), tensorSpec{name: "zzz.weight", storage: "FloatStorage", key: "999", numel: 1 << 40, size: []int64{1}, stride: []int64{1}})
+	claimsStorages := map[string][]byte{"100": st["100"], "999": f32bytes(1)}
 
 	st2, es2 := legacyStorages()
 	legacy := legacyBytes()
@@ -307,7 +311,8 @@ func TestCorruptInputs(t *testing.T) {
 		{"storage too small for size", zipFile(t, stateDictPickle(small, false), st, nil), `"a.weight"`},
 		{"storage too small for stride", zipFile(t, stateDictPickle(badStride, false), st, nil), "needs element 7"},
 		{"offset one past the end", zipFile(t, stateDictPickle(onePast, false), st, nil), "needs element 6"},
-		{"broadcasts beyond the total", zipFile(t, stateDictPickle(spread, false), st, nil), "the tensors hold more than 16777216 elements beyond their storages'"},
+		{"broadcasts beyond the total", zipFile(t, stateDictPickle(spread, false), st, nil), "the tensors hold more than"},
+		{"a claimed storage size", zipFile(t, stateDictPickle(append(claims, spread[1]), false), claimsStorages, nil), "the tensors hold more than"},
 		{"legacy view outside storage", legacyFile(stateDictPickle(badView, true), map[string][]byte{"400": st2["400"]}, es2), "outside the 8-element storage"},
 		{"legacy unused storage key", legacyFile(stateDictPickle(legacySpecs[:1], true), map[string][]byte{"100": st2["100"], "999": st2["100"]}, map[string]int{"100": 4, "999": 4}), `"999" is listed`},
 		{"record shorter than storage", zipFile(t, stateDictPickle(legacySpecs[:1], false), map[string][]byte{"100": st["100"][:20]}, nil), "has 20 bytes"},

@@ -297,15 +297,21 @@ func firstNonTensor(d *pickle.Dict) int {
 // numel*size of them.
 type storageLoader func(*rootStorage) ([]byte, error)
 
-// maxBroadcast bounds the elements that tensors hold beyond their
-// storages' (zero or overlapping strides, storages viewed by several
-// tensors), each tensor's and all together, so a few bytes of input cannot
-// demand gigabytes.
+// maxBroadcast bounds the elements a tensor holds beyond its storage's
+// (zero or overlapping strides), so a few bytes of input cannot demand
+// gigabytes.
 const maxBroadcast = 1 << 24
+
+// outputBudget bounds the bytes all the tensors of a file of fileSize bytes
+// hold together: twice the file (one storage viewed under two names, as
+// torch.save({'a': t, 'b': t}) writes) and a broadcast's 64 MiB. The
+// storages' own claimed sizes do not count: they are checked only when
+// read, after the tensors before them are built.
+func outputBudget(fileSize int64) int64 { return 2*fileSize + 4*maxBroadcast }
 
 // materialize reads every tensor. Storages are loaded once each and dropped
 // as soon as their last tensor is built, to keep peak memory near one copy.
-func materialize(keys []string, refs []*tensorRef, load storageLoader) (map[string]Tensor, error) {
+func materialize(keys []string, refs []*tensorRef, load storageLoader, fileSize int64) (map[string]Tensor, error) {
 	uses := map[*rootStorage]int{}
 	for _, t := range refs {
 		uses[t.st.root]++
@@ -318,19 +324,16 @@ func materialize(keys []string, refs []*tensorRef, load storageLoader) (map[stri
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool { return keys[order[a]] < keys[order[b]] })
-	// Every geometry checked, and the elements all the tensors hold
-	// counted, before anything is read.
-	budget := int64(maxBroadcast) // elements the tensors may hold beyond their storages'
-	for root := range uses {
-		budget += root.numel
-	}
+	// Every geometry checked, and the bytes all the tensors hold counted,
+	// before anything is read.
+	budget := outputBudget(fileSize)
 	for _, i := range order {
 		numel, err := checkView(refs[i])
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", trunc(keys[i]), err)
 		}
-		if budget -= numel; budget < 0 {
-			return nil, fmt.Errorf("tensor %q: the tensors hold more than %d elements beyond their storages'; refusing such a broadcast", trunc(keys[i]), maxBroadcast)
+		if budget -= numel * refs[i].st.root.dt.size; budget < 0 {
+			return nil, fmt.Errorf("tensor %q: the tensors hold more than %d bytes, twice the file's %d and 64 MiB; refusing such a broadcast", trunc(keys[i]), outputBudget(fileSize), fileSize)
 		}
 	}
 	for _, i := range order {

@@ -97,7 +97,7 @@ func decodeZip(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 		}
 		return b, nil
 	}
-	return materialize(keys, refs, load)
+	return materialize(keys, refs, load, size)
 }
 
 // readAll reads a whole entry of at most max bytes.
