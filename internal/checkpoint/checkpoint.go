@@ -133,12 +133,13 @@ func Load(path string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("%s: no vgg16 metadata, and %w", path, err)
 	}
 	if raw, ok := md[keyClasses]; ok {
-		err := json.Unmarshal([]byte(raw), &ck.Info.Classes)
-		if err == nil {
-			err = cifar.CheckClassNames(ck.Info.Classes)
-		}
-		if err != nil {
+		if err := json.Unmarshal([]byte(raw), &ck.Info.Classes); err != nil {
 			return nil, fmt.Errorf("%s: metadata %s: %w", path, keyClasses, err)
+		}
+		// Printed by eval and predict: made printable, not refused (an
+		// older version recorded whatever a dataset's meta file held).
+		if cifar.CheckClassNames(ck.Info.Classes) != nil {
+			ck.Info.Classes = cifar.PrintableNames(ck.Info.Classes)
 		}
 	}
 	if err := parseCounts(md, &ck.Info); err != nil {

@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -191,16 +192,16 @@ func readMetaTxt(path string) ([]string, error) {
 	return names, nil
 }
 
-// CheckClassNames holds class names, which a dataset's or a checkpoint's
-// file gives and the commands print, to what a table and a terminal can
-// take: each one printable text of at most 64 bytes, no two the same.
+// CheckClassNames holds class names, which a dataset's meta file gives
+// and the commands print, to what a table and a terminal can take: each
+// one printable text of at most 128 bytes, no two the same.
 func CheckClassNames(names []string) error {
 	seen := map[string]bool{}
 	for i, n := range names {
 		switch {
-		case n == "" || len(n) > 64:
-			return fmt.Errorf("class %d's name %q: want 1 to 64 bytes", i, n)
-		case !utf8.ValidString(n) || strings.ContainsFunc(n, func(r rune) bool { return !unicode.IsPrint(r) }):
+		case n == "" || len(n) > 128:
+			return fmt.Errorf("class %d's name %q: want 1 to 128 bytes", i, n)
+		case !printable(n):
 			return fmt.Errorf("class %d's name %q: want printable text", i, n)
 		case seen[n]:
 			return fmt.Errorf("class %d's name %q: another class has it", i, n)
@@ -208,6 +209,35 @@ func CheckClassNames(names []string) error {
 		seen[n] = true
 	}
 	return nil
+}
+
+// PrintableNames is names as CheckClassNames would have them, for names
+// that were recorded before it held them (a checkpoint of an older
+// version): a name with characters a terminal would act on is quoted
+// with them escaped, an empty one is its class number, and a name that
+// another class has already gets its number after it.
+func PrintableNames(names []string) []string {
+	out := make([]string, len(names))
+	seen := map[string]bool{}
+	for i, n := range names {
+		switch {
+		case n == "":
+			n = strconv.Itoa(i)
+		case !printable(n):
+			n = strconv.QuoteToGraphic(n)
+		}
+		if seen[n] {
+			n = fmt.Sprintf("%s #%d", n, i)
+		}
+		out[i], seen[n] = n, true
+	}
+	return out
+}
+
+// printable reports whether s is UTF-8 text of graphic characters and
+// spaces only: no control characters, no escape sequences.
+func printable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) })
 }
 
 // mix hashes its inputs into one well-spread 64-bit value (splitmix64
