@@ -429,7 +429,7 @@ func readable(path string) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%s: no such file", path)
+		return fmt.Errorf("%s: no such file%w", path, noText{fs.ErrNotExist})
 	case err != nil:
 		return err
 	case st.IsDir():
@@ -439,6 +439,12 @@ func readable(path string) error {
 	}
 	return nil
 }
+
+// noText wraps an error for errors.Is without adding to the message.
+type noText struct{ err error }
+
+func (noText) Error() string   { return "" }
+func (n noText) Unwrap() error { return n.err }
 
 func isSafetensors(path string) bool {
 	f, err := os.Open(path)

@@ -184,7 +184,7 @@ func Open(dir string, split string) (*Dataset, error) {
 		if err := BrokenLink(dir); err != nil {
 			return nil, err
 		}
-		if err := unreadable(dir); err != nil {
+		if err := Unreadable(dir); err != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("cifar: no CIFAR-10 dataset in %s (looked for %s/ and %s/ with data_batch_1..5 and test_batch): run `vgg16 data download` (offline: one batch file, or the embedded sample, demo, works too): %w",
@@ -250,11 +250,11 @@ func openFolder(folder string, f format, split string) (*Dataset, error) {
 	return ds, nil
 }
 
-// unreadable is the error for the first of dir and the dataset's folders
+// Unreadable is the error for the first of dir and the dataset's folders
 // in it that is there but cannot be listed (no permission, a link that
 // loops), which would otherwise read as no dataset at all; nil where
 // there is none.
-func unreadable(dir string) error {
+func Unreadable(dir string) error {
 	for _, p := range []string{dir, filepath.Join(dir, BinFolder), filepath.Join(dir, PyFolder)} {
 		if _, err := os.Lstat(p); err != nil {
 			continue // not there: no dataset, as said

@@ -45,6 +45,9 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 		if err := cifar.BrokenLink(df.Dir); err != nil {
 			return nil, nil, nil, false, fmt.Errorf("--data: %w: mount it, or give another --data", err)
 		}
+		if err := cifar.Unreadable(df.Dir); err != nil { // not downloaded over, nor taken for no data
+			return nil, nil, nil, false, fmt.Errorf("--data: %w", err)
+		}
 		if fetch == nil {
 			return nil, nil, nil, false, fmt.Errorf("--data %s: no CIFAR-10 there; run vgg16 data download --dir %s, or pass --download", df.Dir, shell.Quote(df.Dir))
 		}

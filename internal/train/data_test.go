@@ -54,6 +54,17 @@ func TestOpenData(t *testing.T) {
 		t.Errorf("batch file, --val-split 0.005: %v, %d + %d images, said %q", err, lenOf(tr), lenOf(val), w.String())
 	}
 
+	// A dataset folder that loops is named, not downloaded over.
+	loopDir := t.TempDir()
+	loop := filepath.Join(loopDir, cifar.BinFolder)
+	if err := os.Symlink(loop, loop); err == nil {
+		called := false
+		_, _, _, _, err := OpenData(ctx, &w, &DataOptions{Dir: loopDir, Fallback: true}, 1, func(context.Context, string) error { called = true; return nil })
+		if err == nil || !strings.HasPrefix(err.Error(), "--data: cifar: ") || !strings.Contains(err.Error(), loop) || called {
+			t.Errorf("a dataset folder that loops: %v (fetched: %v)", err, called)
+		}
+	}
+
 	// A batch file that is not there (a typo, a moved file) is not a
 	// directory to download into.
 	fetched := false
