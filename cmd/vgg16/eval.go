@@ -463,7 +463,7 @@ func readImage(path string) ([]byte, error) {
 // pixelReader returns img's colour at (x, y) in 16 bits a channel, as
 // stored: an image with transparency keeps the colours of even its fully
 // transparent pixels (as PIL's convert("RGB")), which the alpha-multiplied
-// colour.Color.RGBA would zero.
+// color.Color.RGBA would zero.
 func pixelReader(img image.Image) func(x, y int) (r, g, b uint64) {
 	if m, ok := img.(*image.NRGBA); ok { // PNGs with transparency, read without an allocation a pixel
 		return func(x, y int) (uint64, uint64, uint64) {
