@@ -1,8 +1,9 @@
 //go:build linux && cgo
 
 // Package gpu is the tensor.Backend on an NVIDIA GPU: cuDNN for
-// convolution, batch norm, max-pool and LRN, cuBLAS for Linear, and the
-// project's own kernels (kernels.cu, through internal/kernels) for ReLU,
+// convolution, LRN and (with --fused-bn=false) batch norm, cuBLAS for
+// Linear, and the project's own kernels (kernels.cu, through
+// internal/kernels) for max-pool, ReLU,
 // dropout, softmax cross-entropy, SGD, Linear's bias, the fused batch norm,
 // the input pipeline (images.go) and everything of --precision bf16 that
 // is not a convolution or a GEMM (half.go). Everything runs in order on

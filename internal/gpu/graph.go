@@ -16,7 +16,8 @@ import (
 // Recorded steps. Issuing a VGG16 training step's ~200 cuDNN, cuBLAS and
 // kernel calls takes the host about 5 ms, longer than the H100 needs to
 // run them at 32x32, so the GPU would idle between launches. The training
-// loop therefore brackets each step with BeginStep(key) and EndStep: the
+// loop therefore runs each step through tensor.Step, which here is Step:
+// BeginStep(key), the step, EndStep. The
 // first step of a key runs as usual (it picks the convolution algorithms
 // and allocates every buffer), the second is captured into a CUDA graph
 // while it is issued, and every later one replays the graph with a single

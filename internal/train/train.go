@@ -764,5 +764,5 @@ func parseTally(s string) epochTally {
 	return t
 }
 
-// stepKey names a training step's shape for tensor.BeginStep.
+// stepKey names a training step's shape for tensor.Step.
 func stepKey(batch int) string { return "train/" + strconv.Itoa(batch) }
