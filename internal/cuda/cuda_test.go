@@ -213,7 +213,7 @@ func TestRealLibraries(t *testing.T) {
 	} else if !isNotFound(err) {
 		t.Error(err)
 	}
-	if b, err := loadBLAS(dirs, true); err == nil {
+	if b, err := loadBLAS(specBLAS, dirs, true); err == nil {
 		found++
 		ma, mi, pa, err := b.Property()
 		if err != nil {
@@ -229,7 +229,7 @@ func TestRealLibraries(t *testing.T) {
 	} else if !isNotFound(err) {
 		t.Error(err)
 	}
-	if r, err := loadRTC(dirs, true); err == nil {
+	if r, err := loadRTC(specRTC, dirs, true); err == nil {
 		found++
 		ma, mi, err := r.Version()
 		archs, aerr := r.SupportedArchs()
@@ -244,4 +244,31 @@ func TestRealLibraries(t *testing.T) {
 
 func isNotFound(err error) bool {
 	return err != nil && strings.Contains(err.Error(), " not found (looked in ")
+}
+
+// TestForDriver: the CUDA 13 libraries are not tried under a driver that
+// supports CUDA 12 only, where CUDA 12's beside them would work; a driver
+// older than every name keeps them all, its hint saying why they fail.
+func TestForDriver(t *testing.T) {
+	for _, c := range []struct {
+		spec    libSpec
+		version int
+		want    string
+	}{
+		{specBLAS, 12040, "[libcublas.so.12]"},
+		{specBLAS, 13000, "[libcublas.so.13 libcublas.so.12]"},
+		{specRTC, 12080, "[libnvrtc.so.12]"},
+		{specRTC, 11080, "[libnvrtc.so.13 libnvrtc.so.12]"},
+	} {
+		got := c.spec.forDriver(c.version)
+		if fmt.Sprint(got.names) != c.want {
+			t.Errorf("%s under driver %d: %v, want %s", c.spec.what, c.version, got.names, c.want)
+		}
+		if old := c.version < 12000; old != strings.Contains(got.hint, "supports CUDA 11.8 only: update the driver") {
+			t.Errorf("%s under driver %d: hint %q", c.spec.what, c.version, got.hint)
+		}
+	}
+	if soMajor("libnvrtc-builtins.so.13.0") != "13" || soMajor("libcuda") != "" {
+		t.Errorf("soMajor: %q, %q", soMajor("libnvrtc-builtins.so.13.0"), soMajor("libcuda"))
+	}
 }

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"unsafe"
 )
@@ -50,10 +51,12 @@ type libSpec struct {
 	names []string // sonames, most wanted first
 	what  string   // "cuDNN 9"
 	hint  string   // how to get it
-	// companions are sonames (glob patterns) opened RTLD_GLOBAL from the same
-	// directory before the library, so that its own dlopen of them (NVRTC's
-	// builtins, cuBLAS's cuBLASLt) finds them when the directory is not on
-	// the loader's path.
+	// companions are sonames (glob patterns, "{major}" standing for the
+	// major version of the name being opened) opened RTLD_GLOBAL from the
+	// same directory before the library, so that its own dlopen of them
+	// (NVRTC's builtins, cuBLAS's cuBLASLt, cuDNN's sub-libraries) finds
+	// them when the directory is not on the loader's path, and finds those
+	// of its own version.
 	companions []string
 }
 
@@ -97,7 +100,7 @@ func openLib(spec libSpec, dirs []string, system bool) (*lib, error) {
 			if _, err := os.Stat(p); err != nil {
 				continue
 			}
-			preloadCompanions(dir, spec.companions)
+			preloadCompanions(dir, spec.companions, soMajor(name))
 			h, err := dlopen(p, false)
 			if err != nil {
 				failures = append(failures, fmt.Sprintf("%s exists but did not load: %v", p, err))
@@ -132,13 +135,45 @@ func openLib(spec libSpec, dirs []string, system bool) (*lib, error) {
 	return nil, &LoadError{Lib: spec.what, Msg: msg}
 }
 
-func preloadCompanions(dir string, patterns []string) {
+func preloadCompanions(dir string, patterns []string, major string) {
 	for _, pat := range patterns {
-		matches, _ := filepath.Glob(filepath.Join(dir, pat))
+		matches, _ := filepath.Glob(filepath.Join(dir, strings.ReplaceAll(pat, "{major}", major)))
 		for _, m := range matches {
 			dlopen(m, true) // best effort: the library's own error says more
 		}
 	}
+}
+
+// soMajor is the version after ".so." in a soname: "13" for
+// libcublas.so.13, "" where there is none.
+func soMajor(name string) string {
+	_, v, ok := strings.Cut(name, ".so.")
+	if !ok {
+		return ""
+	}
+	v, _, _ = strings.Cut(v, ".")
+	return v
+}
+
+// forDriver is s without the names of libraries of a CUDA newer than the
+// driver supports (version as cuDriverGetVersion gives it: 12040 for
+// 12.4): CUDA 13's cuBLAS does not start on a CUDA 12 driver, nor does
+// code that NVRTC 13 compiled load, where CUDA 12's libraries beside them
+// would work. Where that leaves no name, s is kept, its hint naming the
+// driver's version.
+func (s libSpec) forDriver(version int) libSpec {
+	var keep []string
+	for _, n := range s.names {
+		if m, err := strconv.Atoi(soMajor(n)); err != nil || m*1000 <= version {
+			keep = append(keep, n)
+		}
+	}
+	if len(keep) == 0 {
+		s.hint += fmt.Sprintf(" (this driver supports CUDA %d.%d only: update the driver)", version/1000, version%1000/10)
+		return s
+	}
+	s.names = keep
+	return s
 }
 
 func newLib(name string, h unsafe.Pointer) *lib {

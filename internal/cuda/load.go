@@ -19,14 +19,20 @@ var (
 		names:      []string{"libcublas.so.13", "libcublas.so.12"},
 		what:       LibBLAS,
 		hint:       "install cuBLAS from CUDA 13 or 12 (libcublas)",
-		companions: []string{"libcublasLt.so.1[23]"},
+		companions: []string{"libcublasLt.so.{major}"},
 	}
+	// cuDNN 9's libcudnn is a shim that opens its sub-libraries by soname
+	// as it needs them, libcudnn_graph (which the others need) first.
 	specDNN = libSpec{
-		names: []string{"libcudnn.so.9"},
-		what:  LibDNN,
-		hint:  "install cuDNN 9",
+		names:      []string{"libcudnn.so.9"},
+		what:       LibDNN,
+		hint:       "install cuDNN 9",
+		companions: []string{"libcudnn_graph.so.{major}", "libcudnn_*.so.{major}"},
 	}
+	// Where the shim lacks a function: the sub-libraries that hold them
+	// (handles, versions, errors and the backend API in graph).
 	specDNNSub = []libSpec{
+		{names: []string{"libcudnn_graph.so.9"}, what: LibDNN, hint: "install cuDNN 9"},
 		{names: []string{"libcudnn_ops.so.9"}, what: LibDNN, hint: "install cuDNN 9"},
 		{names: []string{"libcudnn_cnn.so.9"}, what: LibDNN, hint: "install cuDNN 9"},
 	}
@@ -34,7 +40,7 @@ var (
 		names:      []string{"libnvrtc.so.13", "libnvrtc.so.12"},
 		what:       LibRTC,
 		hint:       "install NVRTC from CUDA 13 or 12 (libnvrtc)",
-		companions: []string{"libnvrtc-builtins.so.1[23]*"},
+		companions: []string{"libnvrtc-builtins.so.{major}*"},
 	}
 )
 
@@ -69,7 +75,11 @@ func loadAll(dirs []string, system bool) (*Libs, error) {
 	var l Libs
 	var errs []error
 	var err error
+	blas, rtc := specBLAS, specRTC
 	if l.Driver, err = loadDriver(dirs, system); err == nil {
+		if v, verr := l.Driver.Version(); verr == nil && v > 0 {
+			blas, rtc = blas.forDriver(v), rtc.forDriver(v)
+		}
 		if err = l.Driver.Init(); err != nil {
 			var ce *Error
 			if errors.As(err, &ce) {
@@ -78,11 +88,11 @@ func loadAll(dirs []string, system bool) (*Libs, error) {
 		}
 	}
 	errs = append(errs, err)
-	l.BLAS, err = loadBLAS(dirs, system)
+	l.BLAS, err = loadBLAS(blas, dirs, system)
 	errs = append(errs, err)
 	l.DNN, err = loadDNN(dirs, system)
 	errs = append(errs, err)
-	l.RTC, err = loadRTC(dirs, system)
+	l.RTC, err = loadRTC(rtc, dirs, system)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -99,8 +109,8 @@ func loadDriver(dirs []string, system bool) (*Driver, error) {
 	return d, l.resolve(d.table())
 }
 
-func loadBLAS(dirs []string, system bool) (*BLAS, error) {
-	l, err := openLib(specBLAS, dirs, system)
+func loadBLAS(spec libSpec, dirs []string, system bool) (*BLAS, error) {
+	l, err := openLib(spec, dirs, system)
 	if err != nil {
 		return nil, err
 	}
@@ -139,8 +149,8 @@ func checkDNNVersion(d *DNN) error {
 	return nil
 }
 
-func loadRTC(dirs []string, system bool) (*RTC, error) {
-	l, err := openLib(specRTC, dirs, system)
+func loadRTC(spec libSpec, dirs []string, system bool) (*RTC, error) {
+	l, err := openLib(spec, dirs, system)
 	if err != nil {
 		return nil, err
 	}
@@ -150,10 +160,10 @@ func loadRTC(dirs []string, system bool) (*RTC, error) {
 
 // LoadRTC loads NVRTC alone, which needs no GPU: enough to check that the
 // kernels compile (tests, `vgg16 doctor`).
-func LoadRTC() (*RTC, error) { return loadRTC(searchDirs(), true) }
+func LoadRTC() (*RTC, error) { return loadRTC(specRTC, searchDirs(), true) }
 
 // LoadRTCFrom loads NVRTC from dirs only (tests).
-func LoadRTCFrom(dirs []string) (*RTC, error) { return loadRTC(dirs, false) }
+func LoadRTCFrom(dirs []string) (*RTC, error) { return loadRTC(specRTC, dirs, false) }
 
 // LoadDirs loads every library from dirs only, never the system path, and
 // without Load's caching: for tests that run the backends on stand-in

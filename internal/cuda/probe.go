@@ -48,13 +48,17 @@ type DeviceInfo struct {
 func Probe() Report {
 	var r Report
 	dirs := searchDirs()
+	blas, rtc := specBLAS, specRTC // as Load picks them: none newer than the driver
 	if d, err := loadDriver(dirs, true); err != nil {
 		r.Driver.Error = err.Error()
 	} else {
 		r.Driver.Path = d.Path()
 		probeDriver(d, &r)
+		if r.DriverVersion > 0 {
+			blas, rtc = blas.forDriver(r.DriverVersion), rtc.forDriver(r.DriverVersion)
+		}
 	}
-	if b, err := loadBLAS(dirs, true); err != nil {
+	if b, err := loadBLAS(blas, dirs, true); err != nil {
 		r.BLAS.Error = err.Error()
 	} else {
 		r.BLAS.Path = b.Path()
@@ -71,7 +75,7 @@ func Probe() Report {
 		r.DNN.Path = d.Path()
 		r.DNNVersion = DNNVersionString(d.Version())
 	}
-	if rt, err := loadRTC(dirs, true); err != nil {
+	if rt, err := loadRTC(rtc, dirs, true); err != nil {
 		r.RTC.Error = err.Error()
 	} else {
 		r.RTC.Path = rt.Path()

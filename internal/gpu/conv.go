@@ -133,8 +133,11 @@ func (p *convPlan) descs(dir cuda.ConvDir) (a, bb, o uintptr) {
 func (b *Backend) algorithm(p *convPlan, dir cuda.ConvDir) {
 	if !b.findAlgorithm(p, dir) {
 		a, bb, o := p.descs(dir)
-		perfs, _ := b.dnn.FindConv(dir, b.dnnH, a, bb, p.conv[dir], o)
+		perfs, err := b.dnn.FindConv(dir, b.dnnH, a, bb, p.conv[dir], o)
 		detail := fmt.Sprintf("%s: %s", p.key, describePerfs(perfs, b.workspaceLimit()))
+		if err != nil { // the search itself failed: its status says why
+			detail = fmt.Sprintf("%s: %v", p.key, err)
+		}
 		if p.graphWhy[dir] != "" {
 			detail += "; " + p.graphWhy[dir]
 		}

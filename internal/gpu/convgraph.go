@@ -302,9 +302,11 @@ func (b *Backend) candidates(cfgs []cuda.BackendDesc, limit int64, seen map[int6
 
 // chooseGraph times g's candidates on the operands ptrs (outputs are
 // overwritten: every direction writes with beta 0, and the real run comes
-// after) and keeps the fastest. With one candidate there is nothing to
-// time, unless it is the engine an earlier run chose: that one is run (and
-// timed) once, and where it fails, forgotten and the direction searched
+// after) and keeps the fastest. A lone candidate is run (and timed) once
+// too: a plan that builds can still fail to run on the real engines (a
+// runtime-compiled kernel that does not launch, say), and its direction
+// then goes to the legacy API rather than failing the step; an engine an
+// earlier run chose that fails is forgotten and the direction searched
 // anew. The candidates run in scratch of their own where the shared
 // workspace is too small for them, freed once timed, so that the shared
 // workspace, held for the run, grows only to the plans chosen (growing it
@@ -316,38 +318,34 @@ func (b *Backend) chooseGraph(p *convPlan, dir cuda.ConvDir, g *convGraph, ptrs 
 	best, bestMs := -1, float32(0)
 	var errs []error
 	shared := b.mem.ws.bytes // what the shared workspace must hold again afterwards
-	if len(g.cands) == 1 && !g.remembered {
-		best = 0
-	} else {
-		var need int64
-		for _, c := range g.cands {
-			need = max(need, c.ws)
-		}
-		var scratch devBuf
-		ws := b.mem.ws.ptr
-		if need > b.mem.ws.bytes {
-			b.release(&b.mem.ws)
-			b.grow(&scratch, need, "timing cuDNN's convolution plans")
-			ws = scratch.ptr
-		}
-		start := time.Now()
-		defer func() { b.search.timing += time.Since(start) }()
-		t, err := b.NewTimer()
-		b.must(err, "")
-		for i, c := range g.cands {
-			ms, err := b.timeGraph(t, c.plan, ptrs, ws)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("engine %d: %w", c.info.Index, err))
-				continue
-			}
-			if best < 0 || ms < bestMs {
-				best, bestMs = i, ms
-			}
-		}
-		b.must(t.Close(), "")
-		b.must(b.drv.StreamSynchronize(b.stream), "")
-		b.free(scratch.ptr, scratch.bytes) // before the shared workspace grows
+	var need int64
+	for _, c := range g.cands {
+		need = max(need, c.ws)
 	}
+	var scratch devBuf
+	ws := b.mem.ws.ptr
+	if need > b.mem.ws.bytes {
+		b.release(&b.mem.ws)
+		b.grow(&scratch, need, "timing cuDNN's convolution plans")
+		ws = scratch.ptr
+	}
+	start := time.Now()
+	defer func() { b.search.timing += time.Since(start) }()
+	t, err := b.NewTimer()
+	b.must(err, "")
+	for i, c := range g.cands {
+		ms, err := b.timeGraph(t, c.plan, ptrs, ws)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("engine %d: %w", c.info.Index, err))
+			continue
+		}
+		if best < 0 || ms < bestMs {
+			best, bestMs = i, ms
+		}
+	}
+	b.must(t.Close(), "")
+	b.must(b.drv.StreamSynchronize(b.stream), "")
+	b.free(scratch.ptr, scratch.bytes) // before the shared workspace grows
 	for i, c := range g.cands {
 		if i != best {
 			b.dnn.DestroyBackend(c.plan)

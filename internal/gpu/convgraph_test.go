@@ -466,3 +466,23 @@ func TestFakeCUDAConvGraphWorkspaceKept(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeCUDAConvGraphLoneCandidateFails: a direction with one candidate
+// (Deterministic leaves the stand-in's engine 0 alone) runs it once before
+// it is kept, so that an engine that builds but fails to run sends the
+// direction to the legacy API instead of failing the step.
+func TestFakeCUDAConvGraphLoneCandidateFails(t *testing.T) {
+	t.Setenv("FAKECUDA_ENGINE_FAILS", "0")
+	be := fakeBackend(t, Options{Sync: true, Deterministic: true})
+	runConvs(t, be)
+	n := 0
+	graphEngines(t, be, func(k convKey, dir cuda.ConvDir, engine int64, why string) {
+		n++
+		if engine >= 0 || !strings.Contains(why, "fails to run") {
+			t.Errorf("%s %s: engine %d (%s), want the legacy API after engine 0 failed", k, dir, engine, why)
+		}
+	})
+	if n == 0 {
+		t.Error("no direction searched")
+	}
+}
