@@ -31,6 +31,7 @@ import (
 	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/fixtures"
 	"github.com/vgg16/vgg16/internal/gpu/gputest"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/safetensors"
@@ -842,7 +843,7 @@ func fixture(t *testing.T, name string) string {
 	}
 	path := filepath.Join(dir, "vgg-small-32", name)
 	if _, err := os.Stat(path); err != nil {
-		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+		fixtures.Missing(t, "fixture not found: %v (set VGG16_FIXTURES)", err)
 	}
 	return path
 }

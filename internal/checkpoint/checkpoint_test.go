@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/fixtures"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/pth"
 	"github.com/vgg16/vgg16/internal/safetensors"
@@ -62,6 +63,19 @@ func TestSaveLoad(t *testing.T) {
 	if tt := f.Tensors["features.1.num_batches_tracked"]; tt.DType != "I64" || len(tt.Shape) != 0 {
 		t.Errorf("num_batches_tracked stored as %s %v", tt.DType, tt.Shape)
 	}
+	// Counts of their own come back as saved.
+	st := m.State()
+	n := int64(7)
+	for k := range st.Counts {
+		n++
+		st.Counts[k] = n
+	}
+	if err := SaveState(path, st, info); err != nil {
+		t.Fatal(err)
+	}
+	if ck, err := Load(path); err != nil || len(st.Counts) == 0 || !maps.Equal(ck.State.Counts, st.Counts) {
+		t.Errorf("counts after save and load: %v (%v), saved %v", ck.State.Counts, err, st.Counts)
+	}
 	if f.Metadata["format"] != "pt" {
 		t.Errorf("metadata format %q", f.Metadata["format"])
 	}
@@ -101,6 +115,9 @@ func TestInferConfig(t *testing.T) {
 		ck, err := Load(path)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if c.counts && c.bn && len(ck.State.Counts) == 0 {
+			t.Errorf("%s: no counts read", c.cfg)
 		}
 		for name, n := range ck.State.Counts {
 			if c.counts && n != 3 {
@@ -157,7 +174,7 @@ func TestReadWeightsPTH(t *testing.T) {
 	}
 	dir = filepath.Join(dir, "vgg-small-32")
 	if _, err := os.Stat(filepath.Join(dir, "init.pth")); err != nil {
-		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+		fixtures.Missing(t, "fixture not found: %v (set VGG16_FIXTURES)", err)
 	}
 	a, err := ReadWeights(filepath.Join(dir, "init.pth"))
 	if err != nil {
@@ -209,7 +226,7 @@ func TestLoadPTH(t *testing.T) {
 	}
 	path := filepath.Join(dir, "vgg-small-32", "init.pth")
 	if _, err := os.Stat(path); err != nil {
-		t.Skipf("fixture not found: %v (set VGG16_FIXTURES)", err)
+		fixtures.Missing(t, "fixture not found: %v (set VGG16_FIXTURES)", err)
 	}
 	ck, err := Load(path)
 	if err != nil {

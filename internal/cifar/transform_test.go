@@ -199,6 +199,48 @@ func TestResizedCropParams(t *testing.T) {
 	}
 }
 
+// TestResizedCropDistribution: the draws have torchvision's laws, which
+// bounds alone do not show. On a 1000x1000 image with areas of 1–2% every
+// first try fits, so over 20,000 crops the log aspect ratio, uniform on
+// [ln 3/4, ln 4/3], averages 0 (±0.0012 for one standard error; a ratio
+// uniform on [3/4, 4/3] instead would average +0.026), a quarter of them
+// fall in the lowest quarter of that range, and the area fraction averages
+// 1.5%. The seed's flips come half the time.
+func TestResizedCropDistribution(t *testing.T) {
+	rng := newRNG(11)
+	const n = 20000
+	lo, hi := math.Log(3.0/4), math.Log(4.0/3)
+	var sumLog, sumArea float64
+	low := 0
+	for range n {
+		_, _, h, w := resizedCropParams(rng, 1000, 1000, 0.01, 0.02, 3.0/4, 4.0/3)
+		l := math.Log(float64(w) / float64(h))
+		sumLog += l
+		if l < lo+(hi-lo)/4 {
+			low++
+		}
+		sumArea += float64(w*h) / 1e6
+	}
+	if m := sumLog / n; math.Abs(m) > 0.006 {
+		t.Errorf("mean log aspect ratio %.4f, want 0 (log-uniform)", m)
+	}
+	if f := float64(low) / n; math.Abs(f-0.25) > 0.015 {
+		t.Errorf("%.3f of the ratios in the lowest quarter of the log range, want 0.25", f)
+	}
+	if a := sumArea / n; math.Abs(a-0.015) > 0.0003 {
+		t.Errorf("mean area fraction %.5f, want 0.015", a)
+	}
+	flips := 0
+	for range n {
+		if (SeedTransform{Size: 224}).Plan(rng).Flip {
+			flips++
+		}
+	}
+	if f := float64(flips) / n; math.Abs(f-0.5) > 0.015 {
+		t.Errorf("flipped %.3f of the time, want 0.5", f)
+	}
+}
+
 func TestSeedTransform(t *testing.T) {
 	img := patterned()
 	const s = 224

@@ -6,12 +6,13 @@ import (
 	"testing"
 
 	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/fixtures"
 	"github.com/vgg16/vgg16/internal/parity"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
-// fixtures is $VGG16_FIXTURES, or ../shared/fixtures beside the checkout.
-func fixtures() string {
+// fixtureDir is $VGG16_FIXTURES, or ../shared/fixtures beside the checkout.
+func fixtureDir() string {
 	if d := os.Getenv("VGG16_FIXTURES"); d != "" {
 		return d
 	}
@@ -57,13 +58,13 @@ func TestParityGoSGEMM(t *testing.T) {
 }
 
 func runParity(t *testing.T, be tensor.Backend) {
-	root := fixtures()
+	root := fixtureDir()
 	dirs, err := parity.Dirs(root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(dirs) == 0 {
-		t.Skipf("no fixtures under %s (set VGG16_FIXTURES)", root)
+		fixtures.Missing(t, "no fixtures under %s (set VGG16_FIXTURES)", root)
 	}
 	for _, dir := range dirs {
 		t.Run(filepath.Base(dir), func(t *testing.T) {

@@ -73,3 +73,47 @@ func TestLabelSmoothingValue(t *testing.T) {
 		t.Fatalf("the worked value: %.7g", row1)
 	}
 }
+
+// TestBatchNormByHand pins BatchNorm2d's training step, worked by hand for
+// one channel of x = 1, 2, 3, 6 (two images of 1x2): mean 3, biased
+// variance (4+1+0+9)/4 = 3.5 for the output, unbiased 14/3 for the running
+// variance; momentum 0.1 from the initial 0 and 1 gives running mean 0.3
+// and running variance 0.9 + 0.1·14/3; with eps 1e-5, gamma 2, beta 1,
+// y = 2·(x − 3)/√3.50001 + 1. A shift of 0.5 (the convolution's bias left
+// out) moves the running mean only: 0.9·0 + 0.1·3.5.
+func TestBatchNormByHand(t *testing.T) {
+	be := cpu.New()
+	for _, shift := range []float32{0, 0.5} {
+		x, y := be.New(2, 1, 1, 2), be.New(2, 1, 1, 2)
+		be.Upload(x, []float32{1, 2, 3, 6})
+		gamma, beta, rm, rv, sm, si := be.New(1), be.New(1), be.New(1), be.New(1), be.New(1), be.New(1)
+		be.Upload(gamma, []float32{2})
+		be.Upload(beta, []float32{1})
+		be.Upload(rv, []float32{1})
+		var sh *tensor.Tensor
+		if shift != 0 {
+			sh = be.New(1)
+			be.Upload(sh, []float32{shift})
+		}
+		be.BatchNormTrain(y, x, gamma, beta, rm, rv, sm, si, sh, 0.1, 1e-5)
+		inv := 1 / math.Sqrt(3.5+1e-5)
+		for i, v := range []float64{1, 2, 3, 6} {
+			if got, want := float64(cpu.Data(y)[i]), 2*(v-3)*inv+1; math.Abs(got-want) > 1e-6 {
+				t.Errorf("shift %g: y[%d] = %.7f, want %.7f", shift, i, got, want)
+			}
+		}
+		for _, c := range []struct {
+			what      string
+			got, want float64
+		}{
+			{"running mean", float64(cpu.Data(rm)[0]), 0.1 * (3 + float64(shift))},
+			{"running variance", float64(cpu.Data(rv)[0]), 0.9 + 0.1*14.0/3},
+			{"saved mean", float64(cpu.Data(sm)[0]), 3},
+			{"saved 1/std", float64(cpu.Data(si)[0]), inv},
+		} {
+			if math.Abs(c.got-c.want) > 1e-6 {
+				t.Errorf("shift %g: %s %.7f, want %.7f", shift, c.what, c.got, c.want)
+			}
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vgg16/vgg16/internal/cifar"
+	"github.com/vgg16/vgg16/internal/fixtures"
 	"github.com/vgg16/vgg16/internal/parity"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
@@ -39,12 +40,12 @@ const (
 // within 1e-2 and the logits within 0.15 of PyTorch's float64 (measured:
 // 4e-4 and 3.9e-3, 7.6% and 2.3%), every recorded tensor finite.
 func runParityBF16(t *testing.T, be tensor.Backend) {
-	dirs, err := parity.Dirs(fixtures())
+	dirs, err := parity.Dirs(fixtureDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(dirs) == 0 {
-		t.Skipf("no fixtures under %s (set VGG16_FIXTURES)", fixtures())
+		fixtures.Missing(t, "no fixtures under %s (set VGG16_FIXTURES)", fixtureDir())
 	}
 	limits := map[string]float64{"loss0": 1e-2, "loss1": 1e-2, "logits0": 0.15, "eval_logits2": 0.15}
 	for _, dir := range dirs {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vgg16/vgg16/internal/cpu"
+	"github.com/vgg16/vgg16/internal/fixtures"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/parity"
 	"github.com/vgg16/vgg16/internal/tensor"
@@ -168,8 +169,8 @@ func modelStepOf(t *testing.T, cfg layers.Config, ref tensor.Backend, be *Backen
 	}
 }
 
-// fixtures is $VGG16_FIXTURES, or ../shared/fixtures beside the checkout.
-func fixtures() string {
+// fixtureDir is $VGG16_FIXTURES, or ../shared/fixtures beside the checkout.
+func fixtureDir() string {
 	if d := os.Getenv("VGG16_FIXTURES"); d != "" {
 		return d
 	}
@@ -190,12 +191,12 @@ func TestParity(t *testing.T) {
 }
 
 func runParity(t *testing.T, be tensor.Backend, tol float64) {
-	dirs, err := parity.Dirs(fixtures())
+	dirs, err := parity.Dirs(fixtureDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(dirs) == 0 {
-		t.Skipf("no fixtures under %s (set VGG16_FIXTURES)", fixtures())
+		fixtures.Missing(t, "no fixtures under %s (set VGG16_FIXTURES)", fixtureDir())
 	}
 	second := max(1e-2, 4*tol) // param.* after both steps
 	for _, dir := range dirs {

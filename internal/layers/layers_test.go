@@ -3,6 +3,7 @@ package layers_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -226,15 +227,31 @@ func TestStateRoundTrip(t *testing.T) {
 	a, _ := layers.New(be, cfg)
 	a.Init(3)
 	b, _ := layers.New(be, cfg)
-	if err := b.LoadState(a.State()); err != nil {
+	// Running statistics and counts of their own, not the initial ones
+	// that b already holds: every tensor and count must come across.
+	saved := a.State()
+	n := int64(40)
+	for k := range saved.Counts {
+		n++
+		saved.Counts[k] = n
+	}
+	for k, h := range saved.Floats {
+		if strings.Contains(k, ".running_") {
+			for j := range h.Data {
+				h.Data[j] = float32(j%7) + 0.5
+			}
+		}
+	}
+	if err := b.LoadState(saved); err != nil {
 		t.Fatal(err)
 	}
-	for i, p := range a.Params() {
-		q := b.Params()[i]
-		for j, v := range cpu.Data(p.W) {
-			if cpu.Data(q.W)[j] != v {
-				t.Fatalf("%s differs after load", p.Name)
-			}
+	got := b.State()
+	if len(got.Counts) == 0 || !maps.Equal(got.Counts, saved.Counts) || len(got.Floats) != len(saved.Floats) {
+		t.Fatalf("counts after load %v, want %v; %d tensors, want %d", got.Counts, saved.Counts, len(got.Floats), len(saved.Floats))
+	}
+	for name, h := range saved.Floats {
+		if !slices.Equal(got.Floats[name].Data, h.Data) {
+			t.Fatalf("%s differs after load", name)
 		}
 	}
 	cfg2 := config(t, "vgg11", 32)
@@ -389,4 +406,49 @@ func TestNumBatchesTracked(t *testing.T) {
 	m.Init(1)
 	m.Forward(x, true)
 	counts(1, "after Init, one training forward")
+}
+
+// TestBatchNormDefaults: a configuration that leaves the batch norm's eps
+// and momentum at zero gets PyTorch's 1e-5 and 0.1 (the parity fixtures
+// give theirs explicitly, so they do not pin these): one training forward
+// leaves the same running statistics as those values given, and other
+// ones than other values given.
+func TestBatchNormDefaults(t *testing.T) {
+	be := cpu.New()
+	stats := func(eps, momentum float64) map[string][]float32 {
+		cfg := config(t, "vgg11", 32)
+		cfg.Cfg, _ = layers.ParseCfg("8,M,16,M,M,M,M")
+		cfg.Arch, cfg.Hidden, cfg.BNEps, cfg.BNMomentum = cfg.Cfg.String(), 8, eps, momentum
+		m, err := layers.New(be, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(5)
+		x := be.New(2, 3, 32, 32)
+		v := make([]float32, x.Size())
+		for i := range v {
+			v[i] = float32(i%13) / 7
+		}
+		be.Upload(x, v)
+		m.Forward(x, true)
+		out := map[string][]float32{}
+		for name, h := range m.State().Floats {
+			if strings.Contains(name, ".running_") {
+				out[name] = h.Data
+			}
+		}
+		return out
+	}
+	same := func(a, b map[string][]float32) bool {
+		return maps.EqualFunc(a, b, func(x, y []float32) bool { return slices.Equal(x, y) })
+	}
+	def := stats(0, 0)
+	if len(def) == 0 || !same(def, stats(1e-5, 0.1)) {
+		t.Error("the defaults' running statistics differ from eps 1e-5, momentum 0.1's")
+	}
+	// Eps reaches the second batch norm's statistics through the first's
+	// output.
+	if same(def, stats(1e-5, 0.2)) || same(def, stats(1e-5, 0.01)) || same(def, stats(1e-3, 0.1)) {
+		t.Error("momentum 0.2 or 0.01, or eps 1e-3, gives the defaults' running statistics: the test cannot tell them apart")
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/vgg16/vgg16/internal/fixtures"
 )
 
 // fixtureDir locates the shared fixtures: $VGG16_FIXTURES, or
@@ -21,7 +23,7 @@ func fixtureDir(t testing.TB) string {
 		dir = filepath.Join("..", "..", "..", "shared", "fixtures")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "vgg-small-32", "init.pth")); err != nil {
-		t.Skipf("fixtures not found at %s (set VGG16_FIXTURES): %v", dir, err)
+		fixtures.Missing(t, "fixtures not found at %s (set VGG16_FIXTURES): %v", dir, err)
 	}
 	return dir
 }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vgg16/vgg16/internal/fixtures"
 )
 
 func sample() *File {
@@ -270,20 +272,20 @@ func TestEncodeErrors(t *testing.T) {
 	}
 }
 
-func fixtures(t *testing.T) string {
+func fixturePath(t *testing.T) string {
 	dir := os.Getenv("VGG16_FIXTURES")
 	if dir == "" {
 		dir = filepath.Join("..", "..", "..", "shared", "fixtures")
 	}
 	path := filepath.Join(dir, "vgg-small-32", "init.safetensors")
 	if _, err := os.Stat(path); err != nil {
-		t.Skipf("PyTorch fixture %s not found (set VGG16_FIXTURES to the fixtures dir): %v", path, err)
+		fixtures.Missing(t, "PyTorch fixture %s not found (set VGG16_FIXTURES to the fixtures dir): %v", path, err)
 	}
 	return path
 }
 
 func TestPyTorchFixture(t *testing.T) {
-	path := fixtures(t)
+	path := fixturePath(t)
 	f, err := Read(path)
 	if err != nil {
 		t.Fatal(err)
@@ -494,5 +496,28 @@ func TestWriteMissingDir(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "no", "such", "x.safetensors")
 	if err := Write(path, sample()); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("err = %v, want an error naming %s", err, path)
+	}
+}
+
+// TestByteOrder pins the format's little-endian bytes, written by hand
+// (1.0f is 0x3f800000, −2.0f 0xc0000000; 1.0 as F64 0x3ff0000000000000,
+// as BF16 0x3f80), against the writers and the reader: a round trip alone
+// would pass with both sides big-endian.
+func TestByteOrder(t *testing.T) {
+	if got := F32([]int{2}, []float32{1, -2}).Data; !bytes.Equal(got, []byte{0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0}) {
+		t.Errorf("F32(1, -2) bytes % x", got)
+	}
+	if got := I64(nil, []int64{258}).Data; !bytes.Equal(got, []byte{2, 1, 0, 0, 0, 0, 0, 0}) {
+		t.Errorf("I64(258) bytes % x", got)
+	}
+	f := &File{Tensors: map[string]Tensor{
+		"f64":  {DType: "F64", Shape: []int{1}, Data: []byte{0, 0, 0, 0, 0, 0, 0xf0, 0x3f}},
+		"bf16": {DType: "BF16", Shape: []int{1}, Data: []byte{0x80, 0x3f}},
+		"f32":  {DType: "F32", Shape: []int{1}, Data: []byte{0, 0, 0, 0xc0}},
+	}}
+	for name, want := range map[string]float32{"f64": 1, "bf16": 1, "f32": -2} {
+		if v, _, err := f.Float32(name); err != nil || len(v) != 1 || v[0] != want {
+			t.Errorf("%s read as %v (%v), want %v", name, v, err, want)
+		}
 	}
 }

@@ -62,7 +62,10 @@ func TestBF16(t *testing.T) {
 		t.Errorf("a signalling NaN became %#x", g)
 	}
 	for _, f := range []float32{3.14159, -1e-20, 65504, 1e30} {
-		if r := RoundBF16(f); math.Abs(float64(r-f)) > math.Abs(float64(f))/256 {
+		// |f| in [2^(e-1), 2^e): bf16's 8 significant bits make its ulp
+		// 2^(e-8) there, half of it 2^(e-9).
+		_, e := math.Frexp(float64(f))
+		if r := RoundBF16(f); math.Abs(float64(r)-float64(f)) > math.Ldexp(1, e-9) {
 			t.Errorf("RoundBF16(%v) = %v: off by more than half an ulp", f, r)
 		}
 	}

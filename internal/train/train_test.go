@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -108,6 +109,15 @@ func TestLearningRate(t *testing.T) {
 	if got := o.LearningRate(1600, 100); math.Abs(got-0.025) > 1e-12 {
 		t.Errorf("half-way through the decay: %g, want 0.025", got)
 	}
+	// A quarter of the way (epoch 9: 7 of the 28 after warm-up) tells a
+	// straight fall from a cosine, which agree half-way: 0.05·(1 − 1/4);
+	// and the end is 0.
+	if got := o.LearningRate(900, 100); math.Abs(got-0.0375) > 1e-12 {
+		t.Errorf("onecycle a quarter through the decay: %g, want 0.0375", got)
+	}
+	if got := o.LearningRate(3000, 100); got != 0 {
+		t.Errorf("onecycle at the end: %g, want 0", got)
+	}
 	// A warm-up that ends inside a step (0.2 epochs of 3 batches, or 2.5 of
 	// 7) rises to the peak, never past it.
 	for _, c := range []struct {
@@ -125,6 +135,13 @@ func TestLearningRate(t *testing.T) {
 	o.Schedule = "cosine"
 	if got := o.LearningRate(1600, 100); math.Abs(got-0.025) > 1e-12 {
 		t.Errorf("cosine half-way: %g, want 0.025", got)
+	}
+	// 0.05·(1 + cos(π/4))/2 = 0.025·(1 + √2/2) a quarter of the way.
+	if got, want := o.LearningRate(900, 100), 0.025*(1+math.Sqrt2/2); math.Abs(got-want) > 1e-12 {
+		t.Errorf("cosine a quarter through the decay: %g, want %g", got, want)
+	}
+	if got := o.LearningRate(3000, 100); math.Abs(got) > 1e-18 {
+		t.Errorf("cosine at the end: %g, want 0", got)
 	}
 }
 
@@ -452,6 +469,10 @@ func testResumeAt(t *testing.T, newRun func(*testing.T, string, Options, Reporte
 				t.Fatalf("%s[%d]: resumed %g, uninterrupted %g", name, i, ta.Data[i], tb.Data[i])
 			}
 		}
+	}
+	// The batch norms' counts too: each the steps of the whole run.
+	if len(b.State.Counts) == 0 || !maps.Equal(a.State.Counts, b.State.Counts) {
+		t.Errorf("num_batches_tracked: resumed %v, uninterrupted %v", a.State.Counts, b.State.Counts)
 	}
 }
 
