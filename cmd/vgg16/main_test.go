@@ -572,7 +572,7 @@ func TestErrorsNameTheInput(t *testing.T) {
 		{[]string{"summary", "--dropout", "-inf"}, `--dropout "-inf": want a finite number (see vgg16 summary --help)`},
 		// A model's error names the flags that can put it right.
 		{[]string{"train", "--data", data, "--classes", "1", "--device", "cpu"}, "1 classes: want 2 to 65536 (flag --classes)"},
-		{[]string{"summary", "--arch", "64,M,M,M,M,M,M", "--size", "32"}, "multiple of 64 (the layer list has 6 max-pools) (flags --size, --arch)"},
+		{[]string{"summary", "--arch", "64,M,M,M,M,M,M", "--size", "32"}, "multiple of 64 (the layer list has 6 max-pools): 64, say (flags --size, --arch)"},
 		{[]string{"summary", "--hidden", "0"}, "hidden width 0: want 1 to 65536 (flag --hidden)"},
 		{[]string{"train", "--data", data, "--pretrained", missing, "--device", "cpu", "--size", "32"}, missing},
 		{[]string{"train", "--data", data, "--init", missing, "--device", "cpu", "--size", "32", "--run-dir", failedRun}, missing},
@@ -1269,4 +1269,32 @@ func TestResumeKnowsEveryFlag(t *testing.T) {
 			t.Errorf("--%s: not known to runFlagsIgnored (resumeApplies or runSetting)", f.Name)
 		}
 	})
+}
+
+// TestBatchBounds: a --batch beyond any memory is refused by every
+// command that takes one, before its estimate (which wrapped around to a
+// negative size and let train and bench panic allocating) or its buffers.
+func TestBatchBounds(t *testing.T) {
+	for _, args := range [][]string{
+		{"summary", "--arch", "8,M", "--size", "32", "--hidden", "16"},
+		{"bench", "--device", "cpu", "--arch", "8,M", "--size", "32", "--hidden", "16", "--steps", "1"},
+		{"train", "--device", "cpu", "--data", "demo", "--arch", "8,M", "--size", "32", "--hidden", "16", "--epochs", "1", "--run-dir", filepath.Join(t.TempDir(), "r")},
+	} {
+		if _, err := run(t, append(args, "--batch", "2500000000000000")...); err == nil || !strings.Contains(err.Error(), "--batch 2500000000000000: at most 1048576") {
+			t.Errorf("%s --batch 2500000000000000: %v", args[0], err)
+		}
+	}
+	// A batch larger than the images trained on is one batch of them all,
+	// and counted so (27.6 GB for --batch 200000 here, refused before).
+	out, err := run(t, "train", "--device", "cpu", "--data", "demo", "--limit", "200", "--arch", "8,M", "--size", "32", "--hidden", "16",
+		"--epochs", "1", "--batch", "200000", "--run-dir", filepath.Join(t.TempDir(), "big"))
+	if err != nil || !strings.Contains(out, "fewer than --batch 200000: each epoch is one batch of all of them") {
+		t.Errorf("--limit 200 --batch 200000: %v\n%s", err, out)
+	}
+	if got := bytesOf(1e30); got != 1<<62 {
+		t.Errorf("bytesOf(1e30) = %d, want it saturated", got)
+	}
+	if got := bytesOf(10); got != 40+cpuScratch {
+		t.Errorf("bytesOf(10) = %d", got)
+	}
 }

@@ -44,7 +44,14 @@ func estimateBytes(o *train.Options) (int64, error) {
 		prev = n
 	}
 	need += need/20 + shared // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
-	return 4*(need*int64(batch)+2*int64(params)+int64(grads)) + cpuScratch, nil
+	return bytesOf(float64(need)*float64(batch) + 2*float64(params) + float64(grads)), nil
+}
+
+// bytesOf is the bytes of floats float32s and the CPU's scratch, counted in
+// float64 so that no product of a batch and a layer's size wraps around
+// to a small or negative estimate; beyond int64's range it saturates.
+func bytesOf(floats float64) int64 {
+	return int64(min(4*floats+cpuScratch, 1<<62))
 }
 
 // cpuScratch is the CPU backend's im2col, Winograd and GEMM buffers,
@@ -67,13 +74,17 @@ func estimateEvalBytes(cfg layers.Config, batch int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return 4*(int64(acts)*int64(batch)+2*int64(params)) + cpuScratch, nil
+	return bytesOf(float64(acts)*float64(batch) + 2*float64(params)), nil
 }
 
 // checkCPUMemory refuses a run that cannot fit in the machine's memory,
 // before it allocates and dies.
 func checkCPUMemory(o *train.Options) error {
-	need, err := estimateBytes(o)
+	est := *o
+	if o.Data != nil && o.Data.Limit > 0 { // no batch holds more images than the run trains on
+		est.Batch = min(est.Batch, o.Data.Limit)
+	}
+	need, err := estimateBytes(&est)
 	if err != nil {
 		return err
 	}

@@ -397,12 +397,8 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			if fromDir && o.Data.ValSplit == 0 {
 				val = fmt.Sprintf("validating on %d test images (--val-split 0: the best checkpoint is the best on the test set)", valSet.Len())
 			}
-			arch := fmt.Sprintf("%s (%s)", o.Model.Arch, o.Model.Cfg)
-			if o.Model.Arch == o.Model.Cfg.String() { // a layer list of no named variant
-				arch = o.Model.Arch
-			}
 			fmt.Fprintf(w, "training %s at %dx%d on %d images, %s; batch %d, %d epoch%s, lr %g (%s), augment %s\n",
-				arch, o.Model.ImageSize, o.Model.ImageSize, trainSet.Len(), val, o.Batch, o.Epochs, plural(o.Epochs), o.LR, o.Schedule, o.Augment)
+				o.Model.Label(), o.Model.ImageSize, o.Model.ImageSize, trainSet.Len(), val, o.Batch, o.Epochs, plural(o.Epochs), o.LR, o.Schedule, o.Augment)
 			if n := trainSet.Len(); n < o.Batch {
 				fmt.Fprintf(w, "note: %d training images, fewer than --batch %d: each epoch is one batch of all of them\n", n, o.Batch)
 			}

@@ -208,6 +208,15 @@ type Config struct {
 	BNMomentum float64 `json:"bn_momentum,omitempty"`
 }
 
+// Label names the network for messages: its variant and layer list
+// ("vgg16 (64,64,M,…)"), or the list alone where it is no named variant.
+func (c Config) Label() string {
+	if list := c.Cfg.String(); c.Arch != list {
+		return fmt.Sprintf("%s (%s)", c.Arch, list)
+	}
+	return c.Arch
+}
+
 // bn returns the batch-norm epsilon and momentum, defaults filled in.
 func (c Config) bn() (eps, momentum float64) {
 	eps, momentum = c.BNEps, c.BNMomentum
@@ -276,7 +285,17 @@ func (c Config) Validate() error {
 	case pools >= bits.Len(MaxImageSize): // 1<<pools would overflow further on
 		return configError([]string{"Cfg"}, "the layer list has %d max-pools: at most %d, which halve the largest image size, %d, to 1", pools, bits.Len(MaxImageSize)-1, MaxImageSize)
 	case c.ImageSize%(1<<pools) != 0:
-		return configError([]string{"ImageSize", "Cfg"}, "image size %d must be a positive multiple of %d (the layer list has %d max-pools)", c.ImageSize, 1<<pools, pools)
+		m := 1 << pools
+		below, above := c.ImageSize/m*m, (c.ImageSize/m+1)*m
+		near := fmt.Sprintf("%d or %d", below, above)
+		if below == 0 {
+			near = strconv.Itoa(above)
+		}
+		plural := "s"
+		if pools == 1 {
+			plural = ""
+		}
+		return configError([]string{"ImageSize", "Cfg"}, "image size %d must be a positive multiple of %d (the layer list has %d max-pool%s): %s, say", c.ImageSize, m, pools, plural, near)
 	case c.Hidden <= 0 || c.Hidden > MaxHidden:
 		return configError([]string{"Hidden"}, "hidden width %d: want 1 to %d", c.Hidden, MaxHidden)
 	case c.Classes < 2 || c.Classes > MaxClasses:

@@ -150,7 +150,11 @@ func TestConfigBounds(t *testing.T) {
 		{func(c *layers.Config) { c.Dropout = 1 }, "dropout 1 must be in [0, 1)", "Dropout"},
 		// vgg11 has 5 max-pools: one more wants a multiple of 64, and 8 more,
 		// 13 in all, cannot fit the largest image.
-		{pools(1), "image size 32 must be a positive multiple of 64 (the layer list has 6 max-pools)", "ImageSize Cfg"},
+		{pools(1), "image size 32 must be a positive multiple of 64 (the layer list has 6 max-pools): 64, say", "ImageSize Cfg"},
+		{func(c *layers.Config) { c.ImageSize = 48 }, "image size 48 must be a positive multiple of 32 (the layer list has 5 max-pools): 32 or 64, say", "ImageSize Cfg"},
+		{func(c *layers.Config) {
+			c.Cfg, c.ImageSize = layers.Cfg{{Kind: layers.Conv, Out: 8, K: 3}, {Kind: layers.Pool}}, 5
+		}, "(the layer list has 1 max-pool): 4 or 6, say", "ImageSize Cfg"},
 		{pools(8), "the layer list has 13 max-pools: at most 12", "Cfg"},
 		{pools(70), "the layer list has 75 max-pools: at most 12", "Cfg"},
 		{func(c *layers.Config) {
@@ -160,7 +164,11 @@ func TestConfigBounds(t *testing.T) {
 		}, "at most 256", "Cfg"},
 		// Allowed one by one, too large together: 4096 channels at 4096x4096
 		// into the first Linear.
-		{func(c *layers.Config) { c.Cfg, c.ImageSize = layers.Cfg{{Kind: layers.Conv, Out: 4096, K: 1}}, 4096 }, "parameters", ""},
+		{func(c *layers.Config) { c.Cfg, c.ImageSize = layers.Cfg{{Kind: layers.Conv, Out: 4096, K: 1}}, 4096 }, "in classifier.0.weight alone: its input is 68719476736 wide", ""},
+		// The tensor at fault named, not always the first Linear.
+		{func(c *layers.Config) {
+			c.Cfg, c.ImageSize, c.Hidden = layers.Cfg{{Kind: layers.Conv, Out: 8, K: 3}, {Kind: layers.Pool}}, 2, 65536
+		}, "the largest tensor is classifier.3.weight [65536 65536]: a narrower hidden layer shrinks it", ""},
 	} {
 		cfg := config(t, "vgg11", 32)
 		c.edit(&cfg)

@@ -109,11 +109,23 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 	// Counted in int64: on 32-bit builds a large configuration's sizes
 	// overflow int before the bound could refuse them.
 	flat64 := int64(in) * int64(size) * int64(size)
-	tooMany := func(what string, count int64) error {
-		return fmt.Errorf("model: %s%d parameters (%.1f GB as float32): at most %d (the first Linear's input is %d wide: fewer channels, a smaller image or more max-pools shrink it)", what, count, 4*float64(count)/1e9, MaxParams, flat64)
+	tooMany := func(what string, count int64, largest string) error {
+		return fmt.Errorf("model: %s%d parameters (%.1f GB as float32): at most %d (%s)", what, count, 4*float64(count)/1e9, MaxParams, largest)
+	}
+	// What shrinks a tensor, by the layer that holds it.
+	shrink := func(name string) string {
+		switch {
+		case strings.HasPrefix(name, "classifier.0."):
+			return fmt.Sprintf("its input is %d wide: fewer channels, a smaller image or more max-pools shrink it, as does a narrower hidden layer", flat64)
+		case strings.HasPrefix(name, "classifier.3."):
+			return "a narrower hidden layer shrinks it"
+		case strings.HasPrefix(name, "classifier."):
+			return "fewer classes or a narrower hidden layer shrink it"
+		}
+		return "fewer channels in the layer list shrink it"
 	}
 	if n := flat64 * int64(cfg.Hidden); n > MaxParams { // the first Linear's weights alone
-		return nil, tooMany("over ", n)
+		return nil, tooMany("over ", n, "in classifier.0.weight alone: "+shrink("classifier.0."))
 	}
 	flat := int(flat64)
 	widths := []int{flat, cfg.Hidden, cfg.Hidden, cfg.Classes}
@@ -126,7 +138,8 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 	// stay zero (their gradient is zero, so SGD leaves them so).
 	// In int64 for the bound's sake; within it, every offset fits an int.
 	offs := make([]int, len(specs))
-	var count, total int64
+	var count, total, most int64
+	largest := 0
 	for i, s := range specs {
 		v := int64(1)
 		for _, d := range s.shape {
@@ -135,9 +148,13 @@ func New(be tensor.Backend, cfg Config) (*Model, error) {
 		offs[i] = int(total)
 		count += v
 		total += (v + paramAlign - 1) / paramAlign * paramAlign
+		if v > most {
+			most, largest = v, i
+		}
 	}
 	if total > MaxParams {
-		return nil, tooMany("", count)
+		l := specs[largest]
+		return nil, tooMany("", count, fmt.Sprintf("the largest tensor is %s %v: %s", l.name, l.shape, shrink(l.name)))
 	}
 	m.numParams = int(count)
 	m.weights, m.grads, m.paramOff = be.New(int(total)), be.New(int(total)), offs

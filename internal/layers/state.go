@@ -110,7 +110,7 @@ func (m *Model) LoadState(s State) error {
 		errs = append(errs, "unexpected: "+few(unexpected, ", "))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("state dict does not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, strings.Join(errs, "; "))
+		return fmt.Errorf("state dict does not fit %s: %s", m.Config.Label(), strings.Join(errs, "; "))
 	}
 	return errors.Join(notNumbers(notFinite), negativeVariances(negative))
 }
@@ -267,7 +267,7 @@ func (m *Model) LoadMatching(s State) (skipped, unused []string, err error) {
 		}
 	}
 	if len(wrong) > 0 {
-		return skipped, unused, fmt.Errorf("weights do not fit %s (%s): %s", m.Config.Arch, m.Config.Cfg, few(wrong, "; "))
+		return skipped, unused, fmt.Errorf("weights do not fit %s: %s", m.Config.Label(), few(wrong, "; "))
 	}
 	return skipped, unused, errors.Join(notNumbers(notFinite), negativeVariances(negative))
 }

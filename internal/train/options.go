@@ -120,6 +120,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--epochs %d: need at least 1", o.Epochs)
 	case o.Batch < 1:
 		return fmt.Errorf("--batch %d: need at least 1", o.Batch)
+	case o.Batch > MaxBatch:
+		return fmt.Errorf("--batch %d: at most %d", o.Batch, MaxBatch)
 	case !(o.LR > 0):
 		return fmt.Errorf("--lr %g: must be positive", o.LR)
 	case o.Momentum < 0 || o.Momentum >= 1:
@@ -128,8 +130,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--weight-decay %g: must not be negative", o.WeightDecay)
 	case o.Nesterov && o.Momentum == 0:
 		return fmt.Errorf("--nesterov needs --momentum > 0")
-	case o.LabelSmoothing < 0 || o.LabelSmoothing >= 1:
-		return fmt.Errorf("--label-smoothing %g: must be in [0, 1)", o.LabelSmoothing)
+	case o.LabelSmoothing < 0 || o.LabelSmoothing > 1: // as nn.CrossEntropyLoss: 1 is legal, if useless
+		return fmt.Errorf("--label-smoothing %g: must be in [0, 1]", o.LabelSmoothing)
 	case o.Schedule == "step" && (o.StepSize < 1 || !(o.Gamma > 0)):
 		return fmt.Errorf("--step-size %d / --gamma %g: StepLR needs a positive step and factor", o.StepSize, o.Gamma)
 	case o.Warmup < 0:
@@ -180,6 +182,10 @@ func (o Options) LearningRate(step, perEpoch int) float64 {
 	}
 	return o.LR * (1 - t) // onecycle: linear decay to zero
 }
+
+// MaxBatch bounds --batch: far beyond any memory, and within what the
+// buffers' sizes (batch × an image's elements) can count.
+const MaxBatch = 1 << 20
 
 // OptionsOf reads the options a run was started with from a checkpoint's
 // metadata.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -265,7 +266,9 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 			defer r.valSet.Free()
 		}
 	}
-	size, bs, classes := r.Opt.Model.ImageSize, r.Opt.Batch, r.Opt.Model.Classes
+	// No batch holds more images than the training set: one of all of
+	// them where it is smaller than --batch.
+	size, bs, classes := r.Opt.Model.ImageSize, min(r.Opt.Batch, r.Train.Len()), r.Opt.Model.Classes
 	st := &stepBuffers{
 		x: tensor.NewActivation(be, bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: tensor.NewActivation(be, bs, classes),
 		acc: be.New(2), accHost: make([]float32, 2),
@@ -494,6 +497,15 @@ func (r *Run) initFrom(path string, newHead bool) error {
 	}
 	skipped, unused, err := r.model.LoadMatching(s)
 	if err != nil {
+		// The likeliest mismatch said outright: the whole list of missing
+		// tensors does not show it.
+		hasBN := slices.ContainsFunc(slices.Collect(maps.Keys(s.Floats)), func(k string) bool { return strings.HasSuffix(k, ".running_mean") })
+		switch {
+		case hasBN && !r.Opt.Model.BatchNorm:
+			err = fmt.Errorf("%w (the file's network has batch norm, this one not: leave out --batch-norm=false)", err)
+		case !hasBN && r.Opt.Model.BatchNorm:
+			err = fmt.Errorf("%w (the file's network has no batch norm, this one has: --batch-norm=false)", err)
+		}
 		return fmt.Errorf("%s %s: %w", flag, path, err)
 	}
 	msg := fmt.Sprintf("initialised from %s", path)
