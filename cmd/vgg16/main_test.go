@@ -1298,3 +1298,31 @@ func TestBatchBounds(t *testing.T) {
 		t.Errorf("bytesOf(10) = %d", got)
 	}
 }
+
+// TestSummaryOfCheckpoint: summary describes a checkpoint's network, and
+// refuses model flags beside it; its training estimate follows the flags
+// that train would run with.
+func TestSummaryOfCheckpoint(t *testing.T) {
+	cfg := layers.Config{Arch: "8,M,16,M", BatchNorm: true, ImageSize: 32, Hidden: 16, Classes: 10, Dropout: 0.5}
+	cfg.Cfg, _ = layers.ParseCfg(cfg.Arch)
+	m, err := layers.New(cpu.New(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := checkpoint.Save(path, m, checkpoint.Info{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "summary", path)
+	if want := fmt.Sprintf("total parameters: %s", group(m.NumParams())); err != nil || !strings.HasPrefix(out, "8,M,16,M (BN), input 3x32x32, 10 classes") || !strings.Contains(out, want) {
+		t.Errorf("summary of a checkpoint: %v\n%s\nwant %q", err, out, want)
+	}
+	if _, err := run(t, "summary", path, "--size", "64"); err == nil || !strings.Contains(err.Error(), "--size with a checkpoint") {
+		t.Errorf("summary of a checkpoint --size 64: %v", err)
+	}
+	plain, err1 := run(t, "summary", "--batch", "64")
+	lean, err2 := run(t, "summary", "--batch", "64", "--recompute-bn", "--sgd-in-backward")
+	if err1 != nil || err2 != nil || plain == lean {
+		t.Errorf("summary's estimate with --recompute-bn --sgd-in-backward is the plain one's: %v %v", err1, err2)
+	}
+}

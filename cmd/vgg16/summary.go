@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/vgg16/vgg16/internal/checkpoint"
 	"github.com/vgg16/vgg16/internal/layers"
 	"github.com/vgg16/vgg16/internal/train"
 )
@@ -80,18 +81,35 @@ func withFlags(err error) error {
 
 func summaryCmd() *cobra.Command {
 	var (
-		mf    modelFlags
-		batch int
+		mf                         modelFlags
+		batch                      int
+		recomputeBN, sgdInBackward bool
 	)
 	cmd := &cobra.Command{
-		Use:   "summary",
+		Use:   "summary [CHECKPOINT]",
 		Short: "Print the layer table of a network: shapes, parameters, multiply-adds, memory",
+		Long: `Print the layer table of a network: each module's input shape, kernel, output shape and
+parameters, the multiply-adds of a forward pass, and the memory training and evaluation take on
+the CPU at --batch. The network is the model flags', or a checkpoint's (a vgg16 checkpoint, or a
+PyTorch state dict, as eval reads it).`,
 		Example: `  vgg16 summary                       # VGG16-BN at 224x224, 10 classes
   vgg16 summary --arch vgg19 --size 32
-  vgg16 summary --arch "64,M,128,M,256,256,M,512,512,M,512,512,M" --hidden 512`,
-		Args: cobra.NoArgs,
+  vgg16 summary --arch "64,M,128,M,256,256,M,512,512,M,512,512,M" --hidden 512
+  vgg16 summary runs/x/best.safetensors --batch 128`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := mf.config()
+			if len(args) == 1 {
+				for _, name := range []string{"arch", "size", "classes", "hidden", "dropout", "batch-norm"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s with a checkpoint: the network is %s's", name, args[0])
+					}
+				}
+				var ck *checkpoint.Checkpoint
+				if ck, err = checkpoint.Load(args[0]); err == nil {
+					cfg = ck.Info.Config
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -107,7 +125,7 @@ func summaryCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			printSummary(w, cfg, rows, total)
-			trainBytes, err := estimateBytes(&train.Options{Model: cfg, Batch: batch})
+			trainBytes, err := estimateBytes(&train.Options{Model: cfg, Batch: batch, RecomputeBN: recomputeBN, SGDInBackward: sgdInBackward})
 			if err != nil {
 				return err
 			}
@@ -121,6 +139,8 @@ func summaryCmd() *cobra.Command {
 	}
 	mf.register(cmd, 224)
 	cmd.Flags().IntVar(&batch, "batch", 64, "batch size for the memory estimate")
+	cmd.Flags().BoolVar(&recomputeBN, recomputeBNFlag, false, "the training estimate with "+recomputeBNFlag+", as train would run")
+	cmd.Flags().BoolVar(&sgdInBackward, sgdInBackwardFlag, false, "the training estimate with "+sgdInBackwardFlag+", as train would run")
 	return cmd
 }
 
