@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vgg16/vgg16/internal/cifar"
 	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/fixtures"
 	"github.com/vgg16/vgg16/internal/layers"
@@ -395,12 +396,16 @@ func TestReadPretrained(t *testing.T) {
 func TestLoadPrintableClasses(t *testing.T) {
 	m := model(t, "8,M,16,M", 32, true)
 	path := filepath.Join(t.TempDir(), "c.safetensors")
-	if err := Save(path, m, Info{Config: m.Config, Classes: []string{"cat", "\x1b[31mdog", "cat", "", "bird"}}); err != nil {
+	long := strings.Repeat("é", 100) // 200 bytes
+	if err := Save(path, m, Info{Config: m.Config, Classes: []string{"cat", "\x1b[31mdog", "cat", "", "bird", "bird #5", "bird", long}}); err != nil {
 		t.Fatal(err)
 	}
 	ck, err := Load(path)
-	if want := []string{"cat", `"\x1b[31mdog"`, "cat #2", "3", "bird"}; err != nil || !slices.Equal(ck.Info.Classes, want) {
+	if want := []string{"cat", `"\x1b[31mdog"`, "cat #2", "3", "bird", "bird #5", "bird #6", strings.Repeat("é", 58) + "…"}; err != nil || !slices.Equal(ck.Info.Classes, want) {
 		t.Errorf("Load: %v, classes %q, want %q", err, ck.Info.Classes, want)
+	}
+	if err := cifar.CheckClassNames(ck.Info.Classes); err != nil {
+		t.Errorf("the names made printable: %v", err)
 	}
 }
 

@@ -214,8 +214,9 @@ func CheckClassNames(names []string) error {
 // PrintableNames is names as CheckClassNames would have them, for names
 // that were recorded before it held them (a checkpoint of an older
 // version): a name with characters a terminal would act on is quoted
-// with them escaped, an empty one is its class number, and a name that
-// another class has already gets its number after it.
+// with them escaped, a long one cut to 128 bytes, an empty one is its
+// class number, and a name that another class has already gets its
+// number after it (and more, until it is its own).
 func PrintableNames(names []string) []string {
 	out := make([]string, len(names))
 	seen := map[string]bool{}
@@ -226,12 +227,29 @@ func PrintableNames(names []string) []string {
 		case !printable(n):
 			n = strconv.QuoteToGraphic(n)
 		}
-		if seen[n] {
-			n = fmt.Sprintf("%s #%d", n, i)
+		base := cut(n, 120) // room for a number after it
+		n = base
+		for k := 1; seen[n]; k++ {
+			n = fmt.Sprintf("%s #%d", base, i)
+			if k > 1 {
+				n += "-" + strconv.Itoa(k)
+			}
 		}
 		out[i], seen[n] = n, true
 	}
 	return out
+}
+
+// cut is s cut to at most n bytes at a rune boundary, "…" marking the cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	end := n - len("…")
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + "…"
 }
 
 // printable reports whether s is UTF-8 text of graphic characters and

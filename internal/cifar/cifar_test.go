@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -159,5 +160,14 @@ func TestSubsetAndSplit(t *testing.T) {
 	}
 	if tr, va := ds.Split(1, 1); tr.Len() != 0 || va.Len() != 100 {
 		t.Fatal("Split(1)")
+	}
+}
+
+// TestPrintableNamesUnique: a name made unique by its number does not
+// take one that a later class has, nor one an earlier class has.
+func TestPrintableNamesUnique(t *testing.T) {
+	got := PrintableNames([]string{"b #2", "b", "b"})
+	if want := []string{"b #2", "b", "b #2-2"}; !slices.Equal(got, want) || CheckClassNames(got) != nil {
+		t.Errorf("PrintableNames = %q, want %q", got, want)
 	}
 }

@@ -137,6 +137,9 @@ func openLib(spec libSpec, dirs []string, system bool) (*lib, error) {
 
 func preloadCompanions(dir string, patterns []string, major string) {
 	for _, pat := range patterns {
+		if major == "" && strings.Contains(pat, "{major}") {
+			continue // not every version's
+		}
 		matches, _ := filepath.Glob(filepath.Join(dir, strings.ReplaceAll(pat, "{major}", major)))
 		for _, m := range matches {
 			dlopen(m, true) // best effort: the library's own error says more

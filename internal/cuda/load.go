@@ -24,10 +24,12 @@ var (
 	// cuDNN 9's libcudnn is a shim that opens its sub-libraries by soname
 	// as it needs them, libcudnn_graph (which the others need) first.
 	specDNN = libSpec{
-		names:      []string{"libcudnn.so.9"},
-		what:       LibDNN,
-		hint:       "install cuDNN 9",
-		companions: []string{"libcudnn_graph.so.{major}", "libcudnn_*.so.{major}"},
+		names: []string{"libcudnn.so.9"},
+		what:  LibDNN,
+		hint:  "install cuDNN 9",
+		// In the order they need each other; not adv (RNNs, attention).
+		companions: []string{"libcudnn_graph.so.{major}", "libcudnn_ops.so.{major}", "libcudnn_cnn.so.{major}",
+			"libcudnn_heuristic.so.{major}", "libcudnn_engines_precompiled.so.{major}", "libcudnn_engines_runtime_compiled.so.{major}"},
 	}
 	// Where the shim lacks a function: the sub-libraries that hold them
 	// (handles, versions, errors and the backend API in graph).

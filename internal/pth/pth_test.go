@@ -297,6 +297,20 @@ func TestCorruptInputs(t *testing.T) {
 	claims := append(slices.Clone(spread[:1]), tensorSpec{name: "zzz.weight", storage: "FloatStorage", key: "999", numel: 1 << 40, size: []int64{1}, stride: []int64{1}})
 	claimsStorages := map[string][]byte{"100": st["100"], "999": f32bytes(1)}
 
+	// One storage of 10,000 floats viewed whole under three names: more
+	// than twice the file (two names are torch.save({'a': t, 'b': t})).
+	alias := func(names ...string) []byte {
+		var specs []tensorSpec
+		for _, n := range names {
+			specs = append(specs, tensorSpec{name: n, storage: "FloatStorage", key: "big", numel: 10000, size: []int64{10000}, stride: []int64{1}})
+		}
+		return zipFile(t, stateDictPickle(specs, false), map[string][]byte{"big": f32bytes(make([]float32, 10000)...)}, nil)
+	}
+	two := alias("a", "b")
+	if got, err := Decode(bytes.NewReader(two), int64(len(two))); err != nil || len(got) != 2 {
+		t.Errorf("one storage under two names: %v", err)
+	}
+
 	st2, es2 := legacyStorages()
 	legacy := legacyBytes()
 	cases := []struct {
@@ -312,6 +326,7 @@ func TestCorruptInputs(t *testing.T) {
 		{"storage too small for stride", zipFile(t, stateDictPickle(badStride, false), st, nil), "needs element 7"},
 		{"offset one past the end", zipFile(t, stateDictPickle(onePast, false), st, nil), "needs element 6"},
 		{"broadcasts beyond the total", zipFile(t, stateDictPickle(spread, false), st, nil), "the tensors hold more than"},
+		{"one storage under three names", alias("a", "b", "c"), "the tensors view more than twice the file's"},
 		{"a claimed storage size", zipFile(t, stateDictPickle(append(claims, spread[1]), false), claimsStorages, nil), "the tensors hold more than"},
 		{"legacy view outside storage", legacyFile(stateDictPickle(badView, true), map[string][]byte{"400": st2["400"]}, es2), "outside the 8-element storage"},
 		{"legacy unused storage key", legacyFile(stateDictPickle(legacySpecs[:1], true), map[string][]byte{"100": st2["100"], "999": st2["100"]}, map[string]int{"100": 4, "999": 4}), `"999" is listed`},

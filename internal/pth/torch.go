@@ -297,17 +297,19 @@ func firstNonTensor(d *pickle.Dict) int {
 // numel*size of them.
 type storageLoader func(*rootStorage) ([]byte, error)
 
-// maxBroadcast bounds the elements a tensor holds beyond its storage's
-// (zero or overlapping strides), so a few bytes of input cannot demand
-// gigabytes.
+// maxBroadcast bounds the elements tensors hold beyond their storages'
+// (zero or overlapping strides), each tensor's and all together, so that
+// a few bytes of input cannot demand gigabytes.
 const maxBroadcast = 1 << 24
 
-// outputBudget bounds the bytes all the tensors of a file of fileSize bytes
-// hold together: twice the file (one storage viewed under two names, as
-// torch.save({'a': t, 'b': t}) writes) and a broadcast's 64 MiB. The
-// storages' own claimed sizes do not count: they are checked only when
-// read, after the tensors before them are built.
-func outputBudget(fileSize int64) int64 { return 2*fileSize + 4*maxBroadcast }
+// Elements within their storage the tensors of a file may hold, as stored,
+// twice its bytes: one storage viewed under two names, as
+// torch.save({'a': t, 'b': t}) writes, and no more. (Built as float32 or
+// int64, an element takes up to 8 times its stored size.) A storage's
+// claimed size is checked only when it is read, after the tensors before
+// it are built; one that claims more than its file holds fails there, or
+// counts here for all it claims.
+func viewBudget(fileSize int64) int64 { return 2 * fileSize }
 
 // materialize reads every tensor. Storages are loaded once each and dropped
 // as soon as their last tensor is built, to keep peak memory near one copy.
@@ -324,16 +326,23 @@ func materialize(keys []string, refs []*tensorRef, load storageLoader, fileSize 
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool { return keys[order[a]] < keys[order[b]] })
-	// Every geometry checked, and the bytes all the tensors hold counted,
+	// Every geometry checked, and what all the tensors hold counted,
 	// before anything is read.
-	budget := outputBudget(fileSize)
+	views, beyond := viewBudget(fileSize), int64(maxBroadcast)
 	for _, i := range order {
-		numel, err := checkView(refs[i])
+		t := refs[i]
+		numel, err := checkView(t)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", trunc(keys[i]), err)
 		}
-		if budget -= numel * refs[i].st.root.dt.size; budget < 0 {
-			return nil, fmt.Errorf("tensor %q: the tensors hold more than %d bytes, twice the file's %d and 64 MiB; refusing such a broadcast", trunc(keys[i]), outputBudget(fileSize), fileSize)
+		within := min(numel, t.st.n)
+		views -= within * t.st.root.dt.size
+		beyond -= numel - within
+		switch {
+		case views < 0:
+			return nil, fmt.Errorf("tensor %q: the tensors view more than twice the file's %d bytes of storage; refusing", trunc(keys[i]), fileSize)
+		case beyond < 0:
+			return nil, fmt.Errorf("tensor %q: the tensors hold more than %d elements beyond their storages'; refusing such a broadcast", trunc(keys[i]), maxBroadcast)
 		}
 	}
 	for _, i := range order {

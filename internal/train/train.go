@@ -268,7 +268,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	}
 	// No batch holds more images than the training set: one of all of
 	// them where it is smaller than --batch.
-	size, bs, classes := r.Opt.Model.ImageSize, min(r.Opt.Batch, r.Train.Len()), r.Opt.Model.Classes
+	size, bs, classes := r.Opt.Model.ImageSize, max(1, min(r.Opt.Batch, r.Train.Len())), r.Opt.Model.Classes
 	st := &stepBuffers{
 		x: tensor.NewActivation(be, bs, 3, size, size), y: be.New(bs), loss: be.New(1), dlogits: tensor.NewActivation(be, bs, classes),
 		acc: be.New(2), accHost: make([]float32, 2),
@@ -289,7 +289,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		em.ValLoss, em.ValAcc = math.NaN(), math.NaN()
 		if r.Val != nil && r.Val.Len() > 0 {
 			if evalBufs == nil {
-				evalBufs = newEvalBuffers(m, bs)
+				evalBufs = newEvalBuffers(m, min(r.Opt.Batch, r.Val.Len())) // --batch, as the training's, bounded by the set as Evaluate's
 				defer evalBufs.free()
 			}
 			ev, err := evaluate(ctx, m, r.Val, r.valSet, r.evalTransform(), evalBufs, r.Opt.Workers, r.Report.Validating)
