@@ -403,7 +403,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 				fmt.Fprintf(w, "note: %d training images, fewer than --batch %d: each epoch is one batch of all of them\n", n, o.Batch)
 			}
 			if n := trainSet.Len(); n > o.Batch && n%o.Batch != 0 {
-				fmt.Fprintf(w, "each epoch trains on %d of them: the last %d of each epoch's shuffle do not fill a batch of %d and are left out of that epoch (PyTorch's drop_last)\n", n-n%o.Batch, n%o.Batch, o.Batch)
+				fmt.Fprintf(w, "each epoch trains on %d of them: the last %d of each epoch's shuffle do not fill a batch of %d and are left out of that epoch (as DataLoader(drop_last=True))\n", n-n%o.Batch, n%o.Batch, o.Batch)
 			}
 			fmt.Fprintf(w, "run directory: %s\n", runDir)
 
