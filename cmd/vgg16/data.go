@@ -101,6 +101,9 @@ func download(ctx context.Context, w io.Writer, dir, format, url string) error {
 				fmt.Fprintf(w, "downloading CIFAR-10: %.1f/%.1f MB\n", float64(done)/(1<<20), float64(total)/(1<<20))
 			}
 		}}
+	if err := cifar.Unreadable(dir); err != nil { // named before the download is announced
+		return err
+	}
 	fmt.Fprintf(w, "downloading CIFAR-10 (%s version) into %s\n", format, dir)
 	err := cifar.Download(ctx, opt)
 	if bar != nil {

@@ -52,6 +52,10 @@ type Info struct {
 	ValAcc  float64 // validation accuracy of these weights (NaN if unknown)
 	Flags   string  // the training options as JSON
 	ID      string  // ties the weights to their optimizer file
+	// Damaged, when not nil, says which of the place and scores above the
+	// file holds in a form they cannot be read from (those figures are then
+	// not to be trusted); never saved.
+	Damaged error
 }
 
 // Checkpoint is a loaded checkpoint: weights on the host and their Info.
@@ -143,7 +147,9 @@ func Load(path string) (*Checkpoint, error) {
 		}
 	}
 	if err := parseCounts(md, &ck.Info); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		// The weights are whole: eval and predict need no more. A resume,
+		// which does, refuses the file (Info.Damaged).
+		ck.Info.Damaged = fmt.Errorf("%s: %w", path, err)
 	}
 	ck.Info.Flags = md[keyFlags]
 	ck.Info.ID = md[keyID]

@@ -102,8 +102,9 @@ func (d *Dataset) Split(valFraction float64, seed uint64) (train, val *Dataset) 
 // ReadBinFile reads one file of the binary version (cifar-10-batches-bin):
 // records of a label byte and 3,072 image bytes. Its classes are ClassNames.
 func ReadBinFile(path string) (*Dataset, error) {
-	// The size first: a file of another kind given by mistake is named as
-	// such before gigabytes of it are read.
+	// The size first: a file of the wrong size, of another kind given by
+	// mistake, is refused (and named, where its first bytes say what it
+	// is) before any of it is read.
 	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size()%RecordBytes != 0 {
 		var head [9]byte
 		if f, err := os.Open(path); err == nil {
@@ -113,9 +114,7 @@ func ReadBinFile(path string) (*Dataset, error) {
 				return nil, fmt.Errorf("cifar: %s: %s, not a CIFAR-10 binary batch file (records of %d bytes)", path, kind, RecordBytes)
 			}
 		}
-		if st.Size() > 1<<30 { // too large to read only to say so
-			return nil, fmt.Errorf("cifar: %s: size %d bytes is not a multiple of %d, the record size", path, st.Size(), RecordBytes)
-		}
+		return nil, fmt.Errorf("cifar: %s: %w", path, sizeError(st.Size()))
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -146,6 +145,14 @@ func sniff(head []byte) string {
 	return ""
 }
 
+// sizeError is the error for a batch file of size bytes, not a whole
+// number of records: where the last one is cut.
+func sizeError(size int64) error {
+	n := size / RecordBytes
+	return fmt.Errorf("size %d bytes is not a multiple of %d, the record size: record %d is truncated (%d of %d bytes)",
+		size, RecordBytes, n, size-n*RecordBytes, RecordBytes)
+}
+
 // parseBin decodes records of the binary version. The images are copied out
 // so that the dataset does not keep the file's buffer alive.
 func parseBin(b []byte) (*Dataset, error) {
@@ -153,9 +160,7 @@ func parseBin(b []byte) (*Dataset, error) {
 		return nil, fmt.Errorf("empty file, want records of %d bytes", RecordBytes)
 	}
 	if len(b)%RecordBytes != 0 {
-		n := len(b) / RecordBytes
-		return nil, fmt.Errorf("size %d bytes is not a multiple of %d, the record size: record %d is truncated (%d of %d bytes)",
-			len(b), RecordBytes, n, len(b)-n*RecordBytes, RecordBytes)
+		return nil, sizeError(int64(len(b)))
 	}
 	n := len(b) / RecordBytes
 	ds := &Dataset{Images: make([]byte, n*ImageBytes), Labels: make([]uint8, n), Classes: ClassNames}

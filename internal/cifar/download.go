@@ -85,6 +85,9 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	if existsFormat(opt.Dir, f) {
 		return nil
 	}
+	if err := Unreadable(opt.Dir); err != nil { // a folder that loops, or cannot be listed
+		return err
+	}
 	// A link to nowhere (a drive not mounted) is neither made nor replaced.
 	target := filepath.Join(opt.Dir, f.folder)
 	if err := linkToNowhere(opt.Dir, target); err != nil {

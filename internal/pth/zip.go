@@ -14,6 +14,9 @@ import (
 // decodeZip reads the torch >= 1.6 format: a zip holding <prefix>/data.pkl,
 // whose persistent ids ('storage', type, key, location, numel) name the raw
 // records <prefix>/data/<key>.
+// maxPickle bounds a zip file's data.pkl: a million tensors' worth.
+const maxPickle = 64 << 20
+
 func decodeZip(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 	zr, err := zip.NewReader(r, size)
 	// ErrInsecurePath only warns about names; nothing is extracted here.
@@ -48,9 +51,10 @@ func decodeZip(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 		}
 	}
 
-	// A pickle is small next to the tensors; the cap only stops a
-	// decompression bomb.
-	p, err := readAll(pkl, 1<<31)
+	// A pickle is small next to the tensors (a state dict's: about 100
+	// bytes a tensor); the cap stops a decompression bomb, which the
+	// machine would hold two or three times over.
+	p, err := readAll(pkl, maxPickle)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", pkl.Name, err)
 	}

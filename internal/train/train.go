@@ -137,7 +137,7 @@ func (r *Run) checkPlace(skip int) error {
 	if skip <= perEpoch && r.step == r.epoch*perEpoch+skip {
 		return nil
 	}
-	if r.step < skip || r.epoch == 0 && r.step != skip {
+	if r.step < skip || r.epoch == 0 && r.step != skip || r.epoch > 0 && r.step-skip < r.epoch { // every epoch trains a batch at least
 		// No epoch length fits: the file's own figures disagree. (Steps
 		// that no whole number of batches an epoch gives may be a run an
 		// older vgg16 resumed on other data: the message below.)
@@ -226,9 +226,6 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 	skip := 0
 	if r.Resume {
 		if skip, err = r.restore(); err != nil {
-			return nil, err
-		}
-		if err := r.checkPlace(skip); err != nil {
 			return nil, err
 		}
 		if skip == 0 { // else trainEpoch says where in the epoch
@@ -656,6 +653,9 @@ func (r *Run) position(b, perEpoch int) string {
 func (r *Run) restore() (int, error) {
 	lastPath := filepath.Join(r.Dir, LastFile)
 	ck, err := checkpoint.Load(lastPath)
+	if err == nil {
+		err = ck.Info.Damaged
+	}
 	if err != nil {
 		return 0, LastUnreadable(r.Dir, err)
 	}
@@ -705,6 +705,10 @@ func (r *Run) restore() (int, error) {
 	}
 	r.model.SetStep(ck.Info.Step)
 	r.epoch, r.best = ck.Info.Epoch, ck.Info.BestAcc
+	// The place checked before anything is said of the metrics it implies.
+	if err := r.checkPlace(ck.Info.Batch); err != nil {
+		return 0, err
+	}
 	path := filepath.Join(r.Dir, MetricsFile)
 	hist, err := ReadMetrics(path)
 	// Lines past the checkpoint's epoch are epochs trained after it (a

@@ -1170,19 +1170,25 @@ func TestResumeDamagedPlace(t *testing.T) {
 		"vgg16.epoch": {"-1", `metadata vgg16.epoch "-1": want a whole number, 0 or more`},
 		"vgg16.batch": {"999999", "records epoch 1, batch 999999 and step 16, which no number of batches an epoch gives"},
 		"vgg16.id":    {"x", `metadata vgg16.id "x": want <run id>-<step>`},
+		// Fewer steps than epochs: no metrics note first, no blame on the data.
+		"vgg16.epoch ": {"1000000", "records epoch 1000000, batch 0 and step 16, which no number of batches an epoch gives"},
 	} {
 		f, err := safetensors.Read(last)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Metadata[key] = c.value
+		f.Metadata[strings.TrimSpace(key)] = c.value
 		if err := safetensors.Write(last, f); err != nil {
 			t.Fatal(err)
 		}
-		r := newRun(t, dir, o, &quiet{})
+		var notes []string
+		r := newRun(t, dir, o, &quiet{note: func(s string) { notes = append(notes, s) }})
 		r.Resume = true
 		if _, err := r.Execute(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), last) {
 			t.Errorf("%s %q: %v; want %q", key, c.value, err, c.want)
+		}
+		if len(notes) > 0 {
+			t.Errorf("%s %q: said before the refusal: %q", key, c.value, notes)
 		}
 		if err := os.WriteFile(last, good, 0o644); err != nil {
 			t.Fatal(err)
