@@ -260,8 +260,8 @@ func Unreadable(dir string) error {
 			continue // not there: no dataset, as said
 		}
 		fi, err := os.Stat(p)
-		if err == nil && !fi.IsDir() {
-			continue
+		if errors.Is(err, fs.ErrNotExist) || err == nil && !fi.IsDir() {
+			continue // a link to nowhere is BrokenLink's to name
 		}
 		if err == nil {
 			_, err = os.ReadDir(p)
