@@ -10,14 +10,16 @@ import (
 
 // TestSGDStepByHand pins torch.optim.SGD's update, worked by hand for one
 // parameter p = 1 with gradient 0.5 twice, lr 0.1, momentum 0.9, weight
-// decay 0.1, dampening 0: d = g + wd·p; buf = d on the first step, then
-// momentum·buf + d; p -= lr·buf, or lr·(d + momentum·buf) with nesterov.
+// decay 0.1, dampening 0 (but one case): d = g + wd·p; buf = d on the
+// first step, then momentum·buf + (1 − dampening)·d; p -= lr·buf, or
+// lr·(d + momentum·buf) with nesterov.
 //
 //	plain:    d₁ = 0.6, buf = 0.6, p = 0.94;
 //	          d₂ = 0.594, buf = 1.134, p = 0.8266
 //	nesterov: d₁ = 0.6, buf = 0.6, p = 1 − 0.1·1.14 = 0.886;
 //	          d₂ = 0.5886, buf = 1.1286, p = 0.886 − 0.1·1.60434 = 0.725566
 //	no momentum: p = 1 − 0.1·0.6 = 0.94; then 0.94 − 0.1·0.594 = 0.8806
+//	dampening 0.5: as plain, then buf = 0.54 + 0.297 = 0.837, p = 0.8563
 func TestSGDStepByHand(t *testing.T) {
 	for _, c := range []struct {
 		name       string
@@ -28,6 +30,7 @@ func TestSGDStepByHand(t *testing.T) {
 		{"plain", tensor.SGD{LR: 0.1, Momentum: 0.9, WeightDecay: 0.1}, 0.94, 0.6, 0.8266},
 		{"nesterov", tensor.SGD{LR: 0.1, Momentum: 0.9, WeightDecay: 0.1, Nesterov: true}, 0.886, 0.6, 0.725566},
 		{"no momentum", tensor.SGD{LR: 0.1, WeightDecay: 0.1}, 0.94, math.NaN(), 0.8806},
+		{"dampening", tensor.SGD{LR: 0.1, Momentum: 0.9, WeightDecay: 0.1, Dampening: 0.5}, 0.94, 0.6, 0.8563},
 	} {
 		be := cpu.New()
 		p, g, m := be.New(1), be.New(1), be.New(1)
