@@ -242,13 +242,10 @@ func StateFromFile(f *safetensors.File) (layers.State, error) {
 func InferConfig(s layers.State) (layers.Config, error) {
 	type conv struct{ idx, out, k int }
 	var convs []conv
-	bn := false
+	bn := s.HasBatchNorm()
 	owner := map[int]string{} // a tensor name of each features index
 	for _, name := range slices.Sorted(maps.Keys(s.Floats)) {
 		t := s.Floats[name]
-		if strings.HasSuffix(name, ".running_mean") {
-			bn = true
-		}
 		rest, ok := strings.CutPrefix(name, "features.")
 		if !ok {
 			continue

@@ -3,6 +3,7 @@ package layers
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"slices"
@@ -54,7 +55,8 @@ func (m *Model) State() State {
 // keys the model does not have are an error too (a checkpoint of another
 // architecture), all of them listed.
 func (m *Model) LoadState(s State) error {
-	var missing, shapes, notFinite, negative []string
+	var missing, shapes []string
+	var bad badValues
 	seen := map[string]bool{}
 	load := func(name string, t *tensor.Tensor) {
 		seen[name] = true
@@ -64,8 +66,7 @@ func (m *Model) LoadState(s State) error {
 			missing = append(missing, name)
 		case !tensor.SameShape(h.Shape, t.Shape) || len(h.Data) != t.Size():
 			shapes = append(shapes, fmt.Sprintf("%s: have %v, model wants %v", name, h.Shape, t.Shape))
-		case !allFinite(name, h.Data, &notFinite), !varianceOK(name, h.Data, &negative): // named in the error
-		default:
+		case bad.ok(name, h.Data):
 			m.be.Upload(t, h.Data)
 		}
 	}
@@ -75,44 +76,77 @@ func (m *Model) LoadState(s State) error {
 	for _, b := range m.buffers {
 		load(b.Name, b.T)
 	}
+	m.loadCounts(s, seen)
+	unexpected := s.unseen(seen)
+	var errs []string
+	if len(shapes) > 0 {
+		errs = append(errs, "shape mismatch: "+Few(shapes, "; "))
+	}
+	if len(missing) > 0 {
+		errs = append(errs, "missing: "+Few(missing, ", "))
+	}
+	if len(unexpected) > 0 {
+		errs = append(errs, "unexpected: "+Few(unexpected, ", "))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("state dict does not fit %s: %s", m.Config.Label(), strings.Join(errs, "; "))
+	}
+	return bad.err()
+}
+
+// loadCounts copies into the model the batch norms' counts that s has,
+// marking their keys seen. A dict without them (PyTorch before 0.4.1 had
+// none: torchvision's vgg*_bn weights) keeps the model's, as
+// load_state_dict does.
+func (m *Model) loadCounts(s State, seen map[string]bool) {
 	for i, mod := range m.mods {
 		if n, ok := mod.(*batchNorm); ok {
 			key := m.names[i] + ".num_batches_tracked"
 			seen[key] = true
-			// A dict without the count (PyTorch before 0.4.1 had none:
-			// torchvision's vgg*_bn weights) keeps the model's, as
-			// load_state_dict does.
 			if c, ok := s.Counts[key]; ok {
 				n.numBatches = c
 			}
 		}
 	}
-	var unexpected []string
+}
+
+// unseen is the keys of s, tensors and counts, that seen lacks, sorted.
+func (s State) unseen(seen map[string]bool) []string {
+	var out []string
+	for _, keys := range []iter.Seq[string]{maps.Keys(s.Floats), maps.Keys(s.Counts)} {
+		for k := range keys {
+			if !seen[k] {
+				out = append(out, k)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// HasBatchNorm reports whether s holds batch norms' statistics.
+func (s State) HasBatchNorm() bool {
 	for k := range s.Floats {
-		if !seen[k] {
-			unexpected = append(unexpected, k)
+		if strings.HasSuffix(k, ".running_mean") {
+			return true
 		}
 	}
-	for k := range s.Counts {
-		if !seen[k] {
-			unexpected = append(unexpected, k)
-		}
-	}
-	sort.Strings(unexpected)
-	var errs []string
-	if len(shapes) > 0 {
-		errs = append(errs, "shape mismatch: "+few(shapes, "; "))
-	}
-	if len(missing) > 0 {
-		errs = append(errs, "missing: "+few(missing, ", "))
-	}
-	if len(unexpected) > 0 {
-		errs = append(errs, "unexpected: "+few(unexpected, ", "))
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("state dict does not fit %s: %s", m.Config.Label(), strings.Join(errs, "; "))
-	}
-	return errors.Join(notNumbers(notFinite), negativeVariances(negative))
+	return false
+}
+
+// badValues gathers, tensor by tensor, the values a state must not load:
+// values that are not numbers, and negative running variances.
+type badValues struct{ notFinite, negative []string }
+
+// ok reports whether data, the tensor name, may be loaded, noting its
+// first bad value where not.
+func (b *badValues) ok(name string, data []float32) bool {
+	return allFinite(name, data, &b.notFinite) && varianceOK(name, data, &b.negative)
+}
+
+// err names the values refused, if any.
+func (b *badValues) err() error {
+	return errors.Join(notNumbers(b.notFinite), negativeVariances(b.negative))
 }
 
 // allFinite reports whether data, the tensor name, holds only numbers,
@@ -147,7 +181,7 @@ func negativeVariances(bad []string) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	return fmt.Errorf("negative running variances, which no batch gives (a damaged or edited file?): %s", few(bad, "; "))
+	return fmt.Errorf("negative running variances, which no batch gives (a damaged or edited file?): %s", Few(bad, "; "))
 }
 
 // notNumbers is the error for the weights allFinite refused, if any:
@@ -156,7 +190,7 @@ func notNumbers(bad []string) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	return fmt.Errorf("weights that are not numbers (a diverged run's?): %s", few(bad, "; "))
+	return fmt.Errorf("weights that are not numbers (a diverged run's?): %s", Few(bad, "; "))
 }
 
 // CheckFinite returns an error that names the first value (by tensor
@@ -169,8 +203,8 @@ func (s State) CheckFinite() error {
 	return notNumbers(bad)
 }
 
-// few joins the first four items and counts the rest.
-func few(items []string, sep string) string {
+// Few joins the first four items with sep and counts the rest.
+func Few(items []string, sep string) string {
 	if len(items) <= 4 {
 		return strings.Join(items, sep)
 	}
@@ -218,14 +252,15 @@ func (m *Model) Summary() []Row {
 // architecture. unused lists the tensors of s that the model has no
 // place for (a misspelt key would otherwise go unnoticed).
 func (m *Model) LoadMatching(s State) (skipped, unused []string, err error) {
-	var wrong, notFinite, negative []string
+	var wrong []string
+	var bad badValues
 	seen := map[string]bool{}
 	load := func(name string, t *tensor.Tensor) {
 		seen[name] = true
 		h, ok := s.Floats[name]
 		switch {
 		case ok && tensor.SameShape(h.Shape, t.Shape):
-			if allFinite(name, h.Data, &notFinite) && varianceOK(name, h.Data, &negative) {
+			if bad.ok(name, h.Data) {
 				m.be.Upload(t, h.Data)
 			}
 		case strings.HasPrefix(name, "classifier."):
@@ -246,28 +281,10 @@ func (m *Model) LoadMatching(s State) (skipped, unused []string, err error) {
 	for _, b := range m.buffers {
 		load(b.Name, b.T)
 	}
-	// As load_state_dict: the batch norms' counts too, where the file has them.
-	for i, mod := range m.mods {
-		if n, ok := mod.(*batchNorm); ok {
-			key := m.names[i] + ".num_batches_tracked"
-			seen[key] = true
-			if c, ok := s.Counts[key]; ok {
-				n.numBatches = c
-			}
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(s.Floats)) {
-		if !seen[k] {
-			unused = append(unused, k)
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(s.Counts)) {
-		if !seen[k] {
-			unused = append(unused, k)
-		}
-	}
+	m.loadCounts(s, seen) // as load_state_dict: the counts too, where the file has them
+	unused = s.unseen(seen)
 	if len(wrong) > 0 {
-		return skipped, unused, fmt.Errorf("weights do not fit %s: %s", m.Config.Label(), few(wrong, "; "))
+		return skipped, unused, fmt.Errorf("weights do not fit %s: %s", m.Config.Label(), Few(wrong, "; "))
 	}
-	return skipped, unused, errors.Join(notNumbers(notFinite), negativeVariances(negative))
+	return skipped, unused, bad.err()
 }

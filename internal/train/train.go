@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -496,8 +495,7 @@ func (r *Run) initFrom(path string, newHead bool) error {
 	if err != nil {
 		// The likeliest mismatch said outright: the whole list of missing
 		// tensors does not show it.
-		hasBN := slices.ContainsFunc(slices.Collect(maps.Keys(s.Floats)), func(k string) bool { return strings.HasSuffix(k, ".running_mean") })
-		switch {
+		switch hasBN := s.HasBatchNorm(); {
 		case hasBN && !r.Opt.Model.BatchNorm:
 			err = fmt.Errorf("%w (the file's network has batch norm, this one not: leave out --batch-norm=false)", err)
 		case !hasBN && r.Opt.Model.BatchNorm:
@@ -513,11 +511,8 @@ func (r *Run) initFrom(path string, newHead bool) error {
 	if len(skipped) > 0 {
 		msg += "; kept freshly initialised: " + strings.Join(skipped, ", ")
 	}
-	if n := len(unused); n > 0 {
-		if n > 4 {
-			unused = append(unused[:4], fmt.Sprintf("and %d more", n-4))
-		}
-		msg += "; not in the model, so unused: " + strings.Join(unused, ", ")
+	if len(unused) > 0 {
+		msg += "; not in the model, so unused: " + layers.Few(unused, ", ")
 	}
 	r.Report.Note(msg)
 	return nil
