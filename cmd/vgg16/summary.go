@@ -39,18 +39,8 @@ func (f *modelFlags) config() (layers.Config, error) {
 	if err != nil {
 		return layers.Config{}, fmt.Errorf("--arch: %w", err)
 	}
-	cfg := layers.Config{Arch: archName(c), Cfg: c, BatchNorm: f.batchNorm, ImageSize: f.size, Hidden: f.hidden, Classes: f.classes, Dropout: f.dropout}
+	cfg := layers.Config{Arch: c.Name(), Cfg: c, BatchNorm: f.batchNorm, ImageSize: f.size, Hidden: f.hidden, Classes: f.classes, Dropout: f.dropout}
 	return cfg, withFlags(cfg.Validate())
-}
-
-// archName is how a run names the network --arch gives: its variant's
-// name however it was spelt ("VGG16 "), else the list as vgg16 writes it,
-// for the header, the run directory's name and the checkpoint.
-func archName(c layers.Cfg) string {
-	if n := layers.ArchName(c); n != "" {
-		return n
-	}
-	return c.String()
 }
 
 // modelFlag is the flag that sets each field of layers.Config (the
@@ -194,7 +184,7 @@ func (f *modelFlags) configOver(base layers.Config, fs *pflag.FlagSet) (layers.C
 		if err != nil {
 			return cfg, fmt.Errorf("--arch: %w", err)
 		}
-		cfg.Arch, cfg.Cfg = archName(c), c
+		cfg.Arch, cfg.Cfg = c.Name(), c
 	}
 	if fs.Changed("size") {
 		cfg.ImageSize = f.size

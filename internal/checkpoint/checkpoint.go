@@ -313,13 +313,9 @@ func InferConfig(s layers.State) (layers.Config, error) {
 	if side*side*last != fc0.Shape[1] {
 		return layers.Config{}, fmt.Errorf("classifier.0.weight has %d inputs, not a square number of %d-channel cells", fc0.Shape[1], last)
 	}
-	arch := layers.ArchName(cfg)
-	if arch == "" {
-		arch = cfg.String() // as --arch names a layer list
-	}
 	// The side the first Linear's input cells imply (torchvision's 7x7
 	// after its adaptive pool: 224), each max-pool having halved it.
-	return layers.Config{Arch: arch, Cfg: cfg, BatchNorm: bn, ImageSize: side << cfg.Count(layers.Pool), Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
+	return layers.Config{Arch: cfg.Name(), Cfg: cfg, BatchNorm: bn, ImageSize: side << cfg.Count(layers.Pool), Hidden: fc0.Shape[0], Classes: fc3.Shape[0], Dropout: 0.5}, nil
 }
 
 // ReadFlags returns the training options a checkpoint records (its

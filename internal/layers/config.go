@@ -182,15 +182,16 @@ func Arch(s string) (Cfg, error) {
 	return nil, fmt.Errorf("unknown architecture %q: want one of %s, or a layer list such as \"64,M,128,M\"", s, strings.Join(Archs(), ", "))
 }
 
-// ArchName is the name of the variant whose layer list is c ("vgg16"),
-// "" for a list that is none of them.
-func ArchName(c Cfg) string {
+// Name is how a network of layer list c is named (Config.Arch): the name
+// of the variant whose list it is ("vgg16"), however --arch spelt it, else
+// the list as String writes it.
+func (c Cfg) Name() string {
 	for name, l := range archs {
 		if a, err := ParseCfg(l); err == nil && a.String() == c.String() {
 			return name
 		}
 	}
-	return ""
+	return c.String()
 }
 
 // Config describes one network.
