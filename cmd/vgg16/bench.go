@@ -132,8 +132,8 @@ func benchCmd() *cobra.Command {
 			if batch < 1 || steps < 1 {
 				return fmt.Errorf("--batch and --steps must be positive")
 			}
-			if batch > train.MaxBatch {
-				return fmt.Errorf("--batch %d: at most %d", batch, train.MaxBatch)
+			if err := train.CheckBatch(batch); err != nil {
+				return err
 			}
 			be, line, err := device.Open(dev.options())
 			if err != nil {

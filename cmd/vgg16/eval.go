@@ -367,7 +367,7 @@ func predict(l *loaded, paths []string, top int, stdin io.Reader) []Prediction {
 		be.Download(logits[:n*classes], l.model.Forward(xb, false))
 		for j, i := range batch {
 			lg := logits[j*classes : (j+1)*classes]
-			if k := slices.IndexFunc(lg, func(v float32) bool { return math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) }); k >= 0 {
+			if k := slices.IndexFunc(lg, func(v float32) bool { return !train.Number(v).Finite() }); k >= 0 {
 				// Finite weights can still overflow: no class is more likely.
 				out[i].Error = fmt.Sprintf("%s: the model's output for class %s is %v: no prediction", out[i].Image, l.classes[k], lg[k])
 				continue

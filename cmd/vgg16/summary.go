@@ -103,11 +103,8 @@ PyTorch state dict, as eval reads it).`,
 			if err != nil {
 				return err
 			}
-			if batch < 1 {
-				return fmt.Errorf("--batch %d: need at least 1", batch)
-			}
-			if batch > train.MaxBatch {
-				return fmt.Errorf("--batch %d: at most %d", batch, train.MaxBatch)
+			if err := train.CheckBatch(batch); err != nil {
+				return err
 			}
 			rows, total, err := layers.Describe(cfg)
 			if err != nil {

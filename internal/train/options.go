@@ -115,13 +115,13 @@ func (o Options) Validate() error {
 	if err := o.Model.Validate(); err != nil {
 		return err
 	}
-	switch {
-	case o.Epochs < 1:
+	if o.Epochs < 1 {
 		return fmt.Errorf("--epochs %d: need at least 1", o.Epochs)
-	case o.Batch < 1:
-		return fmt.Errorf("--batch %d: need at least 1", o.Batch)
-	case o.Batch > MaxBatch:
-		return fmt.Errorf("--batch %d: at most %d", o.Batch, MaxBatch)
+	}
+	if err := CheckBatch(o.Batch); err != nil {
+		return err
+	}
+	switch {
 	case !(o.LR > 0):
 		return fmt.Errorf("--lr %g: must be positive", o.LR)
 	case o.Momentum < 0 || o.Momentum >= 1:
@@ -186,6 +186,18 @@ func (o Options) LearningRate(step, perEpoch int) float64 {
 // MaxBatch bounds --batch: far beyond any memory, and within what the
 // buffers' sizes (batch × an image's elements) can count.
 const MaxBatch = 1 << 20
+
+// CheckBatch holds a --batch to 1 to MaxBatch, as every command that takes
+// one does.
+func CheckBatch(n int) error {
+	switch {
+	case n < 1:
+		return fmt.Errorf("--batch %d: need at least 1", n)
+	case n > MaxBatch:
+		return fmt.Errorf("--batch %d: at most %d", n, MaxBatch)
+	}
+	return nil
+}
 
 // OptionsOf reads the options a run was started with from a checkpoint's
 // metadata.
