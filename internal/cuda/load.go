@@ -79,8 +79,8 @@ func loadAll(dirs []string, system bool) (*Libs, error) {
 	var err error
 	blas, rtc := specBLAS, specRTC
 	if l.Driver, err = loadDriver(dirs, system); err == nil {
-		if v, verr := l.Driver.Version(); verr == nil && v > 0 {
-			blas, rtc = blas.forDriver(v), rtc.forDriver(v)
+		if v, verr := l.Driver.Version(); verr == nil {
+			blas, rtc = toolkitSpecs(v)
 		}
 		if err = l.Driver.Init(); err != nil {
 			var ce *Error
@@ -100,6 +100,15 @@ func loadAll(dirs []string, system bool) (*Libs, error) {
 		return nil, err
 	}
 	return &l, nil
+}
+
+// toolkitSpecs are cuBLAS's and NVRTC's specs for a driver of CUDA
+// version v (cuDriverGetVersion's; 0 where unknown: all names).
+func toolkitSpecs(v int) (blas, rtc libSpec) {
+	if v <= 0 {
+		return specBLAS, specRTC
+	}
+	return specBLAS.forDriver(v), specRTC.forDriver(v)
 }
 
 func loadDriver(dirs []string, system bool) (*Driver, error) {

@@ -48,16 +48,13 @@ type DeviceInfo struct {
 func Probe() Report {
 	var r Report
 	dirs := searchDirs()
-	blas, rtc := specBLAS, specRTC // as Load picks them: none newer than the driver
 	if d, err := loadDriver(dirs, true); err != nil {
 		r.Driver.Error = err.Error()
 	} else {
 		r.Driver.Path = d.Path()
 		probeDriver(d, &r)
-		if r.DriverVersion > 0 {
-			blas, rtc = blas.forDriver(r.DriverVersion), rtc.forDriver(r.DriverVersion)
-		}
 	}
+	blas, rtc := toolkitSpecs(r.DriverVersion) // as Load picks them: none newer than the driver
 	if b, err := loadBLAS(blas, dirs, true); err != nil {
 		r.BLAS.Error = err.Error()
 	} else {

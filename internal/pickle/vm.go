@@ -8,9 +8,9 @@
 //
 // The machine is iterative, so deeply nested input cannot exhaust the Go
 // stack; its stack, marks and memo grow by at most one entry per input
-// byte, and by MaxItems entries in all; lengths are checked against the bytes left before anything is
-// allocated; dict keys are bounded in depth and size (MaxKeyDepth,
-// MaxKeySize).
+// byte, and by MaxItems entries in all; lengths are checked against the
+// bytes left before anything is allocated; dict keys are bounded in depth
+// and size (MaxKeyDepth, MaxKeySize).
 package pickle
 
 import (

@@ -11,12 +11,12 @@ import (
 	"github.com/vgg16/vgg16/internal/pickle"
 )
 
-// decodeZip reads the torch >= 1.6 format: a zip holding <prefix>/data.pkl,
-// whose persistent ids ('storage', type, key, location, numel) name the raw
-// records <prefix>/data/<key>.
 // maxPickle bounds a zip file's data.pkl: a million tensors' worth.
 const maxPickle = 64 << 20
 
+// decodeZip reads the torch >= 1.6 format: a zip holding <prefix>/data.pkl,
+// whose persistent ids ('storage', type, key, location, numel) name the raw
+// records <prefix>/data/<key>.
 func decodeZip(r io.ReaderAt, size int64) (map[string]Tensor, error) {
 	zr, err := zip.NewReader(r, size)
 	// ErrInsecurePath only warns about names; nothing is extracted here.
