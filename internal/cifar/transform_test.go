@@ -404,3 +404,49 @@ func TestRoundByte(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalisationValues: the normalised value of a plain image, channel
+// by channel (R, G, B planes in that order), is (v/255 - mean)/std with
+// README's constants: CIFAR-10's mean (0.4914, 0.4822, 0.4465) and std
+// (0.2470, 0.2435, 0.2616) for the cifar and none augmentations, and
+// ImageNet's (0.485, 0.456, 0.406), (0.229, 0.224, 0.225) for the seed's.
+// The expected values were worked out apart from the code (in float64).
+func TestNormalisationValues(t *testing.T) {
+	cases := []struct {
+		name  string
+		tr    Transform
+		table *Table
+		want  map[byte][3]float64
+	}{
+		{"cifar", EvalTransform{Norm: CIFARNorm}, CIFARTransform{}.Table(), map[byte][3]float64{
+			0:   {-1.989474, -1.980287, -1.706804},
+			128: {0.042756, 0.081153, 0.212006},
+			255: {2.059109, 2.126489, 2.115826},
+		}},
+		{"imagenet", EvalTransform{Norm: ImageNetNorm}, SeedTransform{}.Table(), map[byte][3]float64{
+			0:   {-2.117904, -2.035714, -1.804444},
+			128: {0.074065, 0.205182, 0.426492},
+			255: {2.248908, 2.428571, 2.640000},
+		}},
+	}
+	for _, tc := range cases {
+		for v, want := range tc.want {
+			img := make([]byte, ImageBytes)
+			for i := range img {
+				img[i] = v
+			}
+			dst := make([]float32, 3*Side*Side)
+			tc.tr.Apply(dst, img, nil)
+			for c := range 3 {
+				if got := tc.table[c][v]; math.Abs(float64(got)-want[c]) > 1e-5 {
+					t.Errorf("%s table: channel %d, byte %d: %g, want %g", tc.name, c, v, got, want[c])
+				}
+				for _, i := range []int{0, Side*Side - 1} {
+					if got := dst[c*Side*Side+i]; math.Abs(float64(got)-want[c]) > 1e-5 {
+						t.Errorf("%s eval transform: channel %d, byte %d: %g, want %g", tc.name, c, v, got, want[c])
+					}
+				}
+			}
+		}
+	}
+}

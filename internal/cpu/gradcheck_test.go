@@ -371,6 +371,9 @@ func testConvMatchesDirect(t *testing.T, be *cpu.Backend) {
 		// and rows of more than 8 tiles (the transforms' row-at-a-time loops).
 		{2, 16, 16, 2, 2, 3, 1}, {3, 17, 20, 2, 8, 3, 1}, {5, 24, 16, 6, 4, 3, 1}, {3, 16, 32, 8, 8, 3, 1},
 		{2, 16, 16, 4, 20, 3, 1},
+		// Winograd's channels on odd planes, which its 2x2 tiles do not cover:
+		// another kernel's (a layer list can make them, 3x3 after a pool of 6x6).
+		{1, 16, 16, 3, 5, 3, 1}, {2, 16, 24, 5, 4, 3, 1}, {1, 32, 16, 7, 7, 3, 1},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(c.h), uint64(c.ci)))
 		oh, ow := c.h+2*c.pad-c.k+1, c.w+2*c.pad-c.k+1

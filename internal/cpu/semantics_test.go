@@ -120,3 +120,26 @@ func TestBatchNormByHand(t *testing.T) {
 		}
 	}
 }
+
+// TestTallyTiesTakeFirstClass: a prediction is torch.argmax of the logits,
+// which returns the first of equal maxima. Row 1 ties classes 0 and 1
+// (label 0: correct), row 2 ties 1 and 2 (label 2: wrong, the prediction
+// is 1), row 3 is all equal (label 0: correct), row 4 has a clear
+// maximum (class 2, label 2: correct). Tally adds loss·N and the 3 correct.
+func TestTallyTiesTakeFirstClass(t *testing.T) {
+	be := cpu.New()
+	logits, labels, loss, acc := be.New(4, 3), be.New(4), be.New(1), be.New(2)
+	be.Upload(logits, []float32{
+		5, 5, 1,
+		0, 2, 2,
+		-1, -1, -1,
+		0, 1, 3,
+	})
+	be.Upload(labels, []float32{0, 2, 0, 2})
+	be.Fill(loss, 0.25)
+	be.Fill(acc, 0)
+	be.Tally(acc, loss, logits, labels)
+	if got := cpu.Data(acc); got[0] != 1 || got[1] != 3 {
+		t.Fatalf("tally [loss·N, correct] = %v, want [1 3]", got)
+	}
+}

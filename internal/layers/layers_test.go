@@ -460,3 +460,45 @@ func TestBatchNormDefaults(t *testing.T) {
 		t.Error("momentum 0.2 or 0.01, or eps 1e-3, gives the defaults' running statistics: the test cannot tell them apart")
 	}
 }
+
+// TestDropoutOffInEvaluation: nn.Dropout is the identity in eval mode, so
+// an evaluation forward of a model with dropout 0.5 gives the logits of
+// the same weights with dropout 0; in training mode it drops (and scales)
+// activations, and the logits differ.
+func TestDropoutOffInEvaluation(t *testing.T) {
+	be := cpu.New()
+	cfg := config(t, "vgg11", 32)
+	cfg.Hidden, cfg.Dropout = 32, 0.5
+	m, err := layers.New(be, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(3)
+	plain := cfg
+	plain.Dropout = 0
+	ref, err := layers.New(be, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.LoadState(m.State()); err != nil {
+		t.Fatal(err)
+	}
+	x := be.New(2, 3, 32, 32)
+	host := make([]float32, x.Size())
+	for i := range host {
+		host[i] = float32(i%97)/48 - 1
+	}
+	be.Upload(x, host)
+	logits := func(m *layers.Model, train bool) []float32 {
+		out := make([]float32, 2*cfg.Classes)
+		be.Download(out, m.Forward(x, train))
+		return out
+	}
+	want := logits(ref, false)
+	if got := logits(m, false); !slices.Equal(got, want) {
+		t.Errorf("evaluation with dropout 0.5: logits %v, want those without dropout %v", got, want)
+	}
+	if got := logits(m, true); slices.Equal(got, want) {
+		t.Errorf("training with dropout 0.5 gave the logits without dropout: the set-up does not exercise dropout")
+	}
+}

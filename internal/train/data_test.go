@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,5 +167,23 @@ func TestSplitIndependentOfSeed(t *testing.T) {
 	}
 	if bytes.Equal(open(false, 1), open(false, 7)) {
 		t.Error("a run from before FixedSplit: seeds 1 and 7 held out the same images")
+	}
+}
+
+// TestLimitKeepsAtLeast100ValidationImages: --limit N trains on the first
+// N images and validates on N/5 of the held-out ones, but on at least 100
+// where as many are held out (README). The demo sample's 2,000 images hold
+// out 20%, 400: --limit 200 validates on 100 (not 40), --limit 1000 on
+// 200, and --limit 5000 on all 400.
+func TestLimitKeepsAtLeast100ValidationImages(t *testing.T) {
+	for _, c := range []struct{ limit, train, val int }{{200, 200, 100}, {1000, 1000, 200}, {5000, 1600, 400}} {
+		df := &DataOptions{Dir: "demo", Limit: c.limit, FixedSplit: true}
+		tr, val, _, _, err := OpenData(context.Background(), io.Discard, df, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Len() != c.train || val.Len() != c.val {
+			t.Errorf("--limit %d: %d training and %d validation images, want %d and %d", c.limit, tr.Len(), val.Len(), c.train, c.val)
+		}
 	}
 }

@@ -1204,3 +1204,164 @@ func TestResumeDamagedPlace(t *testing.T) {
 		t.Errorf("a truncated last checkpoint: %v", err)
 	}
 }
+
+// TestBestKeepsFirstOfTies: best.safetensors is replaced only by a strictly
+// better validation accuracy (the tutorial's `if acc > best_acc`), so an
+// epoch that ties the best keeps the earlier epoch's weights. With a
+// learning rate far below float32's resolution of the weights, and no
+// batch norm whose running statistics would move, every epoch predicts
+// the same and so ties.
+func TestBestKeepsFirstOfTies(t *testing.T) {
+	o := smallOptions()
+	o.Epochs, o.Model.BatchNorm, o.Model.Dropout = 3, false, 0
+	o.LR, o.Schedule, o.Warmup, o.Momentum, o.Nesterov, o.WeightDecay = 1e-30, "constant", 0, 0, false, 0
+	dir := t.TempDir()
+	r := newRun(t, dir, o, &quiet{})
+	r.Train = synthetic(32, 1)
+	hist, err := r.Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 3 || hist[1].ValAcc != hist[0].ValAcc || hist[2].ValAcc != hist[0].ValAcc {
+		t.Fatalf("the set-up should tie every epoch's validation accuracy: %+v", hist)
+	}
+	for i, want := range []bool{true, false, false} {
+		if hist[i].Best != want {
+			t.Errorf("epoch %d (val acc %g, tying epoch 1's) marked best %v, want %v", i+1, hist[i].ValAcc, hist[i].Best, want)
+		}
+	}
+	ck, err := checkpoint.Load(filepath.Join(dir, BestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.Info.Epoch != 1 {
+		t.Errorf("%s is epoch %d's, want epoch 1's: a tie must not replace the best", BestFile, ck.Info.Epoch)
+	}
+}
+
+// TestWeightDecayEveryParameter: the run's --weight-decay reaches the SGD
+// step, for every parameter as torch.optim.SGD applies it (convolution
+// and Linear weights, biases, batch-norm weights and biases). One step
+// of plain SGD (momentum 0, constant lr) from the same initial weights p0
+// on the same batch gives p0 - lr·(g + wd·p0) with weight decay and
+// p0 - lr·g without: the two differ by exactly -lr·wd·p0.
+func TestWeightDecayEveryParameter(t *testing.T) {
+	const lr, wd = 0.1, 0.5
+	o := smallOptions()
+	o.Epochs, o.Batch, o.Model.Dropout = 1, 16, 0
+	o.LR, o.Schedule, o.Warmup, o.Momentum, o.Nesterov = lr, "constant", 0, 0, false
+	weights := func(decay float64) map[string]layers.HostTensor {
+		o := o
+		o.WeightDecay = decay
+		dir := t.TempDir()
+		r := newRun(t, dir, o, &quiet{})
+		r.Train, r.Val = synthetic(16, 1), nil // one batch: one step
+		if _, err := r.Execute(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ck, err := checkpoint.Load(filepath.Join(dir, LastFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ck.State.Floats
+	}
+	with, without := weights(wd), weights(0)
+	m, err := layers.New(cpu.New(), o.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(o.Seed) // the runs' initial weights
+	p0 := m.State().Floats
+	for _, p := range m.Params() {
+		a, b, w0 := with[p.Name].Data, without[p.Name].Data, p0[p.Name].Data
+		if len(a) != len(w0) || len(b) != len(w0) {
+			t.Fatalf("%s: %d and %d values, want %d", p.Name, len(a), len(b), len(w0))
+		}
+		for i := range w0 {
+			want := -lr * wd * float64(w0[i])
+			if got := float64(a[i]) - float64(b[i]); math.Abs(got-want) > 1e-5 {
+				t.Fatalf("%s[%d]: the step with weight decay %g differs from the one without by %g, want -lr·wd·p0 = %g (p0 %g)", p.Name, i, wd, got, want, w0[i])
+			}
+		}
+	}
+}
+
+// TestLabelSmoothingTrainsTheLoss: --label-smoothing reaches the training
+// loss. One epoch of one batch (the whole set, no augmentation, no
+// dropout) reports the loss of the initial weights on it, which is
+// CrossEntropyLoss(label_smoothing=ε): (1−ε)·(−log p_label) + ε·(the mean
+// over the classes of −log p), averaged over the images; worked out here
+// in float64 from the initial model's logits on the same images.
+func TestLabelSmoothingTrainsTheLoss(t *testing.T) {
+	const eps = 0.3
+	o := smallOptions()
+	o.Epochs, o.Batch, o.Model.Dropout, o.Augment, o.LabelSmoothing = 1, 32, 0, "none", eps
+	train := synthetic(32, 1)
+	be := cpu.New()
+	m, err := layers.New(be, o.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The initial weights, with the Linear layers' scaled up from
+	// normal(0, 0.01) to normal(0, 0.2) so that the logits differ by units
+	// and the smoothed loss from the plain one: --init starts the run from
+	// them.
+	m.Init(o.Seed)
+	st := m.State()
+	for _, p := range m.Params() {
+		if len(p.W.Shape) == 2 {
+			for i := range st.Floats[p.Name].Data {
+				st.Floats[p.Name].Data[i] *= 20
+			}
+		}
+	}
+	if err := m.LoadState(st); err != nil {
+		t.Fatal(err)
+	}
+	o.Init = filepath.Join(t.TempDir(), "init.safetensors")
+	if err := checkpoint.Save(o.Init, m, checkpoint.Info{Config: o.Model, Classes: train.Classes}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRun(t, t.TempDir(), o, &quiet{})
+	r.Train, r.Val = train, nil
+	hist, err := r.Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	n, c := train.Len(), o.Model.Classes
+	x := be.New(n, 3, 32, 32)
+	host := make([]float32, x.Size())
+	tr := EvalTransformFor("none", 32)
+	for i := range n {
+		tr.Apply(host[i*3*32*32:(i+1)*3*32*32], train.Image(i), nil)
+	}
+	be.Upload(x, host)
+	logits := make([]float32, n*c)
+	be.Download(logits, m.Forward(x, true)) // training mode: batch statistics
+	var plain float64
+	var want float64
+	for i := range n {
+		row := logits[i*c : (i+1)*c]
+		z := 0.0
+		for _, v := range row {
+			z += math.Exp(float64(v))
+		}
+		var nll, mean float64
+		for j, v := range row {
+			l := math.Log(z) - float64(v)
+			mean += l / float64(c)
+			if j == int(train.Labels[i]) {
+				nll = l
+			}
+		}
+		want += ((1-eps)*nll + eps*mean) / float64(n)
+		plain += nll / float64(n)
+	}
+	if math.Abs(want-plain) < 0.05 {
+		t.Fatalf("the set-up should make the smoothed loss (%g) differ from the plain one (%g)", want, plain)
+	}
+	if got := hist[0].TrainLoss; math.Abs(got-want) > 1e-5 {
+		t.Errorf("training loss with --label-smoothing %g: %.7g, want %.7g", eps, got, want)
+	}
+}
