@@ -129,11 +129,11 @@ func benchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if batch < 1 || steps < 1 {
-				return fmt.Errorf("--batch and --steps must be positive")
-			}
 			if err := train.CheckBatch(batch); err != nil {
 				return err
+			}
+			if steps < 1 {
+				return fmt.Errorf("--steps %d: need at least 1", steps)
 			}
 			be, line, err := device.Open(dev.options())
 			if err != nil {

@@ -36,6 +36,8 @@ type loaded struct {
 	classes []string
 	eval    cifar.EvalTransform
 	data    *train.DataOptions // what it was trained on, where the checkpoint says
+	seed    uint64             // the run's --seed, which drew the held-out images of runs before DataOptions.FixedSplit
+	batch   int                // the run's --batch, with which it validated
 }
 
 // trainedOn says whether evaluating on dataDir (split of a CIFAR-10
@@ -101,7 +103,7 @@ func loadModel(be tensor.Backend, path string) (*loaded, error) {
 			}
 		}
 	}
-	return &loaded{model: m, classes: classes, eval: train.EvalTransformFor(augment, ck.Info.Config.ImageSize), data: o.Data}, nil
+	return &loaded{model: m, classes: classes, eval: train.EvalTransformFor(augment, ck.Info.Config.ImageSize), data: o.Data, seed: o.Seed, batch: o.Batch}, nil
 }
 
 func evalCmd() *cobra.Command {
@@ -116,7 +118,8 @@ func evalCmd() *cobra.Command {
 		Short: "Evaluate a checkpoint: accuracy, loss, per-class accuracy, confusion matrix",
 		Example: `  vgg16 eval runs/20261126-181800-vgg16-224/best.safetensors
   vgg16 eval best.safetensors --data ./data --json > result.json
-  vgg16 eval best.safetensors --data demo     # the embedded sample (seen in training!)`,
+  vgg16 eval best.safetensors --data demo     # the embedded sample (seen in training!)
+  vgg16 eval best.safetensors --split val     # the images the run validated on: its val_acc`,
 		Args: exactArgs("CHECKPOINT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := cmd.OutOrStdout()
@@ -125,8 +128,8 @@ func evalCmd() *cobra.Command {
 				return fmt.Errorf("--batch %d: need at least 1", batch)
 			case limitN < 0:
 				return fmt.Errorf("--limit %d: must not be negative (0 = all)", limitN)
-			case split != "test" && split != "train":
-				return fmt.Errorf("--split %q: want test or train", split)
+			case split != "test" && split != "train" && split != "val":
+				return fmt.Errorf("--split %q: want test, train or val", split)
 			case isDir(args[0]) && checkpoint.Exists(filepath.Join(args[0], train.BestFile)):
 				return fmt.Errorf("%s is a run directory: evaluate its checkpoint, %s", args[0], filepath.Join(args[0], train.BestFile))
 			case dataDir != "demo" && train.MissingFile(dataDir):
@@ -142,14 +145,35 @@ func evalCmd() *cobra.Command {
 				return err
 			}
 			var ds *cifar.Dataset
-			if st, serr := os.Stat(dataDir); serr == nil && st.Mode().IsRegular() {
+			if split == "val" {
+				// The images the run validated on, drawn as train drew them
+				// from the data its checkpoint records (--data names where
+				// that data is now).
+				if l.data == nil {
+					return fmt.Errorf("--split val: %s records no training data (not a vgg16 training checkpoint): evaluate it on --split test", args[0])
+				}
+				df := *l.data
+				if cmd.Flags().Changed("data") {
+					df.Dir = dataDir
+				}
+				dataDir = df.Dir
+				if _, ds, _, _, err = train.OpenData(cmd.Context(), io.Discard, &df, l.seed, nil); err != nil {
+					return err
+				}
+				if ds == nil || ds.Len() == 0 {
+					return fmt.Errorf("--split val: the run that wrote %s held out no images", args[0])
+				}
+				if !cmd.Flags().Changed("batch") && l.batch > 0 {
+					batch = l.batch // as it validated: the same sums, the same loss to the bit
+				}
+			} else if st, serr := os.Stat(dataDir); serr == nil && st.Mode().IsRegular() {
 				ds, err = cifar.ReadBatchFile(dataDir)
 			} else if dataDir == "demo" {
 				ds, err = cifar.Demo()
 			} else {
 				ds, err = cifar.Open(dataDir, split)
 			}
-			if err == nil && cmd.Flags().Changed("split") && (dataDir == "demo" || ds != nil && !isDir(dataDir)) {
+			if err == nil && split != "val" && cmd.Flags().Changed("split") && (dataDir == "demo" || ds != nil && !isDir(dataDir)) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: --split applies to a CIFAR-10 directory; %s is one set\n", dataDir)
 			}
 			if err != nil {
@@ -158,7 +182,7 @@ func evalCmd() *cobra.Command {
 			if n := l.model.Config.Classes; n != len(ds.Classes) {
 				return fmt.Errorf("%s classifies %d classes, %s has %d: evaluate a model trained on them (vgg16 train --pretrained %s trains one from this one's features)", args[0], n, dataDir, len(ds.Classes), shell.Quote(args[0]))
 			}
-			if trainedOn(l.data, dataDir, split) {
+			if split != "val" && trainedOn(l.data, dataDir, split) {
 				fmt.Fprintln(cmd.ErrOrStderr(), trainedNote(args[0], dataDir, l.data, ds.Len()))
 			}
 			if limitN > 0 && limitN < ds.Len() {
@@ -179,7 +203,7 @@ func evalCmd() *cobra.Command {
 			}
 			if asJSON {
 				scored := split // which images: a directory's split, else the one set given
-				if dataDir == "demo" || !isDir(dataDir) {
+				if split != "val" && (dataDir == "demo" || !isDir(dataDir)) {
 					scored = ""
 				}
 				out := struct {
@@ -201,7 +225,7 @@ func evalCmd() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&dataDir, "data", "./data", "CIFAR-10 directory, one batch file (e.g. test_batch.bin), or \"demo\"")
-	fs.StringVar(&split, "split", "test", "test or train")
+	fs.StringVar(&split, "split", "test", "test, train, or val: the images the checkpoint's run held out and validated on (its recorded --data, --val-split and --limit), which reproduces its val_acc")
 	fs.IntVar(&limitN, "limit", 0, "evaluate only the first N images")
 	fs.IntVar(&batch, "batch", 100, "batch size")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")

@@ -44,8 +44,17 @@ func estimateBytes(o *train.Options) (int64, error) {
 		prev = n
 	}
 	need += need/20 + shared // the stack places some gradients higher than this reckons: up to 2% (VGG16 at 224x224)
-	return bytesOf(float64(need)*float64(batch) + 2*float64(params) + float64(grads)), nil
+	// Around the step: the saves' copy of the state (train.Run's host
+	// buffer), the loader's batches (two queued, one in the making, one in
+	// use) and the dataset itself.
+	image := 3 * float64(cfg.ImageSize) * float64(cfg.ImageSize)
+	around := float64(params) + 4*float64(batch)*image + cifarBytes/4
+	return bytesOf(float64(need)*float64(batch) + 2*float64(params) + float64(grads) + around), nil
 }
+
+// cifarBytes is CIFAR-10 in memory: 60,000 images of 3,072 bytes and their
+// labels. A run holds at most its training and validation sets.
+const cifarBytes = 60_000 * 3_073
 
 // bytesOf is the bytes of floats float32s and the CPU's scratch, counted in
 // float64 so that no product of a batch and a layer's size wraps around

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -98,6 +99,20 @@ PyTorch state dict, as eval reads it).`,
 				var ck *checkpoint.Checkpoint
 				if ck, err = checkpoint.Load(args[0]); err == nil {
 					cfg = ck.Info.Config
+					// The estimate is of the run as it trained, unless told otherwise.
+					var o train.Options
+					if ck.Info.Flags != "" && json.Unmarshal([]byte(ck.Info.Flags), &o) == nil {
+						fs := cmd.Flags()
+						if !fs.Changed("batch") && o.Batch > 0 {
+							batch = o.Batch
+						}
+						if !fs.Changed("recompute-bn") {
+							recomputeBN = o.RecomputeBN
+						}
+						if !fs.Changed("sgd-in-backward") {
+							sgdInBackward = o.SGDInBackward
+						}
+					}
 				}
 			}
 			if err != nil {

@@ -29,10 +29,25 @@ type State struct {
 
 // State copies every parameter, running statistic and batch count to the
 // host.
-func (m *Model) State() State {
+func (m *Model) State() State { return m.StateIn(nil) }
+
+// StateIn is State with the float tensors laid one after another in host,
+// where it holds StateSize values, instead of each in memory of its own:
+// a training run saves from one buffer that it keeps, and so leaves no
+// copy of the model to the garbage collector at every save.
+func (m *Model) StateIn(host []float32) State {
+	if len(host) < m.StateSize() {
+		host = nil
+	}
 	s := State{Floats: map[string]HostTensor{}, Counts: map[string]int64{}}
 	put := func(name string, t *tensor.Tensor) {
-		h := HostTensor{Shape: append([]int(nil), t.Shape...), Data: make([]float32, t.Size())}
+		var data []float32 // [t.Size()]
+		if host != nil {
+			data, host = host[:t.Size():t.Size()], host[t.Size():]
+		} else {
+			data = make([]float32, t.Size())
+		}
+		h := HostTensor{Shape: append([]int(nil), t.Shape...), Data: data}
 		m.be.Download(h.Data, t)
 		s.Floats[name] = h
 	}
@@ -48,6 +63,19 @@ func (m *Model) State() State {
 		}
 	}
 	return s
+}
+
+// StateSize is the number of float32s in State: the parameters and the
+// running statistics.
+func (m *Model) StateSize() int {
+	n := 0
+	for _, p := range m.params {
+		n += p.W.Size()
+	}
+	for _, b := range m.buffers {
+		n += b.T.Size()
+	}
+	return n
 }
 
 // LoadState copies a state dict into the model. Every tensor the model has

@@ -504,8 +504,10 @@ func TestWriteMissingDir(t *testing.T) {
 // as BF16 0x3f80), against the writers and the reader: a round trip alone
 // would pass with both sides big-endian.
 func TestByteOrder(t *testing.T) {
-	if got := F32([]int{2}, []float32{1, -2}).Data; !bytes.Equal(got, []byte{0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0}) {
-		t.Errorf("F32(1, -2) bytes % x", got)
+	for name, f32 := range map[string]func([]int, []float32) Tensor{"F32": F32, "f32Copy": f32Copy} {
+		if got := f32([]int{2}, []float32{1, -2}).Data; !bytes.Equal(got, []byte{0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0}) {
+			t.Errorf("%s(1, -2) bytes % x", name, got)
+		}
 	}
 	if got := I64(nil, []int64{258}).Data; !bytes.Equal(got, []byte{2, 1, 0, 0, 0, 0, 0, 0}) {
 		t.Errorf("I64(258) bytes % x", got)

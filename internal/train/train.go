@@ -83,6 +83,10 @@ type Run struct {
 
 	model *layers.Model
 	mom   *tensor.Tensor // [FlatSize] momentum
+	// host is the saves' copy of the momentum, then of the state, one at a
+	// time ([max(FlatSize, StateSize)]): kept, so that no save leaves a
+	// model's worth of garbage (1 GB for VGG16-BN's two) to be collected.
+	host []float32
 	// The datasets on the backend, when it makes the batches itself
 	// (tensor.Images; nil otherwise or with Options.CPUAugment).
 	trainSet, valSet tensor.ImageSet
@@ -561,10 +565,18 @@ func (r *Run) info(epoch, batch int, valAcc float64) checkpoint.Info {
 
 func (r *Run) save(name string, epoch, batch int, valAcc float64) error {
 	path := filepath.Join(r.Dir, name)
-	if err := checkpoint.Save(path, r.model, r.info(epoch, batch, valAcc)); err != nil {
+	if err := checkpoint.SaveState(path, r.model.StateIn(r.hostBuffer()), r.info(epoch, batch, valAcc)); err != nil {
 		return fmt.Errorf("saving %s: %w", path, err)
 	}
 	return nil
+}
+
+// hostBuffer is r.host, made at the first save.
+func (r *Run) hostBuffer() []float32 {
+	if r.host == nil {
+		r.host = make([]float32, max(r.mom.Size(), r.model.StateSize()))
+	}
+	return r.host
 }
 
 // OptimPath is the optimizer state that belongs to the checkpoint with id.
@@ -575,7 +587,7 @@ func OptimPath(dir, id string) string {
 // saveLast writes the optimizer state, then the weights, each atomically,
 // then removes the optimizer states of older checkpoints.
 func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
-	host := make([]float32, r.mom.Size())
+	host := r.hostBuffer()[:r.mom.Size()]
 	r.Backend.Download(host, r.mom)
 	info := r.info(epoch, batch, valAcc)
 	f := &safetensors.File{
@@ -593,7 +605,7 @@ func (r *Run) saveLast(epoch, batch int, valAcc float64) error {
 	if err := safetensors.Write(optPath, f); err != nil {
 		return fmt.Errorf("saving optimizer state: %w", err)
 	}
-	if err := checkpoint.Save(filepath.Join(r.Dir, LastFile), r.model, info); err != nil {
+	if err := checkpoint.SaveState(filepath.Join(r.Dir, LastFile), r.model.StateIn(r.hostBuffer()), info); err != nil {
 		if fresh {
 			os.Remove(optPath) // belongs to no checkpoint (say, the disk filled up between the two)
 		}
