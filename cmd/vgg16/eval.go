@@ -52,7 +52,7 @@ func trainedOn(data *train.DataOptions, dataDir, split string) bool {
 		return dataDir == data.Dir
 	}
 	abs, err := filepath.Abs(dataDir)
-	if err != nil || abs != data.Dir {
+	if err != nil || !samePath(abs, data.Dir) { // the same path, or another to it
 		return false
 	}
 	return !isDir(dataDir) || split == "train"

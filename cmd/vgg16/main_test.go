@@ -857,6 +857,10 @@ func TestTrainedOn(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	link := filepath.Join(t.TempDir(), "batch.bin")
+	if err := os.Symlink(file, link); err != nil {
+		t.Skip(err) // no symbolic links here
+	}
 	for _, c := range []struct {
 		ran         string
 		data, split string
@@ -868,6 +872,8 @@ func TestTrainedOn(t *testing.T) {
 		{dir, dir, "train", true},
 		{"demo", "demo", "test", true},
 		{"demo", file, "test", false},
+		{file, link, "test", true}, // another path to the same file
+		{filepath.Join(dir, "gone.bin"), filepath.Join(dir, ".", "gone.bin"), "test", true},
 	} {
 		if got := trainedOn(&train.DataOptions{Dir: c.ran}, c.data, c.split); got != c.want {
 			t.Errorf("trained on %s, eval on %s (%s): %v, want %v", c.ran, c.data, c.split, got, c.want)
