@@ -140,9 +140,9 @@ func StartAgain(dir string) (c *Claim, removed []string, err error) {
 }
 
 // leftBeforeFirstSave lists the files in dir that a run writes before its
-// first last.safetensors (the best checkpoint, the optimizer state, the
-// temporary files of atomic writes); ok says dir holds nothing else, so
-// that they are all the unsaved run's.
+// first last.safetensors (the best checkpoint, the first epoch's metrics and
+// plot, the optimizer state, the temporary files of atomic writes); ok says
+// dir holds nothing else, so that they are all the unsaved run's.
 func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -155,9 +155,10 @@ func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 			continue
 		case !e.Type().IsRegular():
 			return nil, false
-		case name == BestFile, strings.HasPrefix(name, optimPrefix) && strings.HasSuffix(name, ".safetensors"), isTemp(name):
+		case name == BestFile, name == MetricsFile, name == PlotFile,
+			strings.HasPrefix(name, optimPrefix) && strings.HasSuffix(name, ".safetensors"), isTemp(name):
 			files = append(files, name)
-		default: // last.safetensors, metrics.jsonl, or anything of the user's
+		default: // last.safetensors, or anything of the user's
 			return nil, false
 		}
 	}

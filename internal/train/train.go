@@ -318,12 +318,16 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 				return r.history, err
 			}
 		}
-		if err := r.saveLast(r.epoch+1, 0, em.ValAcc); err != nil {
-			return r.history, err
-		}
+		// The metrics before last.safetensors: a crash or a failed write
+		// between the two then leaves a line past the checkpoint's epoch,
+		// which the resumed run trains again (restore drops the line), never
+		// a checkpoint past the metrics, whose epoch would have no line.
 		r.history = append(r.history, em)
 		if err := r.writeMetrics(em); err != nil {
-			return r.history, err
+			return r.history[:len(r.history)-1], fmt.Errorf("epoch %d: %w", r.epoch+1, err)
+		}
+		if err := r.saveLast(r.epoch+1, 0, em.ValAcc); err != nil {
+			return r.history[:len(r.history)-1], err
 		}
 		r.Report.EpochEnd(em)
 	}

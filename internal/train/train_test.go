@@ -1414,3 +1414,99 @@ type epochEnd struct {
 }
 
 func (e *epochEnd) EpochEnd(EpochMetrics) { e.f() }
+
+// TestMetricsNeverBehindCheckpoint: where metrics.jsonl cannot be written at
+// the end of an epoch (a full disk; a crash between the two writes leaves the
+// same), last.safetensors must not hold that epoch already: the resumed run
+// would have no line for it. It trains the epoch again instead, and its
+// metrics are the uninterrupted run's, every epoch's line there.
+func TestMetricsNeverBehindCheckpoint(t *testing.T) {
+	o := smallOptions()
+	want, err := newRun(t, t.TempDir(), o, &quiet{}).Execute(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, MetricsFile)
+	var kept []byte
+	epoch := 0
+	rep := &quiet{step: func(s StepStats) {
+		if s.Batch == 1 {
+			epoch++
+		}
+		if epoch == 2 && s.Batch == 1 {
+			// A non-empty directory where epoch 2's metrics.jsonl would be renamed to.
+			var err error
+			if kept, err = os.ReadFile(path); err != nil {
+				t.Error(err)
+			}
+			if err := errors.Join(os.Remove(path), os.MkdirAll(filepath.Join(path, "x"), 0o755)); err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	if _, err := newRun(t, dir, o, rep).Execute(context.Background()); err == nil || !strings.Contains(err.Error(), MetricsFile) {
+		t.Fatalf("want the metrics write of epoch 2 to fail, got %v", err)
+	}
+	if ck, err := checkpoint.Load(filepath.Join(dir, LastFile)); err != nil {
+		t.Error(err)
+	} else if ck.Info.Epoch != 1 {
+		t.Errorf("%s holds epoch %d after epoch 2's metrics failed, want 1", LastFile, ck.Info.Epoch)
+	}
+	if err := errors.Join(os.RemoveAll(path), os.WriteFile(path, kept, 0o644)); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	r := newRun(t, dir, o, &quiet{note: func(s string) { notes = append(notes, s) }})
+	r.Resume = true
+	if _, err := r.Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(notes, func(s string) bool { return strings.Contains(s, MetricsFile) }); i >= 0 {
+		t.Errorf("resume said %q", notes[i])
+	}
+	got, err := ReadMetrics(path)
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("%s after the resume: %d lines (%v), want %d", MetricsFile, len(got), err, len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		g.Seconds, g.ImagesPerSec, w.Seconds, w.ImagesPerSec = 0, 0, 0, 0
+		if g != w {
+			t.Errorf("epoch %d: %+v, the uninterrupted run's %+v", i+1, g, w)
+		}
+	}
+}
+
+// TestStartAgainAfterFirstSaveFailed: a run whose first last.safetensors
+// could not be written (here a directory in its way; a kill at that moment
+// leaves the same) leaves what it wrote before it: the best checkpoint, the
+// first epoch's metrics and plot. --auto-resume (StartAgain) must take them
+// for the unsaved run's, remove them and start again, not refuse the
+// directory as holding something else for ever.
+func TestStartAgainAfterFirstSaveFailed(t *testing.T) {
+	dir := t.TempDir()
+	obstacle := filepath.Join(dir, LastFile)
+	if err := os.MkdirAll(filepath.Join(obstacle, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := smallOptions()
+	o.Epochs = 1
+	if _, err := newRun(t, dir, o, &quiet{}).Execute(context.Background()); err == nil {
+		t.Fatal("want the first save to fail")
+	}
+	if err := os.RemoveAll(obstacle); err != nil {
+		t.Fatal(err)
+	}
+	c, removed, err := StartAgain(dir)
+	if err != nil {
+		t.Fatalf("StartAgain after a failed first save: %v", err)
+	}
+	defer c.Release()
+	if !slices.Contains(removed, BestFile) {
+		t.Errorf("removed %q, want %s among them", removed, BestFile)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("left %v", entries)
+	}
+}
