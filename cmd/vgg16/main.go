@@ -48,6 +48,19 @@ func exitCode(err error) int {
 	return 1
 }
 
+// quit ends the process at once with status code, deferred calls and
+// all; a variable for the tests, which are the process.
+var quit = os.Exit
+
+// signalStatus is the exit status of a process that signal s stopped:
+// 128 + its number, as exitCode gives it.
+func signalStatus(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	return 1
+}
+
 // execute runs the command tree on args. A backend reports a device
 // failure (a failed CUDA call, out of memory) by panicking with an error
 // value: it becomes the command's error, with the command's advice where

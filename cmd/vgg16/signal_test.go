@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -57,6 +58,8 @@ type signalOnce struct {
 	after string
 	sig   syscall.Signal
 	sent  bool
+	again string // where set: the output after which to send sig a second time
+	twice bool
 }
 
 func (w *signalOnce) Write(p []byte) (int, error) {
@@ -66,6 +69,10 @@ func (w *signalOnce) Write(p []byte) (int, error) {
 	if !w.sent && strings.Contains(w.buf.String(), w.after) {
 		w.sent = true
 		syscall.Kill(os.Getpid(), w.sig) // caught by the command while it trains
+	}
+	if w.sent && w.again != "" && !w.twice && strings.Contains(w.buf.String(), w.again) {
+		w.twice = true
+		syscall.Kill(os.Getpid(), w.sig)
 	}
 	return n, err
 }
@@ -129,5 +136,37 @@ func TestTrainStoppedDuringDownload(t *testing.T) {
 	}
 	if got := exitCode(err); got != 143 {
 		t.Errorf("exit status %d after SIGTERM mid-download (%v), want 143", got, err)
+	}
+}
+
+// TestTrainSecondSignalQuits: a second signal quits at once with 128 + its
+// number, also where the process started with the signal ignored (a
+// script's background job), where signal.Stop handed the second Ctrl-C
+// back to that disposition and it did nothing.
+func TestTrainSecondSignalQuits(t *testing.T) {
+	data := t.TempDir()
+	writeCIFAR(t, data, 40)
+	for _, ignored := range []bool{false, true} {
+		if ignored {
+			signal.Ignore(syscall.SIGINT)
+		}
+		quits := make(chan int, 2)
+		quit = func(code int) { quits <- code }
+		w := &signalOnce{after: "batch 1/", sig: syscall.SIGINT, again: "interrupted: saving"}
+		root := newRoot()
+		root.SetOut(w)
+		root.SetErr(w)
+		root.SetArgs(append([]string{"train", "--data", data, "--epochs", "2", "--run-dir", filepath.Join(t.TempDir(), "run")}, tiny...))
+		root.Execute() // goes on here, where quit returns
+		quit = os.Exit
+		signal.Reset(syscall.SIGINT)
+		select {
+		case code := <-quits:
+			if code != 130 {
+				t.Errorf("SIGINT ignored at the start %v: the second quit with %d, want 130", ignored, code)
+			}
+		default:
+			t.Errorf("SIGINT ignored at the start %v: the second signal did not quit\n%s", ignored, w.buf.String())
+		}
 	}
 }

@@ -330,22 +330,31 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			sigs, stoppedBy := make(chan os.Signal, 1), make(chan os.Signal, 1)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(sigs)
-			handled := make(chan struct{})
+			handled, finished := make(chan struct{}), make(chan struct{})
 			go func() {
 				defer close(handled)
 				select {
 				case s := <-sigs:
-					// A second Ctrl-C kills at once: checkpoints are written
-					// atomically, so the last good one survives.
-					signal.Stop(sigs)
 					stoppedBy <- s // before cancel: the run's end sees it
+					// A second signal quits at once: checkpoints are written
+					// atomically, so the last good one survives. Not by
+					// signal.Stop, which would give the signal back to the
+					// disposition the process started with: ignored, in a
+					// script's background job, where Ctrl-C again did nothing.
+					go func() {
+						select {
+						case s := <-sigs:
+							quit(signalStatus(s))
+						case <-finished:
+						}
+					}()
 					fmt.Fprintln(w, "\ninterrupted: saving a checkpoint after this batch, or at once if validating (Ctrl-C again to quit at once)")
 					cancel()
 				case <-ctx.Done():
 				}
 			}()
 			// A signal as the run ends: its line is printed before train returns.
-			defer func() { cancel(); <-handled }()
+			defer func() { cancel(); <-handled; close(finished) }()
 			o.Data.Fallback = auto
 			// stopped is err as a signal's stop where one came: the exit
 			// status says so (128 + its number), for a script to run the
