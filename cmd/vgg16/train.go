@@ -331,6 +331,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(sigs)
 			handled, finished := make(chan struct{}), make(chan struct{})
+			exit := quit
 			go func() {
 				defer close(handled)
 				select {
@@ -344,7 +345,7 @@ overrides the recipe. Ctrl-C saves a checkpoint that --resume continues.`,
 					go func() {
 						select {
 						case s := <-sigs:
-							quit(signalStatus(s))
+							exit(signalStatus(s))
 						case <-finished:
 						}
 					}()
