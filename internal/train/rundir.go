@@ -167,6 +167,9 @@ func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 
 // claimRun claims the directory of a run to resume.
 func claimRun(dir string) (*Claim, error) {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return nil, fmt.Errorf("--run-dir %s: a file, not a directory: --resume takes the run's directory (the one holding %s)", dir, LastFile)
+	}
 	if !checkpoint.Exists(filepath.Join(dir, LastFile)) {
 		if checkpoint.Exists(filepath.Join(dir, BestFile)) {
 			return nil, fmt.Errorf("--resume: %s has no %s: the run stopped while saving its first epoch (%s holds that epoch's weights); start again with another --run-dir", dir, LastFile, BestFile)

@@ -206,6 +206,10 @@ func TestTrainLearnsAndSaves(t *testing.T) {
 	if _, err := PrepareDir(crashed, true); err == nil || !strings.Contains(err.Error(), "stopped while saving its first epoch") {
 		t.Errorf("resuming a run without %s: %v", LastFile, err)
 	}
+	// A checkpoint given as the run: not "has no last.safetensors".
+	if _, err := PrepareDir(filepath.Join(crashed, BestFile), true); err == nil || !strings.Contains(err.Error(), "a file, not a directory: --resume takes the run's directory") {
+		t.Errorf("resuming a file: %v", err)
+	}
 	tmp := filepath.Join(dir, "."+LastFile+".tmp123")
 	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
 		t.Fatal(err)
