@@ -163,6 +163,9 @@ func evalCmd() *cobra.Command {
 				if ds == nil || ds.Len() == 0 {
 					return fmt.Errorf("--split val: the run that wrote %s held out no images", args[0])
 				}
+				if l.data.Images != "" && df.Images != l.data.Images || l.data.TestImages != "" && df.TestImages != l.data.TestImages {
+					fmt.Fprintf(cmd.ErrOrStderr(), "note: %s holds other images than those the run drew its validation images from: this is not its val_acc\n", dataDir)
+				}
 				if !cmd.Flags().Changed("batch") && l.batch > 0 {
 					batch = l.batch // as it validated: the same sums, the same loss to the bit
 				}

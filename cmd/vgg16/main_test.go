@@ -1373,9 +1373,48 @@ func TestEvalSplitVal(t *testing.T) {
 			t.Errorf("summary of the run's checkpoint %v: %v, want %q in\n%s", c.args, err, c.want, out)
 		}
 	}
+	// Data with other images than the run's: said, since the score is then
+	// not the run's val_acc.
+	data := t.TempDir()
+	writeCIFAR(t, data, 20)
+	run2 := filepath.Join(dir, "r2")
+	if out, err := run(t, append(append([]string{"train"}, tiny...), "--data", data, "--epochs", "1", "--run-dir", run2)...); err != nil {
+		t.Fatalf("train: %v\n%s", err, out)
+	}
+	const other = "holds other images than those the run drew its validation images from"
+	if out, err := run(t, "eval", filepath.Join(run2, train.BestFile), "--split", "val", "--device", "cpu"); err != nil || strings.Contains(out, other) {
+		t.Errorf("eval --split val on the run's own data: %v\n%s", err, out)
+	}
+	writeCIFAR(t, data, 21)
+	if out, err := run(t, "eval", filepath.Join(run2, train.BestFile), "--split", "val", "--device", "cpu"); err != nil || !strings.Contains(out, other) {
+		t.Errorf("eval --split val on other images: %v\n%s", err, out)
+	}
 	// A state dict records no run: nothing held out to score.
 	plain := writePlainVGG(t)
 	if _, err := run(t, "eval", plain, "--split", "val", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "records no training data") {
 		t.Errorf("eval --split val of a bare state dict: %v", err)
+	}
+}
+
+// TestResumeOnOtherImages: a resumed run holds its data against the
+// checksums its checkpoint records, whatever path the data has now: a
+// copy is the same images, a changed file is said.
+func TestResumeOnOtherImages(t *testing.T) {
+	data, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeCIFAR(t, data, 20)
+	if out, err := run(t, append(append([]string{"train"}, tiny...), "--data", data, "--epochs", "1", "--run-dir", runDir)...); err != nil {
+		t.Fatalf("train: %v\n%s", err, out)
+	}
+	const other = "holds other images than those the run trained on before"
+	moved := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(data, moved); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "train", "--resume", "--run-dir", runDir, "--epochs", "2", "--data", moved, "--device", "cpu"); err != nil || strings.Contains(out, other) {
+		t.Errorf("resumed on the data moved: %v\n%s", err, out)
+	}
+	writeCIFAR(t, moved, 21)
+	if out, err := run(t, "train", "--resume", "--run-dir", runDir, "--epochs", "3", "--data", moved, "--device", "cpu"); err != nil || !strings.Contains(out, moved+"'s training set "+other) {
+		t.Errorf("resumed on other images: %v\n%s", err, out)
 	}
 }

@@ -59,6 +59,9 @@ type dataFlags struct {
 	valSplit   float64
 	splitGiven bool // --val-split was given
 	seedSplit  bool // a resumed run from before DataOptions.FixedSplit: its split came from --seed
+	// A resumed run's checksums of its images (DataOptions.Images and
+	// TestImages), which OpenData holds the data against.
+	images, testImages string
 }
 
 func (d *dataFlags) register(fs *pflag.FlagSet) {
@@ -87,7 +90,8 @@ func (d *dataFlags) options() *train.DataOptions {
 			dir = abs
 		}
 	}
-	return &train.DataOptions{Dir: dir, Limit: d.limit, ValSplit: d.valSplit, ValSplitGiven: d.splitGiven, FixedSplit: !d.seedSplit}
+	return &train.DataOptions{Dir: dir, Limit: d.limit, ValSplit: d.valSplit, ValSplitGiven: d.splitGiven, FixedSplit: !d.seedSplit,
+		Images: d.images, TestImages: d.testImages}
 }
 
 func trainCmd() *cobra.Command {
@@ -498,6 +502,7 @@ func resumeData(w io.Writer, df *dataFlags, prev *train.DataOptions, fs *pflag.F
 		return
 	}
 	df.seedSplit = !prev.FixedSplit // the same images held out as before
+	df.images, df.testImages = prev.Images, prev.TestImages
 	if fs.Changed("data") {
 		if now := df.options().Dir; !sameData(now, prev.Dir) {
 			fmt.Fprintf(w, "note: the run trained on %s; --data now says %s\n", prev.Dir, now)

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc64"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -54,6 +55,16 @@ type Dataset struct {
 
 // Len is the number of images.
 func (d *Dataset) Len() int { return len(d.Labels) }
+
+// Checksum is the CRC-64 (ECMA) of the labels, then the images: what a
+// resumed run compares to tell that its data changed under it. About 0.1 s
+// for CIFAR-10's training set.
+func (d *Dataset) Checksum() string {
+	crc := crc64.Update(0, crcTable, d.Labels)
+	return fmt.Sprintf("%016x", crc64.Update(crc, crcTable, d.Images))
+}
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
 
 // Image returns the 3,072 bytes of image i. The slice aliases d.Images; its
 // capacity ends with the image so that an append cannot overwrite the next.

@@ -71,6 +71,7 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 		}
 		fmt.Fprintf(w, "!!! training on the DEMO SAMPLE embedded in the binary: %d real CIFAR-10 images, not the full set.\n", ds.Len())
 		df.Dir = "demo"
+		df.Images = checkImages(w, "the demo sample", "trained", df.Images, ds)
 		trainSet, valSet = ds.Split(heldOut(w, df, "the demo sample"), seed)
 		trainSet, valSet, classes, err = limit(w, trainSet, valSet, df, seed, ds.Classes)
 		return trainSet, valSet, classes, false, err
@@ -79,10 +80,13 @@ func OpenData(ctx context.Context, w io.Writer, df *DataOptions, seed uint64, fe
 	if err != nil {
 		return nil, nil, nil, false, err
 	}
+	df.Images = checkImages(w, df.Dir+"'s training set", "trained", df.Images, trainSet)
 	if df.ValSplit > 0 {
 		trainSet, valSet = trainSet.Split(df.ValSplit, seed)
 	} else if valSet, err = cifar.Open(df.Dir, "test"); err != nil {
 		return nil, nil, nil, false, err
+	} else {
+		df.TestImages = checkImages(w, df.Dir+"'s test set", "validated", df.TestImages, valSet)
 	}
 	trainSet, valSet, classes, err = limit(w, trainSet, valSet, df, seed, trainSet.Classes)
 	return trainSet, valSet, classes, true, err
@@ -124,10 +128,22 @@ func loadFile(w io.Writer, df *DataOptions, seed uint64) (*cifar.Dataset, *cifar
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--data: %w", err)
 	}
+	df.Images = checkImages(w, df.Dir, "trained", df.Images, ds)
 	split := heldOut(w, df, "a single batch file")
 	fmt.Fprintf(w, "training on the single file %s (%d images), %.0f%% held out for validation\n", df.Dir, ds.Len(), 100*split)
 	tr, val := ds.Split(split, seed)
 	return limit(w, tr, val, df, seed, ds.Classes)
+}
+
+// checkImages is the checksum of ds, the images that where names: where
+// the run recorded another (a resume), it says that the run did on other
+// images before (trained, or validated) what it goes on doing on these.
+func checkImages(w io.Writer, where, did, recorded string, ds *cifar.Dataset) string {
+	sum := ds.Checksum()
+	if recorded != "" && recorded != sum {
+		fmt.Fprintf(w, "note: %s holds other images than those the run %s on before (checksum %s, was %s): its accuracies before and after are of other images\n", where, did, sum, recorded)
+	}
+	return sum
 }
 
 // limit applies df.Limit to the training and validation sets, and checks

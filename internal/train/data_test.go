@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc64"
 	"io"
 	"os"
 	"path/filepath"
@@ -185,5 +186,92 @@ func TestLimitKeepsAtLeast100ValidationImages(t *testing.T) {
 		if tr.Len() != c.train || val.Len() != c.val {
 			t.Errorf("--limit %d: %d training and %d validation images, want %d and %d", c.limit, tr.Len(), val.Len(), c.train, c.val)
 		}
+	}
+}
+
+// TestResumeOnOtherImages: OpenData records the checksum of the images a
+// run draws its sets from (CRC-64 ECMA of the labels, then the images),
+// and of the test set where it validates on it; opened again with those
+// recorded, as a resume does, other images are said, the same ones not.
+func TestResumeOnOtherImages(t *testing.T) {
+	crc := func(files ...string) string {
+		var labels, images []byte
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for r := 0; r < len(b); r += cifar.RecordBytes {
+				labels = append(labels, b[r])
+				images = append(images, b[r+1:r+cifar.RecordBytes]...)
+			}
+		}
+		return fmt.Sprintf("%016x", crc64.Checksum(append(labels, images...), crc64.MakeTable(crc64.ECMA)))
+	}
+	write := func(path string, n, salt int) {
+		b := make([]byte, n*cifar.RecordBytes)
+		for i := range b {
+			b[i] = byte(i*7 + salt)
+		}
+		for i := range n {
+			b[i*cifar.RecordBytes] = byte(i % 10)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	var w bytes.Buffer
+	open := func(df *DataOptions) {
+		t.Helper()
+		w.Reset()
+		if _, _, _, _, err := OpenData(ctx, &w, df, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const other = "holds other images than those the run"
+
+	file := filepath.Join(t.TempDir(), "data_batch_1.bin")
+	write(file, 50, 0)
+	df := &DataOptions{Dir: file, ValSplit: 0.2, ValSplitGiven: true, Limit: 30}
+	open(df)
+	if want := crc(file); df.Images != want || df.TestImages != "" || strings.Contains(w.String(), other) {
+		t.Errorf("a batch file: checksum %q (test %q), want %q; said %q", df.Images, df.TestImages, want, w.String())
+	}
+	resumed := *df
+	resumed.Limit = 40 // another --limit: the same images to draw from
+	if open(&resumed); strings.Contains(w.String(), other) {
+		t.Errorf("the same file, another --limit: %q", w.String())
+	}
+	write(file, 50, 1)
+	if open(&resumed); !strings.Contains(w.String(), file+" "+other+" trained on before (checksum "+crc(file)+", was "+df.Images+")") || resumed.Images != crc(file) {
+		t.Errorf("other images in the file: said %q, recorded %q", w.String(), resumed.Images)
+	}
+
+	// A CIFAR-10 directory validated on its test set: both checked.
+	dir := t.TempDir()
+	var batches []string
+	for i := 1; i <= 5; i++ {
+		batches = append(batches, filepath.Join(dir, cifar.BinFolder, fmt.Sprintf("data_batch_%d.bin", i)))
+		write(batches[i-1], 20, i)
+	}
+	test := filepath.Join(dir, cifar.BinFolder, "test_batch.bin")
+	write(test, 20, 9)
+	df = &DataOptions{Dir: dir}
+	open(df)
+	if df.Images != crc(batches...) || df.TestImages != crc(test) {
+		t.Errorf("a directory: checksums %q %q, want %q %q", df.Images, df.TestImages, crc(batches...), crc(test))
+	}
+	resumed = *df
+	write(test, 20, 10)
+	if open(&resumed); !strings.Contains(w.String(), "test set "+other+" validated on before") || strings.Contains(w.String(), "training set "+other) {
+		t.Errorf("another test set: said %q", w.String())
+	}
+	// Runs recorded before the checksums: nothing to compare.
+	if open(&DataOptions{Dir: dir}); strings.Contains(w.String(), other) {
+		t.Errorf("no checksum recorded: said %q", w.String())
 	}
 }

@@ -80,6 +80,12 @@ type DataOptions struct {
 	// --seed, so that runs with different seeds validate on the same
 	// images. Runs recorded before it existed drew them with --seed.
 	FixedSplit bool `json:"fixed_split,omitempty"`
+	// Images and TestImages are the checksums (cifar.Dataset.Checksum) of
+	// the set the training and validation images were drawn from, and of
+	// the test set where the run validates on it: a resume whose data
+	// holds other images says so. Runs recorded before them have none.
+	Images     string `json:"images,omitempty"`
+	TestImages string `json:"test_images,omitempty"`
 	// Fallback: where the download fails, train on the demo sample in the
 	// binary instead of failing (make run's --auto-settings). Not recorded.
 	Fallback bool `json:"-"`
