@@ -1418,3 +1418,26 @@ func TestResumeOnOtherImages(t *testing.T) {
 		t.Errorf("resumed on other images: %v\n%s", err, out)
 	}
 }
+
+// TestTopClassesLargeLogits: predict's probabilities are a softmax that
+// holds for logits far beyond exp's float64 range (a model's outputs can be
+// in the thousands): logits 1000, 999 and 990 are the probabilities of 0,
+// -1 and -10, 1/(1+e^-1+e^-10) and so on, most probable first, summing to 1.
+func TestTopClassesLargeLogits(t *testing.T) {
+	s := topClasses([]float32{999, 1000, 990}, []string{"a", "b", "c"}, 3)
+	z := 1 + math.Exp(-1) + math.Exp(-10)
+	want := []Score{{"b", 1 / z}, {"a", math.Exp(-1) / z}, {"c", math.Exp(-10) / z}}
+	if len(s) != len(want) {
+		t.Fatalf("topClasses = %v, want %v", s, want)
+	}
+	sum := 0.0
+	for i, w := range want {
+		if s[i].Class != w.Class || math.Abs(s[i].Prob-w.Prob) > 1e-12 {
+			t.Errorf("topClasses[%d] = %+v, want %+v", i, s[i], w)
+		}
+		sum += s[i].Prob
+	}
+	if math.Abs(sum-1) > 1e-12 {
+		t.Errorf("probabilities sum to %v, want 1", sum)
+	}
+}

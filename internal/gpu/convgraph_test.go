@@ -56,6 +56,7 @@ func TestFakeCUDAConvGraph(t *testing.T) {
 		want int64 // the engine every direction must run, -1 for legacy
 	}{
 		{"default", Options{}, 3},
+		{"channels-last", Options{ChannelsLast: true}, 3}, // NHWC operand strides
 		{"deterministic", Options{Deterministic: true}, 0},
 		{"legacy", Options{ConvAPI: "Legacy"}, -1},
 		{"fp32", Options{Precision: "fp32"}, -1},

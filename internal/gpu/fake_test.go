@@ -81,6 +81,7 @@ func TestFakeCUDA(t *testing.T) {
 				{"RecomputeBNFused", withFusedBN(testRecomputeBN)},
 				{"SGDInBackward", testSGDInBackward},
 				{"ManySGDCalls", testManySGDCalls},
+				{"SGDRatesInAStep", testSGDRatesInAStep},
 				{"PooledBatchNorm", testPooledBatchNorm},
 				{"CropResize", testCropResize},
 				{"CropResizeErrors", testCropResizeErrors},

@@ -21,6 +21,8 @@ func TestSGDInBackwardBF16(t *testing.T) { testSGDInBackward(t, gpuBackendBF16(t
 
 func TestManySGDCalls(t *testing.T) { precisions(t, testManySGDCalls) }
 
+func TestSGDRatesInAStep(t *testing.T) { precisions(t, testSGDRatesInAStep) }
+
 // testRecordedSteps trains the small VGG-BN with dropout twice from the same
 // weights on one backend: once issuing every op, once as the training loop
 // does, with steps bracketed by BeginStep/EndStep (a warm-up, a capture,
@@ -339,6 +341,45 @@ func testManySGDCalls(t *testing.T, be *Backend, _ float64) {
 	// failed would have run them op by op, with the same results).
 	if got := be.rec.Replays - replays; on && (got != 2 || !be.rec.on) {
 		t.Errorf("%d steps of %d SGD calls replayed, want 2 (recorded steps turned off: %v)", got, n, be.rec.off)
+	}
+}
+
+// testSGDRatesInAStep: a recorded step whose SGD calls take two learning
+// rates, both changing from step to step, must give each call its own rate
+// on every replay (lrSlot keeps a slot for each rate met in a step). Plain
+// SGD (no momentum, no decay) is p -= lr·g, worked out here in float32.
+func testSGDRatesInAStep(t *testing.T, be *Backend, _ float64) {
+	const n = 8
+	p0 := []float32{1, -2, 3, 0.5, -0.25, 4, -8, 16}
+	g := []float32{0.5, 1, -1, 2, -4, 0.125, 1.5, -0.75}
+	a, b, ga, ma, mb := be.New(n), be.New(n), be.New(n), be.New(n), be.New(n)
+	for _, x := range []*tensor.Tensor{a, b, ga, ma, mb} {
+		defer be.Free(x)
+	}
+	be.Upload(a, p0)
+	be.Upload(b, p0)
+	be.Upload(ga, g)
+	wantA, wantB := slices.Clone(p0), slices.Clone(p0)
+	replays := be.rec.Replays
+	for step := range 5 {
+		lrA, lrB := 0.5/float64(step+1), 0.125*float64(step+1)+0.0625 // never equal
+		tensor.Step(be, "two learning rates", func() {
+			be.SGDStep(a, ga, ma, tensor.SGD{LR: lrA}, step == 0)
+			be.SGDStep(b, ga, mb, tensor.SGD{LR: lrB}, step == 0)
+		})
+		for i := range n {
+			wantA[i] -= float32(lrA) * g[i]
+			wantB[i] -= float32(lrB) * g[i]
+		}
+	}
+	if got := download(be, a); !slices.Equal(got, wantA) {
+		t.Errorf("parameters updated at the first rate: %v, want %v", got, wantA)
+	}
+	if got := download(be, b); !slices.Equal(got, wantB) {
+		t.Errorf("parameters updated at the second rate: %v, want %v", got, wantB)
+	}
+	if be.rec.on && be.rec.Replays-replays < 2 {
+		t.Errorf("%d replays of the step, want at least 2", be.rec.Replays-replays)
 	}
 }
 

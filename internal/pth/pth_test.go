@@ -175,6 +175,8 @@ func TestZipSynthetic(t *testing.T) {
 		tensorSpec{name: "i", storage: "IntStorage", key: "i", numel: 2, size: []int64{2}, stride: []int64{1}},
 		tensorSpec{name: "u", storage: "ByteStorage", key: "u", numel: 3, size: []int64{3}, stride: []int64{1}},
 		tensorSpec{name: "m", storage: "BoolStorage", key: "m", numel: 2, size: []int64{2}, stride: []int64{1}},
+		tensorSpec{name: "s", storage: "ShortStorage", key: "s", numel: 2, size: []int64{2}, stride: []int64{1}},
+		tensorSpec{name: "c", storage: "CharStorage", key: "c", numel: 2, size: []int64{2}, stride: []int64{1}},
 		// Empty tensors: torch does not bound-check their offset.
 		tensorSpec{name: "e", storage: "FloatStorage", key: "100", numel: 6, offset: 1000, size: []int64{0, 3}, stride: []int64{3, 1}},
 	)
@@ -184,6 +186,8 @@ func TestZipSynthetic(t *testing.T) {
 	st["i"] = binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, 5), uint32(0xfffffffe)) // 5, -2
 	st["u"] = []byte{0, 200, 255}
 	st["m"] = []byte{1, 0}
+	st["s"] = binary.LittleEndian.AppendUint16(binary.LittleEndian.AppendUint16(nil, 7), 0xfffd) // 7, -3
+	st["c"] = []byte{0x80, 5}                                                                    // -128, 5
 	b := zipFile(t, stateDictPickle(specs, false), st, nil)
 	got, err := Decode(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
@@ -203,6 +207,8 @@ func TestZipSynthetic(t *testing.T) {
 		{"i", "int32", nil, []int64{5, -2}},
 		{"u", "uint8", nil, []int64{0, 200, 255}},
 		{"m", "bool", nil, []int64{1, 0}},
+		{"s", "int16", nil, []int64{7, -3}},
+		{"c", "int8", nil, []int64{-128, 5}},
 		{"bn.num_batches_tracked", "int64", nil, []int64{7}},
 	} {
 		g, ok := got[c.name]
@@ -219,7 +225,7 @@ func TestZipSynthetic(t *testing.T) {
 
 	// The same archive written by a big-endian machine.
 	be := map[string][]byte{}
-	sizes := map[string]int{"100": 4, "200": 4, "300": 8, "400": 4, "500": 2, "b": 2, "d": 8, "i": 4, "u": 1, "m": 1}
+	sizes := map[string]int{"100": 4, "200": 4, "300": 8, "400": 4, "500": 2, "b": 2, "d": 8, "i": 4, "u": 1, "m": 1, "s": 2, "c": 1}
 	for k, v := range st {
 		c := slices.Clone(v)
 		swapBytes(c, sizes[k])
