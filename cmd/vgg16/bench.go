@@ -145,7 +145,7 @@ func benchCmd() *cobra.Command {
 			}
 			if _, onCPU := be.(*cpu.Backend); onCPU {
 				o := train.Options{Model: cfg, Batch: batch, RecomputeBN: opt.recomputeBN, SGDInBackward: opt.sgdInBackward}
-				if err := checkCPUMemory(&o); err != nil {
+				if err := checkCPUMemoryOf(&o, false); err != nil {
 					return err
 				}
 			}

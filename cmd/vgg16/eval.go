@@ -157,13 +157,20 @@ func evalCmd() *cobra.Command {
 					df.Dir = dataDir
 				}
 				dataDir = df.Dir
-				if _, ds, _, _, err = train.OpenData(cmd.Context(), io.Discard, &df, l.seed, nil); err != nil {
+				var fromDir bool
+				if _, ds, _, fromDir, err = train.OpenData(cmd.Context(), io.Discard, &df, l.seed, nil); err != nil {
 					return err
 				}
 				if ds == nil || ds.Len() == 0 {
 					return fmt.Errorf("--split val: the run that wrote %s held out no images", args[0])
 				}
-				if l.data.Images != "" && df.Images != l.data.Images || l.data.TestImages != "" && df.TestImages != l.data.TestImages {
+				// The images validated on: the test set's (--val-split 0 of
+				// a directory), else drawn from the training images.
+				other := l.data.Images != "" && df.Images != l.data.Images
+				if fromDir && df.ValSplit == 0 {
+					other = l.data.TestImages != "" && df.TestImages != l.data.TestImages
+				}
+				if other {
 					fmt.Fprintf(cmd.ErrOrStderr(), "note: %s holds other images than those the run drew its validation images from: this is not its val_acc\n", dataDir)
 				}
 				if !cmd.Flags().Changed("batch") && l.batch > 0 {

@@ -873,7 +873,9 @@ func TestTrainedOn(t *testing.T) {
 		{"demo", "demo", "test", true},
 		{"demo", file, "test", false},
 		{file, link, "test", true}, // another path to the same file
-		{filepath.Join(dir, "gone.bin"), filepath.Join(dir, ".", "gone.bin"), "test", true},
+		// Not there (any more): the same path however written, not another.
+		{filepath.Join(dir, "gone.bin"), dir + string(filepath.Separator) + "." + string(filepath.Separator) + "gone.bin", "test", true},
+		{filepath.Join(dir, "gone.bin"), filepath.Join(dir, "gone2.bin"), "test", false},
 	} {
 		if got := trainedOn(&train.DataOptions{Dir: c.ran}, c.data, c.split); got != c.want {
 			t.Errorf("trained on %s, eval on %s (%s): %v, want %v", c.ran, c.data, c.split, got, c.want)
@@ -1439,5 +1441,49 @@ func TestTopClassesLargeLogits(t *testing.T) {
 	}
 	if math.Abs(sum-1) > 1e-12 {
 		t.Errorf("probabilities sum to %v, want 1", sum)
+	}
+}
+
+// TestEvalSplitValOnTheTestSet: a run with --val-split 0 validated on the
+// test set: eval --split val on data whose training images changed but
+// whose test set did not scores the run's own validation images, and must
+// not say that it does not.
+func TestEvalSplitValOnTheTestSet(t *testing.T) {
+	data, runDir := t.TempDir(), filepath.Join(t.TempDir(), "run")
+	writeCIFAR(t, data, 20)
+	if out, err := run(t, append(append([]string{"train"}, tiny...), "--data", data, "--val-split", "0", "--epochs", "1", "--run-dir", runDir)...); err != nil {
+		t.Fatalf("train: %v\n%s", err, out)
+	}
+	hist, err := train.ReadMetrics(filepath.Join(runDir, train.MetricsFile))
+	if err != nil || len(hist) != 1 {
+		t.Fatalf("metrics: %v %v", hist, err)
+	}
+	batch := filepath.Join(data, cifar.BinFolder, "data_batch_1.bin")
+	b, err := os.ReadFile(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[1] ^= 0xff // another training image; the test set as it was
+	if err := os.WriteFile(batch, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const other = "holds other images than those the run drew its validation images from"
+	out, err := run(t, "eval", filepath.Join(runDir, train.BestFile), "--split", "val", "--device", "cpu", "--json")
+	if err != nil || strings.Contains(out, other) {
+		t.Errorf("eval --split val of a run validated on the unchanged test set: %v\n%s", err, out)
+	}
+}
+
+// TestBenchEstimateIsTheStep: bench saves no checkpoint and holds no
+// CIFAR-10 (its data is synthetic, or none), so the memory it is held to
+// is the step's, not a training run's with the saves' copy of the state
+// and the dataset: else a bench that fits is refused.
+func TestBenchEstimateIsTheStep(t *testing.T) {
+	o := train.Options{Model: layers.DefaultConfig(), Batch: 64}
+	run, err1 := estimate(&o, true)
+	step, err2 := estimate(&o, false)
+	_, params, err3 := layers.Describe(o.Model)
+	if err1 != nil || err2 != nil || err3 != nil || run-step < int64(4*params)+cifarBytes {
+		t.Errorf("bench's estimate %.2f GB, a run's %.2f GB: want the run's less the state's copy and CIFAR-10 (%v %v %v)", float64(step)/1e9, float64(run)/1e9, err1, err2, err3)
 	}
 }

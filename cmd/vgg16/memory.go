@@ -16,7 +16,12 @@ import (
 // --recompute-bn the batch norms' outputs share one buffer instead; with
 // --sgd-in-backward the gradients take one layer's size (a part of a large
 // Linear's).
-func estimateBytes(o *train.Options) (int64, error) {
+func estimateBytes(o *train.Options) (int64, error) { return estimate(o, true) }
+
+// estimate is estimateBytes, of a training run where run is set (the
+// saves' buffer, the loader's batches and the dataset around the step),
+// else of the step alone, as bench takes it.
+func estimate(o *train.Options, run bool) (int64, error) {
 	cfg, batch, recompute := o.Model, o.Batch, o.RecomputeBN
 	rows, params, err := layers.Describe(cfg)
 	if err != nil {
@@ -49,6 +54,9 @@ func estimateBytes(o *train.Options) (int64, error) {
 	// use) and the dataset itself.
 	image := 3 * float64(cfg.ImageSize) * float64(cfg.ImageSize)
 	around := float64(params) + 4*float64(batch)*image + cifarBytes/4
+	if !run {
+		around = 0
+	}
 	return bytesOf(float64(need)*float64(batch) + 2*float64(params) + float64(grads) + around), nil
 }
 
@@ -88,12 +96,16 @@ func estimateEvalBytes(cfg layers.Config, batch int) (int64, error) {
 
 // checkCPUMemory refuses a run that cannot fit in the machine's memory,
 // before it allocates and dies.
-func checkCPUMemory(o *train.Options) error {
+func checkCPUMemory(o *train.Options) error { return checkCPUMemoryOf(o, true) }
+
+// checkCPUMemoryOf is checkCPUMemory of a training run (run), or of bench's
+// steps alone: bench saves nothing and holds no CIFAR-10.
+func checkCPUMemoryOf(o *train.Options, run bool) error {
 	est := *o
 	if o.Data != nil && o.Data.Limit > 0 { // no batch holds more images than the run trains on
 		est.Batch = min(est.Batch, o.Data.Limit)
 	}
-	need, err := estimateBytes(&est)
+	need, err := estimate(&est, run)
 	if err != nil {
 		return err
 	}

@@ -155,6 +155,8 @@ func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 			continue
 		case !e.Type().IsRegular():
 			return nil, false
+		case name == MetricsFile && !firstEpochOnly(filepath.Join(dir, name)):
+			return nil, false // the metrics of more than the first epoch: a run that saved (its last.safetensors moved away), the user's
 		case name == BestFile, name == MetricsFile, name == PlotFile,
 			strings.HasPrefix(name, optimPrefix) && strings.HasSuffix(name, ".safetensors"), isTemp(name):
 			files = append(files, name)
@@ -163,6 +165,14 @@ func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 		}
 	}
 	return files, true
+}
+
+// firstEpochOnly says whether the metrics file at path is one a run writes
+// before its first last.safetensors: epoch 1's line alone (written
+// atomically, so whole or absent).
+func firstEpochOnly(path string) bool {
+	h, err := ReadMetrics(path)
+	return err == nil && len(h) <= 1 && (len(h) == 0 || h[0].Epoch == 1)
 }
 
 // claimRun claims the directory of a run to resume.

@@ -1514,3 +1514,34 @@ func TestStartAgainAfterFirstSaveFailed(t *testing.T) {
 		t.Errorf("left %v", entries)
 	}
 }
+
+// TestStartAgainKeepsASavedRunsMetrics: a directory whose metrics.jsonl holds
+// more than the first epoch is a run that saved its checkpoints (here its
+// last.safetensors moved away to save space, best.safetensors kept with the
+// curves): --auto-resume must refuse it, never remove the run's best
+// checkpoint and metrics as an unsaved run's leftovers.
+func TestStartAgainKeepsASavedRunsMetrics(t *testing.T) {
+	o := smallOptions()
+	dir := t.TempDir()
+	if _, err := newRun(t, dir, o, &quiet{}).Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, optimPrefix+"*"))
+	for _, p := range append(old, filepath.Join(dir, LastFile)) {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, removed, err := StartAgain(dir)
+	if err == nil {
+		c.Release()
+	}
+	if err == nil || len(removed) > 0 {
+		t.Errorf("StartAgain of a run with %d epochs of metrics: removed %q (err %v)", o.Epochs, removed, err)
+	}
+	for _, name := range []string{BestFile, MetricsFile, PlotFile} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
