@@ -42,7 +42,7 @@ type jsonMetrics struct {
 
 // writeMetrics rewrites metrics.jsonl with the whole history (so a resumed
 // run's file has no duplicate epochs) and redraws the plot, both atomically.
-func (r *Run) writeMetrics(em EpochMetrics) error {
+func (r *Run) writeMetrics() error {
 	var b strings.Builder
 	for _, h := range r.history {
 		line, err := json.Marshal(jsonMetrics{EpochMetrics: h, ValLoss: Number(h.ValLoss), ValAcc: Number(h.ValAcc)})

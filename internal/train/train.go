@@ -323,7 +323,7 @@ func (r *Run) Execute(ctx context.Context) (hist []EpochMetrics, err error) {
 		// which the resumed run trains again (restore drops the line), never
 		// a checkpoint past the metrics, whose epoch would have no line.
 		r.history = append(r.history, em)
-		if err := r.writeMetrics(em); err != nil {
+		if err := r.writeMetrics(); err != nil {
 			return r.history[:len(r.history)-1], fmt.Errorf("epoch %d: %w", r.epoch+1, err)
 		}
 		if err := r.saveLast(r.epoch+1, 0, em.ValAcc); err != nil {
@@ -723,7 +723,9 @@ func (r *Run) restore() (int, error) {
 	path := filepath.Join(r.Dir, MetricsFile)
 	hist, err := ReadMetrics(path)
 	// Lines past the checkpoint's epoch are epochs trained after it (a
-	// crash between the two writes): the resumed run trains them again.
+	// crash between the two writes): the resumed run trains them again,
+	// and the file and plot lose them now, not at the next epoch's end.
+	past := len(hist) > r.epoch
 	hist = hist[:min(len(hist), r.epoch)]
 	if len(hist) < r.epoch || err != nil && !(r.epoch == 0 && os.IsNotExist(err)) { // none before the first epoch ends
 		what := fmt.Sprintf("%s holds %d", path, len(hist))
@@ -744,6 +746,11 @@ func (r *Run) restore() (int, error) {
 		r.Report.Note(fmt.Sprintf("the run has done %d epochs and %s: it is written again with %sthe epochs to come%s (the checkpoints are not affected)", r.epoch, what, kept, lost))
 	}
 	r.history = hist
+	if past {
+		if err := r.writeMetrics(); err != nil {
+			return 0, fmt.Errorf("dropping the epochs past %s from %s: %w", LastFile, path, err)
+		}
+	}
 	return ck.Info.Batch, nil
 }
 

@@ -1545,3 +1545,37 @@ func TestStartAgainKeepsASavedRunsMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeDropsLinesPastCheckpoint: a line of metrics.jsonl past
+// last.safetensors's epoch (a crash after an epoch's line, before its
+// checkpoint) leaves the file and the plot when the run resumes, not only
+// the resumed run's memory: a resume that trains nothing, or is stopped
+// before its first epoch ends, would show that epoch otherwise.
+func TestResumeDropsLinesPastCheckpoint(t *testing.T) {
+	o := smallOptions()
+	o.Epochs = 1
+	dir := t.TempDir()
+	if _, err := newRun(t, dir, o, &quiet{}).Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, MetricsFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := strings.Replace(string(b), `"epoch":1,`, `"epoch":2,`, 1)
+	if extra == string(b) {
+		t.Fatalf("no epoch key in %s", b)
+	}
+	if err := os.WriteFile(path, append(b, extra...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newRun(t, dir, o, &quiet{}) // --epochs 1, done: nothing to train
+	r.Resume = true
+	if _, err := r.Execute(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(path); err != nil || string(got) != string(b) {
+		t.Errorf("%s after the resume (%v):\n%s\nwant the checkpoint's epoch alone:\n%s", MetricsFile, err, got, b)
+	}
+}
