@@ -52,7 +52,7 @@ func trainedOn(data *train.DataOptions, dataDir, split string) bool {
 		return dataDir == data.Dir
 	}
 	abs, err := filepath.Abs(dataDir)
-	if err != nil || !samePath(abs, data.Dir) { // the same path, or another to it
+	if err != nil || !sameData(abs, data.Dir) { // the same path, another to it, or the folder of batches in it
 		return false
 	}
 	return !isDir(dataDir) || split == "train"
@@ -150,13 +150,18 @@ func evalCmd() *cobra.Command {
 				// from the data its checkpoint records (--data names where
 				// that data is now).
 				if l.data == nil {
-					return fmt.Errorf("--split val: %s records no training data (not a vgg16 training checkpoint): evaluate it on --split test", args[0])
+					return fmt.Errorf("--split val: %s records no training data (a state dict, or a checkpoint of a vgg16 before runs recorded theirs): evaluate it on --split test", args[0])
 				}
 				df := *l.data
 				if cmd.Flags().Changed("data") {
 					df.Dir = dataDir
 				}
 				dataDir = df.Dir
+				if st, err := os.Stat(df.Dir); df.Dir != "demo" && err != nil {
+					return fmt.Errorf("--split val: the run's data, %s: %w: give --data where it is now", df.Dir, err)
+				} else if df.Dir != "demo" && st.IsDir() && !cifar.Exists(df.Dir) {
+					return fmt.Errorf("--split val: no CIFAR-10 in %s, where the run's data was: give --data where it is now (vgg16 data download --dir %s fetches CIFAR-10 again)", df.Dir, shell.Quote(df.Dir))
+				}
 				var fromDir bool
 				if _, ds, _, fromDir, err = train.OpenData(cmd.Context(), io.Discard, &df, l.seed, nil); err != nil {
 					return err

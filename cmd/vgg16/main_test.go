@@ -857,6 +857,9 @@ func TestTrainedOn(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, cifar.BinFolder), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	link := filepath.Join(t.TempDir(), "batch.bin")
 	if err := os.Symlink(file, link); err != nil {
 		t.Skip(err) // no symbolic links here
@@ -870,6 +873,8 @@ func TestTrainedOn(t *testing.T) {
 		{file, filepath.Join(dir, "other.bin"), "test", false},
 		{dir, dir, "test", false},
 		{dir, dir, "train", true},
+		{dir, filepath.Join(dir, cifar.BinFolder), "train", true}, // the folder of batches in it
+		{dir, filepath.Join(dir, cifar.BinFolder), "test", false},
 		{"demo", "demo", "test", true},
 		{"demo", file, "test", false},
 		{file, link, "test", true}, // another path to the same file
@@ -1331,6 +1336,14 @@ func TestSummaryOfCheckpoint(t *testing.T) {
 	if want := fmt.Sprintf("total parameters: %s", group(m.NumParams())); err != nil || !strings.HasPrefix(out, "8,M,16,M (BN), input 3x32x32, 10 classes") || !strings.Contains(out, want) {
 		t.Errorf("summary of a checkpoint: %v\n%s\nwant %q", err, out, want)
 	}
+	// A run's batch, cut to its --limit as train's memory check counts it.
+	limited := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := checkpoint.Save(limited, m, checkpoint.Info{Config: cfg, Flags: `{"batch":64,"data":{"dir":"demo","limit":10}}`}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "summary", limited); err != nil || !strings.Contains(out, "at batch 10:") {
+		t.Errorf("summary of a run with --batch 64 --limit 10: %v\n%s", err, out)
+	}
 	if _, err := run(t, "summary", path, "--size", "64"); err == nil || !strings.Contains(err.Error(), "--size with a checkpoint") {
 		t.Errorf("summary of a checkpoint --size 64: %v", err)
 	}
@@ -1390,6 +1403,19 @@ func TestEvalSplitVal(t *testing.T) {
 	writeCIFAR(t, data, 21)
 	if out, err := run(t, "eval", filepath.Join(run2, train.BestFile), "--split", "val", "--device", "cpu"); err != nil || !strings.Contains(out, other) {
 		t.Errorf("eval --split val on other images: %v\n%s", err, out)
+	}
+	// The run's data gone: say where it was and what to give.
+	if err := os.RemoveAll(data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "eval", filepath.Join(run2, train.BestFile), "--split", "val", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "--split val: the run's data, "+data) || !strings.Contains(err.Error(), "give --data where it is now") {
+		t.Errorf("eval --split val without the run's data: %v", err)
+	}
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "eval", filepath.Join(run2, train.BestFile), "--split", "val", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "--split val: no CIFAR-10 in "+data) {
+		t.Errorf("eval --split val with the run's data folder empty: %v", err)
 	}
 	// A state dict records no run: nothing held out to score.
 	plain := writePlainVGG(t)

@@ -105,6 +105,9 @@ PyTorch state dict, as eval reads it).`,
 						fs := cmd.Flags()
 						if !fs.Changed("batch") && o.Batch > 0 {
 							batch = o.Batch
+							if o.Data != nil && o.Data.Limit > 0 { // as train's memory check counts it
+								batch = min(batch, o.Data.Limit)
+							}
 						}
 						if !fs.Changed("recompute-bn") {
 							recomputeBN = o.RecomputeBN
