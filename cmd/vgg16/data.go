@@ -91,7 +91,8 @@ func download(ctx context.Context, w io.Writer, dir, format, url string) error {
 			if tty != nil {
 				if bar == nil {
 					bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(tty), progressbar.OptionShowBytes(true),
-						progressbar.OptionSetDescription("downloading CIFAR-10"), progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
+						progressbar.OptionSetDescription("downloading CIFAR-10"), progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish(),
+						progressbar.OptionUseANSICodes(ansiConsole(tty)))
 				}
 				bar.Set64(done)
 				return

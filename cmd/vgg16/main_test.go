@@ -848,6 +848,30 @@ func fixture(t *testing.T, name string) string {
 	return path
 }
 
+// TestSameDataFolderCase: the folder of batches named in another case is
+// the directory's where the file system takes the two names for one folder
+// (macOS, Windows; a link stands in for that here), and not where they are
+// two (Linux).
+func TestSameDataFolderCase(t *testing.T) {
+	dir := t.TempDir()
+	upper := filepath.Join(dir, strings.ToUpper(cifar.BinFolder))
+	if err := os.Mkdir(upper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if sameData(upper, dir) {
+		t.Errorf("%s: another folder than %s's %s, on a file system that tells case", upper, dir, cifar.BinFolder)
+	}
+	if err := os.Symlink(upper, filepath.Join(dir, cifar.BinFolder)); err != nil {
+		t.Skip(err) // no symbolic links here
+	}
+	if !sameData(upper, dir) || !sameData(dir, upper) {
+		t.Errorf("%s: not taken for %s's %s", upper, dir, cifar.BinFolder)
+	}
+	if sameData(upper, t.TempDir()) {
+		t.Error("another directory")
+	}
+}
+
 // TestTrainedOn: eval notes when its images are the ones a checkpoint
 // trained on (the same batch file, the demo sample, a directory's
 // training set), not a directory's test set or other data.

@@ -144,6 +144,7 @@ func newBar(w *os.File, total int, desc string) *progressbar.ProgressBar {
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionClearOnFinish(),
 		progressbar.OptionThrottle(100_000_000),
+		progressbar.OptionUseANSICodes(ansiConsole(w)), // Windows: else a shorter redraw leaves the end of the last
 	)
 }
 

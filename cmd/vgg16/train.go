@@ -533,13 +533,21 @@ func sameData(a, b string) bool {
 	if a == b {
 		return true
 	}
-	dir := func(p string) string {
-		if base := filepath.Base(p); base == cifar.BinFolder || base == cifar.PyFolder {
-			return filepath.Dir(p)
+	return samePath(dataDir(a), dataDir(b))
+}
+
+// dataDir is the CIFAR-10 directory that p is the folder of batches of,
+// else p. The folder is known by its name, or by that name in another case
+// where the file system takes the two for one folder (macOS's and
+// Windows's ignore case: --data C:\Data\CIFAR-10-BATCHES-BIN names it).
+func dataDir(p string) string {
+	base, parent := filepath.Base(p), filepath.Dir(p)
+	for _, f := range []string{cifar.BinFolder, cifar.PyFolder} {
+		if base == f || strings.EqualFold(base, f) && samePath(p, filepath.Join(parent, f)) {
+			return parent
 		}
-		return p
 	}
-	return samePath(dir(a), dir(b))
+	return p
 }
 
 // samePath says whether paths a and b name the same file or directory.

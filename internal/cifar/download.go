@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/vgg16/vgg16/internal/robust"
 )
 
 // The official archives and their MD5 sums (as torchvision checks them).
@@ -133,7 +135,7 @@ func Download(ctx context.Context, opt DownloadOptions) error {
 	// never renamed over one with files): then the dataset is there.
 	var renameErr error
 	if !fileExists(target) {
-		if renameErr = os.Rename(src, target); renameErr == nil {
+		if renameErr = robust.Rename(src, target); renameErr == nil {
 			return nil
 		}
 	}

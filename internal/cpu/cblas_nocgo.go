@@ -23,7 +23,13 @@ func loadBLAS() {
 			why += "; " + BLASEnv + "=" + env
 		}
 		if kind == gemmGonum && env != "gonum" {
-			why += "; built with cgo, vgg16 would load OpenBLAS"
+			switch runtime.GOOS {
+			case "windows": // cgo or not: no CBLAS on Windows
+			case "darwin":
+				why += "; built with cgo, vgg16 would load Accelerate"
+			default:
+				why += "; built with cgo, vgg16 would load OpenBLAS"
+			}
 		}
 		blasKind, blasDesc = kind, "SGEMM: "+desc+" ("+why+")"
 	})

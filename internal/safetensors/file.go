@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+
+	"github.com/vgg16/vgg16/internal/robust"
 )
 
 // Read loads and validates the whole file at path. Tensors' Data share the
@@ -100,7 +102,7 @@ func Write(path string, f *File) (err error) {
 	if err = tmp.Close(); err != nil {
 		return err
 	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
+	if err = robust.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
 	return syncDir(dir)

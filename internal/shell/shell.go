@@ -8,6 +8,10 @@ import "strings"
 // safe are the bytes that no shell reads specially.
 const safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@+,"
 
+// winSafe are the bytes that neither cmd.exe nor PowerShell reads
+// specially in an argument.
+const winSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=+\\"
+
 // Quote returns s as one shell argument: unchanged where it needs no
 // quoting, otherwise in single quotes (POSIX shells) or as Windows programs
 // read their command lines (quote).
@@ -22,4 +26,36 @@ func Quote(s string) string {
 // as itself but the single quote, which is closed, escaped and reopened.
 func posix(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// windowsQuote writes s as the C runtime, and Go, split a Windows command
+// line, in double quotes, with the backslashes before a quote (or the
+// closing one: a path ending in \) doubled. Always in quotes, unlike
+// syscall.EscapeArg, which quotes only for a space or tab: inside them
+// cmd.exe and PowerShell take & | < > ^ ( ) ; , ' and @ as they are, where
+// outside `R&D\run` would run `D\run` (PowerShell still expands $ and `
+// in them, cmd.exe %VAR%). A path of letters, digits, _-./:=+ and
+// backslashes needs none (not , or @: PowerShell reads a list, a splat).
+func windowsQuote(s string) string {
+	if s != "" && strings.Trim(s, winSafe) == "" {
+		return s
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	slashes := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			slashes++
+		case '"':
+			b.WriteString(strings.Repeat(`\`, slashes+1)) // 2n+1 backslashes, then the quote: n and a quote
+			slashes = 0
+		default:
+			slashes = 0
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteString(strings.Repeat(`\`, slashes)) // before the closing quote: doubled
+	b.WriteByte('"')
+	return b.String()
 }

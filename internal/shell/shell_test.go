@@ -3,6 +3,7 @@ package shell
 import (
 	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -26,4 +27,73 @@ func TestQuote(t *testing.T) {
 	if q := Quote("runs/20261207-120000-vgg16-32"); q != "runs/20261207-120000-vgg16-32" {
 		t.Errorf("a plain path was quoted: %s", q)
 	}
+}
+
+// TestWindowsQuote: the C runtime's split of a Windows command line (as
+// CommandLineToArgvW and Go's os.Args read it) gives each argument back,
+// and every argument with a byte that cmd.exe or PowerShell reads
+// specially is in double quotes, inside which they read it as itself.
+func TestWindowsQuote(t *testing.T) {
+	for _, s := range []string{`runs\20261207-120000-vgg16-32`, `C:\my runs\a b`, `C:\my runs\`, `it's`, `a"b`, `a\"b`, `a\\"b\`, `R&D\run`,
+		`a|b`, `x;y`, `a,b`, `@x`, `(1)`, "tab\there", "", "ünïcode dir", `\\server\share\runs`} {
+		q := windowsQuote(s)
+		got := splitWindows(q)
+		if len(got) != 1 || got[0] != s {
+			t.Errorf("windowsQuote(%q) = %s: read back as %q", s, q, got)
+		}
+		if strings.Trim(s, winSafe) != "" && !(strings.HasPrefix(q, `"`) && strings.HasSuffix(q, `"`)) {
+			t.Errorf("windowsQuote(%q) = %s: not in double quotes", s, q)
+		}
+	}
+	if q := windowsQuote(`runs\20261207-120000-vgg16-32`); q != `runs\20261207-120000-vgg16-32` {
+		t.Errorf("a plain path was quoted: %s", q)
+	}
+}
+
+// splitWindows splits a command line as the Microsoft C runtime does:
+// 2n backslashes and a quote are n backslashes and a quote that opens or
+// closes; 2n+1 backslashes and a quote, n backslashes and a quote; other
+// backslashes are themselves; spaces and tabs outside quotes separate.
+func splitWindows(line string) []string {
+	var args []string
+	var arg strings.Builder
+	inQuotes, started := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\\':
+			n := 0
+			for i < len(line) && line[i] == '\\' {
+				n++
+				i++
+			}
+			if i < len(line) && line[i] == '"' {
+				arg.WriteString(strings.Repeat(`\`, n/2))
+				if n%2 == 1 {
+					arg.WriteByte('"')
+				} else {
+					inQuotes = !inQuotes
+				}
+			} else {
+				arg.WriteString(strings.Repeat(`\`, n))
+				i--
+			}
+			started = true
+		case c == '"':
+			inQuotes, started = !inQuotes, true
+		case (c == ' ' || c == '\t') && !inQuotes:
+			if started {
+				args = append(args, arg.String())
+				arg.Reset()
+				started = false
+			}
+		default:
+			arg.WriteByte(c)
+			started = true
+		}
+	}
+	if started {
+		args = append(args, arg.String())
+	}
+	return args
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/vgg16/vgg16/internal/robust"
 )
 
 // Number is a float64 that JSON writes as null where it is NaN or ±Inf,
@@ -105,5 +107,5 @@ func writeAtomic(path string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	return robust.Rename(tmp.Name(), path)
 }
