@@ -164,8 +164,8 @@ func resizedCropParams(rng *rand.Rand, height, width int, smin, smax, rmin, rmax
 	area := float64(height * width)
 	lmin, lmax := math.Log(rmin), math.Log(rmax)
 	for range 10 {
-		target := area * (smin + (smax-smin)*rng.Float64())
-		ar := math.Exp(lmin + (lmax-lmin)*rng.Float64())
+		target := area * (smin + float64((smax-smin)*rng.Float64())) // the conversions forbid fused multiply-adds, as in Python
+		ar := math.Exp(lmin + float64((lmax-lmin)*rng.Float64()))
 		w = int(math.RoundToEven(math.Sqrt(target * ar)))
 		h = int(math.RoundToEven(math.Sqrt(target / ar)))
 		if 0 < w && w <= width && 0 < h && h <= height {

@@ -54,7 +54,11 @@ func pureGo(env string) (gemmKind, string) {
 	case sgemm.Available() || env == "go":
 		return gemmGo, "vgg16's own in Go, " + sgemm.Kernel()
 	}
-	return gemmGonum, "gonum's, pure Go: no AVX2 and FMA for vgg16's own kernel"
+	why := "no AVX2 and FMA for vgg16's own kernel"
+	if runtime.GOARCH != "amd64" {
+		why = "vgg16's own kernels are for x86-64 (AVX2, AVX-512)"
+	}
+	return gemmGonum, "gonum's, pure Go: " + why
 }
 
 // FastSGEMM reports whether the SGEMM in use is a fast one (a CBLAS, or

@@ -37,7 +37,7 @@ func (b *Backend) batchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 			variance := ss[ch] / cnt
 			inv := 1 / math.Sqrt(variance+eps)
 			scale[ch] = float64(G[ch]) * inv
-			shiftBy[ch] = float64(B[ch]) - mean[ch]*scale[ch]
+			shiftBy[ch] = float64(B[ch]) - float64(mean[ch]*scale[ch])
 			SM[ch], SI[ch] = float32(mean[ch]), float32(inv)
 			unbiased := variance
 			if cnt > 1 {
@@ -47,8 +47,8 @@ func (b *Backend) batchNormTrain(y, x, gamma, beta, runMean, runVar, saveMean, s
 			if S != nil {
 				m += float64(S[ch])
 			}
-			RM[ch] = float32((1-momentum)*float64(RM[ch]) + momentum*m)
-			RV[ch] = float32((1-momentum)*float64(RV[ch]) + momentum*unbiased)
+			RM[ch] = float32(float64((1-momentum)*float64(RM[ch])) + float64(momentum*m))
+			RV[ch] = float32(float64((1-momentum)*float64(RV[ch])) + float64(momentum*unbiased))
 		}
 		bnApply(Y, X, n, c, hw, lo, hi, scale, shiftBy, relu)
 	})
@@ -67,17 +67,17 @@ func batchNormInfer(y, x, gamma, beta, runMean, runVar *tensor.Tensor, eps float
 		for j := lo; j < hi; j++ {
 			ch := j % c
 			scale := float64(G[ch]) / math.Sqrt(float64(RV[ch])+eps)
-			shift := float64(B[ch]) - float64(RM[ch])*scale
+			shift := float64(B[ch]) - float64(float64(RM[ch])*scale)
 			s32, h32 := float32(scale), float32(shift)
 			dst := Y[j*hw:][:hw]
 			if relu {
 				for p, v := range X[j*hw:][:hw] {
-					dst[p] = max(v*s32+h32, 0)
+					dst[p] = max(float32(v*s32)+h32, 0)
 				}
 				continue
 			}
 			for p, v := range X[j*hw:][:hw] {
-				dst[p] = v*s32 + h32
+				dst[p] = float32(v*s32) + h32
 			}
 		}
 	})
@@ -132,10 +132,10 @@ func (b *Backend) BatchNormReLUApply(y, x, gamma, beta, saveMean, saveInvStd *te
 		for j := lo; j < hi; j++ {
 			ch := j % c
 			scale := float64(G[ch]) * float64(SI[ch])
-			shift := float64(B[ch]) - float64(SM[ch])*scale
+			shift := float64(B[ch]) - float64(float64(SM[ch])*scale)
 			dst := Y[j*hw:][:hw]
 			for p, v := range X[j*hw:][:hw] {
-				dst[p] = max(float32(float64(v)*scale+shift), 0)
+				dst[p] = max(float32(float64(float64(v)*scale)+shift), 0)
 			}
 		}
 	})
@@ -283,9 +283,9 @@ func lrnScale(scale, x []float32, c, hw int, p tensor.LRN) {
 		var s float64
 		for j := lo; j < hi; j++ {
 			v := float64(x[j*hw])
-			s += v * v
+			s += float64(v * v)
 		}
-		scale[ch] = float32(p.K + p.Alpha/float64(p.Size)*s)
+		scale[ch] = float32(p.K + float64(p.Alpha/float64(p.Size)*s))
 	}
 }
 
@@ -326,7 +326,7 @@ func (b *Backend) LRNBackward(dx, dy, x, y *tensor.Tensor, p tensor.LRN) {
 					s += t[j]
 				}
 				xv := float64(X[base+ch*hw])
-				DX[base+ch*hw] = float32(float64(DY[base+ch*hw])*math.Pow(float64(scale[ch]), -p.Beta) - 2*p.Alpha*p.Beta/float64(p.Size)*xv*s)
+				DX[base+ch*hw] = float32(float64(float64(DY[base+ch*hw])*math.Pow(float64(scale[ch]), -p.Beta)) - float64(2*p.Alpha*p.Beta/float64(p.Size)*xv*s))
 			}
 		}
 	})
@@ -454,7 +454,7 @@ func (b *Backend) SoftmaxCrossEntropy(loss, dlogits, logits, labels *tensor.Tens
 				t += 1 - smoothing
 			}
 			lp := (float64(v) - m) - logZ
-			total -= t * lp
+			total -= float64(t * lp)
 			if D != nil {
 				D[i*c+j] = float32((math.Exp(lp) - t) / float64(n))
 			}
@@ -496,32 +496,32 @@ func (b *Backend) SGDStep(p, g, m *tensor.Tensor, h tensor.SGD, first bool) {
 		switch {
 		case mom == 0:
 			for i := range p {
-				p[i] -= lr * (g[i] + wd*p[i])
+				p[i] -= float32(lr * (g[i] + float32(wd*p[i])))
 			}
 		case first && h.Nesterov:
 			for i := range p {
-				d := g[i] + wd*p[i]
+				d := g[i] + float32(wd*p[i])
 				m[i] = d
-				p[i] -= lr * (d + mom*d)
+				p[i] -= float32(lr * (d + float32(mom*d)))
 			}
 		case first:
 			for i := range p {
-				d := g[i] + wd*p[i]
+				d := g[i] + float32(wd*p[i])
 				m[i] = d
-				p[i] -= lr * d
+				p[i] -= float32(lr * d)
 			}
 		case h.Nesterov:
 			for i := range p {
-				d := g[i] + wd*p[i]
-				mi := mom*m[i] + damp*d
+				d := g[i] + float32(wd*p[i])
+				mi := float32(mom*m[i]) + float32(damp*d)
 				m[i] = mi
-				p[i] -= lr * (d + mom*mi)
+				p[i] -= float32(lr * (d + float32(mom*mi)))
 			}
 		default:
 			for i := range p {
-				mi := mom*m[i] + damp*(g[i]+wd*p[i])
+				mi := float32(mom*m[i]) + float32(damp*(g[i]+float32(wd*p[i])))
 				m[i] = mi
-				p[i] -= lr * mi
+				p[i] -= float32(lr * mi)
 			}
 		}
 	})

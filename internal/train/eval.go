@@ -102,7 +102,7 @@ func evaluate(ctx context.Context, m *layers.Model, ds *cifar.Dataset, set tenso
 		})
 		be.Download(lossHost, loss)
 		be.Download(logits[:n*classes], out)
-		sum += float64(lossHost[0]) * float64(n)
+		sum += float64(float64(lossHost[0]) * float64(n))
 		for i, l := range labels {
 			res.Confusion[int(l)][argmax(logits[i*classes:(i+1)*classes])]++
 		}
