@@ -41,7 +41,9 @@ race:
 # Linux on arm64 and 32-bit x86 are type-checked, tests included, and
 # 32-bit x86 also runs every test where the kernel runs its binaries. Where the
 # tools are installed (.ci/run installs them), the CPU backend's C is
-# tested as clang compiles it (macOS's compiler) and on arm64 under qemu.
+# tested as clang compiles it (macOS's compiler) and on arm64 under qemu,
+# where the whole binary also trains, resumes and evaluates
+# (scripts/arm64-smoke.sh).
 # Not covered: the C as macOS's SDK builds it.
 ARM64_SYSROOT ?= /usr/aarch64-linux-gnu
 portable:
@@ -61,6 +63,7 @@ portable:
 		echo "GOARCH=arm64 go test ./internal/cpu ./internal/sgemm (qemu)"; \
 		CC=aarch64-linux-gnu-gcc GOARCH=arm64 CGO_ENABLED=1 $(GO) test -count=1 \
 			-exec "qemu-aarch64 -L $(ARM64_SYSROOT)" ./internal/cpu ./internal/sgemm || exit 1; \
+		GO=$(GO) ARM64_SYSROOT=$(ARM64_SYSROOT) bash scripts/arm64-smoke.sh || exit 1; \
 	else echo "portable: aarch64-linux-gnu-gcc or qemu-aarch64 missing: the CPU backend is not tested on arm64"; fi
 
 # Execution counts, not durations: with a duration, Go 1.26's fuzz
