@@ -484,10 +484,14 @@ func TestAutoResume(t *testing.T) {
 	if err := os.Mkdir(killed, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"best.safetensors", "optim.abc-2.safetensors", ".last.safetensors.tmp123"} {
+	for _, name := range []string{"optim.abc-2.safetensors", ".last.safetensors.tmp123"} {
 		if err := os.WriteFile(filepath.Join(killed, name), []byte("left"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The first epoch's best checkpoint, written before its last (its header is what counts).
+	if err := safetensors.Write(filepath.Join(killed, "best.safetensors"), &safetensors.File{Metadata: map[string]string{"vgg16.epoch": "1"}}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := run(t, append([]string{"train", "--data", data, "--epochs", "1", "--run-dir", killed}, tiny...)...); err == nil {
 		t.Error("a new run took a directory with another run's files")

@@ -334,6 +334,20 @@ func ReadFlags(path string) (string, error) {
 	return md[keyFlags], nil
 }
 
+// ReadEpoch returns the epochs a checkpoint records done (its vgg16.epoch
+// metadata), reading only its header.
+func ReadEpoch(path string) (int, error) {
+	md, err := safetensors.ReadMetadata(path)
+	if err != nil {
+		return 0, err
+	}
+	e, err := strconv.Atoi(md[keyEpoch])
+	if err != nil {
+		return 0, fmt.Errorf("%s: metadata %s %q: want a number of epochs", path, keyEpoch, md[keyEpoch])
+	}
+	return e, nil
+}
+
 // Exists reports whether path names a regular file.
 func Exists(path string) bool {
 	st, err := os.Stat(path)

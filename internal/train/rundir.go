@@ -157,6 +157,8 @@ func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 			return nil, false
 		case name == MetricsFile && !firstEpochOnly(filepath.Join(dir, name)):
 			return nil, false // the metrics of more than the first epoch: a run that saved (its last.safetensors moved away), the user's
+		case name == BestFile && !firstEpochBest(filepath.Join(dir, name)):
+			return nil, false // likewise a best checkpoint of a later epoch, or not vgg16's
 		case name == BestFile, name == MetricsFile, name == PlotFile,
 			strings.HasPrefix(name, optimPrefix) && strings.HasSuffix(name, ".safetensors"), isTemp(name):
 			files = append(files, name)
@@ -173,6 +175,13 @@ func leftBeforeFirstSave(dir string) (files []string, ok bool) {
 func firstEpochOnly(path string) bool {
 	h, err := ReadMetrics(path)
 	return err == nil && len(h) <= 1 && (len(h) == 0 || h[0].Epoch == 1)
+}
+
+// firstEpochBest says whether the checkpoint at path is a best one that a
+// run writes before its first last.safetensors: epoch 1's.
+func firstEpochBest(path string) bool {
+	e, err := checkpoint.ReadEpoch(path)
+	return err == nil && e == 1
 }
 
 // claimRun claims the directory of a run to resume.

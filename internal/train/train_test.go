@@ -1579,3 +1579,32 @@ func TestResumeDropsLinesPastCheckpoint(t *testing.T) {
 		t.Errorf("%s after the resume (%v):\n%s\nwant the checkpoint's epoch alone:\n%s", MetricsFile, err, got, b)
 	}
 }
+
+// TestStartAgainKeepsALaterBest: a best checkpoint alone is an unsaved
+// run's only where it is epoch 1's (saved before that epoch's
+// last.safetensors); a later epoch's is a saved run's, whose other files
+// went, and StartAgain leaves it.
+func TestStartAgainKeepsALaterBest(t *testing.T) {
+	o := smallOptions()
+	m, err := layers.New(cpu.New(), o.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	for _, c := range []struct {
+		epoch int
+		kept  bool
+	}{{1, false}, {3, true}} {
+		dir := t.TempDir()
+		if err := checkpoint.Save(filepath.Join(dir, BestFile), m, checkpoint.Info{Config: o.Model, Epoch: c.epoch}); err != nil {
+			t.Fatal(err)
+		}
+		claim, removed, err := StartAgain(dir)
+		if err == nil {
+			claim.Release()
+		}
+		if _, statErr := os.Stat(filepath.Join(dir, BestFile)); (statErr == nil) != c.kept || c.kept && (err == nil || len(removed) > 0) {
+			t.Errorf("a best checkpoint of epoch %d alone: removed %q (err %v), kept %v, want kept %v", c.epoch, removed, err, statErr == nil, c.kept)
+		}
+	}
+}
