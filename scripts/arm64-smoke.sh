@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 SYSROOT=${ARM64_SYSROOT:-/usr/aarch64-linux-gnu}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pid=
+limit=${ARM64_SMOKE_TIMEOUT:-600} # seconds for any one command: a hang under qemu fails, not blocks, CI
+trap '[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 CC=aarch64-linux-gnu-gcc GOARCH=arm64 CGO_ENABLED=1 $GO build -o "$tmp/vgg16" ./cmd/vgg16
-v() { qemu-aarch64 -L "$SYSROOT" "$tmp/vgg16" "$@"; }
+v() { timeout -k 10 "$limit" qemu-aarch64 -L "$SYSROOT" "$tmp/vgg16" "$@"; }
 fail() { echo "arm64-smoke: $*" >&2; exit 1; }
 
 v doctor >"$tmp/doctor.txt" || fail "doctor failed"
@@ -23,11 +25,19 @@ v train --resume --run-dir "$tmp/run" --epochs 3 --device cpu >"$tmp/resume.txt"
 # SIGINT in the fourth epoch: a checkpoint, exit status 130, then a resume.
 qemu-aarch64 -L "$SYSROOT" "$tmp/vgg16" train --resume --run-dir "$tmp/run" --epochs 40 --device cpu >"$tmp/int.txt" 2>&1 &
 pid=$! # qemu's own: a function's subshell would take the signal instead
-for _ in $(seq 600); do grep -q "epoch 4/40" "$tmp/int.txt" && break; sleep 0.1; done
-grep -q "epoch 4/40" "$tmp/int.txt" || { kill "$pid"; fail "the resumed run did not start its fourth epoch in 60 s"; }
+# Polled up to $limit s (a slow CI machine), ending early if it exited.
+for _ in $(seq $((limit * 10))); do
+  grep -q "epoch 4/40" "$tmp/int.txt" && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+grep -q "epoch 4/40" "$tmp/int.txt" || { kill "$pid" 2>/dev/null || true; fail "the resumed run did not start its fourth epoch: $(tail -3 "$tmp/int.txt")"; }
 kill -INT "$pid"
+for _ in $(seq $((limit * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; fail "SIGINT: still running $limit s later: $(tail -3 "$tmp/int.txt")"; }
 status=0
 wait "$pid" || status=$?
+pid=
 [ "$status" = 130 ] || fail "SIGINT: exit status $status, want 130: $(tail -3 "$tmp/int.txt")"
 v train --resume --run-dir "$tmp/run" --epochs 5 --device cpu >"$tmp/resume2.txt" || fail "resume after SIGINT failed: $(tail -3 "$tmp/resume2.txt")"
 

@@ -159,7 +159,8 @@ func evalCmd() *cobra.Command {
 				dataDir = df.Dir
 				if st, err := os.Stat(df.Dir); df.Dir != "demo" && err != nil {
 					return fmt.Errorf("--split val: the run's data, %s: %w: give --data where it is now", df.Dir, err)
-				} else if df.Dir != "demo" && st.IsDir() && !cifar.Exists(df.Dir) {
+				} else if folder, _ := cifar.Incomplete(df.Dir); df.Dir != "demo" && st.IsDir() && !cifar.Exists(df.Dir) && folder == "" && cifar.Unreadable(df.Dir) == nil {
+					// (Part of CIFAR-10, or a folder that cannot be read: OpenData says which.)
 					return fmt.Errorf("--split val: no CIFAR-10 in %s, where the run's data was: give --data where it is now (vgg16 data download --dir %s fetches CIFAR-10 again)", df.Dir, shell.Quote(df.Dir))
 				}
 				var fromDir bool

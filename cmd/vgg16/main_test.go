@@ -1445,6 +1445,16 @@ func TestEvalSplitVal(t *testing.T) {
 	if _, err := run(t, "eval", filepath.Join(run2, train.BestFile), "--split", "val", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "--split val: no CIFAR-10 in "+data) {
 		t.Errorf("eval --split val with the run's data folder empty: %v", err)
 	}
+	// Part of CIFAR-10 there: which part is missing, as train says it.
+	if err := os.Mkdir(filepath.Join(data, cifar.BinFolder), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, cifar.BinFolder, "data_batch_1.bin"), make([]byte, cifar.RecordBytes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "eval", filepath.Join(run2, train.BestFile), "--split", "val", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "holds part of CIFAR-10") {
+		t.Errorf("eval --split val with part of the run's data: %v", err)
+	}
 	// A state dict records no run: nothing held out to score.
 	plain := writePlainVGG(t)
 	if _, err := run(t, "eval", plain, "--split", "val", "--device", "cpu"); err == nil || !strings.Contains(err.Error(), "records no training data") {

@@ -14,17 +14,18 @@ const winSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_
 
 // Quote returns s as one shell argument: unchanged where it needs no
 // quoting, otherwise in single quotes (POSIX shells) or as Windows programs
-// read their command lines (quote).
-func Quote(s string) string {
+// read their command lines (quote). Each platform's quote decides what
+// needs none: POSIX's safe set has , and @, which PowerShell reads as a
+// list and a splat.
+func Quote(s string) string { return quote(s) }
+
+// posix puts s in single quotes, in which a POSIX shell reads every byte
+// as itself but the single quote, which is closed, escaped and reopened;
+// s of safe bytes alone is left as it is.
+func posix(s string) string {
 	if s != "" && strings.Trim(s, safe) == "" {
 		return s
 	}
-	return quote(s)
-}
-
-// posix puts s in single quotes, in which a POSIX shell reads every byte
-// as itself but the single quote, which is closed, escaped and reopened.
-func posix(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 

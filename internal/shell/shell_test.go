@@ -48,6 +48,15 @@ func TestWindowsQuote(t *testing.T) {
 	if q := windowsQuote(`runs\20261207-120000-vgg16-32`); q != `runs\20261207-120000-vgg16-32` {
 		t.Errorf("a plain path was quoted: %s", q)
 	}
+	// What Quote gives on Windows: POSIX's safe set (, and @) is not
+	// Windows's: PowerShell splits --run-dir a,b into two arguments.
+	if runtime.GOOS == "windows" {
+		for _, s := range []string{"lr=0.1,bs=64", "runs/a,b", "@x"} {
+			if q := Quote(s); q != windowsQuote(s) || !strings.HasPrefix(q, `"`) {
+				t.Errorf("Quote(%q) = %s, want %s", s, q, windowsQuote(s))
+			}
+		}
+	}
 }
 
 // splitWindows splits a command line as the Microsoft C runtime does:
