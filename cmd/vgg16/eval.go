@@ -89,8 +89,8 @@ func loadModel(be tensor.Backend, path string) (*loaded, error) {
 	// The normalisation follows the training augmentation; weights from
 	// elsewhere (torchvision's) expect ImageNet's.
 	augment := "seed"
-	var o train.Options
-	if ck.Info.Flags != "" && json.Unmarshal([]byte(ck.Info.Flags), &o) == nil && o.Augment != "" {
+	o, err := train.ParseOptions(ck.Info.Flags)
+	if err == nil && o.Augment != "" {
 		augment = o.Augment
 	}
 	classes := ck.Info.Classes

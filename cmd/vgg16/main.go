@@ -43,7 +43,7 @@ func (e *stoppedError) Unwrap() error { return e.err }
 // and schedulers tell a run to resume from a failure, which is 1.
 func exitCode(err error) int {
 	if s := (*stoppedError)(nil); errors.As(err, &s) {
-		return 128 + int(s.sig)
+		return signalStatus(s.sig)
 	}
 	return 1
 }

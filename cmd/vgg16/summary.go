@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -100,8 +99,7 @@ PyTorch state dict, as eval reads it).`,
 				if ck, err = checkpoint.Load(args[0]); err == nil {
 					cfg = ck.Info.Config
 					// The estimate is of the run as it trained, unless told otherwise.
-					var o train.Options
-					if ck.Info.Flags != "" && json.Unmarshal([]byte(ck.Info.Flags), &o) == nil {
+					if o, err := train.ParseOptions(ck.Info.Flags); err == nil {
 						fs := cmd.Flags()
 						if !fs.Changed("batch") && o.Batch > 0 {
 							batch = o.Batch

@@ -335,17 +335,18 @@ func ReadFlags(path string) (string, error) {
 }
 
 // ReadEpoch returns the epochs a checkpoint records done (its vgg16.epoch
-// metadata), reading only its header.
+// metadata, 0 where it has none), reading only its header; an error where
+// its place or scores are damaged, as Load would mark them.
 func ReadEpoch(path string) (int, error) {
 	md, err := safetensors.ReadMetadata(path)
 	if err != nil {
 		return 0, err
 	}
-	e, err := strconv.Atoi(md[keyEpoch])
-	if err != nil {
-		return 0, fmt.Errorf("%s: metadata %s %q: want a number of epochs", path, keyEpoch, md[keyEpoch])
+	var info Info
+	if err := parseCounts(md, &info); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return e, nil
+	return info.Epoch, nil
 }
 
 // Exists reports whether path names a regular file.

@@ -212,9 +212,18 @@ func OptionsOf(path string) (Options, error) {
 	if err != nil {
 		return Options{}, err
 	}
-	var o Options
-	if err := json.Unmarshal([]byte(flags), &o); err != nil {
+	o, err := ParseOptions(flags)
+	if err != nil {
 		return o, fmt.Errorf("%s: the training options in its metadata: %w", path, err)
 	}
 	return o, nil
+}
+
+// ParseOptions reads the training options a checkpoint records as JSON
+// (checkpoint.Info.Flags); an error where there are none, or they do not
+// parse.
+func ParseOptions(flags string) (Options, error) {
+	var o Options
+	err := json.Unmarshal([]byte(flags), &o)
+	return o, err
 }
