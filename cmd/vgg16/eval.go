@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +57,47 @@ func trainedOn(data *train.DataOptions, dataDir, split string) bool {
 		return false
 	}
 	return !isDir(dataDir) || split == "train"
+}
+
+// heldOutSet is the images the run that wrote ckpt (l) validated on, drawn
+// again as train drew them from the data its checkpoint records, and where
+// that data is: dataDir where given (--data names where it is now). Other
+// images than the run's are said on errw.
+func heldOutSet(ctx context.Context, errw io.Writer, l *loaded, ckpt, dataDir string, given bool) (*cifar.Dataset, string, error) {
+	if l.data == nil {
+		return nil, "", fmt.Errorf("--split val: %s records no training data (a state dict, or a checkpoint of a vgg16 before runs recorded theirs): evaluate it on --split test", ckpt)
+	}
+	df := *l.data
+	if given {
+		df.Dir = dataDir
+	}
+	if df.Dir != "demo" {
+		st, err := os.Stat(df.Dir)
+		if err != nil {
+			return nil, "", fmt.Errorf("--split val: the run's data, %s: %w: give --data where it is now", df.Dir, err)
+		}
+		// (Part of CIFAR-10, or a folder that cannot be read: OpenData says which.)
+		if folder, _ := cifar.Incomplete(df.Dir); st.IsDir() && !cifar.Exists(df.Dir) && folder == "" && cifar.Unreadable(df.Dir) == nil {
+			return nil, "", fmt.Errorf("--split val: no CIFAR-10 in %s, where the run's data was: give --data where it is now (vgg16 data download --dir %s fetches CIFAR-10 again)", df.Dir, shell.Quote(df.Dir))
+		}
+	}
+	_, ds, _, fromDir, err := train.OpenData(ctx, io.Discard, &df, l.seed, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if ds == nil || ds.Len() == 0 {
+		return nil, "", fmt.Errorf("--split val: the run that wrote %s held out no images", ckpt)
+	}
+	// The images validated on: the test set's (--val-split 0 of a
+	// directory), else drawn from the training images.
+	other := l.data.Images != "" && df.Images != l.data.Images
+	if fromDir && df.ValSplit == 0 {
+		other = l.data.TestImages != "" && df.TestImages != l.data.TestImages
+	}
+	if other {
+		fmt.Fprintf(errw, "note: %s holds other images than those the run drew its validation images from: this is not its val_acc\n", df.Dir)
+	}
+	return ds, df.Dir, nil
 }
 
 // trainedNote says how much of the set dataDir (n images) that a
@@ -146,38 +188,8 @@ func evalCmd() *cobra.Command {
 			}
 			var ds *cifar.Dataset
 			if split == "val" {
-				// The images the run validated on, drawn as train drew them
-				// from the data its checkpoint records (--data names where
-				// that data is now).
-				if l.data == nil {
-					return fmt.Errorf("--split val: %s records no training data (a state dict, or a checkpoint of a vgg16 before runs recorded theirs): evaluate it on --split test", args[0])
-				}
-				df := *l.data
-				if cmd.Flags().Changed("data") {
-					df.Dir = dataDir
-				}
-				dataDir = df.Dir
-				if st, err := os.Stat(df.Dir); df.Dir != "demo" && err != nil {
-					return fmt.Errorf("--split val: the run's data, %s: %w: give --data where it is now", df.Dir, err)
-				} else if folder, _ := cifar.Incomplete(df.Dir); df.Dir != "demo" && st.IsDir() && !cifar.Exists(df.Dir) && folder == "" && cifar.Unreadable(df.Dir) == nil {
-					// (Part of CIFAR-10, or a folder that cannot be read: OpenData says which.)
-					return fmt.Errorf("--split val: no CIFAR-10 in %s, where the run's data was: give --data where it is now (vgg16 data download --dir %s fetches CIFAR-10 again)", df.Dir, shell.Quote(df.Dir))
-				}
-				var fromDir bool
-				if _, ds, _, fromDir, err = train.OpenData(cmd.Context(), io.Discard, &df, l.seed, nil); err != nil {
+				if ds, dataDir, err = heldOutSet(cmd.Context(), cmd.ErrOrStderr(), l, args[0], dataDir, cmd.Flags().Changed("data")); err != nil {
 					return err
-				}
-				if ds == nil || ds.Len() == 0 {
-					return fmt.Errorf("--split val: the run that wrote %s held out no images", args[0])
-				}
-				// The images validated on: the test set's (--val-split 0 of
-				// a directory), else drawn from the training images.
-				other := l.data.Images != "" && df.Images != l.data.Images
-				if fromDir && df.ValSplit == 0 {
-					other = l.data.TestImages != "" && df.TestImages != l.data.TestImages
-				}
-				if other {
-					fmt.Fprintf(cmd.ErrOrStderr(), "note: %s holds other images than those the run drew its validation images from: this is not its val_acc\n", dataDir)
 				}
 				if !cmd.Flags().Changed("batch") && l.batch > 0 {
 					batch = l.batch // as it validated: the same sums, the same loss to the bit
