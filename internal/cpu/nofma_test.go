@@ -1,11 +1,10 @@
-package cpu_test
+package cpu
 
 import (
 	"math"
 	"math/rand/v2"
 	"testing"
 
-	"github.com/vgg16/vgg16/internal/cpu"
 	"github.com/vgg16/vgg16/internal/tensor"
 )
 
@@ -16,14 +15,6 @@ import (
 // written with those conversions; without them in the backend, these tests
 // fail where Go fuses (GOARCH=arm64 under qemu), and training there drifts
 // from amd64's by an ulp a step with the same SGEMM.
-
-func randSlice(r *rand.Rand, n int) []float32 {
-	s := make([]float32, n)
-	for i := range s {
-		s[i] = float32(r.NormFloat64())
-	}
-	return s
-}
 
 func TestSGDStepRoundsEachOperation(t *testing.T) {
 	const n = 1 << 12
@@ -39,8 +30,8 @@ func TestSGDStepRoundsEachOperation(t *testing.T) {
 		{"nesterov", tensor.SGD{LR: 0.1, Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true, Dampening: 0.1}, false},
 		{"momentum", tensor.SGD{LR: 0.1, Momentum: 0.9, WeightDecay: 5e-4, Dampening: 0.1}, false},
 	} {
-		p0, g0, m0 := randSlice(r, n), randSlice(r, n), randSlice(r, n)
-		be := cpu.New()
+		p0, g0, m0 := randomFloats(r, n), randomFloats(r, n), randomFloats(r, n)
+		be := New()
 		p, g, m := be.New(n), be.New(n), be.New(n)
 		be.Upload(p, p0)
 		be.Upload(g, g0)
@@ -71,7 +62,7 @@ func TestSGDStepRoundsEachOperation(t *testing.T) {
 				}
 			}
 		}
-		gotP, gotM := cpu.Data(p), cpu.Data(m)
+		gotP, gotM := Data(p), Data(m)
 		bad := 0
 		for i := range wantP {
 			if math.Float32bits(gotP[i]) != math.Float32bits(wantP[i]) || math.Float32bits(gotM[i]) != math.Float32bits(wantM[i]) {
@@ -89,13 +80,13 @@ func TestSGDStepRoundsEachOperation(t *testing.T) {
 func TestBatchNormInferRoundsEachOperation(t *testing.T) {
 	const nb, c, hw = 2, 8, 64
 	r := rand.New(rand.NewPCG(3, 4))
-	x0 := randSlice(r, nb*c*hw)
-	g0, b0, rm0 := randSlice(r, c), randSlice(r, c), randSlice(r, c)
+	x0 := randomFloats(r, nb*c*hw)
+	g0, b0, rm0 := randomFloats(r, c), randomFloats(r, c), randomFloats(r, c)
 	rv0 := make([]float32, c)
 	for i := range rv0 {
 		rv0[i] = 0.5 + r.Float32()
 	}
-	be := cpu.New()
+	be := New()
 	x, y := be.New(nb, c, 8, 8), be.New(nb, c, 8, 8)
 	g, b, rm, rv := be.New(c), be.New(c), be.New(c), be.New(c)
 	be.Upload(x, x0)
@@ -105,7 +96,7 @@ func TestBatchNormInferRoundsEachOperation(t *testing.T) {
 	be.Upload(rv, rv0)
 	const eps = 1e-5
 	be.BatchNormInfer(y, x, g, b, rm, rv, eps)
-	got := cpu.Data(y)
+	got := Data(y)
 	for j := range nb * c {
 		ch := j % c
 		scale := float64(g0[ch]) / math.Sqrt(float64(rv0[ch])+eps)
